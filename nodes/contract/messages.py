@@ -1,0 +1,197 @@
+"""Every payload that crosses MQTT, as a msgspec Struct.
+
+Wire Structs are forward compatible: new fields get defaults and unknown fields are ignored, so an older node
+keeps reading what a newer node publishes. Units live in field names (``soc_kwh``, ``power_kw``,
+``price_eur_per_mwh``); timestamps are timezone-aware (``Meta(tz=True)``) and published as UTC.
+
+Numbers carry bounds on purpose: JSON allows ``1e400`` (infinity after decoding), and a bound turns that,
+NaN and negative energies into a validation error at the boundary instead of a corrupt point in the database.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta, Struct
+
+# -- constrained scalar types (one place for the bounds, reused by every Struct) ---------------------------
+
+UtcDatetime = Annotated[
+    datetime, Meta(tz=True, description="RFC 3339 timestamp with a zone, e.g. 2025-01-16T10:00:00Z")
+]
+EnergyKwh = Annotated[float, Meta(ge=0.0, le=1e7, description="energy in kWh")]
+PowerKw = Annotated[float, Meta(ge=0.0, le=1e7, description="power in kW")]
+SignedPowerKw = Annotated[
+    float, Meta(ge=-1e7, le=1e7, description="power in kW: + discharging (to the grid), - charging")
+]
+PriceEurPerMwh = Annotated[float, Meta(ge=-1e5, le=1e5, description="price in EUR/MWh (may be negative)")]
+MoneyEur = Annotated[float, Meta(ge=-1e12, le=1e12, description="money in EUR")]
+Efficiency = Annotated[float, Meta(gt=0.0, le=1.0, description="fraction in (0, 1]")]
+Identifier = Annotated[str, Meta(pattern=r"^[a-z0-9_-]{1,64}$", description="id: [a-z0-9_-]{1,64}")]
+
+Action = Literal["charge", "discharge", "idle"]
+Mode = Literal["idle", "charging", "discharging", "offline"]
+NodeState = Literal["online", "degraded", "offline"]
+HistoryKind = Literal["telemetry", "command", "state", "schedule", "prices"]
+
+
+class Telemetry(Struct, kw_only=True, omit_defaults=True):
+    """A battery measurement at one instant (published by the device, or by the gateway for ``POST /write``)."""
+
+    ts: UtcDatetime
+    soc_kwh: EnergyKwh
+    power_kw: SignedPowerKw | None = None
+    target_charge_kw: PowerKw | None = None
+    target_discharge_kw: PowerKw | None = None
+    source: str = "device"
+
+
+class BatterySpec(Struct, kw_only=True, omit_defaults=True):
+    """What a battery can do; the planner plans within it and the gateway refuses commands beyond it."""
+
+    capacity_kwh: Annotated[float, Meta(gt=0.0, le=1e7)]
+    soc_min_kwh: EnergyKwh
+    soc_max_kwh: EnergyKwh
+    max_charge_kw: PowerKw
+    max_discharge_kw: PowerKw
+    roundtrip_efficiency: Efficiency = 0.9
+    cycle_cost_eur_per_mwh: Annotated[float, Meta(ge=0.0, le=1e5)] = 0.0
+
+    def problems(self) -> list[str]:
+        """Cross-field checks msgspec cannot express; empty when the spec is consistent."""
+        found: list[str] = []
+        if self.soc_min_kwh > self.soc_max_kwh:
+            found.append("soc_min_kwh is above soc_max_kwh")
+        if self.soc_max_kwh > self.capacity_kwh:
+            found.append("soc_max_kwh is above capacity_kwh")
+        return found
+
+
+class Command(Struct, kw_only=True, omit_defaults=True):
+    """An order to a battery. It is a lease: after ``valid_until`` the device falls back to idle."""
+
+    command_id: Annotated[str, Meta(min_length=1, max_length=64)]
+    action: Action
+    power_kw: PowerKw = 0.0
+    issued_at: UtcDatetime
+    valid_until: UtcDatetime
+    source: Literal["gateway", "planner", "operator"] = "operator"
+    plan_id: str | None = None
+    text: str | None = None
+
+
+class BatteryState(Struct, kw_only=True, omit_defaults=True):
+    """What the device is doing now and why (published on every change)."""
+
+    ts: UtcDatetime
+    mode: Mode
+    power_kw: SignedPowerKw = 0.0
+    command_id: str | None = None
+    command_source: str | None = None
+    valid_until: UtcDatetime | None = None
+    limits_hit: list[str] = msgspec.field(default_factory=list)
+    reason: str = ""
+
+
+class ScheduleSlot(Struct, kw_only=True, omit_defaults=True):
+    """One slot of a plan; ``soc_kwh`` is the state of charge at the slot's end."""
+
+    start: UtcDatetime
+    end: UtcDatetime
+    price_eur_per_mwh: PriceEurPerMwh
+    charge_kw: PowerKw
+    discharge_kw: PowerKw
+    soc_kwh: EnergyKwh
+
+
+class Schedule(Struct, kw_only=True, omit_defaults=True):
+    """An optimal charge/discharge plan over the price horizon."""
+
+    plan_id: str
+    created_at: UtcDatetime
+    soc_initial_kwh: EnergyKwh
+    slots: list[ScheduleSlot]
+    expected_revenue_eur: MoneyEur
+    baseline_revenue_eur: MoneyEur | None = None
+    zone: str | None = None
+    solver: str = ""
+    solve_ms: float = 0.0
+    reason: str = ""
+
+
+class PriceSlot(Struct, kw_only=True, omit_defaults=True):
+    """One delivery period of a price forecast."""
+
+    start: UtcDatetime
+    end: UtcDatetime
+    price_eur_per_mwh: PriceEurPerMwh
+
+
+class PriceForecast(Struct, kw_only=True, omit_defaults=True):
+    """Forecast (or day-ahead) prices for a market zone."""
+
+    zone: Identifier
+    issued_at: UtcDatetime
+    slots: list[PriceSlot]
+    currency: Literal["EUR"] = "EUR"
+    source: str = ""
+
+
+class HistoryQuery(Struct, kw_only=True, omit_defaults=True, forbid_unknown_fields=False):
+    """A request for stored history; the answer goes to the MQTT 5 response topic of the request."""
+
+    kind: HistoryKind = "telemetry"
+    battery: Identifier | None = None
+    zone: Identifier | None = None
+    begin: UtcDatetime
+    end: UtcDatetime
+    every_s: Annotated[int, Meta(ge=1, le=366 * 86400)] | None = None
+    limit: Annotated[int, Meta(ge=1, le=1_000_000)] = 10_000
+
+
+class HistoryResult(Struct, kw_only=True, omit_defaults=True):
+    """Rows in time order. ``columns[0]`` is ``time`` (RFC 3339 UTC); ``truncated`` means ``limit`` was hit."""
+
+    ok: bool
+    columns: list[str] = msgspec.field(default_factory=list)
+    rows: list[list[Any]] = msgspec.field(default_factory=list)
+    truncated: bool = False
+    error: str | None = None
+
+
+class NodeStatus(Struct, kw_only=True, omit_defaults=True):
+    """A node's health, retained; the broker publishes ``offline`` as the node's last will."""
+
+    node: str
+    state: NodeState
+    since: UtcDatetime | None = None
+    version: str = ""
+    reason: str = ""
+    pid: int | None = None
+    counters: dict[str, int] = msgspec.field(default_factory=dict)
+
+
+class Figure(Struct, kw_only=True, omit_defaults=True):
+    """A Plotly figure as JSON (``data`` and ``layout``, ready for ``Plotly.react``) plus where it belongs."""
+
+    figure: str
+    battery: str
+    generated_at: UtcDatetime
+    data: list[dict[str, Any]]
+    layout: dict[str, Any]
+
+
+ALL_MESSAGES: tuple[type[Struct], ...] = (
+    Telemetry,
+    BatterySpec,
+    Command,
+    BatteryState,
+    Schedule,
+    PriceForecast,
+    HistoryQuery,
+    HistoryResult,
+    NodeStatus,
+    Figure,
+)

@@ -1,0 +1,343 @@
+"""Every MQTT topic of the system, declared once and used by both publisher and subscriber.
+
+A :class:`Topic` knows its template, payload type, QoS, retain flag, who publishes and who consumes it. It
+builds concrete names (``name``), subscription filters (``filter``), parses parameters back (``parse``) and owns
+one cached msgspec encoder/decoder. Templates are written under the default root ``bess/v1``; a deployment (or a
+test) may move the whole tree under another root, which is why every method takes ``root``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Generic, TypeVar
+
+import msgspec
+
+from nodes.contract.messages import (
+    BatterySpec,
+    BatteryState,
+    Command,
+    Figure,
+    HistoryQuery,
+    HistoryResult,
+    NodeStatus,
+    PriceForecast,
+    PriceSlot,
+    Schedule,
+    ScheduleSlot,
+    Telemetry,
+)
+
+DEFAULT_ROOT = "bess/v1"
+_ROOT_TOKEN = "{root}"
+ID_PATTERN = re.compile(r"^[a-z0-9_-]{1,64}$")
+_ROOT_PATTERN = re.compile(r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
+_PARAM = re.compile(r"\{([a-z_]+)\}")
+
+P = TypeVar("P", bound=msgspec.Struct)
+
+
+class TopicError(ValueError):
+    """A topic id or root that would break the topic tree (wildcards, slashes, empty, upper case)."""
+
+
+def check_id(value: str, what: str = "id") -> str:
+    """Return ``value`` if it is a valid topic id, else raise :class:`TopicError` naming the problem."""
+    if not ID_PATTERN.fullmatch(value):
+        raise TopicError(f"{what} {value!r} is not a valid id: use 1-64 characters from [a-z0-9_-]")
+    return value
+
+
+def check_root(root: str) -> str:
+    """Validate a topic root such as ``bess/v1`` or ``test-1a2b/bess/v1``."""
+    if not _ROOT_PATTERN.fullmatch(root):
+        raise TopicError(f"topic root {root!r} must be segments of [A-Za-z0-9_-] joined by '/'")
+    return root
+
+
+@dataclass(frozen=True)
+class Topic(Generic[P]):
+    """A typed MQTT topic: one declaration shared by every publisher and subscriber."""
+
+    path: str
+    payload: type[P]
+    qos: int
+    retain: bool
+    producers: tuple[str, ...]
+    consumers: tuple[str, ...]
+    doc: str
+    example: P
+    example_params: dict[str, str] = field(default_factory=dict)
+    params: tuple[str, ...] = field(init=False, default=())
+    _encoder: msgspec.json.Encoder = field(init=False, repr=False, compare=False)
+    _decoder: msgspec.json.Decoder[P] = field(init=False, repr=False, compare=False)
+    _regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Frozen dataclass: derived state is computed once here (object.__setattr__ is the documented way).
+        params = tuple(_PARAM.findall(self.path))
+        pattern = re.escape(self.path)
+        for param in params:
+            pattern = pattern.replace(re.escape("{" + param + "}"), f"(?P<{param}>[a-z0-9_-]{{1,64}})")
+        object.__setattr__(self, "params", params)
+        object.__setattr__(self, "_encoder", msgspec.json.Encoder())
+        object.__setattr__(self, "_decoder", msgspec.json.Decoder(self.payload))
+        object.__setattr__(self, "_regex", re.compile(pattern))
+
+    @property
+    def template(self) -> str:
+        """The full template under the default root, e.g. ``bess/v1/battery/{battery}/telemetry``."""
+        return f"{DEFAULT_ROOT}/{self.path}"
+
+    def name(self, *, root: str = DEFAULT_ROOT, **params: str) -> str:
+        """A concrete topic name; every id is checked so no wildcard or slash can sneak into the tree."""
+        if set(params) != set(self.params):
+            raise TopicError(f"topic {self.template} needs parameters {self.params}, got {tuple(params)}")
+        name = self.path
+        for key, value in params.items():
+            name = name.replace("{" + key + "}", check_id(value, key))
+        return f"{root}/{name}"
+
+    def filter(self, *, root: str = DEFAULT_ROOT, **fixed: str) -> str:
+        """A subscription filter: unspecified parameters become ``+``."""
+        name = self.path
+        for param in self.params:
+            value = check_id(fixed[param], param) if param in fixed else "+"
+            name = name.replace("{" + param + "}", value)
+        return f"{root}/{name}"
+
+    def parse(self, topic: str, *, root: str = DEFAULT_ROOT) -> dict[str, str] | None:
+        """The parameters of a concrete topic, or ``None`` if the topic is not one of ours."""
+        prefix = root + "/"
+        if not topic.startswith(prefix):
+            return None
+        match = self._regex.fullmatch(topic[len(prefix) :])
+        return None if match is None else match.groupdict()
+
+    def encode(self, message: P) -> bytes:
+        """JSON bytes of ``message``."""
+        return self._encoder.encode(message)
+
+    def decode(self, payload: bytes) -> P:
+        """Decode and validate; raises ``msgspec.DecodeError``/``ValidationError`` with the field path."""
+        return self._decoder.decode(payload)
+
+
+# -- examples (also used by the docs generator and the contract tests) ---------------------------------------
+
+_T0 = datetime(2025, 1, 16, 10, 0, tzinfo=UTC)
+_HOUR = timedelta(hours=1)
+
+TELEMETRY: Topic[Telemetry] = Topic(
+    path="battery/{battery}/telemetry",
+    payload=Telemetry,
+    qos=1,
+    retain=True,
+    producers=("device (simulator)", "gateway"),
+    consumers=("recorder", "planner", "renderer"),
+    doc="A battery measurement. Retained, so a new subscriber sees the latest value at once. "
+    "power_kw is + when discharging (to the grid) and - when charging.",
+    example=Telemetry(
+        ts=_T0, soc_kwh=700.0, power_kw=-50.0, target_charge_kw=100.0, target_discharge_kw=50.0, source="device"
+    ),
+    example_params={"battery": "battery-1"},
+)
+
+SPEC: Topic[BatterySpec] = Topic(
+    path="battery/{battery}/spec",
+    payload=BatterySpec,
+    qos=1,
+    retain=True,
+    producers=("device (simulator)",),
+    consumers=("planner", "gateway", "renderer"),
+    doc="What the battery can do. The gateway refuses commands beyond it; the planner plans within it.",
+    example=BatterySpec(
+        capacity_kwh=1000.0,
+        soc_min_kwh=100.0,
+        soc_max_kwh=950.0,
+        max_charge_kw=250.0,
+        max_discharge_kw=250.0,
+        roundtrip_efficiency=0.9,
+    ),
+    example_params={"battery": "battery-1"},
+)
+
+COMMAND: Topic[Command] = Topic(
+    path="battery/{battery}/set",
+    payload=Command,
+    qos=1,
+    retain=False,
+    producers=("gateway", "planner"),
+    consumers=("device (simulator)", "recorder"),
+    doc="An order to charge, discharge or idle, as a lease: at valid_until the device goes idle, "
+    "so a dead controller cannot leave a battery discharging. Not retained: a stale command must not be "
+    "replayed to a device that reconnects.",
+    example=Command(
+        command_id="c-3f2a9d1e",
+        action="discharge",
+        power_kw=50.0,
+        issued_at=_T0,
+        valid_until=_T0 + timedelta(minutes=5),
+        source="gateway",
+        text="DISCHARGE 50kW",
+    ),
+    example_params={"battery": "battery-1"},
+)
+
+STATE: Topic[BatteryState] = Topic(
+    path="battery/{battery}/state",
+    payload=BatteryState,
+    qos=1,
+    retain=True,
+    producers=("device (simulator)",),
+    consumers=("recorder", "renderer"),
+    doc="What the device is doing and why: mode, the command it follows, its lease, limits it hit.",
+    example=BatteryState(
+        ts=_T0,
+        mode="discharging",
+        power_kw=50.0,
+        command_id="c-3f2a9d1e",
+        command_source="gateway",
+        valid_until=_T0 + timedelta(minutes=5),
+    ),
+    example_params={"battery": "battery-1"},
+)
+
+SCHEDULE: Topic[Schedule] = Topic(
+    path="battery/{battery}/schedule",
+    payload=Schedule,
+    qos=1,
+    retain=True,
+    producers=("planner",),
+    consumers=("recorder", "renderer", "device (simulator)"),
+    doc="The current optimal plan. soc_kwh is the state of charge at each slot's end.",
+    example=Schedule(
+        plan_id="p-20250116T10-battery-1",
+        created_at=_T0,
+        soc_initial_kwh=500.0,
+        zone="de-lu",
+        slots=[
+            ScheduleSlot(
+                start=_T0, end=_T0 + _HOUR, price_eur_per_mwh=42.5, charge_kw=250.0, discharge_kw=0.0, soc_kwh=737.2
+            ),
+            ScheduleSlot(
+                start=_T0 + _HOUR,
+                end=_T0 + 2 * _HOUR,
+                price_eur_per_mwh=131.0,
+                charge_kw=0.0,
+                discharge_kw=250.0,
+                soc_kwh=500.0,
+            ),
+        ],
+        expected_revenue_eur=22.13,
+        baseline_revenue_eur=18.0,
+        solver="PULP_CBC_CMD",
+        solve_ms=31.0,
+    ),
+    example_params={"battery": "battery-1"},
+)
+
+FIGURE: Topic[Figure] = Topic(
+    path="battery/{battery}/figure/{figure}",
+    payload=Figure,
+    qos=1,
+    retain=True,
+    producers=("renderer",),
+    consumers=("dashboard", "any subscriber"),
+    doc="A Plotly figure as JSON: pass data and layout to Plotly.react. Figures: soc, power, prices, "
+    "schedule, insights.",
+    example=Figure(
+        figure="soc",
+        battery="battery-1",
+        generated_at=_T0,
+        data=[{"type": "scatter", "x": ["2025-01-16T10:00:00Z"], "y": [700.0], "name": "SOC (kWh)"}],
+        layout={"yaxis": {"title": {"text": "SOC (kWh)"}}},
+    ),
+    example_params={"battery": "battery-1", "figure": "soc"},
+)
+
+PRICES: Topic[PriceForecast] = Topic(
+    path="market/{zone}/prices",
+    payload=PriceForecast,
+    qos=1,
+    retain=True,
+    producers=("market (price feed)", "gateway"),
+    consumers=("planner", "recorder", "renderer"),
+    doc="Forecast or day-ahead prices for a market zone, hourly or 15-minute slots.",
+    example=PriceForecast(
+        zone="de-lu",
+        issued_at=_T0,
+        slots=[
+            PriceSlot(start=_T0, end=_T0 + _HOUR, price_eur_per_mwh=42.5),
+            PriceSlot(start=_T0 + _HOUR, end=_T0 + 2 * _HOUR, price_eur_per_mwh=131.0),
+        ],
+        source="day-ahead csv",
+    ),
+    example_params={"zone": "de-lu"},
+)
+
+HISTORY_REQUEST: Topic[HistoryQuery] = Topic(
+    path="history/request",
+    payload=HistoryQuery,
+    qos=1,
+    retain=False,
+    producers=("gateway", "renderer"),
+    consumers=("recorder",),
+    doc="Ask the recorder for stored history. Set the MQTT 5 response topic (and correlation data); the "
+    "recorder publishes a HistoryResult there.",
+    example=HistoryQuery(
+        kind="telemetry", battery="battery-1", begin=_T0 - _HOUR, end=_T0 + _HOUR, every_s=60, limit=10_000
+    ),
+)
+
+HISTORY_RESPONSE: Topic[HistoryResult] = Topic(
+    path="history/response/{client}",
+    payload=HistoryResult,
+    qos=1,
+    retain=False,
+    producers=("recorder",),
+    consumers=("the client that asked",),
+    doc="Where a client asks the recorder to answer (its MQTT 5 response topic). The correlation data of "
+    "the request is echoed back.",
+    example=HistoryResult(
+        ok=True,
+        columns=["time", "soc_kwh", "power_kw", "target_charge_kw", "target_discharge_kw"],
+        rows=[["2025-01-16T10:00:00Z", 700.0, None, 100.0, 50.0]],
+    ),
+    example_params={"client": "gateway-5000"},
+)
+
+STATUS: Topic[NodeStatus] = Topic(
+    path="node/{node}/status",
+    payload=NodeStatus,
+    qos=1,
+    retain=True,
+    producers=("every node (the broker, as last will: offline)",),
+    consumers=("anyone", "renderer (status strip)"),
+    doc="A node's health: online, degraded (with the reason) or offline. The broker publishes offline as "
+    "the node's last will when it dies without saying goodbye.",
+    example=NodeStatus(
+        node="recorder",
+        state="online",
+        since=_T0,
+        version="0.1.0",
+        pid=4242,
+        counters={"received": 1200, "stored": 1200, "decode_errors": 0},
+    ),
+    example_params={"node": "recorder"},
+)
+
+ALL_TOPICS: tuple[Topic[Any], ...] = (
+    TELEMETRY,
+    SPEC,
+    COMMAND,
+    STATE,
+    SCHEDULE,
+    FIGURE,
+    PRICES,
+    HISTORY_REQUEST,
+    HISTORY_RESPONSE,
+    STATUS,
+)

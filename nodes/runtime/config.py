@@ -1,0 +1,83 @@
+"""Configuration from environment variables into strict msgspec Structs.
+
+Each field ``foo_bar`` of a config Struct is read from ``BESS_FOO_BAR``. Values are strings in the environment;
+msgspec converts them (``strict=False``) and validates the result, so ``BESS_MQTT_PORT=abc`` fails with the
+variable's name instead of crashing later. Lists are comma-separated (``BESS_GATEWAY_PORTS=5000,5003``).
+An invalid configuration is a one-line message and exit status 2 (see :func:`load_or_exit`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from typing import Any, TypeVar, get_args, get_origin
+
+import msgspec
+
+PREFIX = "BESS_"
+C = TypeVar("C", bound=msgspec.Struct)
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot be used; the message names the environment variable."""
+
+
+def env_name(field: str) -> str:
+    """The environment variable behind a config field."""
+    return PREFIX + field.upper()
+
+
+def _is_sequence(annotation: Any) -> bool:
+    origin = get_origin(annotation)
+    if origin in (list, tuple):
+        return True
+    # Optional[list[...]] and friends
+    return any(_is_sequence(arg) for arg in get_args(annotation) if arg is not type(None))
+
+
+def load(cls: type[C], environ: Mapping[str, str] | None = None) -> C:
+    """Build ``cls`` from ``BESS_*`` variables; raise :class:`ConfigError` naming the variable on a bad value."""
+    environ = os.environ if environ is None else environ
+    raw: dict[str, Any] = {}
+    info = msgspec.inspect.type_info(cls)
+    assert isinstance(info, msgspec.inspect.StructType)
+    hints = {f.name: f for f in info.fields}
+    annotations: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        annotations.update(getattr(klass, "__annotations__", {}))
+    for name in hints:
+        value = environ.get(env_name(name))
+        if value is None:
+            continue
+        annotation = annotations.get(name)
+        if isinstance(annotation, str):
+            # postponed annotations: the sequence check only needs to know "is it a list"
+            is_seq = annotation.startswith(("list[", "tuple[")) or "list[" in annotation
+        else:
+            is_seq = _is_sequence(annotation)
+        raw[name] = [part.strip() for part in value.split(",") if part.strip()] if is_seq else value
+    try:
+        return msgspec.convert(raw, cls, strict=False)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        # msgspec says "... - at `$.mqtt_port`": translate the path into the variable name users set.
+        if "at `$." in message:
+            text, _, path = message.rpartition(" - at `$.")
+            field = path.rstrip("`").split(".")[0].split("[")[0]
+            raise ConfigError(f"{env_name(field)}: {text}") from exc
+        raise ConfigError(message) from exc
+
+
+def load_or_exit(cls: type[C], node: str, environ: Mapping[str, str] | None = None) -> C:
+    """Like :func:`load`, but print one clear line and exit 2 on invalid configuration."""
+    try:
+        config = load(cls, environ)
+        check = getattr(config, "problems", None)
+        problems: list[str] = check() if callable(check) else []
+        if problems:
+            raise ConfigError("; ".join(problems))
+        return config
+    except ConfigError as exc:
+        print(f"{node}: invalid configuration: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc

@@ -1,0 +1,120 @@
+"""Node lifecycle, the same for every node process.
+
+::
+
+    load config --invalid--> exit 2 (one line on stderr)
+        |
+    setup(bus)            register subscriptions, open resources (nothing is received yet)
+        |
+    bus.start()           connect with last will node/{node}/status=offline (retained); retry until the
+        |                 broker answers; subscribe in on-connect; publish "online"
+    run()                 the node's own loop (timers, HTTP servers); handlers run as messages arrive
+        |
+    SIGTERM / SIGINT
+        |
+    shutdown()            finish in-flight work, flush buffers
+        |
+    bus.stop()            publish "offline" (retained), disconnect (the persistent session stays)
+
+A node is a :class:`Service`; ``python -m nodes.<name>`` calls :func:`main` with its factory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+import msgspec
+
+from nodes.runtime.bus import Bus, MqttSettings
+from nodes.runtime.config import load_or_exit
+
+C = TypeVar("C", bound=MqttSettings)
+log = logging.getLogger("bess.node")
+
+
+class Service(Generic[C]):
+    """Base class of a node. Override :meth:`setup`, and :meth:`run`/:meth:`shutdown` when needed."""
+
+    name: str = "node"
+    #: MQTT receive maximum: how many unacknowledged messages the broker may have in flight to us.
+    receive_maximum: int = 1000
+
+    def __init__(self, config: C) -> None:
+        self.config = config
+
+    async def setup(self, bus: Bus) -> None:
+        """Register subscriptions and open resources; called before the bus connects."""
+
+    async def run(self) -> None:
+        """The node's own work; the default waits until the node is stopped."""
+        await asyncio.Event().wait()
+
+    async def shutdown(self) -> None:
+        """Finish in-flight work and flush buffers; called on SIGTERM/SIGINT before the bus disconnects."""
+
+
+async def serve(service: Service[C], *, stop: asyncio.Event | None = None) -> None:
+    """Run ``service`` through its whole lifecycle until ``stop`` is set (or SIGTERM/SIGINT)."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, stop.set)
+    bus = Bus(service.name, service.config, receive_maximum=service.receive_maximum)
+    await service.setup(bus)
+    connect = asyncio.create_task(bus.start())
+    stopped = asyncio.create_task(stop.wait())
+    await asyncio.wait({connect, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    if stopped.done():
+        connect.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await connect
+        return
+    await connect
+    log.info("%s online (pid %d, root %s)", bus.node, os.getpid(), bus.root)
+    runner = asyncio.create_task(service.run(), name=f"{service.name}.run")
+    await asyncio.wait({runner, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    if runner.done() and not runner.cancelled() and runner.exception() is not None:
+        log.error("%s run loop failed", service.name, exc_info=runner.exception())
+    runner.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await runner
+    log.info("%s stopping", bus.node)
+    try:
+        await service.shutdown()
+    finally:
+        await bus.stop()
+        stopped.cancel()
+    log.info("%s offline", bus.node)
+
+
+def configure_logging(node: str) -> None:
+    """One log format for every node (the level comes from ``BESS_LOG_LEVEL``)."""
+    level = os.environ.get("BESS_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(
+        level=getattr(logging, level, logging.INFO),
+        format=f"%(asctime)s %(levelname)s {node} %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # gmqtt logs every reconnect attempt at INFO and prints noise; keep ours readable.
+    logging.getLogger("gmqtt").setLevel(logging.WARNING)
+
+
+def main(name: str, config_cls: type[C], factory: Callable[[C], Service[C]]) -> int:
+    """Entry point of ``python -m nodes.<name>``: config, logging, lifecycle. Returns the exit status."""
+    configure_logging(name)
+    config = load_or_exit(config_cls, name)
+    try:
+        service = factory(config)
+    except (ValueError, msgspec.ValidationError) as exc:
+        print(f"{name}: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    asyncio.run(serve(service))
+    return 0
