@@ -1,0 +1,1 @@
+"""The price feed: day-ahead style PriceForecasts from a CSV or a bundled synthetic series."""

@@ -1,0 +1,1 @@
+"""Simulated batteries that behave like devices on the bus."""

@@ -1,0 +1,129 @@
+"""A simulated battery (pure: no I/O, no clock; time is passed in).
+
+It behaves like a device: it obeys Commands within its limits (clamps power to the spec, stops at the SOC
+limits), treats every command as a lease (after ``valid_until`` it goes idle, so a dead controller cannot leave
+it discharging) and integrates SOC with the same efficiency model the planner uses::
+
+    charging    soc += sqrt(eta) * p * dt        (p = grid-side power, kW; dt in hours)
+    discharging soc -= p * dt / sqrt(eta)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from nodes.contract.messages import BatterySpec, BatteryState, Command, Mode, Telemetry
+
+_EPS_KWH = 1e-9
+
+
+@dataclass
+class SimBattery:
+    """State of one simulated battery."""
+
+    spec: BatterySpec
+    soc_kwh: float
+    command: Command | None = None
+    mode: Mode = "idle"
+    power_kw: float = 0.0  # + discharging, - charging (grid side)
+    limits_hit: list[str] = field(default_factory=list)
+    reason: str = "no command yet"
+
+    def __post_init__(self) -> None:
+        self.soc_kwh = min(max(self.soc_kwh, self.spec.soc_min_kwh), self.spec.soc_max_kwh)
+
+    # -- commands ---------------------------------------------------------------------------------------------
+
+    def apply(self, command: Command, now: datetime) -> None:
+        """Take a new command (the latest one wins); an already expired one is ignored."""
+        if command.valid_until <= now:
+            self.reason = f"ignored expired command {command.command_id}"
+            return
+        self.command = command
+        self._settle(now)
+
+    def _settle(self, now: datetime) -> None:
+        """Derive mode and power from the current command, the lease and the limits."""
+        limits: list[str] = []
+        command = self.command
+        if command is not None and command.valid_until <= now:
+            self.reason = f"lease of {command.command_id} expired at {command.valid_until.isoformat()}"
+            self.command = command = None
+        if command is None or command.action == "idle" or command.power_kw <= 0:
+            mode: Mode = "idle"
+            power = 0.0
+            if command is not None:
+                self.reason = f"idle by {command.source} command {command.command_id}"
+        elif command.action == "charge":
+            power = command.power_kw
+            if power > self.spec.max_charge_kw:
+                limits.append(f"charge power clamped to {self.spec.max_charge_kw:g} kW")
+                power = self.spec.max_charge_kw
+            if self.soc_kwh >= self.spec.soc_max_kwh - _EPS_KWH:
+                limits.append("soc_max reached")
+                mode, power = "idle", 0.0
+            else:
+                mode, power = "charging", -power
+            self.reason = f"{command.action} by {command.source} command {command.command_id}"
+        else:
+            power = command.power_kw
+            if power > self.spec.max_discharge_kw:
+                limits.append(f"discharge power clamped to {self.spec.max_discharge_kw:g} kW")
+                power = self.spec.max_discharge_kw
+            if self.soc_kwh <= self.spec.soc_min_kwh + _EPS_KWH:
+                limits.append("soc_min reached")
+                mode, power = "idle", 0.0
+            else:
+                mode = "discharging"
+            self.reason = f"{command.action} by {command.source} command {command.command_id}"
+        self.mode, self.power_kw, self.limits_hit = mode, power, limits
+
+    # -- physics ----------------------------------------------------------------------------------------------
+
+    def step(self, dt_s: float, now: datetime) -> None:
+        """Advance ``dt_s`` seconds at the current power, stopping exactly at an SOC limit, then re-settle."""
+        self._settle(now)
+        if self.power_kw == 0.0 or dt_s <= 0:
+            return
+        dt_h = dt_s / 3600.0
+        root_eta = math.sqrt(self.spec.roundtrip_efficiency)
+        if self.power_kw < 0:  # charging
+            self.soc_kwh = min(self.soc_kwh + root_eta * -self.power_kw * dt_h, self.spec.soc_max_kwh)
+        else:
+            self.soc_kwh = max(self.soc_kwh - self.power_kw * dt_h / root_eta, self.spec.soc_min_kwh)
+        self._settle(now)
+
+    # -- reports ----------------------------------------------------------------------------------------------
+
+    def telemetry(self, now: datetime) -> Telemetry:
+        """A measurement as the device would publish it."""
+        command = self.command
+        return Telemetry(
+            ts=now,
+            soc_kwh=round(self.soc_kwh, 6),
+            power_kw=round(self.power_kw, 6),
+            target_charge_kw=command.power_kw if command and command.action == "charge" else 0.0,
+            target_discharge_kw=command.power_kw if command and command.action == "discharge" else 0.0,
+            source="device",
+        )
+
+    def state(self, now: datetime) -> BatteryState:
+        """What the device does now and why."""
+        command = self.command
+        return BatteryState(
+            ts=now,
+            mode=self.mode,
+            power_kw=round(self.power_kw, 6),
+            command_id=command.command_id if command else None,
+            command_source=command.source if command else None,
+            valid_until=command.valid_until if command else None,
+            limits_hit=list(self.limits_hit),
+            reason=self.reason,
+        )
+
+    def state_key(self) -> tuple[object, ...]:
+        """What makes a state change worth publishing (not the SOC, which changes every step)."""
+        command_id = self.command.command_id if self.command else None
+        return (self.mode, round(self.power_kw, 6), command_id, tuple(self.limits_hit))

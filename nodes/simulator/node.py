@@ -1,0 +1,140 @@
+"""Simulated batteries: devices on the bus, for demos and tests.
+
+Consumes: ``battery/{battery}/set`` (Commands) and its own retained ``telemetry`` once at start (to resume the SOC
+it had before a restart).
+Produces: ``battery/{battery}/spec`` (retained, at start), ``battery/{battery}/telemetry`` every
+``BESS_SIM_TELEMETRY_INTERVAL_S`` seconds, ``battery/{battery}/state`` on every change (mode, power, command,
+lease, limits hit).
+Lifecycle: the common node lifecycle (nodes.runtime.node); a tick loop advances every battery in real time,
+with ``BESS_SIM_SPEED`` multiplying the energy moved per second so demos show SOC moving.
+Several batteries run in one process: ``BESS_BATTERIES=a,b,c``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import UTC, datetime
+
+import msgspec
+
+from nodes.contract.messages import BatterySpec, Command, Telemetry
+from nodes.contract.topics import COMMAND, SPEC, STATE, TELEMETRY, check_id
+from nodes.runtime.bus import Bus, Delivery, MqttSettings
+from nodes.runtime.node import Service
+from nodes.simulator.battery import SimBattery
+
+log = logging.getLogger("bess.simulator")
+
+
+class SimulatorConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
+    """``BESS_*`` settings of the simulator."""
+
+    batteries: list[str] = msgspec.field(default_factory=lambda: ["battery-1"])
+    sim_capacity_kwh: float = 1000.0
+    sim_soc_min_kwh: float = 100.0
+    sim_soc_max_kwh: float = 950.0
+    sim_max_charge_kw: float = 250.0
+    sim_max_discharge_kw: float = 250.0
+    sim_roundtrip_efficiency: float = 0.9
+    sim_soc_initial_kwh: float | None = None
+    sim_telemetry_interval_s: float = 2.0
+    sim_speed: float = 1.0
+
+    def problems(self) -> list[str]:
+        """Invalid combinations, reported at start-up (exit 2)."""
+        found: list[str] = []
+        for battery in self.batteries:
+            try:
+                check_id(battery, "battery")
+            except ValueError as exc:
+                found.append(f"BESS_BATTERIES: {exc}")
+        try:
+            found += self.spec().problems()
+        except msgspec.ValidationError as exc:
+            found.append(f"battery spec: {exc}")
+        if self.sim_telemetry_interval_s <= 0 or self.sim_speed <= 0:
+            found.append("BESS_SIM_TELEMETRY_INTERVAL_S and BESS_SIM_SPEED must be > 0")
+        return found
+
+    def spec(self) -> BatterySpec:
+        """The BatterySpec every simulated battery publishes (validated like a wire message)."""
+        return msgspec.convert(
+            {
+                "capacity_kwh": self.sim_capacity_kwh,
+                "soc_min_kwh": self.sim_soc_min_kwh,
+                "soc_max_kwh": self.sim_soc_max_kwh,
+                "max_charge_kw": self.sim_max_charge_kw,
+                "max_discharge_kw": self.sim_max_discharge_kw,
+                "roundtrip_efficiency": self.sim_roundtrip_efficiency,
+            },
+            BatterySpec,
+        )
+
+
+class Simulator(Service[SimulatorConfig]):
+    """Runs ``BESS_BATTERIES`` simulated batteries."""
+
+    name = "simulator"
+
+    def __init__(self, config: SimulatorConfig) -> None:
+        super().__init__(config)
+        spec = config.spec()
+        start = config.sim_soc_initial_kwh
+        if start is None:
+            start = (spec.soc_min_kwh + spec.soc_max_kwh) / 2
+        self.batteries = {b: SimBattery(spec, start) for b in config.batteries}
+        self._resumed: set[str] = set()
+        self._published_state: dict[str, tuple[object, ...]] = {}
+        self.bus: Bus | None = None
+
+    async def setup(self, bus: Bus) -> None:
+        self.bus = bus
+        for battery in self.batteries:
+            bus.subscribe(COMMAND, self.on_command, battery=battery)
+            bus.subscribe(TELEMETRY, self.on_own_telemetry, battery=battery)
+
+    async def on_command(self, params: dict[str, str], command: Command, delivery: Delivery) -> None:
+        """Obey a command at once and report the new state."""
+        battery = self.batteries[params["battery"]]
+        now = datetime.now(UTC)
+        battery.apply(command, now)
+        log.info("%s: %s %.1f kW from %s (lease until %s)", params["battery"], command.action,
+                 command.power_kw, command.source, command.valid_until.isoformat())
+        await self._publish_state(params["battery"], now, force=True)
+
+    async def on_own_telemetry(self, params: dict[str, str], message: Telemetry, delivery: Delivery) -> None:
+        """Resume the SOC from the retained telemetry of a previous run (only the device's own, only once)."""
+        name = params["battery"]
+        if name in self._resumed or not delivery.retain or message.source != "device":
+            return
+        self._resumed.add(name)
+        if self.config.sim_soc_initial_kwh is None:
+            battery = self.batteries[name]
+            battery.soc_kwh = min(max(message.soc_kwh, battery.spec.soc_min_kwh), battery.spec.soc_max_kwh)
+            log.info("%s: resumed at %.1f kWh", name, battery.soc_kwh)
+
+    async def run(self) -> None:
+        bus = self.bus
+        assert bus is not None
+        for name, battery in self.batteries.items():
+            await bus.publish(SPEC, battery.spec, battery=name)
+        last = time.monotonic()
+        while True:
+            now = datetime.now(UTC)
+            elapsed = time.monotonic() - last
+            last = time.monotonic()
+            for name, battery in self.batteries.items():
+                battery.step(elapsed * self.config.sim_speed, now)
+                await bus.publish(TELEMETRY, battery.telemetry(now), battery=name)
+                await self._publish_state(name, now)
+            await asyncio.sleep(self.config.sim_telemetry_interval_s)
+
+    async def _publish_state(self, name: str, now: datetime, *, force: bool = False) -> None:
+        battery = self.batteries[name]
+        key = battery.state_key()
+        if force or self._published_state.get(name) != key:
+            self._published_state[name] = key
+            assert self.bus is not None
+            await self.bus.publish(STATE, battery.state(now), battery=name)
