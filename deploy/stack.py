@@ -1053,6 +1053,8 @@ class UpConfig:
             "BESS_DASHBOARD_PORT": str(self.dashboard_port),
             "BESS_TOPIC_ROOT": self.topic_root,
             "PYTHONUNBUFFERED": "1",
+            # the local demo: the planner drives the simulated battery (the caller's environment overrides)
+            "BESS_PLANNER_AUTOPILOT": os.environ.get("BESS_PLANNER_AUTOPILOT", "true"),
         }
 
     def mosquitto(self) -> Mosquitto:
