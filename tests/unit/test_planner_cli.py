@@ -1,0 +1,261 @@
+"""The planner CLI (plan / backtest) on small files, and the price CSV reader behind it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from nodes.contract.messages import Schedule
+from nodes.planner import cli
+from nodes.planner.prices_csv import PriceCsvError, parse_prices, read_prices, select, split_days
+
+pytestmark = pytest.mark.filterwarnings("ignore:PULP_CBC_CMD is deprecated:DeprecationWarning")
+
+BATTERY = {
+    "capacity_kwh": 1000.0,
+    "soc_min_kwh": 0.0,
+    "soc_max_kwh": 1000.0,
+    "max_charge_kw": 250.0,
+    "max_discharge_kw": 250.0,
+    "roundtrip_efficiency": 0.9,
+}
+
+
+def price_csv(path: Path, start: datetime, prices: list[float], minutes: int = 60) -> Path:
+    rows = ["timestamp,price"] + [
+        f"{(start + timedelta(minutes=minutes * i)):%Y-%m-%dT%H:%M:%SZ},{p}" for i, p in enumerate(prices)
+    ]
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def daily_prices(days: int) -> list[float]:
+    shape = [40, 35, 30, 30, 35, 50, 80, 110, 100, 70, 40, 10, -5, 0, 20, 50, 90, 140, 160, 130, 100, 80, 60, 50]
+    return [p + 7 * (d % 3) for d in range(days) for p in shape]
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> tuple[Path, Path]:
+    # local days start at 23:00Z in winter (Europe/Berlin)
+    prices = price_csv(tmp_path / "prices.csv", datetime(2023, 1, 1, 23, tzinfo=UTC), daily_prices(3))
+    battery = tmp_path / "battery.json"
+    battery.write_text(json.dumps(BATTERY))
+    return prices, battery
+
+
+# -- plan -----------------------------------------------------------------------------------------------------
+
+
+def test_plan_prints_a_schedule(files: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    prices, battery = files
+    code = cli.main(["plan", "--prices", str(prices), "--battery", str(battery), "--soc-initial-kwh", "200"])
+
+    out = capsys.readouterr().out
+    assert code == 0
+    schedule = msgspec.json.decode(out, type=Schedule)
+    assert len(schedule.slots) == 72
+    assert schedule.soc_initial_kwh == 200.0
+    assert schedule.slots[-1].soc_kwh >= 200.0 - 1e-6
+    assert schedule.expected_revenue_eur > 0
+    assert schedule.solver == "cbc"
+
+
+def test_plan_with_window_and_options(files: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    prices, battery = files
+    code = cli.main([
+        "plan", "--prices", str(prices), "--battery", str(battery), "--soc-initial-kwh", "0",
+        "--begin", "2023-01-02T23:00:00Z", "--end", "2023-01-03T23:00:00+00:00",
+        "--terminal-soc-kwh", "500", "--switch-penalty-eur", "1.5", "--solver", "highs",
+    ])
+
+    schedule = msgspec.json.decode(capsys.readouterr().out, type=Schedule)
+    assert code == 0
+    assert len(schedule.slots) == 24
+    assert schedule.slots[0].start == datetime(2023, 1, 2, 23, tzinfo=UTC)
+    assert schedule.slots[-1].soc_kwh == pytest.approx(500.0)
+    assert schedule.solver == "highs"
+
+
+def test_plan_stdout_is_pure_json_even_with_the_highs_banner(files: tuple[Path, Path]) -> None:
+    # HiGHS prints its banner with C stdio once per process: only a fresh process shows whether it leaks
+    prices, battery = files
+    argv = ["plan", "--prices", str(prices), "--battery", str(battery), "--soc-initial-kwh", "0", "--solver", "highs"]
+    done = subprocess.run(
+        [sys.executable, "-c", f"import sys; from nodes.planner.cli import main; sys.exit(main({argv!r}))"],
+        capture_output=True, check=False, timeout=120,
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert msgspec.json.decode(done.stdout, type=Schedule).solver == "highs"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ({**BATTERY, "capcity_kwh": 5}, "unknown field `capcity_kwh`"),
+        ({k: v for k, v in BATTERY.items() if k != "max_charge_kw"}, "missing required field `max_charge_kw`"),
+        ({**BATTERY, "soc_min_kwh": -1}, "Expected `float` >= 0.0"),
+        ({**BATTERY, "max_charge_kw": "250"}, "Expected `float`, got `str`"),
+        ({**BATTERY, "soc_min_kwh": 900, "soc_max_kwh": 100}, "soc_min_kwh is above soc_max_kwh"),
+        ("{not json", "malformed"),
+    ],
+)
+def test_bad_battery_json_exits_2_with_one_line(
+    files: tuple[Path, Path], capsys: pytest.CaptureFixture[str], content: object, message: str
+) -> None:
+    prices, battery = files
+    battery.write_text(content if isinstance(content, str) else json.dumps(content))
+
+    code = cli.main(["plan", "--prices", str(prices), "--battery", str(battery), "--soc-initial-kwh", "0"])
+
+    captured = capsys.readouterr()
+    assert code == 2
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1
+    assert captured.err.startswith(f"error: {battery}: ")
+    assert message in captured.err
+
+
+def test_bad_price_row_exits_2_naming_the_line(files: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    prices, battery = files
+    lines = prices.read_text().splitlines()
+    lines[4] = lines[4].split(",")[0] + ",cheap"
+    prices.write_text("\n".join(lines))
+
+    code = cli.main(["plan", "--prices", str(prices), "--battery", str(battery), "--soc-initial-kwh", "0"])
+
+    assert code == 2
+    assert f"{prices}:5: bad price 'cheap'" in capsys.readouterr().err
+
+
+def test_unplannable_input_exits_1(files: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    prices, battery = files
+    code = cli.main(["plan", "--prices", str(prices), "--battery", str(battery), "--soc-initial-kwh", "2000"])
+
+    assert code == 1
+    assert "plan failed: initial SOC 2000.0 kWh is outside" in capsys.readouterr().err
+
+
+def test_usage_errors_exit_2(files: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    prices, battery = files
+    assert cli.main(["plan", "--prices", str(prices), "--battery", str(battery)]) == 2
+    assert cli.main(["plan", "--prices", str(prices), "--battery", str(battery), "--soc-initial-kwh", "0",
+                     "--begin", "2023-01-02T00:00"]) == 2
+    assert "has no time zone" in capsys.readouterr().err
+
+
+# -- backtest -------------------------------------------------------------------------------------------------
+
+
+def test_backtest_prints_the_summary_and_writes_the_report(
+    files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    prices, battery = files
+    report = tmp_path / "report.html"
+
+    code = cli.main(["backtest", "--prices", str(prices), "--battery", str(battery), "--days", "2",
+                     "--report", str(report)])
+
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "2 days 2023-01-02 .. 2023-01-03" in out
+    for label in ("revenue EUR", "full cycles", "avg buy price", "avg sell price", "lost to efficiency",
+                  "optimiser / this", "solve time: total"):
+        assert label in out
+    header = next(line for line in out.splitlines() if "optimiser" in line and "threshold" in line)
+    assert header.split() == ["optimiser", "top-N", "daily", "threshold"]
+    html = report.read_text()
+    assert "plotly.js v" in html  # the library is inlined: no CDN, no internet needed
+    assert '<script src="http' not in html
+
+
+def test_run_backtest_carries_soc_and_beats_the_baselines(files: tuple[Path, Path]) -> None:
+    prices, battery = files
+    spec = cli.load_battery(battery)
+    days = split_days(read_prices(prices))
+
+    result = cli.run_backtest(days, spec, 0.0)
+
+    assert [run.name for run in result.runs] == ["optimiser", "top-N daily", "threshold"]
+    optimiser, *baselines = result.runs
+    assert len(optimiser.daily_revenue_eur) == len(days) == 3
+    assert sum(optimiser.daily_revenue_eur) == pytest.approx(optimiser.evaluation.revenue_eur)
+    for run in result.runs:
+        assert run.evaluation.violations == []
+        assert len(run.dispatch.powers) == 72
+    for run in baselines:
+        for ours, theirs in zip(optimiser.daily_revenue_eur, run.daily_revenue_eur, strict=True):
+            assert ours >= theirs - 1e-6
+
+
+# -- prices CSV -----------------------------------------------------------------------------------------------
+
+
+def test_parse_prices_slot_ends_and_last_step() -> None:
+    slots = parse_prices("timestamp,price\n2025-10-01T00:00:00Z,1.5\n2025-10-01T00:15:00Z,-2\n")
+
+    assert [(s.start.minute, s.end.minute, s.price_eur_per_mwh) for s in slots] == [(0, 15, 1.5), (15, 30, -2.0)]
+    assert slots[0].start.tzinfo is UTC
+
+
+def test_parse_prices_follows_a_change_of_resolution() -> None:
+    stamps = ["2025-09-30T21:00:00Z", "2025-09-30T22:00:00Z", "2025-09-30T22:15:00Z", "2025-09-30T22:30:00Z"]
+    text = "timestamp,price\n" + "".join(f"{stamp},1\n" for stamp in stamps)
+    slots = parse_prices(text)
+
+    assert [s.end - s.start for s in slots] == [timedelta(hours=1)] + [timedelta(minutes=15)] * 3
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "<prices>:1: expected the header 'timestamp,price'"),
+        ("time,value\n", "<prices>:1: expected the header"),
+        ("timestamp,price\n2023-01-01T00:00:00Z,1\n2023-01-01T01:00:00Z,1,2\n", "<prices>:3: expected 2 fields"),
+        ("timestamp,price\n2023-01-01T00:00:00Z,1\nyesterday,1\n", "<prices>:3: bad timestamp 'yesterday'"),
+        ("timestamp,price\n2023-01-01T00:00:00,1\n", "<prices>:2: timestamp '2023-01-01T00:00:00' has no time zone"),
+        ("timestamp,price\n2023-01-01T00:00:00Z,nan\n", "<prices>:2: price 'nan' is outside"),
+        ("timestamp,price\n2023-01-01T00:00:00Z,1e6\n", "<prices>:2: price '1e6' is outside"),
+        ("timestamp,price\n2023-01-01T01:00:00Z,1\n2023-01-01T00:00:00Z,1\n", "<prices>:3: .* is not after"),
+        ("timestamp,price\n2023-01-01T00:00:00Z,1\n2023-01-01T00:00:00Z,1\n", "without duplicates"),
+        ("timestamp,price\n2023-01-01T00:00:00Z,1\n2023-01-01T03:00:00Z,1\n", "<prices>:3: gap of 3:00:00"),
+        ("timestamp,price\n2023-01-01T00:00:00Z,1\n", "need at least 2 rows"),
+    ],
+)
+def test_parse_prices_rejects_bad_rows_with_the_line(text: str, message: str) -> None:
+    with pytest.raises(PriceCsvError, match=message):
+        parse_prices(text)
+
+
+def test_read_prices_names_a_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(PriceCsvError, match="cannot read"):
+        read_prices(tmp_path / "missing.csv")
+
+
+def test_split_days_follows_berlin_dst() -> None:
+    # 2023-03-26 (spring forward) is 23 hours long, 2023-10-29 (fall back) 25
+    start = datetime(2023, 3, 24, 23, tzinfo=UTC)
+    spring = parse_prices("timestamp,price\n" + "\n".join(
+        f"{start + timedelta(hours=i):%Y-%m-%dT%H:%M:%SZ},1" for i in range(24 * 3)))
+    start = datetime(2023, 10, 27, 22, tzinfo=UTC)
+    autumn = parse_prices("timestamp,price\n" + "\n".join(
+        f"{start + timedelta(hours=i):%Y-%m-%dT%H:%M:%SZ},1" for i in range(24 * 3)))
+
+    assert [(day, len(slots)) for day, slots in split_days(spring)] == [
+        (date(2023, 3, 25), 24), (date(2023, 3, 26), 23), (date(2023, 3, 27), 24), (date(2023, 3, 28), 1)]
+    assert [(day, len(slots)) for day, slots in split_days(autumn)][:3] == [
+        (date(2023, 10, 28), 24), (date(2023, 10, 29), 25), (date(2023, 10, 30), 23)]
+
+
+def test_select_keeps_slots_inside_the_window() -> None:
+    slots = parse_prices("timestamp,price\n" + "\n".join(f"2023-01-01T{h:02d}:00:00Z,{h}" for h in range(6)))
+    begin, end = datetime(2023, 1, 1, 1, tzinfo=UTC), datetime(2023, 1, 1, 4, tzinfo=UTC)
+
+    assert [s.price_eur_per_mwh for s in select(slots, begin, end)] == [1, 2, 3]
+    assert len(select(slots, None, None)) == 6
