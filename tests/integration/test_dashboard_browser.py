@@ -6,7 +6,6 @@ without a reload, and the status strip shows the nodes. A screenshot is saved un
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
