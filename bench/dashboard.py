@@ -1,0 +1,208 @@
+"""Dashboard benchmark: a year of one-minute telemetry, then figure builds and page loads per window.
+
+Runs on its own: starts a private mosquitto and influxd (deploy/stack.py), loads 525,600 one-minute telemetry
+points and a year of hourly prices straight into InfluxDB (line protocol from the recorder's own mapping), starts
+the recorder and the renderer as processes, then for the 24 h, 30 d and 1 y windows measures
+
+* the figure build as the renderer does it: history request over MQTT -> recorder -> InfluxQL (downsampled to
+  the window) -> series -> every figure -> Figure messages, in this process (median of several runs);
+* the page load in headless Chromium: from navigation until every panel has rendered with data.
+
+Target (issue): each < 1 s. Baseline printed next to it: the same figures built from the raw year without
+downsampling (what a dashboard that skips the recorder's GROUP BY would do).
+
+    .venv/bin/python bench/dashboard.py [--days 365] [--runs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from deploy import stack  # noqa: E402
+from nodes.contract.messages import HistoryQuery, HistoryResult, PriceForecast, PriceSlot, Telemetry  # noqa: E402
+from nodes.contract.topics import HISTORY_REQUEST, TELEMETRY  # noqa: E402
+from nodes.recorder.points import prices_lines, telemetry_line  # noqa: E402
+from nodes.renderer.figures import render_all, to_message  # noqa: E402
+from nodes.renderer.insights import compute_insights  # noqa: E402
+from nodes.renderer.node import bucket_seconds  # noqa: E402
+from nodes.renderer.series import PriceSeries, TelemetrySeries  # noqa: E402
+from nodes.runtime.bus import Bus, MqttSettings  # noqa: E402
+from tests.support.browser import chromium_path, open_page  # noqa: E402
+
+BATTERY = "bench-1"
+ZONE = "de-lu"
+WINDOWS = {"24 h": 86_400, "30 d": 30 * 86_400, "1 y": 365 * 86_400}
+MAX_POINTS = 2000
+
+
+def telemetry_lines(end: datetime, days: int) -> list[str]:
+    """One point a minute: a battery cycling twice a day between 100 and 900 kWh."""
+    minutes = days * 1440
+    start = end - timedelta(minutes=minutes)
+    t = np.arange(minutes)
+    phase = 2 * math.pi * t / 720.0
+    soc = 500 + 400 * np.sin(phase)
+    power = 250 * np.cos(phase) * -1
+    return [
+        telemetry_line(
+            BATTERY,
+            Telemetry(ts=start + timedelta(minutes=int(i)), soc_kwh=float(soc[i]), power_kw=float(power[i])),
+        )
+        for i in range(minutes)
+    ]
+
+
+def price_lines(end: datetime, days: int) -> list[str]:
+    """Hourly prices over the same span."""
+    hours = days * 24 + 48
+    start = end - timedelta(days=days)
+    slots = [
+        PriceSlot(
+            start=start + timedelta(hours=h),
+            end=start + timedelta(hours=h + 1),
+            price_eur_per_mwh=80.0 + 60.0 * math.sin(2 * math.pi * h / 24.0),
+        )
+        for h in range(hours)
+    ]
+    return prices_lines(ZONE, PriceForecast(zone=ZONE, issued_at=end, slots=slots))
+
+
+async def build_figures(bus: Bus, begin: datetime, end: datetime, *, raw: bool) -> tuple[float, int]:
+    """History over MQTT + every figure, as the renderer does it; returns (seconds, telemetry rows)."""
+    started = time.perf_counter()
+    every = None if raw else bucket_seconds(begin, end, MAX_POINTS)
+    telemetry: HistoryResult = await bus.request(
+        HISTORY_REQUEST,
+        HistoryQuery(kind="telemetry", battery=BATTERY, begin=begin, end=end, every_s=every, limit=1_000_000),
+        timeout=120,
+    )
+    prices: HistoryResult = await bus.request(
+        HISTORY_REQUEST,
+        HistoryQuery(kind="prices", zone=ZONE, begin=begin, end=end, every_s=None, limit=100_000),
+        timeout=60,
+    )
+    series = TelemetrySeries.from_history(telemetry)
+    price_series = PriceSeries.from_history(prices)
+    insights = compute_insights(series, price_series, None, None)
+    figures = render_all(series, price_series, None, None, insights, now=end)
+    for figure_id, figure in figures.items():
+        to_message(figure, figure_id, BATTERY, end)
+    return time.perf_counter() - started, len(telemetry.rows)
+
+
+async def page_load(port: int, window_s: int) -> float:
+    """Seconds from navigation until every panel shows data, after choosing the window over HTTP."""
+    base = f"http://127.0.0.1:{port}"
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{base}/api/window", json={"battery": BATTERY, "window_s": window_s}) as response:
+            response.raise_for_status()
+        await asyncio.sleep(3)  # let the renderer redraw for the new window before the page is opened
+    async with open_page() as page:
+        started = time.perf_counter()
+        await page.goto(f"{base}/battery/{BATTERY}")
+        await page.wait_for(
+            "Array.from(document.querySelectorAll('.panel')).every("
+            "p => p.dataset.state === 'rendered' && Number(p.dataset.points) > 0)",
+            timeout=60,
+            what="every panel rendered",
+        )
+        return time.perf_counter() - started
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--days", type=int, default=365)
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+
+    base = Path(tempfile.mkdtemp(prefix="bess-bench-dashboard-"))
+    broker = stack.start_mosquitto(base / "mosquitto")
+    influxd = stack.start_influxd(base / "influxdb")
+    db = "bench"
+    stack.create_database(influxd.url, db)
+    end = datetime.now(UTC).replace(second=0, microsecond=0)
+    started = time.perf_counter()
+    lines = telemetry_lines(end, args.days)
+    for i in range(0, len(lines), 20_000):
+        stack.influx_write(influxd.url, db, lines[i : i + 20_000], precision="u")
+    stack.influx_write(influxd.url, db, price_lines(end, args.days), precision="u")
+    print(f"loaded {len(lines):,} one-minute telemetry points in {time.perf_counter() - started:.1f} s")
+
+    root = "bench/bess/v1"
+    dashboard_port = stack.free_port()
+    env = {
+        **os.environ,
+        "BESS_MQTT_PORT": str(broker.port),
+        "BESS_INFLUX_URL": influxd.url,
+        "BESS_INFLUX_DB": db,
+        "BESS_TOPIC_ROOT": root,
+        "BESS_DASHBOARD_PORT": str(dashboard_port),
+        "BESS_HISTORY_TIMEOUT_S": "60",
+    }
+    logs = base / "logs"
+    logs.mkdir()
+    processes = [
+        subprocess.Popen(  # noqa: ASYNC220 - start-up only
+            [sys.executable, "-m", f"nodes.{name}"],
+            env=env,
+            cwd=ROOT,
+            stdout=(logs / f"{name}.log").open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        for name in ("recorder", "renderer")
+    ]
+    for name in ("recorder", "renderer"):  # requests are not retained: wait until both listen
+        topic = f"{root}/node/{name}/status"
+        deadline = time.monotonic() + 60
+        while b'"online"' not in stack.read_retained("127.0.0.1", broker.port, topic).get(topic, b""):
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{name} did not come online; see {logs}")
+            time.sleep(0.2)  # noqa: ASYNC251 - start-up only, nothing else runs yet
+    bus = Bus("bench-dashboard", MqttSettings(mqtt_port=broker.port, topic_root=root))
+    bus.enable_requests()
+    await bus.start()
+    try:
+        # the renderer learns the battery from telemetry; one live message makes it draw this battery
+        await bus.publish(TELEMETRY, Telemetry(ts=end, soc_kwh=500.0, power_kw=0.0), battery=BATTERY)
+        print(f"{'window':>6} {'rows':>8} {'build median s':>15} {'raw rows':>9} {'raw build s':>12} "
+              f"{'ratio':>6} {'page load s':>12}")
+        for label, window_s in WINDOWS.items():
+            begin = end - timedelta(seconds=min(window_s, args.days * 86_400))
+            timings = []
+            rows = 0
+            for _ in range(args.runs):
+                seconds, rows = await build_figures(bus, begin, end, raw=False)
+                timings.append(seconds)
+            raw_seconds, raw_rows = await build_figures(bus, begin, end, raw=True)
+            median = statistics.median(timings)
+            load = await page_load(dashboard_port, window_s) if chromium_path() else float("nan")
+            print(f"{label:>6} {rows:>8,} {median:>15.3f} {raw_rows:>9,} {raw_seconds:>12.3f} "
+                  f"{raw_seconds / median:>6.1f} {load:>12.3f}")
+    finally:
+        await bus.stop()
+        for process in processes:
+            process.terminate()
+            process.wait(10)
+        broker.stop()
+        influxd.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(asyncio.run(main()))
