@@ -22,7 +22,9 @@ Command line (the bash scripts in deploy/ only bootstrap python, the venv and ap
 
 Environment for ``up``: BESS_MQTT_PORT (1883), BESS_MQTT_WS_PORT (9001), BESS_INFLUX_PORT (8086),
 BESS_INFLUX_DB (bess), BESS_VAR_DIR (var), BESS_GATEWAY_PORTS (5000,5003), BESS_DASHBOARD_PORT (8050),
-BESS_TOPIC_ROOT (bess/v1), BESS_UP_TIMEOUT (30 seconds to wait for nodes).
+BESS_TOPIC_ROOT (bess/v1), BESS_UP_TIMEOUT (30 seconds to wait for nodes), BESS_MQTT_AUTH (0; 1 = mosquitto
+refuses anonymous clients and enforces the ACL of ``deploy/auth.py``: every node gets its own user and password),
+BESS_BATTERIES (battery-1; with BESS_MQTT_AUTH=1, one device user per battery id).
 """
 
 from __future__ import annotations
@@ -50,6 +52,10 @@ from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, Self
+
+if __package__ in (None, ""):  # run as `python deploy/stack.py`: make the `deploy` package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from deploy import auth  # standard library only, like this file
 
 HOST = "127.0.0.1"
 #: Every node `deploy/up` knows, in start order; a node runs if nodes/<name>/__main__.py exists.
@@ -196,6 +202,14 @@ class MqttError(RuntimeError):
     """The broker refused or sent something we did not expect."""
 
 
+class MqttRefused(MqttError):
+    """The broker answered CONNECT with a refusal (``code`` 4: bad user name or password, 5: not authorised)."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(f"broker refused the connection, return code {code}")
+        self.code = code
+
+
 @dataclass(frozen=True)
 class MqttMessage:
     """One PUBLISH received by :class:`MiniMqtt`."""
@@ -237,6 +251,8 @@ class MiniMqtt:
         clean_session: bool = True,
         keepalive: int = 60,
         timeout: float = 5.0,
+        username: str | None = None,
+        password: str | None = None,
     ) -> None:
         self.client_id = client_id or f"bess-probe-{uuid.uuid4().hex[:12]}"
         self._timeout = timeout
@@ -246,13 +262,20 @@ class MiniMqtt:
         self._sock = socket.create_connection((host, port), timeout=timeout)
         try:
             flags = 0x02 if clean_session else 0x00
+            login = b""
+            if username is not None:
+                flags |= 0x80
+                login += _mqtt_str(username)
+                if password is not None:
+                    flags |= 0x40
+                    login += _mqtt_str(password)
             header = _mqtt_str(b"MQTT") + bytes([4, flags]) + keepalive.to_bytes(2, "big")
-            self._send(0x10, header + _mqtt_str(self.client_id))
+            self._send(0x10, header + _mqtt_str(self.client_id) + login)
             kind, body = self._read_packet(time.monotonic() + timeout)
             if kind >> 4 != 2 or len(body) < 2:
                 raise MqttError(f"expected CONNACK, got packet type {kind >> 4}")
             if body[1] != 0:
-                raise MqttError(f"broker refused the connection, return code {body[1]}")
+                raise MqttRefused(body[1])
             self.session_present = bool(body[0] & 1)
         except BaseException:
             self._sock.close()
@@ -382,26 +405,48 @@ class MiniMqtt:
         return first, body
 
 
-def mqtt_ready(host: str, port: int, timeout: float = 1.0) -> bool:
-    """True if an MQTT broker answers a CONNECT with an accepting CONNACK on ``host:port``."""
+def mqtt_connack(
+    host: str, port: int, timeout: float = 1.0, *, username: str | None = None, password: str | None = None
+) -> int | None:
+    """The CONNACK return code a CONNECT gets on ``host:port`` (0 = accepted, 5 = not authorised), or None if
+    no MQTT broker answers there."""
     try:
-        MiniMqtt(host, port, timeout=timeout).close()
+        MiniMqtt(host, port, timeout=timeout, username=username, password=password).close()
+    except MqttRefused as exc:
+        return exc.code
     except (OSError, MqttError):
-        return False
-    return True
+        return None
+    return 0
 
 
-def read_retained(host: str, port: int, topic_filter: str, timeout: float = 5.0) -> dict[str, bytes]:
+def mqtt_ready(
+    host: str, port: int, timeout: float = 1.0, *, username: str | None = None, password: str | None = None
+) -> bool:
+    """True if an MQTT broker answers a CONNECT (with these credentials, if given) with an accepting CONNACK."""
+    return mqtt_connack(host, port, timeout, username=username, password=password) == 0
+
+
+def read_retained(
+    host: str,
+    port: int,
+    topic_filter: str,
+    timeout: float = 5.0,
+    *,
+    username: str | None = None,
+    password: str | None = None,
+) -> dict[str, bytes]:
     """Every retained message under ``topic_filter`` right now, as ``{topic: payload}``.
 
     Completeness without guessing a quiet period: after subscribing, the client publishes a marker to a topic
     it also subscribed; the broker sends retained messages before it handles that later PUBLISH, so once the
     marker comes back every retained message has arrived. Live messages in that window count too (latest wins).
+    On a broker with an ACL the user must be allowed to read ``topic_filter`` and to read and write
+    ``bess-probe/#`` (the ``monitor`` user of deploy/auth.py is).
     """
-    marker = f"bess-probe/{uuid.uuid4().hex}"
+    marker = f"{auth.PROBE_TOPIC_PREFIX}/{uuid.uuid4().hex}"
     found: dict[str, bytes] = {}
     deadline = time.monotonic() + timeout
-    with MiniMqtt(host, port, timeout=timeout) as client:
+    with MiniMqtt(host, port, timeout=timeout, username=username, password=password) as client:
         client.subscribe([topic_filter, marker], qos=0)
         client.publish(marker, b".", qos=0)
         while True:
@@ -774,6 +819,12 @@ class Mosquitto(Service):
     port: int
     ws_port: int | None = None
     autosave_interval: int = 5
+    #: With a password file anonymous clients are refused (deploy/auth.py writes it and the ACL file).
+    password_file: Path | None = None
+    acl_file: Path | None = None
+    #: ``(user, password)`` the readiness probe logs in with. Without it a broker with a password file counts
+    #: as ready once it answers at all: a "not authorised" CONNACK proves it is up just as well.
+    probe_login: tuple[str, str] | None = None
 
     @property
     def config_path(self) -> Path:
@@ -812,7 +863,7 @@ class Mosquitto(Service):
             "# generated by deploy/stack.py on every start; edit the template there",
             f"user {pwd.getpwuid(os.geteuid()).pw_name}",
             "per_listener_settings false",
-            "allow_anonymous true",
+            *self._auth_lines(),
             "persistence true",
             f"persistence_location {self.data_dir}/",
             f"autosave_interval {self.autosave_interval}",
@@ -827,7 +878,20 @@ class Mosquitto(Service):
             lines += [f"listener {self.ws_port} {self.host}", "protocol websockets"]
         return "\n".join(lines) + "\n"
 
+    def _auth_lines(self) -> list[str]:
+        if self.password_file is None:
+            return ["allow_anonymous true"]
+        lines = ["allow_anonymous false", f"password_file {self.password_file}"]
+        if self.acl_file is not None:
+            lines.append(f"acl_file {self.acl_file}")
+        return lines
+
     def is_ready(self, timeout: float = 0.5) -> bool:
+        if self.probe_login is not None:
+            user, password = self.probe_login
+            return mqtt_ready(self.host, self.port, timeout, username=user, password=password)
+        if self.password_file is not None:
+            return mqtt_connack(self.host, self.port, timeout) is not None
         return mqtt_ready(self.host, self.port, timeout)
 
 
@@ -902,11 +966,15 @@ def start_mosquitto(
     pid_path: Path | None = None,
     die_with_parent: bool = False,
     timeout: float = 15.0,
+    password_file: Path | None = None,
+    acl_file: Path | None = None,
+    probe_login: tuple[str, str] | None = None,
 ) -> Mosquitto:
     """Write a config under ``base_dir`` and start mosquitto; returns once a CONNECT gets its CONNACK.
 
     Ports left as None are picked free on 127.0.0.1 (and re-picked if another process grabs one first). A
-    websockets listener is added when ``ws_port`` is given or ``websockets`` is true.
+    websockets listener is added when ``ws_port`` is given or ``websockets`` is true. With ``password_file``
+    (and ``acl_file``) anonymous clients are refused: see :func:`deploy.auth.ensure_credentials`.
     """
     for attempt in range(3):
         broker = Mosquitto(
@@ -916,6 +984,9 @@ def start_mosquitto(
             log_path=log_path,
             pid_path=pid_path,
             die_with_parent=die_with_parent,
+            password_file=password_file,
+            acl_file=acl_file,
+            probe_login=probe_login,
         )
         try:
             return broker.start(timeout)
@@ -986,6 +1057,8 @@ class UpConfig:
     dashboard_port: int = 8050
     topic_root: str = "bess/v1"
     timeout: float = 30.0
+    mqtt_auth: bool = False
+    batteries: tuple[str, ...] = auth.DEFAULT_BATTERIES
 
     @classmethod
     def from_env(cls, root: Path, environ: Mapping[str, str] | None = None) -> UpConfig:
@@ -1012,6 +1085,12 @@ class UpConfig:
             gateway_ports = tuple(int(part) for part in raw_gateway.split(",") if part.strip())
         except ValueError:
             raise StackError(f"BESS_GATEWAY_PORTS={raw_gateway!r} must be comma-separated ports") from None
+        raw_auth = (env.get("BESS_MQTT_AUTH") or "0").strip().lower()
+        if raw_auth not in ("0", "1", "false", "true", "no", "yes", "off", "on"):
+            raise StackError(f"BESS_MQTT_AUTH={env.get('BESS_MQTT_AUTH')!r} must be 1 or 0")
+        # checked by deploy/auth.py when credentials are made (`up` with BESS_MQTT_AUTH=1), not here: `down`
+        # must work whatever the simulator's battery list says
+        batteries = tuple(part.strip() for part in (env.get("BESS_BATTERIES") or "").split(",") if part.strip())
         var_dir = Path(env.get("BESS_VAR_DIR") or "var")
         return cls(
             root=root,
@@ -1024,6 +1103,8 @@ class UpConfig:
             dashboard_port=port("BESS_DASHBOARD_PORT", 8050),
             topic_root=env.get("BESS_TOPIC_ROOT") or "bess/v1",
             timeout=number("BESS_UP_TIMEOUT", 30.0),
+            mqtt_auth=raw_auth in ("1", "true", "yes", "on"),
+            batteries=batteries or auth.DEFAULT_BATTERIES,
         )
 
     @property
@@ -1057,15 +1138,28 @@ class UpConfig:
             "BESS_PLANNER_AUTOPILOT": os.environ.get("BESS_PLANNER_AUTOPILOT", "true"),
         }
 
-    def mosquitto(self) -> Mosquitto:
-        """The broker ``up`` would start."""
+    def mosquitto(self, credentials: auth.Credentials | None = None) -> Mosquitto:
+        """The broker ``up`` would start (refusing anonymous clients when ``credentials`` are given)."""
         return Mosquitto(
             base_dir=self.var_dir / "mosquitto",
             port=self.mqtt_port,
             ws_port=self.mqtt_ws_port,
             log_path=self.log_dir / "mosquitto.log",
             pid_path=self.run_dir / "mosquitto.pid",
+            password_file=None if credentials is None else credentials.password_file,
+            acl_file=None if credentials is None else credentials.acl_file,
+            probe_login=None if credentials is None else credentials.login(auth.MONITOR_USER),
         )
+
+    def monitor_login(self) -> tuple[str | None, str | None]:
+        """``(user, password)`` for probes and status reads: the monitor user with BESS_MQTT_AUTH=1 (if ``up``
+        made credentials already), else anonymous ``(None, None)``."""
+        if not self.mqtt_auth:
+            return None, None
+        credentials = auth.load_credentials(self.var_dir)
+        if credentials is None or auth.MONITOR_USER not in credentials.passwords:
+            return None, None
+        return credentials.login(auth.MONITOR_USER)
 
     def influxd(self) -> Influxd:
         """The database ``up`` would start (its RPC port is the HTTP port + 2, 8088 for the defaults)."""
@@ -1121,18 +1215,26 @@ def _node_state(payload: bytes, pid: int, started_at: float | None) -> tuple[str
     return status["state"], status_pid
 
 
-def _wait_online(cfg: UpConfig, nodes: dict[str, int], started_at: dict[str, float]) -> dict[str, str]:
+def _wait_online(
+    cfg: UpConfig,
+    nodes: dict[str, int],
+    started_at: dict[str, float],
+    login: tuple[str | None, str | None] = (None, None),
+) -> dict[str, str]:
     """Wait until every node in ``nodes`` (name -> pid) reports online; return name -> outcome.
 
     A status counts for a node if it sits on ``<root>/node/<name>/status`` or names the node's pid, and is not
-    left over from an earlier run (other pid, or ``since`` before the start).
+    left over from an earlier run (other pid, or ``since`` before the start). ``login`` is the user that
+    reads the statuses (the monitor user when the broker requires authentication).
     """
     outcome: dict[str, str] = {}
     last: dict[str, str] = {}
     deadline = time.monotonic() + cfg.timeout
     while True:
         try:
-            retained = read_retained(HOST, cfg.mqtt_port, f"{cfg.topic_root}/node/+/status", timeout=3.0)
+            user, password = login
+            topic_filter = f"{cfg.topic_root}/node/+/status"
+            retained = read_retained(HOST, cfg.mqtt_port, topic_filter, timeout=3.0, username=user, password=password)
         except (OSError, MqttError):
             retained = {}
         for name, pid in nodes.items():
@@ -1166,14 +1268,69 @@ def _seed_line(line: str, gateway_ports: Sequence[int]) -> str:
     return line
 
 
+def _broker_auth_mismatch(cfg: UpConfig, credentials: auth.Credentials | None) -> str | None:
+    """Why the broker answering on the MQTT port cannot serve this run (auth on or off), or None if it can."""
+    anonymous = mqtt_connack(HOST, cfg.mqtt_port)
+    if anonymous is None:
+        return None
+    if credentials is None:
+        if anonymous != 0:
+            return (
+                f"the broker on port {cfg.mqtt_port} refuses anonymous clients (CONNACK code {anonymous}): it runs "
+                "with authentication. Run with BESS_MQTT_AUTH=1, or stop it (deploy/down) and run deploy/up again"
+            )
+        return None
+    if anonymous == 0:
+        return (
+            f"the broker on port {cfg.mqtt_port} accepts anonymous clients: it was started without "
+            "BESS_MQTT_AUTH=1. Stop it (deploy/down), then run BESS_MQTT_AUTH=1 deploy/up again"
+        )
+    user, password = credentials.login(auth.MONITOR_USER)
+    code = mqtt_connack(HOST, cfg.mqtt_port, username=user, password=password)
+    if code not in (None, 0):
+        return (
+            f"the broker on port {cfg.mqtt_port} refuses the {user} user of {credentials.credentials_file} (CONNACK "
+            f"code {code}): it uses other credentials. Stop it (deploy/down) and run deploy/up again"
+        )
+    return None
+
+
+def _print_auth_help(cfg: UpConfig, credentials: auth.Credentials) -> None:
+    script = cfg.root / "deploy" / "auth.py"
+    password = f'"$(python3 {script} password {{user}} {credentials.directory})"'
+    print("  mqtt auth  on: anonymous clients are refused; each node logs in as itself (BESS_MQTT_USERNAME/_PASSWORD)")
+    print(f"             passwords {credentials.credentials_file} (0600), ACL {credentials.acl_file}")
+    print(f"             users: {' '.join(auth.NODE_USERS)}, read-only {auth.MONITOR_USER}, "
+          f"devices {' '.join(credentials.devices)} (each only its own battery/<id>/...)")
+    print(f"  watch      mosquitto_sub -p {cfg.mqtt_port} -u {auth.MONITOR_USER} "
+          f"-P {password.format(user=auth.MONITOR_USER)} -t '{cfg.topic_root}/#' -v")
+    if credentials.devices:
+        device = credentials.devices[0]
+        print(f"  device     mosquitto_pub -p {cfg.mqtt_port} -u {device} -P {password.format(user=device)} -q 1 \\")
+        print(f"               -t '{cfg.topic_root}/battery/{device}/telemetry' -m '<Telemetry JSON>'")
+
+
 def cmd_up(cfg: UpConfig) -> int:
     """Start broker, database and every node that exists; wait for them; print a summary."""
     ensure_packages()
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
     cfg.log_dir.mkdir(parents=True, exist_ok=True)
 
-    broker = cfg.mosquitto()
-    broker_note = _bring_up(broker, mqtt_ready(HOST, cfg.mqtt_port), timeout=15.0)
+    credentials = (
+        auth.ensure_credentials(cfg.var_dir, cfg.topic_root, list(cfg.batteries)) if cfg.mqtt_auth else None
+    )
+    mismatch = _broker_auth_mismatch(cfg, credentials)
+    if mismatch:
+        raise StackError(mismatch)
+    broker = cfg.mosquitto(credentials)
+    broker_note = _bring_up(broker, mqtt_connack(HOST, cfg.mqtt_port) is not None, timeout=15.0)
+    assert broker.pid_path is not None
+    ours = read_live_pid(broker.pid_path, str(broker.config_path))
+    if credentials is not None and ours is not None and broker.pid is None:
+        # ours from an earlier `up`: SIGHUP makes mosquitto re-read the password and ACL files just rewritten
+        # (new batteries, another topic root)
+        os.kill(ours, signal.SIGHUP)
+        broker_note += "; reloaded its password and ACL files"
     if not port_open(HOST, cfg.mqtt_ws_port):
         broker_note += f"; WARNING: nothing listens on websockets port {cfg.mqtt_ws_port}"
     influx = cfg.influxd()
@@ -1181,6 +1338,9 @@ def cmd_up(cfg: UpConfig) -> int:
     create_database(cfg.influx_url, cfg.influx_db)
 
     env = {**os.environ, **cfg.node_env()}
+    login: tuple[str | None, str | None] = (None, None)
+    if credentials is not None:
+        login = credentials.login(auth.MONITOR_USER)
     python = _node_python(cfg.root)
     running: dict[str, int] = {}
     started_at: dict[str, float] = {}
@@ -1203,7 +1363,7 @@ def cmd_up(cfg: UpConfig) -> int:
             proc = subprocess.Popen(
                 [python, "-m", f"nodes.{name}"],
                 cwd=cfg.root,
-                env=env,
+                env=env if credentials is None else {**env, **credentials.node_env(name)},
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -1214,7 +1374,7 @@ def cmd_up(cfg: UpConfig) -> int:
         started_at[name] = time.time()
         notes[name] = f"started (pid {proc.pid})"
 
-    outcome = _wait_online(cfg, running, started_at) if running else {}
+    outcome = _wait_online(cfg, running, started_at, login) if running else {}
     failed = [name for name, result in outcome.items() if result != "online"]
 
     print()
@@ -1230,7 +1390,10 @@ def cmd_up(cfg: UpConfig) -> int:
     print()
     print(f"  dashboard  http://127.0.0.1:{cfg.dashboard_port}/")
     print("  gateway    " + "  ".join(f"http://127.0.0.1:{p}" for p in cfg.gateway_ports))
-    print(f"  watch      mosquitto_sub -p {cfg.mqtt_port} -t '{cfg.topic_root}/#' -v")
+    if credentials is None:
+        print(f"  watch      mosquitto_sub -p {cfg.mqtt_port} -t '{cfg.topic_root}/#' -v")
+    else:
+        _print_auth_help(cfg, credentials)
     print(f"  data/logs  {cfg.var_dir}   (stop with deploy/down; data is kept)")
     print()
     print("Try:")
@@ -1281,14 +1444,22 @@ def cmd_down(cfg: UpConfig) -> int:
 def cmd_status(cfg: UpConfig) -> int:
     """Print what runs: servers (ours or not), nodes by pid file and their retained status."""
     broker, influx = cfg.mosquitto(), cfg.influxd()
-    for service, answers in ((broker, mqtt_ready(HOST, cfg.mqtt_port)), (influx, influx_ping(cfg.influx_url))):
+    user, password = cfg.monitor_login()
+    broker_code = mqtt_connack(HOST, cfg.mqtt_port, username=user, password=password)
+    for service, answers in ((broker, broker_code is not None), (influx, influx_ping(cfg.influx_url))):
         assert service.pid_path is not None
         pid = read_live_pid(service.pid_path, str(service.config_path))
         owner = f"ours, pid {pid}" if pid else "not started by deploy/up"
+        if service is broker and broker_code:
+            owner += f"; refuses {'user ' + user if user else 'anonymous clients'} (code {broker_code})"
+        elif service is broker and user and answers:
+            owner += f"; authentication on, read as {user}"
         print(f"{service.kind:<10} {'answering' if answers else 'DOWN'} at port {service.ports[0]} ({owner})")
     statuses: dict[str, bytes] = {}
     with contextlib.suppress(OSError, MqttError):
-        statuses = read_retained(HOST, cfg.mqtt_port, f"{cfg.topic_root}/node/+/status", timeout=3.0)
+        statuses = read_retained(
+            HOST, cfg.mqtt_port, f"{cfg.topic_root}/node/+/status", timeout=3.0, username=user, password=password
+        )
     for name in NODE_NAMES:
         pid = read_live_pid(cfg.run_dir / f"{name}.pid", f"nodes.{name}")
         payload = statuses.get(f"{cfg.topic_root}/node/{name}/status", b"").decode("utf-8", "replace")
@@ -1327,7 +1498,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_down(cfg)
         if command == "status":
             return cmd_status(cfg)
-    except (StackError, InfluxError) as exc:
+    except (StackError, InfluxError, auth.AuthError) as exc:
         print(f"{command}: {exc}", file=sys.stderr)
         return 1
     print(usage, file=sys.stderr)

@@ -1,0 +1,565 @@
+"""Broker authentication for the local stack: one MQTT user per node and per device, and a least-privilege ACL
+generated from the topic contract (``BESS_MQTT_AUTH=1 deploy/up``).
+
+What ``deploy/up`` gets from :func:`ensure_credentials` (all under ``<var>/mqtt-auth/``, directory 0700, files
+0600, never committed: ``var/`` is gitignored)::
+
+    credentials.json   {"users": {"recorder": "<password>", ...}}: made on the first run, reused afterwards
+    passwd             mosquitto's password file (PBKDF2 hashes, made with ``mosquitto_passwd -U``)
+    acl                mosquitto's ACL file, rewritten on every run from :func:`acl_text`
+
+Users:
+
+* one per node (:data:`NODE_USERS`); ``deploy/up`` gives each node process ``BESS_MQTT_USERNAME=<node>`` and
+  ``BESS_MQTT_PASSWORD``;
+* one per device, named by its battery id (``BESS_BATTERIES``, default ``battery-1``): a real battery
+  controller that may touch only its own battery's topics;
+* :data:`MONITOR_USER`, read-only: ``deploy/up``'s readiness and status probes (``$SYS/#``, node statuses) and
+  an operator's ``mosquitto_sub``.
+
+How the ACL is derived: the ``producers`` and ``consumers`` of every topic in ``nodes/contract/topics.py``
+say who writes and who reads it, so a node may write exactly the topics it produces and read exactly the ones
+it consumes, with the topic parameters bound as tightly as the contract allows (``node/{node}/status`` to the
+node itself, ``history/response/{client}`` to the client that asked, ``battery/{battery}/...`` to the device
+itself). The few places where least privilege differs from those lists are spelled out, with the reason, in
+:data:`ADDED` and :data:`WITHHELD`. The contract is read with :mod:`ast` rather than imported, so this module
+stays standard library only (like ``deploy/stack.py``, it runs before the virtualenv exists);
+``tests/unit/test_auth_acl.py`` checks that what it reads equals ``nodes.contract.topics.ALL_TOPICS``.
+
+Command line (prints a password for ``mosquitto_sub -u USER -P ...``)::
+
+    python3 deploy/auth.py password USER [AUTH_DIR]     # AUTH_DIR defaults to $BESS_VAR_DIR/mqtt-auth
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import functools
+import json
+import os
+import re
+import secrets
+import shutil
+import stat
+import subprocess
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+#: Every node that gets its own broker user (the node names of deploy/stack.py's NODE_NAMES).
+NODE_USERS: tuple[str, ...] = ("recorder", "gateway", "planner", "renderer", "market", "simulator")
+#: The read-only user of deploy/up's probes and of an operator's mosquitto_sub.
+MONITOR_USER = "monitor"
+#: Devices when BESS_BATTERIES is not set (the simulator's default battery).
+DEFAULT_BATTERIES: tuple[str, ...] = ("battery-1",)
+#: Marker topics of deploy/stack.py's ``read_retained`` live here (outside the topic root; only the monitor).
+PROBE_TOPIC_PREFIX = "bess-probe"
+AUTH_DIR_NAME = "mqtt-auth"
+CREDENTIALS_FILE = "credentials.json"
+PASSWORD_FILE = "passwd"
+ACL_FILE = "acl"
+TOPICS_PY = Path(__file__).resolve().parent.parent / "nodes" / "contract" / "topics.py"
+
+# The same rules as nodes.contract.topics.ID_PATTERN / check_root (a unit test keeps them equal).
+ID_PATTERN = re.compile(r"^[a-z0-9_-]{1,64}$")
+ROOT_PATTERN = re.compile(r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
+_PARAM = re.compile(r"\{([a-z_]+)\}")
+
+Access = Literal["read", "write", "readwrite"]
+
+# Roles in the contract's producer/consumer strings that are not a node name.
+DEVICE = "device"
+EVERY_NODE = "every node"
+REQUESTER = "the client that asked"
+#: Readers named in the contract that get no broker grant of their own: least privilege means only the named
+#: nodes read a topic ("anyone" may ask the monitor user); the dashboard is HTTP from the renderer, not MQTT.
+NO_GRANT_ROLES = frozenset({"anyone", "any subscriber", "dashboard"})
+#: A response topic's readers are the producers of its request topic (contract constant names).
+RESPONSE_TO: Mapping[str, str] = {"HISTORY_RESPONSE": "HISTORY_REQUEST"}
+#: Parameters that name the client itself: bound to the user's own name, never a wildcard, for the
+#: roles EVERY_NODE (``node/{node}/status``) and REQUESTER (``history/response/{client}``).
+IDENTITY_PARAMS = frozenset({"node", "client"})
+
+
+class AuthError(RuntimeError):
+    """Credentials or the ACL could not be made (bad battery id, broken credentials.json, no mosquitto_passwd)."""
+
+
+@dataclass(frozen=True)
+class TopicDecl:
+    """What the ACL needs of one ``Topic(...)`` declaration in nodes/contract/topics.py."""
+
+    name: str
+    path: str
+    producers: tuple[str, ...]
+    consumers: tuple[str, ...]
+
+    @property
+    def params(self) -> tuple[str, ...]:
+        """The ``{param}`` names of the path, in order."""
+        return tuple(_PARAM.findall(self.path))
+
+    def filter(self, root: str, **bound: str) -> str:
+        """The topic filter under ``root``: bound parameters filled in, the others ``+``."""
+        path = self.path
+        for param in self.params:
+            path = path.replace("{" + param + "}", bound.get(param, "+"))
+        return f"{root}/{path}"
+
+
+@dataclass(frozen=True)
+class Adjustment:
+    """A grant that differs from the contract's producer/consumer lists, with the reason.
+
+    ``role`` is a node name or :data:`DEVICE`; ``target`` is a contract constant name (``TELEMETRY``) or a
+    filter relative to the topic root (``battery/#``). For a device, ``{battery}`` is bound to its own id.
+    """
+
+    role: str
+    access: Literal["read", "write"]
+    target: str
+    why: str
+
+
+ADDED: tuple[Adjustment, ...] = (
+    Adjustment("simulator", "read", "TELEMETRY", "resumes each battery from its own last retained telemetry"),
+    Adjustment(DEVICE, "read", "TELEMETRY", "resumes from its own last retained telemetry after a restart"),
+    Adjustment("renderer", "read", "battery/#", "the dashboard may show anything of a battery (commands too)"),
+)
+WITHHELD: tuple[Adjustment, ...] = (
+    Adjustment("simulator", "read", "SCHEDULE", "listed as a consumer, but devices follow commands (set) only"),
+    Adjustment(DEVICE, "read", "SCHEDULE", "listed as a consumer, but devices follow commands (set) only"),
+)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the contract, read without importing it
+
+
+@functools.cache
+def contract_topics(path: Path = TOPICS_PY) -> tuple[TopicDecl, ...]:
+    """Every topic of ``ALL_TOPICS`` in ``path`` (nodes/contract/topics.py), in its order.
+
+    Reads the module's source with :mod:`ast`: each ``NAME = Topic(path=..., producers=(...), consumers=(...))``
+    must use literal strings there, and ``ALL_TOPICS`` must be a tuple of such names.
+    """
+    try:
+        tree = ast.parse(path.read_text(), filename=str(path))
+    except (OSError, SyntaxError) as exc:
+        raise AuthError(f"cannot read the topic contract {path}: {exc}") from exc
+    found: dict[str, TopicDecl] = {}
+    order: list[str] = []
+    for node in tree.body:
+        target, value = _assignment(node)
+        if target is None or value is None:
+            continue
+        if target == "ALL_TOPICS" and isinstance(value, ast.Tuple):
+            order = [elt.id for elt in value.elts if isinstance(elt, ast.Name)]
+        elif isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and value.func.id == "Topic":
+            fields = {kw.arg: kw.value for kw in value.keywords if kw.arg in ("path", "producers", "consumers")}
+            try:
+                found[target] = TopicDecl(
+                    name=target,
+                    path=_literal_str(fields["path"]),
+                    producers=_literal_strs(fields["producers"]),
+                    consumers=_literal_strs(fields["consumers"]),
+                )
+            except (KeyError, ValueError) as exc:
+                raise AuthError(f"{path}: {target}: path/producers/consumers must be literals ({exc})") from exc
+    missing = [name for name in order if name not in found]
+    if not order or missing:
+        raise AuthError(f"{path}: ALL_TOPICS not found or names undeclared topics {missing}")
+    return tuple(found[name] for name in order)
+
+
+def _assignment(node: ast.stmt) -> tuple[str | None, ast.expr | None]:
+    if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+        return node.targets[0].id, node.value
+    if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+        return node.target.id, node.value
+    return None, None
+
+
+def _literal_str(expr: ast.expr) -> str:
+    value = ast.literal_eval(expr)
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {value!r}")
+    return value
+
+
+def _literal_strs(expr: ast.expr) -> tuple[str, ...]:
+    value = ast.literal_eval(expr)
+    if not isinstance(value, tuple) or not all(isinstance(item, str) for item in value):
+        raise ValueError(f"expected a tuple of strings, got {value!r}")
+    return value
+
+
+def roles(text: str) -> frozenset[str]:
+    """The users behind one producer/consumer string of the contract.
+
+    ``"gateway"`` -> {gateway}; ``"device (simulator)"`` -> {device, simulator} (the simulator plays the
+    devices); ``"market (price feed)"`` -> {market}; ``"every node (...)"`` -> {EVERY_NODE};
+    ``"the client that asked"`` -> {REQUESTER}; ``"anyone"`` -> {}. Anything else raises :class:`AuthError`,
+    so a new role in the contract cannot silently get (or lose) broker rights.
+    """
+    head, _, rest = text.partition("(")
+    head, inner = head.strip(), rest.rstrip(")").strip()
+    if head in (EVERY_NODE, REQUESTER):
+        return frozenset({head})
+    if head in NO_GRANT_ROLES:
+        return frozenset()
+    if head in NODE_USERS or head == DEVICE:
+        return frozenset({head, inner}) if inner in NODE_USERS else frozenset({head})
+    raise AuthError(f"unknown role {text!r} in the topic contract: say in deploy/auth.py what it may do")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# grants and the ACL file
+
+
+def check_devices(devices: Iterable[str]) -> list[str]:
+    """The device (battery) ids, checked: valid topic ids, unique, and not a node or the monitor user's name."""
+    result: list[str] = []
+    for device in devices:
+        if not ID_PATTERN.fullmatch(device):
+            raise AuthError(f"battery id {device!r} is not a valid id: use 1-64 characters from [a-z0-9_-]")
+        if device in NODE_USERS or device == MONITOR_USER:
+            raise AuthError(f"battery id {device!r} clashes with the broker user of the same name")
+        if device in result:
+            raise AuthError(f"battery id {device!r} is listed twice")
+        result.append(device)
+    return result
+
+
+def _check_root(root: str) -> str:
+    if not ROOT_PATTERN.fullmatch(root):
+        raise AuthError(f"topic root {root!r} must be segments of [A-Za-z0-9_-] joined by '/'")
+    return root
+
+
+def _covers(broad: str, narrow: str) -> bool:
+    """True if every topic matched by filter ``narrow`` is matched by filter ``broad``."""
+    b_levels, n_levels = broad.split("/"), narrow.split("/")
+    for index, level in enumerate(b_levels):
+        if level == "#":
+            return True
+        if index >= len(n_levels) or n_levels[index] == "#":
+            return False
+        if level != "+" and level != n_levels[index]:
+            return False
+    return len(b_levels) == len(n_levels)
+
+
+class _Grants:
+    """Filters per access for one user, in insertion order."""
+
+    def __init__(self) -> None:
+        self.read: list[str] = []
+        self.write: list[str] = []
+
+    def add(self, access: Literal["read", "write"], topic_filter: str) -> None:
+        bucket = self.read if access == "read" else self.write
+        if topic_filter not in bucket:
+            bucket.append(topic_filter)
+
+    def discard(self, access: Literal["read", "write"], topic_filter: str) -> None:
+        bucket = self.read if access == "read" else self.write
+        with contextlib.suppress(ValueError):
+            bucket.remove(topic_filter)
+
+    def lines(self) -> list[tuple[Access, str]]:
+        """``(access, filter)`` pairs: readwrite, then read, then write (contract order within each); a filter
+        covered by a broader one of the same access is dropped, read plus write of one filter is readwrite."""
+        both = [f for f in self.read if f in self.write]
+        read = [f for f in self.read if f not in both and not any(o != f and _covers(o, f) for o in self.read)]
+        write = [f for f in self.write if f not in both and not any(o != f and _covers(o, f) for o in self.write)]
+        return [*(("readwrite", f) for f in both), *(("read", f) for f in read), *(("write", f) for f in write)]
+
+
+def _target_filter(target: str, root: str, topics: Mapping[str, TopicDecl], bound: Mapping[str, str]) -> str:
+    if target in topics:
+        return topics[target].filter(root, **bound)
+    return f"{root}/{target}"
+
+
+def grants(root: str, devices: Sequence[str]) -> dict[str, list[tuple[Access, str]]]:
+    """Every user's ACL lines, ``{user: [(access, topic filter), ...]}``: nodes, then devices, then the monitor.
+
+    Pure: the same root, devices and contract always give the same result.
+    """
+    root = _check_root(root)
+    devices = check_devices(devices)
+    decls = contract_topics()
+    by_name = {decl.name: decl for decl in decls}
+    requesters = {
+        response: roles_of(by_name[request].producers) for response, request in RESPONSE_TO.items()
+    }
+    result: dict[str, list[tuple[Access, str]]] = {}
+
+    for node in NODE_USERS:
+        acl = _Grants()
+        for decl in decls:
+            producers, consumers = roles_of(decl.producers), roles_of(decl.consumers)
+            own = {param: node for param in decl.params if param in IDENTITY_PARAMS}
+            if node in producers:
+                acl.add("write", decl.filter(root))
+            if node in consumers:
+                acl.add("read", decl.filter(root))
+            if EVERY_NODE in producers:  # its own status: the status itself and its last will
+                acl.add("write", decl.filter(root, **own))
+                acl.add("read", decl.filter(root, **own))
+            if REQUESTER in consumers and node in requesters.get(decl.name, frozenset()):
+                acl.add("read", decl.filter(root, **own))
+        _adjust(acl, node, root, by_name, {})
+        result[node] = acl.lines()
+
+    for device in devices:
+        acl = _Grants()
+        for decl in decls:
+            producers, consumers = roles_of(decl.producers), roles_of(decl.consumers)
+            if DEVICE not in producers | consumers:
+                continue
+            if "battery" not in decl.params:
+                raise AuthError(f"{decl.name} ({decl.path}) is a device topic without {{battery}}: cannot scope it")
+            if DEVICE in producers:
+                acl.add("write", decl.filter(root, battery=device))
+            if DEVICE in consumers:
+                acl.add("read", decl.filter(root, battery=device))
+        _adjust(acl, DEVICE, root, by_name, {"battery": device})
+        result[device] = acl.lines()
+
+    result[MONITOR_USER] = [
+        ("read", f"{root}/#"),
+        ("read", "$SYS/#"),
+        ("readwrite", f"{PROBE_TOPIC_PREFIX}/#"),
+    ]
+    return result
+
+
+def roles_of(texts: Iterable[str]) -> frozenset[str]:
+    """The union of :func:`roles` over several producer/consumer strings."""
+    return frozenset().union(*(roles(text) for text in texts))
+
+
+def _adjust(acl: _Grants, role: str, root: str, topics: Mapping[str, TopicDecl], bound: Mapping[str, str]) -> None:
+    for adjustment in WITHHELD:
+        if adjustment.role == role:
+            acl.discard(adjustment.access, _target_filter(adjustment.target, root, topics, bound))
+    for adjustment in ADDED:
+        if adjustment.role == role:
+            acl.add(adjustment.access, _target_filter(adjustment.target, root, topics, bound))
+
+
+def acl_text(root: str, devices: list[str]) -> str:
+    """The mosquitto ACL file for topic root ``root`` and these device (battery) ids."""
+    lines = [
+        f"# mosquitto ACL for topic root {root}, generated by deploy/auth.py from nodes/contract/topics.py.",
+        "# Do not edit: deploy/up rewrites it on every start (change the contract or deploy/auth.py instead).",
+        "#",
+        "# Default deny: a user may use only the topics under its `user` line; anonymous clients are refused.",
+        "# Mind mosquitto: a denied PUBLISH is acknowledged and dropped, a denied SUBSCRIBE is granted and then",
+        "# delivers nothing. A broken grant shows up as silence, not as an error.",
+        "#",
+        "# Devices get explicit `user` blocks, not `pattern ... %u` lines: a pattern applies to EVERY user, so",
+        "# the node users would also get device rights on a battery named like them, and a reviewer would have",
+        "# to expand %u in their head. Explicit blocks list exactly who may do what; the price is that this file",
+        "# changes with BESS_BATTERIES, and deploy/up rewrites it on every start anyway.",
+    ]
+    for user, entries in grants(root, devices).items():
+        lines.append("")
+        if user in NODE_USERS:
+            role, title = user, f"node {user}"
+        elif user == MONITOR_USER:
+            role, title = user, (
+                "read-only, for deploy/up's probes and an operator's mosquitto_sub; bess-probe/# only carries the\n"
+                "#   end marker of deploy/stack.py's read_retained"
+            )
+        else:
+            role, title = DEVICE, f"device {user}: only its own battery"
+        lines.append(f"# {title}")
+        lines.extend(f"#   also {adj.access} {adj.target}: {adj.why}" for adj in ADDED if adj.role == role)
+        lines.extend(f"#   not {adj.access} {adj.target}: {adj.why}" for adj in WITHHELD if adj.role == role)
+        lines.append(f"user {user}")
+        lines.extend(f"topic {access} {topic_filter}" for access, topic_filter in entries)
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# credentials on disk
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """The broker users of one deployment and where their files are."""
+
+    directory: Path
+    passwords: Mapping[str, str]
+    devices: tuple[str, ...]
+
+    @property
+    def credentials_file(self) -> Path:
+        """``credentials.json``: every password in clear text (0600)."""
+        return self.directory / CREDENTIALS_FILE
+
+    @property
+    def password_file(self) -> Path:
+        """mosquitto's ``password_file`` (hashes)."""
+        return self.directory / PASSWORD_FILE
+
+    @property
+    def acl_file(self) -> Path:
+        """mosquitto's ``acl_file``."""
+        return self.directory / ACL_FILE
+
+    def password(self, user: str) -> str:
+        """The password of ``user`` (KeyError if there is no such user)."""
+        return self.passwords[user]
+
+    def login(self, user: str) -> tuple[str, str]:
+        """``(user, password)``."""
+        return user, self.passwords[user]
+
+    def node_env(self, node: str) -> dict[str, str]:
+        """``BESS_MQTT_USERNAME`` / ``BESS_MQTT_PASSWORD`` for a node process."""
+        return {"BESS_MQTT_USERNAME": node, "BESS_MQTT_PASSWORD": self.passwords[node]}
+
+
+def auth_dir(var_dir: Path) -> Path:
+    """``<var>/mqtt-auth``."""
+    return var_dir / AUTH_DIR_NAME
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically with mode 0600 (never readable by others, not even briefly)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _private_dir(path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.chmod(0o700)
+
+
+def read_passwords(directory: Path) -> dict[str, str]:
+    """The ``users`` of ``directory/credentials.json`` ({} if the file does not exist)."""
+    path = directory / CREDENTIALS_FILE
+    try:
+        raw = path.read_text()
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise AuthError(f"cannot read {path}: {exc}") from exc
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise AuthError(f"{path} is not valid JSON ({exc}); fix or delete it (new passwords are made)") from exc
+    users = data.get("users") if isinstance(data, dict) else None
+    if not isinstance(users, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in users.items()):
+        raise AuthError(f"{path} has no {{'users': {{name: password}}}} object; fix or delete it")
+    if path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        path.chmod(0o600)  # someone loosened it: passwords in clear text are for the owner only
+    return dict(users)
+
+
+def load_credentials(var_dir: Path, devices: Sequence[str] = ()) -> Credentials | None:
+    """The credentials ``up`` made earlier under ``var_dir``, or None if there are none (nothing is written)."""
+    directory = auth_dir(var_dir)
+    passwords = read_passwords(directory)
+    if not passwords:
+        return None
+    return Credentials(directory, passwords, tuple(devices))
+
+
+def ensure_credentials(
+    var_dir: Path, root: str, devices: Sequence[str], *, mosquitto_passwd: str | None = None
+) -> Credentials:
+    """Make (first run) or reuse the credentials under ``<var_dir>/mqtt-auth`` and (re)write passwd and acl.
+
+    Passwords already in credentials.json are kept; missing users get a new random one. The password file
+    and the ACL list only the users of this run (a battery dropped from ``devices`` loses its access; its
+    password stays in credentials.json in case it comes back).
+    """
+    devices = check_devices(devices)
+    acl = acl_text(root, devices)  # validates root and devices before anything is written
+    passwd_bin = mosquitto_passwd or _find_mosquitto_passwd()
+    directory = auth_dir(var_dir)
+    _private_dir(directory)
+    stored = read_passwords(directory)
+    users = [*NODE_USERS, *devices, MONITOR_USER]
+    passwords = dict(stored)
+    for user in users:
+        passwords.setdefault(user, secrets.token_urlsafe(24))
+    if passwords != stored:
+        _write_private(directory / CREDENTIALS_FILE, json.dumps({"users": passwords}, indent=2) + "\n")
+    creds = Credentials(directory, {user: passwords[user] for user in users}, tuple(devices))
+
+    # mosquitto_passwd -U hashes a plain "user:password" file in place; unlike -b it never puts a password
+    # on a command line (visible in ps). token_urlsafe passwords contain no ':' or newline.
+    plain = creds.password_file.with_name(f".{PASSWORD_FILE}.{os.getpid()}.new")
+    _write_private(plain, "".join(f"{user}:{creds.passwords[user]}\n" for user in users))
+    try:
+        result = subprocess.run(
+            [passwd_bin, "-U", str(plain)], capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL
+        )
+        if result.returncode != 0:
+            raise AuthError(f"mosquitto_passwd -U failed ({result.returncode}): {result.stderr.strip()}")
+        plain.chmod(0o600)
+        os.replace(plain, creds.password_file)
+    finally:
+        plain.unlink(missing_ok=True)
+    _write_private(creds.acl_file, acl)
+    return creds
+
+
+def _find_mosquitto_passwd() -> str:
+    found = shutil.which("mosquitto_passwd")
+    if found:
+        return found
+    for folder in ("/usr/bin", "/usr/sbin", "/usr/local/bin"):
+        candidate = Path(folder) / "mosquitto_passwd"
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    raise AuthError("mosquitto_passwd is not installed (Debian package mosquitto); run deploy/up once")
+
+
+def _default_auth_dir() -> Path:
+    var_dir = Path(os.environ.get("BESS_VAR_DIR") or "var")
+    if not var_dir.is_absolute():
+        var_dir = Path(__file__).resolve().parent.parent / var_dir
+    return auth_dir(var_dir)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python3 deploy/auth.py password USER [AUTH_DIR]``: print USER's broker password."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) not in (2, 3) or args[0] != "password":
+        print("usage: auth.py password USER [AUTH_DIR]   (AUTH_DIR: $BESS_VAR_DIR/mqtt-auth)", file=sys.stderr)
+        return 2
+    directory = Path(args[2]) if len(args) == 3 else _default_auth_dir()
+    try:
+        passwords = read_passwords(directory)
+    except AuthError as exc:
+        print(f"auth.py: {exc}", file=sys.stderr)
+        return 1
+    if args[1] not in passwords:
+        print(f"auth.py: no user {args[1]!r} in {directory / CREDENTIALS_FILE}", file=sys.stderr)
+        return 1
+    print(passwords[args[1]])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,278 @@
+"""Broker authentication against a real mosquitto: credentials and ACL from deploy/auth.py, broker from
+deploy/stack.py (a separate broker in tmp_path; the session broker of the ``services`` fixture stays anonymous).
+
+Mosquitto does not report ACL denials to the client: a denied PUBLISH is acknowledged and dropped, a denied
+SUBSCRIBE is granted and then delivers nothing. So every "cannot" below is proved by what ARRIVES: the forbidden
+messages are published first, each waiting for the broker's PUBACK (so the broker has handled it), then an
+allowed sentinel; once the sentinel arrives, a forbidden message that had been let through would have arrived
+before it.
+
+One more mosquitto 2.0.11 quirk: with ``max_queued_messages 0`` (unlimited, as deploy/stack.py configures it)
+the broker also CLOSES a client's connection right after PUBACKing a denied QoS 1 publish (its queue-quota check
+misfires on the limit 0). That is why every publish here uses a connection of its own (:func:`publish_as`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from deploy import auth, stack
+from tests.support.nodes import NodeProcess, start_node
+from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.integration
+
+DEVICES = ["dev-a", "dev-b"]
+
+
+@dataclass
+class AuthBroker:
+    """A mosquitto that refuses anonymous clients, with the ACL for ``root`` and devices dev-a, dev-b."""
+
+    broker: stack.Mosquitto
+    credentials: auth.Credentials
+    root: str
+
+    def topic(self, path: str) -> str:
+        return f"{self.root}/{path}"
+
+    def client(self, user: str, password: str | None = None) -> stack.MiniMqtt:
+        """A connected MQTT 3.1.1 client logged in as ``user`` (with its own password unless one is given)."""
+        secret = self.credentials.password(user) if password is None else password
+        return stack.MiniMqtt(self.broker.host, self.broker.port, username=user, password=secret, timeout=5.0)
+
+
+@pytest.fixture
+def auth_broker(tmp_path: Path, topic_root: str) -> Iterator[AuthBroker]:
+    credentials = auth.ensure_credentials(tmp_path / "var", topic_root, DEVICES)
+    broker = stack.start_mosquitto(
+        tmp_path / "mosquitto",
+        password_file=credentials.password_file,
+        acl_file=credentials.acl_file,
+        probe_login=credentials.login(auth.MONITOR_USER),
+        die_with_parent=True,
+    )
+    try:
+        yield AuthBroker(broker, credentials, topic_root)
+    finally:
+        broker.stop()
+
+
+def publish_as(b: AuthBroker, user: str, path: str, payload: bytes, *, denied: bool = False) -> None:
+    """Publish at QoS 1 as ``user`` on a fresh connection; return once the broker has handled the message.
+
+    For an allowed message that is its PUBACK. For a ``denied`` one the broker may close the connection right
+    after (see the module docstring); either way it has processed the PUBLISH by then.
+    """
+    client = b.client(user)
+    try:
+        client.publish(b.topic(path), payload, qos=1)
+    except (OSError, stack.MqttError):
+        if not denied:
+            raise
+    finally:
+        client.close()
+
+
+def receive_until(client: stack.MiniMqtt, sentinel: str, timeout: float = 5.0) -> list[str]:
+    """Topics of every message received up to and including the first one on ``sentinel``."""
+    topics: list[str] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        message = client.receive(max(0.0, deadline - time.monotonic()))
+        if message is None:
+            raise AssertionError(f"the sentinel on {sentinel} never arrived; received {topics}")
+        topics.append(message.topic)
+        if message.topic == sentinel:
+            return topics
+
+
+def telemetry(source: str = "device") -> bytes:
+    return json.dumps(
+        {"ts": "2025-01-16T10:00:00Z", "soc_kwh": 700.0, "power_kw": -50.0, "target_charge_kw": 100.0,
+         "target_discharge_kw": 50.0, "source": source}
+    ).encode()
+
+
+# -- credentials on disk ------------------------------------------------------------------------------------------
+
+
+def test_credentials_are_private_hashed_for_mosquitto_and_reused(tmp_path: Path) -> None:
+    var = tmp_path / "var"
+    first = auth.ensure_credentials(var, "bess/v1", DEVICES)
+    directory = var / "mqtt-auth"
+    assert first.directory == directory
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    for path in (first.credentials_file, first.password_file, first.acl_file):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    assert sorted(os.listdir(directory)) == ["acl", "credentials.json", "passwd"]  # no temporary file left
+
+    users = [*auth.NODE_USERS, *DEVICES, auth.MONITOR_USER]
+    assert set(first.passwords) == set(users)
+    assert len(set(first.passwords.values())) == len(users), "every user has its own password"
+    hashed = dict(line.split(":", 1) for line in first.password_file.read_text().splitlines())
+    assert set(hashed) == set(users)
+    for user, value in hashed.items():
+        assert value.startswith("$7$"), f"{user}: not a mosquitto PBKDF2 hash"
+        assert first.passwords[user] not in first.password_file.read_text()
+
+    again = auth.ensure_credentials(var, "bess/v1", [*DEVICES, "dev-c"])
+    assert {u: again.passwords[u] for u in users} == dict(first.passwords), "passwords are reused"
+    fewer = auth.ensure_credentials(var, "bess/v1", ["dev-a"])
+    passwd_users = {line.split(":", 1)[0] for line in fewer.password_file.read_text().splitlines()}
+    assert "dev-b" not in passwd_users, "a battery no longer configured loses its broker access"
+    assert "user dev-b" not in fewer.acl_file.read_text()
+    assert auth.ensure_credentials(var, "bess/v1", DEVICES).password("dev-b") == first.password("dev-b")
+
+
+# -- who may connect ----------------------------------------------------------------------------------------------
+
+
+def test_anonymous_unknown_users_and_wrong_passwords_are_refused(auth_broker: AuthBroker) -> None:
+    host, port = auth_broker.broker.host, auth_broker.broker.port
+    assert stack.mqtt_connack(host, port) == 5  # anonymous: not authorised
+    assert stack.mqtt_connack(host, port, username="recorder", password="wrong") in (4, 5)
+    assert stack.mqtt_connack(host, port, username="nobody", password="x") in (4, 5)
+    assert stack.mqtt_connack(host, port, username="dev-a", password=auth_broker.credentials.password("dev-b")) in (
+        4,
+        5,
+    )
+    with pytest.raises(stack.MqttRefused):
+        auth_broker.client("gateway", "wrong")
+    auth_broker.client("gateway").close()  # the right password is accepted
+
+    base = ["mosquitto_sub", "-h", host, "-p", str(port), "-t", "$SYS/broker/version", "-C", "1", "-W", "5"]
+    anonymous = subprocess.run(base, capture_output=True, text=True, timeout=10, check=False)
+    assert anonymous.returncode != 0
+    assert "not authori" in (anonymous.stdout + anonymous.stderr).lower()
+    monitor = auth_broker.credentials.login(auth.MONITOR_USER)
+    watched = subprocess.run(
+        [*base, "-u", monitor[0], "-P", monitor[1]], capture_output=True, text=True, timeout=10, check=False
+    )
+    assert watched.returncode == 0, watched.stderr
+    assert watched.stdout.startswith("mosquitto version"), "the readiness probe's $SYS read works with auth"
+
+
+# -- devices: only their own battery ------------------------------------------------------------------------------
+
+
+def test_device_publishes_only_its_own_telemetry_state_and_spec(auth_broker: AuthBroker) -> None:
+    b = auth_broker
+    with b.client("recorder") as recorder:
+        recorder.subscribe([b.topic(p) for p in ("battery/+/telemetry", "battery/+/set", "battery/+/state",
+                                                  "battery/+/schedule", "market/+/prices", "history/request")], qos=1)
+        forbidden: Sequence[str] = (
+            "battery/dev-b/telemetry",  # another device's battery
+            "battery/dev-b/state",
+            "battery/dev-a/set",  # commands, even to itself
+            "battery/dev-b/set",
+            "battery/dev-a/schedule",
+            "market/de-lu/prices",
+            "history/request",
+        )
+        for path in forbidden:
+            publish_as(b, "dev-a", path, b"{}", denied=True)
+        publish_as(b, "dev-a", "battery/dev-a/telemetry", telemetry())
+        sentinel = b.topic("battery/dev-a/telemetry")
+        assert receive_until(recorder, sentinel) == [sentinel]
+
+
+def test_device_reads_only_its_own_commands(auth_broker: AuthBroker) -> None:
+    b = auth_broker
+    with b.client("dev-a") as dev_a:
+        dev_a.subscribe([b.topic("battery/+/set"), b.topic("battery/dev-b/set"), b.topic("battery/+/telemetry")],
+                        qos=1)
+        publish_as(b, "dev-b", "battery/dev-b/telemetry", telemetry())  # allowed for dev-b, not readable by dev-a
+        publish_as(b, "gateway", "battery/dev-b/set", b'{"for": "dev-b"}')
+        publish_as(b, "dev-a", "battery/dev-a/telemetry", telemetry())  # its own: it may read it back
+        publish_as(b, "gateway", "battery/dev-a/set", b'{"for": "dev-a"}')
+        own = b.topic("battery/dev-a/set")
+        assert receive_until(dev_a, own) == [b.topic("battery/dev-a/telemetry"), own]
+
+
+def test_a_node_cannot_write_another_nodes_status(auth_broker: AuthBroker) -> None:
+    b = auth_broker
+    with b.client("renderer") as renderer:
+        renderer.subscribe(b.topic("node/+/status"), qos=1)
+        publish_as(b, "market", "node/recorder/status", b'{"node": "recorder", "state": "online"}', denied=True)
+        publish_as(b, "planner", "node/gateway/status", b'{"node": "gateway", "state": "offline"}', denied=True)
+        publish_as(b, "dev-a", "node/simulator/status", b'{"node": "simulator", "state": "online"}', denied=True)
+        publish_as(b, "market", "node/market/status", b'{"node": "market", "state": "online"}')
+        own = b.topic("node/market/status")
+        assert receive_until(renderer, own) == [own]
+
+
+# -- a real node process ------------------------------------------------------------------------------------------
+
+
+def retained_as_renderer(b: AuthBroker, filters: Sequence[str]) -> dict[str, bytes]:
+    """Retained messages under ``filters`` as the renderer sees them (its own status topic is the end marker:
+    retained messages are sent on SUBSCRIBE, before the broker handles the later PUBLISH)."""
+    marker = b.topic("node/renderer/status")
+    with b.client("renderer") as renderer:
+        renderer.subscribe([*filters, marker], qos=1)
+        renderer.publish(marker, b'{"marker": true}', qos=1)  # not retained: gone once delivered
+        found: dict[str, bytes] = {}
+        deadline = time.monotonic() + 5.0
+        while (message := renderer.receive(max(0.0, deadline - time.monotonic()))) is not None:
+            if message.topic == marker and not message.retain:
+                return found
+            found[message.topic] = message.payload
+    raise AssertionError("the renderer's end marker never came back")
+
+
+def test_market_node_comes_online_with_its_credentials_but_not_with_a_wrong_password(
+    auth_broker: AuthBroker, tmp_path: Path
+) -> None:
+    b = auth_broker
+    env = {
+        "BESS_MQTT_HOST": b.broker.host,
+        "BESS_MQTT_PORT": str(b.broker.port),
+        "BESS_TOPIC_ROOT": b.root,
+        "BESS_MARKET_ZONE": "de-lu",
+        "BESS_LOG_LEVEL": "INFO",
+    }
+    status, prices = b.topic("node/market/status"), b.topic("market/de-lu/prices")
+    watched = [b.topic("node/+/status"), b.topic("market/+/prices")]
+    procs: list[NodeProcess] = []
+    try:
+        wrong = start_node(
+            "market", {**env, **b.credentials.node_env("market"), "BESS_MQTT_PASSWORD": "wrong"},
+            log_dir=tmp_path / "wrong",
+        )
+        procs.append(wrong)
+        wait_for(lambda: "not authorized" in wrong.log_text().lower(), 10.0, 0.05,
+                 what="the broker to refuse the market node's wrong password")
+        wrong.assert_alive()  # it keeps retrying, never online
+        seen = retained_as_renderer(b, watched)
+        assert status not in seen
+        assert prices not in seen
+        wrong.stop()
+
+        right = start_node("market", {**env, **b.credentials.node_env("market")}, log_dir=tmp_path / "right")
+        procs.append(right)
+
+        def online() -> dict[str, bytes] | None:
+            right.assert_alive()
+            seen = retained_as_renderer(b, watched)
+            state = json.loads(seen[status]).get("state") if status in seen else None
+            return seen if state == "online" and prices in seen else None
+
+        seen = wait_for(online, 15.0, 0.1, what="the market node online, read by the renderer user")
+        assert json.loads(seen[status])["pid"] == right.pid
+        assert json.loads(seen[prices])["zone"] == "de-lu"
+        assert right.stop() == 0
+        final = retained_as_renderer(b, watched)
+        assert json.loads(final[status])["state"] == "offline", "its goodbye is allowed too"
+    finally:
+        for proc in procs:
+            proc.stop()

@@ -1,0 +1,320 @@
+"""The broker ACL of deploy/auth.py: least privilege per node, devices scoped to their own battery.
+
+Pure: the ACL text is parsed here and evaluated with MQTT topic matching (the way mosquitto checks a concrete
+topic at publish and at delivery time), so these tests judge the file mosquitto would load, not the helper
+structures behind it. tests/integration/test_broker_auth.py proves the same against a real broker.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from deploy import auth, stack
+from nodes.contract import topics
+from nodes.contract.topics import ALL_TOPICS, Topic
+
+ROOT = "bess/v1"
+DEVICES = ["dev-a", "dev-b"]
+
+
+def parse_acl(text: str) -> dict[str, list[tuple[str, str]]]:
+    """``{user: [(access, filter), ...]}`` from a mosquitto ACL file (only `user` and `topic` lines)."""
+    acl: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    user: str | None = None
+    for line in text.splitlines():
+        words = line.split()
+        if not words or words[0].startswith("#"):
+            continue
+        if words[0] == "user":
+            user = words[1]
+        elif words[0] == "topic":
+            assert user is not None, f"topic line before any user line: {line!r}"
+            assert len(words) == 3, f"topic line without an explicit access: {line!r}"
+            acl[user].append((words[1], words[2]))
+        else:
+            raise AssertionError(f"unexpected ACL line {line!r} (no `pattern` lines are used)")
+    return dict(acl)
+
+
+def matches(topic_filter: str, topic: str) -> bool:
+    """MQTT matching of a concrete topic against a filter; wildcards never match a leading ``$`` level."""
+    f_levels, t_levels = topic_filter.split("/"), topic.split("/")
+    if topic.startswith("$") and f_levels[0] in ("+", "#"):
+        return False
+    for index, level in enumerate(f_levels):
+        if level == "#":
+            return True
+        if index >= len(t_levels) or (level != "+" and level != t_levels[index]):
+            return False
+    return len(f_levels) == len(t_levels)
+
+
+class Acl:
+    """``allowed(user, "read"|"write", topic)`` over a parsed ACL file."""
+
+    def __init__(self, text: str) -> None:
+        self.users = parse_acl(text)
+
+    def allowed(self, user: str, access: str, topic: str) -> bool:
+        return any(
+            matches(topic_filter, topic) and granted in (access, "readwrite")
+            for granted, topic_filter in self.users.get(user, [])
+        )
+
+
+@pytest.fixture(scope="module")
+def acl() -> Acl:
+    return Acl(auth.acl_text(ROOT, DEVICES))
+
+
+def t(path: str) -> str:
+    return f"{ROOT}/{path}"
+
+
+# -- the contract as deploy/auth.py reads it ---------------------------------------------------------------------
+
+
+def test_contract_read_without_import_equals_all_topics() -> None:
+    read = auth.contract_topics()
+    assert [(d.path, d.producers, d.consumers) for d in read] == [
+        (topic.path, topic.producers, topic.consumers) for topic in ALL_TOPICS
+    ]
+    for decl in read:  # each name is the module attribute of the same topic
+        assert getattr(topics, decl.name).path == decl.path
+
+
+def test_id_and_root_rules_equal_the_contract() -> None:
+    assert auth.ID_PATTERN.pattern == topics.ID_PATTERN.pattern
+    assert auth.ROOT_PATTERN.pattern == topics._ROOT_PATTERN.pattern
+
+
+def test_every_node_deploy_up_starts_has_a_user() -> None:
+    assert set(auth.NODE_USERS) == set(stack.NODE_NAMES)
+
+
+def test_every_contract_role_is_known() -> None:
+    for topic in ALL_TOPICS:
+        for text in (*topic.producers, *topic.consumers):
+            auth.roles(text)  # raises AuthError for a role nobody taught deploy/auth.py
+    assert auth.roles("device (simulator)") == {"device", "simulator"}
+    assert auth.roles("anyone") == frozenset()
+    with pytest.raises(auth.AuthError, match="unknown role"):
+        auth.roles("the accountant")
+
+
+# -- each node: exactly the grants its topics need ---------------------------------------------------------------
+
+EXPECTED: dict[str, dict[str, str]] = {
+    "recorder": {
+        t("battery/+/telemetry"): "read",
+        t("battery/+/set"): "read",
+        t("battery/+/state"): "read",
+        t("battery/+/schedule"): "read",
+        t("market/+/prices"): "read",
+        t("history/request"): "read",
+        t("history/response/+"): "write",
+        t("node/recorder/status"): "readwrite",
+    },
+    "gateway": {
+        t("battery/+/telemetry"): "write",
+        t("battery/+/set"): "write",
+        t("market/+/prices"): "write",
+        t("history/request"): "write",
+        t("battery/+/spec"): "read",
+        t("history/response/gateway"): "read",
+        t("node/gateway/status"): "readwrite",
+    },
+    "planner": {
+        t("market/+/prices"): "read",
+        t("battery/+/spec"): "read",
+        t("battery/+/telemetry"): "read",
+        t("battery/+/schedule"): "write",
+        t("battery/+/set"): "write",
+        t("node/planner/status"): "readwrite",
+    },
+    "renderer": {
+        t("battery/#"): "read",
+        t("market/+/prices"): "read",
+        t("node/+/status"): "read",
+        t("history/response/renderer"): "read",
+        t("battery/+/figure/+"): "write",
+        t("history/request"): "write",
+        t("node/renderer/status"): "readwrite",
+    },
+    "market": {
+        t("market/+/prices"): "write",
+        t("node/market/status"): "readwrite",
+    },
+    "simulator": {
+        t("battery/+/telemetry"): "readwrite",
+        t("battery/+/state"): "write",
+        t("battery/+/spec"): "write",
+        t("battery/+/set"): "read",
+        t("node/simulator/status"): "readwrite",
+    },
+}
+
+
+@pytest.mark.parametrize("node", auth.NODE_USERS)
+def test_node_grants_are_exactly_what_its_topics_need(node: str) -> None:
+    lines = parse_acl(auth.acl_text(ROOT, DEVICES))[node]
+    assert len(lines) == len({f for _, f in lines}), f"{node}: a filter is listed twice: {lines}"
+    assert {f: access for access, f in lines} == EXPECTED[node]
+
+
+def _example(topic: Topic[Any], **override: str) -> str:
+    return topic.name(root=ROOT, **{**topic.example_params, **override})
+
+
+def _adjusted(node: str, access: str, topic: Topic[Any]) -> bool | None:
+    """True/False where deploy/auth.py deliberately differs from the contract for ``node``, else None."""
+    name = next(n for n in dir(topics) if getattr(topics, n) is topic)
+    if any(a.role == node and a.access == access and a.target == name for a in auth.ADDED):
+        return True
+    if any(a.role == node and a.access == access and a.target == name for a in auth.WITHHELD):
+        return False
+    if node == "renderer" and access == "read" and topic.path.startswith("battery/"):
+        return True  # ADDED: battery/#
+    return None
+
+
+@pytest.mark.parametrize("node", auth.NODE_USERS)
+def test_node_may_write_what_it_produces_and_read_what_it_consumes_and_nothing_else(acl: Acl, node: str) -> None:
+    for topic in ALL_TOPICS:
+        if topic is topics.STATUS:
+            continue  # below: own status only
+        producers = auth.roles_of(topic.producers)
+        consumers = auth.roles_of(topic.consumers)
+        if topic is topics.HISTORY_RESPONSE:
+            asked = node in auth.roles_of(topics.HISTORY_REQUEST.producers)
+            own, other = _example(topic, client=node), _example(topic, client="someone-else")
+            assert acl.allowed(node, "read", own) is asked, f"{node} read {own}"
+            assert not acl.allowed(node, "read", other), f"{node} must not read another client's answers"
+            assert acl.allowed(node, "write", other) is (node in producers)
+            continue
+        topic_name = _example(topic)
+        for access, roles in (("write", producers), ("read", consumers)):
+            adjusted = _adjusted(node, access, topic)
+            expected = (node in roles) if adjusted is None else adjusted
+            assert acl.allowed(node, access, topic_name) is expected, f"{node} {access} {topic_name}"
+
+
+def test_no_node_may_write_another_nodes_status(acl: Acl) -> None:
+    for writer, owner in itertools.product(auth.NODE_USERS, repeat=2):
+        status = topics.STATUS.name(root=ROOT, node=owner)
+        assert acl.allowed(writer, "write", status) is (writer == owner), f"{writer} writes {status}"
+    for user in [*DEVICES, auth.MONITOR_USER]:
+        for owner in auth.NODE_USERS:
+            assert not acl.allowed(user, "write", topics.STATUS.name(root=ROOT, node=owner))
+
+
+def test_only_the_renderer_and_the_monitor_read_every_status(acl: Acl) -> None:
+    status = topics.STATUS.name(root=ROOT, node="recorder")
+    readers = {user for user in [*auth.NODE_USERS, *DEVICES, auth.MONITOR_USER] if acl.allowed(user, "read", status)}
+    assert readers == {"recorder", "renderer", auth.MONITOR_USER}
+
+
+# -- devices: only their own battery ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("device", "other"), [("dev-a", "dev-b"), ("dev-b", "dev-a")])
+def test_device_is_scoped_to_its_own_battery(acl: Acl, device: str, other: str) -> None:
+    def topic(template: Topic[Any], battery: str) -> str:
+        return _example(template, battery=battery)
+
+    for own in (topics.TELEMETRY, topics.STATE, topics.SPEC):
+        assert acl.allowed(device, "write", topic(own, device))
+        assert not acl.allowed(device, "write", topic(own, other))
+    assert acl.allowed(device, "read", topic(topics.COMMAND, device))
+    assert acl.allowed(device, "read", topic(topics.TELEMETRY, device))  # to resume after a restart
+    for battery in (device, other):
+        assert not acl.allowed(device, "write", topic(topics.COMMAND, battery)), "a device never sends commands"
+        assert not acl.allowed(device, "write", topic(topics.SCHEDULE, battery))
+        assert not acl.allowed(device, "write", topic(topics.FIGURE, battery))
+    for theirs in (topics.COMMAND, topics.TELEMETRY, topics.STATE, topics.SPEC, topics.SCHEDULE):
+        assert not acl.allowed(device, "read", topic(theirs, other)), f"{device} reads {theirs.path} of {other}"
+    for foreign in (topics.PRICES, topics.HISTORY_REQUEST, topics.HISTORY_RESPONSE, topics.STATUS):
+        name = _example(foreign)
+        assert not acl.allowed(device, "read", name)
+        assert not acl.allowed(device, "write", name)
+
+
+def test_devices_get_explicit_user_blocks_and_every_line_stays_under_the_root() -> None:
+    text = auth.acl_text("site-7/bess/v2", DEVICES)
+    assert "pattern" not in [line.split()[0] for line in text.splitlines() if line.strip()]
+    users = parse_acl(text)
+    assert list(users) == [*auth.NODE_USERS, *DEVICES, auth.MONITOR_USER]
+    for user, lines in users.items():
+        for access, topic_filter in lines:
+            if user == auth.MONITOR_USER and not topic_filter.startswith("site-7/"):
+                assert (access, topic_filter) in {("read", "$SYS/#"), ("readwrite", "bess-probe/#")}
+                continue
+            assert topic_filter.startswith("site-7/bess/v2/"), f"{user}: {topic_filter}"
+            if access != "read":
+                assert "#" not in topic_filter, f"{user} may write a whole subtree: {topic_filter}"
+
+
+def test_no_node_or_device_reads_sys_but_the_monitor_does(acl: Acl) -> None:
+    for user in [*auth.NODE_USERS, *DEVICES]:
+        assert not acl.allowed(user, "read", "$SYS/broker/version")
+    assert acl.allowed(auth.MONITOR_USER, "read", "$SYS/broker/version")
+    assert acl.allowed(auth.MONITOR_USER, "read", t("battery/dev-a/set"))
+    assert not acl.allowed(auth.MONITOR_USER, "write", t("battery/dev-a/set"))
+
+
+@pytest.mark.parametrize(
+    "devices",
+    [["Dev-A"], ["dev/a"], ["dev+"], ["#"], [""], ["recorder"], [auth.MONITOR_USER], ["dev-a", "dev-a"]],
+)
+def test_bad_device_ids_are_refused(devices: list[str]) -> None:
+    with pytest.raises(auth.AuthError):
+        auth.acl_text(ROOT, devices)
+
+
+@pytest.mark.parametrize("root", ["", "bess/#", "bess/+/v1", "/bess", "bess/v1/", "$SYS"])
+def test_bad_roots_are_refused(root: str) -> None:
+    with pytest.raises(auth.AuthError):
+        auth.acl_text(root, DEVICES)
+
+
+def test_acl_text_is_deterministic() -> None:
+    assert auth.acl_text(ROOT, DEVICES) == auth.acl_text(ROOT, list(DEVICES))
+
+
+# -- deploy/stack.py: config and settings ------------------------------------------------------------------------
+
+
+def test_mosquitto_config_with_and_without_auth() -> None:
+    plain = stack.Mosquitto(base_dir=Path("/tmp/bess-x/mq"), port=1883).config_text()
+    assert "allow_anonymous true" in plain.splitlines()
+    assert "password_file" not in plain
+    assert "acl_file" not in plain
+    secured = stack.Mosquitto(
+        base_dir=Path("/tmp/bess-x/mq"),
+        port=1883,
+        password_file=Path("/tmp/bess-x/mqtt-auth/passwd"),
+        acl_file=Path("/tmp/bess-x/mqtt-auth/acl"),
+    ).config_text()
+    lines = secured.splitlines()
+    assert "allow_anonymous false" in lines
+    assert "allow_anonymous true" not in lines
+    assert "password_file /tmp/bess-x/mqtt-auth/passwd" in lines
+    assert "acl_file /tmp/bess-x/mqtt-auth/acl" in lines
+
+
+def test_up_config_reads_auth_settings() -> None:
+    root = Path("/repo")
+    assert stack.UpConfig.from_env(root, {}).mqtt_auth is False
+    assert stack.UpConfig.from_env(root, {}).batteries == ("battery-1",)
+    cfg = stack.UpConfig.from_env(root, {"BESS_MQTT_AUTH": "1", "BESS_BATTERIES": "a, b ,c"})
+    assert cfg.mqtt_auth is True
+    assert cfg.batteries == ("a", "b", "c")
+    assert stack.UpConfig.from_env(root, {"BESS_MQTT_AUTH": "0"}).mqtt_auth is False
+    with pytest.raises(stack.StackError, match="BESS_MQTT_AUTH"):
+        stack.UpConfig.from_env(root, {"BESS_MQTT_AUTH": "maybe"})
+    assert stack.UpConfig.from_env(root, {"BESS_BATTERIES": " , "}).batteries == ("battery-1",)
