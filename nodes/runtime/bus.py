@@ -51,6 +51,14 @@ class BusUnavailable(RuntimeError):
     """The broker cannot be reached (or did not acknowledge in time)."""
 
 
+class BusRefused(BusUnavailable):
+    """The broker refused the login (bad credentials, not authorised, banned): retrying cannot help."""
+
+
+# CONNACK codes that mean "these credentials will never work" (MQTT 3.1.1: 4, 5; MQTT 5: 0x86, 0x87, 0x8A, 0x8C)
+REFUSED_CODES = frozenset({4, 5, 0x86, 0x87, 0x8A, 0x8C})
+
+
 class MqttSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """How to reach the broker. Every node config embeds these fields (``BESS_MQTT_*``)."""
 
@@ -242,6 +250,11 @@ class Bus:
                 )
                 break
             except (OSError, gmqtt.mqtt.handler.MQTTConnectError) as exc:
+                if getattr(exc, "_code", None) in REFUSED_CODES:
+                    raise BusRefused(
+                        f"broker {self.settings.mqtt_host}:{self.settings.mqtt_port} refused the login of "
+                        f"{self.settings.mqtt_username or 'an anonymous client'}: {exc}"
+                    ) from exc
                 if not retry:
                     raise BusUnavailable(f"cannot reach broker {self.settings.mqtt_host}:"
                                          f"{self.settings.mqtt_port}: {exc}") from exc
@@ -501,4 +514,4 @@ class Bus:
                 log.info("handler for %s took %.1f s", name, elapsed)
 
 
-__all__ = ["Bus", "BusUnavailable", "Delivery", "Handler", "MqttSettings"]
+__all__ = ["Bus", "BusRefused", "BusUnavailable", "Delivery", "Handler", "MqttSettings"]

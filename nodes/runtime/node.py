@@ -3,6 +3,7 @@
 ::
 
     load config --invalid--> exit 2 (one line on stderr)
+    (login refused by the broker --> exit 3, one line on stderr)
         |
     setup(bus)            register subscriptions, open resources (nothing is received yet)
         |
@@ -32,7 +33,7 @@ from typing import Generic, TypeVar
 
 import msgspec
 
-from nodes.runtime.bus import Bus, MqttSettings
+from nodes.runtime.bus import Bus, BusRefused, MqttSettings
 from nodes.runtime.config import load_or_exit
 
 C = TypeVar("C", bound=MqttSettings)
@@ -116,5 +117,10 @@ def main(name: str, config_cls: type[C], factory: Callable[[C], Service[C]]) -> 
     except (ValueError, msgspec.ValidationError) as exc:
         print(f"{name}: invalid configuration: {exc}", file=sys.stderr)
         return 2
-    asyncio.run(serve(service))
+    try:
+        asyncio.run(serve(service))
+    except BusRefused as exc:
+        # a permanent refusal: exit (non-zero, one line) instead of retrying forever with wrong credentials
+        print(f"{name}: {exc}", file=sys.stderr)
+        return 3
     return 0
