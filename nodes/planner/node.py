@@ -2,8 +2,9 @@
 
 Consumes: ``market/{zone}/prices`` (the zone of ``BESS_PLANNER_ZONE``), ``battery/+/spec``, ``battery/+/telemetry``.
 Produces: ``battery/{battery}/schedule`` (retained) and, with the autopilot on, ``battery/{battery}/set``:
-at each slot start the slot's Command with a lease ending at the slot's end, so a dead planner leaves the
-battery idle at the next boundary instead of following a stale plan.
+at each slot start the slot's Command with a lease ending at the slot's end or ``BESS_PLANNER_LEASE_S`` (300 s)
+from now, whichever is sooner, renewed while the planner lives; a dead planner leaves the battery idle within
+one lease instead of following a stale plan.
 Re-plans (receding horizon) when a forecast arrives, a spec changes, the SOC drifts from the plan by more than
 ``BESS_PLANNER_DRIFT_KWH``, and at every slot boundary. Inputs too old (no prices beyond now, telemetry older
 than ``BESS_PLANNER_MAX_TELEMETRY_AGE_S``) make the node ``degraded`` with the reason and no new plan is made.
@@ -42,6 +43,7 @@ class PlannerConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
     planner_switch_penalty_eur: float = 0.0
     planner_solver: str = "cbc"
     planner_min_replan_interval_s: float = 1.0
+    planner_lease_s: float = 300.0
 
     def problems(self) -> list[str]:
         """Invalid settings, reported at start-up (exit 2)."""
@@ -50,6 +52,8 @@ class PlannerConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
             check_id(self.planner_zone, "BESS_PLANNER_ZONE")
         except ValueError as exc:
             found.append(str(exc))
+        if self.planner_lease_s < 2:
+            found.append("BESS_PLANNER_LEASE_S must be at least 2 seconds")
         if self.planner_solver not in ("cbc", "highs"):
             found.append("BESS_PLANNER_SOLVER must be cbc or highs")
         return found
@@ -62,7 +66,7 @@ class BatteryInputs:
     spec: BatterySpec | None = None
     telemetry: Telemetry | None = None
     schedule: Schedule | None = None
-    last_command_key: tuple[str, str, float] | None = None
+    last_command: Command | None = None
 
 
 def horizon(forecast: PriceForecast, now: datetime) -> list[PriceSlot]:
@@ -88,8 +92,13 @@ def planned_soc_at(schedule: Schedule, now: datetime) -> float | None:
     return None
 
 
-def slot_command(schedule: Schedule, now: datetime) -> Command | None:
-    """The Command the autopilot sends for the slot containing ``now`` (a lease until the slot's end)."""
+def slot_command(schedule: Schedule, now: datetime, lease_s: float | None = None) -> Command | None:
+    """The Command the autopilot sends for the slot containing ``now``.
+
+    The lease ends at the slot's end, or ``lease_s`` from now if that is sooner: the autopilot renews it while
+    it lives, so a dead planner leaves the battery idle within ``lease_s`` instead of following an hour-long
+    slot of a plan nobody watches any more.
+    """
     for slot in schedule.slots:
         if slot.start <= now < slot.end:
             if slot.discharge_kw > 1e-6:
@@ -103,7 +112,7 @@ def slot_command(schedule: Schedule, now: datetime) -> Command | None:
                 action=action,  # type: ignore[arg-type]
                 power_kw=round(power, 3),
                 issued_at=now,
-                valid_until=slot.end,
+                valid_until=slot.end if lease_s is None else min(slot.end, now + timedelta(seconds=lease_s)),
                 source="planner",
                 plan_id=schedule.plan_id,
             )
@@ -235,7 +244,7 @@ class Planner(Service[PlannerConfig]):
         return schedule
 
     async def autopilot(self, name: str, now: datetime) -> None:
-        """Send the current slot's command when it differs from the last one sent for this slot."""
+        """Send the current slot's command when it changed, or renew its lease when half of it has run out."""
         inputs = self._battery(name)
         if (
             not self.config.planner_autopilot
@@ -243,16 +252,29 @@ class Planner(Service[PlannerConfig]):
             or inputs.schedule is None
         ):
             return
-        command = slot_command(inputs.schedule, now)
+        command = slot_command(inputs.schedule, now, self.config.planner_lease_s)
         if command is None:
             return
-        key = (command.valid_until.isoformat(), command.action, command.power_kw)
-        if key == inputs.last_command_key:
+        last = inputs.last_command
+        if (
+            last is not None
+            and (last.action, last.power_kw, last.plan_id) == (command.action, command.power_kw, command.plan_id)
+            and (last.valid_until - now).total_seconds() > self.config.planner_lease_s / 2
+            and last.valid_until <= command.valid_until
+        ):
             return
         assert self.bus is not None
         await self.bus.publish(COMMAND, command, battery=name)
-        inputs.last_command_key = key
+        inputs.last_command = command
         self.bus.counters["commands"] += 1
+
+    def _next_renewal(self, now: datetime) -> datetime | None:
+        renewals = [
+            inputs.last_command.valid_until - timedelta(seconds=self.config.planner_lease_s / 2)
+            for inputs in self.batteries.values()
+            if inputs.last_command is not None and inputs.last_command.valid_until > now
+        ]
+        return min(renewals) if self.config.planner_autopilot and renewals else None
 
     def _next_boundary(self, now: datetime) -> datetime:
         boundaries = [
@@ -282,7 +304,9 @@ class Planner(Service[PlannerConfig]):
             for name in list(self.batteries):
                 await self.autopilot(name, datetime.now(UTC))
             boundary = self._next_boundary(datetime.now(UTC))
-            timeout = (boundary - datetime.now(UTC)).total_seconds()
+            renewal = self._next_renewal(datetime.now(UTC))
+            wake_at = min(boundary, renewal) if renewal else boundary
+            timeout = (wake_at - datetime.now(UTC)).total_seconds()
             if self.dirty:
                 timeout = min(timeout, self.config.planner_min_replan_interval_s)
             self.wake.clear()

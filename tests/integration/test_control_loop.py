@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
 import pytest
 
-from nodes.contract.topics import SCHEDULE, STATE, STATUS
+from nodes.contract.messages import PriceForecast, PriceSlot
+from nodes.contract.topics import PRICES, SCHEDULE, STATE, STATUS
 from tests.support.services import Services
 from tests.support.waiting import wait_for
 
@@ -43,8 +44,8 @@ def test_planner_plans_and_drives_the_simulated_battery(
     assert all(100.0 - 1e-6 <= s["soc_kwh"] <= 950.0 + 1e-6 for s in slots)  # the simulator's default spec
     assert schedule["expected_revenue_eur"] >= (schedule.get("baseline_revenue_eur") or 0.0) - 1e-6
 
-    # the autopilot sends the current slot's command; the battery reports following it, with the slot's end
-    # as the lease
+    # the autopilot sends the current slot's command; the battery reports following it, with a lease that ends
+    # at the slot's end or one planner lease (300 s by default) after it was issued, whichever is sooner
     state_topic = STATE.name(root=topic_root, battery=battery_id)
 
     def following_planner() -> Any:
@@ -53,7 +54,9 @@ def test_planner_plans_and_drives_the_simulated_battery(
 
     state = wait_for(following_planner, timeout=30, what="the battery following a planner command")
     lease = datetime.fromisoformat(state["valid_until"])
-    assert lease.isoformat() in {datetime.fromisoformat(s["end"]).isoformat() for s in slots}
+    issued = datetime.fromisoformat(state["ts"])
+    slot_ends = {datetime.fromisoformat(s["end"]) for s in slots}
+    assert lease in slot_ends or timedelta(0) < lease - issued <= timedelta(seconds=301)
 
     def counted() -> Any:
         status = _retained(services, STATUS.name(root=topic_root, node="planner"))
@@ -80,3 +83,52 @@ def test_planner_reports_degraded_without_prices(
     status = wait_for(degraded, timeout=30, what="planner degraded without prices")
     assert "no price forecast" in status["reason"]
     assert _retained(services, SCHEDULE.name(root=topic_root, battery=battery_id)) is None
+
+
+def test_a_dead_planner_leaves_the_battery_idle_when_its_lease_runs_out(
+    run_node: Any, node_env: dict[str, str], services: Services, topic_root: str, battery_id: str
+) -> None:
+    """Planner killed while the battery discharges on autopilot: the lease expires and the battery idles."""
+    env = {
+        **node_env,
+        "BESS_BATTERIES": battery_id,
+        "BESS_SIM_TELEMETRY_INTERVAL_S": "0.5",
+        "BESS_SIM_SOC_INITIAL_KWH": "900",
+        "BESS_PLANNER_AUTOPILOT": "true",
+        "BESS_PLANNER_LEASE_S": "4",
+    }
+    run_node("simulator", env)
+    planner = run_node("planner", env)
+    # prices that make discharging now the only sensible plan: very dear now, cheap for the next hours
+    now = datetime.now(UTC).replace(microsecond=0)
+    forecast = PriceForecast(
+        zone="de-lu",
+        issued_at=now,
+        slots=[
+            PriceSlot(start=now + timedelta(hours=h), end=now + timedelta(hours=h + 1),
+                      price_eur_per_mwh=900.0 if h == 0 else 5.0)
+            for h in range(6)
+        ],
+    )
+    with services.mqtt_client() as client:
+        client.publish(PRICES.name(root=topic_root, zone="de-lu"), msgspec.json.encode(forecast), qos=1, retain=True)
+    state_topic = STATE.name(root=topic_root, battery=battery_id)
+
+    def discharging_for_planner() -> Any:
+        state = _retained(services, state_topic)
+        ok = state and state["mode"] == "discharging" and state.get("command_source") == "planner"
+        return state if ok else None
+
+    state = wait_for(discharging_for_planner, timeout=30, what="the battery discharging on autopilot")
+    wait_for(lambda: (_retained(services, state_topic) or {}).get("command_id") != state["command_id"],
+             timeout=15, what="the autopilot renewing its lease")
+    planner.kill_now()
+    killed_at = datetime.now(UTC)
+
+    def idle() -> Any:
+        state = _retained(services, state_topic)
+        return state if state and state["mode"] == "idle" else None
+
+    idle_state = wait_for(idle, timeout=20, what="the battery idle after the lease ran out")
+    assert "expired" in idle_state["reason"]
+    assert datetime.fromisoformat(idle_state["ts"]) - killed_at < timedelta(seconds=4 + 3)

@@ -74,3 +74,14 @@ def test_slot_command_is_a_lease_until_the_slot_end(minutes: int, action: str, p
 
 def test_no_command_outside_the_plan() -> None:
     assert slot_command(schedule(), T0 - timedelta(minutes=1)) is None
+
+
+def test_slot_command_lease_is_capped_so_a_dead_planner_cannot_hold_a_slot() -> None:
+    now = T0 + timedelta(minutes=10)
+    command = slot_command(schedule(), now, lease_s=120)
+    assert command is not None
+    assert command.valid_until == now + timedelta(seconds=120)
+    near_end = T0 + timedelta(minutes=59)
+    capped = slot_command(schedule(), near_end, lease_s=120)
+    assert capped is not None
+    assert capped.valid_until == T0 + H  # the slot's end comes first
