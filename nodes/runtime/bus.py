@@ -114,6 +114,8 @@ class _AckTrackingStorage(PersistentStorage):  # type: ignore[misc]
     def __init__(self) -> None:
         super().__init__()
         self.last_mid: int | None = None
+        self.freed = asyncio.Event()
+        self.on_clear: Callable[[list[int]], None] | None = None
         self._waiters: dict[int, asyncio.Future[None]] = {}
 
     def push_message(self, mid: int, raw_package: bytes) -> None:
@@ -122,12 +124,17 @@ class _AckTrackingStorage(PersistentStorage):  # type: ignore[misc]
 
     def remove_message_by_mid(self, mid: int) -> None:
         super().remove_message_by_mid(mid)
+        self.freed.set()  # gmqtt freed the packet id just before calling us (PUBACK)
         waiter = self._waiters.pop(mid, None)
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
     def clear(self) -> None:
+        mids = list(self._messages)
         super().clear()
+        if self.on_clear is not None:
+            self.on_clear(mids)
+        self.freed.set()
         for waiter in self._waiters.values():
             if not waiter.done():
                 waiter.set_exception(BusUnavailable("the broker lost the session before acknowledging"))
@@ -182,7 +189,8 @@ class Bus:
             qos=1,
             retain=True,
         )
-        self.client_id = client_id or f"bess-{self.node}"
+        # The root is part of the id so two deployments (or two tests) on one broker never share a session.
+        self.client_id = client_id or f"{self.root.replace('/', '_')}-{self.node}"
         self._client = gmqtt.Client(
             self.client_id,
             clean_session=not persistent,
@@ -192,6 +200,7 @@ class Bus:
             session_expiry_interval=settings.mqtt_session_expiry_s if persistent else 0,
             receive_maximum=receive_maximum,
         )
+        self._storage.on_clear = self._release_packet_ids
         self._client.set_config({"reconnect_retries": -1, "reconnect_delay": settings.mqtt_reconnect_delay_s})
         if settings.mqtt_username:
             self._client.set_auth_credentials(settings.mqtt_username, settings.mqtt_password)
@@ -389,6 +398,8 @@ class Bus:
             raise BusUnavailable("not connected to the MQTT broker")
         if not self._first_connect_done:
             raise BusUnavailable("the bus has not connected yet")
+        if qos > 0:
+            await self._wait_for_packet_id(timeout)
         self._client.publish(name, payload, qos=qos, retain=retain, **(properties or {}))
         self.counters["published"] += 1
         if wait_ack and qos > 0:
@@ -400,6 +411,36 @@ class Bus:
                 await asyncio.wait_for(waiter, timeout)
             except TimeoutError as exc:
                 raise BusUnavailable(f"no PUBACK from the broker within {timeout:.1f} s") from exc
+
+    def _release_packet_ids(self, mids: list[int]) -> None:
+        # When the broker lost our session, gmqtt drops the unacknowledged messages but keeps their packet ids
+        # allocated; without this, a few such reconnects would leave no id for any QoS 1 publish.
+        ids = self._client._package_handler.id_generator
+        for mid in mids:
+            ids.free_id(mid)
+
+    def _packet_ids_exhausted(self) -> bool:
+        ids = self._client._package_handler.id_generator
+        return bool(len(ids._used_ids) >= ids._max - 1)
+
+    async def _wait_for_packet_id(self, timeout: float) -> None:
+        """Wait for a free packet id instead of letting gmqtt raise OverflowError.
+
+        gmqtt allows only the broker's CONNACK receive maximum of unacknowledged QoS>0 messages (mosquitto's
+        default is 20, so 19 ids) and raises ``OverflowError`` beyond that; concurrent publishers (the gateway
+        under load) must queue for an id instead. Raises :class:`BusUnavailable` after ``timeout``.
+        """
+        if not self._packet_ids_exhausted():
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._packet_ids_exhausted():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise BusUnavailable(f"no packet id freed (no PUBACK from the broker) within {timeout:.1f} s")
+            self._storage.freed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._storage.freed.wait(), remaining)
 
     # -- request / response (MQTT 5 response topic + correlation data) --------------------------------------
 
@@ -511,7 +552,8 @@ class Bus:
         finally:
             elapsed = time.perf_counter() - started
             if elapsed > 5.0:
-                log.info("handler for %s took %.1f s", name, elapsed)
+                # DEBUG: while a database is down every waiting message takes long; one line each would flood
+                log.debug("handler for %s took %.1f s", name, elapsed)
 
 
 __all__ = ["Bus", "BusRefused", "BusUnavailable", "Delivery", "Handler", "MqttSettings"]

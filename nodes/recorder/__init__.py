@@ -1,0 +1,1 @@
+"""The recorder: stores every data message in InfluxDB, at least once, and answers history requests."""

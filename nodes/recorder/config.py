@@ -1,0 +1,54 @@
+"""The recorder's configuration (``BESS_*`` environment variables, see :mod:`nodes.runtime.config`)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from msgspec import Meta
+
+from nodes.runtime.bus import MqttSettings
+
+#: MQTT 5 caps receive_maximum at 65535.
+RECEIVE_MAXIMUM_LIMIT = 65_535
+
+
+class RecorderConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
+    """Where to store (``BESS_STORE``, ``BESS_INFLUX_*``), how to batch and how to share the stream."""
+
+    store: Literal["influx1", "influx2"] = "influx1"
+    influx_url: str = "http://127.0.0.1:8086"
+    influx_db: str = "bess"
+    influx_token: str | None = None
+    influx_org: str | None = None
+    influx_bucket: str | None = None
+    influx_username: str | None = None
+    influx_password: str | None = None
+    influx_timeout_s: Annotated[float, Meta(gt=0, le=600)] = 10.0
+    batch_max_points: Annotated[int, Meta(ge=1, le=100_000)] = 5000
+    batch_max_delay_ms: Annotated[int, Meta(ge=0, le=60_000)] = 200
+    #: unacknowledged messages the broker may have in flight to us: the bounded buffer during an outage.
+    #: 0 = automatic: 2 x batch_max_points, at least 10000 (capped at 65535).
+    recorder_receive_maximum: Annotated[int, Meta(ge=0, le=RECEIVE_MAXIMUM_LIMIT)] = 0
+    recorder_share_group: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")] | None = None
+    history_max_rows: Annotated[int, Meta(ge=1, le=10_000_000)] = 100_000
+    shutdown_flush_s: Annotated[float, Meta(ge=0, le=600)] = 10.0
+
+    def problems(self) -> list[str]:
+        """Cross-field checks (called by ``load_or_exit``)."""
+        found: list[str] = []
+        if self.store == "influx2":
+            missing = [name for name in ("influx_token", "influx_org") if not getattr(self, name)]
+            found += [f"BESS_{name.upper()} is required with BESS_STORE=influx2" for name in missing]
+        if not self.influx_url.startswith(("http://", "https://")):
+            found.append(f"BESS_INFLUX_URL must start with http:// or https://, got {self.influx_url!r}")
+        return found
+
+    @property
+    def receive_maximum(self) -> int:
+        """The MQTT receive maximum to ask for (always at least one full batch)."""
+        if self.recorder_receive_maximum:
+            return max(self.recorder_receive_maximum, min(self.batch_max_points, RECEIVE_MAXIMUM_LIMIT))
+        return min(RECEIVE_MAXIMUM_LIMIT, max(10_000, 2 * self.batch_max_points))
+
+
+__all__ = ["RECEIVE_MAXIMUM_LIMIT", "RecorderConfig"]

@@ -1,0 +1,126 @@
+"""HistoryQuery -> InfluxQL, built so that no part of a request can change the query's shape (pure).
+
+* Identifiers (measurement, tag key, field names) come from :data:`nodes.recorder.points.SERIES` by ``kind``,
+  never from the request, and are double-quoted anyway.
+* The one tag value (``battery`` or ``zone``) must be an id (``[a-z0-9_-]{1,64}``) **and** is written as an
+  escaped single-quoted string literal: the check alone would be enough, the quoting keeps it safe if the check
+  is ever loosened.
+* Times are formatted from ``datetime`` objects (RFC 3339, UTC, microseconds), ``every_s`` and the limit are
+  formatted from ``int`` (``bool`` and anything else are refused), so no request text reaches the query.
+
+Raw::
+
+    SELECT "soc_kwh","power_kw",... FROM "telemetry" WHERE "battery"='b1' AND time >= '..' AND time < '..'
+    ORDER BY time ASC LIMIT n+1
+
+Downsampled (``every_s`` set; means of the numeric fields, empty buckets left out)::
+
+    SELECT mean("soc_kwh") AS "soc_kwh",... FROM ... WHERE ... GROUP BY time(60s) fill(none) ORDER BY time ASC
+    LIMIT n+1
+
+``LIMIT n+1`` lets the caller see that more than ``n`` rows exist and set ``truncated``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from nodes.contract.messages import HistoryQuery
+from nodes.contract.topics import ID_PATTERN
+from nodes.recorder.points import SERIES, Series
+
+
+class QueryError(ValueError):
+    """The request cannot become a query (missing or invalid id, empty time range, unknown kind)."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A checked request: what to select and from where, plus the columns the result will have."""
+
+    series: Series
+    tag_value: str
+    begin: datetime
+    end: datetime
+    limit: int
+    every_s: int | None
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Result columns after ``time``: all raw columns, or the numeric ones when downsampled."""
+        return self.series.numeric if self.every_s else self.series.columns
+
+
+def _check_int(value: object, what: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise QueryError(f"{what} must be an integer in [{low}, {high}], got {value!r}")
+    return value
+
+
+def _check_time(value: object, what: str) -> datetime:
+    if not isinstance(value, datetime) or value.tzinfo is None:
+        raise QueryError(f"{what} must be a timezone-aware datetime")
+    return value.astimezone(UTC)
+
+
+def plan(query: HistoryQuery, limit: int | None = None) -> Plan:
+    """Validate ``query`` (``limit`` overrides ``query.limit``, e.g. capped by the node's row maximum)."""
+    series = SERIES.get(query.kind)
+    if series is None:
+        raise QueryError(f"unknown history kind {query.kind!r}; use one of {sorted(SERIES)}")
+    tag_value = query.zone if series.tag == "zone" else query.battery
+    if tag_value is None:
+        raise QueryError(f"kind {query.kind!r} needs {series.tag!r}")
+    if not isinstance(tag_value, str) or not ID_PATTERN.fullmatch(tag_value):
+        raise QueryError(f"{series.tag} {tag_value!r} is not a valid id: use 1-64 characters from [a-z0-9_-]")
+    begin = _check_time(query.begin, "begin")
+    end = _check_time(query.end, "end")
+    if begin >= end:
+        raise QueryError("begin must be before end")
+    every_s = None if query.every_s is None else _check_int(query.every_s, "every_s", 1, 366 * 86400)
+    rows = _check_int(query.limit if limit is None else limit, "limit", 1, 10_000_000)
+    return Plan(series, tag_value, begin, end, rows, every_s)
+
+
+def ident(name: str) -> str:
+    """A double-quoted InfluxQL identifier (names here are fixed, this only keeps the syntax uniform)."""
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def string_literal(value: str) -> str:
+    """A single-quoted InfluxQL string literal with ``\\`` and ``'`` escaped."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def time_literal(value: datetime) -> str:
+    """An RFC 3339 time literal in UTC with microseconds: ``'2025-01-16T10:00:00.000000Z'``."""
+    return "'" + value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ") + "'"
+
+
+def build(query: HistoryQuery, limit: int | None = None) -> tuple[str, Plan]:
+    """The InfluxQL statement for ``query`` and the checked :class:`Plan` it came from."""
+    checked = plan(query, limit)
+    return to_influxql(checked), checked
+
+
+def to_influxql(checked: Plan) -> str:
+    """Render a checked :class:`Plan` as one InfluxQL SELECT statement."""
+    series = checked.series
+    if checked.every_s:
+        select = ",".join(f"mean({ident(name)}) AS {ident(name)}" for name in series.numeric)
+        group = f" GROUP BY time({int(checked.every_s)}s) fill(none)"
+    else:
+        select = ",".join(ident(name) for name in series.columns)
+        group = ""
+    where = (
+        f"{ident(series.tag)}={string_literal(checked.tag_value)}"
+        f" AND time >= {time_literal(checked.begin)} AND time < {time_literal(checked.end)}"
+    )
+    return (
+        f"SELECT {select} FROM {ident(series.measurement)} WHERE {where}{group}"
+        f" ORDER BY time ASC LIMIT {int(checked.limit) + 1}"
+    )
+
+
+__all__ = ["Plan", "QueryError", "build", "ident", "plan", "string_literal", "time_literal", "to_influxql"]

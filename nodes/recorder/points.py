@@ -1,0 +1,327 @@
+"""Messages -> InfluxDB line protocol (pure: no I/O, no clock).
+
+One function per message type returns the lines to write. The layout of every measurement is declared once in
+:data:`SERIES`, which the query side (:mod:`nodes.recorder.influxql`, :mod:`nodes.recorder.flux`) reads too:
+
+=============  =================  ===========================================================  ==============
+measurement    tags               fields                                                       time
+=============  =================  ===========================================================  ==============
+telemetry      battery            soc_kwh, power_kw, target_charge_kw, target_discharge_kw,    ``ts``
+                                  source
+command        battery            action, power_kw, command_id, source, valid_until, plan_id,  ``issued_at``
+                                  text
+state          battery            mode, power_kw, command_id, command_source, valid_until,     ``ts``
+                                  limits_hit (comma-joined), reason
+schedule       battery, plan_id   price_eur_per_mwh, charge_kw, discharge_kw, soc_kwh, end,    slot ``start``
+                                  created_at (one point per slot)
+plan           battery            plan_id, expected_revenue_eur, baseline_revenue_eur,         ``created_at``
+                                  soc_initial_kwh, slots, zone, solver, solve_ms, reason
+prices         zone               price_eur_per_mwh, end, issued_at, source (one per slot)     slot ``start``
+=============  =================  ===========================================================  ==============
+
+Why it is written this way:
+
+* Timestamps come from the message, never from the time of arrival, at microsecond precision (the writer uses
+  ``precision=u``). InfluxDB keys a point by measurement + tags + time, so a redelivered message rewrites the
+  same point: at-least-once delivery becomes exactly-once storage.
+* Numbers are always written as floats (``700.0``; line protocol integers would be ``700i``). A field keeps the
+  type of its first write, so one integer would make every later float a "field type conflict".
+* Timestamps inside fields (``valid_until``, ``end``...) are RFC 3339 strings, optional fields that are ``None``
+  are left out, and non-finite numbers are left out (line protocol has no NaN or infinity).
+
+Escaping (tested against influxd, see ``tests/unit/test_points.py`` and ``tests/integration/test_store_contract.py``):
+tag values and field keys escape ``,`` ``=`` and space with a backslash; string field values escape ``\\`` and
+``"``. Two things line protocol cannot carry in a tag value are replaced by ``_``: a line break (it would end the
+line) and a trailing backslash (it would escape the delimiter after it). Tag values in this system are ids, so
+this only guards against a malformed ``plan_id``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+
+from nodes.contract.messages import (
+    BatteryState,
+    Command,
+    HistoryKind,
+    PriceForecast,
+    Schedule,
+    Telemetry,
+)
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_US = timedelta(microseconds=1)
+_TAG_ESCAPES = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\n": "_", "\r": "_"})
+_isfinite = math.isfinite
+_TAG_SPECIAL = frozenset(",= \n\r\\")
+
+
+@dataclass(frozen=True)
+class Series:
+    """How one history kind is stored: measurement, the tag a query filters on, and its columns."""
+
+    measurement: str
+    tag: str
+    columns: tuple[str, ...]
+    """Raw query columns in order (fields, plus tags such as ``plan_id`` that are worth returning)."""
+    numeric: tuple[str, ...]
+    """The float fields, the only ones a downsampled (mean) query returns."""
+
+
+SERIES: dict[HistoryKind, Series] = {
+    "telemetry": Series(
+        "telemetry",
+        "battery",
+        ("soc_kwh", "power_kw", "target_charge_kw", "target_discharge_kw", "source"),
+        ("soc_kwh", "power_kw", "target_charge_kw", "target_discharge_kw"),
+    ),
+    "command": Series(
+        "command",
+        "battery",
+        ("action", "power_kw", "command_id", "source", "valid_until", "plan_id", "text"),
+        ("power_kw",),
+    ),
+    "state": Series(
+        "state",
+        "battery",
+        ("mode", "power_kw", "command_id", "command_source", "valid_until", "limits_hit", "reason"),
+        ("power_kw",),
+    ),
+    "schedule": Series(
+        "schedule",
+        "battery",
+        ("plan_id", "price_eur_per_mwh", "charge_kw", "discharge_kw", "soc_kwh", "end", "created_at"),
+        ("price_eur_per_mwh", "charge_kw", "discharge_kw", "soc_kwh"),
+    ),
+    "prices": Series("prices", "zone", ("price_eur_per_mwh", "end", "issued_at", "source"), ("price_eur_per_mwh",)),
+}
+
+
+# -- scalars ---------------------------------------------------------------------------------------------------
+
+
+def epoch_us(ts: datetime) -> int:
+    """Microseconds since the Unix epoch, computed exactly (integer arithmetic, no float rounding)."""
+    if ts.tzinfo is None:  # the contract demands aware datetimes; a naive one is taken as UTC
+        ts = ts.replace(tzinfo=UTC)
+    return (ts - _EPOCH) // _ONE_US
+
+
+def rfc3339(ts: datetime) -> str:
+    """``2025-01-16T10:00:00Z`` (or ``...00.250000Z`` when there are microseconds), always in UTC."""
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=UTC)
+    utc = ts.astimezone(UTC)
+    text = utc.strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{text}.{utc.microsecond:06d}Z" if utc.microsecond else f"{text}Z"
+
+
+def rfc3339_from_us(us: int) -> str:
+    """:func:`rfc3339` of a microsecond epoch timestamp (what queries return with ``epoch=u``)."""
+    return rfc3339(_EPOCH + timedelta(microseconds=us))
+
+
+@lru_cache(maxsize=4096)
+def escape_tag(value: str) -> str:
+    """Escape a tag key, tag value or field key (cached: tag values are a small set of ids)."""
+    if not _TAG_SPECIAL.intersection(value):
+        return value
+    escaped = value.translate(_TAG_ESCAPES)
+    kept = escaped.rstrip("\\")
+    # A trailing backslash would escape the space or comma after it: line protocol cannot express it.
+    return kept + "_" * (len(escaped) - len(kept))
+
+
+escape_key = escape_tag
+
+
+def quote_string(value: str) -> str:
+    """A string field value: double-quoted, with ``\\`` and ``"`` escaped (line breaks are allowed as is)."""
+    if "\\" in value or '"' in value:
+        value = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{value}"'
+
+
+def number(value: float) -> str | None:
+    """A float field value (``700`` -> ``700.0``), or ``None`` for NaN/infinity, which cannot be stored."""
+    value = float(value)
+    return repr(value) if math.isfinite(value) else None
+
+
+# -- building lines --------------------------------------------------------------------------------------------
+
+
+class _Fields:
+    """Collects ``key=value`` pairs of one point, skipping absent and non-finite values."""
+
+    __slots__ = ("parts",)
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+
+    def num(self, key: str, value: float | None) -> _Fields:
+        if value is not None:
+            text = number(value)
+            if text is not None:
+                self.parts.append(f"{escape_key(key)}={text}")
+        return self
+
+    def text(self, key: str, value: str | None) -> _Fields:
+        if value is not None:
+            self.parts.append(f"{escape_key(key)}={quote_string(value)}")
+        return self
+
+    def time(self, key: str, value: datetime | None) -> _Fields:
+        return self.text(key, None if value is None else rfc3339(value))
+
+
+def line(measurement: str, tags: dict[str, str], fields: _Fields, ts: datetime) -> str | None:
+    """One point, or ``None`` when it has no field left (line protocol needs at least one)."""
+    if not fields.parts:
+        return None
+    tag_text = "".join(f",{escape_key(k)}={escape_tag(v)}" for k, v in tags.items() if v)
+    return f"{escape_key(measurement)}{tag_text} {','.join(fields.parts)} {epoch_us(ts)}"
+
+
+def _present(*lines: str | None) -> list[str]:
+    return [text for text in lines if text is not None]
+
+
+# -- one function per message ----------------------------------------------------------------------------------
+
+
+def telemetry_line(battery: str, msg: Telemetry) -> str:
+    """``telemetry,battery=..`` at ``ts``: the hot path (every device, every second), so one inline f-string.
+
+    Each number field is ``key=1.5,`` when present and finite, else nothing; ``source`` always ends the fields.
+    Decoded messages are finite by the contract's bounds; the checks guard Structs built in code.
+    """
+    s, p, c, d = msg.soc_kwh, msg.power_kw, msg.target_charge_kw, msg.target_discharge_kw
+    source = msg.source
+    if '"' in source or "\\" in source:
+        source = source.replace("\\", "\\\\").replace('"', '\\"')
+    ts = msg.ts
+    stamp = (ts - _EPOCH) // _ONE_US if ts.tzinfo is not None else epoch_us(ts)
+    return (
+        f"telemetry,battery={escape_tag(battery)} "
+        f"{f'soc_kwh={float(s)!r},' if _isfinite(s) else ''}"
+        f"{'' if p is None or not _isfinite(p) else f'power_kw={float(p)!r},'}"
+        f"{'' if c is None or not _isfinite(c) else f'target_charge_kw={float(c)!r},'}"
+        f"{'' if d is None or not _isfinite(d) else f'target_discharge_kw={float(d)!r},'}"
+        f'source="{source}" {stamp}'
+    )
+
+
+def telemetry_lines(battery: str, msg: Telemetry) -> list[str]:
+    """:func:`telemetry_line` as a list, like the other mappings."""
+    return [telemetry_line(battery, msg)]
+
+
+def command_lines(battery: str, msg: Command) -> list[str]:
+    """``command,battery=..`` at ``issued_at``."""
+    fields = (
+        _Fields()
+        .text("action", msg.action)
+        .num("power_kw", msg.power_kw)
+        .text("command_id", msg.command_id)
+        .text("source", msg.source)
+        .time("valid_until", msg.valid_until)
+        .text("plan_id", msg.plan_id)
+        .text("text", msg.text)
+    )
+    return _present(line("command", {"battery": battery}, fields, msg.issued_at))
+
+
+def state_lines(battery: str, msg: BatteryState) -> list[str]:
+    """``state,battery=..`` at ``ts``; ``limits_hit`` is joined with commas."""
+    fields = (
+        _Fields()
+        .text("mode", msg.mode)
+        .num("power_kw", msg.power_kw)
+        .text("command_id", msg.command_id)
+        .text("command_source", msg.command_source)
+        .time("valid_until", msg.valid_until)
+        .text("limits_hit", ",".join(msg.limits_hit))
+        .text("reason", msg.reason)
+    )
+    return _present(line("state", {"battery": battery}, fields, msg.ts))
+
+
+def schedule_lines(battery: str, msg: Schedule) -> list[str]:
+    """One ``schedule,battery=..,plan_id=..`` point per slot at its start, plus one ``plan`` point."""
+    created_at = rfc3339(msg.created_at)
+    tags = {"battery": battery, "plan_id": msg.plan_id}
+    slots = [
+        line(
+            "schedule",
+            tags,
+            _Fields()
+            .num("price_eur_per_mwh", slot.price_eur_per_mwh)
+            .num("charge_kw", slot.charge_kw)
+            .num("discharge_kw", slot.discharge_kw)
+            .num("soc_kwh", slot.soc_kwh)
+            .time("end", slot.end)
+            .text("created_at", created_at),
+            slot.start,
+        )
+        for slot in msg.slots
+    ]
+    plan = line(
+        "plan",
+        {"battery": battery},
+        _Fields()
+        .text("plan_id", msg.plan_id)
+        .num("expected_revenue_eur", msg.expected_revenue_eur)
+        .num("baseline_revenue_eur", msg.baseline_revenue_eur)
+        .num("soc_initial_kwh", msg.soc_initial_kwh)
+        .num("slots", float(len(msg.slots)))
+        .text("zone", msg.zone)
+        .text("solver", msg.solver)
+        .num("solve_ms", msg.solve_ms)
+        .text("reason", msg.reason),
+        msg.created_at,
+    )
+    return _present(*slots, plan)
+
+
+def prices_lines(zone: str, msg: PriceForecast) -> list[str]:
+    """One ``prices,zone=..`` point per slot at its start (a newer forecast overwrites the same slot)."""
+    issued_at = rfc3339(msg.issued_at)
+    return _present(
+        *(
+            line(
+                "prices",
+                {"zone": zone},
+                _Fields()
+                .num("price_eur_per_mwh", slot.price_eur_per_mwh)
+                .time("end", slot.end)
+                .text("issued_at", issued_at)
+                .text("source", msg.source),
+                slot.start,
+            )
+            for slot in msg.slots
+        )
+    )
+
+
+__all__ = [
+    "SERIES",
+    "Series",
+    "command_lines",
+    "epoch_us",
+    "escape_key",
+    "escape_tag",
+    "line",
+    "number",
+    "prices_lines",
+    "quote_string",
+    "rfc3339",
+    "rfc3339_from_us",
+    "schedule_lines",
+    "state_lines",
+    "telemetry_line",
+    "telemetry_lines",
+]

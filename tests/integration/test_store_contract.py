@@ -1,0 +1,237 @@
+"""One contract for every Store adapter, run against a real server.
+
+``influx1`` runs against the session's local influxd (1.6.7 here). ``influx2`` needs InfluxDB 2.x, which only
+runs in a container (``influxdb:2.7`` via testcontainers): without a Docker engine it is skipped, with the reason.
+Every test writes under its own battery id, so tests never see each other's points.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from deploy import stack
+from nodes.contract.messages import HistoryQuery, Schedule, ScheduleSlot, Telemetry
+from nodes.recorder import points
+from nodes.recorder.store import Influx1Store, Influx2Store, Store, StoreUnavailable
+from tests.support.services import Services, docker_available
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2025, 1, 16, 10, 0, tzinfo=UTC)
+HOUR = timedelta(hours=1)
+NO_DOCKER = "no Docker engine: InfluxDB 2.x cannot run here"
+V2_ORG, V2_BUCKET, V2_TOKEN = "bess", "bess", "bess-contract-token"
+
+WEIRD = [
+    "plain",
+    "with space",
+    "comma,here",
+    "equals=here",
+    'quote"here',
+    "back\\slash",
+    "ends with\\",
+    "\\\\double",
+    "new\nline",
+    "tab\tand\rcr",
+    "ünïcødé ☃ 🔋",
+    "'single'",
+    "",
+    " leading",
+    "trailing ",
+    "a\\,b",
+    "a\\ b",
+    "a\\=b",
+    '\\"',
+    "${interpolate}",
+    "x" * 2000,
+]
+
+
+def random_strings(n: int, seed: int = 20250116) -> list[str]:
+    """Seeded strings built from the characters line protocol treats specially."""
+    rng = random.Random(seed)
+    alphabet = ' ,="\\\n\r\t=ab\'é€{}$'
+    return ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 12))) for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def influx2_url() -> Iterator[str]:
+    """An InfluxDB 2.7 container set up with org/bucket/token, or a skip when no Docker engine answers."""
+    if not docker_available():
+        pytest.skip(NO_DOCKER)
+    from testcontainers.core.container import DockerContainer
+
+    container = (
+        DockerContainer("influxdb:2.7")
+        .with_exposed_ports(8086)
+        .with_env("DOCKER_INFLUXDB_INIT_MODE", "setup")
+        .with_env("DOCKER_INFLUXDB_INIT_USERNAME", "bess")
+        .with_env("DOCKER_INFLUXDB_INIT_PASSWORD", "bess-password")
+        .with_env("DOCKER_INFLUXDB_INIT_ORG", V2_ORG)
+        .with_env("DOCKER_INFLUXDB_INIT_BUCKET", V2_BUCKET)
+        .with_env("DOCKER_INFLUXDB_INIT_ADMIN_TOKEN", V2_TOKEN)
+    )
+    container.start()
+    try:
+        url = f"http://{container.get_container_host_ip()}:{container.get_exposed_port(8086)}"
+        from tests.support.waiting import wait_for
+
+        wait_for(lambda: stack.influx_ping(url), 60, 0.2, what="influxdb:2.7 container")
+        yield url
+    finally:
+        container.stop()
+
+
+@pytest.fixture(params=["influx1", "influx2"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
+    adapter: Store
+    if request.param == "influx1":
+        services: Services = request.getfixturevalue("services")
+        adapter = Influx1Store(services.influx_url, request.getfixturevalue("influx_db"))
+    else:
+        url = request.getfixturevalue("influx2_url")
+        adapter = Influx2Store(url, token=V2_TOKEN, org=V2_ORG, bucket=V2_BUCKET)
+    await adapter.open()
+    yield adapter
+    await adapter.close()
+
+
+@pytest.fixture
+def battery() -> str:
+    return f"c-{uuid.uuid4().hex[:10]}"
+
+
+def history(battery: str, kind: Any = "telemetry", **changes: Any) -> HistoryQuery:
+    return HistoryQuery(kind=kind, battery=battery, begin=T0 - HOUR, end=T0 + 24 * HOUR, **changes)
+
+
+def telemetry_lines(battery: str, n: int, *, step_s: float = 1.0, source: str = "device") -> list[str]:
+    return [
+        line
+        for i in range(n)
+        for line in points.telemetry_lines(
+            battery, Telemetry(ts=T0 + timedelta(seconds=i * step_s), soc_kwh=float(i), power_kw=-1.5, source=source)
+        )
+    ]
+
+
+async def test_write_then_query_raw(store: Store, battery: str) -> None:
+    outcome = await store.write(telemetry_lines(battery, 30))
+    assert (outcome.written, outcome.rejected) == (30, ())
+    result = await store.query(history(battery, limit=1000))
+    assert result.ok
+    assert result.columns == ["time", "soc_kwh", "power_kw", "target_charge_kw", "target_discharge_kw", "source"]
+    assert result.rows[0] == ["2025-01-16T10:00:00Z", 0.0, -1.5, None, None, "device"]
+    assert [row[1] for row in result.rows] == [float(i) for i in range(30)]
+    assert not result.truncated
+
+    limited = await store.query(history(battery, limit=7))
+    assert (len(limited.rows), limited.truncated) == (7, True)
+    assert limited.rows == result.rows[:7]
+
+
+async def test_downsampled_means(store: Store, battery: str) -> None:
+    await store.write(telemetry_lines(battery, 120, step_s=30))  # an hour, every 30 s
+    result = await store.query(history(battery, every_s=900))
+    assert result.ok
+    assert result.columns == ["time", "soc_kwh", "power_kw", "target_charge_kw", "target_discharge_kw"]
+    assert [row[0] for row in result.rows] == [
+        "2025-01-16T10:00:00Z", "2025-01-16T10:15:00Z", "2025-01-16T10:30:00Z", "2025-01-16T10:45:00Z"
+    ]
+    assert [row[1] for row in result.rows] == [14.5, 44.5, 74.5, 104.5]
+    assert all(row[2] == -1.5 for row in result.rows)
+
+
+async def test_rewriting_is_idempotent_and_last_write_wins(store: Store, battery: str) -> None:
+    lines = telemetry_lines(battery, 50)
+    await store.write(lines)
+    await store.write(lines)
+    await store.write(lines[:10])
+    assert len((await store.query(history(battery, limit=1000))).rows) == 50
+
+    await store.write(telemetry_lines(battery, 1, source="gateway"))
+    rows = (await store.query(history(battery, limit=1000))).rows
+    assert (len(rows), rows[0][5], rows[1][5]) == (50, "gateway", "device")
+
+
+async def test_string_fields_round_trip(store: Store, battery: str) -> None:
+    texts = WEIRD + random_strings(60)
+    lines = [
+        line
+        for i, text in enumerate(texts)
+        for line in points.telemetry_lines(battery, Telemetry(ts=T0 + timedelta(seconds=i), soc_kwh=1.0, source=text))
+    ]
+    outcome = await store.write(lines)
+    assert (outcome.written, outcome.rejected) == (len(texts), ())
+    rows = (await store.query(history(battery, limit=1000))).rows
+    assert [row[5] for row in rows] == texts
+
+
+async def test_tag_values_round_trip(store: Store, battery: str) -> None:
+    plan_ids = [p for p in WEIRD + random_strings(40, seed=7) if p and "\n" not in p and "\r" not in p]
+    plan_ids = [p for p in plan_ids if not p.endswith("\\")] + ["ends with\\"]  # the last one comes back as "_"
+    lines: list[str] = []
+    for i, plan_id in enumerate(plan_ids):
+        slot = ScheduleSlot(start=T0 + timedelta(minutes=i), end=T0 + timedelta(minutes=i + 1), price_eur_per_mwh=1,
+                            charge_kw=0, discharge_kw=0, soc_kwh=1)
+        schedule = Schedule(plan_id=plan_id, created_at=T0, soc_initial_kwh=0, slots=[slot], expected_revenue_eur=0)
+        lines += points.schedule_lines(battery, schedule)
+    outcome = await store.write(lines)
+    assert outcome.rejected == ()
+    rows = (await store.query(history(battery, "schedule", limit=1000))).rows
+    assert [row[1] for row in rows] == [*plan_ids[:-1], "ends with_"]
+
+
+async def test_malformed_lines_are_counted_and_the_good_ones_stored(store: Store, battery: str) -> None:
+    good = telemetry_lines(battery, 3)
+    outcome = await store.write([good[0], f"telemetry,battery={battery} soc_kwh= 1", good[1], "garbage", good[2]])
+    assert outcome.written == 3
+    assert len(outcome.rejected) == 2
+    assert outcome.rejected[0].line == f"telemetry,battery={battery} soc_kwh= 1"
+    assert "missing field value" in outcome.rejected[0].reason
+    assert len((await store.query(history(battery))).rows) == 3
+
+
+async def test_field_type_conflict_is_counted_not_retried(store: Store, battery: str) -> None:
+    await store.write(telemetry_lines(battery, 1))
+    conflict = f'telemetry,battery={battery} soc_kwh="text" {points.epoch_us(T0 + HOUR)}'
+    outcome = await store.write([conflict, *telemetry_lines(battery, 2)[1:]])
+    assert (outcome.written, len(outcome.rejected)) == (1, 1)
+    assert "conflict" in outcome.rejected[0].reason
+    assert len((await store.query(history(battery))).rows) == 2
+
+
+async def test_unreachable_server_is_retryable(store: Store) -> None:
+    port = stack.free_port()
+    if isinstance(store, Influx1Store):
+        down: Store = Influx1Store(f"http://127.0.0.1:{port}", "bess", timeout_s=2)
+    else:
+        down = Influx2Store(f"http://127.0.0.1:{port}", token="t", org="o", bucket="b", timeout_s=2)
+    await down.open()
+    try:
+        assert await store.ping()
+        assert not await down.ping()
+        with pytest.raises(StoreUnavailable):
+            await down.write(["m,t=a f=1.0 1"])
+        with pytest.raises(StoreUnavailable):
+            await down.query(history("b1"))
+    finally:
+        await down.close()
+
+
+async def test_influx1_creates_a_missing_database_on_write(services: Services) -> None:
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    adapter = Influx1Store(services.influx_url, name)
+    try:
+        outcome = await adapter.write(telemetry_lines("b1", 2))  # no open(): the 404 path creates it
+        assert outcome.written == 2
+        assert len((await adapter.query(history("b1"))).rows) == 2
+    finally:
+        await adapter.close()
+        stack.drop_database(services.influx_url, name)
