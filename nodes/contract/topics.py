@@ -137,7 +137,8 @@ TELEMETRY: Topic[Telemetry] = Topic(
     retain=True,
     producers=("device (simulator)", "gateway"),
     consumers=("recorder", "planner", "renderer"),
-    doc="A battery measurement. Retained, so a new subscriber sees the latest value at once. "
+    doc="A battery measurement. Devices publish it retained, so a new subscriber sees the latest reading at "
+    "once; the gateway's HTTP writes are not retained (they are often backfills of older records). "
     "power_kw is + when discharging (to the grid) and - when charging.",
     example=Telemetry(
         ts=_T0, soc_kwh=700.0, power_kw=-50.0, target_charge_kw=100.0, target_discharge_kw=50.0, source="device"

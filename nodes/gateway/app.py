@@ -1,0 +1,440 @@
+"""HTTP routes of the gateway: the seed's curl calls translated into typed MQTT messages.
+
+=====================  =====================================================================================
+``POST /write``        one record (or an array) -> Telemetry on ``battery/{battery}/telemetry`` -> 202
+``GET /read``          HistoryQuery to the recorder (MQTT 5 request/response) -> records as written, or CSV
+``POST /mqtt/publish`` ``{"command": "DISCHARGE 50kW"}`` -> Command on ``battery/{battery}/set`` -> 202
+``POST /prices``       a PriceForecast -> ``market/{zone}/prices`` -> 202
+``GET /health``        200 when the broker is connected, else 503
+``GET /openapi.json``  the OpenAPI 3.1 document (generated from :mod:`nodes.gateway.bodies`)
+=====================  =====================================================================================
+
+A 202 means the broker acknowledged the message (PUBACK, QoS 1): it is safely in the system. Every error is
+``{"error": "...", "field": ...}`` (:mod:`nodes.gateway.errors`). Order of checks on POST: bearer token (401)
+-> content type (415) -> body size (413) -> JSON syntax (400) -> content (422) -> broker (503).
+
+Content type decision: ``application/json`` (any parameters), ``application/*+json`` and a *missing*
+Content-Type are accepted; anything else (for example curl's default for ``-d``,
+``application/x-www-form-urlencoded``) is a 415 saying which header to send. The seed's curl lines send
+``application/json``; a missing header is accepted because some IoT clients send none, and the body is JSON-
+validated strictly anyway.
+
+The app depends on the bus only through :class:`BusLike`, so unit tests run it on an in-memory fake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol, TypeVar
+
+import msgspec
+from aiohttp import hdrs, web
+
+from nodes import __version__
+from nodes.contract.messages import HistoryQuery, HistoryResult, PriceForecast, PriceSlot, Telemetry
+from nodes.contract.topics import COMMAND, HISTORY_REQUEST, ID_PATTERN, PRICES, TELEMETRY, Topic
+from nodes.gateway import reads
+from nodes.gateway.bodies import (
+    CommandBody,
+    Health,
+    PricesBody,
+    PublishedBatch,
+    PublishedCommand,
+    PublishedPrices,
+    PublishedTelemetry,
+    WriteBody,
+    WriteRequest,
+)
+from nodes.gateway.commands import CommandError, build_command, parse_command
+from nodes.gateway.errors import ApiError, error_middleware, from_msgspec
+from nodes.gateway.specs import SpecBook
+from nodes.runtime.bus import BusUnavailable
+
+P = TypeVar("P", bound=msgspec.Struct)
+
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+MAX_AHEAD = timedelta(days=1)
+_JSON = "application/json"
+_ENCODER = msgspec.json.Encoder()
+_WRITE_DECODER = msgspec.json.Decoder(WriteRequest)
+_COMMAND_DECODER = msgspec.json.Decoder(CommandBody)
+_PRICES_DECODER = msgspec.json.Decoder(PricesBody)
+
+
+class BusLike(Protocol):
+    """What the app needs from :class:`nodes.runtime.bus.Bus` (a fake implements it in unit tests)."""
+
+    @property
+    def connected(self) -> asyncio.Event:
+        """Set while the broker connection is up."""
+        ...
+
+    @property
+    def state(self) -> str:
+        """The node state (online/degraded/offline)."""
+        ...
+
+    def name(self, topic: Topic[Any], **params: str) -> str:
+        """The concrete topic name under the bus's root."""
+        ...
+
+    async def publish(
+        self,
+        topic: Topic[P],
+        message: P,
+        *,
+        retain: bool | None = None,
+        wait_ack: bool = False,
+        timeout: float = 5.0,
+        properties: dict[str, Any] | None = None,
+        **params: str,
+    ) -> None:
+        """Publish; with ``wait_ack`` return after the PUBACK or raise BusUnavailable."""
+        ...
+
+    async def request(self, topic: Topic[P], message: P, *, timeout: float = 10.0, **params: str) -> Any:
+        """Publish a request and await the correlated answer (TimeoutError when none comes)."""
+        ...
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """The knobs of the HTTP side (filled from :class:`nodes.gateway.config.GatewayConfig`)."""
+
+    default_battery: str = "battery-1"
+    command_lease_s: float = 300.0
+    token: str | None = None
+    max_body_bytes: int = 1024 * 1024
+    read_timeout_s: float = 10.0
+    max_read_rows: int = 100_000
+    publish_timeout_s: float = 5.0
+    node: str = "gateway"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _command_id() -> str:
+    return "c-" + uuid.uuid4().hex[:12]
+
+
+def _json(status: int, struct: Any) -> web.Response:
+    return web.Response(status=status, body=_ENCODER.encode(struct), content_type=_JSON)
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == _JSON or (media.startswith("application/") and media.endswith("+json"))
+
+
+def check_battery(value: str, field: str = "battery") -> str:
+    """A valid battery id, or a 422 on ``field``."""
+    if not ID_PATTERN.fullmatch(value):
+        raise ApiError(422, f"battery {value!r} is not a valid id: use 1-64 characters from [a-z0-9_-]", field)
+    return value
+
+
+def check_timestamp(ts: datetime, now: datetime, field: str = "timestamp") -> datetime:
+    """``ts`` in UTC if it is plausible (from 2000 up to one day ahead of ``now``), else a 422 on ``field``."""
+    if ts < EARLIEST:
+        raise ApiError(422, f"{field} {ts.isoformat()} is before 2000-01-01: not a plausible measurement", field)
+    if ts > now + MAX_AHEAD:
+        raise ApiError(422, f"{field} {ts.isoformat()} is more than 1 day in the future", field)
+    return ts.astimezone(UTC)
+
+
+def to_telemetry(body: WriteBody, now: datetime, field_prefix: str = "") -> Telemetry:
+    """The contract Telemetry for one write record (timestamp checked and converted to UTC)."""
+    return Telemetry(
+        ts=check_timestamp(body.timestamp, now, f"{field_prefix}timestamp"),
+        soc_kwh=body.soc_kwh,
+        power_kw=body.power_kw,
+        target_charge_kw=body.target_charge_kw,
+        target_discharge_kw=body.target_discharge_kw,
+        source="gateway",
+    )
+
+
+def to_price_forecast(body: PricesBody) -> PriceForecast:
+    """The contract PriceForecast; every slot must end after it starts and slots must be in time order."""
+    previous_end: datetime | None = None
+    for i, slot in enumerate(body.slots):
+        if slot.end <= slot.start:
+            raise ApiError(422, f"slots[{i}]: end must be after start", f"slots[{i}].end")
+        if previous_end is not None and slot.start < previous_end:
+            raise ApiError(422, f"slots[{i}] starts before slots[{i - 1}] ends: slots must be in time order, "
+                           "without overlap", f"slots[{i}].start")
+        previous_end = slot.end
+    return PriceForecast(
+        zone=body.zone,
+        issued_at=body.issued_at.astimezone(UTC),
+        slots=[
+            PriceSlot(start=s.start.astimezone(UTC), end=s.end.astimezone(UTC), price_eur_per_mwh=s.price_eur_per_mwh)
+            for s in body.slots
+        ],
+        currency=body.currency,
+        source=body.source or "gateway",
+    )
+
+
+class Gateway:
+    """The route handlers, bound to a bus, the spec book, settings, a clock and an id source."""
+
+    def __init__(
+        self,
+        bus: BusLike,
+        specs: SpecBook,
+        settings: GatewaySettings,
+        *,
+        clock: Callable[[], datetime] = _now,
+        new_command_id: Callable[[], str] = _command_id,
+    ) -> None:
+        self.bus = bus
+        self.specs = specs
+        self.settings = settings
+        self.clock = clock
+        self.new_command_id = new_command_id
+        self.started = time.monotonic()
+        #: what went through, for the node's status message (``telemetry``, ``commands``, ``prices``, ``reads``)
+        self.counters: Counter[str] = Counter()
+        self._token = settings.token.encode() if settings.token else None
+
+    # -- request plumbing ------------------------------------------------------------------------------------
+
+    def _authorize(self, request: web.Request) -> None:
+        if self._token is None:
+            return
+        header = request.headers.get(hdrs.AUTHORIZATION, "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self._token):
+            raise ApiError(
+                401, "missing or wrong bearer token: send 'Authorization: Bearer <token>'", "Authorization",
+                headers={hdrs.WWW_AUTHENTICATE: 'Bearer realm="bess-gateway"'},
+            )
+
+    async def _body(self, request: web.Request) -> bytes:
+        content_type = request.headers.get(hdrs.CONTENT_TYPE)
+        if content_type is not None and not _is_json(content_type):
+            raise ApiError(
+                415, f"Content-Type {content_type!r} is not JSON: send 'Content-Type: application/json'",
+                "Content-Type",
+            )
+        limit = self.settings.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise ApiError(413, f"body of {request.content_length} bytes is larger than the limit of {limit} bytes")
+        try:
+            return await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise ApiError(413, f"body is larger than the limit of {limit} bytes") from None
+
+    def _query(self, request: web.Request, allowed: frozenset[str]) -> dict[str, str]:
+        params: dict[str, str] = {}
+        if not request.query_string:  # the common case; parsing an empty query still costs
+            return params
+        for key, value in request.query.items():
+            if key not in allowed:
+                names = ", ".join(sorted(allowed)) or "none"
+                raise ApiError(422, f"unknown query parameter {key!r} (allowed: {names})", key)
+            if key in params:
+                raise ApiError(422, f"query parameter {key!r} is given more than once", key)
+            params[key] = value
+        return params
+
+    def _battery(self, from_body: str | None, from_query: str | None, field: str = "battery") -> str:
+        if from_body is not None and from_query is not None and from_body != from_query:
+            raise ApiError(422, f"battery {from_body!r} in the body differs from ?battery={from_query}", field)
+        return from_body or from_query or self.settings.default_battery
+
+    # -- routes ----------------------------------------------------------------------------------------------
+
+    async def write(self, request: web.Request) -> web.Response:
+        """``POST /write``: one record or an array -> Telemetry (validated first, then published) -> 202."""
+        self._authorize(request)
+        query = self._query(request, _BATTERY_ONLY)
+        from_query = check_battery(query["battery"]) if "battery" in query else None
+        raw = await self._body(request)
+        try:
+            decoded = _WRITE_DECODER.decode(raw)
+        except msgspec.DecodeError as exc:
+            raise from_msgspec(exc) from None
+        now = self.clock()
+        if isinstance(decoded, list):
+            return await self._write_batch(decoded, from_query, now)
+        battery = self._battery(decoded.battery, from_query)
+        telemetry = to_telemetry(decoded, now)
+        # BusUnavailable (not connected, no PUBACK in time) becomes a 503 in error_middleware. Not retained: HTTP
+        # writes are often backfills (the seed writes 2025 records), and the retained telemetry is the device's
+        # latest reading, which an old record must not replace.
+        await self.bus.publish(TELEMETRY, telemetry, retain=False, wait_ack=True,
+                               timeout=self.settings.publish_timeout_s, battery=battery)
+        self.counters["telemetry"] += 1
+        return _json(202, PublishedTelemetry(topic=self.bus.name(TELEMETRY, battery=battery), message=telemetry))
+
+    async def _write_batch(self, records: list[WriteBody], from_query: str | None, now: datetime) -> web.Response:
+        batch = [
+            (self._battery(r.battery, from_query, f"[{i}].battery"), to_telemetry(r, now, f"[{i}]."))
+            for i, r in enumerate(records)
+        ]
+        timeout = self.settings.publish_timeout_s
+        results = await asyncio.gather(
+            *(
+                self.bus.publish(TELEMETRY, t, retain=False, wait_ack=True, timeout=timeout, battery=b)
+                for b, t in batch
+            ),
+            return_exceptions=True,
+        )
+        failures = [r for r in results if isinstance(r, BaseException)]
+        for failure in failures:
+            if not isinstance(failure, BusUnavailable):
+                raise failure
+        if failures:
+            acked = len(batch) - len(failures)
+            raise ApiError(
+                503, f"MQTT broker unavailable: {acked} of {len(batch)} records were acknowledged ({failures[0]}); "
+                "re-sending the whole batch is safe (a record is identified by battery and timestamp)",
+            )
+        self.counters["telemetry"] += len(batch)
+        topics = sorted({self.bus.name(TELEMETRY, battery=b) for b, _ in batch})
+        return _json(202, PublishedBatch(count=len(batch), topics=topics))
+
+    async def read(self, request: web.Request) -> web.Response:
+        """``GET /read``: ask the recorder, answer with records in the shape they were written (or CSV)."""
+        s = self.settings
+        query = reads.parse_read_query(
+            request.query.items(), now=self.clock(), default_battery=s.default_battery, max_rows=s.max_read_rows
+        )
+        ask = HistoryQuery(
+            kind="telemetry", battery=query.battery, begin=query.begin.astimezone(UTC),
+            end=query.end.astimezone(UTC), every_s=query.every_s, limit=query.limit,
+        )
+        try:
+            answer = await self.bus.request(HISTORY_REQUEST, ask, timeout=s.read_timeout_s)
+        except TimeoutError:
+            raise ApiError(
+                504, f"the recorder did not answer within {s.read_timeout_s:g} s (is the recorder node running?)"
+            ) from None
+        except BusUnavailable as exc:
+            raise ApiError(503, f"MQTT broker unavailable: {exc}") from None
+        if not isinstance(answer, HistoryResult):
+            raise ApiError(502, f"the recorder answered with {type(answer).__name__}, not a HistoryResult")
+        if not answer.ok:
+            raise ApiError(502, f"the recorder could not answer: {answer.error or 'no reason given'}")
+        if answer.truncated and not query.limit_given:
+            raise ApiError(
+                422,
+                f"the range holds more than {query.limit} rows, too many for one raw response: pass every=1m "
+                "(or 15m, 1h) for downsampled means, narrow begin/end, or pass limit=N for the first N rows",
+                "every",
+            )
+        records = reads.to_records(answer)
+        self.counters["reads"] += 1
+        headers = {"X-Truncated": "true"} if answer.truncated else None
+        if query.csv:
+            return web.Response(text=reads.to_csv(records), content_type="text/csv", headers=headers)
+        return web.Response(body=_ENCODER.encode(records), content_type=_JSON, headers=headers)
+
+    async def command(self, request: web.Request) -> web.Response:
+        """``POST /mqtt/publish``: command text -> contract Command on the battery's set topic -> 202."""
+        self._authorize(request)
+        query = self._query(request, _BATTERY_ONLY)
+        from_query = check_battery(query["battery"]) if "battery" in query else None
+        raw = await self._body(request)
+        try:
+            body = _COMMAND_DECODER.decode(raw)
+        except msgspec.DecodeError as exc:
+            raise from_msgspec(exc) from None
+        try:
+            parsed = parse_command(body.command)
+        except CommandError as exc:
+            raise ApiError(422, str(exc), "command") from None
+        battery = self._battery(body.battery, from_query)
+        violation = self.specs.violation(battery, parsed)
+        if violation is not None:
+            raise ApiError(422, violation, "command")
+        lease = body.valid_for_s if body.valid_for_s is not None else self.settings.command_lease_s
+        message = build_command(
+            parsed, text=body.command, command_id=self.new_command_id(), now=self.clock(), lease_s=lease
+        )
+        await self.bus.publish(COMMAND, message, wait_ack=True, timeout=self.settings.publish_timeout_s,
+                               battery=battery)
+        self.counters["commands"] += 1
+        return _json(
+            202,
+            PublishedCommand(
+                topic=self.bus.name(COMMAND, battery=battery),
+                message=message,
+                spec_known=self.specs.get(battery) is not None,
+            ),
+        )
+
+    async def prices(self, request: web.Request) -> web.Response:
+        """``POST /prices``: a price forecast -> ``market/{zone}/prices`` (retained) -> 202."""
+        self._authorize(request)
+        self._query(request, frozenset())
+        raw = await self._body(request)
+        try:
+            body = _PRICES_DECODER.decode(raw)
+        except msgspec.DecodeError as exc:
+            raise from_msgspec(exc) from None
+        forecast = to_price_forecast(body)
+        await self.bus.publish(PRICES, forecast, wait_ack=True, timeout=self.settings.publish_timeout_s,
+                               zone=forecast.zone)
+        self.counters["prices"] += 1
+        return _json(202, PublishedPrices(topic=self.bus.name(PRICES, zone=forecast.zone), message=forecast))
+
+    async def health(self, request: web.Request) -> web.Response:
+        """``GET /health``: 200 with ``mqtt: connected``, or 503 with ``mqtt: disconnected``."""
+        connected = self.bus.connected.is_set()
+        body = Health(
+            mqtt="connected" if connected else "disconnected",
+            node=self.settings.node,
+            state=self.bus.state,
+            version=__version__,
+            uptime_s=round(time.monotonic() - self.started, 3),
+            specs_known=self.specs.known(),
+        )
+        return _json(200 if connected else 503, body)
+
+
+_BATTERY_ONLY = frozenset({"battery"})
+
+
+def create_app(gateway: Gateway, *, openapi: bytes | None = None) -> web.Application:
+    """The aiohttp application: routes, the JSON error middleware and the body size limit."""
+    app = web.Application(middlewares=[error_middleware], client_max_size=gateway.settings.max_body_bytes)
+    app.router.add_post("/write", gateway.write)
+    app.router.add_get("/read", gateway.read)
+    app.router.add_post("/mqtt/publish", gateway.command)
+    app.router.add_post("/prices", gateway.prices)
+    app.router.add_get("/health", gateway.health)
+    if openapi is None:
+        from nodes.gateway.openapi import render
+
+        openapi = render().encode()
+    document = openapi
+
+    async def openapi_json(request: web.Request) -> web.Response:
+        return web.Response(body=document, content_type=_JSON)
+
+    app.router.add_get("/openapi.json", openapi_json)
+    return app
+
+
+__all__ = [
+    "BusLike",
+    "Gateway",
+    "GatewaySettings",
+    "check_battery",
+    "check_timestamp",
+    "create_app",
+    "to_price_forecast",
+    "to_telemetry",
+]

@@ -1,0 +1,155 @@
+"""The HTTP bodies of the gateway, as strict msgspec Structs (the OpenAPI document is generated from them).
+
+Request bodies are strict (``forbid_unknown_fields=True``): a misspelt field is a 422, not a silently ignored
+value. They reuse the contract's constrained scalar types, so the HTTP edge refuses what the wire would refuse
+(negative or non-finite numbers, ``1e400``, timestamps without a zone, ids outside ``[a-z0-9_-]{1,64}``).
+
+The write body keeps the seed's spelling (``SOC`` in kWh, ``target_charge``/``target_discharge`` in kW,
+``timestamp``); Python attributes carry the units (``soc_kwh``...) and ``msgspec.field(name=...)`` maps them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta, Struct
+
+from nodes.contract.messages import (
+    Command,
+    EnergyKwh,
+    Identifier,
+    PowerKw,
+    PriceEurPerMwh,
+    PriceForecast,
+    SignedPowerKw,
+    Telemetry,
+    UtcDatetime,
+)
+
+MAX_BATCH = 10_000
+MAX_PRICE_SLOTS = 10_000
+
+# -- requests ------------------------------------------------------------------------------------------------
+
+
+class WriteBody(Struct, kw_only=True, forbid_unknown_fields=True):
+    """One battery record, as in the seed: ``{"SOC": 700, "target_discharge": 50, "target_charge": 100,
+    "timestamp": "2025-01-16T10:00:00Z"}`` (SOC in kWh, targets in kW). ``timestamp`` needs a zone and must lie
+    between 2000-01-01 and one day ahead of the gateway's clock. ``POST /write`` also takes a JSON array."""
+
+    soc_kwh: EnergyKwh = msgspec.field(name="SOC")
+    target_discharge_kw: PowerKw = msgspec.field(name="target_discharge")
+    target_charge_kw: PowerKw = msgspec.field(name="target_charge")
+    timestamp: UtcDatetime
+    power_kw: SignedPowerKw | None = None
+    battery: Identifier | None = None
+
+
+WriteRequest = WriteBody | Annotated[list[WriteBody], Meta(min_length=1, max_length=MAX_BATCH)]
+"""What ``POST /write`` decodes: one record or a batch of 1 to MAX_BATCH records."""
+
+
+class CommandBody(Struct, kw_only=True, forbid_unknown_fields=True):
+    """``POST /mqtt/publish``: a command text such as ``DISCHARGE 50kW``, ``CHARGE 0.1MW`` or ``IDLE``."""
+
+    command: Annotated[
+        str,
+        Meta(
+            min_length=1,
+            max_length=200,
+            description="CHARGE|DISCHARGE <number> <W|kW|MW>, IDLE or STOP; case and spaces are forgiven",
+            examples=["DISCHARGE 50kW"],
+        ),
+    ]
+    battery: Identifier | None = None
+    valid_for_s: Annotated[int, Meta(ge=1, le=86_400, description="lease in seconds")] | None = None
+
+
+class PriceSlotBody(Struct, kw_only=True, forbid_unknown_fields=True):
+    """One delivery period: ``end`` must be after ``start``."""
+
+    start: UtcDatetime
+    end: UtcDatetime
+    price_eur_per_mwh: PriceEurPerMwh
+
+
+class PricesBody(Struct, kw_only=True, forbid_unknown_fields=True):
+    """``POST /prices``: a price forecast for a market zone (the contract PriceForecast, strictly)."""
+
+    zone: Identifier
+    issued_at: UtcDatetime
+    slots: Annotated[list[PriceSlotBody], Meta(min_length=1, max_length=MAX_PRICE_SLOTS)]
+    currency: Literal["EUR"] = "EUR"
+    source: Annotated[str, Meta(max_length=200)] = ""
+
+
+# -- responses -----------------------------------------------------------------------------------------------
+
+
+class PublishedTelemetry(Struct, kw_only=True):
+    """202 of ``POST /write`` (one record): the topic and the message published on it."""
+
+    topic: str
+    message: Telemetry
+
+
+class PublishedBatch(Struct, kw_only=True):
+    """202 of ``POST /write`` with an array: how many records were published, on which topics."""
+
+    count: int
+    topics: list[str]
+
+
+class PublishedCommand(Struct, kw_only=True):
+    """202 of ``POST /mqtt/publish``. ``spec_known`` is false when no BatterySpec was seen for the battery,
+    so its power limits could not be checked."""
+
+    topic: str
+    message: Command
+    spec_known: bool
+
+
+class PublishedPrices(Struct, kw_only=True):
+    """202 of ``POST /prices``."""
+
+    topic: str
+    message: PriceForecast
+
+
+class ReadRecord(Struct, kw_only=True, omit_defaults=True):
+    """One record of ``GET /read``, in the shape it was written. With ``every=`` the values are means over
+    the interval starting at ``timestamp``. Fields without a value are left out."""
+
+    soc_kwh: float | None = msgspec.field(default=None, name="SOC")
+    target_discharge_kw: float | None = msgspec.field(default=None, name="target_discharge")
+    target_charge_kw: float | None = msgspec.field(default=None, name="target_charge")
+    timestamp: Annotated[str, Meta(description="RFC 3339 UTC", extra_json_schema={"format": "date-time"})]
+    power_kw: float | None = None
+
+
+class Health(Struct, kw_only=True):
+    """``GET /health``: 200 when the broker is connected, 503 otherwise."""
+
+    mqtt: Literal["connected", "disconnected"]
+    node: str
+    state: str
+    version: str
+    uptime_s: float
+    specs_known: list[str]
+
+
+__all__ = [
+    "MAX_BATCH",
+    "CommandBody",
+    "Health",
+    "PriceSlotBody",
+    "PricesBody",
+    "PublishedBatch",
+    "PublishedCommand",
+    "PublishedPrices",
+    "PublishedTelemetry",
+    "ReadRecord",
+    "WriteBody",
+    "WriteRequest",
+]

@@ -1,0 +1,63 @@
+"""Gateway configuration: ``BESS_*`` environment variables (see :mod:`nodes.runtime.config`).
+
+============================== ============================ ==================================================
+variable                       default                      meaning
+============================== ============================ ==================================================
+BESS_GATEWAY_PORTS             5000,5003                    every port the same app listens on
+BESS_GATEWAY_HOST              127.0.0.1                    listen address
+BESS_DEFAULT_BATTERY           battery-1                    battery when a request names none
+BESS_COMMAND_LEASE_S           300                          command lease (``valid_until`` = now + lease)
+BESS_GATEWAY_TOKEN             (none: open)                 bearer token required for POST routes when set
+BESS_GATEWAY_MAX_BODY_BYTES    1048576                      larger bodies get 413
+BESS_READ_TIMEOUT_S            10                           how long /read waits for the recorder (then 504)
+BESS_MAX_READ_ROWS             100000                       most rows of one /read answer
+BESS_PUBLISH_TIMEOUT_S         5                            how long a publish waits for the PUBACK (then 503)
+BESS_GATEWAY_TLS_CERT / _KEY   (none: plain HTTP)           PEM files to serve HTTPS on every port
+============================== ============================ ==================================================
+
+Plus the ``BESS_MQTT_*`` settings every node has (:class:`nodes.runtime.bus.MqttSettings`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+from msgspec import Meta
+
+from nodes.contract.messages import Identifier
+from nodes.runtime.bus import MqttSettings
+
+Port = Annotated[int, Meta(ge=1, le=65_535)]
+
+
+class GatewayConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
+    """Settings of the gateway node."""
+
+    gateway_ports: Annotated[list[Port], Meta(min_length=1, max_length=16)] = msgspec.field(
+        default_factory=lambda: [5000, 5003]
+    )
+    gateway_host: str = "127.0.0.1"
+    default_battery: Identifier = "battery-1"
+    command_lease_s: Annotated[int, Meta(ge=1, le=86_400)] = 300
+    gateway_token: str | None = None
+    gateway_max_body_bytes: Annotated[int, Meta(ge=1024, le=256 * 1024 * 1024)] = 1024 * 1024
+    read_timeout_s: Annotated[float, Meta(gt=0, le=600)] = 10.0
+    max_read_rows: Annotated[int, Meta(ge=1, le=1_000_000)] = 100_000
+    publish_timeout_s: Annotated[float, Meta(gt=0, le=60)] = 5.0
+    gateway_tls_cert: str | None = None
+    gateway_tls_key: str | None = None
+
+    def problems(self) -> list[str]:
+        """Cross-field checks (reported by the config loader as one line, exit status 2)."""
+        found: list[str] = []
+        if len(set(self.gateway_ports)) != len(self.gateway_ports):
+            found.append("BESS_GATEWAY_PORTS lists a port twice")
+        if bool(self.gateway_tls_cert) != bool(self.gateway_tls_key):
+            found.append("BESS_GATEWAY_TLS_CERT and BESS_GATEWAY_TLS_KEY must be set together")
+        if self.gateway_token is not None and not self.gateway_token.strip():
+            found.append("BESS_GATEWAY_TOKEN is empty (unset it to leave the gateway open)")
+        return found
+
+
+__all__ = ["GatewayConfig"]

@@ -1,0 +1,112 @@
+"""The gateway node: one aiohttp app on every port of ``BESS_GATEWAY_PORTS``, translating HTTP into MQTT.
+
+Consumes:
+    ``battery/+/spec`` (BatterySpec, retained): the latest spec per battery, to refuse commands beyond its
+    limits. ``history/response/gateway`` (HistoryResult): answers of the recorder to ``GET /read``.
+Produces:
+    ``battery/{battery}/telemetry`` (Telemetry, from ``POST /write``), ``battery/{battery}/set`` (Command, from
+    ``POST /mqtt/publish``), ``market/{zone}/prices`` (PriceForecast, from ``POST /prices``),
+    ``history/request`` (HistoryQuery, for ``GET /read``) and its own ``node/gateway/status``.
+Lifecycle (see :mod:`nodes.runtime.node`)::
+
+    setup     subscribe spec + response topic, bind every port (a port in use: exit 1 with one line)
+      |       requests arriving before the broker connects get 503
+    bus.start connect, publish online
+    run       serve until SIGTERM/SIGINT (the broker may come and go: publishes answer 503 meanwhile)
+    shutdown  stop accepting, finish in-flight requests (up to 5 s), then the bus publishes offline
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+
+from aiohttp import web
+
+from nodes.contract.messages import BatterySpec
+from nodes.contract.topics import SPEC
+from nodes.gateway.app import Gateway, GatewaySettings, create_app
+from nodes.gateway.config import GatewayConfig
+from nodes.gateway.specs import SpecBook
+from nodes.runtime.bus import Bus, Delivery
+from nodes.runtime.node import Service
+
+log = logging.getLogger("bess.gateway")
+
+
+def settings_from(config: GatewayConfig, node: str = "gateway") -> GatewaySettings:
+    """The HTTP settings of a gateway configuration."""
+    return GatewaySettings(
+        default_battery=config.default_battery,
+        command_lease_s=config.command_lease_s,
+        token=config.gateway_token,
+        max_body_bytes=config.gateway_max_body_bytes,
+        read_timeout_s=config.read_timeout_s,
+        max_read_rows=config.max_read_rows,
+        publish_timeout_s=config.publish_timeout_s,
+        node=node,
+    )
+
+
+def ssl_context(config: GatewayConfig) -> ssl.SSLContext | None:
+    """A server TLS context when a certificate and key are configured."""
+    if not config.gateway_tls_cert or not config.gateway_tls_key:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(config.gateway_tls_cert, config.gateway_tls_key)
+    return context
+
+
+class GatewayService(Service[GatewayConfig]):
+    """HTTP in, MQTT out."""
+
+    name = "gateway"
+
+    def __init__(self, config: GatewayConfig) -> None:
+        super().__init__(config)
+        self.specs = SpecBook()
+        self.runner: web.AppRunner | None = None
+
+    async def setup(self, bus: Bus) -> None:
+        """Subscribe the spec topic and the response topic, then listen on every configured port."""
+        bus.subscribe(SPEC, self._on_spec)
+        bus.enable_requests()
+        gateway = Gateway(bus, self.specs, settings_from(self.config, bus.node))
+        bus.set_counters_source(lambda: dict(gateway.counters))
+        self.runner = web.AppRunner(create_app(gateway), access_log=None, shutdown_timeout=5.0)
+        await self.runner.setup()
+        context = ssl_context(self.config)
+        host = self.config.gateway_host
+        for port in self.config.gateway_ports:
+            site = web.TCPSite(self.runner, host, port, ssl_context=context, reuse_address=True)
+            try:
+                await site.start()
+            except OSError as exc:
+                await self.runner.cleanup()
+                log.error("cannot listen on %s:%d: %s", host, port, exc.strerror or exc)
+                raise SystemExit(1) from None
+        scheme = "https" if context else "http"
+        log.info("listening on %s", ", ".join(f"{scheme}://{host}:{p}" for p in self.config.gateway_ports))
+
+    async def _on_spec(self, params: dict[str, str], spec: BatterySpec, delivery: Delivery) -> None:
+        problems = spec.problems()
+        if problems:
+            log.warning("spec of %s is inconsistent (%s); using its power limits anyway",
+                        params["battery"], "; ".join(problems))
+        self.specs.update(params["battery"], spec)
+        log.info("spec of %s: charge <= %g kW, discharge <= %g kW", params["battery"], spec.max_charge_kw,
+                 spec.max_discharge_kw)
+
+    async def run(self) -> None:
+        """Serve until stopped (the sites were started in :meth:`setup`)."""
+        await asyncio.Event().wait()
+
+    async def shutdown(self) -> None:
+        """Stop accepting connections and let in-flight requests finish."""
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+
+
+__all__ = ["GatewayConfig", "GatewayService", "settings_from", "ssl_context"]

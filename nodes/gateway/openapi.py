@@ -1,0 +1,180 @@
+"""The gateway's OpenAPI 3.1 document, generated from the body Structs (:mod:`nodes.gateway.bodies`).
+
+``python -m nodes.gateway openapi > openapi.json`` writes it to the repository root; a unit test fails when the
+checked-in file differs from :func:`render`. The running gateway serves the same document at
+``GET /openapi.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import msgspec
+
+from nodes import __version__
+from nodes.gateway.bodies import (
+    CommandBody,
+    Health,
+    PricesBody,
+    PublishedBatch,
+    PublishedCommand,
+    PublishedPrices,
+    PublishedTelemetry,
+    ReadRecord,
+    WriteRequest,
+)
+from nodes.gateway.errors import ErrorBody
+from nodes.gateway.reads import CSV_HEADER
+
+_REF = "#/components/schemas/{name}"
+
+_ERRORS = {
+    "400": "malformed JSON",
+    "401": "missing or wrong bearer token (only when BESS_GATEWAY_TOKEN is set)",
+    "413": "body larger than BESS_GATEWAY_MAX_BODY_BYTES",
+    "415": "Content-Type is not JSON (a missing Content-Type is accepted)",
+    "422": "invalid content: the error names the field",
+    "503": "MQTT broker unreachable or did not acknowledge: nothing was accepted",
+}
+
+
+def _error(description: str, error: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": error}}}
+
+
+def _json_body(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _param(name: str, where: str, description: str, schema: dict[str, Any], *, required: bool = False,
+           example: str | None = None) -> dict[str, Any]:
+    param: dict[str, Any] = {"name": name, "in": where, "required": required, "description": description,
+                             "schema": schema}
+    if example is not None:
+        param["example"] = example
+    return param
+
+
+def document() -> dict[str, Any]:
+    """The OpenAPI document as a dict."""
+    types: list[Any] = [
+        WriteRequest, PublishedTelemetry, PublishedBatch, CommandBody, PublishedCommand, PricesBody,
+        PublishedPrices, list[ReadRecord], Health, ErrorBody,
+    ]
+    schemas, components = msgspec.json.schema_components(types, ref_template=_REF)
+    (write_req, published_t, published_b, command_req, published_c, prices_req, published_p, records, health,
+     error) = schemas
+    battery = _param("battery", "query", "battery id ([a-z0-9_-]{1,64}); default BESS_DEFAULT_BATTERY",
+                     {"type": "string", "pattern": "^[a-z0-9_-]{1,64}$"})
+    secured: list[dict[str, list[str]]] = [{"bearer": []}, {}]
+
+    def post(summary: str, request: dict[str, Any], ok: dict[str, Any], *, params: list[dict[str, Any]],
+             example: Any) -> dict[str, Any]:
+        responses: dict[str, Any] = {"202": ok}
+        responses.update({code: _error(text, error) for code, text in _ERRORS.items()})
+        return {
+            "post": {
+                "summary": summary,
+                "security": secured,
+                "parameters": params,
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": request, "example": example}},
+                },
+                "responses": responses,
+            }
+        }
+
+    paths: dict[str, Any] = {
+        "/write": post(
+            "Write a battery record (or an array of records) as Telemetry on battery/{battery}/telemetry",
+            write_req,
+            _json_body({"oneOf": [published_t, published_b]}, "published and acknowledged by the broker"),
+            params=[battery],
+            example={"SOC": 700, "target_discharge": 50, "target_charge": 100, "timestamp": "2025-01-16T10:00:00Z"},
+        ),
+        "/read": {
+            "get": {
+                "summary": "Read stored records back, oldest first, in the shape they were written",
+                "parameters": [
+                    _param("begin", "query", "RFC 3339 with a zone", {"type": "string", "format": "date-time"},
+                           required=True, example="2025-01-16T09:00:00Z"),
+                    _param("end", "query", "RFC 3339 with a zone; default now; must be after begin",
+                           {"type": "string", "format": "date-time"}, example="2025-01-16T11:00:00Z"),
+                    battery,
+                    _param("every", "query", "downsample to means per interval: <n>s|m|h|d, e.g. 30s, 1m, 15m, 1h",
+                           {"type": "string", "pattern": "^[0-9]+(s|m|h|d)$"}),
+                    _param("format", "query", f"json (default) or csv (header: {CSV_HEADER})",
+                           {"type": "string", "enum": ["json", "csv"]}),
+                    _param("limit", "query", "return only the first N rows (header X-Truncated: true if more)",
+                           {"type": "integer", "minimum": 1}),
+                ],
+                "responses": {
+                    "200": {
+                        "description": "records, oldest first",
+                        "content": {"application/json": {"schema": records},
+                                    "text/csv": {"schema": {"type": "string"}}},
+                    },
+                    "422": _error("invalid parameter, begin not before end, or too many rows without every=",
+                                  error),
+                    "502": _error("the recorder failed to query the database", error),
+                    "503": _error("MQTT broker unreachable", error),
+                    "504": _error("the recorder did not answer in time", error),
+                },
+            }
+        },
+        "/mqtt/publish": post(
+            "Send a command (CHARGE/DISCHARGE <power> <unit>, IDLE, STOP) to a battery on battery/{battery}/set",
+            command_req,
+            _json_body(published_c, "published and acknowledged by the broker"),
+            params=[battery],
+            example={"command": "DISCHARGE 50kW"},
+        ),
+        "/prices": post(
+            "Publish a price forecast on market/{zone}/prices (retained)",
+            prices_req,
+            _json_body(published_p, "published and acknowledged by the broker"),
+            params=[],
+            example={"zone": "de-lu", "issued_at": "2025-01-16T09:00:00Z", "slots": [
+                {"start": "2025-01-16T10:00:00Z", "end": "2025-01-16T11:00:00Z", "price_eur_per_mwh": 42.5}]},
+        ),
+        "/health": {
+            "get": {
+                "summary": "Liveness and broker connection",
+                "responses": {
+                    "200": _json_body(health, "connected to the MQTT broker"),
+                    "503": _json_body(health, "not connected to the MQTT broker"),
+                },
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "summary": "This document",
+                "responses": {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {}}}},
+            }
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "BESS gateway",
+            "version": __version__,
+            "description": "HTTP to MQTT gateway of the battery energy storage system. Every error is "
+            '{"error": "...", "field": "..." | null}. GENERATED by `python -m nodes.gateway openapi`; '
+            "do not edit by hand.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+def render() -> str:
+    """The document as the JSON text kept in ``openapi.json`` (2-space indent, trailing newline)."""
+    return json.dumps(document(), indent=2, ensure_ascii=False) + "\n"
+
+
+__all__ = ["document", "render"]

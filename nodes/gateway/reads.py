@@ -1,0 +1,160 @@
+"""``GET /read`` without I/O: query parameters -> :class:`ReadQuery`, recorder answer -> records or CSV.
+
+Query parameters: ``begin`` (required), ``end`` (default: now), ``battery``, ``every`` (``30s``, ``1m``,
+``15m``, ``1h``, ``1d``: downsampled means), ``format`` (``json`` or ``csv``), ``limit`` (first N rows).
+Timestamps are RFC 3339 with a zone. A ``+`` in an offset that arrives as a space (an unencoded ``+01:00`` in a
+URL decodes to `` 01:00``) is put back, so ``begin=2025-01-16T10:00:00+01:00`` works unencoded.
+
+Decisions: ``begin`` must be strictly before ``end``; an unknown or repeated parameter is a 422 (strict, like
+the bodies, and exactly as openapi.json documents them: ``every`` is lower case without spaces, ``format`` is
+``json`` or ``csv``); ``every`` that would produce more buckets than the row limit is refused before asking.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from nodes.contract.messages import HistoryResult, UtcDatetime
+from nodes.contract.topics import ID_PATTERN
+from nodes.gateway.bodies import ReadRecord
+from nodes.gateway.errors import ApiError
+
+ALLOWED = frozenset({"begin", "end", "battery", "every", "format", "limit"})
+_EVERY = re.compile(r"([0-9]{1,9})(s|m|h|d)")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+_MAX_EVERY_S = 366 * 86_400
+_SPACE_OFFSET = re.compile(r"(T[0-9:.]+) ([0-9]{2}:?[0-9]{2})$")
+CSV_HEADER = "timestamp,SOC,target_charge,target_discharge"
+
+# recorder column -> ReadRecord attribute
+_COLUMNS = {
+    "soc_kwh": "soc_kwh",
+    "target_discharge_kw": "target_discharge_kw",
+    "target_charge_kw": "target_charge_kw",
+    "power_kw": "power_kw",
+}
+
+
+class ReadQuery(msgspec.Struct, frozen=True, kw_only=True):
+    """A validated ``GET /read`` request."""
+
+    battery: str
+    begin: datetime
+    end: datetime
+    every_s: int | None = None
+    csv: bool = False
+    limit: int
+    limit_given: bool = False
+
+
+def parse_time(value: str, field: str) -> datetime:
+    """An RFC 3339 timestamp with a zone, or a 422 naming ``field``."""
+    text = _SPACE_OFFSET.sub(r"\1+\2", value.strip())
+    try:
+        return msgspec.convert(text, UtcDatetime)
+    except msgspec.ValidationError as exc:
+        reason = str(exc).replace("`", "")
+        raise ApiError(
+            422, f"{field}={value!r} is not an RFC 3339 timestamp with a zone ({reason}); e.g. 2025-01-16T10:00:00Z",
+            field,
+        ) from None
+
+
+def parse_every(value: str) -> int:
+    """``30s``/``1m``/``15m``/``1h``/``1d`` -> seconds, or a 422 on ``every``."""
+    match = _EVERY.fullmatch(value)
+    seconds = int(match.group(1)) * _UNIT_S[match.group(2)] if match else 0
+    if not 1 <= seconds <= _MAX_EVERY_S:
+        raise ApiError(
+            422, f"every={value!r} is not an interval: use a whole number with s, m, h or d (e.g. 1m, 15m, 1h)",
+            "every",
+        )
+    return seconds
+
+
+def parse_read_query(
+    pairs: Iterable[tuple[str, str]], *, now: datetime, default_battery: str, max_rows: int
+) -> ReadQuery:
+    """Validate the query parameters of ``GET /read``; raise :class:`ApiError` (422) naming the parameter."""
+    params: dict[str, str] = {}
+    for key, value in pairs:
+        if key not in ALLOWED:
+            raise ApiError(422, f"unknown query parameter {key!r} (allowed: {', '.join(sorted(ALLOWED))})", key)
+        if key in params:
+            raise ApiError(422, f"query parameter {key!r} is given more than once", key)
+        params[key] = value
+    if "begin" not in params:
+        raise ApiError(422, "missing query parameter begin (RFC 3339 with a zone, e.g. 2025-01-16T09:00:00Z)", "begin")
+    begin = parse_time(params["begin"], "begin")
+    end = parse_time(params["end"], "end") if "end" in params else now
+    if begin >= end:
+        raise ApiError(422, f"begin ({begin.isoformat()}) must be before end ({end.isoformat()})", "begin")
+    battery = params.get("battery", default_battery)
+    if not ID_PATTERN.fullmatch(battery):
+        raise ApiError(422, f"battery {battery!r} is not a valid id: use 1-64 characters from [a-z0-9_-]", "battery")
+    fmt = params.get("format", "json")
+    if fmt not in ("json", "csv"):
+        raise ApiError(422, f"format={params['format']!r}: use json or csv", "format")
+    every_s = parse_every(params["every"]) if "every" in params else None
+    limit = max_rows
+    if "limit" in params:
+        raw = params["limit"]
+        if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= max_rows:
+            raise ApiError(422, f"limit={params['limit']!r}: use a whole number from 1 to {max_rows}", "limit")
+        limit = int(raw)
+    if every_s is not None:
+        buckets = int((end - begin).total_seconds() // every_s) + 1
+        if buckets > max_rows:
+            raise ApiError(
+                422,
+                f"every={params['every']} over this range gives {buckets} intervals, more than {max_rows}: "
+                "use a coarser every or a shorter range",
+                "every",
+            )
+    return ReadQuery(
+        battery=battery, begin=begin, end=end, every_s=every_s, csv=fmt == "csv", limit=limit,
+        limit_given="limit" in params,
+    )
+
+
+def _number(value: Any) -> float | None:
+    # JSON numbers from the recorder; bool is an int subclass and is not a measurement.
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    return None
+
+
+def to_records(result: HistoryResult) -> list[ReadRecord]:
+    """The recorder's rows as records in the seed's shape (oldest first; rows without any value are skipped)."""
+    index = {name.removeprefix("mean_"): i for i, name in enumerate(result.columns)}
+    time_at = index.get("time", 0)
+    picks = [(attr, index[col]) for col, attr in _COLUMNS.items() if col in index]
+    records: list[ReadRecord] = []
+    for row in result.rows:
+        values = {attr: _number(row[i]) for attr, i in picks if i < len(row)}
+        if time_at >= len(row) or all(v is None for v in values.values()):
+            continue
+        records.append(ReadRecord(timestamp=str(row[time_at]), **values))
+    return records
+
+
+def _cell(value: float | None) -> str:
+    return "" if value is None else str(value)
+
+
+def to_csv(records: list[ReadRecord]) -> str:
+    """CSV with the header ``timestamp,SOC,target_charge,target_discharge`` (empty cells for missing values)."""
+    out = io.StringIO()
+    out.write(CSV_HEADER + "\n")
+    for r in records:
+        out.write(f"{r.timestamp},{_cell(r.soc_kwh)},{_cell(r.target_charge_kw)},{_cell(r.target_discharge_kw)}\n")
+    return out.getvalue()
+
+
+__all__ = ["CSV_HEADER", "ReadQuery", "parse_every", "parse_read_query", "parse_time", "to_csv", "to_records"]
