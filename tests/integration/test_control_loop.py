@@ -9,10 +9,12 @@ from typing import Any
 import msgspec
 import pytest
 
-from nodes.contract.messages import PriceForecast, PriceSlot
-from nodes.contract.topics import PRICES, SCHEDULE, STATE, STATUS
+from nodes.contract.messages import PriceForecast, PriceSlot, Schedule, Telemetry
+from nodes.contract.topics import PRICES, SCHEDULE, STATE, STATUS, TELEMETRY
+from nodes.planner.node import planned_soc_at
+from nodes.runtime.bus import Bus, Delivery, MqttSettings
 from tests.support.services import Services
-from tests.support.waiting import wait_for
+from tests.support.waiting import wait_for, wait_for_async
 
 pytestmark = pytest.mark.integration
 
@@ -132,3 +134,63 @@ def test_a_dead_planner_leaves_the_battery_idle_when_its_lease_runs_out(
     idle_state = wait_for(idle, timeout=20, what="the battery idle after the lease ran out")
     assert "expired" in idle_state["reason"]
     assert datetime.fromisoformat(idle_state["ts"]) - killed_at < timedelta(seconds=4 + 3)
+
+
+async def test_in_autopilot_the_battery_soc_follows_the_plan(
+    run_node: Any, node_env: dict[str, str], services: Services, topic_root: str, battery_id: str
+) -> None:
+    """A small, fast battery on 2-minute price slots: its measured SOC tracks the planned SOC."""
+    env = {
+        **node_env,
+        "BESS_BATTERIES": battery_id,
+        "BESS_SIM_TELEMETRY_INTERVAL_S": "0.5",
+        "BESS_SIM_CAPACITY_KWH": "10",
+        "BESS_SIM_SOC_MIN_KWH": "1",
+        "BESS_SIM_SOC_MAX_KWH": "9",
+        "BESS_SIM_SOC_INITIAL_KWH": "5",
+        "BESS_SIM_MAX_CHARGE_KW": "120",  # 2 kWh a minute: the SOC moves visibly within seconds
+        "BESS_SIM_MAX_DISCHARGE_KW": "120",
+        "BESS_PLANNER_AUTOPILOT": "true",
+    }
+    settings = MqttSettings(mqtt_host=services.mqtt_host, mqtt_port=services.mqtt_port, topic_root=topic_root)
+    probe = Bus(f"probe-{battery_id}", settings)
+    samples: list[tuple[datetime, float]] = []
+    schedules: list[Schedule] = []
+
+    async def on_telemetry(params: dict[str, str], message: Telemetry, delivery: Delivery) -> None:
+        if message.source == "device" and not delivery.retain:
+            samples.append((message.ts, message.soc_kwh))
+
+    async def on_schedule(params: dict[str, str], message: Schedule, delivery: Delivery) -> None:
+        schedules.append(message)
+
+    probe.subscribe(TELEMETRY, on_telemetry, battery=battery_id)
+    probe.subscribe(SCHEDULE, on_schedule, battery=battery_id)
+    await probe.start()
+    try:
+        run_node("simulator", env)
+        run_node("planner", env)
+        now = datetime.now(UTC).replace(microsecond=0)
+        prices = [900.0, 5.0, 5.0, 900.0, 5.0, 900.0]  # sell, buy, buy, sell, ...: every slot has work to do
+        forecast = PriceForecast(
+            zone="de-lu",
+            issued_at=now,
+            slots=[
+                PriceSlot(start=now + timedelta(minutes=2 * i), end=now + timedelta(minutes=2 * (i + 1)),
+                          price_eur_per_mwh=price)
+                for i, price in enumerate(prices)
+            ],
+        )
+        await probe.publish(PRICES, forecast, wait_ack=True, zone="de-lu")
+        await wait_for_async(lambda: schedules, timeout=30, what="a schedule")
+        started = len(samples)
+        await wait_for_async(lambda: len(samples) - started >= 30, timeout=30, what="15 s of telemetry")
+    finally:
+        await probe.stop()
+
+    plan = schedules[-1]
+    followed = [(ts, soc) for ts, soc in samples[started:] if ts >= plan.created_at + timedelta(seconds=1)]
+    deviations = [abs(soc - (planned_soc_at(plan, ts) or soc)) for ts, soc in followed]
+    moved = max(soc for _, soc in followed) - min(soc for _, soc in followed)
+    assert moved > 0.3, "the battery must actually move for the comparison to mean anything"
+    assert max(deviations) < 0.25, f"SOC off the plan by up to {max(deviations):.3f} kWh (moved {moved:.2f} kWh)"
