@@ -101,9 +101,30 @@ def plan(
     not prove optimality.
     """
     problem = _validate(prices, spec, soc_initial_kwh, options)
-    lp = _build(problem, spec, options)
+    # Lazy binaries (exact): without switching options the direction variables start continuous. If the
+    # relaxation's optimum never charges and discharges in one slot, it is feasible for the MILP and, being the
+    # optimum of a relaxation, optimal for it; otherwise exactly the offending slots become binary and the
+    # model is solved again. Positive prices almost never tempt the relaxation, so a week of 15-minute slots
+    # usually solves as one LP.
+    lazy = options.switch_penalty_eur <= 0 and options.min_dwell_slots <= 1
+    lp = _build(problem, spec, options, binary=not lazy)
+    if lazy:
+        # where the price is not positive, burning energy pays and the relaxation would nearly always do it:
+        # make those slots binary from the start instead of solving twice
+        for t, slot in enumerate(prices):
+            if slot.price_eur_per_mwh <= 0.0:
+                lp.direction[t].cat = pulp.LpInteger
     started = time.perf_counter()
     _solve(lp, options)
+    while lazy:
+        # only slots still continuous: a binary slot cannot be simultaneous (at most solver noise, snapped later),
+        # so each round adds binaries and the loop ends after at most n rounds (in practice one or two)
+        both = [t for t in _simultaneous(lp, spec) if lp.direction[t].cat != pulp.LpInteger]
+        if not both:
+            break
+        for t in both:
+            lp.direction[t].cat = pulp.LpInteger  # bounds are [0, 1]: binary (PuLP stores binaries so)
+        _solve(lp, options)
     solve_ms = (time.perf_counter() - started) * 1000.0
     powers, socs = _publishable(lp, problem, spec)
     score = baseline.evaluate(prices, powers, spec, soc_initial_kwh)
@@ -265,7 +286,18 @@ class _Lp:
     full: dict[int, pulp.LpVariable]
 
 
-def _build(p: _Problem, spec: BatterySpec, options: PlanOptions) -> _Lp:
+def _simultaneous(lp: _Lp, spec: BatterySpec) -> list[int]:
+    """Slots where the solution charges and discharges at once (beyond solver noise)."""
+    charge_tol = SNAP * max(spec.max_charge_kw, 1.0)
+    discharge_tol = SNAP * max(spec.max_discharge_kw, 1.0)
+    return [
+        t
+        for t, (c, d) in enumerate(zip(lp.charge, lp.discharge, strict=True))
+        if _value(c) > charge_tol and _value(d) > discharge_tol
+    ]
+
+
+def _build(p: _Problem, spec: BatterySpec, options: PlanOptions, *, binary: bool = True) -> _Lp:
     """The MILP of the module docstring. Rows are built from (variable, coefficient) lists rather than with
     ``+`` and ``*``, which would build a new expression object per operator (build time matters in a
     365-day backtest)."""
@@ -276,7 +308,8 @@ def _build(p: _Problem, spec: BatterySpec, options: PlanOptions) -> _Lp:
     prob = pulp.LpProblem("battery_dispatch", pulp.LpMaximize)
     charge = [_variable(prob, f"c_{t}", 0, pc) for t in range(n)]
     discharge = [_variable(prob, f"d_{t}", 0, pd) for t in range(n)]
-    direction = [_variable(prob, f"y_{t}", 0, 1, pulp.LpBinary) for t in range(n)]
+    kind = pulp.LpBinary if binary else pulp.LpContinuous
+    direction = [_variable(prob, f"y_{t}", 0, 1, kind) for t in range(n)]
     soc = [_variable(prob, f"s_{t}", lo, hi) for t in range(n)]
     soc[-1].lowBound = max(lo, p.target)  # the terminal target is a bound, not a row
     objective: list[tuple[pulp.LpVariable, float]] = []
@@ -401,7 +434,12 @@ def _publishable(
     soc = p.soc_initial
     moved = 0.0
     for t, h in enumerate(p.hours):
-        charging = _value(lp.direction[t]) > 0.5
+        # a binary direction says it; a continuous one (lazy binaries, no simultaneous slot left) may be
+        # fractional, so the larger power decides
+        if lp.direction[t].cat == pulp.LpInteger:
+            charging = _value(lp.direction[t]) > 0.5
+        else:
+            charging = _value(lp.charge[t]) > _value(lp.discharge[t])
         c = _snap(_value(lp.charge[t]), pc) if charging else 0.0
         d = 0.0 if charging else _snap(_value(lp.discharge[t]), pd)
         nxt = soc_after(soc, c, d, h, eta)
