@@ -9,9 +9,10 @@ merged (``group()``), ascending time, at most ``limit + 1`` rows. Downsampling u
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from nodes.recorder.influxql import Plan
+from nodes.recorder.points import query_time
 
 
 def string(value: str) -> str:
@@ -22,7 +23,7 @@ def string(value: str) -> str:
 
 def time(value: datetime) -> str:
     """A Flux time literal (RFC 3339, UTC, microseconds), e.g. ``2025-01-16T10:00:00.000000Z``."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return query_time(value)
 
 
 def to_flux(checked: Plan, bucket: str) -> str:

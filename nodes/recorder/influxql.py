@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 
 from nodes.contract.messages import HistoryQuery
 from nodes.contract.topics import ID_PATTERN
-from nodes.recorder.points import SERIES, Series
+from nodes.recorder.points import SERIES, Series, query_time
 
 
 class QueryError(ValueError):
@@ -95,7 +95,7 @@ def string_literal(value: str) -> str:
 
 def time_literal(value: datetime) -> str:
     """An RFC 3339 time literal in UTC with microseconds: ``'2025-01-16T10:00:00.000000Z'``."""
-    return "'" + value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ") + "'"
+    return "'" + query_time(value) + "'"
 
 
 def build(query: HistoryQuery, limit: int | None = None) -> tuple[str, Plan]:

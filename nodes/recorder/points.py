@@ -110,13 +110,44 @@ def epoch_us(ts: datetime) -> int:
     return (ts - _EPOCH) // _ONE_US
 
 
+def _utc_text(utc: datetime) -> str:
+    # not strftime: "%Y" does not zero-pad years below 1000, which would make the text unparseable
+    return (
+        f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}T{utc.hour:02d}:{utc.minute:02d}:{utc.second:02d}"
+    )
+
+
 def rfc3339(ts: datetime) -> str:
-    """``2025-01-16T10:00:00Z`` (or ``...00.250000Z`` when there are microseconds), always in UTC."""
+    """``2025-01-16T10:00:00Z`` (or ``...00.250000Z`` when there are microseconds), always in UTC.
+
+    A contract-valid time whose UTC value lies outside years 1-9999 (``9999-12-31T23:59:59-01:00``) cannot be
+    a ``datetime`` in UTC; it is written as given (ISO 8601 with its offset) instead of failing the message.
+    """
     if ts.tzinfo is None:
         ts = ts.replace(tzinfo=UTC)
-    utc = ts.astimezone(UTC)
-    text = utc.strftime("%Y-%m-%dT%H:%M:%S")
+    try:
+        utc = ts.astimezone(UTC)
+    except OverflowError:
+        return ts.isoformat()
+    text = _utc_text(utc)
     return f"{text}.{utc.microsecond:06d}Z" if utc.microsecond else f"{text}Z"
+
+
+INFLUX_MIN_TIME = datetime(1677, 9, 22, tzinfo=UTC)
+INFLUX_MAX_TIME = datetime(2262, 4, 11, tzinfo=UTC)
+"""InfluxDB stores nanoseconds in an int64: nothing exists outside this range, so queries are clamped to it."""
+
+
+def query_time(value: datetime) -> str:
+    """A query bound: RFC 3339 UTC with microseconds, clamped into what InfluxDB can hold."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:
+        utc = INFLUX_MAX_TIME if value.year > 5000 else INFLUX_MIN_TIME
+    utc = min(max(utc, INFLUX_MIN_TIME), INFLUX_MAX_TIME)
+    return f"{_utc_text(utc)}.{utc.microsecond:06d}Z"
 
 
 def rfc3339_from_us(us: int) -> str:

@@ -522,7 +522,10 @@ class Bus:
             return
         try:
             message = sub.topic.decode(payload)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except Exception as exc:
+            # any failure to decode is bad input, not only msgspec's errors: deep nesting raises RecursionError
+            # and invalid UTF-8 in a string UnicodeDecodeError; letting one escape would leave the message
+            # unacknowledged and redelivered forever
             self.counters["decode_errors"] += 1
             log.warning(
                 "dropped undecodable payload on %s: %s; payload (%d bytes): %r",

@@ -401,3 +401,12 @@ def test_floats_round_trip_exactly(value: float) -> None:
 
 def test_a_point_without_fields_is_no_line() -> None:
     assert points.line("m", {"b": "x"}, points._Fields().num("f", math.nan), T0) is None
+
+
+def test_extreme_but_valid_times_neither_crash_nor_corrupt() -> None:
+    far = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone(timedelta(hours=-1)))  # UTC would be year 10000
+    assert points.rfc3339(far) == "9999-12-31T23:59:59-01:00"
+    assert points.rfc3339(datetime(1, 1, 1, tzinfo=UTC)) == "0001-01-01T00:00:00Z"  # zero-padded year
+    assert points.query_time(datetime(1, 1, 1, tzinfo=UTC)) == "1677-09-22T00:00:00.000000Z"
+    assert points.query_time(far) == "2262-04-11T00:00:00.000000Z"
+    assert points.query_time(datetime(2025, 1, 16, 10, tzinfo=UTC)) == "2025-01-16T10:00:00.000000Z"
