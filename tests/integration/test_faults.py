@@ -18,7 +18,7 @@ import functools
 import itertools
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,7 +29,7 @@ from deploy import stack
 from nodes.contract.topics import PRICES, SCHEDULE, SPEC, TELEMETRY
 from nodes.recorder.points import epoch_us
 from nodes.runtime.bus import Bus
-from tests.integration.test_recorder import Rig, make_publisher, make_rig, telemetry
+from tests.integration.test_recorder import Rig, telemetry
 from tests.support.nodes import NodeProcess
 from tests.support.services import Services
 from tests.support.waiting import wait_for, wait_for_async
@@ -75,20 +75,6 @@ class Stream:
                 ahead = started + self.sent / self.rate - loop.time()
                 if ahead > 0:
                     await asyncio.sleep(ahead)  # pacing the publisher, not waiting for a condition
-
-
-@pytest.fixture
-def rig(
-    services: Services, run_node: Callable[..., NodeProcess], node_env: dict[str, str], influx_db: str, battery_id: str
-) -> Rig:
-    return make_rig(services, run_node, node_env, influx_db, battery_id)
-
-
-@pytest.fixture
-async def publisher(services: Services, topic_root: str) -> AsyncIterator[Bus]:
-    bus = await make_publisher(services, topic_root)
-    yield bus
-    await bus.stop()
 
 
 async def start_recorder(rig: Rig) -> NodeProcess:

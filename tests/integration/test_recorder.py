@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -124,20 +124,6 @@ async def publish_telemetry(bus: Bus, battery: str, indices: range, *, seconds: 
     """
     for k, i in enumerate(indices):
         await bus.publish(TELEMETRY, telemetry(i, seconds), battery=battery, wait_ack=k % 10 == 9, timeout=30)
-
-
-@pytest.fixture
-def rig(
-    services: Services, run_node: Callable[..., NodeProcess], node_env: dict[str, str], influx_db: str, battery_id: str
-) -> Rig:
-    return make_rig(services, run_node, node_env, influx_db, battery_id)
-
-
-@pytest.fixture
-async def publisher(services: Services, topic_root: str) -> AsyncIterator[Bus]:
-    bus = await make_publisher(services, topic_root)
-    yield bus
-    await bus.stop()
 
 
 # -- tests ----------------------------------------------------------------------------------------------------------

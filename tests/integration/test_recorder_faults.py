@@ -3,35 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
 
 import pytest
 
 from nodes.contract.topics import TELEMETRY
 from nodes.recorder.points import epoch_us
 from nodes.runtime.bus import Bus
-from tests.integration.test_recorder import Rig, make_publisher, make_rig, publish_telemetry, telemetry
-from tests.support.nodes import NodeProcess
+from tests.integration.test_recorder import Rig, make_publisher, publish_telemetry, telemetry
 from tests.support.services import Services
 from tests.support.waiting import wait_for_async
 
 pytestmark = pytest.mark.integration
 
 N = 10_000
-
-
-@pytest.fixture
-def rig(
-    services: Services, run_node: Callable[..., NodeProcess], node_env: dict[str, str], influx_db: str, battery_id: str
-) -> Rig:
-    return make_rig(services, run_node, node_env, influx_db, battery_id)
-
-
-@pytest.fixture
-async def publisher(services: Services, topic_root: str) -> AsyncIterator[Bus]:
-    bus = await make_publisher(services, topic_root)
-    yield bus
-    await bus.stop()
 
 
 async def publish_paced(bus: Bus, battery: str, n: int, chunk: int = 250) -> None:
