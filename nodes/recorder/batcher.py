@@ -80,6 +80,7 @@ class Batcher:
         self.batches = 0
         self.in_flight = 0
         self._current: _Batch | None = None
+        self._writing: _Batch | None = None
         self._wake = asyncio.Event()
         self._closing = False
         self._close_deadline = 0.0
@@ -111,6 +112,25 @@ class Batcher:
         if len(batch.lines) >= self.max_points:
             self._wake.set()
         await batch.done
+
+    async def sync(self, timeout: float) -> bool:
+        """Write everything accepted so far now, without waiting for the batch delay; True once it is stored.
+
+        A history request calls this first, so a read that follows a write (the seed's curl lines, one after
+        the other) sees it: the broker delivers the gateway's telemetry before its later request, and batches
+        are written in order, so the newest batch being done means all earlier ones are.
+        """
+        batch = self._current or self._writing
+        if batch is None:
+            return True
+        if batch is self._current:
+            batch.deadline = asyncio.get_running_loop().time()
+            self._wake.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(batch.done), timeout)
+        except TimeoutError:
+            return False
+        return True
 
     async def _park(self) -> None:
         if self._parked is None:
@@ -185,9 +205,11 @@ class Batcher:
                     await asyncio.wait_for(self._wake.wait(), remaining)
                 continue
             self._current = None  # new lines go to the next batch while this one is written
+            self._writing = batch
             self.in_flight = len(batch.lines)
             if not await self._write(batch.lines):
                 return  # shutdown deadline passed: the batch stays unacknowledged
+            self._writing = None
             self.in_flight = 0
             self.batches += 1
             if not batch.done.done():

@@ -179,6 +179,10 @@ class Recorder(Service[RecorderConfig]):
         return HistoryResult(ok=False, error=error[:1000])
 
     async def _on_history(self, params: dict[str, str], query: HistoryQuery, delivery: Delivery) -> None:
+        # read-your-writes: what this recorder has received is stored before it is queried (bounded wait, so a
+        # database outage makes the answer an error, not a hang)
+        assert self.batcher is not None
+        await self.batcher.sync(timeout=2.0)
         result = await self.history(query)
         assert self.bus is not None
         await self.bus.respond(delivery, HISTORY_RESPONSE, result)

@@ -160,3 +160,27 @@ async def test_close_with_the_store_down_gives_up_in_time_without_acknowledging(
 def test_invalid_options() -> None:
     with pytest.raises(ValueError, match="max_points"):
         Batcher(FakeStore(), max_points=0)
+
+
+async def test_sync_writes_pending_lines_without_waiting_for_the_batch_delay() -> None:
+    store = FakeStore()
+    batcher = make(store, max_delay_s=60)  # without sync these lines would wait a minute
+    add = asyncio.create_task(batcher.add(["early"]))
+    await asyncio.sleep(0)  # the handler has queued its line
+    assert await asyncio.wait_for(batcher.sync(timeout=1), 2) is True
+    assert store.writes == [["early"]]
+    await asyncio.wait_for(add, 1)
+    assert await batcher.sync(timeout=1) is True  # nothing pending: at once
+    await batcher.close(1)
+
+
+async def test_sync_gives_up_after_its_timeout_while_the_store_is_down() -> None:
+    store = FakeStore()
+    store.forever_down = True
+    batcher = make(store, max_delay_s=60)
+    add = asyncio.create_task(batcher.add(["stuck"]))
+    await asyncio.sleep(0)
+    assert await batcher.sync(timeout=0.2) is False
+    assert not add.done()  # still unacknowledged: nothing was stored
+    add.cancel()
+    await batcher.close(0.1)
