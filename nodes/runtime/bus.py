@@ -23,6 +23,7 @@ import contextlib
 import logging
 import os
 import ssl
+import struct
 import time
 import uuid
 from collections import Counter
@@ -49,6 +50,10 @@ PAYLOAD_LOG_LIMIT = 512
 
 class BusUnavailable(RuntimeError):
     """The broker cannot be reached (or did not acknowledge in time)."""
+
+
+class PublishRefused(BusUnavailable):
+    """The broker answered a publish with a failure reason code (MQTT 5 PUBACK >= 0x80, e.g. 0x87 not authorised)."""
 
 
 class BusRefused(BusUnavailable):
@@ -114,6 +119,7 @@ class _AckTrackingStorage(PersistentStorage):  # type: ignore[misc]
     def __init__(self) -> None:
         super().__init__()
         self.last_mid: int | None = None
+        self.refused: dict[int, int] = {}  # mid -> PUBACK reason code >= 0x80
         self.freed = asyncio.Event()
         self.on_clear: Callable[[list[int]], None] | None = None
         self._waiters: dict[int, asyncio.Future[None]] = {}
@@ -126,8 +132,12 @@ class _AckTrackingStorage(PersistentStorage):  # type: ignore[misc]
         super().remove_message_by_mid(mid)
         self.freed.set()  # gmqtt freed the packet id just before calling us (PUBACK)
         waiter = self._waiters.pop(mid, None)
+        code = self.refused.pop(mid, None)
         if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+            if code is None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(PublishRefused(f"the broker refused the publish: reason code {code:#04x}"))
 
     def clear(self) -> None:
         mids = list(self._messages)
@@ -201,6 +211,7 @@ class Bus:
             receive_maximum=receive_maximum,
         )
         self._storage.on_clear = self._release_packet_ids
+        self._watch_puback_reason_codes()
         self._client.set_config({"reconnect_retries": -1, "reconnect_delay": settings.mqtt_reconnect_delay_s})
         if settings.mqtt_username:
             self._client.set_auth_credentials(settings.mqtt_username, settings.mqtt_password)
@@ -412,6 +423,21 @@ class Bus:
             except TimeoutError as exc:
                 raise BusUnavailable(f"no PUBACK from the broker within {timeout:.1f} s") from exc
 
+    def _watch_puback_reason_codes(self) -> None:
+        # gmqtt 0.8 ignores the MQTT 5 PUBACK reason code ("TODO" in its handler), so a publish the broker's ACL
+        # denies (0x87) would look acknowledged and the gateway would answer 202 for a message nobody received.
+        # Read the code before gmqtt's own handler frees the packet id (it dispatches on this attribute).
+        handler = self._client._package_handler
+        original = handler._handle_puback_packet
+        storage = self._storage
+
+        def on_puback(cmd: int, packet: bytes) -> None:
+            if len(packet) >= 3 and packet[2] >= 0x80:
+                storage.refused[struct.unpack("!H", packet[:2])[0]] = packet[2]
+            original(cmd, packet)
+
+        handler._handle_puback_packet = on_puback
+
     def _release_packet_ids(self, mids: list[int]) -> None:
         # When the broker lost our session, gmqtt drops the unacknowledged messages but keeps their packet ids
         # allocated; without this, a few such reconnects would leave no id for any QoS 1 publish.
@@ -559,4 +585,4 @@ class Bus:
                 log.debug("handler for %s took %.1f s", name, elapsed)
 
 
-__all__ = ["Bus", "BusRefused", "BusUnavailable", "Delivery", "Handler", "MqttSettings"]
+__all__ = ["Bus", "BusRefused", "BusUnavailable", "Delivery", "Handler", "MqttSettings", "PublishRefused"]

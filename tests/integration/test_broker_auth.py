@@ -21,11 +21,15 @@ import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from deploy import auth, stack
+from nodes.contract.messages import Telemetry
+from nodes.contract.topics import TELEMETRY
+from nodes.runtime.bus import Bus, MqttSettings, PublishRefused
 from tests.support.nodes import NodeProcess, start_node
 from tests.support.waiting import wait_for
 
@@ -276,3 +280,23 @@ def test_market_node_comes_online_with_its_credentials_but_not_with_a_wrong_pass
     finally:
         for proc in procs:
             proc.stop()
+
+
+async def test_a_publish_the_acl_denies_is_an_error_not_an_acknowledgement(auth_broker: AuthBroker) -> None:
+    """mosquitto answers a denied MQTT 5 publish with PUBACK 0x87; the bus must not report it as delivered
+    (the gateway would otherwise answer 202 for a message nobody receives)."""
+    b = auth_broker
+    user, password = b.credentials.login("dev-a")
+    settings = MqttSettings(
+        mqtt_host=b.broker.host, mqtt_port=b.broker.port, mqtt_username=user, mqtt_password=password,
+        topic_root=b.root, node_id="dev-a-probe",
+    )
+    bus = Bus("dev-a-probe", settings)
+    await bus.start()
+    try:
+        reading = Telemetry(ts=datetime.now(UTC), soc_kwh=1.0)
+        await bus.publish(TELEMETRY, reading, wait_ack=True, battery="dev-a")  # its own battery: allowed
+        with pytest.raises(PublishRefused, match="0x87"):
+            await bus.publish(TELEMETRY, reading, wait_ack=True, battery="dev-b")
+    finally:
+        await bus.stop()
