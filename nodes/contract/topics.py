@@ -43,10 +43,18 @@ class TopicError(ValueError):
     """A topic id or root that would break the topic tree (wildcards, slashes, empty, upper case)."""
 
 
+def id_problems(value: str, what: str = "id") -> list[str]:
+    """``[]`` when ``value`` is a valid topic id, else the one-line reason (for a config's ``problems()``)."""
+    if ID_PATTERN.fullmatch(value):
+        return []
+    return [f"{what} {value!r} is not a valid id: use 1-64 characters from [a-z0-9_-]"]
+
+
 def check_id(value: str, what: str = "id") -> str:
     """Return ``value`` if it is a valid topic id, else raise :class:`TopicError` naming the problem."""
-    if not ID_PATTERN.fullmatch(value):
-        raise TopicError(f"{what} {value!r} is not a valid id: use 1-64 characters from [a-z0-9_-]")
+    problems = id_problems(value, what)
+    if problems:
+        raise TopicError(problems[0])
     return value
 
 

@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Mapping
 import msgspec
 from aiohttp import hdrs, web
 
+from nodes.contract.topics import id_problems
 from nodes.runtime.bus import BusUnavailable
 
 log = logging.getLogger("bess.gateway")
@@ -51,6 +52,14 @@ class ApiError(Exception):
     def response(self) -> web.Response:
         """The JSON response for this error."""
         return error_response(self.status, self.error, self.field, self.headers)
+
+
+def check_battery(value: str, field: str = "battery") -> str:
+    """A valid battery id, or a 422 on ``field`` (the contract's id rule: it becomes part of a topic)."""
+    problems = id_problems(value, "battery")
+    if problems:
+        raise ApiError(422, problems[0], field)
+    return value
 
 
 def error_response(

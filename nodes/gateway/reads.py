@@ -21,9 +21,8 @@ from typing import Any
 import msgspec
 
 from nodes.contract.messages import HistoryResult, UtcDatetime
-from nodes.contract.topics import ID_PATTERN
 from nodes.gateway.bodies import ReadRecord
-from nodes.gateway.errors import ApiError
+from nodes.gateway.errors import ApiError, check_battery
 
 ALLOWED = frozenset({"begin", "end", "battery", "every", "format", "limit"})
 _EVERY = re.compile(r"([0-9]{1,9})(s|m|h|d)")
@@ -95,9 +94,7 @@ def parse_read_query(
     end = parse_time(params["end"], "end") if "end" in params else now
     if begin >= end:
         raise ApiError(422, f"begin ({begin.isoformat()}) must be before end ({end.isoformat()})", "begin")
-    battery = params.get("battery", default_battery)
-    if not ID_PATTERN.fullmatch(battery):
-        raise ApiError(422, f"battery {battery!r} is not a valid id: use 1-64 characters from [a-z0-9_-]", "battery")
+    battery = check_battery(params.get("battery", default_battery))
     fmt = params.get("format", "json")
     if fmt not in ("json", "csv"):
         raise ApiError(422, f"format={params['format']!r}: use json or csv", "format")

@@ -16,7 +16,7 @@ import logging
 from datetime import timedelta
 from pathlib import Path
 
-from nodes.contract.topics import PRICES, check_id
+from nodes.contract.topics import PRICES, id_problems
 from nodes.market.feed import FeedClock, PriceSource, ReplaySource, SyntheticSource, build_forecast, next_hour
 from nodes.runtime.bus import Bus, MqttSettings
 from nodes.runtime.node import Service
@@ -34,11 +34,7 @@ class MarketConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
 
     def problems(self) -> list[str]:
         """Invalid settings, reported at start-up (exit 2)."""
-        found: list[str] = []
-        try:
-            check_id(self.market_zone, "BESS_MARKET_ZONE")
-        except ValueError as exc:
-            found.append(str(exc))
+        found = id_problems(self.market_zone, "BESS_MARKET_ZONE")
         if self.market_csv and not Path(self.market_csv).is_file():
             found.append(f"BESS_MARKET_CSV: no such file {self.market_csv}")
         if self.market_step_s not in (900, 1800, 3600):

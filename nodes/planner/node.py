@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 
 from nodes.contract.messages import BatterySpec, Command, PriceForecast, PriceSlot, Schedule, Telemetry
-from nodes.contract.topics import COMMAND, PRICES, SCHEDULE, SPEC, TELEMETRY, check_id
+from nodes.contract.topics import COMMAND, PRICES, SCHEDULE, SPEC, TELEMETRY, id_problems
 from nodes.planner.model import PlanError, PlanOptions, plan
 from nodes.runtime.bus import Bus, Delivery, MqttSettings
 from nodes.runtime.node import Service
@@ -47,11 +47,7 @@ class PlannerConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
 
     def problems(self) -> list[str]:
         """Invalid settings, reported at start-up (exit 2)."""
-        found: list[str] = []
-        try:
-            check_id(self.planner_zone, "BESS_PLANNER_ZONE")
-        except ValueError as exc:
-            found.append(str(exc))
+        found = id_problems(self.planner_zone, "BESS_PLANNER_ZONE")
         if self.planner_lease_s < 2:
             found.append("BESS_PLANNER_LEASE_S must be at least 2 seconds")
         if self.planner_solver not in ("cbc", "highs"):

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from nodes.contract.messages import HistoryQuery
-from nodes.contract.topics import ID_PATTERN
+from nodes.contract.topics import id_problems
 from nodes.recorder.points import SERIES, Series, query_time
 
 
@@ -72,8 +72,9 @@ def plan(query: HistoryQuery, limit: int | None = None) -> Plan:
     tag_value = query.zone if series.tag == "zone" else query.battery
     if tag_value is None:
         raise QueryError(f"kind {query.kind!r} needs {series.tag!r}")
-    if not isinstance(tag_value, str) or not ID_PATTERN.fullmatch(tag_value):
-        raise QueryError(f"{series.tag} {tag_value!r} is not a valid id: use 1-64 characters from [a-z0-9_-]")
+    problems = id_problems(tag_value, series.tag) if isinstance(tag_value, str) else [f"{series.tag} must be text"]
+    if problems:
+        raise QueryError(problems[0])
     begin = _check_time(query.begin, "begin")
     end = _check_time(query.end, "end")
     if begin >= end:

@@ -36,7 +36,7 @@ from nodes.contract.messages import (
     Schedule,
     Telemetry,
 )
-from nodes.contract.topics import FIGURE, HISTORY_REQUEST, PRICES, SCHEDULE, SPEC, STATE, STATUS, TELEMETRY, check_id
+from nodes.contract.topics import FIGURE, HISTORY_REQUEST, PRICES, SCHEDULE, SPEC, STATE, STATUS, TELEMETRY, id_problems
 from nodes.renderer.figures import render_all, to_message
 from nodes.renderer.insights import compute_insights
 from nodes.renderer.series import PriceSeries, TelemetrySeries
@@ -61,11 +61,7 @@ class RendererConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
 
     def problems(self) -> list[str]:
         """Invalid settings, reported at start-up (exit 2)."""
-        found: list[str] = []
-        try:
-            check_id(self.renderer_zone, "BESS_RENDERER_ZONE")
-        except ValueError as exc:
-            found.append(str(exc))
+        found = id_problems(self.renderer_zone, "BESS_RENDERER_ZONE")
         if not 0 < self.dashboard_port < 65536:
             found.append("BESS_DASHBOARD_PORT must be a port number")
         if self.max_points < 10 or self.render_interval_s <= 0:

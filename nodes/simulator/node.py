@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 import msgspec
 
 from nodes.contract.messages import BatterySpec, Command, Telemetry
-from nodes.contract.topics import COMMAND, SPEC, STATE, TELEMETRY, check_id
+from nodes.contract.topics import COMMAND, SPEC, STATE, TELEMETRY, id_problems
 from nodes.runtime.bus import Bus, Delivery, MqttSettings
 from nodes.runtime.node import Service
 from nodes.simulator.battery import SimBattery
@@ -44,12 +44,7 @@ class SimulatorConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
 
     def problems(self) -> list[str]:
         """Invalid combinations, reported at start-up (exit 2)."""
-        found: list[str] = []
-        for battery in self.batteries:
-            try:
-                check_id(battery, "battery")
-            except ValueError as exc:
-                found.append(f"BESS_BATTERIES: {exc}")
+        found = [f"BESS_BATTERIES: {problem}" for b in self.batteries for problem in id_problems(b, "battery")]
         try:
             found += self.spec().problems()
         except msgspec.ValidationError as exc:
