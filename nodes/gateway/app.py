@@ -39,7 +39,7 @@ from aiohttp import hdrs, web
 
 from nodes import __version__
 from nodes.contract.messages import HistoryQuery, HistoryResult, PriceForecast, PriceSlot, Telemetry
-from nodes.contract.topics import COMMAND, HISTORY_REQUEST, ID_PATTERN, PRICES, TELEMETRY, Topic
+from nodes.contract.topics import COMMAND, HISTORY_REQUEST, PRICES, TELEMETRY, Topic
 from nodes.gateway import reads
 from nodes.gateway.bodies import (
     CommandBody,
@@ -53,11 +53,12 @@ from nodes.gateway.bodies import (
     WriteRequest,
 )
 from nodes.gateway.commands import CommandError, build_command, parse_command
-from nodes.gateway.errors import ApiError, error_middleware, from_msgspec
+from nodes.gateway.errors import ApiError, check_battery, error_middleware, from_msgspec
 from nodes.gateway.specs import SpecBook
 from nodes.runtime.bus import BusUnavailable
 
 P = TypeVar("P", bound=msgspec.Struct)
+B = TypeVar("B")
 
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 MAX_AHEAD = timedelta(days=1)
@@ -134,12 +135,6 @@ def _is_json(content_type: str) -> bool:
     media = content_type.split(";", 1)[0].strip().lower()
     return media == _JSON or (media.startswith("application/") and media.endswith("+json"))
 
-
-def check_battery(value: str, field: str = "battery") -> str:
-    """A valid battery id, or a 422 on ``field``."""
-    if not ID_PATTERN.fullmatch(value):
-        raise ApiError(422, f"battery {value!r} is not a valid id: use 1-64 characters from [a-z0-9_-]", field)
-    return value
 
 
 def check_timestamp(ts: datetime, now: datetime, field: str = "timestamp") -> datetime:
@@ -248,6 +243,19 @@ class Gateway:
             params[key] = value
         return params
 
+    async def _decode(self, request: web.Request, decoder: msgspec.json.Decoder[B]) -> B:
+        """The request body (415/413 checks first), strictly decoded; a msgspec error becomes 400/422."""
+        raw = await self._body(request)
+        try:
+            return decoder.decode(raw)
+        except msgspec.DecodeError as exc:
+            raise from_msgspec(exc) from None
+
+    def _battery_param(self, request: web.Request) -> str | None:
+        """``?battery=`` (the only query parameter of the writing routes), checked, or None."""
+        query = self._query(request, _BATTERY_ONLY)
+        return check_battery(query["battery"]) if "battery" in query else None
+
     def _battery(self, from_body: str | None, from_query: str | None, field: str = "battery") -> str:
         if from_body is not None and from_query is not None and from_body != from_query:
             raise ApiError(422, f"battery {from_body!r} in the body differs from ?battery={from_query}", field)
@@ -258,13 +266,8 @@ class Gateway:
     async def write(self, request: web.Request) -> web.Response:
         """``POST /write``: one record or an array -> Telemetry (validated first, then published) -> 202."""
         self._authorize(request)
-        query = self._query(request, _BATTERY_ONLY)
-        from_query = check_battery(query["battery"]) if "battery" in query else None
-        raw = await self._body(request)
-        try:
-            decoded = _WRITE_DECODER.decode(raw)
-        except msgspec.DecodeError as exc:
-            raise from_msgspec(exc) from None
+        from_query = self._battery_param(request)
+        decoded = await self._decode(request, _WRITE_DECODER)
         now = self.clock()
         if isinstance(decoded, list):
             return await self._write_batch(decoded, from_query, now)
@@ -344,13 +347,8 @@ class Gateway:
     async def command(self, request: web.Request) -> web.Response:
         """``POST /mqtt/publish``: command text -> contract Command on the battery's set topic -> 202."""
         self._authorize(request)
-        query = self._query(request, _BATTERY_ONLY)
-        from_query = check_battery(query["battery"]) if "battery" in query else None
-        raw = await self._body(request)
-        try:
-            body = _COMMAND_DECODER.decode(raw)
-        except msgspec.DecodeError as exc:
-            raise from_msgspec(exc) from None
+        from_query = self._battery_param(request)
+        body = await self._decode(request, _COMMAND_DECODER)
         try:
             parsed = parse_command(body.command)
         except CommandError as exc:
@@ -379,11 +377,7 @@ class Gateway:
         """``POST /prices``: a price forecast -> ``market/{zone}/prices`` (retained) -> 202."""
         self._authorize(request)
         self._query(request, frozenset())
-        raw = await self._body(request)
-        try:
-            body = _PRICES_DECODER.decode(raw)
-        except msgspec.DecodeError as exc:
-            raise from_msgspec(exc) from None
+        body = await self._decode(request, _PRICES_DECODER)
         forecast = to_price_forecast(body)
         await self.bus.publish(PRICES, forecast, wait_ack=True, timeout=self.settings.publish_timeout_s,
                                zone=forecast.zone)
