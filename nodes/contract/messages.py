@@ -30,8 +30,15 @@ PriceEurPerMwh = Annotated[float, Meta(ge=-1e5, le=1e5, description="price in EU
 MoneyEur = Annotated[float, Meta(ge=-1e12, le=1e12, description="money in EUR")]
 Efficiency = Annotated[float, Meta(gt=0.0, le=1.0, description="fraction in (0, 1]")]
 Identifier = Annotated[str, Meta(pattern=r"^[a-z0-9_-]{1,64}$", description="id: [a-z0-9_-]{1,64}")]
+# Every string and list on the wire is bounded: one schema-valid message carrying a 26 MB string once made
+# InfluxDB refuse a whole batch (413). The bounds are generous for real content and stop abuse at decode time.
+ShortText = Annotated[str, Meta(max_length=64, description="short text, at most 64 characters")]
+Text = Annotated[str, Meta(max_length=500, description="text, at most 500 characters")]
+LongText = Annotated[str, Meta(max_length=4000, description="text, at most 4000 characters")]
+MAX_SLOTS = 20_000
 
 Action = Literal["charge", "discharge", "idle"]
+ControlModeName = Literal["autopilot", "manual", "idle"]
 Mode = Literal["idle", "charging", "discharging", "offline"]
 NodeState = Literal["online", "degraded", "offline"]
 HistoryKind = Literal["telemetry", "command", "state", "schedule", "prices"]
@@ -45,7 +52,8 @@ class Telemetry(Struct, kw_only=True, omit_defaults=True):
     power_kw: SignedPowerKw | None = None
     target_charge_kw: PowerKw | None = None
     target_discharge_kw: PowerKw | None = None
-    source: str = "device"
+    #: who measured it: ``device`` (the battery's own feed) or ``gateway`` (an HTTP write, set by the gateway)
+    source: ShortText = "device"
 
 
 class BatterySpec(Struct, kw_only=True, omit_defaults=True):
@@ -77,9 +85,9 @@ class Command(Struct, kw_only=True, omit_defaults=True):
     power_kw: PowerKw = 0.0
     issued_at: UtcDatetime
     valid_until: UtcDatetime
-    source: Literal["gateway", "planner", "operator"] = "operator"
-    plan_id: str | None = None
-    text: str | None = None
+    source: Literal["gateway", "planner", "operator", "homeassistant", "dashboard", "bridge"] = "operator"
+    plan_id: ShortText | None = None
+    text: Text | None = None
 
 
 class BatteryState(Struct, kw_only=True, omit_defaults=True):
@@ -88,11 +96,11 @@ class BatteryState(Struct, kw_only=True, omit_defaults=True):
     ts: UtcDatetime
     mode: Mode
     power_kw: SignedPowerKw = 0.0
-    command_id: str | None = None
-    command_source: str | None = None
+    command_id: ShortText | None = None
+    command_source: ShortText | None = None
     valid_until: UtcDatetime | None = None
-    limits_hit: list[str] = msgspec.field(default_factory=list)
-    reason: str = ""
+    limits_hit: Annotated[list[ShortText], Meta(max_length=32)] = msgspec.field(default_factory=list)
+    reason: Text = ""
 
 
 class ScheduleSlot(Struct, kw_only=True, omit_defaults=True):
@@ -109,16 +117,16 @@ class ScheduleSlot(Struct, kw_only=True, omit_defaults=True):
 class Schedule(Struct, kw_only=True, omit_defaults=True):
     """An optimal charge/discharge plan over the price horizon."""
 
-    plan_id: str
+    plan_id: ShortText
     created_at: UtcDatetime
     soc_initial_kwh: EnergyKwh
-    slots: list[ScheduleSlot]
+    slots: Annotated[list[ScheduleSlot], Meta(max_length=MAX_SLOTS)]
     expected_revenue_eur: MoneyEur
     baseline_revenue_eur: MoneyEur | None = None
-    zone: str | None = None
-    solver: str = ""
-    solve_ms: float = 0.0
-    reason: str = ""
+    zone: ShortText | None = None
+    solver: ShortText = ""
+    solve_ms: Annotated[float, Meta(ge=0.0, le=1e9)] = 0.0
+    reason: Text = ""
 
 
 class PriceSlot(Struct, kw_only=True, omit_defaults=True):
@@ -134,9 +142,9 @@ class PriceForecast(Struct, kw_only=True, omit_defaults=True):
 
     zone: Identifier
     issued_at: UtcDatetime
-    slots: list[PriceSlot]
+    slots: Annotated[list[PriceSlot], Meta(max_length=MAX_SLOTS)]
     currency: Literal["EUR"] = "EUR"
-    source: str = ""
+    source: ShortText = ""
 
 
 class HistoryQuery(Struct, kw_only=True, omit_defaults=True, forbid_unknown_fields=False):
@@ -164,13 +172,39 @@ class HistoryResult(Struct, kw_only=True, omit_defaults=True):
 class NodeStatus(Struct, kw_only=True, omit_defaults=True):
     """A node's health, retained; the broker publishes ``offline`` as the node's last will."""
 
-    node: str
+    node: ShortText
     state: NodeState
     since: UtcDatetime | None = None
-    version: str = ""
-    reason: str = ""
+    version: ShortText = ""
+    #: node-wide problem (what makes the node ``degraded``); per-battery problems go into ``details``
+    reason: LongText = ""
     pid: int | None = None
-    counters: dict[str, int] = msgspec.field(default_factory=dict)
+    counters: Annotated[dict[ShortText, int], Meta(max_length=200)] = msgspec.field(default_factory=dict)
+    #: per-item notes that do not degrade the node, keyed by battery id (e.g. the planner's
+    #: ``"my-bat": "monitored, not planned: no spec received"``); bounded so a fleet cannot bloat the status
+    details: Annotated[dict[ShortText, Text], Meta(max_length=1000)] = msgspec.field(default_factory=dict)
+
+
+class ControlMode(Struct, kw_only=True, omit_defaults=True):
+    """Who may command a battery now; retained per battery, settable over HTTP (``POST /control``) and MQTT.
+
+    ``autopilot``: the planner sends each slot's command. ``manual``: an operator's commands rule and the
+    planner sends none (it keeps planning, so the schedule stays visible). ``idle``: nobody but an operator's
+    explicit ``mode`` change moves the battery; it is sent an idle command. With ``until``, the mode reverts to
+    the planner's configured default at that instant (an operator command pauses the autopilot for its lease).
+    """
+
+    mode: ControlModeName
+    set_at: UtcDatetime
+    until: UtcDatetime | None = None
+    source: ShortText = "operator"
+    reason: Text = ""
+
+    def mode_at(self, now: datetime) -> ControlModeName | None:
+        """The mode in force at ``now``, or None once ``until`` has passed (then the default applies)."""
+        if self.until is not None and now >= self.until:
+            return None
+        return self.mode
 
 
 class Figure(Struct, kw_only=True, omit_defaults=True):
@@ -188,6 +222,7 @@ ALL_MESSAGES: tuple[type[Struct], ...] = (
     BatterySpec,
     Command,
     BatteryState,
+    ControlMode,
     Schedule,
     PriceForecast,
     HistoryQuery,

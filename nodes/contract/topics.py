@@ -19,6 +19,7 @@ from nodes.contract.messages import (
     BatterySpec,
     BatteryState,
     Command,
+    ControlMode,
     Figure,
     HistoryQuery,
     HistoryResult,
@@ -214,6 +215,27 @@ STATE: Topic[BatteryState] = Topic(
     example_params={"battery": "battery-1"},
 )
 
+CONTROL: Topic[ControlMode] = Topic(
+    path="battery/{battery}/control",
+    payload=ControlMode,
+    qos=1,
+    retain=True,
+    producers=("gateway",),
+    consumers=("planner", "gateway", "renderer", "recorder"),
+    doc="Who commands the battery: autopilot (the planner sends each slot's command), manual (operator "
+    "commands only; the planner keeps planning but sends nothing) or idle. An operator command through the "
+    "gateway sets manual until its lease ends; POST /control sets any mode (with an optional end). Retained: "
+    "a node that starts later knows the mode at once. No message means the planner's configured default.",
+    example=ControlMode(
+        mode="manual",
+        set_at=_T0,
+        until=_T0 + timedelta(minutes=5),
+        source="gateway",
+        reason="operator command c-3f2a9d1e (DISCHARGE 50kW)",
+    ),
+    example_params={"battery": "battery-1"},
+)
+
 SCHEDULE: Topic[Schedule] = Topic(
     path="battery/{battery}/schedule",
     payload=Schedule,
@@ -343,6 +365,7 @@ ALL_TOPICS: tuple[Topic[Any], ...] = (
     SPEC,
     COMMAND,
     STATE,
+    CONTROL,
     SCHEDULE,
     FIGURE,
     PRICES,

@@ -81,7 +81,7 @@ class PricesBody(Struct, kw_only=True, forbid_unknown_fields=True):
     issued_at: UtcDatetime
     slots: Annotated[list[PriceSlotBody], Meta(min_length=1, max_length=MAX_PRICE_SLOTS)]
     currency: Literal["EUR"] = "EUR"
-    source: Annotated[str, Meta(max_length=200)] = ""
+    source: Annotated[str, Meta(max_length=64)] = ""
 
 
 # -- responses -----------------------------------------------------------------------------------------------
