@@ -2,10 +2,15 @@
 
 ``python -m nodes.contract`` writes them; ``python -m nodes.contract --check`` fails when the checked-in files
 differ from what would be written (CI runs the check through a test).
+
+Every generated file must be byte-identical whichever Python and msgspec build it: Python 3.13 strips the
+indentation of docstrings at compile time, 3.11 keeps it, and msgspec up to 0.22 copies a Struct's docstring into
+its JSON Schema ``description`` as it finds it. So every description passes through :func:`clean_descriptions`.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 from typing import Any
@@ -32,6 +37,22 @@ Watch everything: `mosquitto_sub -h 127.0.0.1 -p 1883 -V mqttv5 -t '{root}/#' -v
 | topic | payload | QoS | retained | producers -> consumers |
 |---|---|---|---|---|
 """
+
+
+def clean_descriptions(node: Any) -> Any:
+    """``node`` (a JSON Schema or OpenAPI tree) with every ``description`` text normalised by ``inspect.cleandoc``.
+
+    The docstring-derived descriptions then read the same on every Python version (see the module docstring).
+    """
+    if isinstance(node, dict):
+        return {
+            key: inspect.cleandoc(value) if key == "description" and isinstance(value, str)
+            else clean_descriptions(value)
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [clean_descriptions(value) for value in node]
+    return node
 
 
 def _type_name(t: mi.Type) -> str:
@@ -116,7 +137,7 @@ def topic_section(topic: Topic[Any]) -> str:
     payload = topic.payload.__name__
     return f"""## `{topic.template}`
 
-{topic.doc}
+{inspect.cleandoc(topic.doc)}
 
 - payload: `{payload}` (JSON Schema: [`schemas/{payload}.schema.json`](schemas/{payload}.schema.json))
 - QoS {topic.qos}, {"retained" if topic.retain else "not retained"}
@@ -149,7 +170,7 @@ def render_schemas() -> dict[str, str]:
     """File name -> JSON Schema text, one per message."""
     out: dict[str, str] = {}
     for cls in ALL_MESSAGES:
-        schema = msgspec.json.schema(cls)
+        schema = clean_descriptions(msgspec.json.schema(cls))
         out[f"{cls.__name__}.schema.json"] = json.dumps(schema, indent=2, sort_keys=True) + "\n"
     return out
 

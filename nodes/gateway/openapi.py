@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 
 from nodes import __version__
+from nodes.contract.docs import clean_descriptions
 from nodes.gateway.bodies import (
     CommandBody,
     Health,
@@ -155,7 +156,9 @@ def document() -> dict[str, Any]:
             }
         },
     }
-    return {
+    # descriptions come from docstrings (msgspec copies a Struct's __doc__): normalised so that Python 3.11 and
+    # 3.13 write the same file
+    return clean_descriptions({
         "openapi": "3.1.0",
         "info": {
             "title": "BESS gateway",
@@ -169,7 +172,7 @@ def document() -> dict[str, Any]:
             "schemas": components,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
-    }
+    })
 
 
 def render() -> str:
