@@ -29,15 +29,21 @@ _EVERY = re.compile(r"([0-9]{1,9})(s|m|h|d)")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
 _MAX_EVERY_S = 366 * 86_400
 _SPACE_OFFSET = re.compile(r"(T[0-9:.]+) ([0-9]{2}:?[0-9]{2})$")
-CSV_HEADER = "timestamp,SOC,target_charge,target_discharge"
 
-# recorder column -> ReadRecord attribute
-_COLUMNS = {
-    "soc_kwh": "soc_kwh",
-    "target_discharge_kw": "target_discharge_kw",
-    "target_charge_kw": "target_charge_kw",
-    "power_kw": "power_kw",
-}
+# One column set for both answers: the JSON records and the CSV columns are ReadRecord's fields, so a value the
+# JSON answer has is never missing from the CSV of the same query. The seed's columns come first, in the order
+# CSV readers already know; any other field follows in declaration order.
+_CSV_FIRST = ("timestamp", "SOC", "target_charge", "target_discharge")
+_FIELDS = msgspec.structs.fields(ReadRecord)
+CSV_COLUMNS: tuple[tuple[str, str], ...] = tuple(  # (CSV header / JSON key, ReadRecord attribute)
+    (f.encode_name, f.name)
+    for f in sorted(_FIELDS, key=lambda f: _CSV_FIRST.index(f.encode_name) if f.encode_name in _CSV_FIRST
+                    else len(_CSV_FIRST) + _FIELDS.index(f))
+)
+CSV_HEADER = ",".join(header for header, _ in CSV_COLUMNS)
+
+# recorder column -> ReadRecord attribute: the record's value attributes are named as the recorder's columns
+_COLUMNS = {f.name: f.name for f in _FIELDS if f.name != "timestamp"}
 
 
 class ReadQuery(msgspec.Struct, frozen=True, kw_only=True):
@@ -141,17 +147,17 @@ def to_records(result: HistoryResult) -> list[ReadRecord]:
     return records
 
 
-def _cell(value: float | None) -> str:
+def _cell(value: str | float | None) -> str:
     return "" if value is None else str(value)
 
 
 def to_csv(records: list[ReadRecord]) -> str:
-    """CSV with the header ``timestamp,SOC,target_charge,target_discharge`` (empty cells for missing values)."""
+    """CSV with the header :data:`CSV_HEADER` (the JSON record's keys; empty cells for missing values)."""
     out = io.StringIO()
     out.write(CSV_HEADER + "\n")
     for r in records:
-        out.write(f"{r.timestamp},{_cell(r.soc_kwh)},{_cell(r.target_charge_kw)},{_cell(r.target_discharge_kw)}\n")
+        out.write(",".join(_cell(getattr(r, attr)) for _, attr in CSV_COLUMNS) + "\n")
     return out.getvalue()
 
 
-__all__ = ["CSV_HEADER", "ReadQuery", "parse_every", "parse_read_query", "parse_time", "to_csv", "to_records"]
+__all__ = ["CSV_COLUMNS", "CSV_HEADER", "ReadQuery", "parse_every", "parse_read_query", "parse_time", "to_csv", "to_records"]

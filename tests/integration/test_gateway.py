@@ -195,9 +195,9 @@ def test_read_round_trip_through_the_recorder(
     status, headers, csv = http("GET", read + "&format=csv&every=5m")
     assert (status, headers["Content-Type"]) == (200, "text/csv; charset=utf-8")
     assert csv.decode().splitlines() == [
-        "timestamp,SOC,target_charge,target_discharge",
-        "2025-01-16T10:00:00Z,698.0,100.0,50.0",  # mean of 700..696
-        "2025-01-16T10:05:00Z,693.0,100.0,50.0",
+        "timestamp,SOC,target_charge,target_discharge,power_kw",
+        "2025-01-16T10:00:00Z,698.0,100.0,50.0,",  # mean of 700..696
+        "2025-01-16T10:05:00Z,693.0,100.0,50.0,",
     ]
     status, body = http_json("GET", read + "&limit=3")
     assert (status, [r["SOC"] for r in body]) == (200, [700, 699, 698])

@@ -258,7 +258,9 @@ async def test_read_downsampled_csv_with_defaults(client: TestClient[Any, Any], 
     response = await client.get("/read?begin=2025-01-16T10:00:00+01:00&every=15m&format=csv&battery=b-1")
     assert response.status == 200
     assert response.content_type == "text/csv"
-    assert await response.text() == "timestamp,SOC,target_charge,target_discharge\n2025-01-16T10:00:00Z,700.0,100.0,\n"
+    assert await response.text() == (
+        "timestamp,SOC,target_charge,target_discharge,power_kw\n2025-01-16T10:00:00Z,700.0,100.0,,\n"
+    )
     [query] = bus.requests
     assert (query.battery, query.every_s, query.begin, query.end) == (
         "b-1",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import msgspec
 import pytest
 
 from nodes.contract.messages import HistoryResult
@@ -96,6 +97,19 @@ def test_csv() -> None:
         ReadRecord(timestamp="2025-01-16T10:01:00Z", soc_kwh=650.5),
     ]
     assert to_csv(records) == (
-        "timestamp,SOC,target_charge,target_discharge\n2025-01-16T10:00:00Z,700,100,50\n2025-01-16T10:01:00Z,650.5,,\n"
+        "timestamp,SOC,target_charge,target_discharge,power_kw\n"
+        "2025-01-16T10:00:00Z,700,100,50,\n2025-01-16T10:01:00Z,650.5,,,\n"
     )
-    assert to_csv([]) == "timestamp,SOC,target_charge,target_discharge\n"
+    assert to_csv([]) == "timestamp,SOC,target_charge,target_discharge,power_kw\n"
+
+
+def test_csv_has_every_value_the_json_answer_has() -> None:
+    # one recorder answer with every column the recorder stores, as both answers of the same query see it
+    columns = ["time", "soc_kwh", "target_discharge_kw", "target_charge_kw", "power_kw"]
+    result = HistoryResult(ok=True, columns=columns, rows=[["2025-01-16T10:00:00Z", 700.0, 50.0, 100.0, -20.5]])
+    records = to_records(result)
+    [as_json] = msgspec.json.decode(msgspec.json.encode(records))
+    header, row = (line.split(",") for line in to_csv(records).splitlines())
+    as_csv = dict(zip(header, row, strict=True))
+    assert set(as_csv) == set(as_json) == {"timestamp", "SOC", "target_charge", "target_discharge", "power_kw"}
+    assert {key: str(value) for key, value in as_json.items()} == as_csv
