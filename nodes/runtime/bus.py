@@ -14,6 +14,9 @@ node has to remember them:
 * Last will ``node/{node}/status`` = offline (retained) and ``online`` on every connect.
 * An undecodable payload is logged (cut to 512 bytes), counted and acknowledged: never raised, never redelivered
   in a loop. A handler that raises is logged with its traceback and counted; the node stays up.
+* A payload larger than its topic's bound (:mod:`nodes.runtime.payload_limits`: ``BESS_MQTT_MAX_PAYLOAD_BYTES``,
+  never below the largest message the contract admits; ``BESS_MQTT_MAX_BULK_PAYLOAD_BYTES`` for figures and
+  history answers) is logged (cut), counted as ``oversized`` and acknowledged without being decoded.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 import gmqtt
 import msgspec
@@ -39,6 +42,7 @@ from gmqtt.storage import PersistentStorage
 from nodes import __version__
 from nodes.contract.messages import NodeState, NodeStatus
 from nodes.contract.topics import HISTORY_RESPONSE, STATUS, Topic, check_root
+from nodes.runtime.payload_limits import payload_limit
 
 log = logging.getLogger("bess.bus")
 
@@ -77,6 +81,11 @@ class MqttSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     mqtt_keepalive_s: int = 30
     mqtt_session_expiry_s: int = 86_400
     mqtt_reconnect_delay_s: float = 1.0
+    #: payloads above this are dropped undecoded (topics whose valid messages can be larger get their contract's
+    #: largest size instead); the broker's message_size_limit must not be below the bulk bound
+    mqtt_max_payload_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 256 * 1024
+    #: the bound for payloads the contract does not bound: Plotly figures and history answers
+    mqtt_max_bulk_payload_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 32 * 1024 * 1024
     topic_root: str = "bess/v1"
     node_id: str | None = None
     status_interval_s: float = 30.0
@@ -103,6 +112,7 @@ class _Subscription(Generic[P]):
     filter: str
     fixed: dict[str, str]
     share_group: str | None = None
+    max_payload_bytes: int = 0
 
     @property
     def broker_filter(self) -> str:
@@ -239,7 +249,12 @@ class Bus:
         ``fixed`` pins parameters (``battery="b1"``); the others are wildcards. With ``share_group`` the
         subscription is an MQTT 5 shared subscription, so several instances split the stream.
         """
-        sub = _Subscription(topic, handler, topic.filter(root=self.root, **fixed), fixed, share_group)
+        limit = payload_limit(
+            topic.payload,
+            max_payload_bytes=self.settings.mqtt_max_payload_bytes,
+            max_bulk_payload_bytes=self.settings.mqtt_max_bulk_payload_bytes,
+        )
+        sub = _Subscription(topic, handler, topic.filter(root=self.root, **fixed), fixed, share_group, limit)
         self._subscriptions.append(sub)
         if self.connected.is_set():
             self._send_subscribe([sub])
@@ -545,6 +560,18 @@ class Bus:
         if not payload:
             # An empty retained payload is how MQTT clears a retained message: nothing to handle.
             self.counters["empty_payloads"] += 1
+            return
+        if len(payload) > sub.max_payload_bytes:
+            # Not even decoded: a payload larger than any valid message on this topic could be is abuse or a bug
+            # at the producer, and decoding it would cost every consumer the time and memory it was meant to.
+            self.counters["oversized"] += 1
+            log.warning(
+                "dropped oversized payload on %s: %d bytes, more than the %d allowed on this topic; starts with %r",
+                name,
+                len(payload),
+                sub.max_payload_bytes,
+                payload[:PAYLOAD_LOG_LIMIT],
+            )
             return
         try:
             message = sub.topic.decode(payload)

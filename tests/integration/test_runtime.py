@@ -67,6 +67,55 @@ async def test_undecodable_payloads_are_counted_and_dropped(bus_pair: tuple[Bus,
     assert subscriber.status().counters["decode_errors"] == 4
 
 
+async def test_an_oversized_payload_is_counted_dropped_and_acknowledged(
+    services: Services, topic_root: str, battery_id: str
+) -> None:
+    settings = MqttSettings(mqtt_host=services.mqtt_host, mqtt_port=services.mqtt_port, topic_root=topic_root)
+    suffix = topic_root.split("/", maxsplit=1)[0]
+    publisher = Bus(f"pub-{suffix}", settings)
+    received: list[Telemetry] = []
+
+    async def handle(params: dict[str, str], message: Telemetry, delivery: Delivery) -> None:
+        received.append(message)
+
+    def subscriber() -> Bus:  # the same name, so the same client id and persistent session each time
+        bus = Bus(f"sub-{suffix}", settings)
+        bus.subscribe(TELEMETRY, handle, battery=battery_id)
+        return bus
+
+    first = subscriber()
+    await first.start()
+    await publisher.start()
+    try:
+        topic = publisher.name(TELEMETRY, battery=battery_id)
+        # schema-valid (an unknown field is ignored), so without the bound it would be decoded and handled
+        big = json.dumps({"ts": "2025-01-16T10:00:00Z", "soc_kwh": 1.0, "firmware_blob": "x" * (300 * 1024)})
+        assert len(big) > 256 * 1024  # the default BESS_MQTT_MAX_PAYLOAD_BYTES
+        await publisher.publish_bytes(topic, big.encode(), wait_ack=True)
+        good = Telemetry(ts=datetime.now(UTC), soc_kwh=42.0)
+        await publisher.publish(TELEMETRY, good, retain=False, wait_ack=True, battery=battery_id)
+        await wait_for_async(lambda: received, timeout=10, what="the valid message after the oversized one")
+        assert received == [good]
+        assert (first.counters["oversized"], first.counters["decode_errors"]) == (1, 0)
+        assert first.status().counters["oversized"] == 1
+        await first.stop()
+
+        # acknowledged: the broker does not deliver it again to the persistent session
+        second = subscriber()
+        await second.start()
+        try:
+            marker = Telemetry(ts=datetime.now(UTC), soc_kwh=43.0)
+            await publisher.publish(TELEMETRY, marker, retain=False, wait_ack=True, battery=battery_id)
+            await wait_for_async(lambda: len(received) == 2, timeout=10, what="the marker after reconnecting")
+            assert received == [good, marker]
+            assert second.counters["oversized"] == 0
+        finally:
+            await second.stop()
+    finally:
+        await first.stop()
+        await publisher.stop()
+
+
 async def test_a_failing_handler_is_contained(bus_pair: tuple[Bus, Bus], battery_id: str) -> None:
     publisher, subscriber = bus_pair
     seen: list[float] = []
