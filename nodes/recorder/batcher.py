@@ -15,6 +15,12 @@ Batching: a batch is written when it holds ``max_points`` lines or ``max_delay_s
 whichever comes first. One write is in flight at a time; the next batch fills meanwhile. All handlers of a
 batch await one shared future (one per batch, not one per message).
 
+A point the store refuses never holds up the others: lines the store rejects (malformed, a type conflict) are
+counted as ``rejected``, logged and acknowledged while the rest of the batch is stored. When the store refuses
+a batch as a whole (``StoreRefused``: 413, a body too large) or rejects lines without saying which, the batch
+is split in halves, recursively, until each refused line stands alone: that line is rejected, every other one
+is written (rewriting a point the server already stored changes nothing). Only an unavailable store is retried.
+
 Store unavailable: retry with jittered exponential backoff (``backoff_min_s`` .. ``backoff_max_s``), report
 ``degraded`` with the reason through ``on_state`` (log the first error, then one line per ``log_window_s``),
 and report ``online`` again after the next successful write.
@@ -32,7 +38,7 @@ import random
 from collections.abc import Callable
 
 from nodes.contract.messages import NodeState
-from nodes.recorder.store import Store, StoreUnavailable, WriteOutcome
+from nodes.recorder.store import Rejection, Store, StoreRefused, StoreUnavailable, WriteOutcome
 
 log = logging.getLogger("bess.recorder.batcher")
 
@@ -78,6 +84,7 @@ class Batcher:
         self.rejected = 0
         self.retries = 0
         self.batches = 0
+        self.splits = 0  # batches split to isolate lines the store refused
         self.in_flight = 0
         self._current: _Batch | None = None
         self._writing: _Batch | None = None
@@ -149,6 +156,7 @@ class Batcher:
             "rejected": self.rejected,
             "retries": self.retries,
             "batches": self.batches,
+            "splits": self.splits,
             "pending": self.pending,
         }
 
@@ -222,25 +230,44 @@ class Batcher:
         return True
 
     async def _write_chunk(self, chunk: list[str]) -> bool:
+        """Store ``chunk``, isolating the lines the store refuses; False only if the shutdown deadline passed."""
+        result = await self._attempt(chunk)
+        if result is None:
+            return False
+        if isinstance(result, WriteOutcome) and all(r.line is not None for r in result.rejected):
+            self._succeeded(result, len(chunk), asyncio.get_running_loop().time())
+            return True
+        # Refused as a whole, or lines rejected without saying which: split until the refused lines stand alone.
+        if len(chunk) == 1:
+            reason = str(result) if isinstance(result, StoreRefused) else result.rejected[0].reason
+            refused = WriteOutcome(written=0, rejected=(Rejection(reason=reason, line=chunk[0]),))
+            self._succeeded(refused, 1, asyncio.get_running_loop().time())
+            return True
+        self.splits += 1
+        middle = len(chunk) // 2
+        return await self._write_chunk(chunk[:middle]) and await self._write_chunk(chunk[middle:])
+
+    async def _attempt(self, chunk: list[str]) -> WriteOutcome | StoreRefused | None:
+        """One write of ``chunk``, retried while the store is unavailable; None once the shutdown deadline passed."""
         loop = asyncio.get_running_loop()
         delay = self.backoff_min_s
         while True:
             try:
-                outcome = await self.store.write(chunk)
+                return await self.store.write(chunk)
+            except StoreRefused as exc:
+                self._recovered(loop.time())  # the server answered: it is up
+                return exc
             except Exception as exc:  # StoreUnavailable, or a bug: either way keep the data and retry
                 self._failed(exc, loop.time())
                 pause = random.uniform(delay / 2, delay)
                 if self._closing:
                     left = self._close_deadline - loop.time()
                     if left <= 0:
-                        return False
+                        return None
                     pause = min(pause, left)
                 self.retries += 1
                 await asyncio.sleep(pause)
                 delay = min(delay * 2, self.backoff_max_s)
-                continue
-            self._succeeded(outcome, len(chunk), loop.time())
-            return True
 
     # -- reporting ----------------------------------------------------------------------------------------------
 
@@ -266,23 +293,29 @@ class Batcher:
                 "store still failing after %.0f s (%d retries so far): %s", now - self._failing_since, self.retries, exc
             )
 
-    def _succeeded(self, outcome: WriteOutcome, size: int, now: float) -> None:
+    def _recovered(self, now: float) -> None:
         if self._failing_since is not None:
             log.info("store back after %.1f s; %d retries so far", now - self._failing_since, self.retries)
             self._failing_since = None
             self._set_state("online", "")
+
+    def _succeeded(self, outcome: WriteOutcome, size: int, now: float) -> None:
+        self._recovered(now)
         self.stored += outcome.written
         if outcome.rejected:
             self.rejected += len(outcome.rejected)
             if self._rejections_logged_at is None or now - self._rejections_logged_at >= self.log_window_s:
                 self._rejections_logged_at = now
                 first = outcome.rejected[0]
+                # one line per log window: a device that sends nothing but refused points must not flood the log
                 log.warning(
-                    "store rejected %d of %d lines (not retried; rejected so far: %d): %s; line: %r",
+                    "store rejected %d of %d lines (acknowledged, not retried; rejected so far: %d): %s; "
+                    "line (%d bytes): %r",
                     len(outcome.rejected),
                     size,
                     self.rejected,
                     first.reason[:300],
+                    len(first.line or ""),
                     (first.line or "")[:300],
                 )
 

@@ -12,7 +12,12 @@ Errors are sorted into the two kinds the batcher must tell apart:
 * A rejected line (not retryable): malformed line protocol or a field type conflict. InfluxDB 1.x answers 400
   but **stores the good lines of the batch** (``partial write``), so the batch is done: the outcome counts the
   rejected lines (``unable to parse '…'`` items plus ``dropped=N``) and the caller logs them. Retrying would
-  fail the same way forever and block every message behind it.
+  fail the same way forever and block every message behind it. A rejection whose line the server does not
+  name (``dropped=N``, an error text we cannot itemise) has ``line=None``: the batcher then splits the batch to
+  find the refused lines.
+* :class:`StoreRefused` (not retryable as it is): the server refuses the request as a whole for its content,
+  e.g. ``413 Request Entity Too Large`` (InfluxDB 1.x: a body over ``max-body-size``, 25 MB by default). The
+  batcher splits the batch until the refused line stands alone, rejects it and writes the rest.
 
 :func:`make_store` picks the adapter from the recorder config (``BESS_STORE=influx1|influx2``).
 """
@@ -46,6 +51,10 @@ class StoreUnavailable(RuntimeError):
 
 class StoreError(RuntimeError):
     """The store refused a request for a reason retrying will not fix (e.g. a query error)."""
+
+
+class StoreRefused(StoreError):
+    """The store refused a write as a whole for its content (413: too large); a smaller write may succeed."""
 
 
 @dataclass(frozen=True)
@@ -227,7 +236,9 @@ class Influx1Store:
         if status == 400:
             rejected = rejections_from_error(text, len(lines))
             return WriteOutcome(written=len(lines) - len(rejected), rejected=rejected)
-        # 401/403 (credentials), 404 (still no database), 413, 429, 5xx: keep the messages and retry.
+        if status == 413:
+            raise StoreRefused(f"InfluxDB write answered 413 for {len(body)} bytes: {text[:_ERROR_TEXT_LIMIT]}")
+        # 401/403 (credentials), 404 (still no database), 429, 5xx: keep the messages and retry.
         raise StoreUnavailable(f"InfluxDB write answered {status}: {text[:_ERROR_TEXT_LIMIT]}")
 
     async def query(self, q: HistoryQuery) -> HistoryResult:
@@ -314,6 +325,8 @@ class Influx2Store:
         except ApiException as exc:
             status = int(exc.status or 0)
             text = _error_text(exc.body.encode() if isinstance(exc.body, str) else (exc.body or b""))
+            if status == 413:
+                raise StoreRefused(f"InfluxDB write answered 413: {text[:_ERROR_TEXT_LIMIT]}") from exc
             if status != 400:
                 raise StoreUnavailable(f"InfluxDB write answered {status}: {text[:_ERROR_TEXT_LIMIT]}") from exc
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
@@ -382,6 +395,7 @@ __all__ = [
     "Rejection",
     "Store",
     "StoreError",
+    "StoreRefused",
     "StoreUnavailable",
     "WriteOutcome",
     "make_store",

@@ -7,6 +7,7 @@ Every test writes under its own battery id, so tests never see each other's poin
 
 from __future__ import annotations
 
+import asyncio
 import random
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -16,8 +17,9 @@ from typing import Any
 import pytest
 
 from deploy import stack
-from nodes.contract.messages import HistoryQuery, Schedule, ScheduleSlot, Telemetry
+from nodes.contract.messages import HistoryQuery, NodeState, Schedule, ScheduleSlot, Telemetry
 from nodes.recorder import points
+from nodes.recorder.batcher import Batcher
 from nodes.recorder.store import Influx1Store, Influx2Store, Store, StoreUnavailable
 from tests.support.services import Services, docker_available
 
@@ -235,3 +237,65 @@ async def test_influx1_creates_a_missing_database_on_write(services: Services) -
     finally:
         await adapter.close()
         stack.drop_database(services.influx_url, name)
+
+
+# -- one point the server refuses never holds up the others (the batcher isolates it) ---------------------------
+
+
+async def _write_through_batcher(store: Store, lines: list[str]) -> tuple[Batcher, list[tuple[NodeState, str]]]:
+    states: list[tuple[NodeState, str]] = []
+    batcher = Batcher(store, max_points=5000, max_delay_s=0.05, on_state=lambda s, r: states.append((s, r)))
+    batcher.start()
+    try:
+        # every line is its own message, as the recorder's handlers add them; all must be acknowledged promptly
+        await asyncio.wait_for(asyncio.gather(*(batcher.add([line]) for line in lines)), 30)
+    finally:
+        await batcher.close(5)
+    return batcher, states
+
+
+async def test_a_point_larger_than_the_server_takes_is_rejected_alone_and_the_rest_stored(
+    services: Services, influx_db: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # InfluxDB 1.x answers 413 to a body over its http max-body-size (25 MB by default): the 26 MB string of
+    # the hostile test. Before the recorder isolated it, that batch was retried forever and nothing was stored.
+    store = Influx1Store(services.influx_url, influx_db)
+    await store.open()
+    try:
+        before, after, device = (f"c-{uuid.uuid4().hex[:10]}" for _ in range(3))
+        huge = f'telemetry,battery={device} soc_kwh=1.0,source="{"x" * (26 * 1024 * 1024)}" {points.epoch_us(T0)}'
+        lines = [*telemetry_lines(before, 10), huge, *telemetry_lines(after, 10)]
+        with caplog.at_level("WARNING", logger="bess.recorder.batcher"):
+            batcher, states = await _write_through_batcher(store, lines)
+        assert (batcher.stored, batcher.rejected, batcher.retries) == (20, 1, 0)
+        assert states == []  # never degraded: the server answered every write
+        assert len((await store.query(history(before))).rows) == 10
+        assert len((await store.query(history(after))).rows) == 10
+        assert (await store.query(history(device))).rows == []
+        [logged] = [r.getMessage() for r in caplog.records if "rejected" in r.getMessage()]
+        assert "413" in logged and f"battery={device}" in logged
+        assert len(logged) < 2000  # the 26 MB line is cut in the log
+    finally:
+        await store.close()
+
+
+async def test_a_type_conflict_the_server_does_not_name_is_found_and_only_it_rejected(
+    services: Services, influx_db: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # 1.x answers "partial write: field type conflict ... dropped=1" without saying which line: the batcher
+    # splits the batch to find it, so the count is exact and the log names the line
+    store = Influx1Store(services.influx_url, influx_db)
+    await store.open()
+    try:
+        battery = f"c-{uuid.uuid4().hex[:10]}"
+        await store.write(telemetry_lines(battery, 1))
+        conflict = f'telemetry,battery={battery} soc_kwh="text" {points.epoch_us(T0 + HOUR)}'
+        lines = telemetry_lines(battery, 40)[1:]
+        lines.insert(17, conflict)
+        with caplog.at_level("WARNING", logger="bess.recorder.batcher"):
+            batcher, states = await _write_through_batcher(store, lines)
+        assert (batcher.stored, batcher.rejected, batcher.retries, states) == (39, 1, 0, [])
+        assert len((await store.query(history(battery))).rows) == 40
+        assert any(conflict in r.getMessage() for r in caplog.records)
+    finally:
+        await store.close()

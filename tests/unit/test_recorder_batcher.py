@@ -8,7 +8,7 @@ import pytest
 
 from nodes.contract.messages import HistoryQuery, HistoryResult, NodeState
 from nodes.recorder.batcher import Batcher
-from nodes.recorder.store import Rejection, StoreUnavailable, WriteOutcome
+from nodes.recorder.store import Rejection, StoreRefused, StoreUnavailable, WriteOutcome
 
 
 class FakeStore:
@@ -22,6 +22,8 @@ class FakeStore:
         self.active = 0
         self.max_active = 0
         self.reject: set[str] = set()
+        self.too_large: set[str] = set()  # a batch holding one of these is refused whole (413)
+        self.unnamed: set[str] = set()  # rejected without naming the line (1.x: "dropped=N")
 
     async def open(self) -> None:
         pass
@@ -43,8 +45,11 @@ class FakeStore:
             if self.forever_down or self.down > 0:
                 self.down -= 1
                 raise StoreUnavailable("connection refused")
+            if self.too_large.intersection(lines):
+                raise StoreRefused("InfluxDB write answered 413: Request Entity Too Large")
             self.writes.append(list(lines))
             rejected = tuple(Rejection("bad", line) for line in lines if line in self.reject)
+            rejected += tuple(Rejection("field type conflict") for line in lines if line in self.unnamed)
             return WriteOutcome(written=len(lines) - len(rejected), rejected=rejected)
         finally:
             self.active -= 1
@@ -69,7 +74,7 @@ async def test_add_returns_after_the_batch_is_written() -> None:
     adds = [asyncio.create_task(batcher.add([f"l{i}"])) for i in range(3)]
     await asyncio.wait_for(asyncio.gather(*adds), 1)
     assert store.writes == [["l0", "l1", "l2"]]
-    assert batcher.counters() == {"stored": 3, "rejected": 0, "retries": 0, "batches": 1, "pending": 0}
+    assert batcher.counters() == {"stored": 3, "rejected": 0, "retries": 0, "batches": 1, "splits": 0, "pending": 0}
     await batcher.close(1)
 
 
@@ -124,6 +129,33 @@ async def test_rejected_lines_do_not_block_the_batch() -> None:
     await asyncio.wait_for(asyncio.gather(batcher.add(["good"]), batcher.add(["bad"]), batcher.add(["x"])), 1)
     assert batcher.stored == 2
     assert batcher.rejected == 1
+    await batcher.close(1)
+
+
+async def test_a_batch_refused_whole_is_split_until_the_refused_line_stands_alone() -> None:
+    store = FakeStore()
+    store.too_large = {"huge"}
+    states: list[tuple[NodeState, str]] = []
+    batcher = make(store, states, max_points=8)
+    lines = ["a", "b", "c", "huge", "e", "f", "g", "h"]
+    await asyncio.wait_for(asyncio.gather(*(batcher.add([line]) for line in lines)), 1)
+    written = [line for write in store.writes for line in write]
+    assert sorted(written) == sorted(set(lines) - {"huge"})  # every other line stored, once
+    assert (batcher.stored, batcher.rejected, batcher.retries) == (7, 1, 0)  # refused, not retried
+    assert batcher.splits == 3  # 8 -> 4 -> 2 -> 1
+    assert states == []  # the store answered every time: the node stays online
+    await batcher.add(["after"])  # and later lines are not held up
+    assert store.writes[-1] == ["after"]
+    await batcher.close(1)
+
+
+async def test_lines_rejected_without_a_name_are_found_and_counted_exactly() -> None:
+    store = FakeStore()
+    store.unnamed = {"conflict-1", "conflict-2"}
+    batcher = make(store, max_points=6)
+    lines = ["a", "conflict-1", "b", "c", "d", "conflict-2"]
+    await asyncio.wait_for(asyncio.gather(*(batcher.add([line]) for line in lines)), 1)
+    assert (batcher.stored, batcher.rejected) == (4, 2)
     await batcher.close(1)
 
 

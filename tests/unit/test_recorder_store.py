@@ -16,7 +16,14 @@ from aiohttp import web
 
 from nodes.contract.messages import HistoryQuery
 from nodes.recorder.config import RecorderConfig
-from nodes.recorder.store import Influx1Store, Influx2Store, StoreUnavailable, make_store, rejections_from_error
+from nodes.recorder.store import (
+    Influx1Store,
+    Influx2Store,
+    StoreRefused,
+    StoreUnavailable,
+    make_store,
+    rejections_from_error,
+)
 from nodes.runtime.config import ConfigError, load
 
 T0 = datetime(2025, 1, 16, 10, 0, tzinfo=UTC)
@@ -89,6 +96,13 @@ async def test_v2_retryable_statuses(fake: tuple[FakeV2, str], v2: Influx2Store,
     fake[0].write_status = [status]
     fake[0].write_body = '{"code":"unavailable","message":"try later"}'
     with pytest.raises(StoreUnavailable):
+        await v2.write(["m,b=x f=1.0 1"])
+
+
+async def test_v2_too_large_is_refused_not_retried(fake: tuple[FakeV2, str], v2: Influx2Store) -> None:
+    fake[0].write_status = [413]
+    fake[0].write_body = '{"code":"request too large","message":"request body too large"}'
+    with pytest.raises(StoreRefused):
         await v2.write(["m,b=x f=1.0 1"])
 
 
