@@ -3,17 +3,22 @@ running on the real mosquitto and influxd.
 
 A raw MQTT client (not the Bus, which refuses bad ids) publishes what hypothesis generates to every topic some
 node subscribes to: random bytes, JSON of the wrong shape, ``NaN``/``Infinity``/``1e400`` literals, huge
-integers, wrong types, missing fields, impossible or naive timestamps, invalid UTF-8, arrays nested 1,000 and
-10,000 deep (as the whole payload and hidden in an unknown field), and a 2 MB payload. Valid messages are
-interleaved, including the valid-but-awkward ones: unknown fields (forward compatible: stored), numbers at their
-bounds, a 100 kB string, and timestamps at and beyond the range InfluxDB 1.x can store (1677-09-21 .. 2262-04-11
-in nanoseconds; year 1 and year 9999 are valid in the contract but not storable).
+integers, wrong types, missing fields, impossible or naive timestamps, invalid UTF-8, strings and lists one
+beyond their contract bound, arrays nested 1,000 and 10,000 deep (as the whole payload and hidden in an unknown
+field), and a 2 MB payload. Valid messages are interleaved, including the valid-but-awkward ones: unknown fields
+(forward compatible: stored), numbers and strings at their bounds, and timestamps at and beyond the range
+InfluxDB 1.x can store (1677-09-21 .. 2262-04-11 in nanoseconds; year 1 and year 9999 are valid in the contract
+but not storable).
 
 Whether a payload is "bad" for a topic is decided by the contract's own decoder (``Topic.decode``), exactly what
-the nodes run, so the expected ``decode_errors`` of every node is known. The test then checks:
+the nodes run, so the expected ``decode_errors`` of every node is known; a payload over the bus's bound for its
+topic (``nodes.runtime.payload_limits``, the nodes' default settings) is counted ``oversized`` instead, without
+being decoded. The expectations come from the contract this test imported, so the test first makes sure the
+contract on disk (what the node processes import) is still the same. The test then checks:
 
 * no node exits;
-* each node's status counts exactly the bad payloads it was sent (``decode_errors``), and ``unrouted`` for topic
+* each node's status counts exactly the bad payloads it was sent (``decode_errors``, ``oversized``), and
+  ``unrouted`` for topic
   names outside the tree (``battery/UPPER/...``, ``battery/a b/...``, ``market/DE-LU/...``);
 * what is stored for the fuzz battery and zone is exactly the valid, storable messages (time and value), the
   unstorable valid ones are counted (``rejected``), and the live battery and zone gained only the points their
@@ -23,6 +28,7 @@ the nodes run, so the expected ``decode_errors`` of every node is known. The tes
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import uuid
@@ -30,6 +36,7 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -51,6 +58,8 @@ from nodes.contract.topics import (
     Topic,
 )
 from nodes.recorder.points import epoch_us
+from nodes.runtime.bus import MqttSettings
+from nodes.runtime.payload_limits import payload_limit
 from tests.support.nodes import NodeProcess
 from tests.support.services import Services
 from tests.support.waiting import WaitTimeout, wait_for
@@ -58,6 +67,19 @@ from tests.support.waiting import WaitTimeout, wait_for
 pytestmark = pytest.mark.integration
 
 NODES = ("recorder", "planner", "renderer", "simulator", "market")
+CONTRACT_DIR = Path(__file__).resolve().parents[2] / "nodes" / "contract"
+
+
+def contract_fingerprint() -> str:
+    """A hash of the contract's sources as they are on disk now."""
+    digest = hashlib.sha256()
+    for path in sorted(CONTRACT_DIR.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+# What this process decodes with; the node processes import the contract from disk when they start.
+CONTRACT_AT_IMPORT = contract_fingerprint()
 T = datetime(2030, 1, 1, tzinfo=UTC)  # valid fuzz messages live here, far from the live data of the test
 
 
@@ -118,6 +140,14 @@ def unrouted_topics(root: str) -> dict[str, tuple[str, ...]]:
         f"{root}/market/DE-LU/prices": ("recorder",),
         f"{root}/node/Bad Node/status": ("renderer",),
     }
+
+
+def is_oversized(topic: Topic[Any], payload: bytes) -> bool:
+    """True if the bus (with the nodes' default settings) drops ``payload`` on ``topic`` without decoding it."""
+    settings = MqttSettings()
+    limit = payload_limit(topic.payload, max_payload_bytes=settings.mqtt_max_payload_bytes,
+                          max_bulk_payload_bytes=settings.mqtt_max_bulk_payload_bytes)
+    return len(payload) > limit
 
 
 def is_bad(topic: Topic[Any], payload: bytes) -> bool:
@@ -228,9 +258,16 @@ CASES = st.one_of(
     st.builds(lambda i: replace_raw("invalid UTF-8 in a string", i, b'"\xff\xfe\xc3("'), st.integers(0, 30)),
     st.sampled_from([1_000, 10_000]).map(lambda d: same("deep nesting", deep(d))),
     st.sampled_from([1_000, 10_000]).map(hidden_deep),
+    # one beyond the contract's string bounds (ShortText 64, Text 500, LongText 4000) and list bounds (32)
+    st.builds(lambda i, n: replace_value("string beyond its bound", i, "x" * n),
+              st.integers(0, 30), st.sampled_from([65, 501, 4001])),
+    st.builds(lambda i: replace_value("list beyond its bound", i, ["x"] * 33), st.integers(0, 30)),
 )
 
 OVERSIZED = same("oversized (2 MB)", b'{"ts": "' + b"9" * (2 * 1024 * 1024) + b'"')
+# valid where the bound is larger (schedule, prices, status, history answer): then not sent, like any valid case
+OVERSIZED_VALID = Case("oversized, valid but for a 300 kB unknown field", "zz_blob",
+                       lambda m: json.dumps({**m, "zz_blob": "x" * 300_000}).encode())
 
 
 # -- valid inputs, interleaved with the bad ones --------------------------------------------------------------------
@@ -267,7 +304,7 @@ def valid_messages(fuzz: str, zone: str) -> list[Valid]:
         Valid("numbers at their bounds", "telemetry/fuzz",
               tel(T + 2 * s, 1e7, power_kw=-1e7, target_charge_kw=0, target_discharge_kw=1e7)),
         Valid("a JSON integer", "telemetry/fuzz", tel(T + 3 * s, 700)),
-        Valid("a 100 kB string", "telemetry/fuzz", tel(T + 4 * s, 5.0, source="x" * 100_000)),
+        Valid("a string at its bound", "telemetry/fuzz", tel(T + 4 * s, 5.0, source="x" * 64)),
         Valid("a +01:00 offset", "telemetry/fuzz", tel("2030-01-01T01:00:05+01:00", 6.0)),
         Valid("earliest time InfluxDB 1.x stores", "telemetry/fuzz", tel("1677-09-21T00:12:43.145225Z", 7.0)),
         Valid("latest time InfluxDB 1.x stores", "telemetry/fuzz", tel("2262-04-11T23:47:16.854775Z", 8.0)),
@@ -283,11 +320,12 @@ def valid_messages(fuzz: str, zone: str) -> list[Valid]:
         Valid("command whose lease ends 9999-12-31T23:59:59-01:00", "set/fuzz",
               {"command_id": "c-fuzz-2", "action": "idle", "issued_at": iso(T + 11 * s),
                "valid_until": "9999-12-31T23:59:59-01:00"}, "stored-or-counted"),
-        Valid("state", "state/fuzz", {"ts": iso(T + 12 * s), "mode": "idle", "limits_hit": ["soc_min", "a,b"],
-                                      "reason": "fuzz", "unknown": {"x": 1}}),
-        Valid("schedule with the largest float in an unbounded field", "schedule/fuzz",
+        Valid("state with lists and strings at their bounds", "state/fuzz",
+              {"ts": iso(T + 12 * s), "mode": "idle", "limits_hit": ["soc_min", "a,b", *(["y" * 64] * 30)],
+               "reason": 'r"\\\n' + "é" * 496, "unknown": {"x": 1}}),
+        Valid("schedule with numbers at their bounds", "schedule/fuzz",
               {"plan_id": "p-fuzz", "created_at": iso(T + 13 * s), "soc_initial_kwh": 0.0, "slots": slots,
-               "expected_revenue_eur": -1e12, "solve_ms": 1.7976931348623157e308}),
+               "expected_revenue_eur": -1e12, "solve_ms": 1e9}),
         Valid("prices with an unknown field", "prices/fuzz",
               {"zone": zone, "issued_at": iso(T), "source": "fuzz", "tariff": {"x": [1]},
                "slots": [{"start": iso(T + timedelta(hours=h)), "end": iso(T + timedelta(hours=h + 1)),
@@ -353,6 +391,12 @@ def test_bad_payloads_on_every_topic_are_counted_dropped_and_never_stored(
     procs = {name: run_node(name, env) for name in NODES}
     for proc in procs.values():
         proc.wait_online(services.mqtt_host, services.mqtt_port, root, timeout=30)
+    # Once the contract was edited while this ran: the nodes decoded with the new bounds, the expectations came
+    # from the old ones, and two valid-by-the-old-contract messages were "counted twice as many" (issue 9).
+    assert contract_fingerprint() == CONTRACT_AT_IMPORT, (
+        "nodes/contract changed on disk since this test imported it: the nodes run another contract than the "
+        "one the expected counts come from; run the test again"
+    )
     wall_start = datetime.now(UTC)
     all_targets = {t.key: t for t in targets(battery_id, fuzz, zone)}
     unrouted = unrouted_topics(root)
@@ -363,6 +407,7 @@ def test_bad_payloads_on_every_topic_are_counted_dropped_and_never_stored(
     before_store = counts_by_tag(services, db)
 
     expected_decode: Counter[str] = Counter()
+    expected_oversized: Counter[str] = Counter()
     expected_unrouted: Counter[str] = Counter()
     sent_by_kind: Counter[str] = Counter()
     skipped_valid = 0
@@ -379,12 +424,14 @@ def test_bad_payloads_on_every_topic_are_counted_dropped_and_never_stored(
             nonlocal skipped_valid
             for target in all_targets.values():
                 payload = case.build(target.example())
-                if not is_bad(target.topic, payload):
+                oversized = is_oversized(target.topic, payload)
+                if not oversized and not is_bad(target.topic, payload):
                     skipped_valid += 1  # valid by chance (e.g. an optional field set to null): not bad input
                     continue
                 client.publish(target.name(root), payload, qos=1)
                 sent_by_kind[case.kind] += 1
-                expected_decode.update(target.consumers)
+                # the bus drops an oversized payload before decoding it, valid or not
+                (expected_oversized if oversized else expected_decode).update(target.consumers)
             for name, consumers in unrouted.items():
                 client.publish(name, case.build(all_targets["telemetry/fuzz"].example()), qos=1)
                 sent_by_kind["topic outside the tree"] += 1
@@ -401,6 +448,7 @@ def test_bad_payloads_on_every_topic_are_counted_dropped_and_never_stored(
         )
         @given(case=CASES)
         @example(case=OVERSIZED)
+        @example(case=OVERSIZED_VALID)
         @example(case=same("deep nesting", deep(10_000)))
         @example(case=hidden_deep(10_000))
         @example(case=same("bare literal", b"NaN"))
@@ -426,24 +474,25 @@ def test_bad_payloads_on_every_topic_are_counted_dropped_and_never_stored(
     fuzz_done = time.monotonic()
 
     # Every node counts exactly what it dropped.
-    seen: dict[str, tuple[int, int]] = {}
+    seen: dict[str, tuple[int, int, int]] = {}
+    expected = {name: (expected_decode[name], expected_oversized[name], expected_unrouted[name]) for name in NODES}
 
     def tallied() -> dict[str, dict[str, int]] | None:
         now = {name: counters(proc, services, root) for name, proc in procs.items()}
         for name in NODES:
             procs[name].assert_alive()
-            seen[name] = (
-                now[name].get("decode_errors", 0) - before_counters[name].get("decode_errors", 0),
-                now[name].get("unrouted", 0) - before_counters[name].get("unrouted", 0),
+            seen[name] = tuple(  # type: ignore[assignment]
+                now[name].get(key, 0) - before_counters[name].get(key, 0)
+                for key in ("decode_errors", "oversized", "unrouted")
             )
-        expected = {name: (expected_decode[name], expected_unrouted[name]) for name in NODES}
         return now if seen == expected else None
 
     try:
-        after_counters = wait_for(tallied, 30, 0.2, what="every node's decode_errors and unrouted", ignore=(OSError,))
+        after_counters = wait_for(tallied, 30, 0.2, what="every node's decode_errors, oversized and unrouted",
+                                  ignore=(OSError,))
     except WaitTimeout:
-        expected = {name: (expected_decode[name], expected_unrouted[name]) for name in NODES}
-        pytest.fail(f"(decode_errors, unrouted) per node: expected {expected}, counted {seen}", pytrace=False)
+        pytest.fail(f"(decode_errors, oversized, unrouted) per node: expected {expected}, counted {seen}",
+                    pytrace=False)
     assert after_counters is not None
     wait_for(lambda: select(services, db, f"SELECT soc_kwh FROM telemetry WHERE time = {epoch_us(last)}u"), 20, 0.1,
              what="the valid message sent after all the bad ones")
@@ -455,7 +504,7 @@ def test_bad_payloads_on_every_topic_are_counted_dropped_and_never_stored(
     telemetry_expected[epoch_us(last)] = 99.0
     rows = select(services, db, f"SELECT soc_kwh, power_kw, source FROM telemetry WHERE battery = '{fuzz}'")
     assert {r["time"]: r["soc_kwh"] for r in rows} == telemetry_expected
-    assert next(r for r in rows if r["soc_kwh"] == 5.0)["source"] == "x" * 100_000
+    assert next(r for r in rows if r["soc_kwh"] == 5.0)["source"] == "x" * 64
 
     commands = select(services, db, f"SELECT command_id, text FROM command WHERE battery = '{fuzz}'")
     assert "c-fuzz-1" in {r["command_id"] for r in commands}
@@ -466,7 +515,7 @@ def test_bad_payloads_on_every_topic_are_counted_dropped_and_never_stored(
     ]
     assert len(select(services, db, f"SELECT soc_kwh FROM schedule WHERE battery = '{fuzz}'")) == 2
     (plan,) = select(services, db, f"SELECT * FROM plan WHERE battery = '{fuzz}'")
-    assert plan["solve_ms"] == 1.7976931348623157e308
+    assert plan["solve_ms"] == 1e9
     assert len(select(services, db, f"SELECT price_eur_per_mwh FROM prices WHERE zone = '{zone}'")) == 4
 
     # Unstorable valid messages are counted, never silently lost, and never wedge the recorder.
@@ -495,7 +544,7 @@ def test_bad_payloads_on_every_topic_are_counted_dropped_and_never_stored(
         proc.assert_alive()
     delta = {
         name: {key: after_counters[name].get(key, 0) - before_counters[name].get(key, 0)
-               for key in ("received", "decode_errors", "unrouted", "handler_errors", "render_errors",
+               for key in ("received", "decode_errors", "oversized", "unrouted", "handler_errors", "render_errors",
                            "rejected", "stored", "messages", "history_requests", "history_errors")
                if after_counters[name].get(key, 0) - before_counters[name].get(key, 0)}
         for name in NODES
