@@ -158,7 +158,7 @@ def document() -> dict[str, Any]:
     }
     # descriptions come from docstrings (msgspec copies a Struct's __doc__): normalised so that Python 3.11 and
     # 3.13 write the same file
-    return clean_descriptions({
+    doc: dict[str, Any] = clean_descriptions({
         "openapi": "3.1.0",
         "info": {
             "title": "BESS gateway",
@@ -173,6 +173,7 @@ def document() -> dict[str, Any]:
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     })
+    return doc
 
 
 def render() -> str:

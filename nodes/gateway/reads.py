@@ -160,4 +160,6 @@ def to_csv(records: list[ReadRecord]) -> str:
     return out.getvalue()
 
 
-__all__ = ["CSV_COLUMNS", "CSV_HEADER", "ReadQuery", "parse_every", "parse_read_query", "parse_time", "to_csv", "to_records"]
+__all__ = [
+    "CSV_COLUMNS", "CSV_HEADER", "ReadQuery", "parse_every", "parse_read_query", "parse_time", "to_csv", "to_records",
+]

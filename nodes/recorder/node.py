@@ -8,9 +8,10 @@ Produces:
     ``history/response/{client}`` (the request's MQTT 5 response topic, correlation data echoed): a
     :class:`HistoryResult`; errors are ``ok=false`` with the reason, never silence.
     ``node/recorder/status`` (retained): online / degraded ("store unavailable: ...") / offline, with the
-    counters ``messages`` (data messages handled), ``stored``/``rejected`` (points), ``retries``,
-    ``batches``, ``pending``, ``history_requests``, ``history_errors`` next to the bus's own
-    (``received``, ``decode_errors``, ...).
+    counters ``messages`` (data messages handled), ``stored``/``rejected`` (points; a rejected point is one
+    InfluxDB refused, acknowledged so it holds up nothing), ``retries``, ``batches``, ``splits`` (batches split
+    to isolate refused points), ``pending``, ``history_requests``, ``history_errors`` next to the bus's own
+    (``received``, ``decode_errors``, ``oversized``, ...).
 
 At least once, nothing lost: a data message is acknowledged (PUBACK) only when its points are written, see
 :mod:`nodes.recorder.batcher`. Redeliveries are harmless because every point is keyed by the message's own

@@ -11,7 +11,6 @@ answer's rows) get the bulk bound ``BESS_MQTT_MAX_BULK_PAYLOAD_BYTES`` instead.
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 from typing import Any
@@ -82,10 +81,14 @@ def _size(t: mi.Type) -> int | None:
             return None  # Any, raw JSON and the like: no bound from the type
 
 
-@functools.cache
+_computed: dict[type[Any], int | None] = {}
+
+
 def max_json_bytes(payload: type[Any]) -> int | None:
     """Largest compact JSON encoding of a valid ``payload`` message (known fields only); None if unbounded."""
-    return _size(mi.type_info(payload))
+    if payload not in _computed:
+        _computed[payload] = _size(mi.type_info(payload))
+    return _computed[payload]
 
 
 def payload_limit(payload: type[Any], *, max_payload_bytes: int, max_bulk_payload_bytes: int) -> int:

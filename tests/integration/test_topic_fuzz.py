@@ -481,10 +481,11 @@ def test_bad_payloads_on_every_topic_are_counted_dropped_and_never_stored(
         now = {name: counters(proc, services, root) for name, proc in procs.items()}
         for name in NODES:
             procs[name].assert_alive()
-            seen[name] = tuple(  # type: ignore[assignment]
+            decode, oversized, unrouted_ = (
                 now[name].get(key, 0) - before_counters[name].get(key, 0)
                 for key in ("decode_errors", "oversized", "unrouted")
             )
+            seen[name] = (decode, oversized, unrouted_)
         return now if seen == expected else None
 
     try:
