@@ -106,6 +106,7 @@ class _Subscription(Generic[P]):
     fixed: dict[str, str]
     share_group: str | None = None
     on_invalid: InvalidHandler | None = None
+    no_local: bool = False
 
     @property
     def broker_filter(self) -> str:
@@ -242,6 +243,7 @@ class Bus:
         *,
         share_group: str | None = None,
         on_invalid: InvalidHandler | None = None,
+        no_local: bool = False,
         **fixed: str,
     ) -> None:
         """Call ``handler(params, message, delivery)`` for every valid message on ``topic``.
@@ -249,15 +251,18 @@ class Bus:
         ``fixed`` pins parameters (``battery="b1"``); the others are wildcards. With ``share_group`` the
         subscription is an MQTT 5 shared subscription, so several instances split the stream. ``on_invalid``
         hears about payloads that fail to decode (e.g. the planner says which battery's spec it rejected).
+        ``no_local`` (MQTT 5): the broker does not send this client's own publishes back.
         """
-        sub = _Subscription(topic, handler, topic.filter(root=self.root, **fixed), fixed, share_group, on_invalid)
+        sub = _Subscription(
+            topic, handler, topic.filter(root=self.root, **fixed), fixed, share_group, on_invalid, no_local
+        )
         self._subscriptions.append(sub)
         if self.connected.is_set():
             self._send_subscribe([sub])
 
     def _send_subscribe(self, subs: list[_Subscription[Any]]) -> None:
         for sub in subs:
-            self._client.subscribe(gmqtt.Subscription(sub.broker_filter, qos=1))
+            self._client.subscribe(gmqtt.Subscription(sub.broker_filter, qos=1, no_local=sub.no_local))
             log.debug("subscribed %s", sub.broker_filter)
 
     # -- connection -------------------------------------------------------------------------------------------
