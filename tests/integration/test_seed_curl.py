@@ -97,6 +97,9 @@ def test_seed_curl_lines(
 
         status, body = curl(COMMAND_LINE, curl_home)
         assert status == 202, body
+        # the battery was written a moment ago, so it is known; the operator's command pauses the autopilot
+        assert body["control"]["mode"] == "manual"
+        assert body["control"]["autopilot_paused_until"] == body["message"]["valid_until"]
         message = sub.receive(timeout=10)
 
         status, body = curl(WRITE_2, curl_home)
