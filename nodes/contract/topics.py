@@ -145,7 +145,7 @@ TELEMETRY: Topic[Telemetry] = Topic(
     qos=1,
     retain=True,
     producers=("device (simulator)", "gateway"),
-    consumers=("recorder", "planner", "renderer"),
+    consumers=("recorder", "planner", "renderer", "gateway"),
     doc="A battery measurement. Devices publish it retained, so a new subscriber sees the latest reading at "
     "once; the gateway's HTTP writes are not retained (they are often backfills of older records). "
     "power_kw is + when discharging (to the grid) and - when charging.",
@@ -202,7 +202,7 @@ STATE: Topic[BatteryState] = Topic(
     qos=1,
     retain=True,
     producers=("device (simulator)",),
-    consumers=("recorder", "renderer"),
+    consumers=("recorder", "renderer", "gateway"),
     doc="What the device is doing and why: mode, the command it follows, its lease, limits it hit.",
     example=BatteryState(
         ts=_T0,

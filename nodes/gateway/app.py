@@ -3,7 +3,10 @@
 =====================  =====================================================================================
 ``POST /write``        one record (or an array) -> Telemetry on ``battery/{battery}/telemetry`` -> 202
 ``GET /read``          HistoryQuery to the recorder (MQTT 5 request/response) -> records as written, or CSV
-``POST /mqtt/publish`` ``{"command": "DISCHARGE 50kW"}`` -> Command on ``battery/{battery}/set`` -> 202
+``POST /mqtt/publish`` ``{"command": "DISCHARGE 50kW"}`` -> ControlMode manual until the lease ends on
+                       ``battery/{battery}/control``, then the Command on ``battery/{battery}/set`` -> 202
+``POST /control``      ``{"mode": "autopilot"|"manual"|"idle"}`` -> retained ControlMode (+ IDLE for idle) -> 202
+``GET /control``       the control mode in force for ``?battery=``
 ``POST /prices``       a PriceForecast -> ``market/{zone}/prices`` -> 202
 ``GET /health``        200 when the broker is connected, else 503
 ``GET /openapi.json``  the OpenAPI 3.1 document (generated from :mod:`nodes.gateway.bodies`)
@@ -11,7 +14,12 @@
 
 A 202 means the broker acknowledged the message (PUBACK, QoS 1): it is safely in the system. Every error is
 ``{"error": "...", "field": ...}`` (:mod:`nodes.gateway.errors`). Order of checks on POST: bearer token (401)
--> content type (415) -> body size (413) -> JSON syntax (400) -> content (422) -> broker (503).
+-> content type (415) -> body size (413) -> JSON syntax (400) -> content (422) -> unknown battery (404, unless
+``"force": true``) -> control mode idle (409) -> broker (503).
+
+Tokens: with ``BESS_GATEWAY_TOKEN`` set, every writing route needs it; the reading routes (``GET /read``,
+``GET /control``) need ``BESS_GATEWAY_READ_TOKEN`` (by default the same token) or the write token.
+``/health`` and ``/openapi.json`` stay open.
 
 Content type decision: ``application/json`` (any parameters), ``application/*+json`` and a *missing*
 Content-Type are accepted; anything else (for example curl's default for ``-d``,
@@ -38,22 +46,35 @@ import msgspec
 from aiohttp import hdrs, web
 
 from nodes import __version__
-from nodes.contract.messages import HistoryQuery, HistoryResult, PriceForecast, PriceSlot, Telemetry
-from nodes.contract.topics import COMMAND, HISTORY_REQUEST, PRICES, TELEMETRY, Topic
-from nodes.gateway import reads
+from nodes.contract.messages import (
+    Command,
+    ControlMode,
+    HistoryQuery,
+    HistoryResult,
+    PriceForecast,
+    PriceSlot,
+    Telemetry,
+)
+from nodes.contract.topics import COMMAND, CONTROL, HISTORY_REQUEST, PRICES, TELEMETRY, Topic
+from nodes.gateway import control, reads
 from nodes.gateway.bodies import (
     CommandBody,
+    CommandControl,
+    ControlBody,
+    ControlState,
     Health,
     PricesBody,
     PublishedBatch,
     PublishedCommand,
+    PublishedControl,
     PublishedPrices,
     PublishedTelemetry,
     WriteBody,
     WriteRequest,
 )
-from nodes.gateway.commands import CommandError, build_command, parse_command
+from nodes.gateway.commands import CommandError, ParsedCommand, build_command, parse_command
 from nodes.gateway.errors import ApiError, check_battery, error_middleware, from_msgspec
+from nodes.gateway.fleet import Fleet
 from nodes.gateway.specs import SpecBook
 from nodes.runtime.bus import BusUnavailable
 
@@ -67,6 +88,7 @@ _ENCODER = msgspec.json.Encoder()
 _WRITE_DECODER = msgspec.json.Decoder(WriteRequest)
 _COMMAND_DECODER = msgspec.json.Decoder(CommandBody)
 _PRICES_DECODER = msgspec.json.Decoder(PricesBody)
+_CONTROL_DECODER = msgspec.json.Decoder(ControlBody)
 
 
 class BusLike(Protocol):
@@ -112,6 +134,8 @@ class GatewaySettings:
     default_battery: str = "battery-1"
     command_lease_s: float = 300.0
     token: str | None = None
+    #: token for the reading routes; None with ``token`` set means the same token
+    read_token: str | None = None
     max_body_bytes: int = 1024 * 1024
     read_timeout_s: float = 10.0
     max_read_rows: int = 100_000
@@ -189,11 +213,13 @@ class Gateway:
         specs: SpecBook,
         settings: GatewaySettings,
         *,
+        fleet: Fleet | None = None,
         clock: Callable[[], datetime] = _now,
         new_command_id: Callable[[], str] = _command_id,
     ) -> None:
         self.bus = bus
         self.specs = specs
+        self.fleet = fleet or Fleet()
         self.settings = settings
         self.clock = clock
         self.new_command_id = new_command_id
@@ -201,15 +227,30 @@ class Gateway:
         #: what went through, for the node's status message (``telemetry``, ``commands``, ``prices``, ``reads``)
         self.counters: Counter[str] = Counter()
         self._token = settings.token.encode() if settings.token else None
+        read = settings.read_token or settings.token
+        # the write token also reads: whoever may command a battery may see its history
+        self._read_tokens = [t for t in {read.encode() if read else None, self._token} if t is not None]
 
     # -- request plumbing ------------------------------------------------------------------------------------
 
     def _authorize(self, request: web.Request) -> None:
-        if self._token is None:
-            return
+        """The write token (when one is configured), else 401."""
+        if self._token is not None:
+            self._check_token(request, [self._token])
+
+    def _authorize_read(self, request: web.Request) -> None:
+        """The read token or the write token (when either is configured), else 401."""
+        if self._read_tokens:
+            self._check_token(request, self._read_tokens)
+
+    @staticmethod
+    def _check_token(request: web.Request, tokens: list[bytes]) -> None:
         header = request.headers.get(hdrs.AUTHORIZATION, "")
         scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self._token):
+        offered = given.strip().encode()
+        # compare with every token (no early exit), so the timing does not tell which one nearly matched
+        matches = [hmac.compare_digest(offered, token) for token in tokens]
+        if scheme.lower() != "bearer" or not any(matches):
             raise ApiError(
                 401, "missing or wrong bearer token: send 'Authorization: Bearer <token>'", "Authorization",
                 headers={hdrs.WWW_AUTHENTICATE: 'Bearer realm="bess-gateway"'},
@@ -261,6 +302,31 @@ class Gateway:
             raise ApiError(422, f"battery {from_body!r} in the body differs from ?battery={from_query}", field)
         return from_body or from_query or self.settings.default_battery
 
+    def _known(self, battery: str) -> bool:
+        return self.fleet.known(battery) or self.specs.get(battery) is not None
+
+    def _require_known(self, battery: str, force: bool) -> None:
+        """404 for a battery never seen (no spec, telemetry or state), unless the caller forces it."""
+        if force or self._known(battery):
+            return
+        raise ApiError(
+            404,
+            f"unknown battery {battery!r}: the gateway has seen no spec, telemetry or state for it (a typo?). "
+            'Send "force": true to command it anyway',
+            "battery",
+        )
+
+    async def _publish_control(self, battery: str, mode: ControlMode) -> None:
+        await self.bus.publish(CONTROL, mode, wait_ack=True, timeout=self.settings.publish_timeout_s,
+                               battery=battery)
+        self.fleet.set_control(battery, mode)
+        self.counters["control"] += 1
+
+    async def _publish_command(self, battery: str, message: Command) -> None:
+        await self.bus.publish(COMMAND, message, wait_ack=True, timeout=self.settings.publish_timeout_s,
+                               battery=battery)
+        self.counters["commands"] += 1
+
     # -- routes ----------------------------------------------------------------------------------------------
 
     async def write(self, request: web.Request) -> web.Response:
@@ -278,6 +344,7 @@ class Gateway:
         # latest reading, which an old record must not replace.
         await self.bus.publish(TELEMETRY, telemetry, retain=False, wait_ack=True,
                                timeout=self.settings.publish_timeout_s, battery=battery)
+        self.fleet.saw(battery)
         self.counters["telemetry"] += 1
         return _json(202, PublishedTelemetry(topic=self.bus.name(TELEMETRY, battery=battery), message=telemetry))
 
@@ -304,12 +371,15 @@ class Gateway:
                 503, f"MQTT broker unavailable: {acked} of {len(batch)} records were acknowledged ({failures[0]}); "
                 "re-sending the whole batch is safe (a record is identified by battery and timestamp)",
             )
+        for battery, _ in batch:
+            self.fleet.saw(battery)
         self.counters["telemetry"] += len(batch)
         topics = sorted({self.bus.name(TELEMETRY, battery=b) for b, _ in batch})
         return _json(202, PublishedBatch(count=len(batch), topics=topics))
 
     async def read(self, request: web.Request) -> web.Response:
         """``GET /read``: ask the recorder, answer with records in the shape they were written (or CSV)."""
+        self._authorize_read(request)
         s = self.settings
         query = reads.parse_read_query(
             request.query.items(), now=self.clock(), default_battery=s.default_battery, max_rows=s.max_read_rows
@@ -345,7 +415,12 @@ class Gateway:
         return web.Response(body=_ENCODER.encode(records), content_type=_JSON, headers=headers)
 
     async def command(self, request: web.Request) -> web.Response:
-        """``POST /mqtt/publish``: command text -> contract Command on the battery's set topic -> 202."""
+        """``POST /mqtt/publish``: command text -> manual mode until the lease ends, then the Command -> 202.
+
+        The ControlMode goes first: if the Command then fails (503), the autopilot is paused and the battery's
+        previous lease runs out to idle, the safe side. Had the Command gone first, the autopilot could
+        override it before the mode arrived.
+        """
         self._authorize(request)
         from_query = self._battery_param(request)
         body = await self._decode(request, _COMMAND_DECODER)
@@ -357,21 +432,73 @@ class Gateway:
         violation = self.specs.violation(battery, parsed)
         if violation is not None:
             raise ApiError(422, violation, "command")
+        self._require_known(battery, body.force)
         lease = body.valid_for_s if body.valid_for_s is not None else self.settings.command_lease_s
-        message = build_command(
-            parsed, text=body.command, command_id=self.new_command_id(), now=self.clock(), lease_s=lease
-        )
-        await self.bus.publish(COMMAND, message, wait_ack=True, timeout=self.settings.publish_timeout_s,
-                               battery=battery)
-        self.counters["commands"] += 1
+        now = self.clock()
+        message = build_command(parsed, text=body.command, command_id=self.new_command_id(), now=now, lease_s=lease)
+        current = self.fleet.control(battery)
+        refusal = control.locked_out(current, message, now)
+        if refusal is not None:
+            raise ApiError(409, f"{battery}: {refusal}", "command")
+        manual = control.after_operator_command(current, message, now)
+        if manual is not None:
+            await self._publish_control(battery, manual)
+        else:
+            manual = current
+        assert manual is not None
+        await self._publish_command(battery, message)
         return _json(
             202,
             PublishedCommand(
                 topic=self.bus.name(COMMAND, battery=battery),
                 message=message,
                 spec_known=self.specs.get(battery) is not None,
+                control=CommandControl(
+                    mode=manual.mode,
+                    until=manual.until,
+                    autopilot_paused_until=manual.until,
+                    topic=self.bus.name(CONTROL, battery=battery),
+                    note=f"{battery}: {control.describe(manual, now)}; POST /control "
+                    '{"mode": "autopilot"} hands it back to the planner sooner',
+                ),
             ),
         )
+
+    async def set_control(self, request: web.Request) -> web.Response:
+        """``POST /control``: publish the battery's retained ControlMode (and IDLE for mode idle) -> 202."""
+        self._authorize(request)
+        from_query = self._battery_param(request)
+        body = await self._decode(request, _CONTROL_DECODER)
+        battery = self._battery(body.battery, from_query)
+        self._require_known(battery, body.force)
+        now = self.clock()
+        until = now + timedelta(seconds=body.for_s) if body.for_s is not None else None
+        mode = ControlMode(mode=body.mode, set_at=now, until=until, source=control.SOURCE,
+                           reason=body.reason or f"POST /control {body.mode}")
+        await self._publish_control(battery, mode)
+        idle: Command | None = None
+        if body.mode == "idle":
+            # the device falls back to idle when this lease ends too, so no renewal is needed to stay idle
+            idle = build_command(ParsedCommand(action="idle"), text="IDLE (control mode idle)",
+                                 command_id=self.new_command_id(), now=now,
+                                 lease_s=body.for_s or self.settings.command_lease_s)
+            await self._publish_command(battery, idle)
+        return _json(202, PublishedControl(topic=self.bus.name(CONTROL, battery=battery), control=mode,
+                                           command=idle, note=f"{battery}: {control.describe(mode, now)}"))
+
+    async def get_control(self, request: web.Request) -> web.Response:
+        """``GET /control?battery=``: the control mode in force and the last ControlMode seen."""
+        self._authorize_read(request)
+        battery = self._battery(None, self._battery_param(request))
+        current = self.fleet.control(battery)
+        if current is None:
+            self._require_known(battery, False)
+        now = self.clock()
+        mode = control.mode_now(current, now)
+        return _json(200, ControlState(
+            battery=battery, mode=mode, until=current.until if current and mode else None, control=current,
+            note=f"{battery}: {control.describe(current, now)}",
+        ))
 
     async def prices(self, request: web.Request) -> web.Response:
         """``POST /prices``: a price forecast -> ``market/{zone}/prices`` (retained) -> 202."""
@@ -407,6 +534,8 @@ def create_app(gateway: Gateway, *, openapi: bytes | None = None) -> web.Applica
     app.router.add_post("/write", gateway.write)
     app.router.add_get("/read", gateway.read)
     app.router.add_post("/mqtt/publish", gateway.command)
+    app.router.add_post("/control", gateway.set_control)
+    app.router.add_get("/control", gateway.get_control)
     app.router.add_post("/prices", gateway.prices)
     app.router.add_get("/health", gateway.health)
     if openapi is None:

@@ -17,6 +17,8 @@ from msgspec import Meta, Struct
 
 from nodes.contract.messages import (
     Command,
+    ControlMode,
+    ControlModeName,
     EnergyKwh,
     Identifier,
     PowerKw,
@@ -64,6 +66,27 @@ class CommandBody(Struct, kw_only=True, forbid_unknown_fields=True):
     ]
     battery: Identifier | None = None
     valid_for_s: Annotated[int, Meta(ge=1, le=86_400, description="lease in seconds")] | None = None
+    force: Annotated[
+        bool,
+        Meta(description="send even to a battery the gateway has never seen (no spec, telemetry or state): "
+             "without it such a command is refused with 404, so a misspelt id commands nothing"),
+    ] = False
+
+
+MAX_CONTROL_S = 7 * 86_400
+
+
+class ControlBody(Struct, kw_only=True, forbid_unknown_fields=True):
+    """``POST /control``: who commands the battery. ``autopilot``: the planner sends each slot's command;
+    ``manual``: operator commands only (the planner keeps planning, the schedule stays visible); ``idle``: the
+    battery is sent IDLE and held idle (only IDLE/STOP commands pass). With ``for_s`` the mode ends after that
+    many seconds and the planner's configured default applies again; without it, it lasts until changed."""
+
+    mode: ControlModeName
+    battery: Identifier | None = None
+    for_s: Annotated[int, Meta(ge=1, le=MAX_CONTROL_S, description="seconds the mode lasts")] | None = None
+    reason: Annotated[str, Meta(max_length=200, description="why, for the log and the dashboard")] | None = None
+    force: Annotated[bool, Meta(description="set it even for a battery the gateway has never seen")] = False
 
 
 class PriceSlotBody(Struct, kw_only=True, forbid_unknown_fields=True):
@@ -101,13 +124,46 @@ class PublishedBatch(Struct, kw_only=True):
     topics: list[str]
 
 
+class CommandControl(Struct, kw_only=True):
+    """What an operator command did to the battery's control mode: it is ``manual`` (the autopilot sends no
+    command) until ``autopilot_paused_until``, the end of the command's lease or of a longer manual mode
+    already in force (null: until ``POST /control`` changes it). An IDLE command in mode ``idle`` keeps it."""
+
+    mode: ControlModeName
+    until: UtcDatetime | None
+    autopilot_paused_until: UtcDatetime | None
+    topic: str
+    note: str
+
+
 class PublishedCommand(Struct, kw_only=True):
     """202 of ``POST /mqtt/publish``. ``spec_known`` is false when no BatterySpec was seen for the battery,
-    so its power limits could not be checked."""
+    so its power limits could not be checked. ``control`` says how long the autopilot is paused."""
 
     topic: str
     message: Command
     spec_known: bool
+    control: CommandControl
+
+
+class PublishedControl(Struct, kw_only=True):
+    """202 of ``POST /control``: the retained ControlMode published, and the IDLE command for mode ``idle``."""
+
+    topic: str
+    control: ControlMode
+    command: Command | None = None
+    note: str
+
+
+class ControlState(Struct, kw_only=True):
+    """``GET /control``: the mode in force (null: none is, the planner's configured default applies), and the
+    last ControlMode seen on the battery's retained control topic (in force or expired)."""
+
+    battery: str
+    mode: ControlModeName | None
+    until: UtcDatetime | None
+    control: ControlMode | None
+    note: str
 
 
 class PublishedPrices(Struct, kw_only=True):
@@ -141,12 +197,17 @@ class Health(Struct, kw_only=True):
 
 __all__ = [
     "MAX_BATCH",
+    "MAX_CONTROL_S",
     "CommandBody",
+    "CommandControl",
+    "ControlBody",
+    "ControlState",
     "Health",
     "PriceSlotBody",
     "PricesBody",
     "PublishedBatch",
     "PublishedCommand",
+    "PublishedControl",
     "PublishedPrices",
     "PublishedTelemetry",
     "ReadRecord",

@@ -7,7 +7,9 @@ BESS_GATEWAY_PORTS             5000,5003                    every port the same 
 BESS_GATEWAY_HOST              127.0.0.1                    listen address
 BESS_DEFAULT_BATTERY           battery-1                    battery when a request names none
 BESS_COMMAND_LEASE_S           300                          command lease (``valid_until`` = now + lease)
-BESS_GATEWAY_TOKEN             (none: open)                 bearer token required for POST routes when set
+BESS_GATEWAY_TOKEN             (none: open)                 bearer token required for the writing routes when set
+BESS_GATEWAY_READ_TOKEN        BESS_GATEWAY_TOKEN           bearer token of GET /read and GET /control (the
+                                                            write token reads too); needs BESS_GATEWAY_TOKEN
 BESS_GATEWAY_MAX_BODY_BYTES    1048576                      larger bodies get 413
 BESS_READ_TIMEOUT_S            10                           how long /read waits for the recorder (then 504)
 BESS_MAX_READ_ROWS             100000                       most rows of one /read answer
@@ -41,6 +43,7 @@ class GatewayConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
     default_battery: Identifier = "battery-1"
     command_lease_s: Annotated[int, Meta(ge=1, le=86_400)] = 300
     gateway_token: str | None = None
+    gateway_read_token: str | None = None
     gateway_max_body_bytes: Annotated[int, Meta(ge=1024, le=256 * 1024 * 1024)] = 1024 * 1024
     read_timeout_s: Annotated[float, Meta(gt=0, le=600)] = 10.0
     max_read_rows: Annotated[int, Meta(ge=1, le=1_000_000)] = 100_000
@@ -57,6 +60,12 @@ class GatewayConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
             found.append("BESS_GATEWAY_TLS_CERT and BESS_GATEWAY_TLS_KEY must be set together")
         if self.gateway_token is not None and not self.gateway_token.strip():
             found.append("BESS_GATEWAY_TOKEN is empty (unset it to leave the gateway open)")
+        if self.gateway_read_token is not None:
+            if not self.gateway_read_token.strip():
+                found.append("BESS_GATEWAY_READ_TOKEN is empty (unset it to use BESS_GATEWAY_TOKEN for reads)")
+            elif self.gateway_token is None:
+                found.append("BESS_GATEWAY_READ_TOKEN is set without BESS_GATEWAY_TOKEN: reads would be protected "
+                             "and writes open; set BESS_GATEWAY_TOKEN too")
         return found
 
 

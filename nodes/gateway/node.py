@@ -2,14 +2,19 @@
 
 Consumes:
     ``battery/+/spec`` (BatterySpec, retained): the latest spec per battery, to refuse commands beyond its
-    limits. ``history/response/gateway`` (HistoryResult): answers of the recorder to ``GET /read``.
+    limits. ``battery/+/telemetry`` and ``battery/+/state``: only to learn which batteries exist (a command to
+    one never seen is a 404 unless forced); the gateway's own writes are not sent back (MQTT 5 no-local).
+    ``battery/+/control`` (ControlMode, retained): who commands each battery, for ``GET /control`` and the
+    precedence rules. ``history/response/gateway`` (HistoryResult): answers of the recorder to ``GET /read``.
 Produces:
     ``battery/{battery}/telemetry`` (Telemetry, from ``POST /write``), ``battery/{battery}/set`` (Command, from
-    ``POST /mqtt/publish``), ``market/{zone}/prices`` (PriceForecast, from ``POST /prices``),
-    ``history/request`` (HistoryQuery, for ``GET /read``) and its own ``node/gateway/status``.
+    ``POST /mqtt/publish`` and ``POST /control`` idle), ``battery/{battery}/control`` (ControlMode, retained,
+    from ``POST /mqtt/publish`` and ``POST /control``), ``market/{zone}/prices`` (PriceForecast, from
+    ``POST /prices``), ``history/request`` (HistoryQuery, for ``GET /read``) and its own ``node/gateway/status``.
 Lifecycle (see :mod:`nodes.runtime.node`)::
 
-    setup     subscribe spec + response topic, bind every port (a port in use: exit 1 with one line)
+    setup     subscribe spec, telemetry, state, control + response topic, bind every port
+      |       (a port in use: exit 1 with one line)
       |       requests arriving before the broker connects get 503
     bus.start connect, publish online
     run       serve until SIGTERM/SIGINT (the broker may come and go: publishes answer 503 meanwhile)
@@ -24,10 +29,11 @@ import ssl
 
 from aiohttp import web
 
-from nodes.contract.messages import BatterySpec
-from nodes.contract.topics import SPEC
+from nodes.contract.messages import BatterySpec, BatteryState, ControlMode, Telemetry
+from nodes.contract.topics import CONTROL, SPEC, STATE, TELEMETRY
 from nodes.gateway.app import Gateway, GatewaySettings, create_app
 from nodes.gateway.config import GatewayConfig
+from nodes.gateway.fleet import Fleet
 from nodes.gateway.specs import SpecBook
 from nodes.runtime.bus import Bus, Delivery
 from nodes.runtime.node import Service
@@ -41,6 +47,7 @@ def settings_from(config: GatewayConfig, node: str = "gateway") -> GatewaySettin
         default_battery=config.default_battery,
         command_lease_s=config.command_lease_s,
         token=config.gateway_token,
+        read_token=config.gateway_read_token,
         max_body_bytes=config.gateway_max_body_bytes,
         read_timeout_s=config.read_timeout_s,
         max_read_rows=config.max_read_rows,
@@ -66,13 +73,17 @@ class GatewayService(Service[GatewayConfig]):
     def __init__(self, config: GatewayConfig) -> None:
         super().__init__(config)
         self.specs = SpecBook()
+        self.fleet = Fleet()
         self.runner: web.AppRunner | None = None
 
     async def setup(self, bus: Bus) -> None:
-        """Subscribe the spec topic and the response topic, then listen on every configured port."""
+        """Subscribe the battery topics and the response topic, then listen on every configured port."""
         bus.subscribe(SPEC, self._on_spec)
+        bus.subscribe(TELEMETRY, self._on_telemetry, no_local=True)
+        bus.subscribe(STATE, self._on_state)
+        bus.subscribe(CONTROL, self._on_control)
         bus.enable_requests()
-        gateway = Gateway(bus, self.specs, settings_from(self.config, bus.node))
+        gateway = Gateway(bus, self.specs, settings_from(self.config, bus.node), fleet=self.fleet)
         bus.set_counters_source(lambda: dict(gateway.counters))
         self.runner = web.AppRunner(create_app(gateway), access_log=None, shutdown_timeout=5.0)
         await self.runner.setup()
@@ -95,8 +106,18 @@ class GatewayService(Service[GatewayConfig]):
             log.warning("spec of %s is inconsistent (%s); using its power limits anyway",
                         params["battery"], "; ".join(problems))
         self.specs.update(params["battery"], spec)
+        self.fleet.saw(params["battery"])
         log.info("spec of %s: charge <= %g kW, discharge <= %g kW", params["battery"], spec.max_charge_kw,
                  spec.max_discharge_kw)
+
+    async def _on_telemetry(self, params: dict[str, str], telemetry: Telemetry, delivery: Delivery) -> None:
+        self.fleet.saw(params["battery"])
+
+    async def _on_state(self, params: dict[str, str], state: BatteryState, delivery: Delivery) -> None:
+        self.fleet.saw(params["battery"])
+
+    async def _on_control(self, params: dict[str, str], mode: ControlMode, delivery: Delivery) -> None:
+        self.fleet.set_control(params["battery"], mode)
 
     async def run(self) -> None:
         """Serve until stopped (the sites were started in :meth:`setup`)."""

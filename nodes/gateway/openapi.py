@@ -16,10 +16,13 @@ from nodes import __version__
 from nodes.contract.docs import clean_descriptions
 from nodes.gateway.bodies import (
     CommandBody,
+    ControlBody,
+    ControlState,
     Health,
     PricesBody,
     PublishedBatch,
     PublishedCommand,
+    PublishedControl,
     PublishedPrices,
     PublishedTelemetry,
     ReadRecord,
@@ -57,26 +60,35 @@ def _param(name: str, where: str, description: str, schema: dict[str, Any], *, r
     return param
 
 
+_UNKNOWN_BATTERY = ("unknown battery: the gateway has seen no spec, telemetry or state for it and the gateway "
+                    'wrote none (send "force": true to command it anyway)')
+_READ_401 = ("missing or wrong bearer token (only when BESS_GATEWAY_TOKEN is set): BESS_GATEWAY_READ_TOKEN, by "
+             "default the same token; the write token reads too")
+
+
 def document() -> dict[str, Any]:
     """The OpenAPI document as a dict."""
     types: list[Any] = [
         WriteRequest, PublishedTelemetry, PublishedBatch, CommandBody, PublishedCommand, PricesBody,
-        PublishedPrices, list[ReadRecord], Health, ErrorBody,
+        PublishedPrices, list[ReadRecord], Health, ErrorBody, ControlBody, PublishedControl, ControlState,
     ]
     schemas, components = msgspec.json.schema_components(types, ref_template=_REF)
     (write_req, published_t, published_b, command_req, published_c, prices_req, published_p, records, health,
-     error) = schemas
+     error, control_req, published_control, control_state) = schemas
     battery = _param("battery", "query", "battery id ([a-z0-9_-]{1,64}); default BESS_DEFAULT_BATTERY",
                      {"type": "string", "pattern": "^[a-z0-9_-]{1,64}$"})
     secured: list[dict[str, list[str]]] = [{"bearer": []}, {}]
 
     def post(summary: str, request: dict[str, Any], ok: dict[str, Any], *, params: list[dict[str, Any]],
-             example: Any) -> dict[str, Any]:
+             example: Any, description: str | None = None, extra: dict[str, str] | None = None) -> dict[str, Any]:
         responses: dict[str, Any] = {"202": ok}
-        responses.update({code: _error(text, error) for code, text in _ERRORS.items()})
+        responses.update({code: _error(text, error) for code, text in {**_ERRORS, **(extra or {})}.items()})
+        operation: dict[str, Any] = {"summary": summary}
+        if description is not None:
+            operation["description"] = description
         return {
             "post": {
-                "summary": summary,
+                **operation,
                 "security": secured,
                 "parameters": params,
                 "requestBody": {
@@ -98,6 +110,7 @@ def document() -> dict[str, Any]:
         "/read": {
             "get": {
                 "summary": "Read stored records back, oldest first, in the shape they were written",
+                "security": secured,
                 "parameters": [
                     _param("begin", "query", "RFC 3339 with a zone", {"type": "string", "format": "date-time"},
                            required=True, example="2025-01-16T09:00:00Z"),
@@ -117,6 +130,7 @@ def document() -> dict[str, Any]:
                         "content": {"application/json": {"schema": records},
                                     "text/csv": {"schema": {"type": "string"}}},
                     },
+                    "401": _error(_READ_401, error),
                     "422": _error("invalid parameter, begin not before end, or too many rows without every=",
                                   error),
                     "502": _error("the recorder failed to query the database", error),
@@ -128,10 +142,43 @@ def document() -> dict[str, Any]:
         "/mqtt/publish": post(
             "Send a command (CHARGE/DISCHARGE <power> <unit>, IDLE, STOP) to a battery on battery/{battery}/set",
             command_req,
-            _json_body(published_c, "published and acknowledged by the broker"),
+            _json_body(published_c, "published and acknowledged by the broker; control says until when the "
+                       "autopilot is paused"),
             params=[battery],
             example={"command": "DISCHARGE 50kW"},
+            description="Control precedence: an operator command sets the battery's control mode to manual "
+            "until the command's lease ends (a retained ControlMode on battery/{battery}/control, published "
+            "before the command): the planner sends no command meanwhile and resumes at that instant. A manual "
+            "mode already in force that lasts longer is kept. In mode idle only IDLE/STOP pass (409 otherwise).",
+            extra={"404": _UNKNOWN_BATTERY,
+                   "409": "the battery is in control mode idle: only IDLE or STOP pass until POST /control "
+                   "changes the mode"},
         ),
+        "/control": {
+            **post(
+                "Set who commands a battery: autopilot, manual or idle (retained on battery/{battery}/control)",
+                control_req,
+                _json_body(published_control, "published and acknowledged by the broker"),
+                params=[battery],
+                example={"mode": "autopilot"},
+                description="autopilot: the planner sends each slot's command. manual: operator commands only; "
+                "the planner keeps planning (the schedule stays visible) but sends nothing. idle: the battery is "
+                "sent IDLE and held idle (only IDLE/STOP commands pass). With for_s the mode ends after that "
+                "many seconds and the planner's configured default (BESS_PLANNER_AUTOPILOT) applies again.",
+                extra={"404": _UNKNOWN_BATTERY},
+            ),
+            "get": {
+                "summary": "The control mode in force for a battery (null: the planner's configured default)",
+                "security": secured,
+                "parameters": [battery],
+                "responses": {
+                    "200": _json_body(control_state, "the mode in force and the last ControlMode seen"),
+                    "401": _error(_READ_401, error),
+                    "404": _error("unknown battery: no spec, telemetry, state or control mode seen", error),
+                    "422": _error("invalid battery id or unknown query parameter", error),
+                },
+            },
+        },
         "/prices": post(
             "Publish a price forecast on market/{zone}/prices (retained)",
             prices_req,

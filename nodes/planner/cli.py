@@ -2,7 +2,9 @@
 
 ``python -m nodes.planner plan|backtest ...`` lands here. Exit status: 0 done, 1 the optimiser could not plan
 (:class:`PlanError`), 2 unusable input (arguments, price CSV, battery JSON), each with one line on stderr.
-The schedule JSON and the backtest summary go to stdout; progress goes to stderr.
+``plan`` writes the Schedule JSON to stdout (for tools) and a summary for people to stderr (``--quiet``: none);
+``backtest`` writes its table to stdout and progress to stderr. The backtest plans local delivery days of
+``--tz`` (Europe/Berlin, the day-ahead market's days) and says so, with the partial days at either end.
 """
 
 from __future__ import annotations
@@ -15,13 +17,14 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
 from nodes.contract.messages import BatterySpec, PriceSlot
 from nodes.planner import baseline, report
 from nodes.planner.model import PlanError, PlanOptions, plan
-from nodes.planner.prices_csv import PriceCsvError, read_prices, select, split_days
+from nodes.planner.prices_csv import DEFAULT_TZ, PriceCsvError, read_prices, select, split_days
 
 
 class InputError(ValueError):
@@ -85,6 +88,9 @@ def _plan(args: argparse.Namespace) -> int:
     with _native_stdout_to_stderr():
         schedule = plan(slots, spec, args.soc_initial_kwh, created_at=datetime.now(UTC), options=options)
     sys.stdout.write(msgspec.json.encode(schedule).decode() + "\n")
+    sys.stdout.flush()
+    if not args.quiet:
+        print(report.plan_summary(schedule), file=sys.stderr)
     return 0
 
 
@@ -93,6 +99,10 @@ def _plan(args: argparse.Namespace) -> int:
 
 def _backtest(args: argparse.Namespace) -> int:
     spec = load_battery(args.battery)
+    try:
+        ZoneInfo(args.tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InputError(f"--tz {args.tz!r} is not a time zone (e.g. Europe/Berlin, UTC)") from None
     slots = select(read_prices(args.prices), args.begin, args.end)
     days = split_days(slots, args.tz)
     if args.days is not None:
@@ -104,7 +114,8 @@ def _backtest(args: argparse.Namespace) -> int:
     progress = _Progress(len(days)) if sys.stderr.isatty() else None
     started = time.perf_counter()
     with _native_stdout_to_stderr():
-        result = run_backtest(days, spec, soc0, options=options, source=Path(args.prices).name, progress=progress)
+        result = run_backtest(days, spec, soc0, options=options, source=Path(args.prices).name, progress=progress,
+                              tz=args.tz)
     elapsed = time.perf_counter() - started
     if progress is not None:
         progress.done()
@@ -112,7 +123,7 @@ def _backtest(args: argparse.Namespace) -> int:
     print(f"backtest wall time: {elapsed:.2f} s")
     if args.report is not None:
         try:
-            report.figure(result).write_html(args.report, include_plotlyjs=True)
+            Path(args.report).write_text(report.html_page(result), encoding="utf-8")
         except OSError as exc:
             raise InputError(f"{args.report}: cannot write the report: {exc.strerror or exc}") from exc
         print(f"report written to {args.report}")
@@ -127,16 +138,18 @@ def run_backtest(
     options: PlanOptions = PlanOptions(),  # noqa: B008 - frozen, never mutated
     source: str = "",
     progress: Callable[[int], None] | None = None,
+    tz: str = DEFAULT_TZ,
 ) -> report.Backtest:
-    """Plan each local day with that day's prices only, carrying each strategy's SOC to the next day.
+    """Plan each local day (of ``tz``, as ``days`` were split) with that day's prices only, carrying each
+    strategy's SOC to the next day.
 
     Every day the optimiser must end at or above the SOC it started the day with, and so must the baselines
-    (:func:`baseline.top_n_daily`, :func:`baseline.threshold`).
+    (:func:`baseline.top_n_daily`, :func:`baseline.threshold`, which pick their slots per day of the same zone).
     """
     options = msgspec.structs.replace(options, terminal_soc_kwh=None)
     strategies: dict[str, Callable[[list[PriceSlot], float], baseline.Dispatch]] = {
-        "top-N daily": lambda day, soc: baseline.top_n_daily(day, spec, soc),
-        "threshold": lambda day, soc: baseline.threshold(day, spec, soc),
+        "top-N daily": lambda day, soc: baseline.top_n_daily(day, spec, soc, tz=tz),
+        "threshold": lambda day, soc: baseline.threshold(day, spec, soc, tz=tz),
     }
     names = ["optimiser", *strategies]
     socs = dict.fromkeys(names, soc_initial_kwh)
@@ -174,7 +187,8 @@ def run_backtest(
             )
         )
     return report.Backtest(
-        source=source, spec=spec, days=[day for day, _ in days], runs=runs, solve_ms=solve_ms, plan_ms=plan_ms
+        source=source, spec=spec, days=[day for day, _ in days], runs=runs, solve_ms=solve_ms, plan_ms=plan_ms,
+        tz=tz, day_hours=[sum(baseline.hours(slot) for slot in slots) for _, slots in days],
     )
 
 
@@ -221,8 +235,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m nodes.planner", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(required=True, metavar="{plan,backtest}")
 
-    p = sub.add_parser("plan", help="optimal schedule for one horizon, as Schedule JSON on stdout")
+    p = sub.add_parser("plan", help="optimal schedule for one horizon: Schedule JSON on stdout, a summary on stderr")
     _common(p)
+    p.add_argument("--quiet", action="store_true", help="no summary on stderr (the JSON only)")
     p.add_argument("--soc-initial-kwh", type=float, required=True, help="SOC at the start of the horizon")
     p.add_argument("--terminal-soc-kwh", type=float, help="SOC to end at or above (default: the initial SOC)")
     p.add_argument("--min-dwell-slots", type=int, default=1, help="slots to keep a direction after a switch")
@@ -234,8 +249,8 @@ def _parser() -> argparse.ArgumentParser:
     _common(b)
     b.add_argument("--soc-initial-kwh", type=float, help="SOC on the first day (default: soc_min_kwh)")
     b.add_argument("--days", type=int, help="only the first N days")
-    b.add_argument("--report", type=Path, help="write a Plotly HTML report (self-contained, no CDN)")
-    b.add_argument("--tz", default="Europe/Berlin", help="time zone of the delivery days (default: %(default)s)")
+    b.add_argument("--report", type=Path, help="write an HTML report: table and Plotly figure (self-contained, no CDN)")
+    b.add_argument("--tz", default=DEFAULT_TZ, help="time zone of the delivery days (default: %(default)s)")
     b.set_defaults(command=_backtest)
     return parser
 

@@ -1,14 +1,23 @@
 """The planner: optimal charge/discharge schedules from price forecasts, and the autopilot that follows them.
 
-Consumes: ``market/{zone}/prices`` (the zone of ``BESS_PLANNER_ZONE``), ``battery/+/spec``, ``battery/+/telemetry``.
-Produces: ``battery/{battery}/schedule`` (retained) and, with the autopilot on, ``battery/{battery}/set``:
-at each slot start the slot's Command with a lease ending at the slot's end or ``BESS_PLANNER_LEASE_S`` (300 s)
-from now, whichever is sooner, renewed while the planner lives; a dead planner leaves the battery idle within
-one lease instead of following a stale plan.
+Consumes: ``market/{zone}/prices`` (the zone of ``BESS_PLANNER_ZONE``), ``battery/+/spec``, ``battery/+/telemetry``,
+``battery/+/control``.
+Produces: ``battery/{battery}/schedule`` (retained) and, while a battery's control mode is ``autopilot``,
+``battery/{battery}/set``: at each slot start the slot's Command with a lease ending at the slot's end or
+``BESS_PLANNER_LEASE_S`` (300 s) from now, whichever is sooner, renewed while the planner lives; a dead planner
+leaves the battery idle within one lease instead of following a stale plan.
+
+Control precedence (:mod:`nodes.planner.policy`): the retained ControlMode of the battery rules while it is in
+force; without one (or after its ``until``) the configured default applies (``BESS_PLANNER_AUTOPILOT`` minus
+``BESS_PLANNER_AUTOPILOT_OFF``). An operator command through the gateway sets ``manual`` until its lease ends:
+the planner keeps planning but sends nothing, and at ``until`` it wakes and sends the current slot's command
+at once. Telemetry: the device's own feed when it is live, HTTP writes only for batteries without one.
+
 Re-plans (receding horizon) when a forecast arrives, a spec changes, the SOC drifts from the plan by more than
-``BESS_PLANNER_DRIFT_KWH``, and at every slot boundary. Inputs too old (no prices beyond now, telemetry older
-than ``BESS_PLANNER_MAX_TELEMETRY_AGE_S``) make the node ``degraded`` with the reason and no new plan is made.
-The solver runs in a worker thread so the bus keeps acknowledging messages while it works.
+``BESS_PLANNER_DRIFT_KWH``, and at every slot boundary. Node-wide problems (no prices, prices ending before now)
+make the node ``degraded`` with the reason. A battery's own problem (no spec, a rejected spec, no or old
+telemetry) does not: it is a note in the status ``details`` under the battery's id, and that battery is not
+planned. The solver runs in a worker thread so the bus keeps acknowledging messages while it works.
 Lifecycle: the common node lifecycle (nodes.runtime.node).
 """
 
@@ -18,13 +27,24 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import msgspec
 
-from nodes.contract.messages import BatterySpec, Command, PriceForecast, PriceSlot, Schedule, Telemetry
-from nodes.contract.topics import COMMAND, PRICES, SCHEDULE, SPEC, TELEMETRY, id_problems
+from nodes.contract.messages import (
+    BatterySpec,
+    Command,
+    ControlMode,
+    ControlModeName,
+    PriceForecast,
+    PriceSlot,
+    Schedule,
+    Telemetry,
+)
+from nodes.contract.topics import COMMAND, CONTROL, PRICES, SCHEDULE, SPEC, TELEMETRY, id_problems
+from nodes.planner import policy
 from nodes.planner.model import PlanError, PlanOptions, plan
 from nodes.runtime.bus import Bus, Delivery, MqttSettings
 from nodes.runtime.node import Service
@@ -44,6 +64,8 @@ class PlannerConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
     planner_solver: str = "cbc"
     planner_min_replan_interval_s: float = 1.0
     planner_lease_s: float = 300.0
+    #: a device reading this recent makes the device feed "live": HTTP writes for that battery are ignored
+    planner_device_feed_window_s: float = 600.0
 
     def problems(self) -> list[str]:
         """Invalid settings, reported at start-up (exit 2)."""
@@ -52,7 +74,18 @@ class PlannerConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
             found.append("BESS_PLANNER_LEASE_S must be at least 2 seconds")
         if self.planner_solver not in ("cbc", "highs"):
             found.append("BESS_PLANNER_SOLVER must be cbc or highs")
+        if self.planner_device_feed_window_s <= 0:
+            found.append("BESS_PLANNER_DEVICE_FEED_WINDOW_S must be > 0")
+        found += [
+            f"BESS_PLANNER_AUTOPILOT_OFF: {problem}"
+            for battery in self.planner_autopilot_off
+            for problem in id_problems(battery, "battery")
+        ]
         return found
+
+
+MAX_DETAILS = 50
+"""Most per-battery notes in the status (a fleet of thousands must not make a huge status message)."""
 
 
 @dataclass
@@ -60,9 +93,20 @@ class BatteryInputs:
     """What the planner knows about one battery."""
 
     spec: BatterySpec | None = None
-    telemetry: Telemetry | None = None
+    #: why the last spec received was refused (None when the spec is valid or none came)
+    spec_problem: str | None = None
+    #: the newest reading of the battery's own feed (``source == "device"``)
+    device_telemetry: Telemetry | None = None
+    #: the newest reading from anywhere else (the gateway's HTTP writes)
+    other_telemetry: Telemetry | None = None
     schedule: Schedule | None = None
     last_command: Command | None = None
+    #: the control mode the autopilot last acted under (to log pauses and resumptions once)
+    mode: ControlModeName | None = None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 def horizon(forecast: PriceForecast, now: datetime) -> list[PriceSlot]:
@@ -120,20 +164,27 @@ class Planner(Service[PlannerConfig]):
 
     name = "planner"
 
-    def __init__(self, config: PlannerConfig) -> None:
+    def __init__(self, config: PlannerConfig, *, clock: Callable[[], datetime] | None = None) -> None:
         super().__init__(config)
+        self.clock = clock or _now
         self.forecast: PriceForecast | None = None
         self.batteries: dict[str, BatteryInputs] = {}
+        self.controls: dict[str, ControlMode] = {}
         self.dirty: set[str] = set()
         self.wake = asyncio.Event()
-        self.problems: dict[str, str] = {}
+        #: per-battery notes (why a battery is not planned), published as the status ``details``
+        self.notes: dict[str, str] = {}
+        self.node_problem: str | None = None
         self.bus: Bus | None = None
+        self._device_window = timedelta(seconds=config.planner_device_feed_window_s)
+        self._ignored_logged: set[str] = set()
 
     async def setup(self, bus: Bus) -> None:
         self.bus = bus
         bus.subscribe(PRICES, self.on_prices, zone=self.config.planner_zone)
-        bus.subscribe(SPEC, self.on_spec)
+        bus.subscribe(SPEC, self.on_spec, on_invalid=self.on_invalid_spec)
         bus.subscribe(TELEMETRY, self.on_telemetry)
+        bus.subscribe(CONTROL, self.on_control)
 
     def _battery(self, name: str) -> BatteryInputs:
         return self.batteries.setdefault(name, BatteryInputs())
@@ -148,22 +199,65 @@ class Planner(Service[PlannerConfig]):
         self._mark(*self.batteries)
 
     async def on_spec(self, params: dict[str, str], spec: BatterySpec, delivery: Delivery) -> None:
-        """A (new) battery spec: plan that battery."""
+        """A (new) battery spec: plan that battery, or say why the spec is refused."""
         problems = spec.problems()
         if problems:
-            log.warning("ignoring inconsistent spec of %s: %s", params["battery"], "; ".join(problems))
-            assert self.bus is not None
-            self.bus.counters["bad_specs"] += 1
+            self._reject_spec(params["battery"], "; ".join(problems))
             return
-        self._battery(params["battery"]).spec = spec
+        inputs = self._battery(params["battery"])
+        inputs.spec, inputs.spec_problem = spec, None
         self._mark(params["battery"])
 
+    async def on_invalid_spec(self, params: dict[str, str], error: str) -> None:
+        """A spec payload that failed to decode (the bus logged and counted it): refused, and said so."""
+        self._reject_spec(params["battery"], error)
+
+    def _reject_spec(self, name: str, why: str) -> None:
+        # The battery's current declaration is inconsistent: plans made on its previous spec may no longer fit
+        # it, so the battery is not planned (and not commanded) until a valid spec arrives.
+        log.warning("spec for %s rejected: %s", name, why)
+        assert self.bus is not None
+        self.bus.counters["bad_specs"] += 1
+        inputs = self._battery(name)
+        inputs.spec, inputs.schedule, inputs.last_command = None, None, None
+        inputs.spec_problem = f"not planned: spec for {name} rejected: {why}"
+        self._mark(name)
+
+    async def on_control(self, params: dict[str, str], control: ControlMode, delivery: Delivery) -> None:
+        """Who commands the battery now: the autopilot acts on it at once (and wakes when it ends)."""
+        self.controls[params["battery"]] = control
+        self.wake.set()
+
+    def telemetry_of(self, inputs: BatteryInputs, now: datetime) -> Telemetry | None:
+        """The reading the planner trusts for this battery now (see :func:`policy.trusted_telemetry`)."""
+        return policy.trusted_telemetry(inputs.device_telemetry, inputs.other_telemetry, now, self._device_window)
+
+    def mode_of(self, name: str, now: datetime) -> ControlModeName:
+        """The control mode in force for ``name`` at ``now``."""
+        default = policy.default_mode(self.config.planner_autopilot, self.config.planner_autopilot_off, name)
+        return policy.effective_mode(self.controls.get(name), now, default)
+
     async def on_telemetry(self, params: dict[str, str], telemetry: Telemetry, delivery: Delivery) -> None:
-        """Track the SOC; re-plan when it drifts from the plan."""
-        inputs = self._battery(params["battery"])
-        inputs.telemetry = telemetry
+        """Track the SOC of the trusted feed; re-plan when it drifts from the plan."""
+        name = params["battery"]
+        inputs = self._battery(name)
+        now = self.clock()
+        if telemetry.source == policy.DEVICE_SOURCE:
+            inputs.device_telemetry = policy.newer(inputs.device_telemetry, telemetry)
+        elif policy.device_feed_live(inputs.device_telemetry, now, self._device_window):
+            assert self.bus is not None
+            self.bus.counters["telemetry_ignored"] += 1
+            if name not in self._ignored_logged:  # once per battery: a client may write every second
+                self._ignored_logged.add(name)
+                log.info("%s: ignoring %s telemetry (SOC %.1f kWh): the battery's own feed is live", name,
+                         telemetry.source, telemetry.soc_kwh)
+            return
+        else:
+            inputs.other_telemetry = policy.newer(inputs.other_telemetry, telemetry)
+        if self.telemetry_of(inputs, now) is not telemetry:
+            return  # an older record (a backfill) or a source the planner does not plan from
         if inputs.schedule is None:
-            self._mark(params["battery"])
+            self._mark(name)
             return
         planned = planned_soc_at(inputs.schedule, telemetry.ts)
         spec = inputs.spec
@@ -171,35 +265,44 @@ class Planner(Service[PlannerConfig]):
         if tolerance is None:
             tolerance = 0.05 * spec.capacity_kwh if spec else 10.0
         if planned is not None and abs(planned - telemetry.soc_kwh) > tolerance:
-            log.info("%s: SOC %.1f kWh drifted from plan %.1f kWh; re-planning", params["battery"],
-                     telemetry.soc_kwh, planned)
-            self._mark(params["battery"])
+            log.info("%s: SOC %.1f kWh drifted from plan %.1f kWh; re-planning", name, telemetry.soc_kwh, planned)
+            self._mark(name)
 
     # -- planning ---------------------------------------------------------------------------------------------
 
-    def _stale_reason(self, name: str, inputs: BatteryInputs, now: datetime) -> str | None:
+    def _node_problem(self, now: datetime) -> str | None:
+        """A problem that stops every battery from being planned (the node is degraded while it lasts)."""
         if self.forecast is None:
             return f"no price forecast for zone {self.config.planner_zone} yet"
         if not horizon(self.forecast, now):
             return f"price forecast for {self.config.planner_zone} ends at {self.forecast.slots[-1].end.isoformat()}"
-        if inputs.spec is None:
-            return f"no spec from battery {name}"
-        if inputs.telemetry is None:
-            return f"no telemetry from battery {name}"
-        age = (now - inputs.telemetry.ts).total_seconds()
-        if age > self.config.planner_max_telemetry_age_s:
-            return f"telemetry of battery {name} is {age:.0f} s old"
         return None
 
-    def _report(self, name: str, problem: str | None) -> None:
-        """Degraded while any battery cannot be planned, with every reason; online when none."""
-        if problem is None:
-            self.problems.pop(name, None)
+    def _battery_problem(self, name: str, inputs: BatteryInputs, now: datetime) -> str | None:
+        """Why this one battery cannot be planned (a note in the status details; the node stays online)."""
+        if inputs.spec is None:
+            return inputs.spec_problem or "monitored, not planned: no spec received"
+        telemetry = self.telemetry_of(inputs, now)
+        if telemetry is None:
+            return "not planned: no telemetry received"
+        age = (now - telemetry.ts).total_seconds()
+        if age > self.config.planner_max_telemetry_age_s:
+            return (f"not planned: latest {telemetry.source} telemetry is {age:.0f} s old "
+                    f"(limit BESS_PLANNER_MAX_TELEMETRY_AGE_S={self.config.planner_max_telemetry_age_s:g})")
+        return None
+
+    def _report(self, name: str, note: str | None, node_problem: str | None) -> None:
+        """Degraded only for a node-wide problem; per-battery notes go into the status details."""
+        if note is None:
+            self.notes.pop(name, None)
         else:
-            self.problems[name] = problem
+            self.notes[name] = note
+        self.node_problem = node_problem
         assert self.bus is not None
-        if self.problems:
-            self.bus.set_state("degraded", "; ".join(self.problems[b] for b in sorted(self.problems)))
+        self.bus.counters["batteries_not_planned"] = len(self.notes)
+        self.bus.set_details(policy.bounded_details(self.notes, MAX_DETAILS))
+        if node_problem is not None:
+            self.bus.set_state("degraded", node_problem)
         else:
             self.bus.set_state("online")
 
@@ -207,14 +310,16 @@ class Planner(Service[PlannerConfig]):
         """Plan one battery now; publishes the Schedule, or reports why it could not."""
         assert self.bus is not None
         inputs = self._battery(name)
-        reason = self._stale_reason(name, inputs, now)
-        if reason is not None:
-            self._report(name, reason)
+        note = self._battery_problem(name, inputs, now)
+        node_problem = self._node_problem(now)
+        self._report(name, note, node_problem)
+        if note is not None or node_problem is not None:
             return None
         assert self.forecast is not None
         assert inputs.spec is not None
-        assert inputs.telemetry is not None
-        spec, soc = inputs.spec, inputs.telemetry.soc_kwh
+        telemetry = self.telemetry_of(inputs, now)
+        assert telemetry is not None
+        spec, soc = inputs.spec, telemetry.soc_kwh
         soc = min(max(soc, spec.soc_min_kwh), spec.soc_max_kwh)
         options = PlanOptions(
             switch_penalty_eur=self.config.planner_switch_penalty_eur,
@@ -228,25 +333,29 @@ class Planner(Service[PlannerConfig]):
             )
         except PlanError as exc:
             self.bus.counters["plan_errors"] += 1
-            self._report(name, f"cannot plan {name}: {exc}")
+            self._report(name, f"not planned: {exc}", None)
             return None
         inputs.schedule = schedule
         await self.bus.publish(SCHEDULE, schedule, battery=name)
         self.bus.counters["plans"] += 1
-        self._report(name, None)
         log.info("%s: plan %s over %d slots, expected %.2f EUR (baseline %s) in %.0f ms", name, plan_id,
                  len(schedule.slots), schedule.expected_revenue_eur, schedule.baseline_revenue_eur,
                  schedule.solve_ms)
         return schedule
 
     async def autopilot(self, name: str, now: datetime) -> None:
-        """Send the current slot's command when it changed, or renew its lease when half of it has run out."""
+        """In autopilot mode, send the current slot's command when it changed, or renew its lease when half of
+        it has run out. In any other mode send nothing, and forget the last command so that the autopilot
+        commands at once when it resumes."""
         inputs = self._battery(name)
-        if (
-            not self.config.planner_autopilot
-            or name in self.config.planner_autopilot_off
-            or inputs.schedule is None
-        ):
+        mode = self.mode_of(name, now)
+        if mode != inputs.mode:
+            self._log_mode(name, inputs.mode, mode)
+            inputs.mode = mode
+        if mode != "autopilot":
+            inputs.last_command = None
+            return
+        if inputs.schedule is None:
             return
         command = slot_command(inputs.schedule, now, self.config.planner_lease_s)
         if command is None:
@@ -264,13 +373,33 @@ class Planner(Service[PlannerConfig]):
         inputs.last_command = command
         self.bus.counters["commands"] += 1
 
+    def _log_mode(self, name: str, before: ControlModeName | None, after: ControlModeName) -> None:
+        control = self.controls.get(name)
+        in_force = control is not None and control.mode_at(self.clock()) is not None
+        why = f" ({control.source}: {control.reason or 'no reason given'})" if control and in_force else " (default)"
+        until = f" until {control.until.isoformat()}" if control and in_force and control.until else ""
+        if after == "autopilot":
+            log.info("%s: autopilot on%s%s", name, until, why)
+        elif before is None or before == "autopilot":
+            log.info("%s: autopilot paused, mode %s%s%s", name, after, until, why)
+
     def _next_renewal(self, now: datetime) -> datetime | None:
         renewals = [
             inputs.last_command.valid_until - timedelta(seconds=self.config.planner_lease_s / 2)
             for inputs in self.batteries.values()
             if inputs.last_command is not None and inputs.last_command.valid_until > now
         ]
-        return min(renewals) if self.config.planner_autopilot and renewals else None
+        return min(renewals) if renewals else None
+
+    def next_wake(self, now: datetime) -> datetime:
+        """When the loop must run next: a slot boundary, a lease renewal, or a control mode ending (the
+        autopilot resumes at that instant, not at the next boundary)."""
+        candidates = [self._next_boundary(now)]
+        renewal = self._next_renewal(now)
+        if renewal is not None:
+            candidates.append(renewal)
+        candidates += [t for c in self.controls.values() if (t := policy.control_expiry(c, now)) is not None]
+        return min(candidates)
 
     def _next_boundary(self, now: datetime) -> datetime:
         boundaries = [
@@ -285,9 +414,9 @@ class Planner(Service[PlannerConfig]):
 
     async def run(self) -> None:
         last_plan: dict[str, datetime] = {}
-        boundary = self._next_boundary(datetime.now(UTC))
+        boundary = self._next_boundary(self.clock())
         while True:
-            now = datetime.now(UTC)
+            now = self.clock()
             if now >= boundary:
                 self.dirty.update(self.batteries)  # receding horizon: re-plan at every boundary
             for name in sorted(self.dirty):
@@ -298,11 +427,9 @@ class Planner(Service[PlannerConfig]):
                 last_plan[name] = now
                 await self.plan_battery(name, now)
             for name in list(self.batteries):
-                await self.autopilot(name, datetime.now(UTC))
-            boundary = self._next_boundary(datetime.now(UTC))
-            renewal = self._next_renewal(datetime.now(UTC))
-            wake_at = min(boundary, renewal) if renewal else boundary
-            timeout = (wake_at - datetime.now(UTC)).total_seconds()
+                await self.autopilot(name, self.clock())
+            boundary = self._next_boundary(self.clock())
+            timeout = (self.next_wake(self.clock()) - self.clock()).total_seconds()
             if self.dirty:
                 timeout = min(timeout, self.config.planner_min_replan_interval_s)
             self.wake.clear()

@@ -103,6 +103,8 @@ class Delivery:
 
 
 Handler = Callable[[dict[str, str], P, Delivery], Awaitable[None]]
+InvalidHandler = Callable[[dict[str, str], str], Awaitable[None]]
+"""Told ``(params, error)`` when a payload on a subscribed topic fails to decode (after it was logged and counted)."""
 
 
 @dataclass
@@ -113,6 +115,8 @@ class _Subscription(Generic[P]):
     fixed: dict[str, str]
     share_group: str | None = None
     max_payload_bytes: int = 0
+    on_invalid: InvalidHandler | None = None
+    no_local: bool = False
 
     @property
     def broker_filter(self) -> str:
@@ -194,6 +198,7 @@ class Bus:
         self.counters: Counter[str] = Counter()
         self.state: NodeState = "online"
         self.reason = ""
+        self.details: dict[str, str] = {}
         self.since = datetime.now(UTC)
         self.connected = asyncio.Event()
         self._subscriptions: list[_Subscription[Any]] = []
@@ -242,26 +247,37 @@ class Bus:
     # -- subscribe --------------------------------------------------------------------------------------------
 
     def subscribe(
-        self, topic: Topic[P], handler: Handler[P], *, share_group: str | None = None, **fixed: str
+        self,
+        topic: Topic[P],
+        handler: Handler[P],
+        *,
+        share_group: str | None = None,
+        on_invalid: InvalidHandler | None = None,
+        no_local: bool = False,
+        **fixed: str,
     ) -> None:
         """Call ``handler(params, message, delivery)`` for every valid message on ``topic``.
 
         ``fixed`` pins parameters (``battery="b1"``); the others are wildcards. With ``share_group`` the
-        subscription is an MQTT 5 shared subscription, so several instances split the stream.
+        subscription is an MQTT 5 shared subscription, so several instances split the stream. ``on_invalid``
+        hears about payloads that fail to decode (e.g. the planner says which battery's spec it rejected).
+        ``no_local`` (MQTT 5): the broker does not send this client's own publishes back.
         """
         limit = payload_limit(
             topic.payload,
             max_payload_bytes=self.settings.mqtt_max_payload_bytes,
             max_bulk_payload_bytes=self.settings.mqtt_max_bulk_payload_bytes,
         )
-        sub = _Subscription(topic, handler, topic.filter(root=self.root, **fixed), fixed, share_group, limit)
+        sub = _Subscription(
+            topic, handler, topic.filter(root=self.root, **fixed), fixed, share_group, limit, on_invalid, no_local
+        )
         self._subscriptions.append(sub)
         if self.connected.is_set():
             self._send_subscribe([sub])
 
     def _send_subscribe(self, subs: list[_Subscription[Any]]) -> None:
         for sub in subs:
-            self._client.subscribe(gmqtt.Subscription(sub.broker_filter, qos=1))
+            self._client.subscribe(gmqtt.Subscription(sub.broker_filter, qos=1, no_local=sub.no_local))
             log.debug("subscribed %s", sub.broker_filter)
 
     # -- connection -------------------------------------------------------------------------------------------
@@ -349,6 +365,14 @@ class Bus:
         if self.connected.is_set():
             asyncio.get_running_loop().create_task(self.publish_status())
 
+    def set_details(self, details: dict[str, str]) -> None:
+        """Per-item notes (keyed by battery id) that do not change the state; published at once when changed."""
+        if details == self.details:
+            return
+        self.details = dict(details)
+        if self.connected.is_set():
+            asyncio.get_running_loop().create_task(self.publish_status())
+
     def status(self) -> NodeStatus:
         """The status message as it would be published now."""
         counters = dict(self.counters)
@@ -362,6 +386,7 @@ class Bus:
             reason=self.reason,
             pid=os.getpid(),
             counters=counters,
+            details=self.details,
         )
 
     async def publish_status(self, timeout: float = 5.0) -> None:
@@ -587,6 +612,12 @@ class Bus:
                 len(payload),
                 payload[:PAYLOAD_LOG_LIMIT],
             )
+            if sub.on_invalid is not None:
+                try:
+                    await sub.on_invalid(params, str(exc)[:PAYLOAD_LOG_LIMIT])
+                except Exception:
+                    self.counters["handler_errors"] += 1
+                    log.exception("invalid-payload handler for %s failed", name)
             return
         response_topic = _first(properties, "response_topic")
         correlation = _first(properties, "correlation_data")
@@ -612,4 +643,6 @@ class Bus:
                 log.debug("handler for %s took %.1f s", name, elapsed)
 
 
-__all__ = ["Bus", "BusRefused", "BusUnavailable", "Delivery", "Handler", "MqttSettings", "PublishRefused"]
+__all__ = [
+    "Bus", "BusRefused", "BusUnavailable", "Delivery", "Handler", "InvalidHandler", "MqttSettings", "PublishRefused",
+]

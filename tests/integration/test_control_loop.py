@@ -9,10 +9,11 @@ from typing import Any
 import msgspec
 import pytest
 
-from nodes.contract.messages import PriceForecast, PriceSlot, Schedule, Telemetry
-from nodes.contract.topics import PRICES, SCHEDULE, STATE, STATUS, TELEMETRY
+from nodes.contract.messages import Command, PriceForecast, PriceSlot, Schedule, Telemetry
+from nodes.contract.topics import COMMAND, CONTROL, PRICES, SCHEDULE, SPEC, STATE, STATUS, TELEMETRY
 from nodes.planner.node import planned_soc_at
 from nodes.runtime.bus import Bus, Delivery, MqttSettings
+from tests.integration.test_gateway import http_json, start_gateway
 from tests.support.services import Services
 from tests.support.waiting import wait_for, wait_for_async
 
@@ -194,3 +195,129 @@ async def test_in_autopilot_the_battery_soc_follows_the_plan(
     moved = max(soc for _, soc in followed) - min(soc for _, soc in followed)
     assert moved > 0.3, "the battery must actually move for the comparison to mean anything"
     assert max(deviations) < 0.25, f"SOC off the plan by up to {max(deviations):.3f} kWh (moved {moved:.2f} kWh)"
+
+
+async def test_an_operator_command_pauses_the_autopilot_until_control_hands_it_back(
+    run_node: Any, node_env: dict[str, str], services: Services, topic_root: str, battery_id: str
+) -> None:
+    """POST /mqtt/publish DISCHARGE 50kW: the planner sends nothing during the lease (it renews every 2 s
+    otherwise); POST /control autopilot hands the battery back and the planner commands again at once."""
+    env = {
+        **node_env,
+        "BESS_BATTERIES": battery_id,
+        "BESS_SIM_TELEMETRY_INTERVAL_S": "0.5",
+        "BESS_SIM_SOC_INITIAL_KWH": "900",
+        "BESS_PLANNER_AUTOPILOT": "true",
+        "BESS_PLANNER_LEASE_S": "4",  # without the pause the planner would renew its command every 2 s
+    }
+    settings = MqttSettings(mqtt_host=services.mqtt_host, mqtt_port=services.mqtt_port, topic_root=topic_root)
+    probe = Bus(f"probe-{battery_id}", settings, persistent=False)
+    commands: list[Command] = []
+    readings: list[Telemetry] = []
+
+    async def on_command(params: dict[str, str], message: Command, delivery: Delivery) -> None:
+        commands.append(message)
+
+    async def on_telemetry(params: dict[str, str], message: Telemetry, delivery: Delivery) -> None:
+        if message.source == "device" and not delivery.retain:
+            readings.append(message)
+
+    probe.subscribe(COMMAND, on_command, battery=battery_id)
+    probe.subscribe(TELEMETRY, on_telemetry, battery=battery_id)
+    await probe.start()
+    try:
+        run_node("simulator", env)
+        run_node("planner", env)
+        base = start_gateway(run_node, services, env)[1][0]
+        await wait_for_async(lambda: battery_id in http_json("GET", base + "/health")[1]["specs_known"], 20,
+                             what="the gateway to know the battery")
+        now = datetime.now(UTC).replace(microsecond=0)
+        await probe.publish(PRICES, _discharge_now(now), wait_ack=True, zone="de-lu")
+        await wait_for_async(lambda: any(c.source == "planner" for c in commands), 30, what="a planner command")
+
+        status, body = http_json("POST", base + "/mqtt/publish", {"command": "DISCHARGE 50kW", "battery": battery_id})
+        assert status == 202, body
+        lease_end = body["message"]["valid_until"]
+        assert body["control"]["mode"] == "manual"
+        assert body["control"]["autopilot_paused_until"] == lease_end
+        retained = _retained(services, CONTROL.name(root=topic_root, battery=battery_id))
+        assert (retained["mode"], retained["until"], retained["source"]) == ("manual", lease_end, "gateway")
+        assert body["message"]["command_id"] in retained["reason"]
+        await wait_for_async(lambda: any(c.command_id == body["message"]["command_id"] for c in commands), 10,
+                             what="the operator's command on the set topic")
+        paused_at = len(commands)
+        seen = len(readings)
+        # 16 readings at 0.5 s: 8 s in which an unpaused autopilot would have renewed its 4 s lease 3 times
+        await wait_for_async(lambda: len(readings) - seen >= 16, 30, what="8 s of device telemetry")
+        assert commands[paused_at:] == [], "the autopilot commanded during the operator's lease"
+        assert http_json("GET", f"{base}/control?battery={battery_id}")[1]["mode"] == "manual"
+
+        status, body = http_json("POST", base + "/control", {"mode": "autopilot", "battery": battery_id})
+        assert status == 202, body
+        await wait_for_async(lambda: any(c.source == "planner" for c in commands[paused_at:]), 10,
+                             what="the planner to command again after POST /control autopilot")
+        assert http_json("GET", f"{base}/control?battery={battery_id}")[1]["mode"] == "autopilot"
+    finally:
+        await probe.stop()
+
+
+def _discharge_now(now: datetime) -> PriceForecast:
+    """Very dear for the first hour, cheap after: discharging now is the only sensible plan."""
+    return PriceForecast(
+        zone="de-lu",
+        issued_at=now,
+        slots=[
+            PriceSlot(start=now + timedelta(hours=h), end=now + timedelta(hours=h + 1),
+                      price_eur_per_mwh=900.0 if h == 0 else 5.0)
+            for h in range(6)
+        ],
+    )
+
+
+def test_per_battery_problems_are_notes_and_a_rejected_spec_recovers(
+    run_node: Any, node_env: dict[str, str], services: Services, topic_root: str, battery_id: str
+) -> None:
+    """A spec that fails to decode, then one that fails its checks, are named in the planner's status details
+    (the node stays online); a battery that only got HTTP-style writes is monitored, not planned; a valid spec
+    brings the battery back at once."""
+    env = {**node_env, "BESS_STATUS_INTERVAL_S": "0.5"}
+    now = datetime.now(UTC).replace(microsecond=0)
+    spec_topic = SPEC.name(root=topic_root, battery=battery_id)
+    written_only = f"{battery_id}-written"
+    good = {"capacity_kwh": 1000, "soc_min_kwh": 100, "soc_max_kwh": 950, "max_charge_kw": 250,
+            "max_discharge_kw": 250}
+    with services.mqtt_client() as client:
+        client.publish(PRICES.name(root=topic_root, zone="de-lu"), msgspec.json.encode(_discharge_now(now)), qos=1,
+                       retain=True)
+        client.publish(TELEMETRY.name(root=topic_root, battery=battery_id),
+                       msgspec.json.encode(Telemetry(ts=now, soc_kwh=500)), qos=1, retain=True)
+        client.publish(spec_topic, json.dumps({**good, "soc_min_kwh": -5}), qos=1, retain=True)
+    planner = run_node("planner", env)
+    planner.wait_online(services.mqtt_host, services.mqtt_port, topic_root)
+    with services.mqtt_client() as client:
+        client.publish(TELEMETRY.name(root=topic_root, battery=written_only),
+                       msgspec.json.encode(Telemetry(ts=now, soc_kwh=300, source="gateway")), qos=1)
+    status_topic = STATUS.name(root=topic_root, node="planner")
+
+    def details(condition: Any) -> Any:
+        status = _retained(services, status_topic)
+        return status if status and condition(status.get("details", {})) else None
+
+    status = wait_for(lambda: details(lambda d: battery_id in d and written_only in d), 30,
+                      what="notes for both batteries")
+    assert status["state"] == "online", status
+    assert status["details"][written_only] == "monitored, not planned: no spec received"
+    assert status["details"][battery_id].startswith(f"not planned: spec for {battery_id} rejected: Expected `float`")
+    assert "soc_min_kwh" in status["details"][battery_id]
+
+    with services.mqtt_client() as client:
+        client.publish(spec_topic, json.dumps({**good, "soc_min_kwh": 960}), qos=1, retain=True)
+    wait_for(lambda: details(lambda d: d.get(battery_id) == f"not planned: spec for {battery_id} rejected: "
+                             "soc_min_kwh is above soc_max_kwh"), 30, what="the spec's problem named")
+    with services.mqtt_client() as client:
+        client.publish(spec_topic, json.dumps(good), qos=1, retain=True)
+    status = wait_for(lambda: details(lambda d: battery_id not in d), 30, what="the valid spec to clear the note")
+    assert status["state"] == "online"
+    schedule = wait_for(lambda: _retained(services, SCHEDULE.name(root=topic_root, battery=battery_id)), 30,
+                        what="a schedule once the spec is valid")
+    assert schedule["soc_initial_kwh"] == 500.0

@@ -10,6 +10,7 @@ import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -72,10 +73,19 @@ def gateway(run_node: RunNode, services: Services, node_env: dict[str, str]) -> 
 def test_command_arrives_on_the_set_topic(
     gateway: list[str], services: Services, topic_root: str, battery_id: str
 ) -> None:
+    request = {"command": "  discharge 50 kw ", "battery": battery_id}
+    # a battery the gateway has never seen: 404, nothing published
+    status, body = http_json("POST", gateway[0] + "/mqtt/publish", request)
+    assert (status, body["field"]) == (404, "battery"), body
+    # the device reports (retained telemetry, as the simulator does): now the gateway knows it
+    with services.mqtt_client() as pub:
+        pub.publish(TELEMETRY.name(root=topic_root, battery=battery_id),
+                    TELEMETRY.encode(Telemetry(ts=datetime.now(UTC), soc_kwh=500)), qos=1, retain=True)
+    wait_for(lambda: http_json("POST", gateway[0] + "/mqtt/publish", {**request, "command": "IDLE"})[0] == 202,
+             10, 0.1, what="the gateway to learn the battery from its telemetry")
     with services.mqtt_client() as sub:
         sub.subscribe(COMMAND.filter(root=topic_root), qos=1)
-        status, body = http_json("POST", gateway[0] + "/mqtt/publish",
-                                 {"command": "  discharge 50 kw ", "battery": battery_id})
+        status, body = http_json("POST", gateway[0] + "/mqtt/publish", request)
         assert status == 202, body
         message = sub.receive(timeout=10)
     assert message is not None
@@ -158,7 +168,7 @@ def test_broker_down_is_503_then_recovers(gateway: list[str], services: Services
     base = gateway[0]
     services.stop_broker()
     wait_for(lambda: http("GET", base + "/health")[0] == 503, 15, 0.1, what="/health 503 while the broker is down")
-    for path, body in (("/write", SEED), ("/mqtt/publish", {"command": "IDLE"})):
+    for path, body in (("/write", SEED), ("/mqtt/publish", {"command": "IDLE", "force": True})):
         status, answer = http_json("POST", base + path, body)
         assert status == 503, answer
         assert "broker unavailable" in answer["error"]
@@ -203,11 +213,27 @@ def test_read_round_trip_through_the_recorder(
     assert (status, [r["SOC"] for r in body]) == (200, [700, 699, 698])
 
 
-def test_token_protects_writes(run_node: RunNode, services: Services, node_env: dict[str, str]) -> None:
-    base = start_gateway(run_node, services, {**node_env, "BESS_GATEWAY_TOKEN": "t0ken"})[1][0]
+def test_token_protects_writes_and_reads(run_node: RunNode, services: Services, node_env: dict[str, str]) -> None:
+    env = {**node_env, "BESS_GATEWAY_TOKEN": "t0ken", "BESS_READ_TIMEOUT_S": "1"}
+    base = start_gateway(run_node, services, env)[1][0]
     assert http_json("POST", base + "/write", SEED)[0] == 401
     assert http_json("POST", base + "/write", SEED, headers={"Authorization": "Bearer t0ken"})[0] == 202
+    read = base + "/read?begin=2025-01-16T09:00:00Z&end=2025-01-16T11:00:00Z"
+    assert http_json("GET", read)[0] == 401
+    assert http_json("GET", base + "/control")[0] == 401
+    # with the token the read goes through to the recorder (none runs here: 504, not 401)
+    assert http_json("GET", read, headers={"Authorization": "Bearer t0ken"})[0] == 504
+    assert http_json("GET", base + "/control", headers={"Authorization": "Bearer t0ken"})[0] == 200
     assert http("GET", base + "/health")[0] == 200
+    assert http("GET", base + "/openapi.json")[0] == 200
+
+
+def test_a_separate_read_token(run_node: RunNode, services: Services, node_env: dict[str, str]) -> None:
+    env = {**node_env, "BESS_GATEWAY_TOKEN": "w", "BESS_GATEWAY_READ_TOKEN": "r", "BESS_READ_TIMEOUT_S": "1"}
+    base = start_gateway(run_node, services, env)[1][0]
+    read = base + "/read?begin=2025-01-16T09:00:00Z&end=2025-01-16T11:00:00Z"
+    assert http_json("GET", read, headers={"Authorization": "Bearer r"})[0] == 504
+    assert http_json("POST", base + "/write", SEED, headers={"Authorization": "Bearer r"})[0] == 401
 
 
 def test_port_in_use_exits_1_and_clean_stop_says_offline(

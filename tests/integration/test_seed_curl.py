@@ -97,6 +97,9 @@ def test_seed_curl_lines(
 
         status, body = curl(COMMAND_LINE, curl_home)
         assert status == 202, body
+        # the battery was written a moment ago, so it is known; the operator's command pauses the autopilot
+        assert body["control"]["mode"] == "manual"
+        assert body["control"]["autopilot_paused_until"] == body["message"]["valid_until"]
         message = sub.receive(timeout=10)
 
         status, body = curl(WRITE_2, curl_home)
@@ -115,3 +118,29 @@ def test_seed_curl_lines(
     command = COMMAND.decode(message.payload)
     assert isinstance(command, Command)
     assert (command.action, command.power_kw, command.text) == ("discharge", 50.0, "DISCHARGE 50kW")
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def readme_control_lines() -> list[str]:
+    """The README's curl lines for /control (Control precedence), as written."""
+    return [line for line in README.read_text().splitlines() if line.startswith("curl") and "/control" in line]
+
+
+def test_readme_control_lines(
+    run_node: RunNode, services: Services, node_env: dict[str, str], topic_root: str, curl_home: Path
+) -> None:
+    lines = readme_control_lines()
+    assert len(lines) == 2
+    taken = [port for port in PORTS if stack.port_open("127.0.0.1", port)]
+    if taken:
+        pytest.skip(f"ports {taken} are taken on 127.0.0.1; the README's curl lines need 5000 and 5003")
+    start_gateway(run_node, services, {**node_env, "BESS_GATEWAY_PORTS": ",".join(map(str, PORTS))})
+    assert curl(WRITE_1, curl_home)[0] == 202  # battery-1 exists now (as the seed's first line makes it)
+    set_line, get_line = lines
+    status, body = curl(set_line, curl_home)
+    assert status == 202, body
+    assert (body["topic"], body["control"]["mode"]) == (f"{topic_root}/battery/battery-1/control", "autopilot")
+    status, body = curl(get_line, curl_home)
+    assert (status, body["battery"], body["mode"]) == (200, "battery-1", "autopilot")

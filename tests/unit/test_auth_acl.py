@@ -122,7 +122,8 @@ EXPECTED: dict[str, dict[str, str]] = {
         t("node/recorder/status"): "readwrite",
     },
     "gateway": {
-        t("battery/+/telemetry"): "write",
+        t("battery/+/telemetry"): "readwrite",
+        t("battery/+/state"): "read",
         t("battery/+/set"): "write",
         t("market/+/prices"): "write",
         t("history/request"): "write",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -15,9 +15,18 @@ import msgspec
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from nodes.contract.messages import BatterySpec, Command, HistoryQuery, HistoryResult, PriceForecast, Telemetry
+from nodes.contract.messages import (
+    BatterySpec,
+    Command,
+    ControlMode,
+    HistoryQuery,
+    HistoryResult,
+    PriceForecast,
+    Telemetry,
+)
 from nodes.contract.topics import Topic
 from nodes.gateway.app import Gateway, GatewaySettings, create_app
+from nodes.gateway.fleet import Fleet
 from nodes.gateway.specs import SpecBook
 from nodes.runtime.bus import BusUnavailable
 
@@ -92,13 +101,21 @@ def specs() -> SpecBook:
     return book
 
 
-def make_gateway(bus: FakeBus, specs: SpecBook, **settings: Any) -> Gateway:
+def make_gateway(
+    bus: FakeBus, specs: SpecBook, *, known: tuple[str, ...] = ("battery-1",), fleet: Fleet | None = None,
+    clock: Callable[[], datetime] = lambda: NOW, **settings: Any,
+) -> Gateway:
+    """A gateway on the fake bus; ``known`` batteries were seen on the bus (as a device's telemetry would be)."""
     ids = iter(f"c-{n:04d}" for n in range(1000))
+    fleet = fleet or Fleet()
+    for battery in known:
+        fleet.saw(battery)
     return Gateway(
         bus,
         specs,
         GatewaySettings(max_body_bytes=MAX_BODY, read_timeout_s=0.5, **settings),
-        clock=lambda: NOW,
+        fleet=fleet,
+        clock=clock,
         new_command_id=lambda: next(ids),
     )
 
@@ -206,10 +223,24 @@ async def test_command_publishes_a_lease(client: TestClient[Any, Any], bus: Fake
             "text": "DISCHARGE 50kW",
         },
         "spec_known": False,
+        "control": {
+            "mode": "manual",
+            "until": "2025-01-16T12:05:00Z",
+            "autopilot_paused_until": "2025-01-16T12:05:00Z",
+            "topic": "bess/v1/battery/battery-1/control",
+            "note": "battery-1: manual until 2025-01-16T12:05:00Z: the autopilot sends no command, operator "
+            'commands rule; POST /control {"mode": "autopilot"} hands it back to the planner sooner',
+        },
     }
-    [published] = bus.published
+    mode, published = bus.published  # the mode first: the autopilot must not override the command meanwhile
+    assert mode.topic == "bess/v1/battery/battery-1/control"
+    assert mode.message == ControlMode(
+        mode="manual", set_at=NOW, until=datetime(2025, 1, 16, 12, 5, tzinfo=UTC), source="gateway",
+        reason="operator command c-0000 (DISCHARGE 50kW)",
+    )
     assert isinstance(published.message, Command)
     assert published.wait_ack
+    assert mode.wait_ack
 
 
 async def test_command_within_a_known_spec(client: TestClient[Any, Any], bus: FakeBus) -> None:
@@ -348,7 +379,7 @@ async def test_counters_after_traffic(bus: FakeBus, specs: SpecBook) -> None:
         await c.post("/write", json=[SEED, SEED_4])
         await c.post("/mqtt/publish", json={"command": "IDLE"})
         await c.post("/write", json={"SOC": -1})
-    assert dict(gateway.counters) == {"telemetry": 2, "commands": 1}
+    assert dict(gateway.counters) == {"telemetry": 2, "commands": 1, "control": 1}
 
 
 # -- broker trouble ------------------------------------------------------------------------------------------
@@ -412,14 +443,19 @@ async def test_token_required_for_posts(
     assert bus.published == []
 
 
-async def test_token_accepted_and_reads_open(secured: TestClient[Any, Any], bus: FakeBus) -> None:
+async def test_token_accepted_and_reads_need_it_too(secured: TestClient[Any, Any], bus: FakeBus) -> None:
     response = await secured.post("/write", json=SEED, headers={"Authorization": "Bearer s3cret"})
     assert response.status == 202
     response = await secured.post("/mqtt/publish", json={"command": "IDLE"}, headers={"authorization": "bearer s3cret"})
     assert response.status == 202
     bus.answer = result()
-    assert (await secured.get("/read?begin=2025-01-16T09:00:00Z")).status == 200
+    assert (await secured.get("/read?begin=2025-01-16T09:00:00Z")).status == 401
+    assert (await secured.get("/control")).status == 401
+    auth = {"Authorization": "Bearer s3cret"}
+    assert (await secured.get("/read?begin=2025-01-16T09:00:00Z", headers=auth)).status == 200
+    assert (await secured.get("/control", headers=auth)).status == 200
     assert (await secured.get("/health")).status == 200
+    assert (await secured.get("/openapi.json")).status == 200
 
 
 # -- the table of bad requests -------------------------------------------------------------------------------

@@ -41,6 +41,12 @@ def test_environment() -> None:
     assert (settings.max_body_bytes, settings.read_timeout_s, settings.max_read_rows) == (2048, 2.5, 500)
 
 
+def test_read_token_defaults_to_the_write_token() -> None:
+    assert settings_from(load(GatewayConfig, {"BESS_GATEWAY_TOKEN": "w"})).read_token is None  # = the same token
+    separate = settings_from(load(GatewayConfig, {"BESS_GATEWAY_TOKEN": "w", "BESS_GATEWAY_READ_TOKEN": "r"}))
+    assert (separate.token, separate.read_token) == ("w", "r")
+
+
 @pytest.mark.parametrize(
     ("env", "variable"),
     [
@@ -61,6 +67,8 @@ def test_bad_values_name_the_variable(env: dict[str, str], variable: str) -> Non
         ({"BESS_GATEWAY_PORTS": "5000,5000"}, "lists a port twice"),
         ({"BESS_GATEWAY_TLS_CERT": "/x.pem"}, "must be set together"),
         ({"BESS_GATEWAY_TOKEN": " "}, "BESS_GATEWAY_TOKEN is empty"),
+        ({"BESS_GATEWAY_TOKEN": "w", "BESS_GATEWAY_READ_TOKEN": ""}, "BESS_GATEWAY_READ_TOKEN is empty"),
+        ({"BESS_GATEWAY_READ_TOKEN": "r"}, "set without BESS_GATEWAY_TOKEN"),
     ],
 )
 def test_inconsistent_config_exits_2(env: dict[str, str], reason: str, capsys: pytest.CaptureFixture[str]) -> None:

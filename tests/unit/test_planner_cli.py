@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
 
 from nodes.contract.messages import Schedule
 from nodes.planner import cli
+from nodes.planner import report as report_module
 from nodes.planner.prices_csv import PriceCsvError, parse_prices, read_prices, select, split_days
 
 pytestmark = pytest.mark.filterwarnings("ignore:PULP_CBC_CMD is deprecated:DeprecationWarning")
@@ -164,7 +167,7 @@ def test_backtest_prints_the_summary_and_writes_the_report(
 
     out = capsys.readouterr().out
     assert code == 0
-    assert "2 days 2023-01-02 .. 2023-01-03" in out
+    assert "2 delivery days 2023-01-02 .. 2023-01-03 in Europe/Berlin" in out
     for label in ("revenue EUR", "full cycles", "avg buy price", "avg sell price", "lost to efficiency",
                   "optimiser / this", "solve time: total"):
         assert label in out
@@ -173,6 +176,82 @@ def test_backtest_prints_the_summary_and_writes_the_report(
     html = report.read_text()
     assert "plotly.js v" in html  # the library is inlined: no CDN, no internet needed
     assert '<script src="http' not in html
+    # the numbers are in the report as a table, the same as on stdout
+    revenue = next(line for line in out.splitlines() if line.startswith("revenue EUR")).split()[2]
+    assert "<th>revenue EUR</th><td>" + revenue + "</td>" in html
+    assert "2 delivery days 2023-01-02 .. 2023-01-03 in Europe/Berlin" in html
+
+
+def test_plan_prints_a_summary_for_people_on_stderr(
+    files: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    prices, battery = files
+    code = cli.main(["plan", "--prices", str(prices), "--battery", str(battery), "--soc-initial-kwh", "200"])
+
+    captured = capsys.readouterr()
+    assert code == 0
+    schedule = msgspec.json.decode(captured.out, type=Schedule)  # stdout stays pure JSON
+    lines = captured.err.splitlines()
+    assert lines[0].split() == ["start", "(UTC)", "end", "action", "power", "kW", "price", "EUR/MWh", "SOC", "at",
+                                "end", "kWh"]
+    rows = lines[1:lines.index("")]
+    # consecutive slots doing the same thing are one row
+    assert 1 < len(rows) < len(schedule.slots)
+    assert rows[0].startswith("2023-01-01 23:00")
+    assert all(re.search(r"  (charge|discharge|idle) ", row) for row in rows)
+    assert any(" charge " in row for row in rows)
+    assert any(" discharge " in row for row in rows)
+    assert f"SOC 200.0 -> {schedule.slots[-1].soc_kwh:,.1f} kWh" in captured.err
+    assert f"expected revenue EUR {schedule.expected_revenue_eur:,.2f}" in captured.err
+    charged = sum(s.charge_kw * (s.end - s.start).total_seconds() / 3600 for s in schedule.slots)
+    assert f"energy bought {charged:,.1f} kWh" in captured.err
+
+    assert cli.main(["plan", "--prices", str(prices), "--battery", str(battery), "--soc-initial-kwh", "200",
+                     "--quiet"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_backtest_says_which_days_it_counts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # 60 UTC days: 61 Berlin delivery days, the first and the last partial
+    prices = price_csv(tmp_path / "prices.csv", datetime(2023, 1, 1, tzinfo=UTC), daily_prices(60))
+    battery = tmp_path / "battery.json"
+    battery.write_text(json.dumps(BATTERY))
+
+    assert cli.main(["backtest", "--prices", str(prices), "--battery", str(battery)]) == 0
+    berlin = capsys.readouterr().out
+    assert "61 delivery days 2023-01-01 .. 2023-03-02 in Europe/Berlin" in berlin
+    assert "2 partial: 2023-01-01 (23 of 24 h), 2023-03-02 (1 of 24 h)" in berlin
+
+    assert cli.main(["backtest", "--prices", str(prices), "--battery", str(battery), "--tz", "UTC"]) == 0
+    utc = capsys.readouterr().out
+    assert "60 delivery days 2023-01-01 .. 2023-03-01 in UTC" in utc
+    assert "partial" not in utc
+
+    assert cli.main(["backtest", "--prices", str(prices), "--battery", str(battery), "--tz", "Mars/Olympus"]) == 2
+    assert "is not a time zone" in capsys.readouterr().err
+
+
+def test_long_backtests_draw_the_soc_per_day(tmp_path: Path) -> None:
+    prices = price_csv(tmp_path / "prices.csv", datetime(2023, 1, 1, 23, tzinfo=UTC), daily_prices(30))
+    battery = tmp_path / "battery.json"
+    battery.write_text(json.dumps(BATTERY))
+    spec = cli.load_battery(battery)
+    long = cli.run_backtest(split_days(read_prices(prices)), spec, 0.0)
+    short = cli.run_backtest(split_days(read_prices(prices))[:3], spec, 0.0)
+
+    def soc_traces(result: report_module.Backtest) -> list[Any]:
+        return [t for t in report_module.figure(result).data if "SOC" in t.name]
+
+    # 30 days: per strategy a daily band (max, min) and the day-end SOC, 30 points each, not 720
+    assert {len(t.x) for t in soc_traces(long)} == {30}
+    assert len(soc_traces(long)) == 3 * len(long.runs)
+    optimiser = report_module.daily_soc(long.runs[0], "Europe/Berlin")
+    socs = long.runs[0].evaluation.soc_kwh
+    assert optimiser[0].high_kwh == max(socs[:24])
+    assert optimiser[0].low_kwh == min(socs[:24])
+    assert optimiser[-1].end_kwh == socs[-1]
+    # a few days: slot by slot
+    assert {len(t.x) for t in soc_traces(short)} == {72}
 
 
 def test_run_backtest_carries_soc_and_beats_the_baselines(files: tuple[Path, Path]) -> None:
