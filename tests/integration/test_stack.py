@@ -855,3 +855,20 @@ def test_settings_files_round_trip_and_secrets_are_never_shown(tmp_path: Path) -
     for name in ("BESS_MQTT_PASSWORD", "BESS_GATEWAY_TOKEN", "BESS_INFLUX_TOKEN", "BESS_GATEWAY_TLS_KEY"):
         assert stack.is_secret(name), name
     assert not stack.is_secret("BESS_PLANNER_AUTOPILOT")
+
+
+def test_up_restarts_a_server_of_ours_whose_generated_config_changed(default_stack: LocalStack) -> None:
+    # e.g. a broker started by an older deploy/stack.py with a websockets listener: `up` must not keep it
+    var = default_stack.var_dir
+    before = stack_pids(var)
+    conf = var / "mosquitto" / "mosquitto.conf"
+    generated = conf.read_text()
+    conf.write_text(generated + f"listener {stack.free_port()} 127.0.0.1\n")  # what an older up wrote
+    up = run_stack("up", default_stack.env)
+    assert up.returncode == 0, up.stdout + up.stderr
+    after = stack_pids(var)
+    assert after["mosquitto"] != before["mosquitto"]
+    assert "restarted (pid" in up.stdout
+    assert "its generated configuration changed" in up.stdout
+    assert conf.read_text() == generated
+    assert {k: v for k, v in after.items() if k != "mosquitto"} == {k: v for k, v in before.items() if k != "mosquitto"}
