@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import ipaddress
 import json
 import os
 import pwd
@@ -1711,6 +1712,31 @@ def _print_auth_help(cfg: UpConfig, credentials: auth.Credentials) -> None:
         print(f"               -t '{cfg.topic_root}/battery/{device}/telemetry' -m '<Telemetry JSON>'")
 
 
+#: Settings that would put an HTTP listener of a node on the network, and the node they belong to.
+HTTP_HOSTS: Mapping[str, str] = {"BESS_GATEWAY_HOST": "gateway", "BESS_DASHBOARD_HOST": "dashboard"}
+
+
+def _is_loopback(host: str) -> bool:
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name that may resolve to anything: treat it as the network
+
+
+def _check_exposure(env: Mapping[str, str]) -> None:
+    """Nothing of the local stack listens beyond loopback unless asked for, and then only with authentication:
+    a gateway or dashboard host on the network needs BESS_GATEWAY_TOKEN."""
+    for var, what in HTTP_HOSTS.items():
+        host = env.get(var, "")
+        if host and not _is_loopback(host) and not env.get("BESS_GATEWAY_TOKEN", "").strip():
+            raise SettingsError(
+                f"{var}={host} puts the {what} on the network: set BESS_GATEWAY_TOKEN too (bearer token), or leave "
+                f"{var} unset (127.0.0.1)"
+            )
+
+
 def _check_devices(cfg: UpConfig) -> None:
     """With authentication every battery id becomes a broker user: refuse ids that cannot be one."""
     if cfg.mqtt_auth:
@@ -1731,6 +1757,7 @@ def cmd_up(cfg: UpConfig) -> int:
     present = [name for name in NODE_NAMES if (cfg.root / "nodes" / name / "__main__.py").exists()]
     absent = [name for name in NODE_NAMES if name not in present]
     base_env = {**cfg.environ, **cfg.node_env()}
+    _check_exposure(base_env)
     checks = check_node_settings(cfg, dict.fromkeys(present, base_env))
     problems = settings_problems(checks)
     if problems:

@@ -744,6 +744,9 @@ def test_a_changed_setting_restarts_exactly_the_nodes_that_read_it(default_stack
         ("BESS_BATTERIES", "Battery 1", "BESS_BATTERIES"),
         ("BESS_PLANNER_AUTOPILOT", "maybe", "BESS_PLANNER_AUTOPILOT"),
         ("BESS_GATEWAY_PORTS", "5000,x", "BESS_GATEWAY_PORTS"),
+        # asked for, a listener on the network needs authentication
+        ("BESS_GATEWAY_HOST", "0.0.0.0", "BESS_GATEWAY_TOKEN"),
+        ("BESS_DASHBOARD_HOST", "10.231.0.1", "BESS_GATEWAY_TOKEN"),
     ],
 )
 def test_an_invalid_setting_stops_up_with_one_line_and_exit_2(
