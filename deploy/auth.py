@@ -14,8 +14,11 @@ Users:
   ``BESS_MQTT_PASSWORD``;
 * one per device, named by its battery id (``BESS_BATTERIES``, default ``battery-1``): a real battery
   controller that may touch only its own battery's topics;
-* :data:`MONITOR_USER`, read-only: ``deploy/up``'s readiness and status probes (``$SYS/#``, node statuses) and
-  an operator's ``mosquitto_sub``.
+* :data:`MONITOR_USER`, read-only: an operator's ``mosquitto_sub``;
+* :data:`PROBE_USER`, read-only like the monitor: ``deploy/up``'s readiness and status probes (``$SYS/#``, node
+  statuses). A user of its own because the broker binds client ids to users (``use_username_as_clientid``, so
+  no user can take over another's session): one user is one connection at a time, and a probe must not
+  kick an operator's ``mosquitto_sub`` off.
 
 How the ACL is derived: the ``producers`` and ``consumers`` of every topic in ``nodes/contract/topics.py``
 say who writes and who reads it, so a node may write exactly the topics it produces and read exactly the ones
@@ -51,8 +54,12 @@ from typing import Literal
 
 #: Every node that gets its own broker user (the node names of deploy/stack.py's NODE_NAMES).
 NODE_USERS: tuple[str, ...] = ("recorder", "gateway", "planner", "renderer", "market", "simulator")
-#: The read-only user of deploy/up's probes and of an operator's mosquitto_sub.
+#: The read-only user of an operator's mosquitto_sub.
 MONITOR_USER = "monitor"
+#: The read-only user of deploy/up's and deploy/status's probes (same rights as the monitor, its own connection).
+PROBE_USER = "probe"
+#: Users that may read everything and write nothing but their probe markers.
+READ_ONLY_USERS: tuple[str, ...] = (MONITOR_USER, PROBE_USER)
 #: Devices when BESS_BATTERIES is not set (the simulator's default battery).
 DEFAULT_BATTERIES: tuple[str, ...] = ("battery-1",)
 #: Marker topics of deploy/stack.py's ``read_retained`` live here (outside the topic root; only the monitor).
@@ -226,7 +233,7 @@ def check_devices(devices: Iterable[str]) -> list[str]:
     for device in devices:
         if not ID_PATTERN.fullmatch(device):
             raise AuthError(f"battery id {device!r} is not a valid id: use 1-64 characters from [a-z0-9_-]")
-        if device in NODE_USERS or device == MONITOR_USER:
+        if device in NODE_USERS or device in READ_ONLY_USERS:
             raise AuthError(f"battery id {device!r} clashes with the broker user of the same name")
         if device in result:
             raise AuthError(f"battery id {device!r} is listed twice")
@@ -331,11 +338,12 @@ def grants(root: str, devices: Sequence[str]) -> dict[str, list[tuple[Access, st
         _adjust(acl, DEVICE, root, by_name, {"battery": device})
         result[device] = acl.lines()
 
-    result[MONITOR_USER] = [
-        ("read", f"{root}/#"),
-        ("read", "$SYS/#"),
-        ("readwrite", f"{PROBE_TOPIC_PREFIX}/#"),
-    ]
+    for user in READ_ONLY_USERS:
+        result[user] = [
+            ("read", f"{root}/#"),
+            ("read", "$SYS/#"),
+            ("readwrite", f"{PROBE_TOPIC_PREFIX}/#"),
+        ]
     return result
 
 
@@ -372,9 +380,10 @@ def acl_text(root: str, devices: list[str]) -> str:
         lines.append("")
         if user in NODE_USERS:
             role, title = user, f"node {user}"
-        elif user == MONITOR_USER:
+        elif user in READ_ONLY_USERS:
+            purpose = "an operator's mosquitto_sub" if user == MONITOR_USER else "deploy/up's and status's probes"
             role, title = user, (
-                "read-only, for deploy/up's probes and an operator's mosquitto_sub; bess-probe/# only carries the\n"
+                f"read-only, for {purpose}; bess-probe/# only carries the\n"
                 "#   end marker of deploy/stack.py's read_retained"
             )
         else:
@@ -498,7 +507,7 @@ def ensure_credentials(
     directory = auth_dir(var_dir)
     _private_dir(directory)
     stored = read_passwords(directory)
-    users = [*NODE_USERS, *devices, MONITOR_USER]
+    users = [*NODE_USERS, *devices, *READ_ONLY_USERS]
     passwords = dict(stored)
     for user in users:
         passwords.setdefault(user, secrets.token_urlsafe(24))

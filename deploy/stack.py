@@ -20,20 +20,36 @@ Command line (the bash scripts in deploy/ only bootstrap python, the venv and ap
 
     python deploy/stack.py up | down | status | ensure-packages [--test]
 
-Environment for ``up``: BESS_MQTT_PORT (1883), BESS_MQTT_WS_PORT (9001), BESS_INFLUX_PORT (8086),
-BESS_INFLUX_DB (bess), BESS_VAR_DIR (var), BESS_GATEWAY_PORTS (5000,5003), BESS_DASHBOARD_PORT (8050),
-BESS_TOPIC_ROOT (bess/v1), BESS_UP_TIMEOUT (30 seconds to wait for nodes), BESS_MQTT_AUTH (0; 1 = mosquitto
-refuses anonymous clients and enforces the ACL of ``deploy/auth.py``: every node gets its own user and password),
-BESS_BATTERIES (battery-1; with BESS_MQTT_AUTH=1, one device user per battery id).
+Environment for ``up``: BESS_MQTT_PORT (1883), BESS_INFLUX_PORT (8086), BESS_INFLUX_DB (bess), BESS_VAR_DIR
+(var), BESS_GATEWAY_PORTS (5000,5003), BESS_DASHBOARD_PORT (8050), BESS_TOPIC_ROOT (bess/v1), BESS_UP_TIMEOUT
+(30 seconds to wait for nodes), BESS_MQTT_AUTH (0; 1 = mosquitto refuses anonymous clients and enforces the ACL
+of ``deploy/auth.py``: every node gets its own user and password), BESS_MQTT_WS_PORT (unset: no websockets
+listener; mosquitto 2.0.11 binds it on every interface, so ``up`` refuses it without BESS_MQTT_AUTH=1),
+BESS_BATTERIES (battery-1; with BESS_MQTT_AUTH=1, one device user per battery id), and every node's own
+BESS_* settings (README "Configuration").
+
+What ``up`` remembers, so that later ``up``, ``status`` and ``down`` need no repeated variables:
+
+* ``<var>/stack.json``: where the stack lives (:data:`LOCATION`: auth mode, ports, topic root, database). A
+  variable left out takes the remembered value; one that contradicts it while the stack runs is an error
+  (exit 2) saying what runs: ``deploy/down`` first.
+* ``<var>/run/<node>.env`` (0600: may hold secrets): the BESS_* settings each node was started with. A later
+  ``up`` restarts a running node whose settings differ and names the settings (never the value of a secret).
+
+Every node's settings are validated before anything starts, by the node's own config Struct
+(``deploy/check_config.py`` with the venv's python): an invalid value stops ``up`` with one line and exit 2.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import ipaddress
 import json
 import os
 import pwd
+import re
+import shlex
 import shutil
 import signal
 import socket
@@ -88,6 +104,10 @@ class StackError(RuntimeError):
 
 class PortInUseError(StackError):
     """A port we were told (or chose) to listen on already accepts connections."""
+
+
+class SettingsError(StackError):
+    """A setting is invalid or contradicts what runs: ``up`` stops before starting anything (exit 2)."""
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -811,9 +831,31 @@ class Service:
         self.stop()
 
 
+#: The broker refuses a PUBLISH whose payload is larger (``message_size_limit``): a device with valid
+#: credentials must not be able to push a 26 MB message at the recorder and the database. It sits above the
+#: largest legitimate message with margin; measured on this code: a history answer at the recorder's default
+#: cap of 100,000 rows is 6.8 MB, a Schedule or PriceForecast at the contract's 20,000 slots 2-3 MB, a figure
+#: 0.13 MB (30 d at 2,000 points) to 1.3 MB (30 d plus 20,000 live points). The per-field bounds of
+#: nodes/contract are the fine-grained check; this is the outer bound where messages enter.
+MESSAGE_SIZE_LIMIT_BYTES = 16 * 1024 * 1024
+
+
+def websockets_refusal(ws_port: int) -> str:
+    """Why a websockets listener without authentication is refused (one line)."""
+    return (
+        f"BESS_MQTT_WS_PORT={ws_port}: mosquitto 2.0.11 binds its websockets listener on every network interface "
+        "(whatever the listener's address), so it needs BESS_MQTT_AUTH=1; leave BESS_MQTT_WS_PORT unset for none"
+    )
+
+
 @dataclass(kw_only=True, eq=False)
 class Mosquitto(Service):
-    """Mosquitto with persistence, an unlimited per-client queue and an optional websockets listener."""
+    """Mosquitto with persistence, an unlimited per-client queue and, with authentication only, websockets.
+
+    Every listener is on loopback except websockets: mosquitto 2.0.11 binds a websockets listener on every
+    interface whatever address its ``listener`` line names (``ss -ltn`` shows ``*:port``), so one is only
+    configured together with a password file (:func:`websockets_refusal` otherwise).
+    """
 
     kind: ClassVar[str] = "mosquitto"
     port: int
@@ -857,6 +899,8 @@ class Mosquitto(Service):
         return super().write_config()
 
     def config_text(self) -> str:
+        if self.ws_port is not None and self.password_file is None:
+            raise StackError(websockets_refusal(self.ws_port))
         # `user` = whoever we are: as root mosquitto would otherwise switch to user "mosquitto" and then fail
         # to write its persistence file into our root-owned directory (see shared notes §1).
         lines = [
@@ -871,14 +915,37 @@ class Mosquitto(Service):
             "max_queued_messages 0",
             "# the default (20) caps every QoS 1 publisher at 19 unacknowledged messages: ~3-5k msg/s here",
             "max_inflight_messages 1000",
+            "# bigger payloads are dropped: QoS 1 is still acknowledged (MQTT 5: reason code 0x95), so a publisher",
+            "# does not resend it forever, and 2.0.11 then closes the connection. A device must not push a huge",
+            "# message at the recorder and the database (see MESSAGE_SIZE_LIMIT_BYTES). Not max_packet_size, which",
+            "# mosquitto suggests: it disconnects without acknowledging, and a persistent session resends forever.",
+            f"message_size_limit {MESSAGE_SIZE_LIMIT_BYTES}",
             f"log_dest file {self.log}",
             "log_timestamp_format %Y-%m-%dT%H:%M:%S",
             f"listener {self.port} {self.host}",
             "protocol mqtt",
+            *self._listener_auth_lines(),
         ]
         if self.ws_port is not None:
-            lines += [f"listener {self.ws_port} {self.host}", "protocol websockets"]
+            lines += [
+                "# reachable from the network: mosquitto 2.0.11 binds websockets on every interface whatever the",
+                "# address says; allowed only with the password file above (per_listener_settings false)",
+                f"listener {self.ws_port} {self.host}",
+                "protocol websockets",
+                *self._listener_auth_lines(),
+            ]
         return "\n".join(lines) + "\n"
+
+    def _listener_auth_lines(self) -> list[str]:
+        # A listener option: it must follow its `listener` line. Placed before the first one it would create
+        # mosquitto's default listener (port 1883 on EVERY interface) and apply to that one only.
+        if self.password_file is None:
+            return []
+        return [
+            "# the client id is the user name, whatever the client sends: no user can take over another's client",
+            "# id, and so its connection and persistent session (one connection per user at a time)",
+            "use_username_as_clientid true",
+        ]
 
     def _auth_lines(self) -> list[str]:
         if self.password_file is None:
@@ -1045,14 +1112,74 @@ def restart(service: Service, timeout: float = 15.0, *, hard: bool = False) -> S
 # the command line: up / down / status
 
 
+#: ``<var>/stack.json``: where the running stack lives, written by ``up``.
+STACK_FILE = "stack.json"
+#: Where the stack lives, remembered in ``<var>/stack.json`` by ``up``: environment variable -> UpConfig field.
+#: A later command that leaves a variable out gets the remembered value; an explicit different value while
+#: the stack runs is refused (the broker, the database and the nodes would disagree about where things are).
+LOCATION: Mapping[str, str] = {
+    "BESS_MQTT_AUTH": "mqtt_auth",
+    "BESS_MQTT_PORT": "mqtt_port",
+    "BESS_MQTT_WS_PORT": "mqtt_ws_port",
+    "BESS_INFLUX_PORT": "influx_port",
+    "BESS_INFLUX_DB": "influx_db",
+    "BESS_GATEWAY_PORTS": "gateway_ports",
+    "BESS_DASHBOARD_PORT": "dashboard_port",
+    "BESS_TOPIC_ROOT": "topic_root",
+}
+#: Values of BESS_MQTT_WS_PORT that mean "no websockets listener" (so a remembered one can be switched off).
+_NO_PORT = ("", "0", "off", "none", "no")
+
+
+def env_text(value: Any) -> str:
+    """A remembered value spelled as its environment variable would be (``True`` -> ``1``, ``[1, 2]`` -> ``1,2``)."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if value is None:
+        return "0"
+    if isinstance(value, list | tuple):
+        return ",".join(str(item) for item in value)
+    return str(value)
+
+
+def read_stack_file(var_dir: Path) -> dict[str, Any]:
+    """What ``up`` remembered in ``<var_dir>/stack.json`` ({} if it never ran there)."""
+    path = var_dir / STACK_FILE
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise SettingsError(f"{path} is unreadable ({exc}); fix or delete it") from exc
+    if not isinstance(data, dict):
+        raise SettingsError(f"{path} does not hold a JSON object; fix or delete it")
+    return data
+
+
+def _write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
+    """Write ``text`` to ``path`` via a temporary file created with ``mode`` (never readable by others if 0600)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 @dataclass(frozen=True)
 class UpConfig:
-    """What ``deploy/up`` runs and where, from BESS_* environment variables."""
+    """What ``deploy/up`` runs and where, from BESS_* environment variables and ``<var>/stack.json``."""
 
     root: Path
     var_dir: Path
     mqtt_port: int = 1883
-    mqtt_ws_port: int = 9001
+    #: None: no websockets listener (the default; one needs ``mqtt_auth``, see :func:`websockets_refusal`)
+    mqtt_ws_port: int | None = None
     influx_port: int = 8086
     influx_db: str = "bess"
     gateway_ports: tuple[int, ...] = (5000, 5003)
@@ -1061,11 +1188,26 @@ class UpConfig:
     timeout: float = 30.0
     mqtt_auth: bool = False
     batteries: tuple[str, ...] = auth.DEFAULT_BATTERIES
+    #: the caller's environment: what the nodes inherit (under :meth:`node_env`)
+    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ), compare=False, repr=False)
+    #: the :data:`LOCATION` variables the caller set explicitly
+    explicit: frozenset[str] = frozenset()
+    #: ``<var>/stack.json`` as it was when this config was read
+    remembered: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod
     def from_env(cls, root: Path, environ: Mapping[str, str] | None = None) -> UpConfig:
-        """Read the BESS_* variables; raise :class:`StackError` naming a bad one."""
-        env = os.environ if environ is None else environ
+        """Read the BESS_* variables, filling the ones left out from ``<var>/stack.json``; raise
+        :class:`SettingsError` naming a bad one."""
+        caller = os.environ if environ is None else environ
+        var_dir = Path(caller.get("BESS_VAR_DIR") or "var")
+        var_dir = (var_dir if var_dir.is_absolute() else root / var_dir).resolve()
+        remembered = read_stack_file(var_dir)
+        explicit = frozenset(var for var in LOCATION if caller.get(var, "") != "")
+        env = dict(caller)
+        for var, key in LOCATION.items():
+            if var not in explicit and key in remembered:
+                env[var] = env_text(remembered[key])
 
         def number(name: str, default: float) -> float:
             raw = env.get(name)
@@ -1074,31 +1216,33 @@ class UpConfig:
             try:
                 return float(raw)
             except ValueError:
-                raise StackError(f"{name}={raw!r} is not a number") from None
+                raise SettingsError(f"{name}={raw!r} is not a number") from None
 
         def port(name: str, default: int) -> int:
             value = number(name, default)
             if not value.is_integer() or not 0 < value < 65536:
-                raise StackError(f"{name}={env.get(name)!r} is not a TCP port")
+                raise SettingsError(f"{name}={env.get(name)!r} is not a TCP port")
             return int(value)
 
         raw_gateway = env.get("BESS_GATEWAY_PORTS") or "5000,5003"
         try:
             gateway_ports = tuple(int(part) for part in raw_gateway.split(",") if part.strip())
         except ValueError:
-            raise StackError(f"BESS_GATEWAY_PORTS={raw_gateway!r} must be comma-separated ports") from None
+            raise SettingsError(f"BESS_GATEWAY_PORTS={raw_gateway!r} must be comma-separated ports") from None
+        if not gateway_ports or not all(0 < p < 65536 for p in gateway_ports):
+            raise SettingsError(f"BESS_GATEWAY_PORTS={raw_gateway!r} must be comma-separated ports")
         raw_auth = (env.get("BESS_MQTT_AUTH") or "0").strip().lower()
         if raw_auth not in ("0", "1", "false", "true", "no", "yes", "off", "on"):
-            raise StackError(f"BESS_MQTT_AUTH={env.get('BESS_MQTT_AUTH')!r} must be 1 or 0")
-        # checked by deploy/auth.py when credentials are made (`up` with BESS_MQTT_AUTH=1), not here: `down`
+            raise SettingsError(f"BESS_MQTT_AUTH={env.get('BESS_MQTT_AUTH')!r} must be 1 or 0")
+        raw_ws = (env.get("BESS_MQTT_WS_PORT") or "").strip().lower()
+        # checked by the simulator's config and deploy/auth.py before `up` starts anything, not here: `down`
         # must work whatever the simulator's battery list says
         batteries = tuple(part.strip() for part in (env.get("BESS_BATTERIES") or "").split(",") if part.strip())
-        var_dir = Path(env.get("BESS_VAR_DIR") or "var")
         return cls(
             root=root,
-            var_dir=(var_dir if var_dir.is_absolute() else root / var_dir).resolve(),
+            var_dir=var_dir,
             mqtt_port=port("BESS_MQTT_PORT", 1883),
-            mqtt_ws_port=port("BESS_MQTT_WS_PORT", 9001),
+            mqtt_ws_port=None if raw_ws in _NO_PORT else port("BESS_MQTT_WS_PORT", 0),
             influx_port=port("BESS_INFLUX_PORT", 8086),
             influx_db=env.get("BESS_INFLUX_DB") or "bess",
             gateway_ports=gateway_ports,
@@ -1107,11 +1251,14 @@ class UpConfig:
             timeout=number("BESS_UP_TIMEOUT", 30.0),
             mqtt_auth=raw_auth in ("1", "true", "yes", "on"),
             batteries=batteries or auth.DEFAULT_BATTERIES,
+            environ=dict(caller),
+            explicit=explicit,
+            remembered=remembered,
         )
 
     @property
     def run_dir(self) -> Path:
-        """Pid files."""
+        """Pid files and the settings each node was started with."""
         return self.var_dir / "run"
 
     @property
@@ -1120,16 +1267,72 @@ class UpConfig:
         return self.var_dir / "log"
 
     @property
+    def stack_file(self) -> Path:
+        """``<var>/stack.json``."""
+        return self.var_dir / STACK_FILE
+
+    @property
     def influx_url(self) -> str:
         """``http://127.0.0.1:<influx port>``."""
         return f"http://{HOST}:{self.influx_port}"
+
+    @property
+    def influx_rpc_port(self) -> int:
+        """influxd's RPC (backup) port: the HTTP port + 2 (8088 for the defaults)."""
+        return self.influx_port + 2 if self.influx_port < 65534 else self.influx_port - 2
+
+    def location(self) -> dict[str, Any]:
+        """The :data:`LOCATION` settings as JSON values (what ``up`` writes to stack.json)."""
+        return {
+            "mqtt_auth": self.mqtt_auth,
+            "mqtt_port": self.mqtt_port,
+            "mqtt_ws_port": self.mqtt_ws_port,
+            "influx_port": self.influx_port,
+            "influx_db": self.influx_db,
+            "gateway_ports": list(self.gateway_ports),
+            "dashboard_port": self.dashboard_port,
+            "topic_root": self.topic_root,
+        }
+
+    def conflicts(self) -> list[str]:
+        """Explicit :data:`LOCATION` variables whose value differs from the remembered one, as ``VAR=new
+        (remembered: old)``."""
+        here = self.location()
+
+        def shown(value: Any) -> str:
+            return "unset" if value is None else env_text(value)
+
+        return [
+            f"{var}={shown(here[key])} (it runs with {shown(self.remembered[key])})"
+            for var, key in LOCATION.items()
+            if var in self.explicit and key in self.remembered and self.remembered[key] != here[key]
+        ]
+
+    def from_memory(self) -> list[str]:
+        """``VAR=value`` for every :data:`LOCATION` setting taken from stack.json rather than the caller (and
+        not the default anyway)."""
+        here, default = self.location(), UpConfig(root=self.root, var_dir=self.var_dir).location()
+        return [
+            f"{var}={env_text(here[key])}"
+            for var, key in LOCATION.items()
+            if var not in self.explicit and key in self.remembered and here[key] != default[key]
+        ]
+
+    def write_stack_file(self) -> None:
+        """Remember where this stack lives (:meth:`location`, plus informative extras) in stack.json."""
+        data = {
+            **self.location(),
+            "influx_rpc_port": self.influx_rpc_port,
+            "written_by": "deploy/up",
+            "written_at": datetime.now().astimezone().isoformat(timespec="seconds"),
+        }
+        _write_atomic(self.stack_file, json.dumps(data, indent=2) + "\n")
 
     def node_env(self) -> dict[str, str]:
         """The variables every node gets (on top of the caller's environment)."""
         return {
             "BESS_MQTT_HOST": HOST,
             "BESS_MQTT_PORT": str(self.mqtt_port),
-            "BESS_MQTT_WS_PORT": str(self.mqtt_ws_port),
             "BESS_INFLUX_URL": self.influx_url,
             "BESS_INFLUX_DB": self.influx_db,
             "BESS_GATEWAY_PORTS": ",".join(str(p) for p in self.gateway_ports),
@@ -1137,7 +1340,7 @@ class UpConfig:
             "BESS_TOPIC_ROOT": self.topic_root,
             "PYTHONUNBUFFERED": "1",
             # the local demo: the planner drives the simulated battery (the caller's environment overrides)
-            "BESS_PLANNER_AUTOPILOT": os.environ.get("BESS_PLANNER_AUTOPILOT", "true"),
+            "BESS_PLANNER_AUTOPILOT": self.environ.get("BESS_PLANNER_AUTOPILOT", "true"),
         }
 
     def mosquitto(self, credentials: auth.Credentials | None = None) -> Mosquitto:
@@ -1150,36 +1353,82 @@ class UpConfig:
             pid_path=self.run_dir / "mosquitto.pid",
             password_file=None if credentials is None else credentials.password_file,
             acl_file=None if credentials is None else credentials.acl_file,
-            probe_login=None if credentials is None else credentials.login(auth.MONITOR_USER),
+            probe_login=None if credentials is None else credentials.login(auth.PROBE_USER),
         )
 
-    def monitor_login(self) -> tuple[str | None, str | None]:
-        """``(user, password)`` for probes and status reads: the monitor user with BESS_MQTT_AUTH=1 (if ``up``
+    def probe_login(self) -> tuple[str | None, str | None]:
+        """``(user, password)`` for probes and status reads: the probe user with authentication on (if ``up``
         made credentials already), else anonymous ``(None, None)``."""
         if not self.mqtt_auth:
             return None, None
         credentials = auth.load_credentials(self.var_dir)
-        if credentials is None or auth.MONITOR_USER not in credentials.passwords:
+        if credentials is None or auth.PROBE_USER not in credentials.passwords:
             return None, None
-        return credentials.login(auth.MONITOR_USER)
+        return credentials.login(auth.PROBE_USER)
 
     def influxd(self) -> Influxd:
-        """The database ``up`` would start (its RPC port is the HTTP port + 2, 8088 for the defaults)."""
+        """The database ``up`` would start."""
         return Influxd(
             base_dir=self.var_dir / "influxdb",
             port=self.influx_port,
-            rpc_port=self.influx_port + 2 if self.influx_port < 65534 else free_port(),
+            rpc_port=self.influx_rpc_port,
             log_path=self.log_dir / "influxd.log",
             pid_path=self.run_dir / "influxd.pid",
         )
 
 
+def running_pids(cfg: UpConfig) -> dict[str, int]:
+    """What ``up`` started under ``cfg.var_dir`` and still runs: ``{"mosquitto": pid, "recorder": pid, ...}``."""
+    found: dict[str, int] = {}
+    for service in (cfg.mosquitto(), cfg.influxd()):
+        assert service.pid_path is not None
+        pid = read_live_pid(service.pid_path, str(service.config_path))
+        if pid is not None:
+            found[service.kind] = pid
+    for name in NODE_NAMES:
+        pid = read_live_pid(cfg.run_dir / f"{name}.pid", f"nodes.{name}")
+        if pid is not None:
+            found[name] = pid
+    return found
+
+
+def check_location(cfg: UpConfig) -> None:
+    """Refuse explicit settings that contradict the stack running under ``cfg.var_dir`` (:data:`LOCATION`)."""
+    conflicts = cfg.conflicts()
+    if not conflicts:
+        return
+    running = running_pids(cfg)
+    if running:
+        raise SettingsError(
+            f"the stack in {cfg.var_dir} runs ({', '.join(running)}) with other settings: {'; '.join(conflicts)}. "
+            "Leave the variables out (they are remembered in stack.json), or run deploy/down first to change them"
+        )
+
+
+def _config_changed(service: Service) -> bool:
+    """True if the config file a running ``service`` was started with differs from what we would write now."""
+    try:
+        return service.config_path.read_text() != service.config_text()
+    except OSError:
+        return False
+
+
 def _bring_up(service: Service, answers: bool, timeout: float) -> str:
-    """Start ``service`` unless something already answers at its address; describe what happened."""
+    """Start ``service`` unless something already answers at its address; describe what happened.
+
+    One of ours whose generated configuration changed (a newer deploy/stack.py: another message size limit,
+    client ids bound to users) is restarted, since mosquitto re-reads only some settings on SIGHUP.
+    """
     assert service.pid_path is not None
     ours = read_live_pid(service.pid_path, str(service.config_path))
     address = f"{service.host}:{service.ports[0]}"
     if answers:
+        if ours and _config_changed(service):
+            killed = terminate_pids([ours], timeout=15.0)
+            service.pid_path.unlink(missing_ok=True)
+            service.start(timeout)
+            how = " (it needed SIGKILL)" if killed else ""
+            return f"restarted (pid {service.pid}): its generated configuration changed{how}"
         if ours:
             return f"already running (pid {ours}, started by deploy/up)"
         service.pid_path.unlink(missing_ok=True)
@@ -1199,8 +1448,131 @@ def _node_python(root: Path) -> str:
     return str(venv_python) if venv_python.exists() else sys.executable
 
 
-def _node_state(payload: bytes, pid: int, started_at: float | None) -> tuple[str, int | None] | None:
-    """``(state, pid in payload)`` if a status payload may describe process ``pid``; None if it is stale."""
+# --------------------------------------------------------------------------------------------------------------
+# node settings: validated before anything starts, recorded per node, compared on the next `up`
+
+#: Settings whose values are never printed (they are kept only in the 0600 files of var/run and var/mqtt-auth).
+_SECRET_NAME = re.compile(r"PASSWORD|TOKEN|SECRET|CREDENTIAL|_KEY$")
+CHECK_CONFIG = Path(__file__).resolve().parent / "check_config.py"
+
+
+def is_secret(name: str) -> bool:
+    """True for a setting whose value must never be printed (``BESS_MQTT_PASSWORD``, ``BESS_GATEWAY_TOKEN``...)."""
+    return bool(_SECRET_NAME.search(name.upper()))
+
+
+@dataclass(frozen=True)
+class NodeCheck:
+    """What ``deploy/check_config.py`` says about one node's settings."""
+
+    #: the node's own one-line complaint (``simulator: invalid configuration: BESS_SIM_SPEED: ...``), or None
+    error: str | None
+    #: the BESS_* variables its config reads; None if its config Struct could not be found
+    variables: tuple[str, ...] | None
+    #: why it could not be checked (its config does not import), if it could not
+    unchecked: str | None = None
+
+
+def check_node_settings(cfg: UpConfig, envs: Mapping[str, Mapping[str, str]]) -> dict[str, NodeCheck]:
+    """Validate each node's environment with its own config Struct, in the venv's python (the nodes' imports
+    are not standard library); ``{node: NodeCheck}``."""
+    if not envs:
+        return {}
+    try:
+        result = subprocess.run(
+            [_node_python(cfg.root), str(CHECK_CONFIG), str(cfg.root)],
+            input=json.dumps(envs),
+            capture_output=True,
+            text=True,
+            cwd=cfg.root,
+            timeout=180,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise StackError(f"{CHECK_CONFIG.name} did not finish within 180 s") from None
+    try:
+        answer = json.loads(result.stdout) if result.returncode == 0 else None
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict):
+        raise StackError(f"could not check the node settings ({CHECK_CONFIG.name} exit {result.returncode}):\n"
+                         f"{result.stderr.strip()[-2000:]}")
+    checks: dict[str, NodeCheck] = {}
+    for name in envs:
+        item = answer.get(name) or {}
+        variables = item.get("variables")
+        checks[name] = NodeCheck(
+            error=item.get("error"),
+            variables=None if variables is None else tuple(str(v) for v in variables),
+            unchecked=item.get("unchecked"),
+        )
+    return checks
+
+
+def settings_problems(checks: Mapping[str, NodeCheck]) -> list[str]:
+    """One line per distinct invalid setting, naming the nodes that refuse it."""
+    by_problem: dict[str, list[str]] = {}
+    for name, check in checks.items():
+        if check.error:
+            problem = check.error.split(": invalid configuration: ", 1)[-1]
+            by_problem.setdefault(problem, []).append(name)
+    return [f"invalid configuration: {problem} ({', '.join(nodes)})" for problem, nodes in by_problem.items()]
+
+
+def node_settings(env: Mapping[str, str], check: NodeCheck | None) -> dict[str, str]:
+    """The settings a node is started with: the BESS_* variables its config reads (every BESS_* variable if
+    that is unknown), as set in ``env``."""
+    names = check.variables if check is not None and check.variables is not None else None
+    wanted = set(names) if names is not None else {key for key in env if key.startswith("BESS_")}
+    return {key: env[key] for key in sorted(wanted) if key in env}
+
+
+def write_node_settings(path: Path, node: str, settings: Mapping[str, str]) -> None:
+    """``<var>/run/<node>.env``: the settings ``node`` was started with, mode 0600 (it may hold passwords)."""
+    lines = [f"# the BESS_* settings deploy/up started nodes.{node} with; compared on the next up (may hold secrets)"]
+    lines += [f"{key}={shlex.quote(value)}" for key, value in settings.items()]
+    _write_atomic(path, "\n".join(lines) + "\n", mode=0o600)
+
+
+def read_node_settings(path: Path) -> dict[str, str] | None:
+    """What :func:`write_node_settings` wrote, or None if there is no such file (or it is unreadable)."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return None
+    settings: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, raw = line.partition("=")
+        try:
+            parts = shlex.split(raw)
+        except ValueError:
+            return None
+        settings[key] = parts[0] if parts else ""
+    return settings
+
+
+def settings_changes(old: Mapping[str, str], new: Mapping[str, str]) -> list[str]:
+    """What differs, readable: ``BESS_PLANNER_AUTOPILOT true -> false``; a secret by name only."""
+    changes: list[str] = []
+    for key in sorted(set(old) | set(new)):
+        before, after = old.get(key), new.get(key)
+        if before == after:
+            continue
+        if is_secret(key):
+            changes.append(f"{key} changed (secret: value not shown)")
+        else:
+            changes.append(f"{key} {'unset' if before is None else before} -> {'unset' if after is None else after}")
+    return changes
+
+
+# --------------------------------------------------------------------------------------------------------------
+# waiting for the nodes
+
+
+def _node_state(payload: bytes, pid: int, started_at: float | None) -> tuple[str, str] | None:
+    """``(state, reason)`` if a status payload may describe process ``pid``; None if it is stale."""
     try:
         status = json.loads(payload)
     except ValueError:
@@ -1214,7 +1586,13 @@ def _node_state(payload: bytes, pid: int, started_at: float | None) -> tuple[str
         with contextlib.suppress(ValueError):
             if datetime.fromisoformat(status["since"]).timestamp() < started_at - 2:
                 return None
-    return status["state"], status_pid
+    reason = status.get("reason")
+    return status["state"], reason if isinstance(reason, str) else ""
+
+
+#: How long ``up`` keeps watching a node that came up ``degraded``, in case that was only its first moments
+#: (the planner before the first prices): it then counts as running, with its reason printed.
+DEGRADED_GRACE_S = 5.0
 
 
 def _wait_online(
@@ -1223,15 +1601,19 @@ def _wait_online(
     started_at: dict[str, float],
     login: tuple[str | None, str | None] = (None, None),
 ) -> dict[str, str]:
-    """Wait until every node in ``nodes`` (name -> pid) reports online; return name -> outcome.
+    """Wait until every node in ``nodes`` (name -> pid) runs; return name -> outcome: ``online``,
+    ``degraded: <reason>`` (running, with a problem it reports), ``exited`` or ``no online status ...``.
 
-    A status counts for a node if it sits on ``<root>/node/<name>/status`` or names the node's pid, and is not
-    left over from an earlier run (other pid, or ``since`` before the start). ``login`` is the user that
-    reads the statuses (the monitor user when the broker requires authentication).
+    A status counts for a node only on its own topic ``<root>/node/<name>/status``, never because of what the
+    payload says (another user may publish anything on its own topic), and only if it is not left over from
+    an earlier run (another pid, or ``since`` before the start). ``login`` is the user that reads the
+    statuses (the probe user when the broker requires authentication).
     """
     outcome: dict[str, str] = {}
+    degraded: dict[str, str] = {}
     last: dict[str, str] = {}
     deadline = time.monotonic() + cfg.timeout
+    settled_at: float | None = None
     while True:
         try:
             user, password = login
@@ -1244,23 +1626,39 @@ def _wait_online(
                 continue
             if not pid_alive(pid):
                 outcome[name] = "exited"
+                degraded.pop(name, None)
                 continue
-            for topic, payload in retained.items():
-                found = _node_state(payload, pid, started_at.get(name))
-                if found is None:
-                    continue
-                state, status_pid = found
-                if topic == f"{cfg.topic_root}/node/{name}/status" or status_pid == pid:
-                    last[name] = state
-                    if state == "online":
-                        outcome[name] = "online"
-        if len(outcome) == len(nodes):
-            return outcome
-        if time.monotonic() > deadline:
+            payload = retained.get(f"{cfg.topic_root}/node/{name}/status")
+            found = None if payload is None else _node_state(payload, pid, started_at.get(name))
+            if found is None:
+                continue
+            state, reason = found
+            last[name] = state
+            if state == "online":
+                outcome[name] = "online"
+                degraded.pop(name, None)
+            elif state == "degraded":
+                degraded[name] = f"degraded: {reason[:300] or 'no reason given'}"
+        now = time.monotonic()
+        if len(outcome) + len(degraded) == len(nodes):
+            settled_at = now if settled_at is None else settled_at
+            if not degraded or now - settled_at >= min(DEGRADED_GRACE_S, cfg.timeout) or now > deadline:
+                return {name: outcome.get(name) or degraded[name] for name in nodes}
+        else:
+            settled_at = None
+        if now > deadline:
             for name in nodes:
-                outcome.setdefault(name, f"no online status within {cfg.timeout:.0f} s (last: {last.get(name, '-')})")
+                if name not in outcome:
+                    outcome[name] = degraded.get(name) or (
+                        f"no online status within {cfg.timeout:.0f} s (last: {last.get(name, '-')})"
+                    )
             return outcome
         time.sleep(0.25)
+
+
+def is_running(outcome: str) -> bool:
+    """True for a :func:`_wait_online` outcome of a node that runs (``online`` or ``degraded: ...``)."""
+    return outcome == "online" or outcome.startswith("degraded")
 
 
 def _seed_line(line: str, gateway_ports: Sequence[int]) -> str:
@@ -1287,7 +1685,7 @@ def _broker_auth_mismatch(cfg: UpConfig, credentials: auth.Credentials | None) -
             f"the broker on port {cfg.mqtt_port} accepts anonymous clients: it was started without "
             "BESS_MQTT_AUTH=1. Stop it (deploy/down), then run BESS_MQTT_AUTH=1 deploy/up again"
         )
-    user, password = credentials.login(auth.MONITOR_USER)
+    user, password = credentials.login(auth.PROBE_USER)
     code = mqtt_connack(HOST, cfg.mqtt_port, username=user, password=password)
     if code not in (None, 0):
         return (
@@ -1300,10 +1698,12 @@ def _broker_auth_mismatch(cfg: UpConfig, credentials: auth.Credentials | None) -
 def _print_auth_help(cfg: UpConfig, credentials: auth.Credentials) -> None:
     script = cfg.root / "deploy" / "auth.py"
     password = f'"$(python3 {script} password {{user}} {credentials.directory})"'
-    print("  mqtt auth  on: anonymous clients are refused; each node logs in as itself (BESS_MQTT_USERNAME/_PASSWORD)")
+    print("  mqtt auth  on: anonymous clients are refused; each node logs in as itself (BESS_MQTT_USERNAME/_PASSWORD);")
+    print("             the client id is the user name (one connection per user: nobody takes over another's session)")
     print(f"             passwords {credentials.credentials_file} (0600), ACL {credentials.acl_file}")
-    print(f"             users: {' '.join(auth.NODE_USERS)}, read-only {auth.MONITOR_USER}, "
-          f"devices {' '.join(credentials.devices)} (each only its own battery/<id>/...)")
+    print(f"             users: {' '.join(auth.NODE_USERS)}, read-only {auth.MONITOR_USER} (you) and "
+          f"{auth.PROBE_USER} (deploy's probes), devices {' '.join(credentials.devices)} (each only its own "
+          "battery/<id>/...)")
     print(f"  watch      mosquitto_sub -p {cfg.mqtt_port} -u {auth.MONITOR_USER} "
           f"-P {password.format(user=auth.MONITOR_USER)} -t '{cfg.topic_root}/#' -v")
     if credentials.devices:
@@ -1312,18 +1712,67 @@ def _print_auth_help(cfg: UpConfig, credentials: auth.Credentials) -> None:
         print(f"               -t '{cfg.topic_root}/battery/{device}/telemetry' -m '<Telemetry JSON>'")
 
 
+#: Settings that would put an HTTP listener of a node on the network, and the node they belong to.
+HTTP_HOSTS: Mapping[str, str] = {"BESS_GATEWAY_HOST": "gateway", "BESS_DASHBOARD_HOST": "dashboard"}
+
+
+def _is_loopback(host: str) -> bool:
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name that may resolve to anything: treat it as the network
+
+
+def _check_exposure(env: Mapping[str, str]) -> None:
+    """Nothing of the local stack listens beyond loopback unless asked for, and then only with authentication:
+    a gateway or dashboard host on the network needs BESS_GATEWAY_TOKEN."""
+    for var, what in HTTP_HOSTS.items():
+        host = env.get(var, "")
+        if host and not _is_loopback(host) and not env.get("BESS_GATEWAY_TOKEN", "").strip():
+            raise SettingsError(
+                f"{var}={host} puts the {what} on the network: set BESS_GATEWAY_TOKEN too (bearer token), or leave "
+                f"{var} unset (127.0.0.1)"
+            )
+
+
+def _check_devices(cfg: UpConfig) -> None:
+    """With authentication every battery id becomes a broker user: refuse ids that cannot be one."""
+    if cfg.mqtt_auth:
+        try:
+            auth.check_devices(cfg.batteries)
+        except auth.AuthError as exc:
+            raise SettingsError(f"BESS_BATTERIES: {exc}") from None
+
+
 def cmd_up(cfg: UpConfig) -> int:
-    """Start broker, database and every node that exists; wait for them; print a summary."""
+    """Check every setting, then start broker, database and every node that exists (restarting nodes whose
+    settings changed); wait for them; print a summary."""
+    # everything that can be refused is refused before anything starts (exit 2, one line each)
+    check_location(cfg)
+    if cfg.mqtt_ws_port is not None and not cfg.mqtt_auth:
+        raise SettingsError(websockets_refusal(cfg.mqtt_ws_port))
+    _check_devices(cfg)
+    present = [name for name in NODE_NAMES if (cfg.root / "nodes" / name / "__main__.py").exists()]
+    absent = [name for name in NODE_NAMES if name not in present]
+    base_env = {**cfg.environ, **cfg.node_env()}
+    _check_exposure(base_env)
+    checks = check_node_settings(cfg, dict.fromkeys(present, base_env))
+    problems = settings_problems(checks)
+    if problems:
+        raise SettingsError("\n".join(problems))
+
     ensure_packages()
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
     cfg.log_dir.mkdir(parents=True, exist_ok=True)
-
     credentials = (
         auth.ensure_credentials(cfg.var_dir, cfg.topic_root, list(cfg.batteries)) if cfg.mqtt_auth else None
     )
     mismatch = _broker_auth_mismatch(cfg, credentials)
     if mismatch:
         raise StackError(mismatch)
+    cfg.write_stack_file()
     broker = cfg.mosquitto(credentials)
     broker_note = _bring_up(broker, mqtt_connack(HOST, cfg.mqtt_port) is not None, timeout=15.0)
     assert broker.pid_path is not None
@@ -1333,62 +1782,57 @@ def cmd_up(cfg: UpConfig) -> int:
         # (new batteries, another topic root)
         os.kill(ours, signal.SIGHUP)
         broker_note += "; reloaded its password and ACL files"
-    if not port_open(HOST, cfg.mqtt_ws_port):
-        broker_note += f"; WARNING: nothing listens on websockets port {cfg.mqtt_ws_port}"
     influx = cfg.influxd()
     influx_note = _bring_up(influx, influx_ping(cfg.influx_url), timeout=30.0)
     create_database(cfg.influx_url, cfg.influx_db)
 
-    env = {**os.environ, **cfg.node_env()}
     login: tuple[str | None, str | None] = (None, None)
     if credentials is not None:
-        login = credentials.login(auth.MONITOR_USER)
-    python = _node_python(cfg.root)
-    running: dict[str, int] = {}
+        login = credentials.login(auth.PROBE_USER)
+    wanted: dict[str, tuple[dict[str, str], dict[str, str]]] = {}  # name -> (process env, recorded settings)
+    for name in present:
+        env = base_env if credentials is None else {**base_env, **credentials.node_env(name)}
+        wanted[name] = (env, node_settings(env, checks.get(name)))
+    running, notes, restart = _nodes_to_restart(cfg, wanted)
+    if restart:
+        killed = set(terminate_pids(restart.values(), timeout=15.0))
+        for name, pid in restart.items():
+            (cfg.run_dir / f"{name}.pid").unlink(missing_ok=True)
+            if pid in killed:
+                notes[name] += " (the old process needed SIGKILL)"
     started_at: dict[str, float] = {}
-    notes: dict[str, str] = {}
-    absent: list[str] = []
-    for name in NODE_NAMES:
-        if not (cfg.root / "nodes" / name / "__main__.py").exists():
-            absent.append(name)
+    python = _node_python(cfg.root)
+    for name in present:
+        if name in running:
             continue
-        pid_path = cfg.run_dir / f"{name}.pid"
-        pid = read_live_pid(pid_path, f"nodes.{name}")
-        if pid is not None:
-            running[name] = pid
-            notes[name] = f"already running (pid {pid})"
-            continue
-        log_path = cfg.log_dir / f"{name}.log"
-        with log_path.open("ab") as log:
-            log.write(f"\n=== deploy/up starts nodes.{name} at {datetime.now().astimezone().isoformat()}\n".encode())
-            log.flush()
-            proc = subprocess.Popen(
-                [python, "-m", f"nodes.{name}"],
-                cwd=cfg.root,
-                env=env if credentials is None else {**env, **credentials.node_env(name)},
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        pid_path.write_text(f"{proc.pid}\n")
-        running[name] = proc.pid
+        env, settings = wanted[name]
+        running[name] = _start_node(cfg, python, name, env, settings)
         started_at[name] = time.time()
-        notes[name] = f"started (pid {proc.pid})"
+        notes.setdefault(name, "started")
 
     outcome = _wait_online(cfg, running, started_at, login) if running else {}
-    failed = [name for name, result in outcome.items() if result != "online"]
+    failed = [name for name, result in outcome.items() if not is_running(result)]
 
     print()
     print("BESS local stack")
-    print(f"  mqtt       {broker.url}  websockets {broker.ws_url}  -- {broker_note}")
+    websockets = f"  websockets {broker.ws_url} (authenticated; reachable from the network)" if broker.ws_url else ""
+    print(f"  mqtt       {broker.url}{websockets}  -- {broker_note}")
     print(f"  influxdb   {cfg.influx_url}  db={cfg.influx_db}  -- {influx_note}")
-    for name, pid in running.items():
-        print(f"  {name:<10} pid {pid}: {outcome.get(name)}  ({notes[name]}; log {cfg.log_dir / (name + '.log')})")
+    for name in (name for name in NODE_NAMES if name in running):
+        log_path = cfg.log_dir / f"{name}.log"
+        print(f"  {name:<10} pid {running[name]}: {outcome.get(name)}  ({notes[name]}; log {log_path})")
     if not running:
         print("  nodes      none yet: no nodes/<name>/__main__.py exists")
     if absent:
         print(f"  not present: {' '.join(absent)}")
+    for name in present:
+        check = checks.get(name)
+        if check is None or check.variables is None:
+            why = check.unchecked if check is not None and check.unchecked else "no config Struct found"
+            print(f"  WARNING: {name}: settings not validated before start ({why[:300]})")
+    remembered = cfg.from_memory()
+    if remembered:
+        print(f"  remembered {' '.join(remembered)}  (from {cfg.stack_file})")
     print()
     print(f"  dashboard  http://127.0.0.1:{cfg.dashboard_port}/")
     print("  gateway    " + "  ".join(f"http://127.0.0.1:{p}" for p in cfg.gateway_ports))
@@ -1410,8 +1854,58 @@ def cmd_up(cfg: UpConfig) -> int:
     return 0
 
 
+def _nodes_to_restart(
+    cfg: UpConfig, wanted: Mapping[str, tuple[dict[str, str], dict[str, str]]]
+) -> tuple[dict[str, int], dict[str, str], dict[str, int]]:
+    """Split the running nodes into those that keep running (same settings) and those to restart.
+
+    Returns ``(running name -> pid, notes name -> text, restart name -> old pid)``.
+    """
+    running: dict[str, int] = {}
+    notes: dict[str, str] = {}
+    restart: dict[str, int] = {}
+    for name, (_, settings) in wanted.items():
+        pid = read_live_pid(cfg.run_dir / f"{name}.pid", f"nodes.{name}")
+        if pid is None:
+            continue
+        recorded = read_node_settings(cfg.run_dir / f"{name}.env")
+        if recorded is None:
+            restart[name] = pid
+            notes[name] = f"restarted: its settings were not recorded (was pid {pid})"
+            continue
+        changes = settings_changes(recorded, settings)
+        if changes:
+            restart[name] = pid
+            notes[name] = f"restarted: {'; '.join(changes)} (was pid {pid})"
+        else:
+            running[name] = pid
+            notes[name] = f"already running (pid {pid}), settings unchanged"
+    return running, notes, restart
+
+
+def _start_node(cfg: UpConfig, python: str, name: str, env: Mapping[str, str], settings: Mapping[str, str]) -> int:
+    """Start ``python -m nodes.<name>`` in its own session, logging to var/log; record pid and settings."""
+    log_path = cfg.log_dir / f"{name}.log"
+    with log_path.open("ab") as log:
+        log.write(f"\n=== deploy/up starts nodes.{name} at {datetime.now().astimezone().isoformat()}\n".encode())
+        log.flush()
+        proc = subprocess.Popen(
+            [python, "-m", f"nodes.{name}"],
+            cwd=cfg.root,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    (cfg.run_dir / f"{name}.pid").write_text(f"{proc.pid}\n")
+    write_node_settings(cfg.run_dir / f"{name}.env", name, settings)
+    return proc.pid
+
+
 def cmd_down(cfg: UpConfig) -> int:
     """Stop what ``up`` started, by pid file: nodes first (in parallel), then the servers. Data is kept."""
+    check_location(cfg)
     services = {"mosquitto": cfg.mosquitto(), "influxd": cfg.influxd()}
     node_pids: dict[str, int] = {}
     for pid_path in sorted(cfg.run_dir.glob("*.pid")):
@@ -1428,6 +1922,9 @@ def cmd_down(cfg: UpConfig) -> int:
     for name, pid in node_pids.items():
         (cfg.run_dir / f"{name}.pid").unlink(missing_ok=True)
         print(f"stopped {name} (pid {pid}){' with SIGKILL' if pid in killed else ''}")
+    for env_path in cfg.run_dir.glob("*.env"):  # settings of processes that no longer run (and may hold secrets)
+        if read_live_pid(cfg.run_dir / f"{env_path.stem}.pid", f"nodes.{env_path.stem}") is None:
+            env_path.unlink(missing_ok=True)
     for name, service in services.items():
         assert service.pid_path is not None
         pid = read_live_pid(service.pid_path, str(service.config_path))
@@ -1445,8 +1942,13 @@ def cmd_down(cfg: UpConfig) -> int:
 
 def cmd_status(cfg: UpConfig) -> int:
     """Print what runs: servers (ours or not), nodes by pid file and their retained status."""
+    check_location(cfg)
     broker, influx = cfg.mosquitto(), cfg.influxd()
-    user, password = cfg.monitor_login()
+    user, password = cfg.probe_login()
+    if cfg.remembered:
+        mode = "on" if cfg.mqtt_auth else "off"
+        print(f"stack      {cfg.var_dir} (settings from {cfg.stack_file.name}: mqtt auth {mode}, "
+              f"topic root {cfg.topic_root})")
     broker_code = mqtt_connack(HOST, cfg.mqtt_port, username=user, password=password)
     for service, answers in ((broker, broker_code is not None), (influx, influx_ping(cfg.influx_url))):
         assert service.pid_path is not None
@@ -1500,6 +2002,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_down(cfg)
         if command == "status":
             return cmd_status(cfg)
+    except SettingsError as exc:
+        for line in str(exc).splitlines():
+            print(f"{command}: {line}", file=sys.stderr)
+        return 2
     except (StackError, InfluxError, auth.AuthError) as exc:
         print(f"{command}: {exc}", file=sys.stderr)
         return 1

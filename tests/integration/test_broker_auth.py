@@ -10,6 +10,10 @@ before it.
 One more mosquitto 2.0.11 quirk: with ``max_queued_messages 0`` (unlimited, as deploy/stack.py configures it)
 the broker also CLOSES a client's connection right after PUBACKing a denied QoS 1 publish (its queue-quota check
 misfires on the limit 0). That is why every publish here uses a connection of its own (:func:`publish_as`).
+
+The broker binds client ids to users (``use_username_as_clientid``): one user is one connection, and a second
+login of the same user replaces the first. So a user that is already connected in a test publishes on that
+connection, never through :func:`publish_as`.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -29,9 +33,9 @@ import pytest
 from deploy import auth, stack
 from nodes.contract.messages import Telemetry
 from nodes.contract.topics import TELEMETRY
-from nodes.runtime.bus import Bus, MqttSettings, PublishRefused
+from nodes.runtime.bus import Bus, Delivery, MqttSettings, PublishRefused
 from tests.support.nodes import NodeProcess, start_node
-from tests.support.waiting import wait_for
+from tests.support.waiting import wait_for, wait_for_async
 
 pytestmark = pytest.mark.integration
 
@@ -62,7 +66,7 @@ def auth_broker(tmp_path: Path, topic_root: str) -> Iterator[AuthBroker]:
         tmp_path / "mosquitto",
         password_file=credentials.password_file,
         acl_file=credentials.acl_file,
-        probe_login=credentials.login(auth.MONITOR_USER),
+        probe_login=credentials.login(auth.PROBE_USER),
         die_with_parent=True,
     )
     try:
@@ -120,7 +124,7 @@ def test_credentials_are_private_hashed_for_mosquitto_and_reused(tmp_path: Path)
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     assert sorted(os.listdir(directory)) == ["acl", "credentials.json", "passwd"]  # no temporary file left
 
-    users = [*auth.NODE_USERS, *DEVICES, auth.MONITOR_USER]
+    users = [*auth.NODE_USERS, *DEVICES, *auth.READ_ONLY_USERS]
     assert set(first.passwords) == set(users)
     assert len(set(first.passwords.values())) == len(users), "every user has its own password"
     hashed = dict(line.split(":", 1) for line in first.password_file.read_text().splitlines())
@@ -197,7 +201,8 @@ def test_device_reads_only_its_own_commands(auth_broker: AuthBroker) -> None:
                         qos=1)
         publish_as(b, "dev-b", "battery/dev-b/telemetry", telemetry())  # allowed for dev-b, not readable by dev-a
         publish_as(b, "gateway", "battery/dev-b/set", b'{"for": "dev-b"}')
-        publish_as(b, "dev-a", "battery/dev-a/telemetry", telemetry())  # its own: it may read it back
+        # its own: it may read it back (on its own connection: a second dev-a login would replace this one)
+        dev_a.publish(b.topic("battery/dev-a/telemetry"), telemetry(), qos=1)
         publish_as(b, "gateway", "battery/dev-a/set", b'{"for": "dev-a"}')
         own = b.topic("battery/dev-a/set")
         assert receive_until(dev_a, own) == [b.topic("battery/dev-a/telemetry"), own]
@@ -300,3 +305,74 @@ async def test_a_publish_the_acl_denies_is_an_error_not_an_acknowledgement(auth_
             await bus.publish(TELEMETRY, reading, wait_ack=True, battery="dev-b")
     finally:
         await bus.stop()
+
+
+# -- client ids are bound to users: no session take-over ------------------------------------------------------
+
+
+def numbered_telemetry(n: int) -> bytes:
+    """Telemetry record ``n`` (its own timestamp and SOC, so each one is a distinct record)."""
+    ts = datetime(2025, 1, 16, 10, tzinfo=UTC) + timedelta(seconds=n)
+    return json.dumps({"ts": ts.isoformat(), "soc_kwh": float(n)}).encode()
+
+
+async def test_a_device_cannot_take_over_the_recorders_client_id_or_session(auth_broker: AuthBroker) -> None:
+    """The attack of issue 9 item 17: a device connects with its own valid login, the recorder's client id and a
+    clean session. Without client ids bound to users, mosquitto hands the id to the device: the recorder is
+    kicked off, and the clean session destroys the recorder's persistent one with whatever it held."""
+    b = auth_broker
+    user, password = b.credentials.login("recorder")
+    settings = MqttSettings(
+        mqtt_host=b.broker.host, mqtt_port=b.broker.port, mqtt_username=user, mqtt_password=password,
+        topic_root=b.root, mqtt_reconnect_delay_s=0.2,
+    )
+    received: list[float] = []
+
+    async def store(params: dict[str, str], message: Telemetry, delivery: Delivery) -> None:
+        received.append(message.soc_kwh)
+
+    recorder = Bus("recorder", settings)  # the client id the recorder node uses
+    recorder.subscribe(TELEMETRY, store)
+    await recorder.start()
+    stopped = False
+    try:
+        assert recorder.client_id == f"{b.root.replace('/', '_')}-recorder"
+
+        def attack() -> stack.MiniMqtt:
+            secret = b.credentials.password("dev-a")
+            return stack.MiniMqtt(b.broker.host, b.broker.port, client_id=recorder.client_id, clean_session=True,
+                                  username="dev-a", password=secret, timeout=5.0)
+
+        attacker = attack()
+        try:
+            # records published while the attack holds the recorder's client id still reach the recorder
+            for n in range(20):
+                attacker.publish(b.topic("battery/dev-a/telemetry"), numbered_telemetry(n), qos=1)
+            await wait_for_async(lambda: len(received) >= 20, 10.0, 0.05, what="the 20 records at the recorder")
+        finally:
+            attacker.close()
+        assert sorted(received) == [float(n) for n in range(20)]
+        assert recorder.counters["reconnects"] == 0, "the recorder was disconnected by the device's login"
+        assert recorder.connected.is_set()
+
+        # its persistent session survives the attack too: records published while the recorder is away (and
+        # the device logs in with its client id and a clean session again) wait in it
+        await recorder.stop()
+        stopped = True
+        attacker = attack()
+        try:
+            for n in range(20, 30):
+                attacker.publish(b.topic("battery/dev-a/telemetry"), numbered_telemetry(n), qos=1)
+        finally:
+            attacker.close()
+        back = Bus("recorder", settings)
+        back.subscribe(TELEMETRY, store)
+        await back.start()
+        try:
+            await wait_for_async(lambda: len(received) >= 30, 10.0, 0.05, what="the 10 records kept in the session")
+        finally:
+            await back.stop()
+        assert sorted(received) == [float(n) for n in range(30)]
+    finally:
+        if not stopped:
+            await recorder.stop()

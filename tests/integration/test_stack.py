@@ -2,28 +2,38 @@
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import json
+import os
+import random
+import re
+import shutil
 import socket
+import stat
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from deploy import stack
+from deploy import auth, stack
+from nodes.runtime.bus import Bus, MqttSettings, PublishRefused
 from tests.support.nodes import NodeExited
 from tests.support.services import Services
-from tests.support.waiting import WaitTimeout, wait_for
+from tests.support.waiting import WaitTimeout, wait_for, wait_for_async
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[stack.Mosquitto]:
-    with stack.start_mosquitto(tmp_path_factory.mktemp("mq"), websockets=True, die_with_parent=True) as started:
+    with stack.start_mosquitto(tmp_path_factory.mktemp("mq"), die_with_parent=True) as started:
         yield started
 
 
@@ -37,7 +47,9 @@ def test_start_writes_configs_and_answers(broker: stack.Mosquitto, influxd: stac
     conf = broker.config_path.read_text()
     assert "max_queued_messages 0" in conf
     assert f"listener {broker.port} 127.0.0.1" in conf
-    assert f"listener {broker.ws_port} 127.0.0.1\nprotocol websockets" in conf
+    assert "websockets" not in conf, "no websockets listener unless asked for (and then only with a password file)"
+    assert f"message_size_limit {stack.MESSAGE_SIZE_LIMIT_BYTES}\n" in conf
+    assert broker.ports == (broker.port,)
     assert f'bind-address = "127.0.0.1:{influxd.rpc_port}"' in influxd.config_path.read_text()
     assert broker.running
     assert stack.mqtt_ready(broker.host, broker.port)
@@ -69,17 +81,21 @@ def test_qos1_round_trip_with_mini_client(broker: stack.Mosquitto) -> None:
     assert message == stack.MqttMessage("rt/mini/a", b'{"n": 1}', qos=1, retain=False)
 
 
-def test_websockets_listener_upgrades(broker: stack.Mosquitto) -> None:
-    assert broker.ws_port is not None
-    request = (
-        f"GET /mqtt HTTP/1.1\r\nHost: 127.0.0.1:{broker.ws_port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-        "Sec-WebSocket-Protocol: mqtt\r\n\r\n"
-    )
-    with socket.create_connection((broker.host, broker.ws_port), timeout=5) as sock:
-        sock.sendall(request.encode())
-        answer = sock.recv(4096).decode(errors="replace")
-    assert answer.startswith("HTTP/1.1 101"), answer
+def test_websockets_listener_needs_authentication_and_then_refuses_anonymous_clients(tmp_path: Path) -> None:
+    # mosquitto 2.0.11 binds websockets on every interface whatever the listener line says: never anonymous
+    with pytest.raises(stack.StackError, match="BESS_MQTT_AUTH=1"):
+        stack.start_mosquitto(tmp_path / "anonymous", websockets=True)
+    assert not (tmp_path / "anonymous" / "mosquitto.conf").exists()
+
+    credentials = auth.ensure_credentials(tmp_path / "var", "tws/bess/v1", ["battery-1"])
+    with stack.start_mosquitto(
+        tmp_path / "mq", websockets=True, password_file=credentials.password_file, acl_file=credentials.acl_file,
+        probe_login=credentials.login(auth.PROBE_USER), die_with_parent=True,
+    ) as secured:
+        assert secured.ws_port is not None
+        assert ws_connack(["127.0.0.1", str(secured.ws_port)]) == "connack 5"  # anonymous: not authorised
+        user, password = credentials.login(auth.MONITOR_USER)
+        assert ws_connack(["127.0.0.1", str(secured.ws_port), user], password) == "connack 0"
 
 
 def test_influx_write_and_query_round_trip(influxd: stack.Influxd) -> None:
@@ -137,7 +153,7 @@ def test_busy_port_is_refused(broker: stack.Mosquitto, tmp_path: Path) -> None:
 
 def test_stop_leaves_no_process(tmp_path: Path) -> None:
     pid_path = tmp_path / "run" / "mosquitto.pid"
-    broker = stack.start_mosquitto(tmp_path / "mq", websockets=True, pid_path=pid_path, die_with_parent=True)
+    broker = stack.start_mosquitto(tmp_path / "mq", pid_path=pid_path, die_with_parent=True)
     influxd = stack.start_influxd(tmp_path / "ifx", die_with_parent=True)
     pids = [broker.pid, influxd.pid]
     assert pid_path.read_text().strip() == str(broker.pid)
@@ -191,7 +207,6 @@ def test_up_uses_a_running_broker_starts_the_rest_and_down_stops_only_that(
         root=root,
         var_dir=root / "var",
         mqtt_port=broker.port,  # already answering: up must use it and leave it alone
-        mqtt_ws_port=broker.ws_port or 0,
         influx_port=stack.free_port(),
         influx_db="updb",
         topic_root="tup/bess/v1",
@@ -277,3 +292,586 @@ def test_wait_for_returns_the_value_or_fails_with_the_last_one() -> None:
     assert wait_for(lambda: next(values), timeout=5, interval=0.001) == 7
     with pytest.raises(WaitTimeout, match="last value: 0"):
         wait_for(lambda: 0, timeout=0.05, interval=0.01, what="zero to become truthy")
+
+
+# -- fake nodes: what `up` makes of the statuses they publish ------------------------------------------------
+
+BEHAVING_NODE = """\
+import json, os, signal, sys, time
+sys.path.insert(0, {repo!r})
+from deploy import stack
+
+name, behaviour = {name!r}, {behaviour!r}
+root = os.environ["BESS_TOPIC_ROOT"]
+client = stack.MiniMqtt(os.environ["BESS_MQTT_HOST"], int(os.environ["BESS_MQTT_PORT"]))
+status = {{"node": name, "state": "online", "pid": os.getpid()}}
+if behaviour == "degraded":
+    status = {{**status, "state": "degraded", "reason": "no spec from battery my-bat"}}
+if behaviour.startswith("spoof:"):  # on its own topic, in the name (and with the pid) of another node
+    victim = behaviour.split(":", 1)[1]
+    pid_file = os.path.join(os.environ["FAKE_RUN_DIR"], victim + ".pid")
+    status = {{"node": victim, "state": "online", "pid": int(open(pid_file).read())}}
+if behaviour != "silent":
+    client.publish(f"{{root}}/node/{{name}}/status", json.dumps(status), qos=1, retain=True)
+stopping = []
+signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
+while not stopping:
+    time.sleep(0.05)
+client.close()
+"""
+
+
+def fake_repo(root: Path, behaviours: dict[str, str]) -> Path:
+    """A repository whose nodes/<name>/__main__.py are fake nodes with the given behaviours."""
+    repo = str(Path(__file__).resolve().parents[2])
+    (root / "nodes").mkdir(parents=True)
+    (root / "nodes" / "__init__.py").write_text("")
+    for name, behaviour in behaviours.items():
+        (root / "nodes" / name).mkdir()
+        (root / "nodes" / name / "__init__.py").write_text("")
+        script = BEHAVING_NODE.format(repo=repo, name=name, behaviour=behaviour)
+        (root / "nodes" / name / "__main__.py").write_text(script)
+    return root
+
+
+def fake_up_config(root: Path, broker: stack.Mosquitto, timeout: float) -> stack.UpConfig:
+    return stack.UpConfig(
+        root=root,
+        var_dir=root / "var",
+        mqtt_port=broker.port,
+        influx_port=stack.free_port(),
+        topic_root=f"t{uuid.uuid4().hex[:8]}/bess/v1",
+        timeout=timeout,
+        environ={**os.environ, "FAKE_RUN_DIR": str(root / "var" / "run")},
+    )
+
+
+def test_up_counts_a_degraded_node_as_running_and_prints_its_reason(
+    broker: stack.Mosquitto, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = fake_repo(tmp_path / "repo", {"recorder": "online", "planner": "degraded"})
+    cfg = fake_up_config(root, broker, timeout=20)
+    try:
+        assert stack.cmd_up(cfg) == 0, capsys.readouterr()
+        out = capsys.readouterr().out
+        planner_pid = stack.read_live_pid(cfg.run_dir / "planner.pid", "nodes.planner")
+        assert f"planner    pid {planner_pid}: degraded: no spec from battery my-bat" in out, out
+        assert "recorder   pid" in out
+        assert ": online" in out
+    finally:
+        stack.cmd_down(cfg)
+
+
+def test_a_status_counts_only_on_its_own_topic_whatever_its_payload_says(
+    broker: stack.Mosquitto, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the market publishes, on its own topic, "recorder online" with the recorder's pid; the recorder is silent
+    root = fake_repo(tmp_path / "repo", {"recorder": "silent", "market": "spoof:recorder"})
+    cfg = fake_up_config(root, broker, timeout=3)
+    try:
+        assert stack.cmd_up(cfg) == 1
+        captured = capsys.readouterr()
+        assert "ERROR: recorder: no online status within 3 s (last: -)" in captured.err, captured
+        assert "ERROR: market: no online status" in captured.err, "a status naming another pid is not the market's"
+    finally:
+        stack.cmd_down(cfg)
+
+
+# -- message size ---------------------------------------------------------------------------------------------
+
+
+async def test_an_oversized_message_is_refused_and_other_traffic_continues(broker: stack.Mosquitto) -> None:
+    limit = stack.MESSAGE_SIZE_LIMIT_BYTES
+    root = f"t{uuid.uuid4().hex[:8]}"
+    with stack.MiniMqtt(broker.host, broker.port, timeout=10) as sub:
+        sub.subscribe(f"{root}/#", qos=1)
+        # an MQTT 3.1.1 device: acknowledged (so it does not resend) or disconnected, never delivered
+        with contextlib.suppress(OSError, stack.MqttError), stack.MiniMqtt(broker.host, broker.port) as device:
+            device.publish(f"{root}/big-3", b"x" * (limit + 1), qos=1)
+        # an MQTT 5 publisher (the nodes' bus) gets the broker's reason code 0x95, packet too large
+        bus = Bus("oversize", MqttSettings(mqtt_port=broker.port, topic_root=f"{root}-bus/bess/v1",
+                                           mqtt_reconnect_delay_s=0.2))
+        await bus.start()
+        try:
+            with pytest.raises(PublishRefused, match="0x95"):
+                await bus.publish_bytes(f"{root}/big-5", b"y" * (limit + 1), qos=1, wait_ack=True)
+            # other traffic continues: a message of exactly the limit, and the refused publisher once reconnected
+            with stack.MiniMqtt(broker.host, broker.port, timeout=10) as other:
+                other.publish(f"{root}/at-limit", b"z" * limit, qos=1)
+            await wait_for_async(bus.connected.is_set, 10.0, what="the bus reconnected")
+            await bus.publish_bytes(f"{root}/after", b"1", qos=1, wait_ack=True)
+        finally:
+            await bus.stop()
+        arrived: list[tuple[str, int]] = []
+        while not arrived or arrived[-1][0] != f"{root}/after":
+            message = sub.receive(10)
+            assert message is not None, f"the traffic after the oversized messages never came; got {arrived}"
+            arrived.append((message.topic, len(message.payload)))
+    assert arrived == [(f"{root}/at-limit", limit), (f"{root}/after", 1)]
+
+
+def test_the_container_broker_config_matches_the_local_one() -> None:
+    root = Path(__file__).resolve().parents[2]
+    conf = (root / "deploy" / "mosquitto.conf").read_text()
+    directives = [line.split() for line in conf.splitlines() if line.strip() and not line.startswith("#")]
+    assert ["message_size_limit", str(stack.MESSAGE_SIZE_LIMIT_BYTES)] in directives
+    assert ["max_queued_messages", "0"] in directives
+    assert [d for d in directives if d[0] in ("listener", "protocol")] == [["listener", "1883"], ["protocol", "mqtt"]]
+    compose = (root / "deploy" / "compose.yaml").read_text()
+    assert "9001" not in compose
+    published = re.findall(r'"(\d[\d.:]*):\d+"', compose)
+    assert published, "compose publishes its ports"
+    assert all(mapping.startswith("127.0.0.1:") for mapping in published), published
+
+
+# -- what listens where: sockets of processes, and a second host in a network namespace ---------------------
+
+
+@dataclass(frozen=True)
+class Listener:
+    """A TCP socket in LISTEN state (or an unconnected UDP socket) owned by one of the watched processes."""
+
+    proto: str
+    address: str
+    port: int
+    pid: int
+
+    @property
+    def loopback(self) -> bool:
+        address = ipaddress.ip_address(self.address)
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            return address.ipv4_mapped.is_loopback
+        return address.is_loopback
+
+
+def _proc_net_address(raw: str) -> tuple[str, int]:
+    """``0100007F:1F90`` (or its 32-digit IPv6 form) from /proc/net/tcp -> ("127.0.0.1", 8080)."""
+    host, port = raw.split(":")
+    data = bytes.fromhex(host)
+    words = b"".join(data[i : i + 4][::-1] for i in range(0, len(data), 4))  # each 32-bit word is host order
+    return str(ipaddress.ip_address(words)), int(port, 16)
+
+
+def process_tree(leaders: set[int]) -> set[int]:
+    """``leaders`` and every process in their process groups (deploy/up starts each in its own session)."""
+    members = set(leaders)
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if int(stat_file.read_text().rsplit(")", 1)[1].split()[2]) in leaders:
+                members.add(int(stat_file.parent.name))
+    return members
+
+
+def listening_sockets(pids: set[int]) -> list[Listener]:
+    """Every server socket of ``pids`` (and their process groups), from /proc."""
+    owners: dict[str, int] = {}
+    for pid in process_tree(pids):
+        for fd in Path(f"/proc/{pid}/fd").glob("*"):
+            with contextlib.suppress(OSError):
+                link = os.readlink(fd)
+                if link.startswith("socket:["):
+                    owners[link[8:-1]] = pid
+    found: list[Listener] = []
+    for proto, table, server_state in (("tcp", "tcp", "0A"), ("tcp", "tcp6", "0A"), ("udp", "udp", "07"),
+                                       ("udp", "udp6", "07")):
+        with contextlib.suppress(FileNotFoundError):
+            for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+                fields = line.split()
+                local, remote, state, inode = fields[1], fields[2], fields[3], fields[9]
+                if state != server_state or inode not in owners:
+                    continue
+                if proto == "udp" and _proc_net_address(remote)[1] != 0:
+                    continue  # a connected UDP socket is a client (a DNS lookup), not a server
+                address, port = _proc_net_address(local)
+                found.append(Listener(proto, address, port, owners[inode]))
+    return found
+
+
+PROBE_CONNECT = """\
+import json, socket, sys
+host, result = sys.argv[1], {}
+for port in sys.argv[2:]:
+    try:
+        socket.create_connection((host, int(port)), timeout=2).close()
+        result[port] = "open"
+    except ConnectionRefusedError:
+        result[port] = "refused"
+    except TimeoutError:
+        result[port] = "timeout"
+    except OSError as exc:
+        result[port] = f"error: {exc}"
+print(json.dumps(result))
+"""
+
+PROBE_WS_CONNACK = """\
+import base64, os, socket, sys
+host, port = sys.argv[1], int(sys.argv[2])
+user = sys.argv[3] if len(sys.argv) > 3 else None
+password = os.environ.get("PROBE_PASSWORD")
+sock = socket.create_connection((host, port), timeout=5)
+key = base64.b64encode(os.urandom(16)).decode()
+sock.sendall((f"GET /mqtt HTTP/1.1\\r\\nHost: {host}:{port}\\r\\nUpgrade: websocket\\r\\n"
+              f"Connection: Upgrade\\r\\nSec-WebSocket-Key: {key}\\r\\nSec-WebSocket-Version: 13\\r\\n"
+              "Sec-WebSocket-Protocol: mqtt\\r\\n\\r\\n").encode())
+buf = b""
+while b"\\r\\n\\r\\n" not in buf:
+    chunk = sock.recv(4096)
+    if not chunk:
+        sys.exit(print("closed during the handshake"))
+    buf += chunk
+head, _, buf = buf.partition(b"\\r\\n\\r\\n")
+if b" 101 " not in head.split(b"\\r\\n")[0]:
+    sys.exit(print("no upgrade:", head.split(b"\\r\\n")[0].decode()))
+def mqtt_str(raw):
+    return len(raw).to_bytes(2, "big") + raw
+flags, login = 0x02, b""
+if user:
+    flags, login = flags | 0x80, mqtt_str(user.encode())
+    if password:
+        flags, login = flags | 0x40, login + mqtt_str(password.encode())
+body = mqtt_str(b"MQTT") + bytes([4, flags]) + (60).to_bytes(2, "big") + mqtt_str(b"ws-probe") + login
+packet = bytes([0x10, len(body)]) + body  # < 128 bytes: one length byte
+mask = os.urandom(4)
+sock.sendall(bytes([0x82, 0x80 | len(packet)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(packet)))
+while len(buf) < 6:
+    chunk = sock.recv(4096)
+    if not chunk:
+        sys.exit(print("closed before CONNACK"))
+    buf += chunk
+frame = buf[2 : 2 + (buf[1] & 0x7F)]  # the server's frames are not masked
+print(f"connack {frame[3]}" if frame[:1] == b"\\x20" else f"unexpected {frame!r}")
+"""
+
+
+def ws_connack(args: list[str], password: str | None = None, netns: str | None = None) -> str:
+    """The CONNACK code a CONNECT over websockets gets (``host port [user]``), as ``connack N``."""
+    prefix = ["ip", "netns", "exec", netns] if netns else []
+    env = {**os.environ, "PROBE_PASSWORD": password or ""}
+    result = subprocess.run([*prefix, sys.executable, "-c", PROBE_WS_CONNACK, *args], capture_output=True,
+                            text=True, timeout=30, env=env, check=False)
+    return (result.stdout + result.stderr).strip()
+
+
+@dataclass(frozen=True)
+class NetNs:
+    """Another host on this machine: a network namespace joined to us by a veth pair on a private /24."""
+
+    name: str
+    host_address: str  # our end: a non-loopback address of this machine
+    inside_address: str
+
+    def connect(self, ports: Iterable[int]) -> dict[int, str]:
+        """``{port: "open" | "refused" | "timeout" | "error: ..."}`` for TCP connections from inside to us."""
+        result = subprocess.run(
+            ["ip", "netns", "exec", self.name, sys.executable, "-c", PROBE_CONNECT, self.host_address,
+             *map(str, ports)],
+            capture_output=True, text=True, timeout=120, check=True,
+        )
+        return {int(port): outcome for port, outcome in json.loads(result.stdout).items()}
+
+
+def _ip(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30, check=False)
+
+
+@pytest.fixture
+def netns() -> Iterator[NetNs]:
+    """A network namespace with a veth pair (10.231.<n>.1/24 here, .2 inside), removed afterwards."""
+    if sys.platform != "linux" or shutil.which("ip") is None:
+        pytest.skip("needs Linux and iproute2 (`ip netns`)")
+    tag = uuid.uuid4().hex[:6]
+    name, host_if, inside_if = f"bess-t{tag}", f"bt{tag}h", f"bt{tag}n"
+    made = _ip("netns", "add", name)
+    if made.returncode != 0:
+        pytest.skip(f"`ip netns add` is not permitted here: {made.stderr.strip()}")
+    try:
+        used = _ip("-4", "addr").stdout + _ip("-4", "route").stdout
+        free = [n for n in random.sample(range(1, 255), 254) if f"10.231.{n}." not in used]
+        subnet = f"10.231.{free[0]}"
+        for args in (
+            ("link", "add", host_if, "type", "veth", "peer", "name", inside_if),
+            ("link", "set", inside_if, "netns", name),
+            ("addr", "add", f"{subnet}.1/24", "dev", host_if),
+            ("link", "set", host_if, "up"),
+            ("-n", name, "addr", "add", f"{subnet}.2/24", "dev", inside_if),
+            ("-n", name, "link", "set", inside_if, "up"),
+            ("-n", name, "link", "set", "lo", "up"),
+        ):
+            done = _ip(*args)
+            if done.returncode != 0:
+                pytest.skip(f"`ip {' '.join(args)}` is not permitted here: {done.stderr.strip()}")
+        yield NetNs(name, f"{subnet}.1", f"{subnet}.2")
+    finally:
+        _ip("link", "del", host_if)  # removes its peer too
+        _ip("netns", "del", name)
+
+
+def assert_reachable_from_netns_only_when_listening_everywhere(netns: NetNs) -> None:
+    """The probe itself works: a socket bound to every interface answers from the namespace (else "refused"
+    below would prove nothing)."""
+    with socket.create_server(("0.0.0.0", 0)) as server:
+        port = server.getsockname()[1]
+        assert netns.connect([port]) == {port: "open"}
+
+
+# -- the whole stack, as a user runs it (deploy/stack.py on free ports, BESS_VAR_DIR in tmp) ------------------
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_influx_port() -> int:
+    """A free port whose +2 (influxd's RPC port under deploy/up) is free too."""
+    while True:
+        port = stack.free_port()
+        if port < 65534 and not stack.port_open("127.0.0.1", port + 2):
+            with contextlib.suppress(OSError), socket.create_server(("127.0.0.1", port + 2)):
+                return port
+
+
+def stack_env(var_dir: Path, **settings: str) -> dict[str, str]:
+    """The environment of a user running the stack under ``var_dir``: no BESS_* of ours leaks in."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("BESS_")}
+    return {**env, "BESS_VAR_DIR": str(var_dir), "BESS_UP_TIMEOUT": "90", **settings}
+
+
+def run_stack(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``python deploy/stack.py <command>`` (what deploy/up, down and status run after the bootstrap)."""
+    return subprocess.run([sys.executable, str(REPO / "deploy" / "stack.py"), command], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=300, check=False)
+
+
+def stack_pids(var_dir: Path) -> dict[str, int]:
+    """name -> pid of every process deploy/up started under ``var_dir`` that still runs."""
+    return {path.stem: int(path.read_text()) for path in (var_dir / "run").glob("*.pid")
+            if stack.pid_alive(int(path.read_text()))}
+
+
+@dataclass(frozen=True)
+class LocalStack:
+    var_dir: Path
+    env: dict[str, str]  # exactly what the first `up` was given
+    ports: dict[str, int]
+
+
+def _start_stack(var_dir: Path, **settings: str) -> LocalStack:
+    ports = {"mqtt": stack.free_port(), "influx": free_influx_port(), "gateway_a": stack.free_port(),
+             "gateway_b": stack.free_port(), "dashboard": stack.free_port()}
+    ports["influx_rpc"] = ports["influx"] + 2
+    env = stack_env(
+        var_dir,
+        BESS_MQTT_PORT=str(ports["mqtt"]),
+        BESS_INFLUX_PORT=str(ports["influx"]),
+        BESS_GATEWAY_PORTS=f"{ports['gateway_a']},{ports['gateway_b']}",
+        BESS_DASHBOARD_PORT=str(ports["dashboard"]),
+        **settings,
+    )
+    up = run_stack("up", env)
+    if up.returncode != 0:
+        run_stack("down", env)
+        pytest.fail(f"deploy/stack.py up failed ({up.returncode}):\n{up.stdout}\n{up.stderr}", pytrace=False)
+    return LocalStack(var_dir, env, ports)
+
+
+@pytest.fixture(scope="module")
+def default_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    """The default stack (no authentication, no websockets) with every node, on free ports."""
+    started = _start_stack(tmp_path_factory.mktemp("stack") / "var")
+    try:
+        yield started
+    finally:
+        run_stack("down", started.env)
+
+
+def test_no_port_of_the_default_stack_answers_another_address(default_stack: LocalStack, netns: NetNs) -> None:
+    assert_reachable_from_netns_only_when_listening_everywhere(netns)
+    pids = stack_pids(default_stack.var_dir)
+    assert set(pids) == {"mosquitto", "influxd", *stack.NODE_NAMES}
+    listeners = listening_sockets(set(pids.values()))
+    tcp_ports = {listener.port for listener in listeners if listener.proto == "tcp"}
+    assert set(default_stack.ports.values()) <= tcp_ports, listeners  # every configured port, influxd's RPC too
+    assert [listener for listener in listeners if not listener.loopback] == [], "bound beyond loopback"
+    from_outside = netns.connect(sorted(tcp_ports))
+    assert {port: outcome for port, outcome in from_outside.items() if outcome not in ("refused", "timeout")} == {}
+    assert all(stack.port_open("127.0.0.1", port) for port in tcp_ports), "the same ports answer on loopback"
+
+
+def _node_line(out: str, name: str) -> str:
+    return next(line for line in out.splitlines() if line.strip().startswith(f"{name} ") and " pid " in line)
+
+
+def test_a_changed_setting_restarts_exactly_the_nodes_that_read_it(default_stack: LocalStack) -> None:
+    var, env = default_stack.var_dir, default_stack.env
+    before = stack_pids(var)
+
+    changed = run_stack("up", {**env, "BESS_PLANNER_AUTOPILOT": "false"})
+    assert changed.returncode == 0, changed.stdout + changed.stderr
+    after = stack_pids(var)
+    planner = _node_line(changed.stdout, "planner")
+    assert f"pid {after['planner']}: " in planner
+    assert f"restarted: BESS_PLANNER_AUTOPILOT true -> false (was pid {before['planner']})" in planner, planner
+    assert after["planner"] != before["planner"]
+    assert {k: v for k, v in after.items() if k != "planner"} == {k: v for k, v in before.items() if k != "planner"}
+    assert "already running" in _node_line(changed.stdout, "recorder")
+    environ = Path(f"/proc/{after['planner']}/environ").read_bytes().split(b"\0")
+    assert b"BESS_PLANNER_AUTOPILOT=false" in environ, "the new planner really runs with the new setting"
+    recorded = var / "run" / "planner.env"
+    assert stat.S_IMODE(recorded.stat().st_mode) == 0o600
+    assert "BESS_PLANNER_AUTOPILOT=false" in recorded.read_text().splitlines()
+
+    again = run_stack("up", {**env, "BESS_PLANNER_AUTOPILOT": "false"})
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert stack_pids(var) == after, "the same settings restart nothing"
+
+    # a secret: named, never shown
+    secret = f"s3cret-{uuid.uuid4().hex}"
+    token = run_stack("up", {**env, "BESS_PLANNER_AUTOPILOT": "false", "BESS_GATEWAY_TOKEN": secret})
+    assert token.returncode == 0, token.stdout + token.stderr
+    assert "BESS_GATEWAY_TOKEN changed (secret: value not shown)" in _node_line(token.stdout, "gateway")
+    assert secret not in token.stdout + token.stderr
+    assert stack_pids(var)["planner"] == after["planner"]
+    assert f"BESS_GATEWAY_TOKEN={secret}" in (var / "run" / "gateway.env").read_text().splitlines()
+
+    back = run_stack("up", env)  # the first `up`'s environment again: autopilot on (the default), no token
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert "BESS_PLANNER_AUTOPILOT false -> true" in _node_line(back.stdout, "planner")
+    assert "BESS_GATEWAY_TOKEN changed" in _node_line(back.stdout, "gateway")
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "named"),
+    [
+        ("BESS_SIM_SPEED", "fast", "BESS_SIM_SPEED"),
+        ("BESS_BATTERIES", "Battery 1", "BESS_BATTERIES"),
+        ("BESS_PLANNER_AUTOPILOT", "maybe", "BESS_PLANNER_AUTOPILOT"),
+        ("BESS_GATEWAY_PORTS", "5000,x", "BESS_GATEWAY_PORTS"),
+        # asked for, a listener on the network needs authentication
+        ("BESS_GATEWAY_HOST", "0.0.0.0", "BESS_GATEWAY_TOKEN"),
+        ("BESS_DASHBOARD_HOST", "10.231.0.1", "BESS_GATEWAY_TOKEN"),
+    ],
+)
+def test_an_invalid_setting_stops_up_with_one_line_and_exit_2(
+    default_stack: LocalStack, setting: str, value: str, named: str
+) -> None:
+    before = stack_pids(default_stack.var_dir)
+    refused = run_stack("up", {**default_stack.env, setting: value})
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("up: ")
+    assert named in lines[0]
+    assert refused.stdout == "", "nothing was started or printed before the refusal"
+    assert stack_pids(default_stack.var_dir) == before
+
+
+def test_a_websockets_listener_without_authentication_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    env = stack_env(tmp_path / "var", BESS_MQTT_PORT=str(stack.free_port()), BESS_MQTT_WS_PORT=str(stack.free_port()))
+    refused = run_stack("up", env)
+    assert refused.returncode == 2
+    assert refused.stderr.count("\n") == 1
+    assert "BESS_MQTT_WS_PORT" in refused.stderr
+    assert "BESS_MQTT_AUTH=1" in refused.stderr
+    assert not (tmp_path / "var" / "run").exists()
+
+
+def test_an_authenticated_stack_is_remembered_by_later_commands(tmp_path: Path, netns: NetNs) -> None:
+    ws_port = stack.free_port()
+    started = _start_stack(tmp_path / "var", BESS_MQTT_AUTH="1", BESS_MQTT_WS_PORT=str(ws_port))
+    var = started.var_dir
+    plain = stack_env(var)  # no BESS_MQTT_AUTH, no ports: everything from var/stack.json
+    try:
+        remembered = json.loads((var / "stack.json").read_text())
+        assert remembered["mqtt_auth"] is True
+        assert remembered["mqtt_port"] == started.ports["mqtt"]
+        assert remembered["mqtt_ws_port"] == ws_port
+        assert remembered["gateway_ports"] == [started.ports["gateway_a"], started.ports["gateway_b"]]
+
+        status = run_stack("status", plain)
+        assert status.returncode == 0, status.stderr
+        for name in stack.NODE_NAMES:
+            line = next(line for line in status.stdout.splitlines() if line.startswith(f"{name} "))
+            assert "status: {" in line, f"{name}: no retained status read: {line}"
+            assert json.loads(line.split("status: ", 1)[1])["state"] in ("online", "degraded"), line
+        assert "authentication on, read as probe" in status.stdout
+
+        conflict = run_stack("status", {**plain, "BESS_MQTT_AUTH": "0"})
+        assert conflict.returncode == 2
+        assert "BESS_MQTT_AUTH=0 (it runs with 1)" in conflict.stderr
+        other_port = run_stack("up", {**plain, "BESS_MQTT_PORT": str(stack.free_port())})
+        assert other_port.returncode == 2
+        assert f"(it runs with {started.ports['mqtt']})" in other_port.stderr
+        again = run_stack("up", plain)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert again.stdout.count("already running") == 2 + len(stack.NODE_NAMES), again.stdout
+
+        # asked for, the websockets listener is reachable from the network, but only with a login
+        assert_reachable_from_netns_only_when_listening_everywhere(netns)
+        pids = stack_pids(var)
+        listeners = listening_sockets(set(pids.values()))
+        exposed = {listener.port for listener in listeners if not listener.loopback}
+        assert exposed == {ws_port}, listeners
+        outside = netns.connect(sorted({listener.port for listener in listeners if listener.proto == "tcp"}))
+        assert {port for port, outcome in outside.items() if outcome == "open"} == {ws_port}
+        assert ws_connack([netns.host_address, str(ws_port)], netns=netns.name) == "connack 5"
+        credentials = auth.load_credentials(var)
+        assert credentials is not None
+        user, password = credentials.login(auth.MONITOR_USER)
+        assert ws_connack([netns.host_address, str(ws_port), user], password, netns=netns.name) == "connack 0"
+    finally:
+        down = run_stack("down", plain)
+    assert down.returncode == 0, down.stderr
+    assert stack_pids(var) == {}
+    assert list((var / "run").glob("*.env")) == [], "the settings files (secrets) go with the processes"
+
+
+# -- node settings checked the way each node checks them ----------------------------------------------------
+
+
+def test_every_node_has_a_config_struct_that_up_checks() -> None:
+    env = {"BESS_SIM_SPEED": "fast"}
+    checked = subprocess.run([sys.executable, str(REPO / "deploy" / "check_config.py"), str(REPO)],
+                             input=json.dumps(dict.fromkeys(stack.NODE_NAMES, env)), capture_output=True, text=True,
+                             timeout=120, check=True)
+    result = json.loads(checked.stdout)
+    assert set(result) == set(stack.NODE_NAMES)
+    for name, item in result.items():
+        assert item["variables"], f"no config Struct found for nodes.{name}: up could not validate it"
+        assert "BESS_MQTT_PORT" in item["variables"]
+        assert "BESS_LOG_LEVEL" in item["variables"]
+    assert "BESS_SIM_SPEED" in result["simulator"]["variables"]
+    assert "BESS_SIM_SPEED" not in result["recorder"]["variables"], "a node restarts only for its own settings"
+    assert [name for name, item in result.items() if item["error"]] == ["simulator"]
+    # the very line the node itself prints when started with that value
+    node = subprocess.run([sys.executable, "-m", "nodes.simulator"], env={**os.environ, **env}, cwd=REPO,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert node.returncode == 2
+    assert node.stderr.strip().splitlines()[-1] == result["simulator"]["error"]
+
+
+def test_settings_files_round_trip_and_secrets_are_never_shown(tmp_path: Path) -> None:
+    settings = {"BESS_BATTERIES": "a,b", "BESS_GATEWAY_TOKEN": "t0k'en \"x\"", "BESS_EMPTY": ""}
+    path = tmp_path / "run" / "gateway.env"
+    stack.write_node_settings(path, "gateway", settings)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stack.read_node_settings(path) == settings
+    changes = stack.settings_changes(settings, {**settings, "BESS_GATEWAY_TOKEN": "other", "BESS_NEW": "1"})
+    assert changes == ["BESS_GATEWAY_TOKEN changed (secret: value not shown)", "BESS_NEW unset -> 1"]
+    for name in ("BESS_MQTT_PASSWORD", "BESS_GATEWAY_TOKEN", "BESS_INFLUX_TOKEN", "BESS_GATEWAY_TLS_KEY"):
+        assert stack.is_secret(name), name
+    assert not stack.is_secret("BESS_PLANNER_AUTOPILOT")
+
+
+def test_up_restarts_a_server_of_ours_whose_generated_config_changed(default_stack: LocalStack) -> None:
+    # e.g. a broker started by an older deploy/stack.py with a websockets listener: `up` must not keep it
+    var = default_stack.var_dir
+    before = stack_pids(var)
+    conf = var / "mosquitto" / "mosquitto.conf"
+    generated = conf.read_text()
+    conf.write_text(generated + f"listener {stack.free_port()} 127.0.0.1\n")  # what an older up wrote
+    up = run_stack("up", default_stack.env)
+    assert up.returncode == 0, up.stdout + up.stderr
+    after = stack_pids(var)
+    assert after["mosquitto"] != before["mosquitto"]
+    assert "restarted (pid" in up.stdout
+    assert "its generated configuration changed" in up.stdout
+    assert conf.read_text() == generated
+    assert {k: v for k, v in after.items() if k != "mosquitto"} == {k: v for k, v in before.items() if k != "mosquitto"}

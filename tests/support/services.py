@@ -144,10 +144,11 @@ class Services:
 
 
 def start_local(base_dir: Path) -> Services:
-    """Broker (with websockets) and influxd as local processes under ``base_dir`` on free loopback ports."""
+    """Broker and influxd as local processes under ``base_dir`` on free loopback ports (no websockets listener:
+    mosquitto would bind it on every interface, and nothing uses it)."""
     if stack.find_binary("mosquitto") is None or stack.find_binary("influxd") is None:
         stack.ensure_packages()  # apt-get install when running as root; otherwise a clear StackError
-    broker = stack.start_mosquitto(base_dir / "mosquitto", websockets=True, die_with_parent=True)
+    broker = stack.start_mosquitto(base_dir / "mosquitto", die_with_parent=True)
     try:
         influxd = stack.start_influxd(base_dir / "influxdb", die_with_parent=True)
     except BaseException:
@@ -176,7 +177,7 @@ def start_docker() -> Services:
     )
     broker = (
         DockerContainer("eclipse-mosquitto:2")
-        .with_exposed_ports(1883, 9001)
+        .with_exposed_ports(1883)
         .with_env("BESS_MOSQUITTO_CONF", conf)
         .with_command(["sh", "-c", write_and_run])
     )
@@ -196,7 +197,7 @@ def start_docker() -> Services:
         services = Services(
             mqtt_host=host,
             mqtt_port=int(broker.get_exposed_port(1883)),
-            mqtt_ws_port=int(broker.get_exposed_port(9001)),
+            mqtt_ws_port=None,
             influx_url=f"http://{influx.get_container_host_ip()}:{influx.get_exposed_port(8086)}",
             mode="docker",
             containers=(broker, influx),

@@ -212,15 +212,16 @@ def test_no_node_may_write_another_nodes_status(acl: Acl) -> None:
     for writer, owner in itertools.product(auth.NODE_USERS, repeat=2):
         status = topics.STATUS.name(root=ROOT, node=owner)
         assert acl.allowed(writer, "write", status) is (writer == owner), f"{writer} writes {status}"
-    for user in [*DEVICES, auth.MONITOR_USER]:
+    for user in [*DEVICES, *auth.READ_ONLY_USERS]:
         for owner in auth.NODE_USERS:
             assert not acl.allowed(user, "write", topics.STATUS.name(root=ROOT, node=owner))
 
 
-def test_only_the_renderer_and_the_monitor_read_every_status(acl: Acl) -> None:
+def test_only_the_renderer_and_the_read_only_users_read_every_status(acl: Acl) -> None:
     status = topics.STATUS.name(root=ROOT, node="recorder")
-    readers = {user for user in [*auth.NODE_USERS, *DEVICES, auth.MONITOR_USER] if acl.allowed(user, "read", status)}
-    assert readers == {"recorder", "renderer", auth.MONITOR_USER}
+    users = [*auth.NODE_USERS, *DEVICES, *auth.READ_ONLY_USERS]
+    readers = {user for user in users if acl.allowed(user, "read", status)}
+    assert readers == {"recorder", "renderer", auth.MONITOR_USER, auth.PROBE_USER}
 
 
 # -- devices: only their own battery ------------------------------------------------------------------------------
@@ -252,10 +253,11 @@ def test_devices_get_explicit_user_blocks_and_every_line_stays_under_the_root() 
     text = auth.acl_text("site-7/bess/v2", DEVICES)
     assert "pattern" not in [line.split()[0] for line in text.splitlines() if line.strip()]
     users = parse_acl(text)
-    assert list(users) == [*auth.NODE_USERS, *DEVICES, auth.MONITOR_USER]
+    assert list(users) == [*auth.NODE_USERS, *DEVICES, auth.MONITOR_USER, auth.PROBE_USER]
+    assert users[auth.PROBE_USER] == users[auth.MONITOR_USER], "deploy's probes see what an operator sees"
     for user, lines in users.items():
         for access, topic_filter in lines:
-            if user == auth.MONITOR_USER and not topic_filter.startswith("site-7/"):
+            if user in auth.READ_ONLY_USERS and not topic_filter.startswith("site-7/"):
                 assert (access, topic_filter) in {("read", "$SYS/#"), ("readwrite", "bess-probe/#")}
                 continue
             assert topic_filter.startswith("site-7/bess/v2/"), f"{user}: {topic_filter}"
@@ -273,7 +275,8 @@ def test_no_node_or_device_reads_sys_but_the_monitor_does(acl: Acl) -> None:
 
 @pytest.mark.parametrize(
     "devices",
-    [["Dev-A"], ["dev/a"], ["dev+"], ["#"], [""], ["recorder"], [auth.MONITOR_USER], ["dev-a", "dev-a"]],
+    [["Dev-A"], ["dev/a"], ["dev+"], ["#"], [""], ["recorder"], [auth.MONITOR_USER], [auth.PROBE_USER],
+     ["dev-a", "dev-a"]],
 )
 def test_bad_device_ids_are_refused(devices: list[str]) -> None:
     with pytest.raises(auth.AuthError):
