@@ -675,7 +675,7 @@ def prices_figure(
                 "x": x,
                 "y": y,
                 "mode": "lines",
-                "name": "net power (actual)",
+                "name": "net power (derived from SOC)" if derived.all() else "net power (actual)",
                 "yaxis": "y2",
                 "line": {"color": COLORS["net"], "width": 1.5, "shape": "hv"},
                 "fill": "tozeroy",

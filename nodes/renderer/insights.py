@@ -21,7 +21,8 @@ from nodes.renderer.series import PriceSeries, TelemetrySeries, to_datetime
 
 LOSS_TOLERANCE = 0.005
 """A computed efficiency loss below ``-LOSS_TOLERANCE`` x throughput means power and SOC readings disagree
-(it is then not shown); a smaller negative value is rounding and shows as 0."""
+(it is then not shown); a smaller negative value is rounding and shows as 0. A loss above the throughput
+itself is a disagreement too (more lost than moved)."""
 
 PowerSource = Literal["measured", "derived from SOC", "measured and derived from SOC", "none"]
 
@@ -118,7 +119,13 @@ def insights_from_totals(
     loss_note = ""
     if measured > 1e-9:
         raw_loss = sums[ledger.LOSS]
-        if raw_loss >= 0:
+        if raw_loss > measured:
+            # more "lost" than moved: the SOC fell faster than the reported power explains (a wrong power
+            # reading, a meter on the other side of a load, or a sped-up simulation), not an efficiency
+            loss_note = (
+                f"power and SOC readings disagree: the SOC fell {raw_loss:,.1f} kWh more than the power explains"
+            )
+        elif raw_loss >= 0:
             loss = raw_loss
         elif raw_loss >= -LOSS_TOLERANCE * measured:
             loss = 0.0

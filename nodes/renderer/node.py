@@ -351,8 +351,15 @@ class Renderer(Service[RendererConfig]):
             means = await self._history(
                 "telemetry", begin, end, every_s=every or 3, limit=self.config.max_points * 2, battery=battery
             )
+            # a bucket mean stands for its bucket, but never for time before the first or after the last sample
+            first = await self._history("telemetry", begin, end, every_s=None, limit=1, battery=battery)
+            lo = TelemetrySeries.from_history(first).time_s[:1]
+            latest = view.book.latest_s()
             series = TelemetrySeries.from_history(
-                means, bucket_s=every or 3, begin_s=begin.timestamp(), end_s=end.timestamp()
+                means,
+                bucket_s=every or 3,
+                begin_s=max(begin.timestamp(), float(lo[0]) if lo.size else -math.inf),
+                end_s=min(end.timestamp(), latest + 1e-6) if latest is not None else end.timestamp(),
             )
         history = DisplayHistory(series, begin.timestamp(), end.timestamp(), time.monotonic())
         view.display[window.key] = history

@@ -133,6 +133,11 @@ def test_efficiency_loss_is_never_negative() -> None:
     close = compute_insights(samples((0 * H, 500.0, -100.0), (1 * H, 600.1, 0.0)), hourly_prices(10.0), None,
                              max_hold_s=HOUR_HOLD)
     assert close.efficiency_loss_kwh == 0.0
+    # the SOC falls 100 kWh while 10 kWh are reported discharged: not an efficiency loss of 90 kWh
+    faster = compute_insights(samples((0 * H, 500.0, 10.0), (1 * H, 400.0, 0.0)), hourly_prices(10.0), None,
+                              max_hold_s=HOUR_HOLD)
+    assert faster.efficiency_loss_kwh is None
+    assert faster.loss_note == "power and SOC readings disagree: the SOC fell 90.0 kWh more than the power explains"
 
 
 def test_schedule_numbers() -> None:

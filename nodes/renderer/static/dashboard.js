@@ -426,7 +426,7 @@
     card = el("a", { class: "card battery-card", id: "battery-" + name, href: "/battery/" + encodeURIComponent(name), dataset: { battery: name } });
     const row = el("span", { class: "card-row" });
     row.append(
-      el("span", { class: "chip chip-mode", dataset: { mode: "unknown" }, title: "what the battery reports doing (its state topic)" }, "unknown"),
+      el("span", { class: "chip chip-mode", dataset: { mode: "unknown" }, title: "what the battery reports doing (its state topic)" }, "no state reported"),
       el("span", { class: "chip chip-control", dataset: { control: "default" }, title: "who may command it (the control topic)" }, "Control: planner default (no mode set)"),
     );
     const stats = el("dl", { class: "card-stats" });
