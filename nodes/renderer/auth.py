@@ -4,7 +4,8 @@ With a token set:
 
 * every request that is not ``GET``/``HEAD`` needs it (there is no state-changing route today; any added
   later is protected from the start);
-* viewing needs it too unless ``BESS_DASHBOARD_VIEW_TOKEN_REQUIRED=0``.
+* viewing needs it too unless ``BESS_DASHBOARD_VIEW_TOKEN_REQUIRED=0``; when the dashboard uses the gateway's
+  token, the gateway's read token (``BESS_GATEWAY_READ_TOKEN``) may view as well, never write.
 
 A client proves it with ``Authorization: Bearer <token>`` (scripts) or the session cookie a browser gets from
 the login form (``GET /login``, ``POST /login``) or from opening any page once with ``?token=<token>`` (the
@@ -33,28 +34,57 @@ PUBLIC_PREFIXES: Final = ("/static/", "/login")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def _equal(given: str, expected: str) -> bool:
+    return hmac.compare_digest(given.strip().encode(), expected.encode())
+
+
 @dataclass(frozen=True)
 class DashboardAuth:
-    """The token check; ``view_required`` False leaves GET routes open (writes still need the token)."""
+    """The token check; ``view_required`` False leaves GET routes open (writes still need the token).
+
+    ``view_token`` (the gateway's read token when the dashboard shares the gateway's token) may view, never
+    write, as on the gateway.
+    """
 
     token: str
     view_required: bool = True
+    view_token: str | None = None
+
+    def session_for(self, token: str) -> str:
+        """The cookie value for a token: an HMAC of it (a stolen cookie does not reveal the token)."""
+        return hmac.new(token.encode(), b"bess-dashboard-session-v1", hashlib.sha256).hexdigest()
 
     @property
     def session(self) -> str:
-        """The cookie value: an HMAC of the token (a stolen cookie does not reveal the token)."""
-        return hmac.new(self.token.encode(), b"bess-dashboard-session-v1", hashlib.sha256).hexdigest()
+        return self.session_for(self.token)
 
     def token_ok(self, given: str) -> bool:
-        return hmac.compare_digest(given.strip().encode(), self.token.encode())
+        return _equal(given, self.token)
+
+    def level(self, given: str) -> str | None:
+        """``"write"`` for the token, ``"view"`` for the view token, None for anything else."""
+        if _equal(given, self.token):
+            return "write"
+        if self.view_token is not None and _equal(given, self.view_token):
+            return "view"
+        return None
 
     def allows(self, request: web.Request) -> bool:
-        """Does the request carry the token (header) or the session cookie?"""
+        """Does the request carry a token (header) or session cookie good enough for its method?"""
+        reading = request.method in ("GET", "HEAD")
         scheme, _, given = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
-        if scheme.lower() == "bearer" and self.token_ok(given):
-            return True
+        if scheme.lower() == "bearer":
+            level = self.level(given)
+            if level == "write" or (level == "view" and reading):
+                return True
         cookie = request.cookies.get(COOKIE, "")
-        return bool(cookie) and hmac.compare_digest(cookie.encode(), self.session.encode())
+        if not cookie:
+            return False
+        if hmac.compare_digest(cookie.encode(), self.session.encode()):
+            return True
+        return reading and self.view_token is not None and hmac.compare_digest(
+            cookie.encode(), self.session_for(self.view_token).encode()
+        )
 
     def needs_token(self, request: web.Request) -> bool:
         if request.path.startswith(PUBLIC_PREFIXES):
@@ -97,9 +127,9 @@ def login_page(next_path: str, error: str = "") -> web.Response:
     return web.Response(status=401, text=text, content_type="text/html", headers={"Cache-Control": "no-store"})
 
 
-def _redirect_with_cookie(target: str, auth: DashboardAuth, secure: bool) -> web.Response:
+def _redirect_with_cookie(target: str, session: str, secure: bool) -> web.Response:
     response = web.Response(status=303, headers={hdrs.LOCATION: target, "Cache-Control": "no-store"})
-    response.set_cookie(COOKIE, auth.session, httponly=True, samesite="Strict", path="/", secure=secure)
+    response.set_cookie(COOKIE, session, httponly=True, samesite="Strict", path="/", secure=secure)
     return response
 
 
@@ -114,17 +144,17 @@ def middleware(auth: DashboardAuth) -> Callable[[web.Request, Handler], Awaitabl
                 form = await request.post()
                 token = str(form.get("token", ""))
                 target = _safe_next(str(form.get("next", "/")))
-                if not auth.token_ok(token):
+                if auth.level(token) is None:
                     return login_page(target, "wrong token")
-                return _redirect_with_cookie(target, auth, secure)
+                return _redirect_with_cookie(target, auth.session_for(token.strip()), secure)
             return login_page(_safe_next(request.query.get("next")))
         given = request.query.get("token")
         if given is not None and request.method == "GET":
             # ?token= once: set the cookie and drop the token from the address bar (and the history)
             rest = [(k, v) for k, v in request.query.items() if k != "token"]
             target = request.path + ("?" + urlencode(rest) if rest else "")
-            if auth.token_ok(given):
-                return _redirect_with_cookie(target, auth, secure)
+            if auth.level(given) is not None:
+                return _redirect_with_cookie(target, auth.session_for(given.strip()), secure)
         if not auth.needs_token(request) or auth.allows(request):
             return await handler(request)
         if request.path.startswith(("/api/", "/events")) or request.method not in ("GET", "HEAD"):

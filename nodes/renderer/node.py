@@ -93,6 +93,8 @@ class RendererConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
     dashboard_token: str | None = None
     gateway_token: str | None = None
     """``BESS_GATEWAY_TOKEN``: the dashboard's token when ``BESS_DASHBOARD_TOKEN`` is not set."""
+    gateway_read_token: str | None = None
+    """``BESS_GATEWAY_READ_TOKEN``: may view (never write) when the dashboard uses the gateway's token."""
     dashboard_view_token_required: bool = True
 
     def problems(self) -> list[str]:
@@ -112,8 +114,12 @@ class RendererConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
 
     def auth(self) -> DashboardAuth | None:
         """The dashboard's token check: its own token, else the gateway's ("one token for both")."""
-        token = self.dashboard_token or (self.gateway_token or "").strip() or None
-        return None if token is None else DashboardAuth(token.strip(), self.dashboard_view_token_required)
+        own = (self.dashboard_token or "").strip() or None
+        token = own or (self.gateway_token or "").strip() or None
+        if token is None:
+            return None
+        view = None if own else (self.gateway_read_token or "").strip() or None
+        return DashboardAuth(token, self.dashboard_view_token_required, view)
 
 
 def bucket_seconds(begin: datetime, end: datetime, max_points: int) -> int | None:
@@ -247,7 +253,12 @@ class Renderer(Service[RendererConfig]):
 
     async def on_status(self, params: dict[str, str], message: NodeStatus, delivery: Delivery) -> None:
         """Node health for the status strip, keyed by the topic it came on (never the payload's own name)."""
+        before = self.dashboard.statuses.get(params["node"])
         self.dashboard.set_status(params["node"], message)
+        old = before.details if before is not None else {}
+        # a changed note (e.g. the planner's "not planned: ...") is drawn in the plan panel: redraw that battery
+        changed = {b for b in set(old) | set(message.details) if old.get(b) != message.details.get(b)}
+        self._mark(*(b for b in changed if b in self.views))
 
     # -- history ----------------------------------------------------------------------------------------------
 

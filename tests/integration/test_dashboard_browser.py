@@ -142,6 +142,17 @@ async def test_dashboard_renders_live_figures(
             " return el && el.dataset.state === 'rendered' && el.dataset.empty === 'false'; })()",
             timeout=60, what="the seed battery's KPIs",
         )
+        # the planner's note for this battery (its status details), on the page and in the plan panel
+        notes = await live.wait_for(
+            "(() => { const n = document.getElementById('notes'); return n && !n.hidden ? n.textContent : null; })()",
+            timeout=30, what="the planner's note on the seed battery's page",
+        )
+        assert notes == "planner: monitored, not planned: no spec received"
+        await live.wait_for(
+            "(() => { const p = document.getElementById('plot-schedule');"
+            " return p && p.textContent.includes('no plan: monitored, not planned'); })()",
+            timeout=30, what="the plan panel saying why there is no plan",
+        )
         await live.screenshot(ARTIFACTS / "dashboard-seed.png")
         await week.screenshot(ARTIFACTS / "dashboard-6h.png")
 
@@ -161,6 +172,8 @@ async def test_dashboard_renders_live_figures(
             f"document.querySelector('#battery-{seed} [data-field=\"power\"]').textContent"
         )
         assert seed_card == "not reported"
+        note = await live.evaluate(f"document.querySelector('#battery-{seed} .card-note').textContent")
+        assert note == "planner: monitored, not planned: no spec received"
         await live.screenshot(ARTIFACTS / "dashboard-index.png")
 
 

@@ -38,6 +38,21 @@ def test_one_token_for_both_by_default() -> None:
     own = load(RendererConfig, {"BESS_GATEWAY_TOKEN": "gw", "BESS_DASHBOARD_TOKEN": "dash",
                                 "BESS_DASHBOARD_VIEW_TOKEN_REQUIRED": "false"}).auth()
     assert own is not None
-    assert (own.token, own.view_required) == ("dash", False)
+    assert (own.token, own.view_required, own.view_token) == ("dash", False, None)
+    shared_read = load(RendererConfig, {"BESS_GATEWAY_TOKEN": "gw", "BESS_GATEWAY_READ_TOKEN": "ro"}).auth()
+    assert shared_read is not None
+    assert shared_read.view_token == "ro"  # read-only clients of the gateway may view the dashboard too
     assert "BESS_DASHBOARD_TOKEN is empty" in load(RendererConfig, {"BESS_DASHBOARD_TOKEN": " "}).problems()[0]
     assert load(RendererConfig, {"BESS_HISTORY_PAGE_ROWS": "5"}).problems()
+
+
+async def test_a_changed_planner_note_redraws_that_battery() -> None:
+    renderer = Renderer(RendererConfig())
+    renderer._view("b1")
+    renderer._view("b2")
+    note = NodeStatus(node="planner", state="online", details={"b1": "monitored, not planned: no spec received"})
+    await renderer.on_status({"node": "planner"}, note, None)  # type: ignore[arg-type]
+    assert renderer.dirty == {"b1"}
+    renderer.dirty.clear()
+    await renderer.on_status({"node": "planner"}, note, None)  # type: ignore[arg-type]
+    assert renderer.dirty == set()  # nothing changed: no redraw

@@ -576,3 +576,17 @@ def test_validation_field() -> None:
 def test_add_battery_rejects_bad_ids() -> None:
     with pytest.raises(ValueError, match="battery id"):
         DashboardState().add_battery("Bad/Id")
+
+
+async def test_the_gateways_read_token_may_view_but_not_write() -> None:
+    state = DashboardState(auth=DashboardAuth("write-token", True, "read-token"), clock=lambda: NOW)
+    async with TestClient(TestServer(build_app(state))) as client:
+        read = {"Authorization": "Bearer read-token"}
+        assert (await client.get("/api/status", headers=read)).status == 200
+        assert (await client.post("/api/status", headers=read, json={})).status == 401
+        write = {"Authorization": "Bearer write-token"}
+        assert (await client.post("/api/status", headers=write, json={})).status != 401
+        viewer = await client.get("/battery/b1?token=read-token", allow_redirects=False)
+        assert viewer.status == 303
+        assert (await client.get("/api/status")).status == 200  # the viewer's cookie views
+        assert (await client.post("/api/status", json={})).status == 401  # and never writes
