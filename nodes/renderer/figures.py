@@ -17,11 +17,14 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
+import msgspec
 import numpy as np
+import numpy.typing as npt
 import plotly.graph_objects as go
 
 from nodes.contract.messages import BatterySpec, Figure, Schedule
 from nodes.renderer.insights import Insights
+from nodes.renderer.ledger import MAX_HOLD_S, MAX_SPAN_S
 from nodes.renderer.series import FloatArray, PriceSeries, TelemetrySeries, TimeArray, to_datetime64
 
 FIGURE_IDS = ("soc", "power", "prices", "schedule", "insights")
@@ -168,8 +171,7 @@ def _figure(data: list[Trace], layout: Layout, messages: Sequence[str], last_ts:
         blank = {"showticklabels": False, "showgrid": False, "zeroline": False, "ticks": ""}
         for key in [k for k in layout if k.startswith(("xaxis", "yaxis"))]:
             layout[key] = layout[key] | blank
-    layout["meta"] = {
-        "figure": layout["meta"]["figure"],
+    layout["meta"] = layout["meta"] | {
         "points": sum(trace_points(t) for t in data),
         "last_ts": None if last_ts is None else _iso(datetime.fromtimestamp(last_ts, tz=UTC)),
     }
@@ -274,13 +276,33 @@ def _planned_soc_trace(schedule: Schedule, **extra: Any) -> Trace:
     } | extra
 
 
-def _signed_bars(x: TimeArray, net: FloatArray, width: float | FloatArray, suffix: str, **extra: Any) -> list[Trace]:
+def _signed_bars(
+    x: TimeArray,
+    net: FloatArray,
+    width: float | FloatArray,
+    suffix: str,
+    *,
+    derived: bool = False,
+    skip_empty: bool = False,
+    **extra: Any,
+) -> list[Trace]:
     """Two bar traces: discharge (> 0, orange) and charge (< 0, blue); each bar starts at its x.
 
-    Each trace keeps only its own bars (not NaN placeholders): half the bytes on the wire.
+    Each trace keeps only its own bars (not NaN placeholders): half the bytes on the wire. ``derived`` bars
+    (power computed from SOC changes) are hatched and say so in their name and hover text.
     """
     traces = []
     for name, mask in (("discharge", net > _EPS_KW), ("charge", net < -_EPS_KW)):
+        if skip_empty and not mask.any():
+            continue
+        marker: dict[str, Any] = {"color": COLORS[name], "line": {"width": 0}}
+        how = " (derived from SOC)" if derived else ""
+        if derived:
+            # hatched: the marker colour underneath, white stripes on top ("overlay"), so it reads as "not measured"
+            marker |= {
+                "opacity": 0.75,
+                "pattern": {"shape": "/", "fillmode": "overlay", "fgcolor": "#ffffff", "size": 6, "solidity": 0.3},
+            }
         traces.append(
             {
                 "type": "bar",
@@ -288,16 +310,138 @@ def _signed_bars(x: TimeArray, net: FloatArray, width: float | FloatArray, suffi
                 "y": net[mask],
                 "width": width[mask] if isinstance(width, np.ndarray) else width,
                 "offset": 0,
-                "name": f"{name} ({suffix})",
-                "marker": {"color": COLORS[name], "line": {"width": 0}},
-                "hovertemplate": f"{name} %{{y:.1f}} kW<extra></extra>",
+                "name": f"{name} ({suffix})" if not derived else f"{name} (derived from SOC)",
+                "marker": marker,
+                "hovertemplate": f"{name} %{{y:.1f}} kW{how}<extra></extra>",
             }
             | extra
         )
     return traces
 
 
+# -- what the figures show of a series -------------------------------------------------------------------
+
+
+def power_intervals(
+    telemetry: TelemetrySeries, *, now: datetime | None = None
+) -> tuple[FloatArray, FloatArray, FloatArray, npt.NDArray[np.bool_]]:
+    """The battery's power as drawn: ``(start_s, end_s, power_kw, derived)`` per interval.
+
+    The same model as the KPIs (:mod:`nodes.renderer.ledger`): a measured power holds until the next reading
+    (at most 15 min); otherwise the power is derived from the SOC change between the readings (at most 6 h
+    apart). A bucket mean from the recorder covers its own bucket. The newest measured reading is drawn up to
+    one typical spacing ahead (at most 15 min, never past ``now``): it is the power the battery reports now.
+    """
+    n = len(telemetry)
+    empty = np.empty(0)
+    if n == 0:
+        return empty, empty, empty, np.empty(0, dtype=bool)
+    t = telemetry.centre_s
+    spans = telemetry.spans
+    power = telemetry.power_kw
+    order = np.argsort(t, kind="stable")
+    t, spans, power, soc = t[order], spans[order], power[order], telemetry.soc_kwh[order]
+    dt = np.diff(t)
+    aggregated = np.isfinite(spans)
+    starts, ends, values, derived = [], [], [], []
+    # bucket means with a power: the mean over the bucket
+    means = aggregated & np.isfinite(power)
+    if means.any():
+        lo = t[means] - spans[means] / 2.0
+        starts.append(lo)
+        ends.append(lo + spans[means])
+        values.append(power[means])
+        derived.append(np.zeros(int(means.sum()), dtype=bool))
+    if n > 1:
+        first = ~means[:-1]
+        measured = first & np.isfinite(power[:-1]) & (dt <= MAX_HOLD_S)
+        dsoc = np.diff(soc)
+        from_soc = first & ~measured & np.isfinite(dsoc) & (dt <= MAX_SPAN_S) & (dt > 0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rate = np.where(measured, power[:-1], -dsoc / (dt / 3600.0))
+        use = measured | from_soc
+        starts.append(t[:-1][use])
+        ends.append(t[1:][use])
+        values.append(rate[use])
+        derived.append(from_soc[use])
+    if not aggregated[-1] and np.isfinite(power[-1]):
+        raw_steps = dt[~aggregated[:-1] & ~aggregated[1:]] if n > 1 else empty
+        step = float(np.median(raw_steps)) if raw_steps.size else 60.0
+        end = t[-1] + min(step, MAX_HOLD_S)
+        if now is not None:
+            end = min(end, now.timestamp())
+        if end > t[-1]:
+            starts.append(t[-1:])
+            ends.append(np.array([end]))
+            values.append(power[-1:])
+            derived.append(np.zeros(1, dtype=bool))
+    if not starts:
+        return empty, empty, empty, np.empty(0, dtype=bool)
+    start_s = np.concatenate(starts)
+    order = np.argsort(start_s, kind="stable")
+    return (
+        start_s[order],
+        np.concatenate(ends)[order],
+        np.concatenate(values)[order],
+        np.concatenate(derived)[order],
+    )
+
+
+def clip_schedule(schedule: Schedule | None, begin: datetime | None, end: datetime | None) -> Schedule | None:
+    """Only the plan's slots that overlap the view ``[begin, end)``; None when none does (nothing drawn)."""
+    if schedule is None or begin is None or end is None:
+        return schedule
+    slots = [s for s in schedule.slots if s.end > begin and s.start < end]
+    if not slots:
+        return None
+    if len(slots) == len(schedule.slots):
+        return schedule
+    return msgspec.structs.replace(schedule, slots=slots)
+
+
+def _view_axis(layout: Layout, x_range: tuple[datetime, datetime] | None, *keys: str) -> None:
+    """The view's time range is the window (never a data- or plan-dominated autorange)."""
+    if x_range is None:
+        return
+    begin, end = x_range
+    for key in keys or ("xaxis",):
+        layout[key] = layout.get(key, {}) | {"range": [_naive(begin), _naive(end)], "autorange": False}
+
+
+def _naive(value: datetime) -> str:
+    # Plotly.js has no time zones: the axis is naive UTC, labelled so
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="milliseconds")
+
+
+def _info(text: str, help_text: str, x: float = 1.0, y: float = 1.0, **extra: Any) -> dict[str, Any]:
+    """A small annotation with a hover tooltip that says how a number on the figure is computed."""
+    return {
+        "name": "info",
+        "text": text,
+        "hovertext": help_text,
+        "xref": "paper",
+        "yref": "paper",
+        "x": x,
+        "y": y,
+        "xanchor": "right",
+        "yanchor": "bottom",
+        "showarrow": False,
+        "font": {"size": 11, "color": COLORS["muted"]},
+        "hoverlabel": {"bgcolor": "#ffffff", "font": {"size": 12}},
+    } | extra
+
+
 # -- figures ---------------------------------------------------------------------------------------------
+
+SOC_HELP = (
+    "SOC as the battery reports it. Where history is long, each point is the mean of the readings in its "
+    "time bucket, drawn at the bucket's middle."
+)
+POWER_HELP = (
+    "Bars: the battery's power, + discharging to the grid, − charging. A reported power holds until the next "
+    "reading (at most 15 min); without one, the power is derived from the SOC change between readings (hatched)."
+    " Dotted lines: the targets the battery was given."
+)
 
 
 def soc_figure(
@@ -307,24 +451,28 @@ def soc_figure(
     *,
     now: datetime | None = None,
     uirevision: str | None = None,
+    x_range: tuple[datetime, datetime] | None = None,
 ) -> go.Figure:
     """State of charge in kWh: actual (line) vs planned (dashed, slot ends), SOC limits shaded."""
     layout = _layout("soc", "State of charge", "SOC (kWh)", uirevision, 420)
     layout["shapes"] = _now_shapes(now)
+    _view_axis(layout, x_range)
+    schedule = clip_schedule(schedule, *(x_range or (None, None)))
     data: list[Trace] = []
     if len(telemetry):
         trace: Trace = {
             "type": _line_type(len(telemetry)),
-            "x": telemetry.x,
+            "x": to_datetime64(telemetry.centre_s),
             "y": telemetry.soc_kwh,
-            "mode": "lines",
+            "mode": "lines+markers" if len(telemetry) < 60 else "lines",
+            "marker": {"size": 5},
             "name": "actual SOC",
             "line": {"color": COLORS["soc"], "width": 2},
             "hovertemplate": "actual %{y:.1f} kWh<extra></extra>",
         }
         if spec is not None:
             trace["customdata"] = telemetry.soc_kwh / spec.capacity_kwh * 100.0
-            trace["hovertemplate"] = "actual %{y:.1f} kWh (%{customdata:.0f} %)<extra></extra>"
+            trace["hovertemplate"] = "actual %{y:.1f} kWh (%{customdata:.0f} % of capacity)<extra></extra>"
         data.append(trace)
     if schedule is not None and schedule.slots:
         data.append(_planned_soc_trace(schedule))
@@ -344,6 +492,7 @@ def soc_figure(
                 {
                     "name": f"SOC {name}",
                     "text": f"{name} {y:,.0f} kWh",
+                    "hovertext": f"the battery's configured SOC {name}imum (its spec); the planner stays inside",
                     "xref": "paper",
                     "yref": "y",
                     "x": 1,
@@ -356,6 +505,7 @@ def soc_figure(
             )
         layout["yaxis"]["range"] = [0, spec.capacity_kwh * 1.03]
         layout["title"]["text"] = f"State of charge · capacity {spec.capacity_kwh:,.0f} kWh"
+    layout["annotations"].append(_info("how?", SOC_HELP))
     messages = [] if len(telemetry) else [WAITING_TELEMETRY]
     return _figure(data, layout, messages, _last_ts(telemetry))
 
@@ -366,55 +516,75 @@ def power_figure(
     *,
     now: datetime | None = None,
     uirevision: str | None = None,
+    x_range: tuple[datetime, datetime] | None = None,
 ) -> go.Figure:
-    """Charge (negative, blue) and discharge (positive, orange) in kW as bars, with the plan as a step line.
-
-    A bar starts at its sample and lasts one median sample spacing: the power holds until the next sample.
-    The telemetry's setpoint (target discharge - target charge) is a dotted line, hidden until picked in
-    the legend.
-    """
+    """Charge (negative, blue) and discharge (positive, orange) in kW as bars over the intervals they hold
+    (:func:`power_intervals`), the targets as dotted step lines and the plan as a dashed step line."""
     layout = _layout("power", "Charge / discharge", "power (kW): + discharge, − charge", uirevision, 420)
     layout |= {"barmode": "relative", "bargap": 0, "shapes": _now_shapes(now)}
     layout["yaxis"]["zeroline"] = True
+    _view_axis(layout, x_range)
+    schedule = clip_schedule(schedule, *(x_range or (None, None)))
     data: list[Trace] = []
+    start, end, power, derived = power_intervals(telemetry, now=now)
+    if start.size:
+        width = (end - start) * 1000.0
+        x = to_datetime64(start)
+        data += _signed_bars(x[~derived], power[~derived], width[~derived], "actual", skip_empty=bool(derived.any()))
+        if derived.any():
+            data += _signed_bars(x[derived], power[derived], width[derived], "actual", derived=True, skip_empty=True)
+            layout["title"]["text"] = "Charge / discharge · derived from SOC (no power reported)"
     if len(telemetry):
-        x = telemetry.x
-        data += _signed_bars(x, telemetry.power_kw, _median_step_ms(telemetry.time_s), "actual")
-        charge_t, discharge_t = telemetry.target_charge_kw, telemetry.target_discharge_kw
-        has_target = np.isfinite(charge_t) | np.isfinite(discharge_t)
-        if has_target.any():
-            data.append(
-                {
-                    "type": "scatter",
-                    "x": x,
-                    "y": np.where(has_target, np.nan_to_num(discharge_t) - np.nan_to_num(charge_t), np.nan),
-                    "mode": "lines",
-                    "name": "setpoint (net)",
-                    "line": {"color": COLORS["setpoint"], "width": 1, "dash": "dot", "shape": "hv"},
-                    "visible": "legendonly",
-                    "hovertemplate": "setpoint %{y:.1f} kW<extra></extra>",
-                }
-            )
+        t = to_datetime64(telemetry.centre_s)
+        for name, column, sign in (
+            ("target discharge", telemetry.target_discharge_kw, 1.0),
+            ("target charge", telemetry.target_charge_kw, -1.0),
+        ):
+            if np.isfinite(column).any():
+                data.append(
+                    {
+                        "type": "scatter",
+                        "x": t,
+                        "y": sign * column,
+                        "mode": "lines+markers" if len(telemetry) < 60 else "lines",
+                        "marker": {"size": 4},
+                        "name": f"{name} (kW)",
+                        "line": {"color": COLORS["discharge" if sign > 0 else "charge"], "width": 1.5,
+                                 "dash": "dot", "shape": "hv"},
+                        "connectgaps": False,
+                        "hovertemplate": f"{name} {{y}} kW (given to the battery)<extra></extra>".replace(
+                            "{y}", "%{y:.1f}"
+                        ),
+                    }
+                )
     if schedule is not None and schedule.slots:
-        trace = _plan_net_trace(schedule, "plan (net)")
-        data.append(trace)
+        data.append(_plan_net_trace(schedule, "plan (net)"))
+    layout["annotations"].append(_info("how?", POWER_HELP))
     messages = [] if len(telemetry) else [WAITING_TELEMETRY]
     return _figure(data, layout, messages, _last_ts(telemetry))
 
 
 def _slot_pairs(prices: PriceSeries, telemetry: TelemetrySeries) -> tuple[FloatArray, FloatArray]:
-    """Per price slot with telemetry in it: (price, mean net power). Samples outside every slot are ignored."""
+    """Per price slot with power in it: (price, mean net power). Power outside every slot is ignored.
+
+    Reported power: the mean of the samples inside each slot. A battery that reports no power at all: the
+    time-weighted mean of the power derived from its SOC changes (:func:`power_intervals`).
+    """
     ok = np.isfinite(telemetry.power_kw)
-    t, p = telemetry.time_s[ok], telemetry.power_kw[ok]
-    idx = prices.slot_index(t)
+    if ok.any():
+        t, p, weight = telemetry.centre_s[ok], telemetry.power_kw[ok], np.ones(int(ok.sum()))
+    else:
+        start, end, p, _derived = power_intervals(telemetry)
+        t, weight = (start + end) / 2.0, end - start
+    idx = prices.slot_index(t) if t.size else np.empty(0, dtype=np.int64)
     inside = idx >= 0
     if not inside.any():
         return np.empty(0), np.empty(0)
     n = len(prices)
-    counts = np.bincount(idx[inside], minlength=n)
-    sums = np.bincount(idx[inside], weights=p[inside], minlength=n)
-    used = counts > 0
-    return prices.price_eur_per_mwh[used], sums[used] / counts[used]
+    weights = np.bincount(idx[inside], weights=weight[inside], minlength=n)
+    sums = np.bincount(idx[inside], weights=p[inside] * weight[inside], minlength=n)
+    used = weights > 0
+    return prices.price_eur_per_mwh[used], sums[used] / weights[used]
 
 
 def _pearson(x: FloatArray, y: FloatArray) -> float | None:
@@ -434,8 +604,8 @@ def _pearson(x: FloatArray, y: FloatArray) -> float | None:
 def price_power_correlation(prices: PriceSeries, telemetry: TelemetrySeries) -> float | None:
     """Pearson r between slot price and the battery's mean net power (+ discharge) in that slot.
 
-    Series are aligned on the price slots (mean of the power samples inside each slot); slots without
-    telemetry are left out. ``None`` when fewer than 3 slots remain or either side has no variance.
+    Series are aligned on the price slots (time-weighted mean of the power inside each slot); slots without
+    power are left out. ``None`` when fewer than 3 slots remain or either side has no variance.
     A positive r means the battery sells when prices are high, which is what an arbitrage plan should do.
     """
     price, power = _slot_pairs(prices, telemetry)
@@ -450,8 +620,18 @@ def plan_price_correlation(schedule: Schedule) -> float | None:
     return _pearson(price, net)
 
 
-def _r_text(r: float | None) -> str:
-    return "n/a" if r is None else f"{r:+.2f}"
+CORRELATION_HELP = (
+    "Correlation (Pearson r) between each price slot's price and the battery's average power in that slot "
+    "(+ discharging). +1: it always sells when prices are high and buys when low; 0: no relation; "
+    "−1: the opposite. Needs power in at least 3 price slots."
+)
+
+
+def _correlation_text(r: float | None, slots: int) -> str:
+    if r is None:
+        return "not enough data yet to say (needs power in 3 price slots)"
+    verdict = "yes" if r >= 0.5 else "partly" if r > 0.1 else "no"
+    return f"{verdict}: correlation {r:+.2f} over {slots} price slots"
 
 
 def prices_figure(
@@ -461,15 +641,16 @@ def prices_figure(
     *,
     now: datetime | None = None,
     uirevision: str | None = None,
+    x_range: tuple[datetime, datetime] | None = None,
 ) -> go.Figure:
-    """Price (EUR/MWh, left axis) and net battery power (kW, right axis) over time, with their correlation
-    (:func:`price_power_correlation`) in the title and the plan's own correlation in the subtitle."""
+    """Price (EUR/MWh, left axis) and net battery power (kW, right axis) over time, with a plain-words answer
+    to "does it sell when prices are high?" (:func:`price_power_correlation`) and the plan's own answer."""
     r = price_power_correlation(prices, telemetry)
-    title = f"Price vs net power · r = {_r_text(r)}"
-    if r is not None:
-        title += f" over {_slot_pairs(prices, telemetry)[0].size} slots"
-    layout = _layout("prices", title, "price (EUR/MWh)", uirevision, 420)
+    slots = _slot_pairs(prices, telemetry)[0].size
+    layout = _layout("prices", "Price vs battery power", "price (EUR/MWh)", uirevision, 420)
     layout["shapes"] = _now_shapes(now)
+    _view_axis(layout, x_range)
+    schedule = clip_schedule(schedule, *(x_range or (None, None)))
     layout["yaxis2"] = {
         "title": {"text": "net power (kW): + discharge"},
         "overlaying": "y",
@@ -484,26 +665,31 @@ def prices_figure(
     data: list[Trace] = []
     if len(prices):
         data.append(_price_trace(prices.start_s, prices.end_s, prices.price_eur_per_mwh))
-    if len(telemetry):
+    start, end, power, derived = power_intervals(telemetry, now=now)
+    if start.size:
+        x, y = _steps(start, end, power)
+        how = " (partly derived from SOC)" if derived.any() else ""
         data.append(
             {
-                "type": _line_type(len(telemetry)),
-                "x": telemetry.x,
-                "y": telemetry.power_kw,
+                "type": _line_type(int(start.size)),
+                "x": x,
+                "y": y,
                 "mode": "lines",
-                "name": "net power (actual)",
+                "name": "net power (derived from SOC)" if derived.all() else "net power (actual)",
                 "yaxis": "y2",
                 "line": {"color": COLORS["net"], "width": 1.5, "shape": "hv"},
                 "fill": "tozeroy",
                 "fillcolor": "rgba(15, 118, 110, 0.12)",
-                "hovertemplate": "net power %{y:.1f} kW<extra></extra>",
+                "hovertemplate": f"net power %{{y:.1f}} kW{how}<extra></extra>",
             }
         )
-    note = "r > 0: the battery sells when prices are high (actual power averaged per price slot)"
+    note = "Sells when prices are high? " + _correlation_text(r, slots)
     if schedule is not None and schedule.slots:
         data.append(_plan_net_trace(schedule, "net power (plan)", yaxis="y2"))
-        note += f" · plan r = {_r_text(plan_price_correlation(schedule))}"
+        plan_r = plan_price_correlation(schedule)
+        note += " · the plan: " + ("—" if plan_r is None else f"{plan_r:+.2f}")
     layout["title"]["subtitle"] = {"text": note, "font": {"size": 11, "color": COLORS["muted"]}}
+    layout["annotations"].append(_info("how?", CORRELATION_HELP))
     messages = ([] if len(prices) else [WAITING_PRICES]) + ([] if len(telemetry) else [WAITING_TELEMETRY])
     return _figure(data, layout, messages, _last_ts(telemetry))
 
@@ -565,28 +751,64 @@ def _table(columns: dict[str, list[str]], align: list[str], widths: list[float],
     }
 
 
+EXPECTED_HELP = (
+    "What the planner expects this plan to earn over its whole horizon: Σ (discharge − charge) × slot length "
+    "× the slot's price forecast."
+)
+BASELINE_HELP = (
+    "The planner's yardstick on the same prices: a simple rule that charges at full power in each day's "
+    "cheapest slots and discharges in the dearest ones."
+)
+TABLE_HELP = (
+    "One row per plan slot: its price forecast, what the plan does (charge, discharge, idle), the planned "
+    "net power (+ discharge, − charge) and the SOC the plan expects at the slot's end."
+)
+
+
+def _hours(schedule: Schedule) -> float:
+    if not schedule.slots:
+        return 0.0
+    return (schedule.slots[-1].end - schedule.slots[0].start).total_seconds() / 3600.0
+
+
+def plan_details(schedule: Schedule) -> str:
+    """The plan's internals for the small details line: id, solver, solve time, when it was made."""
+    parts = [f"plan {schedule.plan_id}", f"made {schedule.created_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC"]
+    if schedule.solver:
+        parts.append(f"solver {schedule.solver}, {schedule.solve_ms:.0f} ms")
+    if schedule.reason:
+        parts.append(schedule.reason)
+    return " · ".join(parts)
+
+
 def schedule_figure(
     schedule: Schedule | None,
     *,
     now: datetime | None = None,
     uirevision: str | None = None,
+    note: str | None = None,
 ) -> go.Figure:
-    """The current plan: price (top), planned charge/discharge bars with SOC (middle), and a slot table."""
+    """The current plan: price (top), planned charge/discharge bars with SOC (middle), and a slot table.
+
+    ``note``: what the planner says about this battery (its status details), shown when there is no plan, so
+    a battery that is monitored but not planned says so instead of waiting forever.
+    """
     if schedule is None or not schedule.slots:
-        layout = _layout("schedule", "Plan", "power (kW): + discharge, − charge", uirevision, 420)
-        return _figure([], layout, [WAITING_SCHEDULE], None)
+        layout = _layout("schedule", "Current plan", "power (kW): + discharge, − charge", uirevision, 420)
+        return _figure([], layout, [f"no plan: {note}" if note else WAITING_SCHEDULE], None)
 
     start, end, price, net, _soc = _plan_arrays(schedule)
-    title = f"Plan {schedule.plan_id} · expected {_money(schedule.expected_revenue_eur)}"
+    title = (
+        f"Current plan · next {_hours(schedule):.0f} h · expected revenue {_money(schedule.expected_revenue_eur)}"
+    )
     if schedule.baseline_revenue_eur is not None:
-        title += f" (baseline {_money(schedule.baseline_revenue_eur)})"
-    if schedule.solver:
-        title += f" · {schedule.solver} {schedule.solve_ms:.0f} ms"
+        title += f" (simple rule: {_money(schedule.baseline_revenue_eur)})"
     time_axis = {"type": "date", "hoverformat": HOVER_TIME, "anchor": "y2"}
     layout = {
         "template": TEMPLATE,
         "title": {"text": title},
         "height": 900,
+        "margin": {"l": 64, "r": 24, "t": 72, "b": 40},
         "uirevision": uirevision or "schedule",
         "barmode": "relative",
         "bargap": 0,
@@ -605,7 +827,15 @@ def schedule_figure(
             "tickmode": "auto",
         },
         "shapes": _now_shapes(now, (("x", "y domain"), ("x2", "y2 domain"))),
-        "annotations": [],
+        "annotations": [
+            _info("expected revenue?", EXPECTED_HELP, x=1.0, y=1.0, yanchor="bottom"),
+            _info("simple rule?", BASELINE_HELP, x=0.86, y=1.0, yanchor="bottom"),
+            _info("table?", TABLE_HELP, x=1.0, y=0.345, yanchor="bottom"),
+            # the internals (plan id, solver, solve time) go into one small line under everything
+            {"name": "details", "text": "details: " + plan_details(schedule), "xref": "paper", "yref": "paper",
+             "x": 0, "y": 0, "xanchor": "left", "yanchor": "top", "yshift": -6, "showarrow": False,
+             "font": {"size": 10, "color": COLORS["muted"]}},
+        ],
     }
     table = schedule_table(schedule)
     fills = [ACTION_FILL[a] for a in table["action"]]
@@ -624,10 +854,14 @@ def schedule_figure(
     return _figure(data, layout, [], None)
 
 
+# -- market performance -----------------------------------------------------------------------------------
+
+
 def _number(value: float | None, fmt: str, unit: str = "") -> str:
     if value is None:
         return "—"
-    return f"{value:{fmt}}{(' ' + unit) if unit else ''}"
+    text = f"{value:{fmt}}{(' ' + unit) if unit else ''}"
+    return text.replace("-", "−", 1) if text.startswith("-") else text
 
 
 def _period(begin: datetime | None, end: datetime | None) -> str:
@@ -636,119 +870,158 @@ def _period(begin: datetime | None, end: datetime | None) -> str:
     return f"{begin.astimezone(UTC):%Y-%m-%d %H:%M} → {end.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
 
 
-def insights_rows(insights: Insights) -> list[tuple[str, str]]:
-    """(metric, value with unit) rows of the market-performance table, the period first."""
-    loss = insights.efficiency_loss_kwh
+HOLD_RULE = (
+    "measured power held until the next reading (at most 15 min); otherwise the SOC change between readings"
+)
+
+
+def insights_rows(insights: Insights) -> list[tuple[str, str, str]]:
+    """(label, value with unit, how it is computed) rows of the market-performance panel, the period first."""
+    ins = insights
+    loss = ins.efficiency_loss_kwh
     loss_text = _number(loss, ",.1f", "kWh")
-    if loss is not None and insights.energy_charged_kwh > 0:
-        loss_text += f" ({loss / insights.energy_charged_kwh * 100:.1f} %)"
+    if loss is not None and ins.energy_charged_kwh > 0:
+        loss_text += f" ({loss / ins.energy_charged_kwh * 100:.1f} % of charged)"
+    loss_help = (
+        "Energy charged − energy discharged − SOC gained, over intervals with measured power (never negative: "
+        "if the readings disagree it is not shown)."
+    )
+    if loss is None and ins.loss_note:
+        loss_text = "— (readings disagree)" if "disagree" in ins.loss_note else "— (not measurable)"
+        loss_help = f"{ins.loss_note[:1].upper()}{ins.loss_note[1:]}. " + loss_help
     return [
-        ("period", _period(insights.begin, insights.end)),
-        ("realised revenue", _money(insights.realised_revenue_eur)),
-        ("plan, same period", _money(insights.plan_revenue_to_date_eur)),
-        ("plan expected (horizon)", _money(insights.expected_revenue_eur)),
-        ("baseline (horizon)", _money(insights.baseline_revenue_eur)),
-        ("energy charged", _number(insights.energy_charged_kwh, ",.1f", "kWh")),
-        ("energy discharged", _number(insights.energy_discharged_kwh, ",.1f", "kWh")),
-        ("full cycles", _number(insights.full_cycles, ".2f")),
-        ("average buy price", _number(insights.avg_buy_price_eur_per_mwh, ",.2f", "EUR/MWh")),
-        ("average sell price", _number(insights.avg_sell_price_eur_per_mwh, ",.2f", "EUR/MWh")),
-        ("spread (sell − buy)", _number(insights.spread_eur_per_mwh, ",.2f", "EUR/MWh")),
-        ("lost to efficiency", loss_text),
-        ("cycle wear cost", _money(insights.cycle_cost_eur)),
-        ("energy without price", _number(insights.unpriced_energy_kwh, ",.1f", "kWh")),
-        ("data gaps", _number(insights.gap_s / 3600.0, ",.1f", "h")),
-        ("samples", f"{insights.samples:,}"),
+        ("period", _period(ins.begin, ins.end),
+         "The time these numbers cover: the window, starting on the 15-minute grid, up to the latest reading."),
+        ("realised revenue", _money(ins.realised_revenue_eur),
+         "Money from selling minus money spent buying: Σ power × time × the price of the slot it fell in; "
+         + HOLD_RULE + "."),
+        ("plan, same period", _money(ins.plan_revenue_to_date_eur),
+         "What the current plan's slots earn over the same period (only where the plan covers it)."),
+        ("plan expected (whole plan)", _money(ins.expected_revenue_eur), EXPECTED_HELP),
+        ("simple rule (whole plan)", _money(ins.baseline_revenue_eur), BASELINE_HELP),
+        ("energy charged", _number(ins.energy_charged_kwh, ",.1f", "kWh"),
+         "Energy into the battery in the period: Σ charging power × time; " + HOLD_RULE + "."),
+        ("energy discharged", _number(ins.energy_discharged_kwh, ",.1f", "kWh"),
+         "Energy out of the battery in the period: Σ discharging power × time; " + HOLD_RULE + "."),
+        ("derived from SOC", _number(ins.derived_energy_kwh, ",.1f", "kWh"),
+         "Part of the energy above computed from SOC changes (no power reported, or readings more than 15 min "
+         "apart): the net change between two readings, so conversion losses are not visible in it."),
+        ("full cycles", _number(ins.full_cycles, ".2f"),
+         "Energy discharged ÷ usable capacity (SOC max − SOC min from the battery's spec)."),
+        ("average buy price", _number(ins.avg_buy_price_eur_per_mwh, ",.2f", "EUR/MWh"),
+         "Price paid per MWh charged, weighted by the energy charged in each price slot."),
+        ("average sell price", _number(ins.avg_sell_price_eur_per_mwh, ",.2f", "EUR/MWh"),
+         "Price earned per MWh discharged, weighted by the energy discharged in each price slot."),
+        ("spread (sell − buy)", _number(ins.spread_eur_per_mwh, ",.2f", "EUR/MWh"),
+         "Average sell price − average buy price: what each MWh cycled earns before losses."),
+        ("lost to efficiency", loss_text, loss_help),
+        ("cycle wear cost", _money(ins.cycle_cost_eur),
+         "Energy discharged × the battery's cycle cost (EUR/MWh, from its spec)."),
+        ("energy without price", _number(ins.unpriced_energy_kwh, ",.1f", "kWh"),
+         "Energy moved while no price slot was known: counted in the energy totals, not in the revenue."),
+        ("not covered", _number(ins.gap_s / 3600.0, ",.1f", "h"),
+         "Time in the period without usable readings (more than 6 h apart, or no SOC): nothing is counted."),
+        ("readings", f"{ins.samples:,}", "Telemetry samples in the period."),
     ]
 
 
-def _indicator(
-    column: int,
-    title: str,
-    value: float | None,
-    fmt: str,
+def _text_trace(
     *,
-    prefix: str = "",
-    reference: float | None = None,
+    x: Sequence[float],
+    y: Sequence[float],
+    text: Sequence[str],
+    hover: Sequence[str],
+    position: str,
+    size: int,
+    color: str,
+    name: str,
 ) -> Trace:
-    trace: Trace = {
-        "type": "indicator",
-        "mode": "number",
-        # Plotly.js shows NaN as a blank number: the honest "unknown".
-        "value": value if value is not None else np.nan,
-        "title": {"text": title, "font": {"size": 12, "color": COLORS["muted"]}},
-        "number": {"valueformat": fmt, "prefix": prefix, "font": {"size": 26}},
-        "domain": {"x": [column / 4 + 0.01, (column + 1) / 4 - 0.01], "y": [0.68, 1.0]},
+    return {
+        "type": "scatter",
+        "mode": "text",
+        "x": list(x),
+        "y": list(y),
+        "text": list(text),
+        "hovertext": list(hover),
+        "hovertemplate": "%{hovertext}<extra></extra>",
+        "textposition": position,
+        "textfont": {"size": size, "color": color, "family": FONT},
+        "name": name,
+        "showlegend": False,
+        "cliponaxis": False,
     }
-    if value is not None and reference is not None:
-        trace["mode"] = "number+delta"
-        trace["delta"] = {"reference": reference, "valueformat": fmt, "prefix": prefix, "position": "bottom"}
-    return trace
-
-
-def _small(text: str) -> str:
-    return f"<br><span style='font-size:11px'>{text}</span>"
 
 
 def insights_figure(insights: Insights | None, *, uirevision: str | None = None) -> go.Figure:
-    """Market performance: headline indicators (revenue vs plan, plan vs baseline, cycles, spread) and a
-    table of every metric with its unit (:func:`insights_rows`)."""
-    if insights is None:
-        layout = _layout("insights", "Market performance", "revenue (EUR)", uirevision, 420)
-        return _figure([], layout, [WAITING_TELEMETRY], None)
-
-    realised_title = "realised revenue" + (
-        _small("Δ vs plan, same period") if insights.plan_revenue_to_date_eur is not None else ""
-    )
-    expected_title = "plan expected revenue" + (
-        _small("Δ vs baseline") if insights.baseline_revenue_eur is not None else ""
-    )
-    data = [
-        _indicator(
-            0,
-            realised_title,
-            insights.realised_revenue_eur,
-            ",.2f",
-            prefix="€",
-            reference=insights.plan_revenue_to_date_eur,
-        ),
-        _indicator(
-            1,
-            expected_title,
-            insights.expected_revenue_eur,
-            ",.2f",
-            prefix="€",
-            reference=insights.baseline_revenue_eur,
-        ),
-        _indicator(2, "full cycles", insights.full_cycles, ".2f"),
-        _indicator(3, "spread sell − buy" + _small("EUR/MWh"), insights.spread_eur_per_mwh, ",.1f"),
-    ]
-    # The period goes in the subtitle; the other metrics fill two metric/value column pairs.
-    rows = insights_rows(insights)
-    metrics = rows[1:]
-    half = (len(metrics) + 1) // 2
-    left, right = metrics[:half], metrics[half:] + [("", "")] * (2 * half - len(metrics))
-    columns = {
-        "metric": [m for m, _ in left],
-        "value": [v for _, v in left],
-        "metric ": [m for m, _ in right],
-        "value ": [v for _, v in right],
-    }
-    table = _table(columns, ["left", "right", "left", "right"], [1.2, 1, 1.2, 1.1])
-    data.append(table | {"domain": {"x": [0, 1], "y": [0, 0.64]}})
-    plan = f" · plan {insights.plan_id}" if insights.plan_id else ""
-    layout = {
+    """Market performance over the window: four headline numbers and every metric with its unit
+    (:func:`insights_rows`), each with a tooltip saying how it is computed. Drawn as text traces (not a
+    table) so every number has its own hover text."""
+    layout: Layout = {
         "template": TEMPLATE,
-        "title": {
-            "text": "Market performance" + plan,
-            "subtitle": {"text": rows[0][1], "font": {"size": 11, "color": COLORS["muted"]}},
-        },
-        "height": 420,
+        "title": {"text": "Market performance over the window"},
+        "height": 460,
         "margin": {"t": 64, "b": 8, "l": 16, "r": 16},
         "uirevision": uirevision or "insights",
         "meta": {"figure": "insights"},
+        "hovermode": "closest",
+        "xaxis": {"visible": False, "range": [0, 1], "fixedrange": True},
+        "yaxis": {"visible": False, "range": [0, 1], "fixedrange": True},
         "annotations": [],
+        "shapes": [],
     }
+    if insights is not None:
+        # the numbers as data, for subscribers and tests (the texts below are for people)
+        layout["meta"]["insights"] = msgspec.to_builtins(insights) | {"spread_eur_per_mwh": insights.spread_eur_per_mwh}
+    if insights is None or insights.status != "ok":
+        note = WAITING_TELEMETRY if insights is None else insights.note
+        prefix = "computing: " if insights is not None and insights.status == "computing" else ""
+        layout["title"]["subtitle"] = {"text": prefix + note, "font": {"size": 11, "color": COLORS["muted"]}}
+        return _figure([], layout, [prefix + note], None)
+
+    rows = insights_rows(insights)
+    by_label = {label: (value, how) for label, value, how in rows}
+    headline = [
+        ("realised revenue", "realised revenue"),
+        ("plan, same period", "plan, same period"),
+        ("full cycles", "full cycles"),
+        ("spread (sell − buy)", "spread sell − buy (EUR/MWh)"),
+    ]
+    xs = [0.125, 0.375, 0.625, 0.875]
+    big = [by_label[k][0].removesuffix(" EUR/MWh") for k, _ in headline]
+    data = [
+        _text_trace(
+            x=xs, y=[0.93] * 4, text=[f"<b>{v}</b>" for v in big],
+            hover=[by_label[k][1] for k, _ in headline], position="middle center", size=22, color=COLORS["text"],
+            name="headline",
+        ),
+        _text_trace(
+            x=xs, y=[0.84] * 4, text=[label for _, label in headline], hover=[by_label[k][1] for k, _ in headline],
+            position="middle center", size=12, color=COLORS["muted"], name="headline labels",
+        ),
+    ]
+    metrics = rows[1:]
+    half = (len(metrics) + 1) // 2
+    for column, part in enumerate((metrics[:half], metrics[half:])):
+        y = [0.72 - i * (0.70 / max(half, 1)) for i in range(len(part))]
+        left, right = 0.02 + column * 0.5, 0.48 + column * 0.5
+        hover = [how for _, _, how in part]
+        data.append(_text_trace(
+            x=[left] * len(part), y=y, text=[label for label, _, _ in part], hover=hover,
+            position="middle right", size=12, color=COLORS["muted"], name="metric",
+        ))
+        data.append(_text_trace(
+            x=[right] * len(part), y=y, text=[value for _, value, _ in part], hover=hover,
+            position="middle left", size=12, color=COLORS["text"], name="value",
+        ))
+    subtitle = rows[0][1]
+    if insights.power_source not in ("measured", "none"):
+        subtitle += f" · power {insights.power_source}"
+    layout["title"]["subtitle"] = {"text": subtitle, "font": {"size": 11, "color": COLORS["muted"]}}
+    if insights.plan_id:
+        layout["annotations"].append(
+            _info(f"details: plan {insights.plan_id}", "the plan the comparison uses (its id)", x=0.0, y=0.0,
+                  xanchor="left", yanchor="bottom")
+        )
     messages = [WAITING_TELEMETRY] if insights.samples < 2 else []
     last = insights.end.timestamp() if insights.end is not None else None
     return _figure(data, layout, messages, last)
@@ -762,13 +1035,25 @@ def render_all(
     insights: Insights | None,
     *,
     now: datetime | None = None,
+    x_range: tuple[datetime, datetime] | None = None,
+    live: bool = True,
+    plan_note: str | None = None,
 ) -> dict[str, go.Figure]:
-    """Every dashboard figure by id (:data:`FIGURE_IDS` order), from one set of inputs."""
+    """Every dashboard figure by id (:data:`FIGURE_IDS` order), from one set of inputs.
+
+    ``x_range`` is the view (the window, plus the plan ahead for a live window): every time axis shows
+    exactly it, and plan slots outside it are not drawn. ``now`` is drawn only when it is inside the view.
+    """
+    shown_now = now
+    if now is not None and x_range is not None and not (x_range[0] <= now <= x_range[1]):
+        shown_now = None
+    if not live and x_range is not None:
+        shown_now = None
     return {
-        "soc": soc_figure(telemetry, schedule, spec, now=now),
-        "power": power_figure(telemetry, schedule, now=now),
-        "prices": prices_figure(prices, telemetry, schedule, now=now),
-        "schedule": schedule_figure(schedule, now=now),
+        "soc": soc_figure(telemetry, schedule, spec, now=shown_now, x_range=x_range),
+        "power": power_figure(telemetry, schedule, now=shown_now, x_range=x_range),
+        "prices": prices_figure(prices, telemetry, schedule, now=shown_now, x_range=x_range),
+        "schedule": schedule_figure(schedule, now=now, note=plan_note),
         "insights": insights_figure(insights),
     }
 

@@ -1,14 +1,23 @@
 """The renderer: Plotly figures on MQTT and the live dashboard.
 
-Consumes: ``battery/+/telemetry``, ``battery/+/spec``, ``battery/+/state``, ``battery/+/schedule``,
-``market/{zone}/prices``, ``node/+/status``; history from the recorder over ``history/request`` (never the
-database directly), downsampled to the window shown.
-Produces: ``battery/{battery}/figure/{soc|power|prices|schedule|insights}`` (retained Plotly JSON) whenever a
-battery's inputs change (at most every ``BESS_RENDER_INTERVAL_S``), and the dashboard on
-``BESS_DASHBOARD_PORT`` (server-sent events push the same figures to the browser without reloads).
-History is re-fetched when the window changes and every ``BESS_HISTORY_REFRESH_S``; telemetry that arrives in
-between is appended live. If the recorder does not answer, the figures are drawn from live data alone and the
-node reports ``degraded``.
+Consumes: ``battery/+/telemetry``, ``battery/+/spec``, ``battery/+/state``, ``battery/+/control``,
+``battery/+/schedule``, ``market/{zone}/prices``, ``node/+/status``; history from the recorder over
+``history/request`` (never the database directly).
+Produces: ``battery/{battery}/figure/{soc|power|prices|schedule|insights}`` (retained Plotly JSON) for the
+default window (the last 24 h) whenever a battery's inputs change (at most every ``BESS_RENDER_INTERVAL_S``),
+and the dashboard on ``BESS_DASHBOARD_PORT``, where every viewer picks its own window (figures for other
+windows are computed on demand and cached for ``BESS_FIGURE_CACHE_S``).
+
+Two kinds of history:
+
+* for drawing, the recorder's answer for the window: raw rows when they fit ``BESS_MAX_POINTS``, else means
+  per bucket (each drawn over the bucket it stands for), re-read every ``BESS_HISTORY_REFRESH_S`` with live
+  telemetry appended in between;
+* for KPIs, raw rows only, integrated exactly into 15-minute rollups (:mod:`nodes.renderer.ledger`): the
+  days still open are kept raw and refreshed incrementally, final days are read once in the background (at
+  most ``BESS_KPI_MAX_ROWS`` rows per window; beyond that the page says so instead of showing a guess).
+
+If the recorder does not answer, the figures are drawn from live data alone and the node reports ``degraded``.
 Lifecycle: the common node lifecycle (nodes.runtime.node); the web server starts in ``run`` and stops (closing
 event streams) on shutdown.
 """
@@ -19,7 +28,9 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections import deque
+import time
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -28,6 +39,7 @@ from aiohttp import web
 from nodes.contract.messages import (
     BatterySpec,
     BatteryState,
+    ControlMode,
     HistoryKind,
     HistoryQuery,
     HistoryResult,
@@ -36,15 +48,32 @@ from nodes.contract.messages import (
     Schedule,
     Telemetry,
 )
-from nodes.contract.topics import FIGURE, HISTORY_REQUEST, PRICES, SCHEDULE, SPEC, STATE, STATUS, TELEMETRY, id_problems
-from nodes.renderer.figures import render_all, to_message
-from nodes.renderer.insights import compute_insights
-from nodes.renderer.series import PriceSeries, TelemetrySeries
-from nodes.renderer.web import DashboardState, build_app
+from nodes.contract.topics import (
+    CONTROL,
+    FIGURE,
+    HISTORY_REQUEST,
+    PRICES,
+    SCHEDULE,
+    SPEC,
+    STATE,
+    STATUS,
+    TELEMETRY,
+    id_problems,
+)
+from nodes.renderer.auth import DashboardAuth
+from nodes.renderer.figures import FIGURE_IDS, render_all, to_message
+from nodes.renderer.insights import Insights, insights_from_totals, pending
+from nodes.renderer.kpis import DayFiller, KpiBook, compute_day, runs
+from nodes.renderer.series import PriceSeries, TelemetrySeries, downsample, to_datetime
+from nodes.renderer.web import DashboardState, WindowFigures, build_app
+from nodes.renderer.windows import DEFAULT_WINDOW, TimeWindow
 from nodes.runtime.bus import Bus, BusUnavailable, Delivery, MqttSettings
 from nodes.runtime.node import Service
 
 log = logging.getLogger("bess.renderer")
+
+FILL_RUN_DAYS = 7
+"""Background KPI reads go newest first in runs of this many days, so recent windows are ready first."""
 
 
 class RendererConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
@@ -58,6 +87,15 @@ class RendererConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
     history_timeout_s: float = 10.0
     max_points: int = 2000
     live_buffer: int = 20_000
+    history_page_rows: int = 20_000
+    kpi_max_rows: int = 5_000_000
+    figure_cache_s: float = 10.0
+    dashboard_token: str | None = None
+    gateway_token: str | None = None
+    """``BESS_GATEWAY_TOKEN``: the dashboard's token when ``BESS_DASHBOARD_TOKEN`` is not set."""
+    gateway_read_token: str | None = None
+    """``BESS_GATEWAY_READ_TOKEN``: may view (never write) when the dashboard uses the gateway's token."""
+    dashboard_view_token_required: bool = True
 
     def problems(self) -> list[str]:
         """Invalid settings, reported at start-up (exit 2)."""
@@ -66,7 +104,22 @@ class RendererConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
             found.append("BESS_DASHBOARD_PORT must be a port number")
         if self.max_points < 10 or self.render_interval_s <= 0:
             found.append("BESS_MAX_POINTS must be >= 10 and BESS_RENDER_INTERVAL_S > 0")
+        if not 100 <= self.history_page_rows <= 100_000:
+            found.append("BESS_HISTORY_PAGE_ROWS must be 100 to 100000 (the recorder answers at most 100000 rows)")
+        if self.kpi_max_rows < 1 or self.figure_cache_s < 0:
+            found.append("BESS_KPI_MAX_ROWS must be >= 1 and BESS_FIGURE_CACHE_S >= 0")
+        if self.dashboard_token is not None and not self.dashboard_token.strip():
+            found.append("BESS_DASHBOARD_TOKEN is empty: unset it or give a token")
         return found
+
+    def auth(self) -> DashboardAuth | None:
+        """The dashboard's token check: its own token, else the gateway's ("one token for both")."""
+        own = (self.dashboard_token or "").strip() or None
+        token = own or (self.gateway_token or "").strip() or None
+        if token is None:
+            return None
+        view = None if own else (self.gateway_read_token or "").strip() or None
+        return DashboardAuth(token, self.dashboard_view_token_required, view)
 
 
 def bucket_seconds(begin: datetime, end: datetime, max_points: int) -> int | None:
@@ -77,16 +130,35 @@ def bucket_seconds(begin: datetime, end: datetime, max_points: int) -> int | Non
 
 
 @dataclass
+class DisplayHistory:
+    """The history drawn for one window, as last read from the recorder."""
+
+    series: TelemetrySeries
+    begin_s: float
+    until_s: float
+    read_at: float
+    """``time.monotonic()`` of the read."""
+
+
+@dataclass
 class BatteryView:
     """Everything drawn for one battery."""
 
     spec: BatterySpec | None = None
     schedule: Schedule | None = None
     live: deque[Telemetry] = field(default_factory=deque)
-    history: TelemetrySeries | None = None
-    history_until: datetime | None = None
-    history_window: tuple[datetime, datetime] | None = None
-    fetched_at: datetime | None = None
+    book: KpiBook = field(default_factory=KpiBook)
+    display: dict[str, DisplayHistory] = field(default_factory=dict)
+    open_read_at: float | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    fill_task: asyncio.Task[None] | None = None
+    fill_note: str = ""
+    fill_error: str = ""
+    fill_blocked_until: float = 0.0
+
+
+class _TooManyRows(Exception):
+    pass
 
 
 class Renderer(Service[RendererConfig]):
@@ -98,11 +170,15 @@ class Renderer(Service[RendererConfig]):
         super().__init__(config)
         self.views: dict[str, BatteryView] = {}
         self.forecast: PriceForecast | None = None
-        self.price_history: PriceSeries | None = None
+        self.price_history = PriceSeries.empty()
+        self.price_ranges: list[tuple[float, float, float]] = []
+        """(begin_s, end_s, monotonic read time) of the raw price reads merged into ``price_history``."""
+        self.prices_version = 0
         self.dirty: set[str] = set()
-        self.refetch: set[str] = set()
         self.wake = asyncio.Event()
-        self.dashboard = DashboardState(on_window_change=self.on_window_change)
+        self.dashboard = DashboardState(figure_provider=self.figures_for, auth=config.auth())
+        self.window_cache: OrderedDict[tuple[str, str], tuple[float, WindowFigures]] = OrderedDict()
+        self._inflight: dict[tuple[str, str], asyncio.Future[WindowFigures]] = {}
         self.bus: Bus | None = None
         self._runner: web.AppRunner | None = None
 
@@ -114,6 +190,7 @@ class Renderer(Service[RendererConfig]):
         bus.subscribe(TELEMETRY, self.on_telemetry)
         bus.subscribe(SPEC, self.on_spec)
         bus.subscribe(STATE, self.on_state)
+        bus.subscribe(CONTROL, self.on_control)
         bus.subscribe(SCHEDULE, self.on_schedule)
         bus.subscribe(PRICES, self.on_prices, zone=self.config.renderer_zone)
         bus.subscribe(STATUS, self.on_status)
@@ -122,19 +199,31 @@ class Renderer(Service[RendererConfig]):
         if battery not in self.views:
             self.views[battery] = BatteryView(live=deque(maxlen=self.config.live_buffer))
             self.dashboard.add_battery(battery)
-            self.refetch.add(battery)
         return self.views[battery]
 
     def _mark(self, *batteries: str) -> None:
         self.dirty.update(batteries)
         self.wake.set()
 
+    def _forget_windows(self, battery: str) -> None:
+        for key in [k for k in self.window_cache if k[0] == battery]:
+            del self.window_cache[key]
+
     async def on_telemetry(self, params: dict[str, str], message: Telemetry, delivery: Delivery) -> None:
         """Live telemetry: append, show the latest reading, redraw soon."""
-        view = self._view(params["battery"])
+        battery = params["battery"]
+        view = self._view(battery)
+        now_s = time.time()
+        latest = view.live[-1].ts if view.live else None
         view.live.append(message)
-        self.dashboard.set_telemetry(params["battery"], message)
-        self._mark(params["battery"])
+        view.book.add_live(message, now_s)
+        if latest is not None and message.ts < latest - timedelta(seconds=120):
+            # a back-dated write: the history drawn for any window may change
+            for history in view.display.values():
+                history.read_at = -math.inf
+            self._forget_windows(battery)
+        self.dashboard.set_telemetry(battery, message)
+        self._mark(battery)
 
     async def on_spec(self, params: dict[str, str], message: BatterySpec, delivery: Delivery) -> None:
         """SOC limits for the SOC figure."""
@@ -146,6 +235,11 @@ class Renderer(Service[RendererConfig]):
         self._view(params["battery"])
         self.dashboard.set_state(params["battery"], message)
 
+    async def on_control(self, params: dict[str, str], message: ControlMode, delivery: Delivery) -> None:
+        """Who commands the battery (autopilot, manual, idle) for the status strip and the index."""
+        self._view(params["battery"])
+        self.dashboard.set_control(params["battery"], message)
+
     async def on_schedule(self, params: dict[str, str], message: Schedule, delivery: Delivery) -> None:
         """A new plan: planned SOC and power, the schedule table, expected revenue."""
         self._view(params["battery"]).schedule = message
@@ -154,30 +248,25 @@ class Renderer(Service[RendererConfig]):
     async def on_prices(self, params: dict[str, str], message: PriceForecast, delivery: Delivery) -> None:
         """A new forecast: every battery's price figures change."""
         self.forecast = message
+        self.prices_version += 1
         self._mark(*self.views)
 
     async def on_status(self, params: dict[str, str], message: NodeStatus, delivery: Delivery) -> None:
-        """Node health for the status strip."""
-        self.dashboard.set_status(message)
-
-    async def on_window_change(self, battery: str, begin: datetime | None, end: datetime | None) -> None:
-        """A browser picked another time window: fetch its history and redraw at once."""
-        self._view(battery)
-        self.refetch.add(battery)
-        self._mark(battery)
+        """Node health for the status strip, keyed by the topic it came on (never the payload's own name)."""
+        before = self.dashboard.statuses.get(params["node"])
+        self.dashboard.set_status(params["node"], message)
+        old = before.details if before is not None else {}
+        # a changed note (e.g. the planner's "not planned: ...") is drawn in the plan panel: redraw that battery
+        changed = {b for b in set(old) | set(message.details) if old.get(b) != message.details.get(b)}
+        self._mark(*(b for b in changed if b in self.views))
 
     # -- history ----------------------------------------------------------------------------------------------
 
-    async def _history(self, kind: HistoryKind, begin: datetime, end: datetime, **ids: str) -> HistoryResult:
+    async def _history(
+        self, kind: HistoryKind, begin: datetime, end: datetime, *, every_s: int | None, limit: int, **ids: str
+    ) -> HistoryResult:
         assert self.bus is not None
-        query = HistoryQuery(
-            kind=kind,
-            begin=begin,
-            end=end,
-            every_s=bucket_seconds(begin, end, self.config.max_points),
-            limit=self.config.max_points * 2,
-            **ids,
-        )
+        query = HistoryQuery(kind=kind, begin=begin, end=end, every_s=every_s, limit=limit, **ids)
         result: HistoryResult = await self.bus.request(
             HISTORY_REQUEST, query, timeout=self.config.history_timeout_s
         )
@@ -185,63 +274,261 @@ class Renderer(Service[RendererConfig]):
             raise RuntimeError(result.error or "history request failed")
         return result
 
-    async def _refresh_history(self, battery: str, view: BatteryView, begin: datetime, end: datetime) -> None:
+    async def _raw_pages(
+        self, kind: HistoryKind, begin_s: float, end_s: float, **ids: str
+    ) -> AsyncIterator[tuple[HistoryResult, float]]:
+        """Raw rows of ``[begin_s, end_s)`` page by page, each with the time up to which rows are complete."""
+        cursor = to_datetime(begin_s)
+        end = to_datetime(end_s)
+        while cursor < end:
+            result = await self._history(kind, cursor, end, every_s=None, limit=self.config.history_page_rows, **ids)
+            if not (result.truncated and result.rows):
+                yield result, end_s
+                return
+            last = datetime.fromisoformat(str(result.rows[-1][0]).replace("Z", "+00:00"))
+            yield result, last.timestamp()
+            cursor = last + timedelta(microseconds=1)
+
+    async def _raw_series(self, begin_s: float, end_s: float, battery: str) -> TelemetrySeries:
+        parts = [TelemetrySeries.from_history(r) async for r, _ in self._raw_pages("telemetry", begin_s, end_s,
+                                                                                   battery=battery)]
+        return parts[0].concat(*parts[1:]) if len(parts) > 1 else parts[0] if parts else TelemetrySeries.empty()
+
+    def _degraded(self, exc: BaseException) -> None:
         assert self.bus is not None
-        try:
-            telemetry = await self._history("telemetry", begin, end, battery=battery)
-            prices = await self._history("prices", begin, end, zone=self.config.renderer_zone)
-        except (TimeoutError, BusUnavailable, RuntimeError) as exc:
-            self.bus.set_state("degraded", f"history unavailable ({exc or 'recorder did not answer'}); live data only")
-            self.bus.counters["history_failures"] += 1
-            return
-        view.history = TelemetrySeries.from_history(telemetry)
-        view.history_until = end
-        view.history_window = (begin, end)
-        view.fetched_at = datetime.now(UTC)
-        self.price_history = PriceSeries.from_history(prices)
-        self.bus.set_state("online")
+        self.bus.set_state("degraded", f"history unavailable ({exc or 'recorder did not answer'}); live data only")
+        self.bus.counters["history_failures"] += 1
 
-    # -- drawing ----------------------------------------------------------------------------------------------
+    async def _ensure_prices(self, begin_s: float, end_s: float) -> None:
+        """Raw price history over ``[begin_s, end_s)`` merged into :attr:`price_history` (re-read when recent)."""
+        begin_s = math.floor(begin_s / 86400) * 86400.0
+        end_s = math.ceil(end_s / 86400) * 86400.0
+        now = time.monotonic()
+        recent = end_s > time.time() - 2 * 86400
+        for lo, hi, read_at in self.price_ranges:
+            if lo <= begin_s and hi >= end_s and (not recent or now - read_at < self.config.history_refresh_s):
+                return
+        parts = [
+            PriceSeries.from_history(r)
+            async for r, _ in self._raw_pages("prices", begin_s, end_s, zone=self.config.renderer_zone)
+        ]
+        self.price_history = self.price_history.merge(*parts)
+        self.price_ranges = [r for r in self.price_ranges if not (begin_s <= r[0] and r[1] <= end_s)]
+        self.price_ranges.append((begin_s, end_s, now))
+        self.prices_version += 1
 
-    def _telemetry_series(self, view: BatteryView, begin: datetime, end: datetime) -> TelemetrySeries:
-        since = view.history_until
-        live = [t for t in view.live if (since is None or t.ts >= since) and begin <= t.ts <= end]
-        live_series = TelemetrySeries.from_telemetry(live)
-        if view.history is None:
-            return live_series
-        return view.history.window(begin, end).concat(live_series)
-
-    def _price_series(self) -> PriceSeries:
-        series = self.price_history or PriceSeries.empty()
+    def _prices(self) -> PriceSeries:
+        series = self.price_history
         if self.forecast is not None:
             series = series.merge(PriceSeries.from_forecast(self.forecast))
         return series
 
-    async def render(self, battery: str) -> None:
-        """Fetch what is missing, build every figure for ``battery`` and publish them."""
+    async def _refresh_open(self, battery: str, view: BatteryView, now_s: float) -> None:
+        """Keep the raw rows of the battery's open days current (incremental, every history_refresh_s)."""
+        stale = view.open_read_at is None or time.monotonic() - view.open_read_at > self.config.history_refresh_s
+        if not (stale or view.book.needs_full_refetch):
+            return
+        begin_s = view.book.fetch_begin_s(now_s)
+        until_s = now_s + 1.0
+        rows = await self._raw_series(begin_s, until_s, battery)
+        await self._ensure_prices(begin_s, now_s + 2 * 86400)
+        view.book.merge_open(rows, begin_s, until_s, now_s)
+        view.open_read_at = time.monotonic()
+
+    def _density(self, view: BatteryView) -> float | None:
+        """Raw rows per second lately (from the open range), to decide between raw rows and means."""
+        series = view.book.open_raw
+        if len(series) < 2:
+            return None
+        return len(series) / max(float(series.time_s[-1] - series.time_s[0]), 1.0)
+
+    async def _display_history(
+        self, battery: str, view: BatteryView, window: TimeWindow, begin: datetime, end: datetime
+    ) -> DisplayHistory:
+        cached = view.display.get(window.key)
+        if cached is not None and time.monotonic() - cached.read_at <= self.config.history_refresh_s:
+            return cached
+        every = bucket_seconds(begin, end, self.config.max_points)
+        density = self._density(view)
+        span_s = (end - begin).total_seconds()
+        series: TelemetrySeries | None = None
+        if every is None or density is None or density * span_s <= self.config.max_points:
+            raw = await self._history(
+                "telemetry", begin, end, every_s=None, limit=self.config.max_points, battery=battery
+            )
+            if not raw.truncated:
+                series = TelemetrySeries.from_history(raw)
+        if series is None:
+            means = await self._history(
+                "telemetry", begin, end, every_s=every or 3, limit=self.config.max_points * 2, battery=battery
+            )
+            # a bucket mean stands for its bucket, but never for time before the first or after the last sample
+            first = await self._history("telemetry", begin, end, every_s=None, limit=1, battery=battery)
+            lo = TelemetrySeries.from_history(first).time_s[:1]
+            latest = view.book.latest_s()
+            series = TelemetrySeries.from_history(
+                means,
+                bucket_s=every or 3,
+                begin_s=max(begin.timestamp(), float(lo[0]) if lo.size else -math.inf),
+                end_s=min(end.timestamp(), latest + 1e-6) if latest is not None else end.timestamp(),
+            )
+        history = DisplayHistory(series, begin.timestamp(), end.timestamp(), time.monotonic())
+        view.display[window.key] = history
+        while len(view.display) > 16:
+            del view.display[next(iter(view.display))]
+        return history
+
+    def _with_live(self, view: BatteryView, history: DisplayHistory | None, begin_s: float, end_s: float
+                   ) -> TelemetrySeries:
+        since = history.until_s if history is not None else -math.inf
+        live = []
+        for message in reversed(view.live):
+            ts = message.ts.timestamp()
+            if ts < since - 300:  # arrival order is time order, give or take late deliveries
+                break
+            if since <= ts < end_s and ts >= begin_s:
+                live.append(message)
+        live_series = TelemetrySeries.from_telemetry(live)
+        if history is None:
+            return live_series
+        return history.series.between(begin_s, end_s).concat(live_series)
+
+    # -- KPIs -------------------------------------------------------------------------------------------------
+
+    def _insights(self, battery: str, view: BatteryView, begin_s: float, end_s: float, now_s: float) -> Insights:
+        if view.book.open_start_s is None:
+            return pending("unavailable", "history unavailable: the recorder did not answer", view.schedule)
+        result = view.book.window(begin_s, end_s, now_s, self._prices(), self.prices_version)
+        if isinstance(result, list):
+            if view.fill_error and time.monotonic() < view.fill_blocked_until:
+                return pending("unavailable", view.fill_error, view.schedule)
+            self._start_fill(battery, view, result)
+            note = view.fill_note or f"reading the raw history of {len(result)} day(s)"
+            return pending("computing", note, view.schedule)
+        return insights_from_totals(result, view.spec, view.schedule)
+
+    def _start_fill(self, battery: str, view: BatteryView, days: list[int]) -> None:
+        if view.fill_task is not None and not view.fill_task.done():
+            return
+        view.fill_error = ""
+        view.fill_task = asyncio.create_task(self._fill(battery, view, days), name=f"kpi-fill-{battery}")
+
+    async def _fill(self, battery: str, view: BatteryView, days: list[int]) -> None:
+        """Read the raw rows of missing final days (newest first) and integrate them into the ledger."""
+        read = 0
+        done = 0
+        try:
+            chunks = [run[i : i + FILL_RUN_DAYS] for run in runs(days) for i in range(0, len(run), FILL_RUN_DAYS)]
+            for run in reversed(chunks):
+                filler = DayFiller(list(run))
+                await self._ensure_prices(filler.begin_s, filler.end_s)
+                prices = self._prices()
+                async for result, complete_until in self._raw_pages(
+                    "telemetry", filler.begin_s, filler.end_s, battery=battery
+                ):
+                    page = TelemetrySeries.from_history(result)
+                    read += len(page)
+                    for day, rows in filler.feed(page, complete_until):
+                        compute_day(day, rows, prices, time.time(), view.book)
+                        done += 1
+                    view.fill_note = f"reading the raw history: {done} of {len(days)} days, {read:,} samples"
+                    if read > self.config.kpi_max_rows:
+                        raise _TooManyRows
+                    await asyncio.sleep(0)  # let renders and page requests through between pages
+        except _TooManyRows:
+            view.fill_error = (
+                f"not computed: this window has more than {self.config.kpi_max_rows:,} raw samples "
+                f"(BESS_KPI_MAX_ROWS); {done} of {len(days)} days are read, choose a shorter window"
+            )
+            view.fill_blocked_until = time.monotonic() + 600
+        except (TimeoutError, BusUnavailable, RuntimeError) as exc:
+            view.fill_error = f"not computed: history unavailable ({exc or 'recorder did not answer'})"
+            view.fill_blocked_until = time.monotonic() + 30
+            self._degraded(exc)
+        except Exception:
+            log.exception("reading the KPI history of %s failed", battery)
+            view.fill_error = "not computed: reading the history failed (logged)"
+            view.fill_blocked_until = time.monotonic() + 60
+        finally:
+            view.fill_note = ""
+            self._forget_windows(battery)
+            self._mark(battery)
+
+    # -- drawing ----------------------------------------------------------------------------------------------
+
+    async def build(self, battery: str, window: TimeWindow) -> WindowFigures:
+        """Every figure of ``battery`` over ``window``, encoded as contract Figures."""
         assert self.bus is not None
         view = self._view(battery)
         now = datetime.now(UTC)
-        begin, end = self.dashboard.window_for(battery).resolve(now)
-        stale = view.fetched_at is None or (now - view.fetched_at).total_seconds() > self.config.history_refresh_s
-        if battery in self.refetch or stale:
-            self.refetch.discard(battery)
-            await self._refresh_history(battery, view, begin, end)
-        telemetry = self._telemetry_series(view, begin, end)
-        prices = self._price_series()
-        insights = compute_insights(telemetry, prices.window(begin, end), view.spec, view.schedule)
+        now_s = now.timestamp()
+        begin, end = window.resolve(now)
+        live = window.is_live(now)
+        history: DisplayHistory | None = None
+        async with view.lock:
+            try:
+                await self._refresh_open(battery, view, now_s)
+                history = await self._display_history(battery, view, window, begin, end)
+            except (TimeoutError, BusUnavailable, RuntimeError) as exc:
+                self._degraded(exc)
+            else:
+                self.bus.set_state("online")
+        telemetry = self._with_live(view, history, begin.timestamp(), end.timestamp() + (1.0 if live else 0.0))
+        insights = self._insights(battery, view, begin.timestamp(), end.timestamp(), now_s)
+        x_end = end + (end - begin) / 2 if live else end
+        prices = downsample(self._prices().window(begin, x_end), self.config.max_points)
         figures = await asyncio.to_thread(
-            render_all, telemetry, prices.window(begin, end + timedelta(days=2)), view.schedule, view.spec, insights,
-            now=now,
+            render_all, telemetry, prices, view.schedule, view.spec, insights,
+            now=now, x_range=(begin, x_end), live=live, plan_note=self.dashboard.notes_for(battery).get("planner"),
         )
-        for figure_id, figure in figures.items():
-            message = to_message(figure, figure_id, battery, now)
-            payload = FIGURE.encode(message)
+        encoded = {fid: FIGURE.encode(to_message(fig, fid, battery, now)) for fid, fig in figures.items()}
+        self.bus.counters["renders"] += 1
+        if insights.status == "computing":
+            refresh: float | None = 2.0
+        elif live:
+            refresh = max(self.config.figure_cache_s, 10.0)
+        else:
+            refresh = None
+        return WindowFigures(encoded, refresh)
+
+    async def figures_for(self, battery: str, window: TimeWindow) -> WindowFigures:
+        """The dashboard's provider: figures for a viewer's window, cached briefly, one build per key at a time."""
+        drawn = self.dashboard.figures.get(battery, {})
+        if window == DEFAULT_WINDOW and all(f in drawn for f in FIGURE_IDS):
+            return WindowFigures(drawn, None)
+        key = (battery, window.key)
+        cached = self.window_cache.get(key)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        inflight = self._inflight.get(key)
+        if inflight is not None:
+            return await asyncio.shield(inflight)
+        future: asyncio.Future[WindowFigures] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            answer = await self.build(battery, window)
+            future.set_result(answer)
+        except Exception as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: no "never retrieved" warning when nobody else waited
+            raise
+        finally:
+            del self._inflight[key]
+        self.window_cache[key] = (time.monotonic() + self.config.figure_cache_s, answer)
+        while len(self.window_cache) > 64:
+            self.window_cache.popitem(last=False)
+        return answer
+
+    async def render(self, battery: str) -> None:
+        """Build the default window's figures for ``battery`` and publish them (MQTT and the dashboard)."""
+        assert self.bus is not None
+        answer = await self.build(battery, DEFAULT_WINDOW)
+        for figure_id, payload in answer.figures.items():  # all at once: a page never sees half a set
             self.dashboard.set_figure_json(battery, figure_id, payload)
+        for figure_id, payload in answer.figures.items():
             await self.bus.publish_bytes(
                 self.bus.name(FIGURE, battery=battery, figure=figure_id), payload, qos=FIGURE.qos, retain=FIGURE.retain
             )
-        self.bus.counters["renders"] += 1
 
     # -- lifecycle --------------------------------------------------------------------------------------------
 
@@ -250,10 +537,19 @@ class Renderer(Service[RendererConfig]):
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.dashboard_host, self.config.dashboard_port)
         await site.start()
-        log.info("dashboard on http://%s:%d/", self.config.dashboard_host, self.config.dashboard_port)
+        log.info(
+            "dashboard on http://%s:%d/ (%s)", self.config.dashboard_host, self.config.dashboard_port,
+            "token required" if self.dashboard.auth else "no token",
+        )
+        last_full = time.monotonic()
         while True:
-            await self.wake.wait()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout=self.config.history_refresh_s)
             self.wake.clear()
+            if time.monotonic() - last_full >= self.config.history_refresh_s:
+                # the window slides and history refreshes even when nothing new arrives
+                self.dirty.update(self.views)
+                last_full = time.monotonic()
             for battery in sorted(self.dirty):
                 self.dirty.discard(battery)
                 try:
@@ -266,6 +562,9 @@ class Renderer(Service[RendererConfig]):
             await asyncio.sleep(self.config.render_interval_s)
 
     async def shutdown(self) -> None:
+        for view in self.views.values():
+            if view.fill_task is not None:
+                view.fill_task.cancel()
         self.dashboard.close()
         if self._runner is not None:
             with contextlib.suppress(Exception):

@@ -135,19 +135,42 @@ def _history_times(result: HistoryResult) -> FloatArray:
 
 @dataclass(frozen=True, slots=True, eq=False)
 class TelemetrySeries:
-    """Telemetry as columns. ``power_kw`` is + discharging, - charging; NaN where it was not reported."""
+    """Telemetry as columns. ``power_kw`` is + discharging, - charging; NaN where it was not reported.
+
+    ``span_s`` is set for rows that are means over a time bucket (the recorder's downsampled answer): such a
+    row stands for ``[time_s, time_s + span_s)`` (clipped to the query's range), not for one instant. NaN (or
+    no ``span_s`` at all) marks a raw sample.
+    """
 
     time_s: FloatArray
     soc_kwh: FloatArray
     power_kw: FloatArray
     target_charge_kw: FloatArray
     target_discharge_kw: FloatArray
+    span_s: FloatArray | None = None
 
     def __post_init__(self) -> None:
         n = self.time_s.shape[0]
-        for name in ("soc_kwh", "power_kw", "target_charge_kw", "target_discharge_kw"):
-            if getattr(self, name).shape[0] != n:
-                raise ValueError(f"TelemetrySeries.{name} has {getattr(self, name).shape[0]} values, time has {n}")
+        for name in ("soc_kwh", "power_kw", "target_charge_kw", "target_discharge_kw", "span_s"):
+            column = getattr(self, name)
+            if column is not None and column.shape[0] != n:
+                raise ValueError(f"TelemetrySeries.{name} has {column.shape[0]} values, time has {n}")
+
+    @property
+    def spans(self) -> FloatArray:
+        """``span_s`` with NaN for raw samples (never None)."""
+        return np.full(len(self), np.nan) if self.span_s is None else self.span_s
+
+    @property
+    def is_aggregated(self) -> bool:
+        """Does any row stand for a bucket mean rather than a sample?"""
+        return self.span_s is not None and bool(np.isfinite(self.span_s).any())
+
+    @property
+    def centre_s(self) -> FloatArray:
+        """Where a row belongs on a time axis: the sample time, or the middle of its bucket."""
+        spans = self.spans
+        return np.where(np.isfinite(spans), self.time_s + spans / 2.0, self.time_s)
 
     @classmethod
     def empty(cls) -> TelemetrySeries:
@@ -186,13 +209,39 @@ class TelemetrySeries:
         )
 
     @classmethod
-    def from_history(cls, result: HistoryResult) -> TelemetrySeries:
+    def from_history(
+        cls,
+        result: HistoryResult,
+        *,
+        bucket_s: float | None = None,
+        begin_s: float | None = None,
+        end_s: float | None = None,
+    ) -> TelemetrySeries:
         """Build from a recorder answer with (a subset of) :data:`TELEMETRY_COLUMNS`, matched by name.
 
+        ``bucket_s``: the answer holds means per bucket (``every_s``), stamped at the bucket start as InfluxDB
+        does; each row then gets its span, clipped to the queried ``[begin_s, end_s)`` (the first bucket
+        starts on InfluxDB's grid, before the range, but holds only data from inside it).
         Raises ``ValueError`` when the answer is an error or has no ``time`` column.
         """
         t = _history_times(result)
-        return cls.from_arrays(t, *[_column(result, name) for name in TELEMETRY_COLUMNS[1:]])
+        series = cls.from_arrays(t, *[_column(result, name) for name in TELEMETRY_COLUMNS[1:]])
+        if not bucket_s or len(series) == 0:
+            return series
+        start = series.time_s
+        end = start + float(bucket_s)
+        if begin_s is not None:
+            start = np.maximum(start, begin_s)
+        if end_s is not None:
+            end = np.minimum(end, end_s)
+        return TelemetrySeries(
+            start,
+            series.soc_kwh,
+            series.power_kw,
+            series.target_charge_kw,
+            series.target_discharge_kw,
+            np.maximum(end - start, 0.0),
+        )
 
     def __len__(self) -> int:
         return int(self.time_s.shape[0])
@@ -218,6 +267,12 @@ class TelemetrySeries:
         hi = len(self) if end is None else int(np.searchsorted(self.time_s, end.timestamp(), side="left"))
         return self._take(slice(lo, hi))
 
+    def between(self, begin_s: float | None, end_s: float | None) -> TelemetrySeries:
+        """Rows with ``begin_s <= time < end_s`` (POSIX seconds; either bound may be open)."""
+        lo = 0 if begin_s is None else int(np.searchsorted(self.time_s, begin_s, side="left"))
+        hi = len(self) if end_s is None else int(np.searchsorted(self.time_s, end_s, side="left"))
+        return self._take(slice(lo, max(lo, hi)))
+
     def _take(self, index: slice | npt.NDArray[np.bool_]) -> TelemetrySeries:
         return TelemetrySeries(
             self.time_s[index],
@@ -225,17 +280,25 @@ class TelemetrySeries:
             self.power_kw[index],
             self.target_charge_kw[index],
             self.target_discharge_kw[index],
+            None if self.span_s is None else self.span_s[index],
         )
 
     def concat(self, *others: TelemetrySeries) -> TelemetrySeries:
         """History plus live rows in one series: sorted, a later duplicate timestamp wins."""
         parts = (self, *others)
-        return TelemetrySeries.from_arrays(
+        t, cols = _sorted_unique(
             np.concatenate([p.time_s for p in parts]),
-            np.concatenate([p.soc_kwh for p in parts]),
-            np.concatenate([p.power_kw for p in parts]),
-            np.concatenate([p.target_charge_kw for p in parts]),
-            np.concatenate([p.target_discharge_kw for p in parts]),
+            [
+                np.concatenate([p.soc_kwh for p in parts]),
+                np.concatenate([p.power_kw for p in parts]),
+                np.concatenate([p.target_charge_kw for p in parts]),
+                np.concatenate([p.target_discharge_kw for p in parts]),
+                np.concatenate([p.spans for p in parts]),
+            ],
+        )
+        soc, power, target_charge, target_discharge, spans = cols
+        return TelemetrySeries(
+            t, soc, power, target_charge, target_discharge, spans if np.isfinite(spans).any() else None
         )
 
 
@@ -300,7 +363,9 @@ class PriceSeries:
         """
         start = _history_times(result)
         price = _column(result, "price_eur_per_mwh")
-        start, (price,) = _sorted_unique(start, [price])
+        ends = _column_values(result, "end")
+        stored_end = np.full(start.shape, np.nan) if ends is None else parse_times(ends)
+        start, (price, stored_end) = _sorted_unique(start, [price, stored_end])
         if start.size == 0:
             return cls.empty()
         # Spacing and slot ends come from every row, priced or not: a row without a price is a slot
@@ -308,6 +373,8 @@ class PriceSeries:
         steps = np.diff(start)
         length = float(slot_s) if slot_s else float(np.median(steps)) if steps.size else DEFAULT_SLOT_S
         end = np.minimum(np.append(start[1:], np.inf), start + length)
+        # A raw answer carries each slot's own end: exact, also for a lone slot or mixed slot lengths.
+        end = np.where(np.isfinite(stored_end) & (stored_end > start), stored_end, end)
         keep = np.isfinite(price)
         return cls.from_arrays(start[keep], end[keep], price[keep])
 

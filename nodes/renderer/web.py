@@ -1,25 +1,33 @@
 """The live dashboard over HTTP (aiohttp): pages, a JSON API and a server-sent-events stream. No MQTT here.
 
 The renderer's node shell owns the bus and feeds a :class:`DashboardState` (``set_figure``, ``set_status``,
-``set_state``, ``set_telemetry``); every change is stored as the latest value and fanned out to the
-connected browsers. A browser opens ``GET /events?battery=...``, first receives the current figures and
-statuses, then live updates, and redraws with ``Plotly.react`` (no reload). Plotly.js is served from the
-installed Python package (``/static/plotly.min.js``), never from a CDN: the site may have no internet.
+``set_state``, ``set_control``, ``set_telemetry``); every change is stored as the latest value and fanned out
+to the connected browsers. A browser opens ``GET /events?battery=...``, first receives the current statuses
+and states (and, on the default window, the figures), then live updates, and redraws with ``Plotly.react``.
+Plotly.js is served from the installed Python package (``/static/plotly.min.js``), never from a CDN.
+
+The time window belongs to the viewer: it is in the page's URL (``?window=7d``, ``?begin=..&end=..``, see
+:mod:`nodes.renderer.windows`). The default window (last 24 h) is what the node renders on every change and
+publishes on the retained figure topics; a page on it takes live figure events. A page on another window asks
+``GET /api/figures/{battery}?window=..`` (computed on demand by the node's ``figure_provider``, cached briefly
+per battery and window) and asks again every ``refresh_s`` the answer names. No viewer changes another's view.
 
 Routes::
 
-    GET  /                        batteries (links) and the node status strip
-    GET  /battery/{battery}       one battery: status strip, window selector, one panel per figure
+    GET  /                        batteries with their state (SOC, power, modes, telemetry age) and node status
+    GET  /battery/{battery}       one battery: status strip, window links, one panel per figure (?window, ?begin/end)
     GET  /static/plotly.min.js    plotly.offline.get_plotlyjs(), built once, cached for a year (versioned URL)
     GET  /static/dashboard.js     the page logic (nodes/renderer/static/)
     GET  /static/dashboard.css
-    GET  /api/batteries           {"batteries": [{"battery", "href", "figures", "mode"}]}
-    GET  /api/figures/{battery}   {"battery", "figures": {figure_id: Figure}}
-    GET  /api/status              {"nodes": {node: NodeStatus}, "batteries": {battery: BatteryState}}
-    GET  /events[?battery=id]     text/event-stream; events: figure, status, state, telemetry, window
-    POST /api/window              {battery, begin?, end?, window_s?} -> 202; calls on_window_change
+    GET  /api/batteries           {"batteries": [{"battery", "href", "figures", "mode", "soc_kwh", ...}]}
+    GET  /api/figures/{battery}   {"battery", "window", "refresh_s", "figures": {figure_id: Figure}}
+    GET  /api/status              {"nodes": {node: NodeStatus}, "batteries": {battery: BatteryState}, ...}
+    GET  /events[?battery=id][&figures=0]  text/event-stream; events: figure, status, state, control, telemetry
+    GET  /login, POST /login      only with a dashboard token (:mod:`nodes.renderer.auth`)
 
-Event data is one JSON envelope: ``{"kind": ..., "battery": ... | null, "data": <payload>}``.
+Event data is one JSON envelope: ``{"kind": ..., "battery": ... | null, "data": <payload>}``. A node status
+belongs to the topic it arrived on: ``set_status(node, status)`` keys it by that name, never by the name
+inside the payload (a node cannot report for another).
 
 Slow browsers: each SSE client has a bounded queue keyed by what the event is about (figure id, node,
 battery); a newer value replaces a queued older one (all events are latest-value), and when the queue is
@@ -36,66 +44,45 @@ import asyncio
 import gzip
 import hashlib
 import html
-import inspect
 import logging
 import re
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
 from itertools import count
-from typing import Annotated, Any, Final
+from typing import Any, Final
 
 import msgspec
 import plotly
 from aiohttp import web
 
-from nodes.contract.messages import BatteryState, Figure, Identifier, NodeStatus, Telemetry, UtcDatetime
+from nodes.contract.messages import BatteryState, ControlMode, Figure, NodeStatus, Telemetry
+from nodes.renderer import auth as dashboard_auth
 from nodes.renderer.figures import FIGURE_IDS
+from nodes.renderer.windows import DEFAULT_WINDOW, WINDOW_PRESETS, TimeWindow, WindowError, parse_window
 
 log = logging.getLogger(__name__)
 
 ID_RE: Final = re.compile(r"^[a-z0-9_-]{1,64}$")
-MAX_WINDOW_S: Final = 366 * 86400
-MIN_WINDOW_S: Final = 60
-WINDOW_PRESETS: Final = (("6 h", 6 * 3600), ("24 h", 86400), ("7 d", 7 * 86400), ("30 d", 30 * 86400))
 STATIC_FILES: Final = {"dashboard.js": "application/javascript", "dashboard.css": "text/css"}
-
-WindowCallback = Callable[[str, datetime | None, datetime | None], Awaitable[None] | None]
-"""``on_window_change(battery, begin, end)``: ``end`` None means "up to now, following live"."""
+INDEX_KINDS: Final = frozenset({"status", "state", "control", "telemetry"})
 
 
-class WindowRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """Body of ``POST /api/window``: a relative window (``window_s``) or an absolute one (``begin``/``end``)."""
+@dataclass(frozen=True)
+class WindowFigures:
+    """Figures for one window: encoded contract Figures by id, and when the page should ask again."""
 
-    battery: Identifier
-    begin: UtcDatetime | None = None
-    end: UtcDatetime | None = None
-    window_s: Annotated[int, msgspec.Meta(ge=MIN_WINDOW_S, le=MAX_WINDOW_S)] | None = None
-
-
-class TimeWindow(msgspec.Struct, kw_only=True, frozen=True):
-    """The window a battery's figures should show. ``window_s`` set: the last ``window_s`` seconds, sliding
-    with time. Otherwise ``begin`` to ``end`` (``end`` None: up to now)."""
-
-    begin: datetime | None = None
-    end: datetime | None = None
-    window_s: int | None = None
-
-    def resolve(self, now: datetime) -> tuple[datetime, datetime]:
-        """Concrete ``(begin, end)`` at ``now``."""
-        if self.window_s is not None:
-            return now - timedelta(seconds=self.window_s), now
-        end = self.end or now
-        return (self.begin or end - timedelta(days=1)), end
+    figures: dict[str, bytes]
+    refresh_s: float | None
 
 
-DEFAULT_WINDOW: Final = TimeWindow(window_s=86400)
+FigureProvider = Callable[[str, TimeWindow], Awaitable[WindowFigures]]
+"""``provider(battery, window)``: the figures of a battery for a viewer's window (computed on demand)."""
 
 _encoder = msgspec.json.Encoder()
-_window_decoder = msgspec.json.Decoder(WindowRequest)
 
 EventKey = tuple[str, str | None, str]
 
@@ -106,6 +93,7 @@ class EventClient:
 
     battery: str | None
     limit: int
+    kinds: frozenset[str] | None = None
     pending: OrderedDict[EventKey, bytes] = field(default_factory=OrderedDict)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     dropped: int = 0
@@ -128,7 +116,9 @@ class EventClient:
         self.wake.clear()
         return frames
 
-    def wants(self, battery: str | None) -> bool:
+    def wants(self, kind: str, battery: str | None) -> bool:
+        if self.kinds is not None and kind not in self.kinds:
+            return False
         return self.battery is None or battery is None or battery == self.battery
 
 
@@ -142,32 +132,51 @@ def sse_frame(kind: str, battery: str | None, payload: bytes) -> bytes:
     return b"event: " + kind.encode() + b"\n" + b"".join(b"data: " + line + b"\n" for line in lines) + b"\n"
 
 
+def control_summary(control: ControlMode | None, now: datetime) -> dict[str, Any]:
+    """What the status strip and the index say about who commands a battery (from the CONTROL topic)."""
+    if control is None:
+        return {"mode": None, "text": "Control: planner default (no mode set)", "until": None}
+    active = control.mode_at(now)
+    if active is None:
+        until = control.until.astimezone(UTC).strftime("%H:%M UTC") if control.until else ""
+        return {"mode": None, "text": f"Control: planner default ({control.mode} ended {until})", "until": None}
+    text = f"Control: {control.mode}"
+    if control.until is not None:
+        text += f" until {control.until.astimezone(UTC):%H:%M} UTC"
+    why = control.reason or (f"set by {control.source}" if control.source else "")
+    if why:
+        text += f" ({why})"
+    return {"mode": control.mode, "text": text, "until": control.until}
+
+
 class DashboardState:
     """Latest values for the dashboard and the fan-out of live events to browsers.
 
     Call its setters from the event loop that runs the web app (they do not block and are not thread-safe).
-    Hook: ``on_window_change(battery, begin, end)`` (sync or async) is called when a browser picks a time
-    window; ``window_for(battery)`` gives the full choice, including a sliding ``window_s``.
+    ``figure_provider`` builds figures for a window other than the default (None: only the default exists).
     """
 
     def __init__(
         self,
         *,
-        on_window_change: WindowCallback | None = None,
+        figure_provider: FigureProvider | None = None,
+        auth: dashboard_auth.DashboardAuth | None = None,
         queue_size: int = 64,
         keepalive_s: float = 15.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        self.on_window_change = on_window_change
+        self.figure_provider = figure_provider
+        self.auth = auth
         self.queue_size = queue_size
         self.keepalive_s = keepalive_s
         self.clock = clock
         self.figures: dict[str, dict[str, bytes]] = {}
-        """battery -> figure id -> the contract Figure as JSON bytes (ready to send)."""
+        """battery -> figure id -> the contract Figure of the default window as JSON bytes (ready to send)."""
         self.statuses: dict[str, NodeStatus] = {}
+        """node (from the status topic) -> its latest status."""
         self.states: dict[str, BatteryState] = {}
+        self.controls: dict[str, ControlMode] = {}
         self.telemetry: dict[str, Telemetry] = {}
-        self.windows: dict[str, TimeWindow] = {}
         self.batteries: set[str] = set()
         self._clients: set[EventClient] = set()
         self._unkeyed = count()
@@ -182,7 +191,7 @@ class DashboardState:
         self.batteries.add(battery)
 
     def set_figure(self, figure: Figure) -> None:
-        """Store a rendered figure and push it to the browsers showing its battery."""
+        """Store a rendered figure (of the default window) and push it to the browsers showing its battery."""
         self.set_figure_json(figure.battery, figure.figure, _encoder.encode(figure))
 
     def set_figure_json(self, battery: str, figure_id: str, payload: bytes) -> None:
@@ -191,10 +200,16 @@ class DashboardState:
         self.figures.setdefault(battery, {})[figure_id] = payload
         self.publish_event("figure", battery, payload, key=figure_id)
 
-    def set_status(self, status: NodeStatus) -> None:
-        """Store a node's status (the status strip) and push it to every browser."""
-        self.statuses[status.node] = status
-        self.publish_event("status", None, _encoder.encode(status), key=status.node)
+    def set_status(self, node: str, status: NodeStatus) -> None:
+        """Store the status that arrived on ``node``'s status topic and push it to every browser.
+
+        The key is the topic's node, not ``status.node``: a node's payload cannot speak for another node.
+        """
+        if status.node != node:
+            log.warning("status on node/%s/status names node %r: shown as %r", node, status.node[:64], node)
+            status = msgspec.structs.replace(status, node=node)
+        self.statuses[node] = status
+        self.publish_event("status", None, _encoder.encode(status), key=node)
 
     def set_state(self, battery: str, state: BatteryState) -> None:
         """Store what a battery is doing (mode, command lease) and push it."""
@@ -202,15 +217,51 @@ class DashboardState:
         self.states[battery] = state
         self.publish_event("state", battery, _encoder.encode(state), key="state")
 
+    def set_control(self, battery: str, control: ControlMode) -> None:
+        """Store who commands a battery (autopilot, manual, idle) and push it."""
+        self.add_battery(battery)
+        self.controls[battery] = control
+        self.publish_event("control", battery, self._control_payload(battery), key="control")
+
     def set_telemetry(self, battery: str, telemetry: Telemetry) -> None:
         """Store the latest measurement (the live readout and ``data-ts``) and push it."""
         self.add_battery(battery)
+        previous = self.telemetry.get(battery)
+        if previous is not None and previous.ts > telemetry.ts:
+            return  # a back-dated write is history, not the latest reading
         self.telemetry[battery] = telemetry
         self.publish_event("telemetry", battery, _encoder.encode(telemetry), key="telemetry")
 
-    def window_for(self, battery: str) -> TimeWindow:
-        """The window chosen for ``battery`` (default: the last 24 h, sliding)."""
-        return self.windows.get(battery, DEFAULT_WINDOW)
+    # -- derived views -------------------------------------------------------------------------------------
+
+    def notes_for(self, battery: str) -> dict[str, str]:
+        """Per-battery notes from the nodes' statuses (``NodeStatus.details``), by node."""
+        return {node: s.details[battery] for node, s in sorted(self.statuses.items()) if battery in s.details}
+
+    def _control_payload(self, battery: str) -> bytes:
+        control = self.controls.get(battery)
+        summary = control_summary(control, self.clock())
+        return _encoder.encode({"control": control, **summary})
+
+    def summary(self, battery: str) -> dict[str, Any]:
+        """One battery's state for the index: SOC, power, modes, telemetry age, notes."""
+        now = self.clock()
+        telemetry = self.telemetry.get(battery)
+        state = self.states.get(battery)
+        control = control_summary(self.controls.get(battery), now)
+        return {
+            "battery": battery,
+            "href": f"/battery/{battery}",
+            "figures": _figure_order(self.figures.get(battery, {})),
+            "mode": state.mode if state else None,
+            "control_mode": control["mode"],
+            "control": control["text"],
+            "soc_kwh": telemetry.soc_kwh if telemetry else None,
+            "power_kw": telemetry.power_kw if telemetry else None,
+            "telemetry_ts": telemetry.ts if telemetry else None,
+            "telemetry_age_s": round((now - telemetry.ts).total_seconds(), 1) if telemetry else None,
+            "notes": self.notes_for(battery),
+        }
 
     # -- fan-out -------------------------------------------------------------------------------------------
 
@@ -225,28 +276,30 @@ class DashboardState:
         event_key: EventKey = (kind, battery, key if key is not None else f"#{next(self._unkeyed)}")
         self.events_published += 1
         for client in self._clients:
-            if client.wants(battery):
+            if client.wants(kind, battery):
                 client.push(event_key, frame)
 
-    def snapshot_frames(self, battery: str | None) -> list[bytes]:
-        """What a new client sees first: statuses, battery states and latest telemetry, then figures."""
+    def snapshot_frames(self, battery: str | None, *, figures: bool = True) -> list[bytes]:
+        """What a new client sees first: statuses, battery states, control modes and latest telemetry, then
+        figures (of the default window, when ``figures``)."""
         frames = [sse_frame("status", None, _encoder.encode(s)) for s in self.statuses.values()]
         for name, state in self.states.items():
             if battery is None or name == battery:
                 frames.append(sse_frame("state", name, _encoder.encode(state)))
+        for name in self.controls:
+            if battery is None or name == battery:
+                frames.append(sse_frame("control", name, self._control_payload(name)))
         for name, telemetry in self.telemetry.items():
             if battery is None or name == battery:
                 frames.append(sse_frame("telemetry", name, _encoder.encode(telemetry)))
-        if battery is not None:
-            if battery in self.windows:
-                frames.append(sse_frame("window", battery, _encoder.encode(self.windows[battery])))
+        if battery is not None and figures:
             for figure_id in _figure_order(self.figures.get(battery, {})):
                 frames.append(sse_frame("figure", battery, self.figures[battery][figure_id]))
         return frames
 
-    def subscribe(self, battery: str | None) -> EventClient:
+    def subscribe(self, battery: str | None, kinds: frozenset[str] | None = None) -> EventClient:
         """Register an event-stream client (pair with :meth:`unsubscribe`)."""
-        client = EventClient(battery=battery, limit=self.queue_size)
+        client = EventClient(battery=battery, limit=self.queue_size, kinds=kinds)
         self._clients.add(client)
         return client
 
@@ -368,13 +421,52 @@ def _status_chips(statuses: dict[str, NodeStatus]) -> str:
     chips = []
     for node in sorted(statuses):
         status = statuses[node]
-        reason = f" · {html.escape(status.reason)}" if status.reason else ""
+        reason = f" · {html.escape(status.reason)}" if status.reason and status.state != "online" else ""
+        tip = f"node {node}: {status.state}" + (f" ({status.reason})" if status.reason else "")
         chips.append(
             f'<span class="chip chip-{status.state}" data-node="{html.escape(node)}" '
-            f'data-state="{status.state}" title="{html.escape(status.reason or status.state)}">'
+            f'data-state="{status.state}" title="{html.escape(tip)}">'
             f'<span class="dot"></span>{html.escape(node)} <b>{status.state}</b>{reason}</span>'
         )
     return "".join(chips)
+
+
+def _fmt(value: float | None, digits: int, unit: str) -> str:
+    if value is None:
+        return "—"
+    return f"{value:,.{digits}f} {unit}".replace("-", "−")
+
+
+def _battery_card(summary: dict[str, Any]) -> str:
+    """One index card: what a battery does now, with a tooltip on every number."""
+    b = html.escape(summary["battery"])
+    mode = summary["mode"] or "unknown"
+    ts = summary["telemetry_ts"]
+    ts_text = "" if ts is None else ts.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    power = summary["power_kw"]
+    power_text = "not reported" if power is None and ts is not None else _fmt(power, 1, "kW")
+    notes = "".join(
+        f'<span class="card-note" data-note-node="{html.escape(node)}" title="reported by the {html.escape(node)}">'
+        f"{html.escape(node)}: {html.escape(text)}</span>"
+        for node, text in summary["notes"].items()
+    )
+    return (
+        f'<a class="card battery-card" id="battery-{b}" data-battery="{b}" href="/battery/{b}">'
+        f'<span class="card-title">{b}</span>'
+        f'<span class="card-row"><span class="chip chip-mode" data-mode="{mode}" '
+        f'title="what the battery reports doing (its state topic)">'
+        f'{mode if summary["mode"] else "no state reported"}</span>'
+        f'<span class="chip chip-control" data-control="{summary["control_mode"] or "default"}" '
+        f'title="who may command it (the control topic)">{html.escape(summary["control"])}</span></span>'
+        f'<dl class="card-stats">'
+        f'<div title="state of charge in the latest telemetry"><dt>SOC</dt>'
+        f'<dd data-field="soc">{_fmt(summary["soc_kwh"], 1, "kWh")}</dd></div>'
+        f'<div title="power in the latest telemetry: + discharging, − charging"><dt>power</dt>'
+        f'<dd data-field="power">{power_text}</dd></div>'
+        f'<div title="time since the latest telemetry (its own timestamp)"><dt>telemetry</dt>'
+        f'<dd data-field="age" data-ts="{ts_text}">{"none yet" if ts is None else ts_text}</dd></div>'
+        f"</dl>{notes}</a>"
+    )
 
 
 # -- handlers ------------------------------------------------------------------------------------------------
@@ -382,16 +474,7 @@ def _status_chips(statuses: dict[str, NodeStatus]) -> str:
 
 async def _index(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
-    cards = []
-    for battery in sorted(state.batteries):
-        mode = state.states[battery].mode if battery in state.states else "unknown"
-        n = len(state.figures.get(battery, {}))
-        cards.append(
-            f'<a class="card battery-card" id="battery-{battery}" data-battery="{battery}" '
-            f'href="/battery/{battery}"><span class="card-title">{battery}</span>'
-            f'<span class="chip chip-mode" data-mode="{mode}">{mode}</span>'
-            f'<span class="card-sub" data-figures="{n}">{n} figure{"" if n == 1 else "s"}</span></a>'
-        )
+    cards = [_battery_card(state.summary(battery)) for battery in sorted(state.batteries)]
     empty = (
         "" if cards else '<p class="waiting" id="no-batteries">waiting for telemetry: no battery has reported yet</p>'
     )
@@ -403,12 +486,22 @@ async def _index(request: web.Request) -> web.Response:
     )
 
 
+def _window_or_error(request: web.Request) -> TimeWindow | web.Response:
+    state = request.app[STATE_KEY]
+    try:
+        return parse_window(request.query, state.clock())
+    except WindowError as exc:
+        return json_error(422, str(exc), exc.field)
+
+
 async def _battery_page(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
     battery = request.match_info["battery"]
     if not ID_RE.fullmatch(battery):
         raise web.HTTPNotFound(text="no such battery id")
-    window = state.window_for(battery)
+    window = _window_or_error(request)
+    if isinstance(window, web.Response):
+        return window
     panels = []
     # The wide schedule panel goes last so the half-width panels pair up on a two-column screen.
     for figure_id in sorted(FIGURE_IDS, key=lambda f: f == "schedule"):
@@ -421,8 +514,9 @@ async def _battery_page(request: web.Request) -> web.Response:
             f'<div class="panel-waiting" id="waiting-{figure_id}">{waiting}</div></section>'
         )
     presets = "".join(
-        f'<button type="button" class="seg" data-window-s="{seconds}">{label}</button>'
-        for label, seconds in WINDOW_PRESETS
+        f'<a class="seg" href="/battery/{battery}?window={key}" data-window="{key}" '
+        f'title="the last {label} up to now, updating live">{label}</a>'
+        for label, key in WINDOW_PRESETS
     )
     return _page(
         "battery.html",
@@ -432,6 +526,8 @@ async def _battery_page(request: web.Request) -> web.Response:
         panels="".join(panels),
         presets=presets,
         window_json=html.escape(_encoder.encode(window).decode(), quote=True),
+        window_key=html.escape(window.key, quote=True),
+        window_default="true" if window == DEFAULT_WINDOW else "false",
     )
 
 
@@ -442,18 +538,16 @@ async def _plotly_js(request: web.Request) -> web.Response:
 
 async def _api_batteries(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
-    return _json(
-        {
-            "batteries": [
-                {
-                    "battery": b,
-                    "href": f"/battery/{b}",
-                    "figures": _figure_order(state.figures.get(b, {})),
-                    "mode": state.states[b].mode if b in state.states else None,
-                }
-                for b in sorted(state.batteries)
-            ]
-        }
+    return _json({"batteries": [state.summary(b) for b in sorted(state.batteries)]})
+
+
+def _figures_body(battery: str, window: TimeWindow, figures: dict[str, bytes], refresh_s: float | None) -> bytes:
+    parts = [_encoder.encode(f) + b":" + figures[f] for f in _figure_order(figures)]
+    return (
+        b'{"battery":' + _encoder.encode(battery)
+        + b',"window":' + _encoder.encode(window)
+        + b',"refresh_s":' + _encoder.encode(refresh_s)
+        + b',"figures":{' + b",".join(parts) + b"}}"
     )
 
 
@@ -464,66 +558,35 @@ async def _api_figures(request: web.Request) -> web.Response:
         return json_error(422, "battery id must be 1-64 characters from [a-z0-9_-]", "battery")
     if battery not in state.batteries:
         return json_error(404, f"unknown battery {battery!r}", "battery")
-    figures = state.figures.get(battery, {})
-    parts = [_encoder.encode(f) + b":" + figures[f] for f in _figure_order(figures)]
-    body = b'{"battery":' + _encoder.encode(battery) + b',"figures":{' + b",".join(parts) + b"}}"
-    return web.Response(body=body, content_type="application/json")
+    window = _window_or_error(request)
+    if isinstance(window, web.Response):
+        return window
+    drawn = state.figures.get(battery, {})
+    if state.figure_provider is None or (window == DEFAULT_WINDOW and all(f in drawn for f in FIGURE_IDS)):
+        if window != DEFAULT_WINDOW:
+            return json_error(503, "this dashboard draws only the default window", "window")
+        body = _figures_body(battery, window, drawn, None)
+        return web.Response(body=body, content_type="application/json")
+    try:
+        answer = await state.figure_provider(battery, window)
+    except Exception as exc:
+        log.exception("figures for %s over %s failed", battery, window.key)
+        return json_error(503, f"could not draw this window: {exc}", "window")
+    body = _figures_body(battery, window, answer.figures, answer.refresh_s)
+    return web.Response(body=body, content_type="application/json", headers={"Cache-Control": "no-store"})
 
 
 async def _api_status(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
+    now = state.clock()
     return _json(
         {
             "nodes": dict(sorted(state.statuses.items())),
             "batteries": dict(sorted(state.states.items())),
+            "control": {b: control_summary(c, now) | {"control": c} for b, c in sorted(state.controls.items())},
             "telemetry": dict(sorted(state.telemetry.items())),
         }
     )
-
-
-def _check_window(req: WindowRequest, now: datetime) -> tuple[str, str] | None:
-    """(error, field) for a window that is well-typed but makes no sense, else None."""
-    if req.window_s is not None and (req.begin is not None or req.end is not None):
-        return "give either window_s or begin/end, not both", "window_s"
-    if req.window_s is None and req.begin is None:
-        return "give window_s, or begin (and optionally end)", "window_s" if req.end is None else "begin"
-    if req.begin is not None:
-        end = req.end or now
-        if end <= req.begin:
-            return "end must be after begin" if req.end else "begin must be in the past", "end" if req.end else "begin"
-        if (end - req.begin).total_seconds() > MAX_WINDOW_S:
-            return f"a window is at most {MAX_WINDOW_S // 86400} days", "begin"
-    return None
-
-
-async def _api_window(request: web.Request) -> web.Response:
-    state = request.app[STATE_KEY]
-    body = await request.read()
-    try:
-        req = _window_decoder.decode(body)
-    except msgspec.ValidationError as exc:
-        return json_error(422, str(exc), validation_field(str(exc)))
-    except msgspec.DecodeError as exc:
-        return json_error(400, f"body is not valid JSON: {exc}", None)
-    now = state.clock()
-    problem = _check_window(req, now)
-    if problem is not None:
-        return json_error(422, problem[0], problem[1])
-    if req.battery not in state.batteries:
-        return json_error(404, f"unknown battery {req.battery!r}", "battery")
-    window = TimeWindow(begin=req.begin, end=req.end, window_s=req.window_s)
-    state.windows[req.battery] = window
-    begin = req.begin if req.window_s is None else now - timedelta(seconds=req.window_s)
-    if state.on_window_change is not None:
-        try:
-            result = state.on_window_change(req.battery, begin, req.end)
-            if inspect.isawaitable(result):
-                await result
-        except Exception as exc:
-            log.exception("on_window_change failed for %s", req.battery)
-            return json_error(503, f"could not apply the window: {exc}", None)
-    state.publish_event("window", req.battery, _encoder.encode(window), key="window")
-    return _json({"ok": True, "battery": req.battery, "begin": begin, "end": req.end, "window_s": req.window_s}, 202)
 
 
 async def _events(request: web.Request) -> web.StreamResponse:
@@ -532,13 +595,15 @@ async def _events(request: web.Request) -> web.StreamResponse:
         battery = _battery_param(request.query.get("battery"))
     except ValueError:
         return json_error(422, "battery id must be 1-64 characters from [a-z0-9_-]", "battery")
+    with_figures = battery is not None and request.query.get("figures", "1") != "0"
+    kinds = None if with_figures else INDEX_KINDS
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     )
     await response.prepare(request)
-    client = state.subscribe(battery)  # before the snapshot, so nothing published meanwhile is missed
+    client = state.subscribe(battery, kinds)  # before the snapshot, so nothing published meanwhile is missed
     try:
-        await response.write(b"retry: 3000\n\n" + b"".join(state.snapshot_frames(battery)))
+        await response.write(b"retry: 3000\n\n" + b"".join(state.snapshot_frames(battery, figures=with_figures)))
         while not client.closed:
             try:
                 await asyncio.wait_for(client.wake.wait(), timeout=state.keepalive_s)
@@ -581,8 +646,10 @@ def build_app(state: DashboardState) -> web.Application:
         name: _asset(_static_text(name).encode(), ctype, "no-cache", compress=False)
         for name, ctype in STATIC_FILES.items()
     }
-
-    app = web.Application(middlewares=[_errors], client_max_size=64 * 1024)
+    middlewares: list[Any] = [_errors]
+    if state.auth is not None:
+        middlewares.append(dashboard_auth.middleware(state.auth))
+    app = web.Application(middlewares=middlewares, client_max_size=64 * 1024)
     app[STATE_KEY] = state
 
     def static_handler(asset: _Asset) -> Callable[[web.Request], Awaitable[web.Response]]:
@@ -599,7 +666,6 @@ def build_app(state: DashboardState) -> web.Application:
     app.router.add_get("/api/batteries", _api_batteries)
     app.router.add_get("/api/figures/{battery}", _api_figures)
     app.router.add_get("/api/status", _api_status)
-    app.router.add_post("/api/window", _api_window)
     app.router.add_get("/events", _events)
 
     async def on_shutdown(_app: web.Application) -> None:

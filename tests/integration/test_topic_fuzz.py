@@ -47,6 +47,7 @@ from hypothesis import strategies as st
 from deploy import stack
 from nodes.contract.topics import (
     COMMAND,
+    CONTROL,
     HISTORY_REQUEST,
     HISTORY_RESPONSE,
     PRICES,
@@ -116,6 +117,7 @@ def targets(sim: str, fuzz: str, zone: str) -> list[Target]:
         Target("set/sim", COMMAND, {"battery": sim}, ("recorder", "simulator")),
         Target("state/fuzz", STATE, {"battery": fuzz}, ("recorder", "renderer")),
         Target("state/sim", STATE, {"battery": sim}, ("recorder", "renderer")),
+        Target("control/fuzz", CONTROL, {"battery": fuzz}, ("planner", "renderer")),
         Target("schedule/fuzz", SCHEDULE, {"battery": fuzz}, ("recorder", "renderer")),
         Target("schedule/sim", SCHEDULE, {"battery": sim}, ("recorder", "renderer")),
         Target("prices/fuzz", PRICES, {"zone": zone}, ("recorder",)),

@@ -34,7 +34,8 @@ SPEC = BatterySpec(
 )
 
 
-def telemetry(n: int = 8, step: timedelta = timedelta(minutes=30)) -> TelemetrySeries:
+def telemetry(n: int = 8, step: timedelta = timedelta(minutes=5)) -> TelemetrySeries:
+    """Measured power alternating +75 / -50 kW every ``step`` (short enough to hold: 15 min at most)."""
     return TelemetrySeries.from_telemetry(
         Telemetry(ts=T0 + i * step, soc_kwh=500.0 + 10 * i, power_kw=(-50.0 if i % 2 else 75.0)) for i in range(n)
     )
@@ -217,7 +218,7 @@ def test_soc_figure_actual_planned_and_limits() -> None:
     assert {(s.y0, s.y1) for s in bands} == {(0, 100.0), (950.0, 1000.0)}
     assert any(s.name == "now" for s in fig.layout.shapes)
     assert fig.layout.uirevision == "soc"
-    assert fig.layout.meta["last_ts"] == "2025-01-16T13:30:00Z"
+    assert fig.layout.meta["last_ts"] == "2025-01-16T10:35:00Z"
     assert empty_state(fig) is None
 
 
@@ -238,7 +239,7 @@ def test_power_figure_bars_by_sign_and_plan() -> None:
     assert "kW" in axis_title(fig.layout.yaxis)
 
 
-def test_power_figure_setpoint_hidden_until_chosen() -> None:
+def test_power_figure_draws_the_targets() -> None:
     series = TelemetrySeries.from_telemetry(
         [
             Telemetry(ts=T0, soc_kwh=1.0, power_kw=-10.0, target_charge_kw=10.0),
@@ -246,9 +247,13 @@ def test_power_figure_setpoint_hidden_until_chosen() -> None:
         ]
     )
     fig = rf.power_figure(series)
-    setpoint = next(t for t in fig.data if t.name == "setpoint (net)")
-    assert list(setpoint.y) == [-10.0, 5.0]
-    assert setpoint.visible == "legendonly"
+    # targets in the chart's sign convention: a charge target is drawn below zero
+    charge = next(t for t in fig.data if t.name == "target charge (kW)")
+    discharge = next(t for t in fig.data if t.name == "target discharge (kW)")
+    assert next(iter(charge.y)) == -10.0
+    assert math.isnan(list(charge.y)[1])
+    assert list(discharge.y)[1] == 5.0
+    assert charge.visible is None  # shown, not hidden in the legend
 
 
 def test_prices_figure_two_axes_and_correlation_in_title() -> None:
@@ -265,8 +270,11 @@ def test_prices_figure_two_axes_and_correlation_in_title() -> None:
     assert "EUR/MWh" in fig.data[0].hovertemplate
     r = rf.price_power_correlation(prices(), tel)
     assert r == pytest.approx(float(np.corrcoef([42.5, 80.0, 131.0], [-150.0, 10.0, 200.0])[0, 1]))
-    assert f"r = {r:+.2f} over 3 slots" in fig.layout.title.text
-    assert "plan r = +" in fig.layout.title.subtitle.text
+    # said in words, not as "r = n/a": the question, the answer, the number and what it is based on
+    assert f"Sells when prices are high? yes: correlation {r:+.2f} over 3 price slots" in fig.layout.title.subtitle.text
+    assert "the plan: +" in fig.layout.title.subtitle.text
+    info = next(a for a in fig.layout.annotations if a.name == "info")
+    assert "Pearson" in info.hovertext  # the tooltip says how it is computed
 
 
 def test_steps_break_at_gaps() -> None:
@@ -319,8 +327,11 @@ def test_every_figure_has_template_uirevision_units_and_meta() -> None:
         assert fig.layout.meta["figure"] == figure_id
         assert fig.layout.meta["points"] == sum(rf.trace_points(t) for t in fig.to_plotly_json()["data"])
         for trace in fig.data:
-            if trace.type in {"scatter", "scattergl", "bar"}:
+            is_text = trace.type == "scatter" and trace.mode == "text"
+            if trace.type in {"scatter", "scattergl", "bar"} and not is_text:
                 assert any(unit in trace.hovertemplate for unit in ("kW", "kWh", "EUR/MWh")), trace.name
+            if is_text:  # the KPI texts: each says how it is computed
+                assert all(len(h) > 20 for h in trace.hovertext), trace.name
         for axis_name in ("yaxis", "yaxis2", "yaxis3"):
             axis = getattr(fig.layout, axis_name, None)
             if axis is not None and axis.title.text:
@@ -415,33 +426,52 @@ def test_schedule_figure_chart_and_table() -> None:
         rf.schedule_table(schedule())
     )
     assert list(table.cells.values[2]) == ["charge", "idle", "discharge"]
-    assert "expected €22.13" in fig.layout.title.text
-    assert "baseline €18.00" in fig.layout.title.text
+    # operator words in the title; the internals (id, solver, solve time) in the small details line
+    assert "expected revenue €22.13" in fig.layout.title.text
+    assert "simple rule: €18.00" in fig.layout.title.text
+    assert "p-1" not in fig.layout.title.text
+    assert "HiGHS" not in fig.layout.title.text
+    details = next(a.text for a in fig.layout.annotations if a.name == "details")
+    assert "plan p-1" in details
+    assert "solver HiGHS, 31 ms" in details
+    tips = {a.text: a.hovertext for a in fig.layout.annotations if a.name == "info"}
+    assert "cheapest" in tips["simple rule?"]  # what the baseline is
     assert axis_title(fig.layout.yaxis3) == "SOC (kWh)"
     assert axis_title(fig.layout.xaxis2) == "time (UTC)"
     assert len([s for s in fig.layout.shapes if s.name == "now"]) == 2
 
 
-def test_insights_figure_indicators_and_table() -> None:
+def test_insights_figure_numbers_with_how_they_are_computed() -> None:
     tel = telemetry()
     ins = compute_insights(tel, prices(), SPEC, schedule())
     fig = rf.insights_figure(ins)
-    indicators = [t for t in fig.data if t.type == "indicator"]
-    assert [i.value for i in indicators[:2]] == [pytest.approx(ins.realised_revenue_eur), 22.13]
-    assert indicators[0].delta.reference == pytest.approx(ins.plan_revenue_to_date_eur)
-    assert indicators[1].delta.reference == 18.0
-    table = next(t for t in fig.data if t.type == "table")
-    cells = [v for column in table.cells.values for v in column]
-    assert "realised revenue" in cells
-    assert rf._money(ins.realised_revenue_eur) in cells
-    assert "€22.13" in cells
-    assert "2025-01-16 10:00 → 2025-01-16 13:30 UTC" in fig.layout.title.subtitle.text
+    texts = {t.name: t for t in fig.data}
+    assert list(texts["headline"].text) == [
+        f"<b>{rf._money(ins.realised_revenue_eur)}</b>",
+        f"<b>{rf._money(ins.plan_revenue_to_date_eur)}</b>",
+        f"<b>{ins.full_cycles:.2f}</b>",
+        f"<b>{ins.spread_eur_per_mwh:,.2f}</b>",  # the unit is in its label
+    ]
+    labels = [label for t in fig.data if t.name == "metric" for label in t.text]
+    values = [value for t in fig.data if t.name == "value" for value in t.text]
+    hovers = [h for t in fig.data if t.name == "value" for h in t.hovertext]
+    assert "realised revenue" in labels
+    assert "simple rule (whole plan)" in labels  # the baseline says what it is
+    assert "€22.13" in values
+    assert len(labels) == len(values) == len(hovers) == len(rf.insights_rows(ins)) - 1
+    assert all(len(h) > 20 for h in hovers)  # every number says how it is computed
+    assert "2025-01-16 10:00 → 2025-01-16 10:35 UTC" in fig.layout.title.subtitle.text
     assert empty_state(fig) is None
-    # An insights object with no telemetry behind it shows the numbers it has and says what is missing.
+    assert "plan p-1" in fig.layout.annotations[0].text  # the plan id only in the small details line
+    # No telemetry behind it: say what is missing instead of zeros.
     blank = compute_insights(TelemetrySeries.empty(), prices(), None, schedule())
     assert empty_state(rf.insights_figure(blank)) == rf.WAITING_TELEMETRY
-    nan_value = next(t for t in rf.insights_figure(blank).data if t.type == "indicator" and "cycles" in t.title.text)
-    assert math.isnan(nan_value.value)
+    # Still being computed, or not computable: said so, no numbers.
+    from nodes.renderer.insights import pending
+
+    waiting = rf.insights_figure(pending("computing", "reading the raw history: 3 of 30 days"))
+    assert empty_state(waiting) == "computing: reading the raw history: 3 of 30 days"
+    assert waiting.data == ()
 
 
 # -- wire form -------------------------------------------------------------------------------------------
@@ -463,8 +493,10 @@ def test_to_message_is_a_contract_figure_and_json_safe() -> None:
     text = json.dumps({"data": msg.data, "layout": msg.layout}, allow_nan=False)
     assert "bdata" not in text
     actual = next(t for t in decoded.data if t["name"] == "net power (actual)")
-    assert actual["x"] == ["2025-01-16T10:00:00", "2025-01-16T11:00:00"]
-    assert actual["y"] == [None, 3.0]
+    # no power at 10:00 and the next reading an hour later: derived from SOC (+10.5 kWh in 1 h = -10.5 kW),
+    # then the 11:00 reading's 3 kW drawn for one typical spacing (at most 15 min)
+    assert actual["x"] == ["2025-01-16T10:00:00", "2025-01-16T11:00:00", "2025-01-16T11:15:00"]
+    assert actual["y"] == [-10.5, 3.0, 3.0]
     assert decoded.layout["meta"]["figure"] == "prices"
     # The message rebuilds the same figure (what the dashboard's Plotly.react receives).
     rebuilt = go.Figure(data=decoded.data, layout=decoded.layout)
@@ -504,3 +536,113 @@ def test_json_safe_values() -> None:
         "mixed": [1, "a"],
         "tuple": [1, 2],
     }
+
+
+# -- issue 9: seed data, the view's range, honest buckets ---------------------------------------------------
+
+
+def seed_only(n: int = 13, step: timedelta = timedelta(minutes=5)) -> TelemetrySeries:
+    """What POST /write gives for the seed's curl lines: SOC and targets, never a power."""
+    return TelemetrySeries.from_telemetry(
+        Telemetry(
+            ts=T0 + i * step,
+            soc_kwh=500.0 + (10.0 * i if i <= 6 else 10.0 * (12 - i)),
+            target_charge_kw=100.0,
+            target_discharge_kw=50.0,
+            source="gateway",
+        )
+        for i in range(n)
+    )
+
+
+def test_seed_battery_power_is_derived_from_soc_and_targets_are_drawn() -> None:
+    # SOC rises 10 kWh every 5 min for 30 min (charging at 120 kW), then falls back (discharging at 120 kW).
+    view = (T0 - H, T0 + 2 * H)
+    fig = rf.power_figure(seed_only(), x_range=view)
+    bars = {t.name: t for t in fig.data if t.type == "bar"}
+    assert set(bars) == {"charge (derived from SOC)", "discharge (derived from SOC)"}
+    assert list(bars["charge (derived from SOC)"].y) == pytest.approx([-120.0] * 6)
+    assert list(bars["discharge (derived from SOC)"].y) == pytest.approx([120.0] * 6)
+    # each bar covers the 5 minutes between the two readings it comes from (not a millisecond)
+    assert set(bars["charge (derived from SOC)"].width) == {300_000.0}
+    assert "derived from SOC" in fig.layout.title.text
+    lines = {t.name for t in fig.data if t.type == "scatter"}
+    assert {"target charge (kW)", "target discharge (kW)"} <= lines
+    # the axis is the view, whatever the data's span
+    assert list(fig.layout.xaxis.range) == ["2025-01-16T09:00:00.000", "2025-01-16T12:00:00.000"]
+    assert fig.layout.xaxis.autorange is False
+
+
+def test_seed_battery_energy_is_derived_not_zero() -> None:
+    ins = compute_insights(seed_only(), PriceSeries.empty(), SPEC)
+    # 60 kWh up, 60 kWh down, from the SOC changes
+    assert ins.energy_charged_kwh == pytest.approx(60.0)
+    assert ins.energy_discharged_kwh == pytest.approx(60.0)
+    assert ins.derived_energy_kwh == pytest.approx(120.0)
+    assert ins.power_source == "derived from SOC"
+    assert ins.efficiency_loss_kwh is None  # cannot be known from SOC alone, and says so
+    assert "derived from SOC" in ins.loss_note
+    rows = {label: (value, how) for label, value, how in rf.insights_rows(ins)}
+    assert rows["energy charged"][0] == "60.0 kWh"
+    assert rows["derived from SOC"][0] == "120.0 kWh"
+    assert rows["lost to efficiency"] == (
+        "— (not measurable)",
+        "Not measurable: power is derived from SOC. " + rows["lost to efficiency"][1].split(". ", 1)[1],
+    )
+
+
+def test_a_sparse_battery_keeps_a_sane_axis() -> None:
+    # two readings a minute apart: the axis is still the window, not a millisecond span
+    tel = seed_only(n=2, step=timedelta(minutes=1))
+    figs = rf.render_all(tel, PriceSeries.empty(), None, None, None, x_range=(T0 - 6 * H, T0 + H))
+    for figure_id in ("soc", "power", "prices"):
+        lo, hi = (np.datetime64(v) for v in figs[figure_id].layout.xaxis.range)
+        assert hi - lo == np.timedelta64(7 * 3600 * 1000, "ms")
+
+
+def test_the_view_is_the_window_and_plans_outside_it_are_not_drawn() -> None:
+    # a window in the past (yesterday), with today's plan: the plan is not drawn, the axis is the window
+    past = (T0 - 30 * H, T0 - 6 * H)
+    tel = telemetry()
+    figs = rf.render_all(tel, prices(), schedule(), SPEC, None, now=T0 + H, x_range=past, live=False)
+    for figure_id in ("soc", "power", "prices"):
+        fig = figs[figure_id]
+        assert list(fig.layout.xaxis.range) == ["2025-01-15T04:00:00.000", "2025-01-16T04:00:00.000"]
+        assert not any("plan" in (t.name or "") for t in fig.data), figure_id
+        assert not any(s.name == "now" for s in fig.layout.shapes)  # now is not in this view
+    # a view that overlaps the plan draws only the overlapping slots
+    clipped = rf.clip_schedule(schedule(), T0 + 1.5 * H, T0 + 5 * H)
+    assert clipped is not None
+    assert [s.start for s in clipped.slots] == [T0 + H, T0 + 2 * H]
+
+
+def test_bucket_means_are_drawn_over_the_bucket_they_stand_for() -> None:
+    # InfluxDB stamps a mean at its bucket's start, and the first bucket starts before the query's begin.
+    begin, end = T0 + timedelta(seconds=25), T0 + timedelta(seconds=180)
+    result = HistoryResult(
+        ok=True,
+        columns=["time", "soc_kwh", "power_kw"],
+        rows=[
+            ["2025-01-16T10:00:00Z", 500.0, 60.0],
+            ["2025-01-16T10:01:00Z", 499.0, 60.0],
+            ["2025-01-16T10:02:00Z", 498.0, -30.0],
+        ],
+    )
+    series = TelemetrySeries.from_history(result, bucket_s=60, begin_s=begin.timestamp(), end_s=end.timestamp())
+    # the first bucket holds only data from 10:00:25 on: it starts there, it does not reach back before it
+    assert series.time_s[0] == begin.timestamp()
+    assert list(series.spans) == [35.0, 60.0, 60.0]
+    soc = rf.soc_figure(series).data[0]
+    assert [str(x) for x in soc.x] == [
+        "2025-01-16T10:00:42.500", "2025-01-16T10:01:30.000", "2025-01-16T10:02:30.000"
+    ]
+    bars = {t.name: t for t in rf.power_figure(series).data if t.type == "bar"}
+    assert [str(x) for x in bars["discharge (actual)"].x] == ["2025-01-16T10:00:25.000", "2025-01-16T10:01:00.000"]
+    assert list(bars["discharge (actual)"].width) == [35_000.0, 60_000.0]
+    assert list(bars["charge (actual)"].width) == [60_000.0]
+
+
+def test_a_battery_that_is_not_planned_says_so() -> None:
+    fig = rf.schedule_figure(None, note="monitored, not planned: no spec received")
+    assert empty_state(fig) == "no plan: monitored, not planned: no spec received"
+    assert empty_state(rf.schedule_figure(None)) == rf.WAITING_SCHEDULE

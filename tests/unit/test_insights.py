@@ -13,6 +13,8 @@ from nodes.renderer.series import PriceSeries, TelemetrySeries
 
 T0 = datetime(2025, 1, 16, 0, 0, tzinfo=UTC)
 H = timedelta(hours=1)
+HOUR_HOLD = 7200.0
+"""Hand calculations below use hourly readings; let a measured power hold that long (the default is 15 min)."""
 SPEC = BatterySpec(
     capacity_kwh=700.0,
     soc_min_kwh=100.0,
@@ -39,7 +41,7 @@ def test_buy_low_sell_high_by_hand() -> None:
     # Power holds from a sample to the next: charge 100 kW for 2 h (prices 20, 30), discharge 150 kW for 1 h
     # (price 100). The last sample starts no interval, so its power is not integrated.
     tel = samples((0 * H, 500.0, -100.0), (1 * H, 590.0, -100.0), (2 * H, 680.0, 150.0), (3 * H, 530.0, 0.0))
-    ins = compute_insights(tel, hourly_prices(20.0, 30.0, 100.0), SPEC)
+    ins = compute_insights(tel, hourly_prices(20.0, 30.0, 100.0), SPEC, max_hold_s=HOUR_HOLD)
     # revenue = (-100*20 - 100*30 + 150*100) / 1000 = (-2000 - 3000 + 15000) / 1000 = 10 EUR
     assert ins.realised_revenue_eur == pytest.approx(10.0)
     assert ins.energy_charged_kwh == pytest.approx(200.0)
@@ -50,7 +52,7 @@ def test_buy_low_sell_high_by_hand() -> None:
     assert ins.spread_eur_per_mwh == pytest.approx(75.0)
     # cycles = discharged / (soc_max - soc_min) = 150 / 500
     assert ins.full_cycles == pytest.approx(0.3)
-    # lost = charged - discharged - (soc_end - soc_start) = 200 - 150 - (530 - 500) = 20 kWh
+    # lost = charged - discharged - SOC gained = 200 - 150 - (530 - 500) = 20 kWh
     assert ins.soc_start_kwh == 500.0
     assert ins.soc_end_kwh == 530.0
     assert ins.efficiency_loss_kwh == pytest.approx(20.0)
@@ -61,15 +63,17 @@ def test_buy_low_sell_high_by_hand() -> None:
     assert ins.samples == 4
     assert ins.unpriced_energy_kwh == 0.0
     assert ins.gap_s == 0.0
+    assert ins.derived_energy_kwh == 0.0
+    assert ins.power_source == "measured"
     assert ins.plan_id is None
     assert ins.expected_revenue_eur is None
     assert ins.plan_revenue_to_date_eur is None
 
 
 def test_a_hold_is_split_at_price_slot_boundaries() -> None:
-    # One sample at 00:00 charging 60 kW, the next at 02:00 (spacing 2 h is the median: not a gap).
+    # One sample at 00:00 charging 60 kW, the next at 02:00.
     tel = samples((0 * H, 500.0, -60.0), (2 * H, 620.0, 0.0))
-    ins = compute_insights(tel, hourly_prices(10.0, 50.0), None)
+    ins = compute_insights(tel, hourly_prices(10.0, 50.0), None, max_hold_s=HOUR_HOLD)
     # 60 kWh at 10 EUR/MWh + 60 kWh at 50 EUR/MWh = -(0.6 + 3.0) EUR
     assert ins.realised_revenue_eur == pytest.approx(-3.6)
     assert ins.avg_buy_price_eur_per_mwh == pytest.approx(30.0)
@@ -82,36 +86,58 @@ def test_a_hold_is_split_at_price_slot_boundaries() -> None:
 
 def test_energy_without_a_price_counts_as_energy_not_revenue() -> None:
     tel = samples((0 * H, 500.0, 100.0), (1 * H, 400.0, 100.0), (2 * H, 300.0, 0.0))
-    ins = compute_insights(tel, hourly_prices(80.0), SPEC)  # only the first hour is priced
+    ins = compute_insights(tel, hourly_prices(80.0), SPEC, max_hold_s=HOUR_HOLD)  # only the first hour is priced
     assert ins.energy_discharged_kwh == pytest.approx(200.0)
     assert ins.unpriced_energy_kwh == pytest.approx(100.0)
     assert ins.realised_revenue_eur == pytest.approx(8.0)  # 100 kWh x 80 EUR/MWh
     assert ins.avg_sell_price_eur_per_mwh == pytest.approx(80.0)
 
 
-def test_data_gaps_are_not_integrated() -> None:
+def test_long_gaps_fall_back_to_the_soc_change_and_very_long_ones_are_not_integrated() -> None:
     minute = timedelta(minutes=1)
     tel = samples(
         (0 * minute, 500.0, -60.0),
         (1 * minute, 501.0, -60.0),
         (2 * minute, 502.0, -60.0),
-        (3 * H, 502.0, -60.0),  # 2 h 57 min later: longer than max(900 s, 3 x 60 s), a gap
-        (3 * H + minute, 503.0, 0.0),
+        (3 * H, 512.0, -60.0),  # 2 h 58 min later: too long to hold 60 kW, the SOC says +10 kWh
+        (3 * H + minute, 513.0, -60.0),
+        (10 * H, 513.0, 0.0),  # 7 h later: longer than 6 h, nothing is known in between
     )
-    ins = compute_insights(tel, hourly_prices(10.0, 10.0, 10.0, 10.0), None)
-    # Three 1-minute holds at 60 kW = 3 kWh; the gap adds nothing.
-    assert ins.energy_charged_kwh == pytest.approx(3.0)
-    assert ins.gap_s == pytest.approx(3 * 3600 - 120)
-    assert ins.realised_revenue_eur == pytest.approx(-0.03)
+    ins = compute_insights(tel, hourly_prices(*[10.0] * 11), None)
+    # 1 + 1 kWh measured, 10 kWh derived from SOC, 1 kWh measured; the 7 h gap adds nothing
+    assert ins.energy_charged_kwh == pytest.approx(13.0)
+    assert ins.derived_energy_kwh == pytest.approx(10.0)
+    assert ins.power_source == "measured and derived from SOC"
+    assert ins.gap_s == pytest.approx(7 * 3600 - 60)
+    assert ins.realised_revenue_eur == pytest.approx(-0.13)
 
 
-def test_missing_power_extends_the_previous_hold() -> None:
+def test_missing_power_is_derived_from_the_soc_change() -> None:
     tel = samples((0 * H, 500.0, 50.0), (1 * H, 450.0, None), (2 * H, 400.0, 0.0))
-    ins = compute_insights(tel, hourly_prices(100.0, 200.0), None)
-    # 50 kW holds 00:00-02:00 (the 01:00 sample has no power): 50 kWh at 100 + 50 kWh at 200 EUR/MWh
+    ins = compute_insights(tel, hourly_prices(100.0, 200.0), None, max_hold_s=HOUR_HOLD)
+    # 50 kW measured for 00:00-01:00, then 50 kW from the SOC change (450 -> 400 in 1 h): 50 kWh at 100 and
+    # 50 kWh at 200 EUR/MWh
     assert ins.energy_discharged_kwh == pytest.approx(100.0)
+    assert ins.derived_energy_kwh == pytest.approx(50.0)
     assert ins.realised_revenue_eur == pytest.approx(15.0)
     assert ins.samples == 3
+
+
+def test_efficiency_loss_is_never_negative() -> None:
+    # SOC rises by more than the energy charged: the readings disagree, the loss is not shown as negative
+    bad = compute_insights(samples((0 * H, 500.0, -100.0), (1 * H, 650.0, 0.0)), hourly_prices(10.0), None,
+                           max_hold_s=HOUR_HOLD)
+    assert bad.efficiency_loss_kwh is None
+    assert bad.loss_note == "power and SOC readings disagree by 50.0 kWh"
+    # a rounding-sized disagreement (0.1 % of the energy) is no loss: 0, not -0.1
+    close = compute_insights(samples((0 * H, 500.0, -100.0), (1 * H, 600.1, 0.0)), hourly_prices(10.0), None,
+                             max_hold_s=HOUR_HOLD)
+    assert close.efficiency_loss_kwh == 0.0
+    # the SOC falls 100 kWh while 10 kWh are reported discharged: not an efficiency loss of 90 kWh
+    faster = compute_insights(samples((0 * H, 500.0, 10.0), (1 * H, 400.0, 0.0)), hourly_prices(10.0), None,
+                              max_hold_s=HOUR_HOLD)
+    assert faster.efficiency_loss_kwh is None
+    assert faster.loss_note == "power and SOC readings disagree: the SOC fell 90.0 kWh more than the power explains"
 
 
 def test_schedule_numbers() -> None:
@@ -136,7 +162,7 @@ def test_schedule_numbers() -> None:
     assert plan_revenue_eur(plan, (T0 + 0.5 * H).timestamp(), (T0 + 1.5 * H).timestamp()) == pytest.approx(5.0)
 
     tel = samples((0.5 * H, 350.0, -100.0), (1 * H, 395.0, 100.0), (1.5 * H, 345.0, 0.0))
-    ins = compute_insights(tel, PriceSeries.from_schedule(plan), SPEC, plan)
+    ins = compute_insights(tel, PriceSeries.from_schedule(plan), SPEC, plan, max_hold_s=HOUR_HOLD)
     assert ins.plan_id == "p-7"
     assert ins.expected_revenue_eur == 10.0
     assert ins.baseline_revenue_eur == 4.0
@@ -180,18 +206,21 @@ def test_history_and_messages_give_the_same_insights() -> None:
             rows=[["2025-01-16T00:00:00Z", 20.0], ["2025-01-16T01:00:00Z", 30.0], ["2025-01-16T02:00:00Z", 100.0]],
         )
     )
-    from_history = compute_insights(history, prices, SPEC)
+    from_history = compute_insights(history, prices, SPEC, max_hold_s=HOUR_HOLD)
     from_messages = compute_insights(
         samples((0 * H, 500.0, -100.0), (1 * H, 590.0, -100.0), (2 * H, 680.0, 150.0), (3 * H, 530.0, 0.0)),
         hourly_prices(20.0, 30.0, 100.0),
         SPEC,
+        max_hold_s=HOUR_HOLD,
     )
     assert from_history == from_messages
     assert from_history.realised_revenue_eur == pytest.approx(10.0)
 
 
 def test_insights_encode_as_json() -> None:
-    ins = compute_insights(samples((0 * H, 500.0, 10.0), (1 * H, 490.0, 0.0)), hourly_prices(50.0), SPEC)
+    ins = compute_insights(
+        samples((0 * H, 500.0, 10.0), (1 * H, 490.0, 0.0)), hourly_prices(50.0), SPEC, max_hold_s=HOUR_HOLD
+    )
     decoded = msgspec.json.decode(msgspec.json.encode(ins), type=Insights)
     assert decoded == ins
     assert decoded.realised_revenue_eur == pytest.approx(0.5)

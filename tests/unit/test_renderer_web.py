@@ -1,4 +1,4 @@
-"""The dashboard's HTTP routes, event stream and window endpoint, through aiohttp's test server."""
+"""The dashboard's HTTP routes, event stream, per-viewer windows and token, through aiohttp's test server."""
 
 from __future__ import annotations
 
@@ -13,10 +13,12 @@ import pytest
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient, TestServer
 
-from nodes.contract.messages import BatteryState, Figure, NodeStatus, Telemetry
+from nodes.contract.messages import BatteryState, ControlMode, Figure, NodeStatus, Telemetry
 from nodes.renderer import figures as rf
+from nodes.renderer.auth import COOKIE, DashboardAuth
 from nodes.renderer.series import TelemetrySeries
-from nodes.renderer.web import DashboardState, TimeWindow, build_app, sse_frame, validation_field
+from nodes.renderer.web import DashboardState, WindowFigures, build_app, control_summary, sse_frame, validation_field
+from nodes.renderer.windows import DEFAULT_WINDOW, TimeWindow, WindowError, parse_window
 
 NOW = datetime(2025, 1, 16, 12, 0, tzinfo=UTC)
 
@@ -28,37 +30,53 @@ def soc_message(battery: str = "b1", n: int = 3) -> Figure:
     return rf.to_message(rf.soc_figure(series), "soc", battery, NOW)
 
 
-class Recorder:
-    """An on_window_change hook that remembers its calls."""
+class Provider:
+    """A figure provider that remembers which windows were asked for and answers with one labelled figure."""
 
     def __init__(self, fail: bool = False) -> None:
-        self.calls: list[tuple[str, datetime | None, datetime | None]] = []
+        self.calls: list[tuple[str, TimeWindow]] = []
         self.fail = fail
 
-    async def __call__(self, battery: str, begin: datetime | None, end: datetime | None) -> None:
+    async def __call__(self, battery: str, window: TimeWindow) -> WindowFigures:
         if self.fail:
             raise RuntimeError("history unavailable")
-        self.calls.append((battery, begin, end))
+        self.calls.append((battery, window))
+        figure = rf.to_message(rf.soc_figure(TelemetrySeries.empty()), "soc", battery, NOW)
+        figure.layout["meta"]["window"] = window.key
+        return WindowFigures({"soc": msgspec.json.encode(figure)}, 10.0 if window.window_s else None)
 
 
 @pytest.fixture
-def hook() -> Recorder:
-    return Recorder()
+def provider() -> Provider:
+    return Provider()
 
 
 @pytest.fixture
-def state(hook: Recorder) -> DashboardState:
-    state = DashboardState(on_window_change=hook, clock=lambda: NOW, keepalive_s=0.2)
+def state(provider: Provider) -> DashboardState:
+    state = DashboardState(figure_provider=provider, clock=lambda: NOW, keepalive_s=0.2)
     state.set_figure(soc_message())
-    state.set_status(NodeStatus(node="recorder", state="online", since=NOW))
-    state.set_status(NodeStatus(node="planner", state="degraded", reason="prices <stale> & old"))
+    for figure_id in rf.FIGURE_IDS[1:]:  # the node renders the whole default set at once
+        state.set_figure(rf.to_message(rf.schedule_figure(None), figure_id, "b1", NOW))
+    state.set_status("recorder", NodeStatus(node="recorder", state="online", since=NOW))
+    state.set_status(
+        "planner",
+        NodeStatus(
+            node="planner", state="degraded", reason="prices <stale> & old",
+            details={"b2": "monitored, not planned: no spec received"},
+        ),
+    )
     state.set_state(
         "b1",
         BatteryState(
             ts=NOW, mode="discharging", power_kw=50.0, command_id="c-1", valid_until=NOW + timedelta(minutes=5)
         ),
     )
-    state.set_telemetry("b1", Telemetry(ts=NOW, soc_kwh=512.0, power_kw=50.0))
+    state.set_telemetry("b1", Telemetry(ts=NOW - timedelta(seconds=42), soc_kwh=512.0, power_kw=50.0))
+    state.set_control(
+        "b1",
+        ControlMode(mode="manual", set_at=NOW, until=NOW + timedelta(minutes=5), source="gateway",
+                    reason="operator command"),
+    )
     state.add_battery("b2")
     return state
 
@@ -108,6 +126,28 @@ async def test_index_lists_batteries_and_statuses(client: TestClient[Any, Any]) 
     assert "https://" not in page
 
 
+async def test_index_shows_each_batterys_state(client: TestClient[Any, Any]) -> None:
+    page = await (await client.get("/")).text()
+    card = page[page.index('id="battery-b1"') : page.index('id="battery-b2"')]
+    assert '<dd data-field="soc">512.0 kWh</dd>' in card
+    assert '<dd data-field="power">50.0 kW</dd>' in card
+    assert 'data-field="age" data-ts="2025-01-16T11:59:18Z"' in card  # the page counts the age up from it
+    assert 'data-mode="discharging"' in card
+    assert 'data-control="manual"' in card
+    assert "Control: manual until 12:05 UTC (operator command)" in card
+    assert card.count("title=") >= 5  # every number says what it is
+    other = page[page.index('id="battery-b2"') :]
+    assert 'data-field="soc">—' in other  # nothing known yet: a dash, not 0
+    # a battery the planner does not plan says so, instead of the planner looking broken
+    assert "planner: monitored, not planned: no spec received" in other
+    summary = await (await client.get("/api/batteries")).json()
+    b1 = summary["batteries"][0]
+    assert (b1["soc_kwh"], b1["power_kw"], b1["mode"], b1["control_mode"], b1["telemetry_age_s"]) == (
+        512.0, 50.0, "discharging", "manual", 42.0
+    )
+    assert summary["batteries"][1]["notes"] == {"planner": "monitored, not planned: no spec received"}
+
+
 async def test_index_waiting_state_without_batteries() -> None:
     async with TestClient(TestServer(build_app(DashboardState()))) as client:
         page = await (await client.get("/")).text()
@@ -128,13 +168,21 @@ async def test_battery_page(client: TestClient[Any, Any]) -> None:
     assert '<script src="/static/plotly.min.js?v=' in page
     assert "cdn.plot.ly" not in page
     assert "https://" not in page
-    for seconds in (21600, 86400, 604800, 2592000):
-        assert f'data-window-s="{seconds}"' in page
+    for key in ("6h", "24h", "7d", "30d"):  # links: the window is the viewer's, in the URL
+        assert f'href="/battery/b1?window={key}" data-window="{key}"' in page
     assert 'id="window-begin"' in page
     assert 'id="lease"' in page
     assert 'id="mode"' in page
-    # The current window (default: 24 h sliding) is in the page for the selector to highlight.
+    assert 'id="control"' in page
+    # The window of this page (default: 24 h sliding) is in the page for the selector to highlight.
     assert "&quot;window_s&quot;:86400" in page
+    assert 'data-window-default="true"' in page
+    week = await (await client.get("/battery/b1?window=7d")).text()
+    assert 'data-window-key="7d"' in week
+    assert 'data-window-default="false"' in week
+    bad = await client.get("/battery/b1?window=fortnight")
+    assert bad.status == 422
+    assert (await bad.json())["field"] == "window"
 
 
 async def test_battery_page_for_bad_ids(client: TestClient[Any, Any]) -> None:
@@ -177,7 +225,8 @@ async def test_dashboard_js_drives_plotly_react_and_test_hooks(client: TestClien
     for needle in (
         "Plotly.react",
         "EventSource",
-        "/api/window",
+        "/api/figures/",
+        "history.pushState",
         "dataset.points",
         "dataset.lastUpdate",
         "body.dataset.ts",
@@ -192,25 +241,26 @@ async def test_dashboard_js_drives_plotly_react_and_test_hooks(client: TestClien
 async def test_api_batteries(client: TestClient[Any, Any]) -> None:
     response = await client.get("/api/batteries")
     assert response.status == 200
-    assert await response.json() == {
-        "batteries": [
-            {"battery": "b1", "href": "/battery/b1", "figures": ["soc"], "mode": "discharging"},
-            {"battery": "b2", "href": "/battery/b2", "figures": [], "mode": None},
-        ]
-    }
+    answer = await response.json()
+    assert [(b["battery"], b["href"], b["figures"], b["mode"]) for b in answer["batteries"]] == [
+        ("b1", "/battery/b1", list(rf.FIGURE_IDS), "discharging"),
+        ("b2", "/battery/b2", [], None),
+    ]
 
 
 async def test_api_figures(client: TestClient[Any, Any], state: DashboardState) -> None:
-    state.set_figure(rf.to_message(rf.power_figure(TelemetrySeries.empty()), "power", "b1", NOW))
     response = await client.get("/api/figures/b1")
     assert response.status == 200
     body = await response.read()
     answer = msgspec.json.decode(body, type=dict[str, Any])
     assert answer["battery"] == "b1"
-    assert list(answer["figures"]) == ["soc", "power"]  # dashboard order
+    assert list(answer["figures"]) == list(rf.FIGURE_IDS)  # dashboard order
     figure = msgspec.convert(answer["figures"]["soc"], Figure)
     assert figure == msgspec.json.decode(msgspec.json.encode(soc_message()), type=Figure)
-    assert await (await client.get("/api/figures/b2")).json() == {"battery": "b2", "figures": {}}
+    # not drawn yet (b2 only just appeared): drawn on demand rather than answered with nothing
+    fresh = await (await client.get("/api/figures/b2")).json()
+    assert fresh["window"] == {"window_s": 86400}
+    assert fresh["figures"]["soc"]["battery"] == "b2"
 
 
 async def test_api_figures_errors(client: TestClient[Any, Any]) -> None:
@@ -228,6 +278,7 @@ async def test_api_figures_errors(client: TestClient[Any, Any]) -> None:
 async def test_api_status(client: TestClient[Any, Any]) -> None:
     answer = await (await client.get("/api/status")).json()
     assert set(answer["nodes"]) == {"planner", "recorder"}
+    assert answer["control"]["b1"]["mode"] == "manual"
     assert answer["nodes"]["planner"]["state"] == "degraded"
     assert answer["batteries"]["b1"]["mode"] == "discharging"
     assert answer["batteries"]["b1"]["valid_until"] == "2025-01-16T12:05:00Z"
@@ -241,10 +292,11 @@ async def test_events_snapshot_then_live_updates(client: TestClient[Any, Any], s
     response = await client.get("/events", params={"battery": "b1"})
     assert response.status == 200
     assert response.headers["Content-Type"].startswith("text/event-stream")
-    snapshot = [await read_event(response) for _ in range(5)]
+    snapshot = [await read_event(response) for _ in range(10)]
     kinds = [kind for kind, _ in snapshot]
-    assert kinds == ["status", "status", "state", "telemetry", "figure"]
-    figure = msgspec.convert(snapshot[-1][1]["data"], Figure)
+    assert kinds == ["status", "status", "state", "control", "telemetry", *["figure"] * 5]
+    assert snapshot[3][1]["data"]["text"] == "Control: manual until 12:05 UTC (operator command)"
+    figure = msgspec.convert(snapshot[5][1]["data"], Figure)
     assert figure.figure == "soc"
     assert figure.battery == "b1"
     assert snapshot[2][1]["battery"] == "b1"
@@ -259,7 +311,7 @@ async def test_events_snapshot_then_live_updates(client: TestClient[Any, Any], s
 
     # Another battery's news does not reach this page; node statuses reach every page.
     state.set_figure(soc_message(battery="b2"))
-    state.set_status(NodeStatus(node="gateway", state="offline"))
+    state.set_status("gateway", NodeStatus(node="gateway", state="offline"))
     kind, envelope = await read_event(response)
     assert kind == "status"
     assert envelope["data"]["node"] == "gateway"
@@ -268,8 +320,9 @@ async def test_events_snapshot_then_live_updates(client: TestClient[Any, Any], s
 
 async def test_events_without_battery_get_states_of_all(client: TestClient[Any, Any], state: DashboardState) -> None:
     response = await client.get("/events")
-    kinds = [(await read_event(response))[0] for _ in range(4)]
-    assert kinds == ["status", "status", "state", "telemetry"]
+    kinds = [(await read_event(response))[0] for _ in range(5)]
+    assert kinds == ["status", "status", "state", "control", "telemetry"]
+    state.set_figure(soc_message(n=9))  # the index takes no figures (they are big and it draws none)
     state.set_state("b2", BatteryState(ts=NOW, mode="idle"))
     kind, envelope = await read_event(response)
     assert (kind, envelope["battery"], envelope["data"]["mode"]) == ("state", "b2", "idle")
@@ -325,103 +378,192 @@ def test_sse_frame_splits_multiline_payloads() -> None:
     assert frame == b'event: status\ndata: {"kind":"status","battery":null,"data":{\ndata: "a": 1\ndata: }}\n\n'
 
 
-# -- window ------------------------------------------------------------------------------------------------------
+# -- windows belong to the viewer (issue 9 item 10) ------------------------------------------------------------
 
 
-async def test_window_relative(client: TestClient[Any, Any], state: DashboardState, hook: Recorder) -> None:
-    response = await client.post("/api/window", json={"battery": "b1", "window_s": 21600})
-    assert response.status == 202
-    answer = await response.json()
-    assert answer == {
-        "ok": True,
-        "battery": "b1",
-        "begin": "2025-01-16T06:00:00Z",
-        "end": None,
-        "window_s": 21600,
-    }
-    assert hook.calls == [("b1", NOW - timedelta(hours=6), None)]
-    assert state.window_for("b1") == TimeWindow(window_s=21600)
-    assert state.window_for("b2") == TimeWindow(window_s=86400)  # the default
+async def test_two_viewers_with_different_windows_see_different_ranges(
+    client: TestClient[Any, Any], state: DashboardState, provider: Provider
+) -> None:
+    week = await (await client.get("/api/figures/b1", params={"window": "7d"})).json()
+    day = await (await client.get("/api/figures/b1", params={"begin": "2025-01-14T00:00:00Z",
+                                                             "end": "2025-01-15T00:00:00Z"})).json()
+    assert week["window"] == {"window_s": 604800}
+    assert week["figures"]["soc"]["layout"]["meta"]["window"] == "7d"
+    assert week["refresh_s"] == 10.0  # a live window: the page asks again
+    assert day["window"] == {"begin": "2025-01-14T00:00:00Z", "end": "2025-01-15T00:00:00Z"}
+    assert day["figures"]["soc"]["layout"]["meta"]["window"] == "2025-01-14T00:00:00Z/2025-01-15T00:00:00Z"
+    assert day["refresh_s"] is None  # a fixed past window does not change
+    assert [w.key for _, w in provider.calls] == ["7d", "2025-01-14T00:00:00Z/2025-01-15T00:00:00Z"]
+    # neither changed what anyone else sees: the default window's figures (and the live stream) are as before
+    default = await (await client.get("/api/figures/b1")).json()
+    assert default["window"] == {"window_s": 86400}
+    assert msgspec.convert(default["figures"]["soc"], Figure) == msgspec.json.decode(
+        msgspec.json.encode(soc_message()), type=Figure
+    )
+    assert not hasattr(state, "windows")
+    # and there is no route left that sets a window for everyone
+    assert (await client.post("/api/window", json={"battery": "b1", "window_s": 3600})).status in (404, 405)
 
 
-async def test_window_absolute(client: TestClient[Any, Any], state: DashboardState, hook: Recorder) -> None:
-    body = {"battery": "b1", "begin": "2025-01-01T00:00:00Z", "end": "2025-01-08T00:00:00+00:00"}
-    response = await client.post("/api/window", json=body)
-    assert response.status == 202
-    begin, end = datetime(2025, 1, 1, tzinfo=UTC), datetime(2025, 1, 8, tzinfo=UTC)
-    assert hook.calls == [("b1", begin, end)]
-    assert state.window_for("b1").resolve(NOW) == (begin, end)
-    # Open end: up to now.
-    assert (await client.post("/api/window", json={"battery": "b1", "begin": "2025-01-15T00:00:00Z"})).status == 202
-    assert hook.calls[-1] == ("b1", datetime(2025, 1, 15, tzinfo=UTC), None)
-
-
-async def test_window_change_is_pushed_to_open_pages(client: TestClient[Any, Any]) -> None:
-    events = await client.get("/events", params={"battery": "b1"})
-    for _ in range(5):
-        await read_event(events)
-    await client.post("/api/window", json={"battery": "b1", "window_s": 604800})
-    kind, envelope = await read_event(events)
-    assert kind == "window"
-    assert envelope["data"]["window_s"] == 604800
-    events.close()
-
-
-async def test_window_sync_hook_and_no_hook() -> None:
-    calls: list[str] = []
-    state = DashboardState(on_window_change=lambda battery, begin, end: calls.append(battery), clock=lambda: NOW)
-    state.add_battery("b1")
-    async with TestClient(TestServer(build_app(state))) as client:
-        assert (await client.post("/api/window", json={"battery": "b1", "window_s": 3600})).status == 202
-    assert calls == ["b1"]
-    state = DashboardState()
-    state.add_battery("b1")
-    async with TestClient(TestServer(build_app(state))) as client:
-        assert (await client.post("/api/window", json={"battery": "b1", "window_s": 3600})).status == 202
+async def test_a_non_default_page_takes_no_live_figures(client: TestClient[Any, Any], state: DashboardState) -> None:
+    response = await client.get("/events", params={"battery": "b1", "figures": "0"})
+    kinds = [(await read_event(response))[0] for _ in range(5)]
+    assert "figure" not in kinds
+    state.set_figure(soc_message(n=4))
+    state.set_state("b1", BatteryState(ts=NOW, mode="idle"))
+    kind, _ = await read_event(response)
+    assert kind == "state"
+    response.close()
 
 
 @pytest.mark.parametrize(
-    ("body", "status", "field"),
+    ("query", "field"),
     [
-        (b"not json", 400, None),
-        (b"", 400, None),
-        (b"[]", 422, None),
-        (b'{"window_s": 3600}', 422, "battery"),
-        (b'{"battery": 7, "window_s": 3600}', 422, "battery"),
-        (b'{"battery": "B 1", "window_s": 3600}', 422, "battery"),
-        (b'{"battery": "b1", "window_s": 3600, "colour": "red"}', 422, "colour"),
-        (b'{"battery": "b1", "window_s": 10}', 422, "window_s"),
-        (b'{"battery": "b1", "window_s": "day"}', 422, "window_s"),
-        (b'{"battery": "b1", "begin": "yesterday"}', 422, "begin"),
-        (b'{"battery": "b1", "begin": "2025-01-01T00:00:00"}', 422, "begin"),  # no zone
-        (b'{"battery": "b1"}', 422, "window_s"),
-        (b'{"battery": "b1", "end": "2025-01-01T00:00:00Z"}', 422, "begin"),
-        (b'{"battery": "b1", "window_s": 3600, "begin": "2025-01-01T00:00:00Z"}', 422, "window_s"),
-        (b'{"battery": "b1", "begin": "2025-01-02T00:00:00Z", "end": "2025-01-01T00:00:00Z"}', 422, "end"),
-        (b'{"battery": "b1", "begin": "2024-01-01T00:00:00Z", "end": "2025-06-01T00:00:00Z"}', 422, "begin"),
-        (b'{"battery": "b1", "begin": "2030-01-01T00:00:00Z"}', 422, "begin"),  # in the future, open end
-        (b'{"battery": "nope", "window_s": 3600}', 404, "battery"),
+        ({"window": "fortnight"}, "window"),
+        ({"window": "0h"}, "window"),
+        ({"window": "30s"}, "window"),
+        ({"window": "400d"}, "window"),
+        ({"window": "7d", "begin": "2025-01-01T00:00:00Z"}, "window"),
+        ({"begin": "yesterday"}, "begin"),
+        ({"begin": "2025-01-01T00:00:00"}, "begin"),
+        ({"end": "2025-01-01T00:00:00Z"}, "begin"),
+        ({"begin": "2025-01-02T00:00:00Z", "end": "2025-01-01T00:00:00Z"}, "end"),
+        ({"begin": "2023-01-01T00:00:00Z", "end": "2025-01-01T00:00:00Z"}, "begin"),
+        ({"begin": "2030-01-01T00:00:00Z"}, "begin"),
     ],
 )
-async def test_window_bad_bodies(
-    client: TestClient[Any, Any], hook: Recorder, body: bytes, status: int, field: str | None
+async def test_bad_windows_are_422_with_the_field(
+    client: TestClient[Any, Any], query: dict[str, str], field: str
 ) -> None:
-    response = await client.post("/api/window", data=body, headers={"Content-Type": "application/json"})
-    assert response.status == status
+    response = await client.get("/api/figures/b1", params=query)
+    assert response.status == 422
     answer = await response.json()
-    assert set(answer) == {"error", "field"}
-    assert answer["error"]
     assert answer["field"] == field
-    assert hook.calls == []
+    assert answer["error"]
 
 
-async def test_window_hook_failure_is_503_json() -> None:
-    state = DashboardState(on_window_change=Recorder(fail=True), clock=lambda: NOW)
+def test_parse_window() -> None:
+    assert parse_window({}, NOW) == DEFAULT_WINDOW
+    assert parse_window({"window": "6h"}, NOW) == TimeWindow(window_s=21600)
+    assert parse_window({"window": "90m"}, NOW).key == "90m"
+    assert parse_window({"window": "30d"}, NOW).query == "window=30d"
+    fixed = parse_window({"begin": "2025-01-14T00:00:00+01:00"}, NOW)
+    assert fixed.begin == datetime(2025, 1, 13, 23, 0, tzinfo=UTC)
+    assert fixed.resolve(NOW) == (fixed.begin, NOW)
+    assert fixed.is_live(NOW)
+    past = parse_window({"begin": "2025-01-14T00:00:00Z", "end": "2025-01-15T00:00:00Z"}, NOW)
+    assert not past.is_live(NOW)
+    assert past.query == "begin=2025-01-14T00:00:00Z&end=2025-01-15T00:00:00Z"
+    with pytest.raises(WindowError):
+        parse_window({"window": "-1h"}, NOW)
+
+
+async def test_provider_failure_is_503_json() -> None:
+    state = DashboardState(figure_provider=Provider(fail=True), clock=lambda: NOW)
     state.add_battery("b1")
     async with TestClient(TestServer(build_app(state))) as client:
-        response = await client.post("/api/window", json={"battery": "b1", "window_s": 3600})
+        response = await client.get("/api/figures/b1", params={"window": "7d"})
         assert response.status == 503
-        assert await response.json() == {"error": "could not apply the window: history unavailable", "field": None}
+        assert await response.json() == {"error": "could not draw this window: history unavailable", "field": "window"}
+
+
+# -- status belongs to its topic (item 18), control mode, notes -----------------------------------------------
+
+
+async def test_a_status_belongs_to_the_topic_it_came_on(client: TestClient[Any, Any], state: DashboardState) -> None:
+    # the market's user publishes on its own topic, claiming to be the recorder
+    state.set_status("recorder", NodeStatus(node="recorder", state="online"))
+    state.set_status("market", NodeStatus(node="recorder", state="offline", reason="I am the recorder"))
+    answer = await (await client.get("/api/status")).json()
+    assert answer["nodes"]["recorder"]["state"] == "online"
+    assert answer["nodes"]["market"]["state"] == "offline"
+    assert answer["nodes"]["market"]["node"] == "market"
+    page = await (await client.get("/")).text()
+    assert 'data-node="recorder" data-state="online"' in page
+    assert 'data-node="market" data-state="offline"' in page
+
+
+def test_control_summary_texts() -> None:
+    assert control_summary(None, NOW)["text"] == "Control: planner default (no mode set)"
+    manual = ControlMode(mode="manual", set_at=NOW, until=NOW + timedelta(minutes=5), reason="operator command")
+    assert control_summary(manual, NOW)["text"] == "Control: manual until 12:05 UTC (operator command)"
+    after = control_summary(manual, NOW + timedelta(minutes=6))
+    assert (after["mode"], after["text"]) == (None, "Control: planner default (manual ended 12:05 UTC)")
+    auto = ControlMode(mode="autopilot", set_at=NOW, source="dashboard")
+    assert control_summary(auto, NOW)["text"] == "Control: autopilot (set by dashboard)"
+
+
+def test_notes_for_a_battery_come_from_every_nodes_details(state: DashboardState) -> None:
+    assert state.notes_for("b2") == {"planner": "monitored, not planned: no spec received"}
+    assert state.notes_for("b1") == {}
+
+
+def test_a_back_dated_write_does_not_replace_the_latest_reading(state: DashboardState) -> None:
+    state.set_telemetry("b1", Telemetry(ts=NOW - timedelta(days=2), soc_kwh=1.0))
+    assert state.telemetry["b1"].soc_kwh == 512.0
+
+
+# -- dashboard token (item 19) -----------------------------------------------------------------------------------
+
+
+def auth_state(view_required: bool = True) -> DashboardState:
+    state = DashboardState(auth=DashboardAuth("s3cret-token", view_required), clock=lambda: NOW)
+    state.set_figure(soc_message())
+    return state
+
+
+async def test_with_a_token_nothing_is_open_without_it() -> None:
+    async with TestClient(TestServer(build_app(auth_state()))) as client:
+        for path in ("/api/status", "/api/figures/b1", "/api/batteries", "/events"):
+            response = await client.get(path)
+            assert response.status == 401, path
+            assert await response.json() == {
+                "error": "missing or wrong dashboard token: send 'Authorization: Bearer <token>' or sign in",
+                "field": "Authorization",
+            }
+        wrong = await client.get("/api/status", headers={"Authorization": "Bearer nope"})
+        assert wrong.status == 401
+        page = await client.get("/battery/b1")
+        assert page.status == 401
+        assert 'action="/login"' in await page.text()  # a person gets the login form
+        ok = await client.get("/api/status", headers={"Authorization": "Bearer s3cret-token"})
+        assert ok.status == 200
+        # every state-changing request needs the token, whatever the route
+        refused = await client.post("/api/status", json={})
+        assert refused.status == 401
+        assert (await refused.json())["field"] == "Authorization"
+        # static assets hold no data
+        assert (await client.get("/static/dashboard.css")).status == 200
+
+
+async def test_login_form_and_token_link_set_a_session_cookie() -> None:
+    async with TestClient(TestServer(build_app(auth_state()))) as client:
+        bad = await client.post("/login", data={"token": "guess", "next": "/battery/b1"}, allow_redirects=False)
+        assert bad.status == 401
+        assert "wrong token" in await bad.text()
+        good = await client.post(
+            "/login", data={"token": "s3cret-token", "next": "//evil.example/"}, allow_redirects=False
+        )
+        assert good.status == 303
+        assert good.headers["Location"] == "/"  # no open redirect
+        cookie = good.cookies[COOKIE]
+        assert cookie.value
+        assert "s3cret-token" not in cookie.value
+        assert cookie["httponly"]
+        assert cookie["samesite"] == "Strict"
+        assert (await client.get("/api/status")).status == 200  # the session cookie is enough now
+    async with TestClient(TestServer(build_app(auth_state()))) as client:
+        link = await client.get("/battery/b1?window=7d&token=s3cret-token", allow_redirects=False)
+        assert link.status == 303
+        assert link.headers["Location"] == "/battery/b1?window=7d"  # the token leaves the address bar
+        assert (await client.get("/battery/b1")).status == 200
+
+
+async def test_viewing_can_be_left_open_while_writes_stay_protected() -> None:
+    async with TestClient(TestServer(build_app(auth_state(view_required=False)))) as client:
+        assert (await client.get("/api/status")).status == 200
+        assert (await client.get("/battery/b1")).status == 200
+        assert (await client.post("/api/status", json={})).status == 401
 
 
 def test_validation_field() -> None:
@@ -434,3 +576,17 @@ def test_validation_field() -> None:
 def test_add_battery_rejects_bad_ids() -> None:
     with pytest.raises(ValueError, match="battery id"):
         DashboardState().add_battery("Bad/Id")
+
+
+async def test_the_gateways_read_token_may_view_but_not_write() -> None:
+    state = DashboardState(auth=DashboardAuth("write-token", True, "read-token"), clock=lambda: NOW)
+    async with TestClient(TestServer(build_app(state))) as client:
+        read = {"Authorization": "Bearer read-token"}
+        assert (await client.get("/api/status", headers=read)).status == 200
+        assert (await client.post("/api/status", headers=read, json={})).status == 401
+        write = {"Authorization": "Bearer write-token"}
+        assert (await client.post("/api/status", headers=write, json={})).status != 401
+        viewer = await client.get("/battery/b1?token=read-token", allow_redirects=False)
+        assert viewer.status == 303
+        assert (await client.get("/api/status")).status == 200  # the viewer's cookie views
+        assert (await client.post("/api/status", json={})).status == 401  # and never writes
