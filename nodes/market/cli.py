@@ -96,4 +96,3 @@ def main(argv: list[str]) -> int:
         return 2
     sys.stdout.buffer.write(render(result) + b"\n")
     return 0
-

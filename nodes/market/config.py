@@ -24,9 +24,7 @@ from nodes.market.sources.convert import currency_problem
 from nodes.market.sources.zones import ZONES
 from nodes.runtime.bus import MqttSettings
 
-SourceName = Literal[
-    "synthetic", "csv", "entsoe", "energy-charts", "awattar", "nordpool", "energidataservice", "aemo"
-]
+SourceName = Literal["synthetic", "csv", "entsoe", "energy-charts", "awattar", "nordpool", "energidataservice", "aemo"]
 OFFLINE_SOURCES = ("synthetic", "csv")
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 

@@ -158,8 +158,14 @@ class LiveFeed:
         await self._publish(forecast)
         self.slots, self.currency = merged, parsed.currency
         self.published += 1
-        log.info("published %d %s slots for %s (%s .. %s)", len(merged), parsed.currency, self.zone.id,
-                 _at(merged[0].start) if merged else "-", _until(merged))
+        log.info(
+            "published %d %s slots for %s (%s .. %s)",
+            len(merged),
+            parsed.currency,
+            self.zone.id,
+            _at(merged[0].start) if merged else "-",
+            _until(merged),
+        )
 
     def check_state(self, now: datetime | None = None) -> None:
         """Report degraded (with the reason) when refused or when prices do not cover the next N hours."""
@@ -229,16 +235,21 @@ async def run_live(config: MarketConfig, bus: Bus, *, clock: Clock = _utc_now) -
     headers = {"User-Agent": f"bess-market/{__version__}"}
     async with aiohttp.ClientSession(headers=headers) as session:
         client = make_client(
-            spec.name, Fetcher(session, policy), zone,
-            token=config.token(), currency=config.currency, base_url=config.base_url(),
+            spec.name,
+            Fetcher(session, policy),
+            zone,
+            token=config.token(),
+            currency=config.currency,
+            base_url=config.base_url(),
         )
 
         async def publish(forecast: PriceForecast) -> None:
             await bus.publish(PRICES, forecast, zone=zone.id)
             bus.counters["forecasts"] += 1
 
-        timeline = FeedTimeline(spec.kind, config.dayahead_at, timedelta(seconds=config.market_retry_s),
-                                config.stale_after)
+        timeline = FeedTimeline(
+            spec.kind, config.dayahead_at, timedelta(seconds=config.market_retry_s), config.stale_after
+        )
         feed = LiveFeed(client, zone, timeline, publish, bus, label=spec.label, clock=clock)
         bus.set_counters_source(lambda: {"polls": feed.polls, "poll_failures": feed.failures})
         log.info("market feed on %s for %s (%s)", spec.label, zone.id, zone.name)

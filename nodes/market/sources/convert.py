@@ -74,4 +74,3 @@ def to_price_forecast(
         "source": (source or parsed.source)[:64],
     }
     return msgspec.convert(payload, PriceForecast)
-

@@ -4,13 +4,11 @@ Format (api.energy-charts.info, ``GET /price?bzn=...&start=...&end=...``): a JSO
 (UTC start of each period) and ``price`` arrays of equal length and ``unit`` ("EUR / MWh": Energy-Charts
 publishes EUR/MWh for every bidding zone, also DKK/SEK/NOK/PLN zones). A ``null`` price is a missing slot, kept as
 a gap. A period ends where the next one starts (hourly, or quarter-hourly since 2025-10-01); the last one lasts
-as long as the series' usual step. A ``{"detail": ...}`` answer (no data for the request) is :class:`NoData`.
+as long as the one before it. A ``{"detail": ...}`` answer (no data for the request) is :class:`NoData`.
 """
 
 from __future__ import annotations
 
-import itertools
-from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 from nodes.market.sources import jsondoc
@@ -58,17 +56,17 @@ def parse(data: bytes, zone: Zone) -> ParsedPrices:
         if starts and value <= starts[-1]:
             raise ParseError(f"unix_seconds[{i}] is not after the previous entry")
         starts.append(value)
-    steps = [b - a for a, b in itertools.pairwise(starts)]
-    usual = Counter(steps).most_common(1)[0][0] if steps else None
     slots: list[Slot] = []
     for i, (start_s, value) in enumerate(zip(starts, prices, strict=True)):
         if value is None:
             continue  # Energy-Charts marks a missing period with null: a gap, not a price
         start = datetime.fromtimestamp(start_s, UTC)
         if i + 1 < len(starts) and starts[i + 1] - start_s <= _LONGEST_STEP_S:
-            end_s = starts[i + 1]
-        elif usual is not None and usual <= _LONGEST_STEP_S:
-            end_s = start_s + usual
+            end_s = starts[i + 1]  # a period ends where the next one starts
+        elif i > 0 and start_s - starts[i - 1] <= _LONGEST_STEP_S:
+            end_s = start_s + (
+                start_s - starts[i - 1]
+            )  # the last one (or one before a hole) as long as its predecessor
         else:
             end_s = start_s + (900 if start >= QUARTER_HOURS_FROM else 3600)
         slots.append(Slot(start, datetime.fromtimestamp(end_s, UTC), parse_price(value, f"price[{i}]")))

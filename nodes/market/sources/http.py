@@ -147,6 +147,7 @@ class Fetcher:
                 problem = redact(f"{type(exc).__name__}: {exc}", secrets)
             else:
                 status = answer.status
+                log.debug("%s -> HTTP %d, %d bytes", shown, status, len(answer.body))
                 if status in expect:
                     return answer
                 snippet = _snippet(answer.body, secrets)
