@@ -179,16 +179,29 @@ def test_eds_errors() -> None:
         energidataservice.parse(json.dumps(doc).encode(), zone("dk1"))
 
 
-def test_eds_dataset_switch_date() -> None:
+def test_eds_dataset_switch_date_and_request_in_danish_time() -> None:
     from datetime import date
 
     assert energidataservice.dataset_for(date(2025, 9, 30)) == "Elspotprices"
     assert energidataservice.dataset_for(date(2025, 10, 1)) == "DayAheadPrices"
-    req = energidataservice.request(
-        zone("dk1"), datetime(2025, 10, 1, 22, tzinfo=UTC), datetime(2025, 10, 3, 22, tzinfo=UTC)
-    )
+    begin, end = datetime(2025, 10, 1, 22, tzinfo=UTC), datetime(2025, 10, 3, 22, tzinfo=UTC)
+    req = energidataservice.request(zone("dk1"), begin, end)
     assert req.url.endswith("/dataset/DayAheadPrices")
     assert req.params["filter"] == '{"PriceArea":["DK1"]}'
+    # the API reads start/end as Danish local time (CEST in October); end excluded
+    assert (req.params["start"], req.params["end"]) == ("2025-10-02T00:00", "2025-10-04T00:00")
+    assert int(req.params["limit"]) >= 192  # two quarter-hourly days, not the API's default 100
+    hourly = energidataservice.request(
+        zone("dk1"), datetime(2025, 9, 28, 22, tzinfo=UTC), datetime(2025, 9, 29, 22, tzinfo=UTC)
+    )
+    assert hourly.url.endswith("/dataset/Elspotprices")
+
+
+def test_eds_cut_answer_is_refused() -> None:
+    doc = json.loads(read("eds_dayaheadprices_2025-10-01.json"))
+    doc["total"] = 192
+    with pytest.raises(ParseError, match="cut: 16 of 192 records"):
+        energidataservice.parse(json.dumps(doc).encode(), zone("dk1"))
 
 
 # -- AEMO ---------------------------------------------------------------------------------------------------

@@ -10,12 +10,13 @@ object with ``records``, newest first. Two datasets:
 
 ``HourUTC`` / ``TimeUTC`` carry no zone designator: they are UTC by name (the ``...DK`` twins are Danish local
 time and are not used). Prices are per MWh, in DKK and EUR: the currency picks the column. A ``null`` price is
-a gap.
+a gap. ``total`` counts every matching record: an answer with fewer ``records`` was cut by the ``limit``.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import msgspec
 
@@ -29,6 +30,8 @@ DEFAULT_URL = "https://api.energidataservice.dk"
 #: first delivery day of the quarter-hourly DayAheadPrices dataset (Danish time); Elspotprices ends the day before
 DAY_AHEAD_FROM = date(2025, 10, 1)
 CURRENCIES = ("EUR", "DKK")
+#: the API's ``start``/``end`` are Danish local time
+DANISH_TIME = ZoneInfo("Europe/Copenhagen")
 
 #: dataset -> (time field, price field prefix, period length)
 _DATASETS: dict[str, tuple[str, str, timedelta]] = {
@@ -50,19 +53,23 @@ def price_area(zone: Zone) -> str:
 
 
 def request(zone: Zone, begin: datetime, end: datetime, base_url: str = DEFAULT_URL) -> HttpRequest:
-    """The query for [begin, end) in the dataset of the first delivery day (times in UTC)."""
-    name = dataset_for(begin.astimezone(zone.delivery_tz).date())
-    time_field = _DATASETS[name][0]
+    """The query for [begin, end) in the dataset of the first delivery day.
+
+    ``start``/``end`` are Danish local time (the API's convention; ``end`` excluded). The API returns 100 records
+    unless told otherwise, fewer than two quarter-hourly days: ``limit`` is set to hold the whole window.
+    """
+    name = dataset_for(begin.astimezone(DANISH_TIME).date())
+    time_field, _, step = _DATASETS[name]
     fmt = "%Y-%m-%dT%H:%M"
     return HttpRequest(
         method="GET",
         url=f"{base_url.rstrip('/')}/dataset/{name}",
         params={
-            "start": begin.astimezone(UTC).strftime(fmt),
-            "end": end.astimezone(UTC).strftime(fmt),
-            "timezone": "UTC",
+            "start": begin.astimezone(DANISH_TIME).strftime(fmt),
+            "end": end.astimezone(DANISH_TIME).strftime(fmt),
             "filter": msgspec.json.encode({"PriceArea": [price_area(zone)]}).decode(),
             "sort": f"{time_field} DESC",
+            "limit": str(int((end - begin) / step) + 8),
         },
         label=f"Energi Data Service {name} {price_area(zone)} {begin.astimezone(UTC):%Y-%m-%dT%H:%MZ}",
     )
@@ -75,6 +82,10 @@ def parse(data: bytes, zone: Zone, currency: str = "EUR") -> ParsedPrices:
         raise ParseError(f"Energi Data Service publishes EUR and DKK, not {currency}")
     doc = jsondoc.obj(jsondoc.load(data, "Energi Data Service"), "the Energi Data Service answer")
     records = jsondoc.array(doc.get("records"), "records")
+    total = doc.get("total")
+    if isinstance(total, int) and not isinstance(total, bool) and total > len(records):
+        # newest first: a cut answer silently lacks the oldest periods asked for
+        raise ParseError(f"the answer is cut: {len(records)} of {total} records (raise the request's limit)")
     if not records:
         raise NoData(f"Energi Data Service returned no records for {zone.id}")
     name = doc.get("dataset")

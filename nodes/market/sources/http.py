@@ -124,7 +124,6 @@ class Fetcher:
             json=req.json_body,
             headers=dict(req.headers) or None,
             timeout=timeout,
-            allow_redirects=False,
         ) as resp:
             body = await resp.content.read(MAX_BODY_BYTES + 1)
             if len(body) > MAX_BODY_BYTES:
