@@ -123,8 +123,8 @@ class LiveFeed:
             if isinstance(result, NotYetPublished):
                 self.last_problem = ""
                 log.info("%s: %s", self.label, result.reason)
-            else:
-                await self._take(result, now, begin, end)
+            elif not await self._take(result, now, begin, end):
+                failed = True
         if failed:
             self.failures += 1
         self.check_state(now)
@@ -139,33 +139,33 @@ class LiveFeed:
             retry_after=retry_after,
         )
 
-    async def _take(self, parsed: ParsedPrices, now: datetime, begin: datetime, end: datetime) -> None:
+    async def _take(self, parsed: ParsedPrices, now: datetime, begin: datetime, end: datetime) -> bool:
+        """Merge an answer into the known prices and publish them if they changed; False if that failed."""
         fresh = [s for s in parsed.slots if s.end > begin and s.start < end]
-        if self.currency is not None and parsed.currency != self.currency:
-            self.slots = ()  # never mix currencies in one series
-        merged = merge(self.slots, fresh, keep_from=begin)
+        known = self.slots if parsed.currency == self.currency else ()  # never mix currencies in one series
+        merged = merge(known, fresh, keep_from=begin)
         self.last_problem = ""
         if merged == self.slots and parsed.currency == self.currency:
             log.info("%s: no new prices (known until %s)", self.label, _until(merged))
-            return
+            return True
         series = ParsedPrices(parsed.zone, parsed.currency, merged, parsed.source, parsed.published_at)
         try:
             forecast = to_price_forecast(series, issued_at=now, source=self.label)
+            await self._publish(forecast)
         except SourceError as exc:
             self.last_problem = str(exc)
             log.error("%s: %s", self.label, exc)
-            return
-        await self._publish(forecast)
+            return False
+        except Exception as exc:  # the broker is away (BusUnavailable) or another publish failure: try again soon
+            self.last_problem = f"could not publish: {exc}"
+            log.error("%s: could not publish the prices: %s", self.label, exc)
+            return False
+        # known only once published: a failed publish is retried at the next poll
         self.slots, self.currency = merged, parsed.currency
         self.published += 1
-        log.info(
-            "published %d %s slots for %s (%s .. %s)",
-            len(merged),
-            parsed.currency,
-            self.zone.id,
-            _at(merged[0].start) if merged else "-",
-            _until(merged),
-        )
+        log.info("published %d %s slots for %s (%s .. %s)", len(merged), parsed.currency, self.zone.id,
+                 _at(merged[0].start) if merged else "-", _until(merged))  # fmt: skip
+        return True
 
     def check_state(self, now: datetime | None = None) -> None:
         """Report degraded (with the reason) when refused or when prices do not cover the next N hours."""

@@ -104,7 +104,7 @@ async def test_entsoe_acknowledgements(fetcher: Fetcher, server: RecordedAnswers
 async def test_429_with_retry_after_is_waited_then_answered(
     fetcher: Fetcher, server: RecordedAnswers, naps: Naps
 ) -> None:
-    server.answer("GET", "/api", Answer(429, b"Too Many Requests", {"Retry-After": "7"}),
+    server.answer("GET", "/api", Answer(429, b"Too Many Requests", {"retry-after": "7"}),
                   Answer(200, fixture("entsoe_de_lu_pt30m.xml")))  # fmt: skip
     result = await entsoe(fetcher, server).fetch(BEGIN, END)
     assert isinstance(result, ParsedPrices)
@@ -213,3 +213,14 @@ async def test_an_unreadable_body_is_a_parse_error_not_a_crash(fetcher: Fetcher,
     server.answer("GET", "/v1/marketdata", Answer(200, b"<html>maintenance</html>"))
     with pytest.raises(ParseError, match="not JSON"):
         await make_client("awattar", fetcher, zone("at"), base_url=server.url()).fetch(BEGIN, END)
+
+
+def test_retry_after_forms() -> None:
+    from nodes.market.sources.http import retry_after_s
+
+    now = datetime(2025, 1, 15, 12, 0, tzinfo=UTC)
+    assert retry_after_s("120", now) == 120.0
+    assert retry_after_s("Wed, 15 Jan 2025 12:01:30 GMT", now) == 90.0
+    assert retry_after_s("Wed, 15 Jan 2025 11:00:00 GMT", now) == 0.0
+    assert retry_after_s("soon", now) is None
+    assert retry_after_s(None, now) is None

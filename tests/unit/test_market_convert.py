@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import msgspec
 import pytest
 
 from nodes.contract.messages import PriceForecast
 from nodes.contract.topics import PRICES
-from nodes.market.sources.convert import CONTRACT_CURRENCIES, PRICE_FIELD, UnsupportedCurrency, to_price_forecast
+from nodes.market.sources.convert import (
+    CONTRACT_CURRENCIES,
+    PRICE_FIELD,
+    ContractViolation,
+    UnsupportedCurrency,
+    to_price_forecast,
+)
 from nodes.market.sources.prices import ParsedPrices, ParseError, Slot, finish
 
 T0 = datetime(2025, 1, 15, 23, tzinfo=UTC)
@@ -45,7 +50,7 @@ def test_other_currencies_are_refused_until_the_contract_carries_them() -> None:
 
 def test_contract_bounds_still_apply() -> None:
     bad = ParsedPrices("DE_LU", "EUR", parsed().slots, "entsoe")
-    with pytest.raises(msgspec.ValidationError):
+    with pytest.raises(ContractViolation, match=r"do not fit the PriceForecast contract: .*zone"):
         to_price_forecast(bad, issued_at=T0)
 
 

@@ -176,3 +176,24 @@ async def test_run_polls_when_due_and_rechecks_staleness_in_between() -> None:
     assert rig.feed.polls == 1  # the next poll is 10 minutes away; in between only the state is checked
     assert naps == [60.0] * 8
     assert rig.status.state == "degraded"  # after 18:00 CET less than 6 h of prices remain
+
+
+async def test_a_failed_publish_is_retried_at_the_next_poll() -> None:
+    rig = Rig(datetime(2025, 1, 16, 8, tzinfo=UTC))
+    calls: list[int] = []
+
+    async def flaky(forecast: PriceForecast) -> None:
+        calls.append(len(forecast.slots))
+        if len(calls) == 1:
+            raise ConnectionError("not connected to the MQTT broker")
+        rig.published.append(forecast)
+
+    rig.feed._publish = flaky
+    rig.provider.answers = [day(DAY0, 10.0), day(DAY0, 10.0)]
+    due = await rig.feed.poll()
+    assert rig.feed.slots == ()  # not known as published
+    assert due == rig.now + timedelta(minutes=10)  # retried soon, not at 12:45
+    assert "could not publish" in rig.feed.last_problem
+    await rig.feed.poll()
+    assert calls == [24, 24]
+    assert len(rig.published) == 1

@@ -25,6 +25,10 @@ class UnsupportedCurrency(SourceError):
     """The prices are in a currency the PriceForecast contract cannot carry (yet)."""
 
 
+class ContractViolation(SourceError):
+    """The prices do not fit the PriceForecast contract (bounds, zone id, slot count)."""
+
+
 def _contract_currencies() -> frozenset[str] | None:
     """The currencies PriceForecast accepts: a fixed set for a Literal field, None for "any ISO 4217 code"."""
     info = msgspec.inspect.type_info(PriceForecast)
@@ -73,4 +77,7 @@ def to_price_forecast(
         "currency": parsed.currency,
         "source": (source or parsed.source)[:64],
     }
-    return msgspec.convert(payload, PriceForecast)
+    try:
+        return msgspec.convert(payload, PriceForecast)
+    except msgspec.ValidationError as exc:
+        raise ContractViolation(f"the prices do not fit the PriceForecast contract: {exc}") from None

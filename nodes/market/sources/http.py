@@ -64,7 +64,7 @@ class RetryPolicy:
 
 @dataclass(frozen=True)
 class HttpAnswer:
-    """Status, body and headers of an answer the caller expected."""
+    """Status, body and headers (names in lower case) of an answer the caller expected."""
 
     status: int
     body: bytes
@@ -128,7 +128,7 @@ class Fetcher:
             body = await resp.content.read(MAX_BODY_BYTES + 1)
             if len(body) > MAX_BODY_BYTES:
                 raise SourceRefused(f"{req.display()}: answer larger than {MAX_BODY_BYTES} bytes", resp.status)
-            return HttpAnswer(resp.status, body, dict(resp.headers))
+            return HttpAnswer(resp.status, body, {k.lower(): v for k, v in resp.headers.items()})
 
     async def fetch(self, req: HttpRequest, expect: Collection[int] = (200,)) -> HttpAnswer:
         """The answer to ``req`` if its status is in ``expect``; retries transient failures (see module doc)."""
@@ -154,7 +154,7 @@ class Fetcher:
                     raise SourceRefused(f"{shown}: refused with HTTP {status} (check the token): {snippet}", status)
                 if status == 429 or status >= 500:
                     problem = f"HTTP {status}" + (f": {snippet}" if snippet else "")
-                    wait = retry_after_s(answer.headers.get("Retry-After"))
+                    wait = retry_after_s(answer.headers.get("retry-after"))
                     if wait is not None and wait > self.policy.max_retry_after_s:
                         raise SourceUnavailable(f"{shown}: {problem}; asked to wait {wait:.0f} s", wait)
                     wait_hint = wait
