@@ -118,6 +118,9 @@ class LiveFeed:
             # unreadable answer or an explicit "no data": nothing new, ask again later
             failed, self.last_problem = True, str(exc)
             log.warning("%s: %s", self.label, exc)
+        except Exception as exc:  # a bug must not end the feed: log it with its traceback, count it, ask again
+            failed, self.last_problem = True, f"unexpected {type(exc).__name__}"
+            log.exception("%s: unexpected error", self.label)
         else:
             self.refusal = ""
             if isinstance(result, NotYetPublished):

@@ -197,3 +197,14 @@ async def test_a_failed_publish_is_retried_at_the_next_poll() -> None:
     await rig.feed.poll()
     assert calls == [24, 24]
     assert len(rig.published) == 1
+
+
+async def test_an_unexpected_error_is_logged_and_the_feed_keeps_polling(caplog: pytest.LogCaptureFixture) -> None:
+    rig = Rig(datetime(2025, 1, 16, 8, tzinfo=UTC))
+    rig.provider.answers = [KeyError("bug"), day(DAY0, 10.0)]
+    due = await rig.feed.poll()
+    assert due == rig.now + timedelta(minutes=10)
+    assert "unexpected error" in caplog.text
+    assert "KeyError" in caplog.text
+    await rig.feed.poll()
+    assert len(rig.published) == 1
