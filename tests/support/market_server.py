@@ -15,11 +15,11 @@ answer back (a provider that times out). Nothing here reaches the internet.
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from aiohttp import web
 
@@ -118,10 +118,10 @@ class RecordedAnswers:
             app.router.add_route("*", "/{tail:.*}", self._handle)
             runner = web.AppRunner(app, access_log=None)
             loop.run_until_complete(runner.setup())
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            loop.run_until_complete(site.start())
-            server: Any = site._server  # the bound port of port 0
-            self.port = server.sockets[0].getsockname()[1]
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind(("127.0.0.1", 0))  # the kernel picks a free port; the site serves on this very socket
+            self.port = sock.getsockname()[1]
+            loop.run_until_complete(web.SockSite(runner, sock).start())
             self._runner = runner
             started.set()
             loop.run_forever()
