@@ -1,11 +1,16 @@
 """The price feed: publishes PriceForecasts as a day-ahead market would.
 
-Consumes: nothing.
-Produces: ``market/{zone}/prices`` (retained) at start and at every hour boundary of the feed's clock: the
-prices from the start of the current local day to the end of the next.
-Source: ``BESS_MARKET_CSV`` (header ``timestamp,price``, EUR/MWh, slot starts in UTC, as in the shared price
-files) replayed onto the current dates, or the bundled synthetic series when no CSV is given.
-Clock: real time; ``BESS_MARKET_SPEED`` > 1 runs the feed's clock faster for demos.
+Consumes: nothing (or a provider's HTTP API, see below).
+Produces: ``market/{zone}/prices`` (retained).
+Source (``BESS_MARKET_SOURCE``, settings in :mod:`nodes.market.config`):
+
+- ``synthetic`` (default) / ``csv``: at start and at every hour boundary of the feed's clock, the prices from the
+  start of the current local day to the end of the next: the bundled synthetic series, or ``BESS_MARKET_CSV``
+  (header ``timestamp,price``, EUR/MWh, slot starts in UTC, as in the shared price files) replayed onto the
+  current dates. ``BESS_MARKET_SPEED`` > 1 runs this clock faster for demos.
+- ``entsoe`` | ``energy-charts`` | ``awattar`` | ``nordpool`` | ``energidataservice`` | ``aemo``: real prices,
+  polled on the source's timeline and published when new slots exist (:mod:`nodes.market.live`).
+
 Lifecycle: the common node lifecycle (nodes.runtime.node).
 """
 
@@ -16,37 +21,20 @@ import logging
 from datetime import timedelta
 from pathlib import Path
 
-from nodes.contract.topics import PRICES, id_problems
+from nodes.contract.topics import PRICES
+from nodes.market.config import MarketConfig
 from nodes.market.feed import FeedClock, PriceSource, ReplaySource, SyntheticSource, build_forecast, next_hour
-from nodes.runtime.bus import Bus, MqttSettings
+from nodes.runtime.bus import Bus
 from nodes.runtime.node import Service
 
 log = logging.getLogger("bess.market")
 
-
-class MarketConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
-    """``BESS_MARKET_*`` settings."""
-
-    market_zone: str = "de-lu"
-    market_csv: str | None = None
-    market_step_s: int = 3600
-    market_speed: float = 1.0
-
-    def problems(self) -> list[str]:
-        """Invalid settings, reported at start-up (exit 2)."""
-        found = id_problems(self.market_zone, "BESS_MARKET_ZONE")
-        if self.market_csv and not Path(self.market_csv).is_file():
-            found.append(f"BESS_MARKET_CSV: no such file {self.market_csv}")
-        if self.market_step_s not in (900, 1800, 3600):
-            found.append("BESS_MARKET_STEP_S must be 900, 1800 or 3600")
-        if self.market_speed <= 0:
-            found.append("BESS_MARKET_SPEED must be > 0")
-        return found
+__all__ = ["Market", "MarketConfig", "make_source"]
 
 
 def make_source(config: MarketConfig) -> PriceSource:
-    """The configured price source."""
-    if config.market_csv:
+    """The configured offline price source (synthetic or CSV replay)."""
+    if config.source == "csv" and config.market_csv:
         from nodes.planner.prices_csv import read_prices
 
         path = Path(config.market_csv)
@@ -55,13 +43,13 @@ def make_source(config: MarketConfig) -> PriceSource:
 
 
 class Market(Service[MarketConfig]):
-    """Publishes a forecast at start and every hour."""
+    """Publishes a forecast at start and every hour (offline sources), or follows a real source."""
 
     name = "market"
 
     def __init__(self, config: MarketConfig) -> None:
         super().__init__(config)
-        self.source = make_source(config)
+        self.source = None if config.live else make_source(config)
         self.clock = FeedClock(config.market_speed)
         self.bus: Bus | None = None
 
@@ -71,6 +59,7 @@ class Market(Service[MarketConfig]):
     async def publish_now(self) -> None:
         """Publish the forecast for the feed's current time."""
         assert self.bus is not None
+        assert self.source is not None
         forecast = build_forecast(self.config.market_zone, self.source, self.clock.now())
         if not forecast.slots:
             self.bus.set_state("degraded", "the price source has no prices for today")
@@ -81,6 +70,12 @@ class Market(Service[MarketConfig]):
                  forecast.slots[0].start.isoformat(), forecast.slots[-1].end.isoformat())
 
     async def run(self) -> None:
+        if self.config.live:
+            from nodes.market.live import run_live
+
+            assert self.bus is not None
+            await run_live(self.config, self.bus)
+            return
         while True:
             await self.publish_now()
             await asyncio.sleep(self.clock.seconds_until(next_hour(self.clock.now())) + 0.01)
