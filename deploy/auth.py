@@ -48,7 +48,7 @@ import stat
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -405,8 +405,8 @@ class Credentials:
     """The broker users of one deployment and where their files are."""
 
     directory: Path
-    passwords: Mapping[str, str]
-    devices: tuple[str, ...]
+    passwords: Mapping[str, str] = field(repr=False)  # never in a traceback or a test failure
+    devices: tuple[str, ...] = ()
 
     @property
     def credentials_file(self) -> Path:

@@ -22,11 +22,12 @@ Command line (the bash scripts in deploy/ only bootstrap python, the venv and ap
 
 Environment for ``up``: BESS_MQTT_PORT (1883), BESS_INFLUX_PORT (8086), BESS_INFLUX_DB (bess), BESS_VAR_DIR
 (var), BESS_GATEWAY_PORTS (5000,5003), BESS_DASHBOARD_PORT (8050), BESS_TOPIC_ROOT (bess/v1), BESS_UP_TIMEOUT
-(30 seconds to wait for nodes), BESS_MQTT_AUTH (0; 1 = mosquitto refuses anonymous clients and enforces the ACL
-of ``deploy/auth.py``: every node gets its own user and password), BESS_MQTT_WS_PORT (unset: no websockets
-listener; mosquitto 2.0.11 binds it on every interface, so ``up`` refuses it without BESS_MQTT_AUTH=1),
-BESS_BATTERIES (battery-1; with BESS_MQTT_AUTH=1, one device user per battery id), and every node's own
-BESS_* settings (README "Configuration").
+(30 seconds to wait for nodes), BESS_MQTT_AUTH (0; 1 = secure mode: mosquitto refuses anonymous clients and
+enforces the ACL of ``deploy/auth.py``, every node gets its own user and password; influxd requires
+authentication, with the users of ``deploy/influx_auth.py``, and only the recorder gets a login),
+BESS_MQTT_WS_PORT (unset: no websockets listener; mosquitto 2.0.11 binds it on every interface, so ``up``
+refuses it without BESS_MQTT_AUTH=1), BESS_BATTERIES (battery-1; with BESS_MQTT_AUTH=1, one device user per
+battery id), and every node's own BESS_* settings (README "Configuration").
 
 What ``up`` remembers, so that later ``up``, ``status`` and ``down`` need no repeated variables:
 
@@ -36,14 +37,21 @@ What ``up`` remembers, so that later ``up``, ``status`` and ``down`` need no rep
 * ``<var>/run/<node>.env`` (0600: may hold secrets): the BESS_* settings each node was started with. A later
   ``up`` restarts a running node whose settings differ and names the settings (never the value of a secret).
 
+Files and accounts, in either mode: nothing ``up`` writes under ``<var>`` is readable by other users (``var/``,
+``log/``, ``run/`` 0750; logs 0640; credentials and node settings 0600; servers and nodes run with umask 027), and
+when ``up`` runs as root mosquitto drops to an unprivileged account (:meth:`UpConfig.broker_account`), which owns
+its data directory and its log and reads its config through its group.
+
 Every node's settings are validated before anything starts, by the node's own config Struct
 (``deploy/check_config.py`` with the venv's python): an invalid value stops ``up`` with one line and exit 2.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import ctypes
+import grp
 import ipaddress
 import json
 import os
@@ -53,6 +61,7 @@ import shlex
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -67,11 +76,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, ClassVar, Self
+from typing import Any, BinaryIO, ClassVar, Self
 
 if __package__ in (None, ""):  # run as `python deploy/stack.py`: make the `deploy` package importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from deploy import auth  # standard library only, like this file
+from deploy import auth, influx_auth  # standard library only, like this file
 
 HOST = "127.0.0.1"
 #: Every node `deploy/up` knows, in start order; a node runs if nodes/<name>/__main__.py exists.
@@ -490,8 +499,16 @@ class InfluxError(RuntimeError):
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-def _http(method: str, url: str, data: bytes | None = None, timeout: float = 10.0) -> tuple[int, bytes]:
+Login = tuple[str, str]
+
+
+def _http(
+    method: str, url: str, data: bytes | None = None, timeout: float = 10.0, *, login: Login | None = None
+) -> tuple[int, bytes]:
     request = urllib.request.Request(url, data=data, method=method)
+    if login is not None:  # HTTP basic auth in a header: never in the URL, which error messages show
+        token = base64.b64encode(f"{login[0]}:{login[1]}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
     try:
         with _OPENER.open(request, timeout=timeout) as response:
             return int(response.status), bytes(response.read())
@@ -512,10 +529,14 @@ def _quote_ident(name: str) -> str:
     return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def influx_query(url: str, q: str, db: str | None = None, *, post: bool = False, epoch: str = "ms") -> Any:
+def influx_query(
+    url: str, q: str, db: str | None = None, *, post: bool = False, epoch: str = "ms", login: Login | None = None
+) -> Any:
     """Run InfluxQL ``q`` and return the decoded JSON; raise :class:`InfluxError` on any error.
 
     Use ``post=True`` for statements that change things (CREATE/DROP/...). Times come back as ``epoch``.
+    ``login`` is ``(user, password)`` for a database with authentication. The error names ``q``: never pass a
+    statement that carries a password (:func:`influx_statement` is for those).
     """
     params = {"q": q, "epoch": epoch}
     if db is not None:
@@ -523,9 +544,9 @@ def influx_query(url: str, q: str, db: str | None = None, *, post: bool = False,
     encoded = urllib.parse.urlencode(params)
     base = url.rstrip("/") + "/query"
     if post:
-        status, body = _http("POST", base, data=encoded.encode())
+        status, body = _http("POST", base, data=encoded.encode(), login=login)
     else:
-        status, body = _http("GET", f"{base}?{encoded}")
+        status, body = _http("GET", f"{base}?{encoded}", login=login)
     if status != 200:
         raise InfluxError(f"{q!r}: HTTP {status}: {body[:500]!r}")
     result = json.loads(body)
@@ -535,33 +556,49 @@ def influx_query(url: str, q: str, db: str | None = None, *, post: bool = False,
     return result
 
 
-def influx_rows(url: str, db: str, q: str) -> list[dict[str, Any]]:
+def influx_statement(url: str, statement: str, login: Login | None) -> tuple[int, dict[str, Any]]:
+    """POST one statement; ``(HTTP status, decoded JSON answer)`` whatever the outcome, never raising on an
+    answer (:data:`deploy.influx_auth.Run`; an answer that is not JSON becomes ``{"error": text}``)."""
+    status, body = _http("POST", url.rstrip("/") + "/query", data=urllib.parse.urlencode({"q": statement}).encode(),
+                         login=login)
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict):
+        answer = {"error": body[:300].decode("utf-8", "replace")}
+    return status, answer
+
+
+def influx_rows(url: str, db: str, q: str, *, login: Login | None = None) -> list[dict[str, Any]]:
     """Run a SELECT and flatten every series into dict rows (tags of a GROUP BY merged in)."""
     rows: list[dict[str, Any]] = []
-    for statement in influx_query(url, q, db).get("results", []):
+    for statement in influx_query(url, q, db, login=login).get("results", []):
         for series in statement.get("series", []):
             tags = series.get("tags", {})
             rows.extend({**tags, **dict(zip(series["columns"], values, strict=True))} for values in series["values"])
     return rows
 
 
-def influx_write(url: str, db: str, lines: str | Iterable[str], precision: str = "ms") -> None:
+def influx_write(
+    url: str, db: str, lines: str | Iterable[str], precision: str = "ms", *, login: Login | None = None
+) -> None:
     """Write line protocol; raise :class:`InfluxError` unless InfluxDB answers 204."""
     body = lines if isinstance(lines, str) else "\n".join(lines)
     query = urllib.parse.urlencode({"db": db, "precision": precision})
-    status, answer = _http("POST", f"{url.rstrip('/')}/write?{query}", data=body.encode())
+    status, answer = _http("POST", f"{url.rstrip('/')}/write?{query}", data=body.encode(), login=login)
     if status != 204:
         raise InfluxError(f"write to {db}: HTTP {status}: {answer[:500]!r}")
 
 
-def create_database(url: str, name: str) -> None:
+def create_database(url: str, name: str, *, login: Login | None = None) -> None:
     """``CREATE DATABASE name`` (idempotent)."""
-    influx_query(url, f"CREATE DATABASE {_quote_ident(name)}", post=True)
+    influx_query(url, f"CREATE DATABASE {_quote_ident(name)}", post=True, login=login)
 
 
-def drop_database(url: str, name: str) -> None:
+def drop_database(url: str, name: str, *, login: Login | None = None) -> None:
     """``DROP DATABASE name`` (a missing database is not an error)."""
-    influx_query(url, f"DROP DATABASE {_quote_ident(name)}", post=True)
+    influx_query(url, f"DROP DATABASE {_quote_ident(name)}", post=True, login=login)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -672,6 +709,130 @@ def parent_death_preexec() -> Callable[[], None] | None:
     return request_parent_death_signal
 
 
+# --------------------------------------------------------------------------------------------------------------
+# who a server runs as, and files nobody else reads
+
+#: The umask of every process deploy starts: what a server or a node creates is never readable by others.
+CHILD_UMASK = 0o027
+#: Logs: the owner writes, its group reads (the broker's group for the broker's own log), nobody else.
+LOG_MODE = 0o640
+#: Accounts mosquitto may drop to when deploy runs as root, in order of preference: Debian's own, then nobody.
+BROKER_ACCOUNTS: tuple[str, ...] = ("mosquitto", "nobody")
+
+
+@dataclass(frozen=True)
+class Account:
+    """A local user account a server runs as."""
+
+    name: str
+    uid: int
+    gid: int
+
+    @classmethod
+    def named(cls, name: str) -> Account | None:
+        """The account called ``name``, or None if this machine has none."""
+        try:
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            return None
+        return cls(entry.pw_name, entry.pw_uid, entry.pw_gid)
+
+    def groups(self) -> frozenset[int]:
+        """Its primary group and every group that lists it as a member."""
+        return frozenset({self.gid, *(g.gr_gid for g in grp.getgrall() if self.name in g.gr_mem)})
+
+    def may_enter(self, path: Path) -> bool:
+        """True if it may search (``x``) the directory ``path`` by its permission bits (it is not root)."""
+        st = path.stat()
+        if st.st_uid == self.uid:
+            return bool(st.st_mode & stat.S_IXUSR)
+        if st.st_gid in self.groups():
+            return bool(st.st_mode & stat.S_IXGRP)
+        return bool(st.st_mode & stat.S_IXOTH)
+
+
+def running_as_root() -> bool:
+    """True if this process may change owners (and would otherwise run the servers as root)."""
+    return os.geteuid() == 0
+
+
+def first_blocked(path: Path, account: Account) -> Path | None:
+    """The first existing directory on the way from ``/`` to ``path`` (inclusive) that ``account`` may not enter,
+    or None if it reaches ``path`` (directories that do not exist yet are created 0755 by ``mkdir``)."""
+    path = path.resolve()
+    for folder in (*reversed(path.parents), path):
+        if folder.is_dir() and not account.may_enter(folder):
+            return folder
+    return None
+
+
+def process_user(pid: int) -> str | None:
+    """The effective user of process ``pid`` by name (its uid if unnamed), or None if it is unknown."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("Uid:"):
+            uid = int(line.split()[2])
+            with contextlib.suppress(KeyError):
+                return pwd.getpwuid(uid).pw_name
+            return str(uid)
+    return None
+
+
+def private_dir(path: Path, mode: int = 0o700, group: Account | None = None) -> Path:
+    """Create ``path`` (and missing parents) and set its mode; with ``group`` (and root) its group too."""
+    path.mkdir(parents=True, exist_ok=True)
+    if group is not None and running_as_root():
+        os.chown(path, -1, group.gid)
+    path.chmod(mode)
+    return path
+
+
+def chown_tree(path: Path, account: Account) -> None:
+    """Give ``path`` and everything below it to ``account`` (root only; symlinks are not followed)."""
+    for folder, dirs, files in os.walk(path):
+        for name in (folder, *(os.path.join(folder, entry) for entry in (*dirs, *files))):
+            os.chown(name, account.uid, account.gid, follow_symlinks=False)
+
+
+def open_log(path: Path, owner: Account | None = None) -> BinaryIO:
+    """Open a log for appending, mode :data:`LOG_MODE` (a looser existing file is tightened), given to ``owner``
+    if that is set (the account a server that opens the file itself runs as)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, LOG_MODE)
+    try:
+        mode = stat.S_IMODE(os.fstat(fd).st_mode)
+        if mode & ~LOG_MODE:
+            os.fchmod(fd, mode & LOG_MODE)
+        if owner is not None and running_as_root():
+            os.fchown(fd, owner.uid, owner.gid)
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "ab")
+
+
+def _write_atomic(path: Path, text: str, mode: int = 0o640, group: Account | None = None) -> None:
+    """Write ``text`` to ``path`` via a temporary file created with ``mode`` (so never readable by others, not even
+    briefly); with ``group`` (and root) the file belongs to that account's group."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            os.fchmod(handle.fileno(), mode)  # the process umask must not loosen or tighten it
+            if group is not None and running_as_root():
+                os.fchown(handle.fileno(), -1, group.gid)
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 @dataclass(kw_only=True, eq=False)
 class Service:
     """A server process owned by this Python process: its config, ports, log and (while running) its Popen.
@@ -721,6 +882,11 @@ class Service:
         """The environment for the server process."""
         return dict(os.environ)
 
+    @property
+    def log_owner(self) -> Account | None:
+        """Who owns the log file (None: whoever runs this); a server that drops privileges must own it."""
+        return None
+
     # lifecycle
     @property
     def log(self) -> Path:
@@ -739,10 +905,11 @@ class Service:
         return self._proc is not None and self._proc.poll() is None
 
     def write_config(self) -> Path:
-        """Create the directories and (re)write the config file."""
-        self.base_dir.mkdir(parents=True, exist_ok=True)
+        """Create the directories (``base_dir`` 0700: data and config are the server's alone) and (re)write the
+        config file (0600)."""
+        private_dir(self.base_dir)
         self.log.parent.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(self.config_text())
+        _write_atomic(self.config_path, self.config_text(), mode=0o600)
         return self.config_path
 
     def start(self, timeout: float = 15.0) -> Self:
@@ -753,7 +920,7 @@ class Service:
         if busy:
             raise PortInUseError(f"{self.kind}: port(s) {busy} on {self.host} already in use")
         self.write_config()
-        with self.log.open("ab") as console:
+        with open_log(self.log, self.log_owner) as console:
             self._proc = subprocess.Popen(
                 self.argv(),
                 stdin=subprocess.DEVNULL,
@@ -762,11 +929,11 @@ class Service:
                 cwd=self.base_dir,
                 env=self.child_env(),
                 start_new_session=True,  # Ctrl-C in a terminal or a closed shell must not take it down
+                umask=CHILD_UMASK,
                 preexec_fn=parent_death_preexec() if self.die_with_parent else None,  # noqa: PLW1509
             )
         if self.pid_path is not None:
-            self.pid_path.parent.mkdir(parents=True, exist_ok=True)
-            self.pid_path.write_text(f"{self._proc.pid}\n")
+            _write_atomic(self.pid_path, f"{self._proc.pid}\n")
         deadline = time.monotonic() + timeout
         while True:
             code = self._proc.poll()
@@ -867,6 +1034,14 @@ class Mosquitto(Service):
     #: ``(user, password)`` the readiness probe logs in with. Without it a broker with a password file counts
     #: as ready once it answers at all: a "not authorised" CONNACK proves it is up just as well.
     probe_login: tuple[str, str] | None = None
+    #: The unprivileged account mosquitto drops to when started as root (deploy/up passes one, see
+    #: :meth:`UpConfig.broker_account`); None, or not root: it runs as whoever starts it.
+    account: Account | None = None
+
+    #: mosquitto's copies of the password and ACL files, in ``base_dir``: it reads them after dropping
+    #: privileges (at start and on SIGHUP), and the originals in var/mqtt-auth/ are root's alone.
+    PASSWORD_COPY: ClassVar[str] = "passwd"
+    ACL_COPY: ClassVar[str] = "acl"
 
     @property
     def config_path(self) -> Path:
@@ -894,18 +1069,55 @@ class Mosquitto(Service):
     def argv(self) -> list[str]:
         return [_require_binary("mosquitto"), "-c", str(self.config_path)]
 
+    @property
+    def drops_privileges(self) -> bool:
+        """True if mosquitto switches to :attr:`account` (it is started as root and has one)."""
+        return self.account is not None and running_as_root()
+
+    @property
+    def runs_as(self) -> str:
+        """The user mosquitto runs as once started."""
+        if self.account is not None and self.drops_privileges:
+            return self.account.name
+        return pwd.getpwuid(os.geteuid()).pw_name
+
+    @property
+    def log_owner(self) -> Account | None:
+        # mosquitto opens its log_dest file itself, after dropping privileges (and again on SIGHUP)
+        return self.account if self.drops_privileges else None
+
     def write_config(self) -> Path:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        return super().write_config()
+        """Write config and password/ACL copies where :attr:`runs_as` can read but not change them, and give it
+        its data directory: ``base_dir`` 0750 and files 0640 of group ``account`` when dropping privileges
+        (else 0700 and 0600), ``data/`` 0700 owned by the account mosquitto runs as."""
+        group = self.account if self.drops_privileges else None
+        private_dir(self.base_dir, 0o750 if group else 0o700, group)
+        private_dir(self.data_dir)
+        if self.account is not None and group is not None:
+            chown_tree(self.data_dir, self.account)  # a data dir of an earlier run as root must become its own
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        self.install_auth_files()
+        _write_atomic(self.config_path, self.config_text(), mode=0o640 if group else 0o600, group=group)
+        return self.config_path
+
+    def install_auth_files(self) -> None:
+        """Copy the password and ACL files for mosquitto to read (call it before a SIGHUP that reloads them)."""
+        group = self.account if self.drops_privileges else None
+        mode = 0o640 if group else 0o600
+        for source, name in ((self.password_file, self.PASSWORD_COPY), (self.acl_file, self.ACL_COPY)):
+            if source is not None:
+                _write_atomic(self.base_dir / name, source.read_text(), mode=mode, group=group)
+            else:
+                (self.base_dir / name).unlink(missing_ok=True)  # left from a run with authentication
 
     def config_text(self) -> str:
         if self.ws_port is not None and self.password_file is None:
             raise StackError(websockets_refusal(self.ws_port))
-        # `user` = whoever we are: as root mosquitto would otherwise switch to user "mosquitto" and then fail
-        # to write its persistence file into our root-owned directory (see shared notes §1).
+        # `user`: as root mosquitto drops to this user before it opens its log, password and persistence files
+        # (see shared notes §1), so write_config makes them that user's; not root, the line is ignored.
         lines = [
             "# generated by deploy/stack.py on every start; edit the template there",
-            f"user {pwd.getpwuid(os.geteuid()).pw_name}",
+            f"user {self.runs_as}",
             "per_listener_settings false",
             *self._auth_lines(),
             "persistence true",
@@ -950,9 +1162,9 @@ class Mosquitto(Service):
     def _auth_lines(self) -> list[str]:
         if self.password_file is None:
             return ["allow_anonymous true"]
-        lines = ["allow_anonymous false", f"password_file {self.password_file}"]
+        lines = ["allow_anonymous false", f"password_file {self.base_dir / self.PASSWORD_COPY}"]
         if self.acl_file is not None:
-            lines.append(f"acl_file {self.acl_file}")
+            lines.append(f"acl_file {self.base_dir / self.ACL_COPY}")
         return lines
 
     def is_ready(self, timeout: float = 0.5) -> bool:
@@ -971,6 +1183,8 @@ class Influxd(Service):
     kind: ClassVar[str] = "influxd"
     port: int
     rpc_port: int
+    #: ``[http] auth-enabled``: every query and write needs a user (secure mode; see deploy/influx_auth.py)
+    auth_enabled: bool = False
 
     @property
     def config_path(self) -> Path:
@@ -1008,6 +1222,7 @@ bind-address = "{self.host}:{self.rpc_port}"
   store-enabled = false
 [http]
   bind-address = "{self.host}:{self.port}"
+  auth-enabled = {"true" if self.auth_enabled else "false"}
   log-enabled = false
   pprof-enabled = false
 [logging]
@@ -1154,21 +1369,6 @@ def read_stack_file(var_dir: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise SettingsError(f"{path} does not hold a JSON object; fix or delete it")
     return data
-
-
-def _write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
-    """Write ``text`` to ``path`` via a temporary file created with ``mode`` (never readable by others if 0600)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 @dataclass(frozen=True)
@@ -1343,6 +1543,44 @@ class UpConfig:
             "BESS_PLANNER_AUTOPILOT": self.environ.get("BESS_PLANNER_AUTOPILOT", "true"),
         }
 
+    @property
+    def secure(self) -> bool:
+        """Secure mode (``BESS_MQTT_AUTH=1``): the broker and the database both require credentials."""
+        return self.mqtt_auth
+
+    def broker_account(self) -> tuple[Account | None, str]:
+        """``(account, why not)``: the unprivileged account mosquitto runs as when deploy runs as root, or None
+        with the reason it cannot (no such account, or it could not reach ``var/``); ``(None, "")`` when deploy
+        does not run as root (mosquitto then runs as whoever that is)."""
+        if not running_as_root():
+            return None, ""
+        for name in BROKER_ACCOUNTS:
+            account = Account.named(name)
+            if account is None:
+                continue
+            blocked = first_blocked(self.var_dir.parent, account)
+            if blocked is None:
+                return account, ""
+            mode = stat.filemode(blocked.stat().st_mode)
+            return None, (f"user {name} cannot enter {blocked} ({mode}) on the way to {self.var_dir}; set "
+                          "BESS_VAR_DIR to a directory it can reach")
+        return None, f"this machine has none of the accounts {', '.join(BROKER_ACCOUNTS)}"
+
+    def prepare_var(self, broker: Account | None) -> None:
+        """``var/`` and its ``log/`` and ``run/`` 0750 (of the broker account's group when mosquitto drops to
+        one, so that it can reach its own files and nothing else), logs tightened to 0640."""
+        if self.var_dir.is_dir() and self.var_dir.stat().st_mode & stat.S_IWOTH:
+            raise SettingsError(f"BESS_VAR_DIR={self.var_dir} is writable by everyone: use a directory of its own")
+        for folder in (self.var_dir, self.log_dir):
+            private_dir(folder, 0o750)
+            if running_as_root():  # the broker's group, or back to ours when it runs as root after all
+                os.chown(folder, -1, broker.gid if broker is not None else os.getegid())
+        private_dir(self.run_dir, 0o750)
+        for path in self.log_dir.iterdir():
+            mode = stat.S_IMODE(path.lstat().st_mode)
+            if path.is_file() and not path.is_symlink() and mode & ~LOG_MODE:
+                path.chmod(mode & LOG_MODE)  # logs of an older deploy (0644)
+
     def mosquitto(self, credentials: auth.Credentials | None = None) -> Mosquitto:
         """The broker ``up`` would start (refusing anonymous clients when ``credentials`` are given)."""
         return Mosquitto(
@@ -1354,6 +1592,7 @@ class UpConfig:
             password_file=None if credentials is None else credentials.password_file,
             acl_file=None if credentials is None else credentials.acl_file,
             probe_login=None if credentials is None else credentials.login(auth.PROBE_USER),
+            account=self.broker_account()[0],
         )
 
     def probe_login(self) -> tuple[str | None, str | None]:
@@ -1374,7 +1613,17 @@ class UpConfig:
             rpc_port=self.influx_rpc_port,
             log_path=self.log_dir / "influxd.log",
             pid_path=self.run_dir / "influxd.pid",
+            auth_enabled=self.secure,
         )
+
+    def influx_run(self) -> influx_auth.Run:
+        """Runs one statement on this stack's InfluxDB (for :func:`deploy.influx_auth.secure_database`)."""
+        url = self.influx_url
+
+        def run(statement: str, login: Login | None) -> tuple[int, dict[str, Any]]:
+            return influx_statement(url, statement, login)
+
+        return run
 
 
 def running_pids(cfg: UpConfig) -> dict[str, int]:
@@ -1695,11 +1944,12 @@ def _broker_auth_mismatch(cfg: UpConfig, credentials: auth.Credentials | None) -
     return None
 
 
-def _print_auth_help(cfg: UpConfig, credentials: auth.Credentials) -> None:
+def _print_auth_help(cfg: UpConfig, credentials: auth.Credentials, database: influx_auth.InfluxCredentials) -> None:
     script = cfg.root / "deploy" / "auth.py"
     password = f'"$(python3 {script} password {{user}} {credentials.directory})"'
-    print("  mqtt auth  on: anonymous clients are refused; each node logs in as itself (BESS_MQTT_USERNAME/_PASSWORD);")
-    print("             the client id is the user name (one connection per user: nobody takes over another's session)")
+    print("  secure     on (BESS_MQTT_AUTH=1): the broker and the database refuse anonymous clients")
+    print("  mqtt auth  each node logs in as itself (BESS_MQTT_USERNAME/_PASSWORD); the client id is the user name")
+    print("             (one connection per user: nobody takes over another's session)")
     print(f"             passwords {credentials.credentials_file} (0600), ACL {credentials.acl_file}")
     print(f"             users: {' '.join(auth.NODE_USERS)}, read-only {auth.MONITOR_USER} (you) and "
           f"{auth.PROBE_USER} (deploy's probes), devices {' '.join(credentials.devices)} (each only its own "
@@ -1710,6 +1960,52 @@ def _print_auth_help(cfg: UpConfig, credentials: auth.Credentials) -> None:
         device = credentials.devices[0]
         print(f"  device     mosquitto_pub -p {cfg.mqtt_port} -u {device} -P {password.format(user=device)} -q 1 \\")
         print(f"               -t '{cfg.topic_root}/battery/{device}/telemetry' -m '<Telemetry JSON>'")
+    db_password = f'"$(python3 {script} password {influx_auth.MONITOR_USER} {database.directory})"'
+    print(f"  db auth    users {influx_auth.ADMIN_USER} (deploy only), {influx_auth.RECORDER_USER} (the recorder only: "
+          f"{cfg.influx_db}), {influx_auth.MONITOR_USER} (you: reads {cfg.influx_db}); passwords "
+          f"{database.credentials_file} (0600)")
+    print(f"  query      curl -G -u {influx_auth.MONITOR_USER}:{db_password} {cfg.influx_url}/query "
+          f"--data-urlencode db={cfg.influx_db} --data-urlencode 'q=SHOW MEASUREMENTS'")
+
+
+def _influx_mismatch(cfg: UpConfig) -> str | None:
+    """Why an InfluxDB that answers on the port but was not started by ``up`` cannot serve this run, or None.
+
+    Ours is restarted with the right configuration by :func:`_bring_up`; somebody else's is used as it is, so
+    in secure mode it must refuse anonymous clients, and in the open mode it must not require credentials.
+    """
+    influx = cfg.influxd()
+    assert influx.pid_path is not None
+    if not influx_ping(cfg.influx_url) or read_live_pid(influx.pid_path, str(influx.config_path)):
+        return None
+    status, _ = influx_statement(cfg.influx_url, "SHOW DATABASES", None)
+    where = f"the InfluxDB on port {cfg.influx_port} (not started by deploy/up)"
+    if cfg.secure and status == 200:
+        return (f"{where} accepts unauthenticated queries: secure mode needs a database with authentication. "
+                "Stop it or set BESS_INFLUX_PORT to another port")
+    if not cfg.secure and status in (401, 403):
+        return (f"{where} requires authentication: run with BESS_MQTT_AUTH=1 (secure mode) if it is the "
+                "database of a secure stack, or set BESS_INFLUX_PORT to another port")
+    return None
+
+
+def _open_database(cfg: UpConfig, database: influx_auth.InfluxCredentials | None) -> list[str]:
+    """Create the stack's database; in secure mode also its users and privileges. Returns what changed."""
+    if database is not None:
+        where = f"InfluxDB on port {cfg.influx_port}"
+        return influx_auth.secure_database(cfg.influx_run(), cfg.influx_db, database, where=where)
+    try:
+        create_database(cfg.influx_url, cfg.influx_db)
+    except InfluxError as exc:
+        if "HTTP 401" in str(exc) or "HTTP 403" in str(exc):
+            raise StackError(f"the InfluxDB on port {cfg.influx_port} requires authentication: run with "
+                             "BESS_MQTT_AUTH=1 (secure mode), or deploy/down and up again") from None
+        raise
+    return []
+
+
+#: Settings only the recorder gets, whatever the caller's environment holds: no other node talks to the database.
+RECORDER_ONLY: tuple[str, ...] = ("BESS_INFLUX_USERNAME", "BESS_INFLUX_PASSWORD", "BESS_INFLUX_TOKEN")
 
 
 #: Settings that would put an HTTP listener of a node on the network, and the node they belong to.
@@ -1764,12 +2060,13 @@ def cmd_up(cfg: UpConfig) -> int:
         raise SettingsError("\n".join(problems))
 
     ensure_packages()
-    cfg.run_dir.mkdir(parents=True, exist_ok=True)
-    cfg.log_dir.mkdir(parents=True, exist_ok=True)
+    account, why_root = cfg.broker_account()
+    cfg.prepare_var(account)
     credentials = (
         auth.ensure_credentials(cfg.var_dir, cfg.topic_root, list(cfg.batteries)) if cfg.mqtt_auth else None
     )
-    mismatch = _broker_auth_mismatch(cfg, credentials)
+    database = influx_auth.ensure_credentials(cfg.var_dir) if cfg.secure else None
+    mismatch = _broker_auth_mismatch(cfg, credentials) or _influx_mismatch(cfg)
     if mismatch:
         raise StackError(mismatch)
     cfg.write_stack_file()
@@ -1779,19 +2076,25 @@ def cmd_up(cfg: UpConfig) -> int:
     ours = read_live_pid(broker.pid_path, str(broker.config_path))
     if credentials is not None and ours is not None and broker.pid is None:
         # ours from an earlier `up`: SIGHUP makes mosquitto re-read the password and ACL files just rewritten
-        # (new batteries, another topic root)
+        # (new batteries, another topic root); it reads its own copies, so refresh those first
+        broker.install_auth_files()
         os.kill(ours, signal.SIGHUP)
         broker_note += "; reloaded its password and ACL files"
+    broker_user = process_user(ours) if ours is not None else None
     influx = cfg.influxd()
     influx_note = _bring_up(influx, influx_ping(cfg.influx_url), timeout=30.0)
-    create_database(cfg.influx_url, cfg.influx_db)
+    changed = _open_database(cfg, database)
 
     login: tuple[str | None, str | None] = (None, None)
     if credentials is not None:
         login = credentials.login(auth.PROBE_USER)
     wanted: dict[str, tuple[dict[str, str], dict[str, str]]] = {}  # name -> (process env, recorded settings)
     for name in present:
-        env = base_env if credentials is None else {**base_env, **credentials.node_env(name)}
+        env = base_env if name == "recorder" else {k: v for k, v in base_env.items() if k not in RECORDER_ONLY}
+        if credentials is not None:
+            env = {**env, **credentials.node_env(name)}
+        if database is not None and name == "recorder":
+            env = {**env, **database.recorder_env()}
         wanted[name] = (env, node_settings(env, checks.get(name)))
     running, notes, restart = _nodes_to_restart(cfg, wanted)
     if restart:
@@ -1816,8 +2119,13 @@ def cmd_up(cfg: UpConfig) -> int:
     print()
     print("BESS local stack")
     websockets = f"  websockets {broker.ws_url} (authenticated; reachable from the network)" if broker.ws_url else ""
-    print(f"  mqtt       {broker.url}{websockets}  -- {broker_note}")
-    print(f"  influxdb   {cfg.influx_url}  db={cfg.influx_db}  -- {influx_note}")
+    runs_as = f"; runs as {broker_user}" if broker_user else ""
+    print(f"  mqtt       {broker.url}{websockets}  -- {broker_note}{runs_as}")
+    if why_root and broker_user == "root":
+        print(f"  WARNING: mosquitto runs as root: {why_root}")
+    database_auth = "authentication on" if database is not None else "no authentication (BESS_MQTT_AUTH=1: secure)"
+    print(f"  influxdb   {cfg.influx_url}  db={cfg.influx_db}  -- {influx_note}; {database_auth}"
+          + "".join(f"; {note}" for note in changed))
     for name in (name for name in NODE_NAMES if name in running):
         log_path = cfg.log_dir / f"{name}.log"
         print(f"  {name:<10} pid {running[name]}: {outcome.get(name)}  ({notes[name]}; log {log_path})")
@@ -1836,11 +2144,11 @@ def cmd_up(cfg: UpConfig) -> int:
     print()
     print(f"  dashboard  http://127.0.0.1:{cfg.dashboard_port}/")
     print("  gateway    " + "  ".join(f"http://127.0.0.1:{p}" for p in cfg.gateway_ports))
-    if credentials is None:
+    if credentials is None or database is None:
         print(f"  watch      mosquitto_sub -p {cfg.mqtt_port} -t '{cfg.topic_root}/#' -v")
     else:
-        _print_auth_help(cfg, credentials)
-    print(f"  data/logs  {cfg.var_dir}   (stop with deploy/down; data is kept)")
+        _print_auth_help(cfg, credentials, database)
+    print(f"  data/logs  {cfg.var_dir}   (0750, logs 0640; stop with deploy/down; data is kept)")
     print()
     print("Try:")
     for line in SEED_CURL_LINES:
@@ -1886,7 +2194,7 @@ def _nodes_to_restart(
 def _start_node(cfg: UpConfig, python: str, name: str, env: Mapping[str, str], settings: Mapping[str, str]) -> int:
     """Start ``python -m nodes.<name>`` in its own session, logging to var/log; record pid and settings."""
     log_path = cfg.log_dir / f"{name}.log"
-    with log_path.open("ab") as log:
+    with open_log(log_path) as log:
         log.write(f"\n=== deploy/up starts nodes.{name} at {datetime.now().astimezone().isoformat()}\n".encode())
         log.flush()
         proc = subprocess.Popen(
@@ -1897,8 +2205,9 @@ def _start_node(cfg: UpConfig, python: str, name: str, env: Mapping[str, str], s
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            umask=CHILD_UMASK,
         )
-    (cfg.run_dir / f"{name}.pid").write_text(f"{proc.pid}\n")
+    _write_atomic(cfg.run_dir / f"{name}.pid", f"{proc.pid}\n")
     write_node_settings(cfg.run_dir / f"{name}.env", name, settings)
     return proc.pid
 
@@ -1940,6 +2249,21 @@ def cmd_down(cfg: UpConfig) -> int:
     return 0
 
 
+def _influx_auth_state(cfg: UpConfig) -> str:
+    """What an anonymous query to the stack's InfluxDB gets, described for ``status``."""
+    status, _ = influx_statement(cfg.influx_url, "SHOW DATABASES", None)
+    if status == 401:
+        state = "authentication on: anonymous queries refused"
+        database = influx_auth.load_credentials(cfg.var_dir)
+        if database is not None:
+            monitor, _ = influx_statement(cfg.influx_url, "SHOW DATABASES", database.login(influx_auth.MONITOR_USER))
+            state += f", {influx_auth.MONITOR_USER} {'logs in' if monitor == 200 else f'refused ({monitor})'}"
+        return state
+    if status == 200:
+        return "no authentication" + ("; WARNING: secure mode expects it" if cfg.secure else "")
+    return f"an anonymous query gets HTTP {status}"
+
+
 def cmd_status(cfg: UpConfig) -> int:
     """Print what runs: servers (ours or not), nodes by pid file and their retained status."""
     check_location(cfg)
@@ -1953,11 +2277,13 @@ def cmd_status(cfg: UpConfig) -> int:
     for service, answers in ((broker, broker_code is not None), (influx, influx_ping(cfg.influx_url))):
         assert service.pid_path is not None
         pid = read_live_pid(service.pid_path, str(service.config_path))
-        owner = f"ours, pid {pid}" if pid else "not started by deploy/up"
+        owner = f"ours, pid {pid}, runs as {process_user(pid) or '?'}" if pid else "not started by deploy/up"
         if service is broker and broker_code:
             owner += f"; refuses {'user ' + user if user else 'anonymous clients'} (code {broker_code})"
         elif service is broker and user and answers:
             owner += f"; authentication on, read as {user}"
+        elif service is influx and answers:
+            owner += "; " + _influx_auth_state(cfg)
         print(f"{service.kind:<10} {'answering' if answers else 'DOWN'} at port {service.ports[0]} ({owner})")
     statuses: dict[str, bytes] = {}
     with contextlib.suppress(OSError, MqttError):

@@ -53,6 +53,10 @@ class StoreError(RuntimeError):
     """The store refused a request for a reason retrying will not fix (e.g. a query error)."""
 
 
+class StoreForbidden(StoreError):
+    """The store's user may not do this (403), e.g. create a database with a login that is not an admin."""
+
+
 class StoreRefused(StoreError):
     """The store refused a write as a whole for its content (413: too large); a smaller write may succeed."""
 
@@ -180,6 +184,10 @@ class Influx1Store:
         self._http()
         try:
             await self.create_database()
+        except StoreForbidden:
+            # a login without admin rights (deploy/up's secure mode gives the recorder its database only, which
+            # deploy creates): the database must exist already, nothing to warn about
+            log.info("database %r is not the recorder's to create (no admin rights); using it", self.database)
         except (StoreUnavailable, StoreError) as exc:
             log.warning("could not create database %r yet: %s", self.database, exc)
 
@@ -213,6 +221,8 @@ class Influx1Store:
         )
         if status >= 500:
             raise StoreUnavailable(f"InfluxDB answered {status} to CREATE DATABASE: {_error_text(body)}")
+        if status == 403:
+            raise StoreForbidden(f"CREATE DATABASE refused ({status}): {_error_text(body)}")
         if status != 200:
             raise StoreError(f"CREATE DATABASE refused ({status}): {_error_text(body)}")
 
@@ -395,6 +405,7 @@ __all__ = [
     "Rejection",
     "Store",
     "StoreError",
+    "StoreForbidden",
     "StoreRefused",
     "StoreUnavailable",
     "WriteOutcome",

@@ -651,12 +651,15 @@ class LocalStack:
     var_dir: Path
     env: dict[str, str]  # exactly what the first `up` was given
     ports: dict[str, int]
+    output: str = ""  # what that `up` printed (stdout and stderr)
 
 
-def _start_stack(var_dir: Path, **settings: str) -> LocalStack:
-    ports = {"mqtt": stack.free_port(), "influx": free_influx_port(), "gateway_a": stack.free_port(),
-             "gateway_b": stack.free_port(), "dashboard": stack.free_port()}
-    ports["influx_rpc"] = ports["influx"] + 2
+def _start_stack(var_dir: Path, ports: dict[str, int] | None = None, **settings: str) -> LocalStack:
+    """``up`` under ``var_dir`` on free ports (or on ``ports``, as an earlier LocalStack used them)."""
+    if ports is None:
+        ports = {"mqtt": stack.free_port(), "influx": free_influx_port(), "gateway_a": stack.free_port(),
+                 "gateway_b": stack.free_port(), "dashboard": stack.free_port()}
+        ports["influx_rpc"] = ports["influx"] + 2
     env = stack_env(
         var_dir,
         BESS_MQTT_PORT=str(ports["mqtt"]),
@@ -669,7 +672,7 @@ def _start_stack(var_dir: Path, **settings: str) -> LocalStack:
     if up.returncode != 0:
         run_stack("down", env)
         pytest.fail(f"deploy/stack.py up failed ({up.returncode}):\n{up.stdout}\n{up.stderr}", pytrace=False)
-    return LocalStack(var_dir, env, ports)
+    return LocalStack(var_dir, env, ports, up.stdout + up.stderr)
 
 
 @pytest.fixture(scope="module")
@@ -779,6 +782,16 @@ def test_an_authenticated_stack_is_remembered_by_later_commands(tmp_path: Path, 
     var = started.var_dir
     plain = stack_env(var)  # no BESS_MQTT_AUTH, no ports: everything from var/stack.json
     try:
+        if os.geteuid() == 0:
+            # pytest's temporary directories are root's and 0700: no unprivileged broker account can reach var/
+            # there, so the broker runs as root, and `up` says so and why (test_secure_stack.py: the normal case)
+            assert "runs as root" in started.output
+            account = next(a for a in map(stack.Account.named, stack.BROKER_ACCOUNTS) if a is not None)
+            blocked = stack.first_blocked(var.parent, account)
+            assert blocked is not None
+            assert blocked.stat().st_mode & 0o001 == 0, "a directory others may not enter"
+            warning = f"WARNING: mosquitto runs as root: user {account.name} cannot enter {blocked} "
+            assert warning in started.output, started.output
         remembered = json.loads((var / "stack.json").read_text())
         assert remembered["mqtt_auth"] is True
         assert remembered["mqtt_port"] == started.ports["mqtt"]

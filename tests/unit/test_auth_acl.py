@@ -8,6 +8,8 @@ structures behind it. tests/integration/test_broker_auth.py proves the same agai
 from __future__ import annotations
 
 import itertools
+import os
+import pwd
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -310,8 +312,32 @@ def test_mosquitto_config_with_and_without_auth() -> None:
     lines = secured.splitlines()
     assert "allow_anonymous false" in lines
     assert "allow_anonymous true" not in lines
-    assert "password_file /tmp/bess-x/mqtt-auth/passwd" in lines
-    assert "acl_file /tmp/bess-x/mqtt-auth/acl" in lines
+    # the broker's own copies, which it can read after dropping privileges (var/mqtt-auth/ stays root's alone)
+    assert "password_file /tmp/bess-x/mq/passwd" in lines
+    assert "acl_file /tmp/bess-x/mq/acl" in lines
+
+
+def test_mosquitto_drops_to_its_account_only_when_started_as_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    account = stack.Account("mosquitto", 103, 106)
+    broker = stack.Mosquitto(base_dir=Path("/tmp/bess-x/mq"), port=1883, account=account)
+    monkeypatch.setattr(stack, "running_as_root", lambda: True)
+    assert "user mosquitto" in broker.config_text().splitlines()
+    assert broker.log_owner == account, "it opens its log after dropping privileges: the log must be its own"
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    without = stack.Mosquitto(base_dir=Path("/tmp/bess-x/mq"), port=1883)
+    assert f"user {me}" in without.config_text().splitlines()
+    monkeypatch.setattr(stack, "running_as_root", lambda: False)
+    assert f"user {me}" in broker.config_text().splitlines(), "not root: it runs as whoever starts it"
+    assert broker.log_owner is None
+
+
+def test_influxd_authentication_follows_secure_mode() -> None:
+    root = Path("/repo")
+    for environ, expected in (({}, "false"), ({"BESS_MQTT_AUTH": "1"}, "true")):
+        cfg = stack.UpConfig.from_env(root, environ)
+        assert cfg.secure is (expected == "true")
+        http = cfg.influxd().config_text().split("[http]", 1)[1].split("[", 1)[0]
+        assert f"auth-enabled = {expected}" in [line.strip() for line in http.splitlines()]
 
 
 def test_up_config_reads_auth_settings() -> None:

@@ -1,0 +1,279 @@
+"""Secure mode (``BESS_MQTT_AUTH=1 deploy/up``) covers every service of the local stack, against the real servers:
+InfluxDB refuses anonymous clients and every node but the recorder, mosquitto runs as an unprivileged user when
+deploy runs as root, and nothing deploy writes under ``var/`` is readable by others (logs 0640, secrets 0600).
+
+One stack serves the module: ``up`` in the default (open) mode first, a row written into its database, ``down``,
+then ``up`` again in secure mode on the same ``var/``, which is how an operator switches an existing stack over.
+Its ``var/`` sits in a directory of its own under /tmp (0755): pytest's own temporary directories are 0700 and
+owned by root, so no unprivileged user could reach a ``var/`` inside them (deploy then keeps the broker running
+as root and says so; ``test_stack.py`` checks that warning).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import pwd
+import shutil
+import stat
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from deploy import auth, stack
+from tests.integration.test_stack import LocalStack, _start_stack, run_stack, stack_env, stack_pids
+from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.integration
+
+#: A point written while the database was still open: switching to secure mode must keep it.
+OPEN_MODE_POINT = "telemetry,battery=before-secure soc_kwh=123.0 1736992800000000"
+
+
+@dataclass(frozen=True)
+class SecureStack:
+    """The module's stack after the switch to secure mode, with what each ``up`` printed."""
+
+    local: LocalStack
+    open_up: str
+
+    @property
+    def var(self) -> Path:
+        return self.local.var_dir
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.local.ports['influx']}"
+
+    def influx_login(self, user: str) -> tuple[str, str]:
+        """``(user, password)`` from deploy's InfluxDB credentials file."""
+        path = self.var / "influx-auth" / "credentials.json"
+        assert path.exists(), f"secure mode made no InfluxDB credentials ({path})"
+        return user, json.loads(path.read_text())["users"][user]
+
+    def secrets(self) -> dict[str, str]:
+        """Every password deploy generated: ``{"mqtt:recorder": ..., "influx:admin": ...}``."""
+        found: dict[str, str] = {}
+        for kind, folder in (("mqtt", "mqtt-auth"), ("influx", "influx-auth")):
+            path = self.var / folder / "credentials.json"
+            if path.exists():
+                found |= {f"{kind}:{user}": pw for user, pw in json.loads(path.read_text())["users"].items()}
+        return found
+
+
+def influx_http(
+    url: str, path: str, params: dict[str, str], *, login: tuple[str, str] | None = None, body: bytes | None = None
+) -> tuple[int, bytes]:
+    """One request to InfluxDB's HTTP API (POST when there is a body), optionally with HTTP basic auth."""
+    request = urllib.request.Request(f"{url}{path}?{urllib.parse.urlencode(params)}", data=body,
+                                     method="POST" if body is not None else "GET")
+    if login is not None:
+        token = base64.b64encode(f"{login[0]}:{login[1]}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request, timeout=10) as response:
+            return int(response.status), bytes(response.read())
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), bytes(exc.read())
+
+
+def query(url: str, q: str, login: tuple[str, str] | None = None, *, post: bool = False) -> tuple[int, bytes]:
+    params = {"db": "bess", "epoch": "u"}
+    if post:  # statements that change things
+        return influx_http(url, "/query", params, login=login, body=urllib.parse.urlencode({"q": q}).encode())
+    return influx_http(url, "/query", {**params, "q": q}, login=login)
+
+
+def write(url: str, line: str, login: tuple[str, str] | None = None, db: str = "bess") -> int:
+    return influx_http(url, "/write", {"db": db, "precision": "u"}, login=login, body=line.encode())[0]
+
+
+def rows(url: str, q: str, login: tuple[str, str]) -> list[list[object]]:
+    status, body = query(url, q, login)
+    assert status == 200, body
+    result = json.loads(body)["results"][0]
+    assert "error" not in result, result
+    return [values for series in result.get("series") or [] for values in series["values"]]
+
+
+def broker_account() -> pwd.struct_passwd:
+    """The account deploy runs mosquitto as when it runs as root (Debian's ``mosquitto``, else ``nobody``)."""
+    for name in ("mosquitto", "nobody"):
+        with contextlib.suppress(KeyError):
+            return pwd.getpwnam(name)
+    pytest.skip("no mosquitto or nobody user on this machine")
+
+
+@pytest.fixture(scope="module")
+def secure_stack() -> Iterator[SecureStack]:
+    base = Path(tempfile.mkdtemp(prefix="bess-secure-", dir="/tmp"))
+    base.chmod(0o755)  # reachable by an unprivileged broker account (pytest's tmp dirs are 0700)
+    var = base / "var"
+    try:
+        opened = _start_stack(var)
+        try:
+            url = f"http://127.0.0.1:{opened.ports['influx']}"
+            assert write(url, OPEN_MODE_POINT) == 204, "the open database takes anonymous writes"
+        finally:
+            down = run_stack("down", stack_env(var))
+        assert down.returncode == 0, down.stderr
+        secured = _start_stack(var, opened.ports, BESS_MQTT_AUTH="1")
+        try:
+            yield SecureStack(secured, opened.output)
+        finally:
+            run_stack("down", stack_env(var))
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_the_database_refuses_anonymous_clients_and_the_recorder_still_stores(secure_stack: SecureStack) -> None:
+    s = secure_stack
+    status, body = query(s.url, "SHOW DATABASES")
+    assert status == 401, f"an anonymous query was answered {status}: {body[:200]!r}"
+    assert write(s.url, "telemetry,battery=intruder soc_kwh=1.0 1736992800000000") == 401
+    assert query(s.url, "SHOW DATABASES", ("admin", "wrong"))[0] == 401
+
+    # the recorder still stores: a device's telemetry over MQTT arrives in the database
+    credentials = auth.load_credentials(s.var)
+    assert credentials is not None
+    soc = 100.0 + uuid.uuid4().int % 1000
+    reading = {"ts": "2025-01-16T10:00:00Z", "soc_kwh": soc, "source": "secure-test"}
+    device, password = credentials.login("battery-1")
+    with stack.MiniMqtt("127.0.0.1", s.local.ports["mqtt"], username=device, password=password) as client:
+        client.publish("bess/v1/battery/battery-1/telemetry", json.dumps(reading).encode(), qos=1)
+    monitor = s.influx_login("monitor")
+    stored = wait_for(
+        lambda: rows(s.url, f"SELECT soc_kwh FROM telemetry WHERE battery = 'battery-1' AND soc_kwh = {soc}", monitor),
+        timeout=30, interval=0.2, what="the device's telemetry stored by the recorder",
+    )
+    assert stored == [[int(datetime(2025, 1, 16, 10, tzinfo=UTC).timestamp()) * 1_000_000, soc]]
+
+    # the point written while the database was open is still there
+    before = rows(s.url, "SELECT soc_kwh FROM telemetry WHERE battery = 'before-secure'", monitor)
+    assert before == [[1736992800000000, 123.0]], "switching to secure mode lost the open database's data"
+    influx_line = next(line for line in s.local.output.splitlines() if line.strip().startswith("influxdb"))
+    assert "authentication on" in influx_line, influx_line
+
+
+def test_only_the_recorder_holds_database_credentials_and_only_for_its_database(secure_stack: SecureStack) -> None:
+    s = secure_stack
+    pids = stack_pids(s.var)
+    assert set(stack.NODE_NAMES) <= set(pids)
+    recorder = s.influx_login("recorder")
+    for name in stack.NODE_NAMES:
+        environ = dict(
+            item.split("=", 1) for item in Path(f"/proc/{pids[name]}/environ").read_text().split("\0") if "=" in item
+        )
+        given = {key for key in environ if key.startswith(("BESS_INFLUX_USERNAME", "BESS_INFLUX_PASSWORD",
+                                                           "BESS_INFLUX_TOKEN"))}
+        recorded = (s.var / "run" / f"{name}.env").read_text()
+        if name == "recorder":
+            assert (environ["BESS_INFLUX_USERNAME"], environ["BESS_INFLUX_PASSWORD"]) == recorder
+            assert "BESS_INFLUX_PASSWORD=" in recorded
+        else:
+            assert given == set(), f"{name} got database credentials: {sorted(given)}"
+            assert "BESS_INFLUX_" not in recorded.replace("BESS_INFLUX_URL", "").replace("BESS_INFLUX_DB", "")
+
+    started = (s.var / "log" / "recorder.log").read_text().rsplit("=== deploy/up starts", 1)[1]
+    complaints = [line for line in started.splitlines() if " WARNING " in line or " ERROR " in line]
+    assert complaints == [], "the recorder runs in secure mode without a complaint"
+
+    # no other node's login opens the database (there are none; its broker password is not one either)
+    credentials = auth.load_credentials(s.var)
+    assert credentials is not None
+    line = "telemetry,battery=intruder soc_kwh=1.0 1736992800000000"
+    for name in auth.NODE_USERS:
+        if name != "recorder":
+            assert write(s.url, line, credentials.login(name)) == 401, name
+    assert write(s.url, line, ("recorder", credentials.password("recorder"))) == 401, "the MQTT password is not it"
+
+    # the recorder: its own database only, no user management, no other database
+    assert write(s.url, "telemetry,battery=recorder-check soc_kwh=2.0 1736992800000000", recorder) == 204
+    assert query(s.url, "SHOW USERS", recorder)[0] == 403
+    assert query(s.url, 'CREATE DATABASE "other"', recorder, post=True)[0] == 403
+    admin = s.influx_login("admin")
+    assert query(s.url, 'CREATE DATABASE "other"', admin, post=True)[0] == 200
+    assert write(s.url, line, recorder, db="other") == 403
+    monitor = s.influx_login("monitor")
+    assert write(s.url, line, monitor) == 403, "the monitor reads only"
+    assert query(s.url, 'DROP SERIES FROM telemetry WHERE battery = \'recorder-check\'', monitor, post=True)[0] == 403
+
+
+def test_mosquitto_runs_as_an_unprivileged_user_and_still_persists(secure_stack: SecureStack) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("deploy runs the broker as whoever runs it unless that is root")
+    account = broker_account()
+    pid = stack_pids(secure_stack.var)["mosquitto"]
+    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    assert status["Uid"].split() == [str(account.pw_uid)] * 4, status["Uid"]
+    assert status["Gid"].split() == [str(account.pw_gid)] * 4, status["Gid"]
+    assert status["Groups"].split() in ([], [str(account.pw_gid)]), "no supplementary group of root's kept"
+
+    data = secure_stack.var / "mosquitto" / "data"
+    assert wait_for((data / "mosquitto.db").exists, timeout=20, interval=0.2, what="an autosave")
+    assert (data / "mosquitto.db").stat().st_uid == account.pw_uid
+    log = (secure_stack.var / "log" / "mosquitto.log").read_text()
+    assert "Error" not in log.split("mosquitto version")[-1], log[-2000:]
+
+
+def test_nothing_deploy_writes_is_readable_by_others_and_secrets_are_its_own(secure_stack: SecureStack) -> None:
+    var = secure_stack.var
+    loose = [
+        f"{path.relative_to(var)} {stat.filemode(path.lstat().st_mode)}"
+        for path in [var, *var.rglob("*")]
+        if not path.is_symlink() and path.lstat().st_mode & 0o007
+    ]
+    assert loose == [], "readable or writable by others"
+    assert stat.S_IMODE(var.stat().st_mode) & 0o027 == 0, "var/ is 0750 or tighter"
+    logs = sorted((var / "log").iterdir())
+    assert {path.name for path in logs} >= {"mosquitto.log", "influxd.log", *(f"{n}.log" for n in stack.NODE_NAMES)}
+    for path in logs:
+        assert stat.S_IMODE(path.stat().st_mode) & 0o137 == 0, f"{path.name}: not 0640 or tighter"
+    for path in (var / "mqtt-auth" / "credentials.json", var / "influx-auth" / "credentials.json",
+                 *(var / "run").glob("*.env")):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+        assert path.stat().st_uid == os.geteuid(), path
+    for folder in (var / "mqtt-auth", var / "influx-auth"):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+
+
+def test_no_secret_appears_in_any_output_or_log(secure_stack: SecureStack) -> None:
+    secrets = secure_stack.secrets()
+    assert {"influx:admin", "influx:recorder", "influx:monitor", "mqtt:recorder"} <= set(secrets)
+    status = run_stack("status", stack_env(secure_stack.var))
+    assert status.returncode == 0, status.stderr
+    influx_line = next(line for line in status.stdout.splitlines() if line.startswith("influxd"))
+    assert "authentication on" in influx_line, status.stdout
+    texts = {"up (open)": secure_stack.open_up, "up (secure)": secure_stack.local.output,
+             "status": status.stdout + status.stderr}
+    texts |= {f"var/log/{path.name}": path.read_text(errors="replace") for path in (secure_stack.var / "log").iterdir()}
+    leaked = [f"{name} in {where}" for where, text in texts.items() for name, secret in secrets.items()
+              if secret in text]
+    assert leaked == []
+
+
+def test_a_secure_up_refuses_an_open_database_it_did_not_start(tmp_path: Path) -> None:
+    var = tmp_path / "var"
+    with stack.start_influxd(tmp_path / "foreign", die_with_parent=True) as foreign:
+        env = stack_env(var, BESS_MQTT_AUTH="1", BESS_MQTT_PORT=str(stack.free_port()),
+                        BESS_INFLUX_PORT=str(foreign.port), BESS_DASHBOARD_PORT=str(stack.free_port()),
+                        BESS_GATEWAY_PORTS=f"{stack.free_port()},{stack.free_port()}")
+        try:
+            refused = run_stack("up", env)
+        finally:
+            run_stack("down", env)  # whatever a broken check started (never left on a port of someone else's)
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert f"port {foreign.port}" in refused.stderr
+        assert "accepts unauthenticated" in refused.stderr, refused.stderr
+        assert "started" not in refused.stdout, "nothing was started"
