@@ -101,6 +101,7 @@ class Recorder(Service[RecorderConfig]):
         self.unconfirmable = 0
         self.marks = 0
         self._receipts_due = False
+        self._receipt_tasks: set[asyncio.Task[None]] = set()  # referenced until done (the loop keeps weak ones)
 
     async def setup(self, bus: Bus) -> None:
         """Open the store, subscribe to the data topics and history requests, start the flusher."""
@@ -217,7 +218,9 @@ class Recorder(Service[RecorderConfig]):
         if not self._receipts_due:
             # Every handler of the written batch resumes before this task runs, so one receipt covers them all.
             self._receipts_due = True
-            asyncio.get_running_loop().create_task(self._publish_receipts())
+            task = asyncio.get_running_loop().create_task(self._publish_receipts())
+            self._receipt_tasks.add(task)
+            task.add_done_callback(self._receipt_tasks.discard)
 
     async def _publish_receipts(self) -> None:
         self._receipts_due = False

@@ -163,9 +163,13 @@ class Simulator(Service[SimulatorConfig]):
         if outbox is None:
             await self.bus.publish(TELEMETRY, reading, battery=name)
             return
+        overflowed = outbox.overflowed
         resend, reading = outbox.to_publish(reading, self.bus.connections)
         if resend:
             log.info("%s: re-sending %d readings not yet confirmed stored", name, len(resend))
+        if outbox.overflowed > overflowed and outbox.overflowed % 1000 == 1:
+            log.warning("%s: %d readings kept without a stored confirmation (is the recorder running?): dropping "
+                        "the oldest (%d so far)", name, outbox.limit, outbox.overflowed)
         try:
             for old in resend:
                 await self.bus.publish(TELEMETRY, old, retain=False, battery=name)
