@@ -1,7 +1,9 @@
 -- wrk script: POST /write with the seed body and a fresh, unique timestamp per request.
 -- Each thread numbers its requests; the timestamp is now (at thread start) plus the request number in
 -- microseconds, and thread k writes to its own battery, so no two requests name the same point.
+-- The path comes after `--` on wrk's command line (default /write), e.g. `-- /write?ack=broker`.
 local counter = 0
+local path = "/write"
 local thread_id = 0
 local start = os.time()
 local threads = {}
@@ -13,6 +15,7 @@ end
 
 function init(args)
   start = os.time()
+  path = args[1] or "/write"
   wrk.headers["Content-Type"] = "application/json"
   wrk.method = "POST"
 end
@@ -24,5 +27,5 @@ function request()
   local body = string.format(
     '{"SOC": 700, "target_discharge": 50, "target_charge": 100, "timestamp": "%s", "battery": "bench-%d"}',
     stamp, thread_id)
-  return wrk.format(nil, "/write", nil, body)
+  return wrk.format(nil, path, nil, body)
 end

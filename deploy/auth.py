@@ -84,8 +84,9 @@ REQUESTER = "the client that asked"
 #: Readers named in the contract that get no broker grant of their own: least privilege means only the named
 #: nodes read a topic ("anyone" may ask the monitor user); the dashboard is HTTP from the renderer, not MQTT.
 NO_GRANT_ROLES = frozenset({"anyone", "any subscriber", "dashboard"})
-#: A response topic's readers are the producers of its request topic (contract constant names).
-RESPONSE_TO: Mapping[str, str] = {"HISTORY_RESPONSE": "HISTORY_REQUEST"}
+#: A response topic's readers are the producers of its request topic (contract constant names). Stored receipts
+#: answer telemetry published with that response topic (the gateway's durable POST /write).
+RESPONSE_TO: Mapping[str, str] = {"HISTORY_RESPONSE": "HISTORY_REQUEST", "STORED_RESPONSE": "TELEMETRY"}
 #: Parameters that name the client itself: bound to the user's own name, never a wildcard, for the
 #: roles EVERY_NODE (``node/{node}/status``) and REQUESTER (``history/response/{client}``).
 IDENTITY_PARAMS = frozenset({"node", "client"})

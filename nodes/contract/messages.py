@@ -185,6 +185,46 @@ class NodeStatus(Struct, kw_only=True, omit_defaults=True):
     details: Annotated[dict[ShortText, Text], Meta(max_length=1000)] = msgspec.field(default_factory=dict)
 
 
+#: what a correlation id may be for the recorder to quote it back in a StoredReceipt (MQTT 5 correlation data)
+CorrelationText = Annotated[
+    str, Meta(min_length=1, max_length=64, description="correlation data of one message, as text (printable ASCII)")
+]
+MAX_RECEIPT_IDS = 1000
+
+
+class StoredReceipt(Struct, kw_only=True, omit_defaults=True):
+    """The recorder's answer to data messages published with an MQTT 5 response topic: which are in the store.
+
+    ``stored`` quotes the correlation data of every such message whose points the store acknowledged (InfluxDB
+    answered the write); ``rejected`` those the store refused for good (re-sending them unchanged cannot help),
+    with the store's ``reason`` for the first of them. One receipt covers the messages of one written batch that
+    named the same response topic (up to 1000; more go in several receipts). A message redelivered after a
+    recorder restart is written and confirmed again: receivers ignore ids they no longer wait for.
+    """
+
+    recorder: ShortText
+    stored: Annotated[list[CorrelationText], Meta(max_length=MAX_RECEIPT_IDS)] = msgspec.field(default_factory=list)
+    rejected: Annotated[list[CorrelationText], Meta(max_length=MAX_RECEIPT_IDS)] = msgspec.field(
+        default_factory=list
+    )
+    reason: Text = ""
+
+
+class StoredUpTo(Struct, kw_only=True, omit_defaults=True):
+    """Device confirmation: the device's own readings (``source`` device) are stored up to ``ts``.
+
+    Every reading of the battery that this recorder received up to and including the one stamped ``ts``
+    (contiguous in the order the recorder received them) is in the store, or was refused by it for good (counted
+    as ``rejected`` in the recorder's status; re-sending cannot help). Readings the broker lost before they
+    reached the recorder are not known to it, so a device drops readings on this only under the rule in
+    topics.md: after every (re)connect, re-send what it kept, and trust a confirmation only once it covers a
+    reading first published after that re-send.
+    """
+
+    ts: UtcDatetime
+    recorder: ShortText
+
+
 class ControlMode(Struct, kw_only=True, omit_defaults=True):
     """Who may command a battery now; retained per battery, settable over HTTP (``POST /control``) and MQTT.
 
@@ -229,4 +269,6 @@ ALL_MESSAGES: tuple[type[Struct], ...] = (
     HistoryResult,
     NodeStatus,
     Figure,
+    StoredReceipt,
+    StoredUpTo,
 )

@@ -28,6 +28,8 @@ from nodes.contract.messages import (
     PriceSlot,
     Schedule,
     ScheduleSlot,
+    StoredReceipt,
+    StoredUpTo,
     Telemetry,
 )
 
@@ -340,6 +342,43 @@ HISTORY_RESPONSE: Topic[HistoryResult] = Topic(
     example_params={"client": "gateway-5000"},
 )
 
+STORED_RESPONSE: Topic[StoredReceipt] = Topic(
+    path="stored/{client}",
+    payload=StoredReceipt,
+    qos=0,
+    retain=False,
+    producers=("recorder",),
+    consumers=("the client that asked",),
+    doc="Stored confirmations. A publisher that must know when its data is in the database (the gateway's "
+    "durable POST /write, a bridge) sets this topic as the MQTT 5 response topic of each data message (telemetry, "
+    "commands, states, schedules, prices) and gives it correlation data (1-64 printable ASCII characters); once "
+    "the batch holding the message is written, the recorder that stored it (with shared subscriptions exactly one "
+    "replica) quotes the correlation data here. QoS 0: a lost receipt only means the publisher re-sends or "
+    "reports the data as not confirmed; it never makes unstored data look stored.",
+    example=StoredReceipt(recorder="recorder", stored=["3f2a9d1e-0", "3f2a9d1e-1"]),
+    example_params={"client": "gateway"},
+)
+
+STORED: Topic[StoredUpTo] = Topic(
+    path="battery/{battery}/stored",
+    payload=StoredUpTo,
+    qos=0,
+    retain=False,
+    producers=("recorder",),
+    consumers=("device (simulator)",),
+    doc="How far a battery's own telemetry (source device) is in the database, for devices and bridges that "
+    "keep their readings until they are stored. The recorder publishes the newest such timestamp at most once "
+    "per BESS_RECORDER_CONFIRM_INTERVAL_MS for each battery whose readings it stored since. A broker crash can "
+    "lose readings it had acknowledged (PUBACK) but not yet saved or delivered, and the recorder never hears of "
+    "those, so a device follows this rule: keep each reading; after every (re)connect re-send every kept "
+    "reading, oldest first, before any new one (not retained); ignore confirmations until one covers a reading "
+    "first published after that re-send, then drop every kept reading up to its ts. Not published by recorders "
+    "on a shared subscription (the broker deals one battery's readings to several replicas, so none sees them in "
+    "order); there, use response topics (stored/{client}).",
+    example=StoredUpTo(ts=_T0, recorder="recorder"),
+    example_params={"battery": "battery-1"},
+)
+
 STATUS: Topic[NodeStatus] = Topic(
     path="node/{node}/status",
     payload=NodeStatus,
@@ -371,5 +410,7 @@ ALL_TOPICS: tuple[Topic[Any], ...] = (
     PRICES,
     HISTORY_REQUEST,
     HISTORY_RESPONSE,
+    STORED_RESPONSE,
+    STORED,
     STATUS,
 )

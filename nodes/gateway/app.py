@@ -1,7 +1,8 @@
 """HTTP routes of the gateway: the seed's curl calls translated into typed MQTT messages.
 
 =====================  =====================================================================================
-``POST /write``        one record (or an array) -> Telemetry on ``battery/{battery}/telemetry`` -> 202
+``POST /write``        one record (or an array) -> Telemetry on ``battery/{battery}/telemetry`` -> 200 stored
+                       (the recorder confirmed it), 202 accepted (broker only, or not confirmed in time)
 ``GET /read``          HistoryQuery to the recorder (MQTT 5 request/response) -> records as written, or CSV
 ``POST /mqtt/publish`` ``{"command": "DISCHARGE 50kW"}`` -> ControlMode manual until the lease ends on
                        ``battery/{battery}/control``, then the Command on ``battery/{battery}/set`` -> 202
@@ -12,7 +13,14 @@
 ``GET /openapi.json``  the OpenAPI 3.1 document (generated from :mod:`nodes.gateway.bodies`)
 =====================  =====================================================================================
 
-A 202 means the broker acknowledged the message (PUBACK, QoS 1): it is safely in the system. Every error is
+``POST /write`` (:meth:`Gateway.write`): by default (``BESS_WRITE_ACK=stored``) each record is published with
+an MQTT 5 response topic (``stored/{node}``) and its own correlation data, and the answer waits for the
+recorder's receipts (:mod:`nodes.gateway.receipts`): 200 when every record is confirmed in the database, 202
+when the broker acknowledged them all (PUBACK) but some were not confirmed within ``BESS_WRITE_STORED_TIMEOUT_S``
+(the body lists them: they may be stored, or lost if the broker crashes before delivering them), 422 when the
+database refused a record for good, 503 when the broker did not acknowledge (nothing accepted for sure,
+re-sending is safe). ``?ack=broker`` (or ``BESS_WRITE_ACK=broker``) answers 202 at the PUBACK, the fast path.
+For the other writing routes a 202 means the broker acknowledged the message (PUBACK, QoS 1). Every error is
 ``{"error": "...", "field": ...}`` (:mod:`nodes.gateway.errors`). Order of checks on POST: bearer token (401)
 -> content type (415) -> body size (413) -> JSON syntax (400) -> content (422) -> unknown battery (404, unless
 ``"force": true``) -> control mode idle (409) -> broker (503).
@@ -40,7 +48,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 import msgspec
 from aiohttp import hdrs, web
@@ -55,7 +63,7 @@ from nodes.contract.messages import (
     PriceSlot,
     Telemetry,
 )
-from nodes.contract.topics import COMMAND, CONTROL, HISTORY_REQUEST, PRICES, TELEMETRY, Topic
+from nodes.contract.topics import COMMAND, CONTROL, HISTORY_REQUEST, PRICES, STORED_RESPONSE, TELEMETRY, Topic
 from nodes.gateway import control, reads
 from nodes.gateway.bodies import (
     CommandBody,
@@ -75,6 +83,7 @@ from nodes.gateway.bodies import (
 from nodes.gateway.commands import CommandError, ParsedCommand, build_command, parse_command
 from nodes.gateway.errors import ApiError, check_battery, error_middleware, from_msgspec
 from nodes.gateway.fleet import Fleet
+from nodes.gateway.receipts import Expectation, Receipts
 from nodes.gateway.specs import SpecBook
 from nodes.runtime.bus import BusUnavailable
 
@@ -89,6 +98,9 @@ _WRITE_DECODER = msgspec.json.Decoder(WriteRequest)
 _COMMAND_DECODER = msgspec.json.Decoder(CommandBody)
 _PRICES_DECODER = msgspec.json.Decoder(PricesBody)
 _CONTROL_DECODER = msgspec.json.Decoder(ControlBody)
+AckMode = Literal["stored", "broker"]
+_ACK_MODES: tuple[AckMode, ...] = ("stored", "broker")
+_RESEND_IS_SAFE = "re-sending is safe (a record is identified by battery and timestamp)"
 
 
 class BusLike(Protocol):
@@ -140,6 +152,10 @@ class GatewaySettings:
     read_timeout_s: float = 10.0
     max_read_rows: int = 100_000
     publish_timeout_s: float = 5.0
+    #: what POST /write waits for unless ?ack= says otherwise: the recorder's receipt, or the broker's PUBACK
+    write_ack: AckMode = "stored"
+    #: how long a durable write waits for the receipts before it answers 202 "not confirmed"
+    stored_timeout_s: float = 5.0
     node: str = "gateway"
 
 
@@ -214,12 +230,16 @@ class Gateway:
         settings: GatewaySettings,
         *,
         fleet: Fleet | None = None,
+        receipts: Receipts | None = None,
         clock: Callable[[], datetime] = _now,
         new_command_id: Callable[[], str] = _command_id,
     ) -> None:
         self.bus = bus
         self.specs = specs
         self.fleet = fleet or Fleet()
+        #: fed by the node with the recorder's StoredReceipts on stored/{node}
+        self.receipts = receipts or Receipts()
+        self._stored_topic: str | None = None
         self.settings = settings
         self.clock = clock
         self.new_command_id = new_command_id
@@ -330,34 +350,75 @@ class Gateway:
     # -- routes ----------------------------------------------------------------------------------------------
 
     async def write(self, request: web.Request) -> web.Response:
-        """``POST /write``: one record or an array -> Telemetry (validated first, then published) -> 202."""
+        """``POST /write``: one record or an array -> Telemetry (validated first, then published).
+
+        200 stored (the recorder confirmed every record), 202 accepted by the broker (``?ack=broker``, or not
+        all confirmed in time: the body says which), 422 refused by the database, 503 not accepted.
+        """
         self._authorize(request)
-        from_query = self._battery_param(request)
+        query = self._query(request, _WRITE_PARAMS)
+        from_query = check_battery(query["battery"]) if "battery" in query else None
+        ack = self._ack_mode(query.get("ack"))
         decoded = await self._decode(request, _WRITE_DECODER)
         now = self.clock()
         if isinstance(decoded, list):
-            return await self._write_batch(decoded, from_query, now)
-        battery = self._battery(decoded.battery, from_query)
-        telemetry = to_telemetry(decoded, now)
-        # BusUnavailable (not connected, no PUBACK in time) becomes a 503 in error_middleware. Not retained: HTTP
-        # writes are often backfills (the seed writes 2025 records), and the retained telemetry is the device's
-        # latest reading, which an old record must not replace.
-        await self.bus.publish(TELEMETRY, telemetry, retain=False, wait_ack=True,
-                               timeout=self.settings.publish_timeout_s, battery=battery)
-        self.fleet.saw(battery)
-        self.counters["telemetry"] += 1
-        return _json(202, PublishedTelemetry(topic=self.bus.name(TELEMETRY, battery=battery), message=telemetry))
+            batch = [
+                (self._battery(r.battery, from_query, f"[{i}].battery"), to_telemetry(r, now, f"[{i}]."))
+                for i, r in enumerate(decoded)
+            ]
+        else:
+            batch = [(self._battery(decoded.battery, from_query), to_telemetry(decoded, now))]
+        expectation = self.receipts.expect(len(batch)) if ack == "stored" else None
+        try:
+            await self._publish_records(batch, expectation)
+            for battery, _ in batch:
+                self.fleet.saw(battery)
+            self.counters["telemetry"] += len(batch)
+            if expectation is not None:
+                await expectation.wait(self.settings.stored_timeout_s)
+        finally:
+            if expectation is not None:
+                self.receipts.forget(expectation)
+        status, outcome = self._write_outcome(batch, expectation, single=not isinstance(decoded, list))
+        if isinstance(decoded, list):
+            topics = sorted({self.bus.name(TELEMETRY, battery=b) for b, _ in batch})
+            return _json(status, PublishedBatch(count=len(batch), topics=topics, **outcome))
+        battery, telemetry = batch[0]
+        return _json(status, PublishedTelemetry(topic=self.bus.name(TELEMETRY, battery=battery), message=telemetry,
+                                                **outcome))
 
-    async def _write_batch(self, records: list[WriteBody], from_query: str | None, now: datetime) -> web.Response:
-        batch = [
-            (self._battery(r.battery, from_query, f"[{i}].battery"), to_telemetry(r, now, f"[{i}]."))
-            for i, r in enumerate(records)
-        ]
+    def _ack_mode(self, given: str | None) -> AckMode:
+        if given is None:
+            return self.settings.write_ack
+        for mode in _ACK_MODES:
+            if given == mode:
+                return mode
+        raise ApiError(422, f"ack={given!r}: use ack=stored (wait until the database has the records, the "
+                       "default) or ack=broker (answer once the broker has them)", "ack")
+
+    async def _publish_records(self, batch: list[tuple[str, Telemetry]], expectation: Expectation | None) -> None:
+        """Publish every record (QoS 1, PUBACK awaited); 503 unless the broker acknowledged all of them.
+
+        Not retained: HTTP writes are often backfills (the seed writes 2025 records), and the retained telemetry
+        is the device's latest reading, which an old record must not replace. With an expectation each record
+        names the response topic and its own correlation id, so the recorder confirms it once written.
+        """
         timeout = self.settings.publish_timeout_s
+        ids: list[str | None] = list(expectation.ids) if expectation is not None else [None] * len(batch)
+        if len(batch) == 1:  # the common case, without gather's task
+            (battery, telemetry), correlation = batch[0], ids[0]
+            try:
+                await self.bus.publish(TELEMETRY, telemetry, retain=False, wait_ack=True, timeout=timeout,
+                                       properties=self._asks_receipt(correlation), battery=battery)
+            except BusUnavailable as exc:
+                raise ApiError(503, f"MQTT broker unavailable: the record was not accepted ({exc}); "
+                               + _RESEND_IS_SAFE) from None
+            return
         results = await asyncio.gather(
             *(
-                self.bus.publish(TELEMETRY, t, retain=False, wait_ack=True, timeout=timeout, battery=b)
-                for b, t in batch
+                self.bus.publish(TELEMETRY, telemetry, retain=False, wait_ack=True, timeout=timeout,
+                                 properties=self._asks_receipt(correlation), battery=battery)
+                for (battery, telemetry), correlation in zip(batch, ids, strict=True)
             ),
             return_exceptions=True,
         )
@@ -365,17 +426,50 @@ class Gateway:
         for failure in failures:
             if not isinstance(failure, BusUnavailable):
                 raise failure
-        if failures:
-            acked = len(batch) - len(failures)
-            raise ApiError(
-                503, f"MQTT broker unavailable: {acked} of {len(batch)} records were acknowledged ({failures[0]}); "
-                "re-sending the whole batch is safe (a record is identified by battery and timestamp)",
-            )
-        for battery, _ in batch:
-            self.fleet.saw(battery)
-        self.counters["telemetry"] += len(batch)
-        topics = sorted({self.bus.name(TELEMETRY, battery=b) for b, _ in batch})
-        return _json(202, PublishedBatch(count=len(batch), topics=topics))
+        if not failures:
+            return
+        acked = len(batch) - len(failures)
+        raise ApiError(
+            503, f"MQTT broker unavailable: {acked} of {len(batch)} records were acknowledged ({failures[0]}); "
+            "re-sending the whole batch is safe (a record is identified by battery and timestamp)",
+        )
+
+    def _asks_receipt(self, correlation: str | None) -> dict[str, Any] | None:
+        if correlation is None:
+            return None
+        if self._stored_topic is None:
+            self._stored_topic = self.bus.name(STORED_RESPONSE, client=self.settings.node)
+        return {"response_topic": self._stored_topic, "correlation_data": correlation.encode()}
+
+    def _write_outcome(
+        self, batch: list[tuple[str, Telemetry]], expectation: Expectation | None, *, single: bool
+    ) -> tuple[int, dict[str, Any]]:
+        """The status code and the outcome fields of the answer (or a 422 when the database refused records)."""
+        n = len(batch)
+        if expectation is None:
+            return 202, {"status": "accepted", "ack": "broker", "stored": None, "unconfirmed": None,
+                         "note": "accepted by the broker (PUBACK), not confirmed stored: ?ack=broker does not wait "
+                         "for the database"}
+        stored, unconfirmed = len(expectation.stored), expectation.unconfirmed()
+        self.counters["stored_confirmed"] += stored
+        self.counters["stored_unconfirmed"] += len(unconfirmed)
+        if expectation.rejected:
+            self.counters["stored_refused"] += len(expectation.rejected)
+            index, reason = min(expectation.rejected.items())
+            which = "the record" if single else f"{len(expectation.rejected)} of {n} records (first: [{index}])"
+            rest = "" if single else f"; {stored} stored, {len(unconfirmed)} not confirmed"
+            raise ApiError(422, f"the database refused {which}: {reason[:300]}{rest}; re-sending it unchanged will "
+                           "be refused again", None if single else f"[{index}]")
+        if not unconfirmed:
+            return 200, {"status": "stored", "ack": "stored", "stored": stored, "unconfirmed": [],
+                         "note": "stored: the recorder confirmed every record in the database"}
+        timeout = self.settings.stored_timeout_s
+        return 202, {
+            "status": "accepted", "ack": "stored", "stored": stored, "unconfirmed": unconfirmed,
+            "note": f"accepted by the broker (PUBACK), but {len(unconfirmed)} of {n} records were not confirmed "
+            f"stored within {timeout:g} s (is the recorder running, is InfluxDB up?): they may yet be stored, or be "
+            f"lost if the broker crashes before delivering them; {_RESEND_IS_SAFE}",
+        }
 
     async def read(self, request: web.Request) -> web.Response:
         """``GET /read``: ask the recorder, answer with records in the shape they were written (or CSV)."""
@@ -526,6 +620,7 @@ class Gateway:
 
 
 _BATTERY_ONLY = frozenset({"battery"})
+_WRITE_PARAMS = frozenset({"battery", "ack"})
 
 
 def create_app(gateway: Gateway, *, openapi: bytes | None = None) -> web.Application:

@@ -110,18 +110,47 @@ class PricesBody(Struct, kw_only=True, forbid_unknown_fields=True):
 # -- responses -----------------------------------------------------------------------------------------------
 
 
+WriteStatus = Annotated[
+    Literal["stored", "accepted"],
+    Meta(description="stored: every record is confirmed in the database (HTTP 200). accepted: the broker "
+         "acknowledged every record (PUBACK) but not all are confirmed stored (HTTP 202): with ack=broker none "
+         "was waited for; with ack=stored the unconfirmed ones are listed"),
+]
+AckMode = Annotated[
+    Literal["stored", "broker"],
+    Meta(description="what the answer waited for: the recorder's stored confirmation (default) or the broker's"),
+]
+
+
 class PublishedTelemetry(Struct, kw_only=True):
-    """202 of ``POST /write`` (one record): the topic and the message published on it."""
+    """200 or 202 of ``POST /write`` (one record): the topic and the message published on it, and how far it got
+    (``status``: stored or only accepted by the broker; ``unconfirmed``: ``[0]`` when it was not confirmed
+    stored in time)."""
 
     topic: str
     message: Telemetry
+    status: WriteStatus
+    ack: AckMode
+    stored: Annotated[int, Meta(description="records confirmed stored (null with ack=broker)")] | None
+    unconfirmed: Annotated[
+        list[int], Meta(description="indexes of the records not confirmed stored in time (null with ack=broker)")
+    ] | None
+    note: str
 
 
 class PublishedBatch(Struct, kw_only=True):
-    """202 of ``POST /write`` with an array: how many records were published, on which topics."""
+    """200 or 202 of ``POST /write`` with an array: how many records were published, on which topics, and how
+    far they got (``unconfirmed`` lists the indexes in the array of the records not confirmed stored in time)."""
 
     count: int
     topics: list[str]
+    status: WriteStatus
+    ack: AckMode
+    stored: Annotated[int, Meta(description="records confirmed stored (null with ack=broker)")] | None
+    unconfirmed: Annotated[
+        list[int], Meta(description="indexes of the records not confirmed stored in time (null with ack=broker)")
+    ] | None
+    note: str
 
 
 class CommandControl(Struct, kw_only=True):

@@ -14,6 +14,10 @@ BESS_GATEWAY_MAX_BODY_BYTES    1048576                      larger bodies get 41
 BESS_READ_TIMEOUT_S            10                           how long /read waits for the recorder (then 504)
 BESS_MAX_READ_ROWS             100000                       most rows of one /read answer
 BESS_PUBLISH_TIMEOUT_S         5                            how long a publish waits for the PUBACK (then 503)
+BESS_WRITE_ACK                 stored                       what POST /write waits for unless ?ack= says: stored
+                                                            (the recorder's confirmation) or broker (the PUBACK)
+BESS_WRITE_STORED_TIMEOUT_S    5                            how long a durable write waits for the recorder's
+                                                            confirmation (then 202, not confirmed)
 BESS_GATEWAY_TLS_CERT / _KEY   (none: plain HTTP)           PEM files to serve HTTPS on every port
 ============================== ============================ ==================================================
 
@@ -22,7 +26,7 @@ Plus the ``BESS_MQTT_*`` settings every node has (:class:`nodes.runtime.bus.Mqtt
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 from msgspec import Meta
@@ -48,6 +52,8 @@ class GatewayConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
     read_timeout_s: Annotated[float, Meta(gt=0, le=600)] = 10.0
     max_read_rows: Annotated[int, Meta(ge=1, le=1_000_000)] = 100_000
     publish_timeout_s: Annotated[float, Meta(gt=0, le=60)] = 5.0
+    write_ack: Literal["stored", "broker"] = "stored"
+    write_stored_timeout_s: Annotated[float, Meta(gt=0, le=600)] = 5.0
     gateway_tls_cert: str | None = None
     gateway_tls_key: str | None = None
 

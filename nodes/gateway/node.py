@@ -6,6 +6,7 @@ Consumes:
     one never seen is a 404 unless forced); the gateway's own writes are not sent back (MQTT 5 no-local).
     ``battery/+/control`` (ControlMode, retained): who commands each battery, for ``GET /control`` and the
     precedence rules. ``history/response/gateway`` (HistoryResult): answers of the recorder to ``GET /read``.
+    ``stored/gateway`` (StoredReceipt): the recorder's confirmations of durable ``POST /write`` records.
 Produces:
     ``battery/{battery}/telemetry`` (Telemetry, from ``POST /write``), ``battery/{battery}/set`` (Command, from
     ``POST /mqtt/publish`` and ``POST /control`` idle), ``battery/{battery}/control`` (ControlMode, retained,
@@ -29,11 +30,12 @@ import ssl
 
 from aiohttp import web
 
-from nodes.contract.messages import BatterySpec, BatteryState, ControlMode, Telemetry
-from nodes.contract.topics import CONTROL, SPEC, STATE, TELEMETRY
+from nodes.contract.messages import BatterySpec, BatteryState, ControlMode, StoredReceipt, Telemetry
+from nodes.contract.topics import CONTROL, SPEC, STATE, STORED_RESPONSE, TELEMETRY
 from nodes.gateway.app import Gateway, GatewaySettings, create_app
 from nodes.gateway.config import GatewayConfig
 from nodes.gateway.fleet import Fleet
+from nodes.gateway.receipts import Receipts
 from nodes.gateway.specs import SpecBook
 from nodes.runtime.bus import Bus, Delivery
 from nodes.runtime.node import Service
@@ -52,6 +54,8 @@ def settings_from(config: GatewayConfig, node: str = "gateway") -> GatewaySettin
         read_timeout_s=config.read_timeout_s,
         max_read_rows=config.max_read_rows,
         publish_timeout_s=config.publish_timeout_s,
+        write_ack=config.write_ack,
+        stored_timeout_s=config.write_stored_timeout_s,
         node=node,
     )
 
@@ -74,6 +78,7 @@ class GatewayService(Service[GatewayConfig]):
         super().__init__(config)
         self.specs = SpecBook()
         self.fleet = Fleet()
+        self.receipts = Receipts()
         self.runner: web.AppRunner | None = None
 
     async def setup(self, bus: Bus) -> None:
@@ -82,9 +87,13 @@ class GatewayService(Service[GatewayConfig]):
         bus.subscribe(TELEMETRY, self._on_telemetry, no_local=True)
         bus.subscribe(STATE, self._on_state)
         bus.subscribe(CONTROL, self._on_control)
+        bus.subscribe(STORED_RESPONSE, self._on_receipt, client=bus.node)
         bus.enable_requests()
-        gateway = Gateway(bus, self.specs, settings_from(self.config, bus.node), fleet=self.fleet)
-        bus.set_counters_source(lambda: dict(gateway.counters))
+        gateway = Gateway(bus, self.specs, settings_from(self.config, bus.node), fleet=self.fleet,
+                          receipts=self.receipts)
+        bus.set_counters_source(
+            lambda: {**gateway.counters, **self.receipts.counters, "awaiting_receipt": self.receipts.waiting}
+        )
         self.runner = web.AppRunner(create_app(gateway), access_log=None, shutdown_timeout=5.0)
         await self.runner.setup()
         context = ssl_context(self.config)
@@ -118,6 +127,9 @@ class GatewayService(Service[GatewayConfig]):
 
     async def _on_control(self, params: dict[str, str], mode: ControlMode, delivery: Delivery) -> None:
         self.fleet.set_control(params["battery"], mode)
+
+    async def _on_receipt(self, params: dict[str, str], receipt: StoredReceipt, delivery: Delivery) -> None:
+        self.receipts.on_receipt(receipt)
 
     async def run(self) -> None:
         """Serve until stopped (the sites were started in :meth:`setup`)."""

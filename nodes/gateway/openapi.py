@@ -99,14 +99,31 @@ def document() -> dict[str, Any]:
             }
         }
 
+    written = {"oneOf": [published_t, published_b]}
+    write = post(
+        "Write a battery record (or an array of records) as Telemetry on battery/{battery}/telemetry",
+        write_req,
+        _json_body(written, "accepted by the broker (PUBACK) but not confirmed stored: with ack=broker nothing was "
+                   "waited for; with ack=stored (the default) the recorder did not confirm the records listed in "
+                   "unconfirmed within BESS_WRITE_STORED_TIMEOUT_S. They may yet be stored, or be lost if the "
+                   "broker crashes before delivering them; re-sending them is safe"),
+        params=[battery, _param("ack", "query", "what the answer waits for: stored (default, BESS_WRITE_ACK): the "
+                                "recorder's confirmation that every record is in the database; broker: the "
+                                "broker's acknowledgement only (faster; a broker crash can still lose the records)",
+                                {"type": "string", "enum": ["stored", "broker"]})],
+        example={"SOC": 700, "target_discharge": 50, "target_charge": 100, "timestamp": "2025-01-16T10:00:00Z"},
+        description="Records are identified by battery and timestamp, so writing one again rewrites the same "
+        "point: every retry is safe. 200: stored, the recorder confirmed every record in the database. 202: "
+        "accepted by the broker, not (all) confirmed stored. 422: invalid, or refused by the database. 503: the "
+        "broker did not acknowledge, nothing is known to be accepted; re-send.",
+        extra={"422": "invalid content (the error names the field), or the database refused a record "
+               "(re-sending it unchanged is refused again)",
+               "503": "MQTT broker unreachable or did not acknowledge: not accepted; re-sending is safe"},
+    )
+    write["post"]["responses"] = {"200": _json_body(written, "stored: the recorder confirmed every record in the "
+                                                    "database (ack=stored)"), **write["post"]["responses"]}
     paths: dict[str, Any] = {
-        "/write": post(
-            "Write a battery record (or an array of records) as Telemetry on battery/{battery}/telemetry",
-            write_req,
-            _json_body({"oneOf": [published_t, published_b]}, "published and acknowledged by the broker"),
-            params=[battery],
-            example={"SOC": 700, "target_discharge": 50, "target_charge": 100, "timestamp": "2025-01-16T10:00:00Z"},
-        ),
+        "/write": write,
         "/read": {
             "get": {
                 "summary": "Read stored records back, oldest first, in the shape they were written",

@@ -12,8 +12,10 @@ handler returns, so:
   memory stays flat however long the outage lasts.
 
 Batching: a batch is written when it holds ``max_points`` lines or ``max_delay_s`` after its first line,
-whichever comes first. One write is in flight at a time; the next batch fills meanwhile. All handlers of a
-batch await one shared future (one per batch, not one per message).
+whichever comes first; a line someone waits for (``add(..., urgent=True)``: a message whose publisher asked for
+a stored confirmation) brings its batch's deadline forward to ``urgent_delay_s`` after it. One write is in flight
+at a time; the next batch fills meanwhile (so under load urgent lines are written in groups, not one by one). All
+handlers of a batch await one shared future (one per batch, not one per message).
 
 A point the store refuses never holds up the others: lines the store rejects (malformed, a type conflict) are
 counted as ``rejected``, logged and acknowledged while the rest of the batch is stored. When the store refuses
@@ -48,12 +50,14 @@ StateCallback = Callable[[NodeState, str], None]
 class _Batch:
     """Lines waiting for one write, and the future every handler of those lines awaits."""
 
-    __slots__ = ("deadline", "done", "lines")
+    __slots__ = ("deadline", "done", "lines", "rejected")
 
     def __init__(self, deadline: float) -> None:
         self.lines: list[str] = []
         self.deadline = deadline
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        #: line -> the store's reason, for the lines it refused (None: it refused none)
+        self.rejected: dict[str, str] | None = None
 
 
 class Batcher:
@@ -65,16 +69,18 @@ class Batcher:
         *,
         max_points: int = 5000,
         max_delay_s: float = 0.2,
+        urgent_delay_s: float = 0.0,
         backoff_min_s: float = 0.2,
         backoff_max_s: float = 5.0,
         log_window_s: float = 60.0,
         on_state: StateCallback | None = None,
     ) -> None:
-        if max_points < 1 or max_delay_s < 0:
-            raise ValueError("max_points must be >= 1 and max_delay_s >= 0")
+        if max_points < 1 or max_delay_s < 0 or urgent_delay_s < 0:
+            raise ValueError("max_points must be >= 1, max_delay_s and urgent_delay_s >= 0")
         self.store = store
         self.max_points = max_points
         self.max_delay_s = max_delay_s
+        self.urgent_delay_s = urgent_delay_s
         self.backoff_min_s = backoff_min_s
         self.backoff_max_s = backoff_max_s
         self.log_window_s = log_window_s
@@ -96,12 +102,15 @@ class Batcher:
         self._failing_since: float | None = None
         self._failure_logged_at = 0.0
         self._rejections_logged_at: float | None = None
+        self._rejected_lines: dict[str, str] = {}  # of the batch being written
 
     # -- the handler side ---------------------------------------------------------------------------------------
 
-    async def add(self, lines: list[str]) -> None:
-        """Queue ``lines`` and return once they are written (or rejected as malformed).
+    async def add(self, lines: list[str], *, urgent: bool = False) -> str | None:
+        """Queue ``lines`` and return once they are written (or refused by the store for good).
 
+        Returns None when the store took every one of ``lines``, else its reason for refusing one of them.
+        ``urgent``: someone waits for this answer, so the batch is written within ``urgent_delay_s``.
         After :meth:`close` has begun this never returns: the caller's message stays unacknowledged and is
         redelivered to the next instance. (Waiters share one future per batch and do not shield it: the only
         thing that cancels a handler is the end of the process, and a cancelled waiter can only cause more
@@ -110,7 +119,7 @@ class Batcher:
         if self._closing:
             await self._park()
         if not lines:
-            return
+            return None
         batch = self._current
         if batch is None:
             batch = self._current = _Batch(asyncio.get_running_loop().time() + self.max_delay_s)
@@ -118,7 +127,19 @@ class Batcher:
         batch.lines.extend(lines)
         if len(batch.lines) >= self.max_points:
             self._wake.set()
+        if urgent:
+            deadline = asyncio.get_running_loop().time() + self.urgent_delay_s
+            if deadline < batch.deadline:
+                batch.deadline = deadline
+                self._wake.set()
         await batch.done
+        rejected = batch.rejected
+        if rejected:
+            for line in lines:
+                reason = rejected.get(line)
+                if reason is not None:
+                    return reason
+        return None
 
     async def sync(self, timeout: float) -> bool:
         """Write everything accepted so far now, without waiting for the batch delay; True once it is stored.
@@ -215,8 +236,10 @@ class Batcher:
             self._current = None  # new lines go to the next batch while this one is written
             self._writing = batch
             self.in_flight = len(batch.lines)
+            self._rejected_lines = {}
             if not await self._write(batch.lines):
                 return  # shutdown deadline passed: the batch stays unacknowledged
+            batch.rejected = self._rejected_lines or None
             self._writing = None
             self.in_flight = 0
             self.batches += 1
@@ -304,6 +327,9 @@ class Batcher:
         self.stored += outcome.written
         if outcome.rejected:
             self.rejected += len(outcome.rejected)
+            for rejection in outcome.rejected:
+                if rejection.line is not None:
+                    self._rejected_lines[rejection.line] = rejection.reason
             if self._rejections_logged_at is None or now - self._rejections_logged_at >= self.log_window_s:
                 self._rejections_logged_at = now
                 first = outcome.rejected[0]

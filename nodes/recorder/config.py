@@ -26,6 +26,13 @@ class RecorderConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
     influx_timeout_s: Annotated[float, Meta(gt=0, le=600)] = 10.0
     batch_max_points: Annotated[int, Meta(ge=1, le=100_000)] = 5000
     batch_max_delay_ms: Annotated[int, Meta(ge=0, le=60_000)] = 200
+    #: how long a batch holding a message someone waits for (a durable HTTP write) may wait before it is written;
+    #: 0: as soon as the write before it is done (under load such messages are still written in groups)
+    batch_awaited_delay_ms: Annotated[int, Meta(ge=0, le=60_000)] = 0
+    #: publish battery/{battery}/stored (StoredUpTo) for devices that keep their readings until stored
+    recorder_confirm_devices: bool = True
+    #: at most one StoredUpTo per battery per this many ms
+    recorder_confirm_interval_ms: Annotated[int, Meta(ge=10, le=600_000)] = 1000
     #: unacknowledged messages the broker may have in flight to us: the bounded buffer during an outage.
     #: 0 = automatic: 2 x batch_max_points, at least 10000 (capped at 65535).
     recorder_receive_maximum: Annotated[int, Meta(ge=0, le=RECEIVE_MAXIMUM_LIMIT)] = 0

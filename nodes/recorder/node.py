@@ -7,11 +7,17 @@ Consumes (QoS 1, persistent session, optionally as the MQTT 5 shared subscriptio
 Produces:
     ``history/response/{client}`` (the request's MQTT 5 response topic, correlation data echoed): a
     :class:`HistoryResult`; errors are ``ok=false`` with the reason, never silence.
+    ``stored/{client}`` (QoS 0): a :class:`StoredReceipt` for data messages published with that MQTT 5
+    response topic and correlation data, once they are written (the gateway's durable ``POST /write``).
+    ``battery/{battery}/stored`` (QoS 0): :class:`StoredUpTo`, how far the battery's own device readings are
+    stored, at most once per ``BESS_RECORDER_CONFIRM_INTERVAL_MS`` (not with a shared subscription), see
+    :mod:`nodes.recorder.confirm`.
     ``node/recorder/status`` (retained): online / degraded ("store unavailable: ...") / offline, with the
     counters ``messages`` (data messages handled), ``stored``/``rejected`` (points; a rejected point is one
     InfluxDB refused, acknowledged so it holds up nothing), ``retries``, ``batches``, ``splits`` (batches split
-    to isolate refused points), ``pending``, ``history_requests``, ``history_errors`` next to the bus's own
-    (``received``, ``decode_errors``, ``oversized``, ...).
+    to isolate refused points), ``pending``, ``history_requests``, ``history_errors``, ``receipts`` (published),
+    ``receipts_unsent`` (broker down), ``unconfirmable`` (a response topic or correlation data no receipt can
+    answer), ``marks`` (StoredUpTo published) next to the bus's own (``received``, ``decode_errors``, ...).
 
 At least once, nothing lost: a data message is acknowledged (PUBACK) only when its points are written, see
 :mod:`nodes.recorder.batcher`. Redeliveries are harmless because every point is keyed by the message's own
@@ -27,7 +33,8 @@ Lifecycle::
 
     setup      open the store (creating the database if the server is up), subscribe, start the flusher
     serve      handlers add lines and wait for their batch; the flusher writes (retrying while the store is
-               down, status degraded) and releases the batch, whose messages are then acknowledged
+               down, status degraded) and releases the batch, whose messages are then acknowledged and
+               confirmed (receipts at once, device marks every confirm interval)
     SIGTERM    flush what is pending (BESS_SHUTDOWN_FLUSH_S, default 10 s); anything not written stays
                unacknowledged and is redelivered to the next instance; close the store; bus offline
 """
@@ -57,14 +64,17 @@ from nodes.contract.topics import (
     PRICES,
     SCHEDULE,
     STATE,
+    STORED,
+    STORED_RESPONSE,
     TELEMETRY,
 )
 from nodes.recorder import points
 from nodes.recorder.batcher import Batcher
 from nodes.recorder.config import RecorderConfig
+from nodes.recorder.confirm import Confirmations, correlation_text
 from nodes.recorder.influxql import QueryError
 from nodes.recorder.store import Store, StoreError, StoreUnavailable, make_store
-from nodes.runtime.bus import Bus, Delivery
+from nodes.runtime.bus import Bus, BusUnavailable, Delivery
 from nodes.runtime.node import Service
 
 log = logging.getLogger("bess.recorder")
@@ -84,6 +94,14 @@ class Recorder(Service[RecorderConfig]):
         self.messages = 0
         self.history_requests = 0
         self.history_errors = 0
+        self.confirmations = Confirmations("recorder")
+        self.device_marks = False  # set in setup: on unless disabled or on a shared subscription
+        self.receipts = 0
+        self.receipts_unsent = 0
+        self.unconfirmable = 0
+        self.marks = 0
+        self._receipts_due = False
+        self._receipt_tasks: set[asyncio.Task[None]] = set()  # referenced until done (the loop keeps weak ones)
 
     async def setup(self, bus: Bus) -> None:
         """Open the store, subscribe to the data topics and history requests, start the flusher."""
@@ -93,9 +111,15 @@ class Recorder(Service[RecorderConfig]):
             self.store,
             max_points=self.config.batch_max_points,
             max_delay_s=self.config.batch_max_delay_ms / 1000,
+            urgent_delay_s=self.config.batch_awaited_delay_ms / 1000,
             on_state=bus.set_state,
         )
         share = self.config.recorder_share_group
+        self.confirmations = Confirmations(bus.node)
+        self.device_marks = self.config.recorder_confirm_devices and share is None
+        if self.config.recorder_confirm_devices and share is not None:
+            log.info("no device confirmations (battery/+/stored) on a shared subscription: the broker deals one "
+                     "battery's readings to several replicas, so none of them sees a contiguous range")
         bus.subscribe(TELEMETRY, self._on_telemetry, share_group=share)
         bus.subscribe(COMMAND, self._on_command, share_group=share)
         bus.subscribe(STATE, self._on_state, share_group=share)
@@ -121,6 +145,10 @@ class Recorder(Service[RecorderConfig]):
             "messages": self.messages,
             "history_requests": self.history_requests,
             "history_errors": self.history_errors,
+            "receipts": self.receipts,
+            "receipts_unsent": self.receipts_unsent,
+            "unconfirmable": self.unconfirmable,
+            "marks": self.marks,
         }
         if self.batcher is not None:
             counters.update(self.batcher.counters())
@@ -136,28 +164,93 @@ class Recorder(Service[RecorderConfig]):
 
     # -- data messages: one line builder each, then wait for the batch -------------------------------------------
 
-    async def _store(self, lines: list[str]) -> None:
+    async def _store(self, lines: list[str], delivery: Delivery) -> None:
         assert self.batcher is not None
         self.messages += 1
-        await self.batcher.add(lines)
+        awaited = delivery.response_topic is not None
+        refused = await self.batcher.add(lines, urgent=awaited)
+        if awaited:
+            self._confirm(delivery, refused)
 
     async def _on_telemetry(self, params: dict[str, str], msg: Telemetry, delivery: Delivery) -> None:
         # The hot path, so no helper coroutine in between: one line, then wait for its batch.
         assert self.batcher is not None
         self.messages += 1
-        await self.batcher.add([points.telemetry_line(params["battery"], msg)])
+        awaited = delivery.response_topic is not None
+        refused = await self.batcher.add([points.telemetry_line(params["battery"], msg)], urgent=awaited)
+        if awaited:
+            self._confirm(delivery, refused)
+        # a retained copy is a replay of the latest reading, not part of the ordered stream the mark vouches for
+        if self.device_marks and msg.source == "device" and not delivery.retain:
+            self.confirmations.device_reading(params["battery"], msg.ts)
 
     async def _on_command(self, params: dict[str, str], msg: Command, delivery: Delivery) -> None:
-        await self._store(points.command_lines(params["battery"], msg))
+        await self._store(points.command_lines(params["battery"], msg), delivery)
 
     async def _on_state(self, params: dict[str, str], msg: BatteryState, delivery: Delivery) -> None:
-        await self._store(points.state_lines(params["battery"], msg))
+        await self._store(points.state_lines(params["battery"], msg), delivery)
 
     async def _on_schedule(self, params: dict[str, str], msg: Schedule, delivery: Delivery) -> None:
-        await self._store(points.schedule_lines(params["battery"], msg))
+        await self._store(points.schedule_lines(params["battery"], msg), delivery)
 
     async def _on_prices(self, params: dict[str, str], msg: PriceForecast, delivery: Delivery) -> None:
-        await self._store(points.prices_lines(params["zone"], msg))
+        await self._store(points.prices_lines(params["zone"], msg), delivery)
+
+    # -- stored confirmations -----------------------------------------------------------------------------------
+
+    def _confirm(self, delivery: Delivery, refused: str | None) -> None:
+        """Queue the receipt of a written message whose publisher gave a response topic."""
+        assert self.bus is not None
+        assert delivery.response_topic is not None
+        params = self.bus.parse(STORED_RESPONSE, delivery.response_topic)
+        correlation = correlation_text(delivery.correlation_data)
+        if params is None or correlation is None:
+            self.unconfirmable += 1
+            if self.unconfirmable == 1 or self.unconfirmable % 10_000 == 0:
+                log.warning("cannot confirm a message on %s: response topic %r is not %s or its correlation data "
+                            "is not 1-64 printable ASCII characters (%d so far)", delivery.topic,
+                            delivery.response_topic[:200], STORED_RESPONSE.template, self.unconfirmable)
+            return
+        if refused is None:
+            self.confirmations.stored(params["client"], correlation)
+        else:
+            self.confirmations.rejected(params["client"], correlation, refused)
+        if not self._receipts_due:
+            # Every handler of the written batch resumes before this task runs, so one receipt covers them all.
+            self._receipts_due = True
+            task = asyncio.get_running_loop().create_task(self._publish_receipts())
+            self._receipt_tasks.add(task)
+            task.add_done_callback(self._receipt_tasks.discard)
+
+    async def _publish_receipts(self) -> None:
+        self._receipts_due = False
+        assert self.bus is not None
+        for client, receipt in self.confirmations.take_receipts():
+            if not self.bus.connected.is_set():
+                self.receipts_unsent += 1  # the publisher times out and says "not confirmed": nothing is lost
+                continue
+            try:
+                await self.bus.publish(STORED_RESPONSE, receipt, client=client)
+                self.receipts += 1
+            except BusUnavailable:
+                self.receipts_unsent += 1
+
+    async def run(self) -> None:
+        """Publish device marks (battery/{battery}/stored) every confirm interval, for batteries that moved."""
+        if not self.device_marks:
+            await super().run()
+            return
+        assert self.bus is not None
+        while True:
+            await asyncio.sleep(self.config.recorder_confirm_interval_ms / 1000)
+            if not self.bus.connected.is_set():
+                continue  # kept: the marks only move forward, the next round sends the newest
+            for battery, mark in self.confirmations.take_marks():
+                try:
+                    await self.bus.publish(STORED, mark, battery=battery)
+                    self.marks += 1
+                except BusUnavailable:
+                    self.confirmations.unsent_mark(battery)
 
     # -- history ----------------------------------------------------------------------------------------------
 

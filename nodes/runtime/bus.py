@@ -203,6 +203,7 @@ class Bus:
         self.connected = asyncio.Event()
         self._subscriptions: list[_Subscription[Any]] = []
         self._first_connect_done = False
+        self._connections = 0
         self._stopping = False
         self._pending: dict[bytes, asyncio.Future[bytes]] = {}
         self._storage = _AckTrackingStorage()
@@ -324,9 +325,19 @@ class Bus:
         if self._first_connect_done:
             log.info("reconnected to broker (session present: %s)", bool(session_present))
             self.counters["reconnects"] += 1
+        self._connections += 1
         self._first_connect_done = True
         self.connected.set()
         asyncio.get_running_loop().create_task(self.publish_status())
+
+    @property
+    def connections(self) -> int:
+        """How many times this process has connected (1 after the first CONNACK): a connection epoch.
+
+        A device that keeps its readings until they are stored (:mod:`nodes.simulator.outbox`) re-sends them
+        when this changes: a broker that crashed may have forgotten what it had acknowledged.
+        """
+        return self._connections
 
     def _on_disconnect(self, client: gmqtt.Client, packet: Any, exc: Exception | None = None) -> None:
         if not self._stopping:

@@ -5,6 +5,10 @@ it had before a restart).
 Produces: ``battery/{battery}/spec`` (retained, at start), ``battery/{battery}/telemetry`` every
 ``BESS_SIM_TELEMETRY_INTERVAL_S`` seconds, ``battery/{battery}/state`` on every change (mode, power, command,
 lease, limits hit).
+Stored confirmations: with ``BESS_SIM_KEEP_UNCONFIRMED`` > 0 (default 10000 readings per battery) it consumes
+``battery/{battery}/stored`` and keeps each reading until the recorder confirms it stored, re-sending what it
+kept after every reconnect (:mod:`nodes.simulator.outbox`): a broker crash that loses acknowledged readings
+loses none of these. Counters: ``unconfirmed`` (kept now), ``resent``, ``unconfirmed_dropped`` (outbox full).
 Lifecycle: the common node lifecycle (nodes.runtime.node); a tick loop advances every battery in real time,
 with ``BESS_SIM_SPEED`` multiplying the energy moved per second so demos show SOC moving.
 Several batteries run in one process: ``BESS_BATTERIES=a,b,c``.
@@ -19,11 +23,12 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from nodes.contract.messages import BatterySpec, Command, Telemetry
-from nodes.contract.topics import COMMAND, SPEC, STATE, TELEMETRY, id_problems
-from nodes.runtime.bus import Bus, Delivery, MqttSettings
+from nodes.contract.messages import BatterySpec, Command, StoredUpTo, Telemetry
+from nodes.contract.topics import COMMAND, SPEC, STATE, STORED, TELEMETRY, id_problems
+from nodes.runtime.bus import Bus, BusUnavailable, Delivery, MqttSettings
 from nodes.runtime.node import Service
 from nodes.simulator.battery import SimBattery
+from nodes.simulator.outbox import Outbox
 
 log = logging.getLogger("bess.simulator")
 
@@ -41,6 +46,8 @@ class SimulatorConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
     sim_soc_initial_kwh: float | None = None
     sim_telemetry_interval_s: float = 2.0
     sim_speed: float = 1.0
+    #: readings per battery kept until the recorder confirms them stored (battery/{battery}/stored); 0: none
+    sim_keep_unconfirmed: int = 10_000
 
     def problems(self) -> list[str]:
         """Invalid combinations, reported at start-up (exit 2)."""
@@ -51,6 +58,8 @@ class SimulatorConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
             found.append(f"battery spec: {exc}")
         if self.sim_telemetry_interval_s <= 0 or self.sim_speed <= 0:
             found.append("BESS_SIM_TELEMETRY_INTERVAL_S and BESS_SIM_SPEED must be > 0")
+        if not 0 <= self.sim_keep_unconfirmed <= 1_000_000:
+            found.append("BESS_SIM_KEEP_UNCONFIRMED must be between 0 and 1000000")
         return found
 
     def spec(self) -> BatterySpec:
@@ -80,6 +89,8 @@ class Simulator(Service[SimulatorConfig]):
         if start is None:
             start = (spec.soc_min_kwh + spec.soc_max_kwh) / 2
         self.batteries = {b: SimBattery(spec, start) for b in config.batteries}
+        keep = config.sim_keep_unconfirmed
+        self.outboxes = {b: Outbox(keep) for b in config.batteries} if keep else {}
         self._resumed: set[str] = set()
         self._published_state: dict[str, tuple[object, ...]] = {}
         self.bus: Bus | None = None
@@ -89,6 +100,25 @@ class Simulator(Service[SimulatorConfig]):
         for battery in self.batteries:
             bus.subscribe(COMMAND, self.on_command, battery=battery)
             bus.subscribe(TELEMETRY, self.on_own_telemetry, battery=battery)
+            if self.outboxes:
+                bus.subscribe(STORED, self.on_stored, battery=battery)
+        if self.outboxes:
+            bus.set_counters_source(self.outbox_counters)
+
+    def outbox_counters(self) -> dict[str, int]:
+        """Readings kept until stored, re-sent and dropped (outbox full), summed over the batteries."""
+        boxes = self.outboxes.values()
+        return {
+            "unconfirmed": sum(len(o.kept) for o in boxes),
+            "resent": sum(o.resent for o in boxes),
+            "unconfirmed_dropped": sum(o.overflowed for o in boxes),
+        }
+
+    async def on_stored(self, params: dict[str, str], mark: StoredUpTo, delivery: Delivery) -> None:
+        """The recorder stored this battery's readings up to ``mark.ts``: drop them if the mark may be trusted."""
+        outbox = self.outboxes.get(params["battery"])
+        if outbox is not None and self.bus is not None:
+            outbox.stored_up_to(mark.ts, self.bus.connections)
 
     async def on_command(self, params: dict[str, str], command: Command, delivery: Delivery) -> None:
         """Obey a command at once and report the new state."""
@@ -122,9 +152,31 @@ class Simulator(Service[SimulatorConfig]):
             last = time.monotonic()
             for name, battery in self.batteries.items():
                 battery.step(elapsed * self.config.sim_speed, now)
-                await bus.publish(TELEMETRY, battery.telemetry(now), battery=name)
+                await self._publish_telemetry(name, battery.telemetry(now))
                 await self._publish_state(name, now)
             await asyncio.sleep(self.config.sim_telemetry_interval_s)
+
+    async def _publish_telemetry(self, name: str, reading: Telemetry) -> None:
+        """Publish a reading (retained), after re-sending the kept ones (not retained) on a new connection."""
+        assert self.bus is not None
+        outbox = self.outboxes.get(name)
+        if outbox is None:
+            await self.bus.publish(TELEMETRY, reading, battery=name)
+            return
+        overflowed = outbox.overflowed
+        resend, reading = outbox.to_publish(reading, self.bus.connections)
+        if resend:
+            log.info("%s: re-sending %d readings not yet confirmed stored", name, len(resend))
+        if outbox.overflowed > overflowed and outbox.overflowed % 1000 == 1:
+            log.warning("%s: %d readings kept without a stored confirmation (is the recorder running?): dropping "
+                        "the oldest (%d so far)", name, outbox.limit, outbox.overflowed)
+        try:
+            for old in resend:
+                await self.bus.publish(TELEMETRY, old, retain=False, battery=name)
+            await self.bus.publish(TELEMETRY, reading, battery=name)
+        except BusUnavailable as exc:
+            outbox.publish_failed()  # kept: re-sent with the next reading
+            log.warning("%s: telemetry not published (%s); kept for the next try", name, exc)
 
     async def _publish_state(self, name: str, now: datetime, *, force: bool = False) -> None:
         battery = self.batteries[name]

@@ -23,10 +23,12 @@ import os
 import stat
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -376,3 +378,45 @@ async def test_a_device_cannot_take_over_the_recorders_client_id_or_session(auth
     finally:
         if not stopped:
             await recorder.stop()
+
+
+def test_stored_confirmations_pass_the_generated_acl(
+    auth_broker: AuthBroker, services: Any, influx_db: str, tmp_path: Path
+) -> None:
+    """A durable POST /write answers 200 only if the recorder may write stored/<gateway> and the gateway may read
+    it; a device gets its own marks on battery/<id>/stored. Under the ACL, as deploy/up runs it."""
+    b = auth_broker
+    env = {
+        "BESS_MQTT_HOST": b.broker.host, "BESS_MQTT_PORT": str(b.broker.port), "BESS_TOPIC_ROOT": b.root,
+        "BESS_INFLUX_URL": services.influx_url, "BESS_INFLUX_DB": influx_db,
+        "BESS_GATEWAY_PORTS": str(stack.free_port()), "BESS_WRITE_STORED_TIMEOUT_S": "5",
+        "BESS_RECORDER_CONFIRM_INTERVAL_MS": "100",
+    }
+    procs = [start_node(name, {**env, **b.credentials.node_env(name)}, log_dir=tmp_path / name)
+             for name in ("recorder", "gateway")]
+    try:
+        def online(name: str) -> bool:
+            topic = b.topic(f"node/{name}/status")
+            seen = retained_as_renderer(b, [topic])
+            return topic in seen and json.loads(seen[topic]).get("state") == "online"
+
+        for proc in procs:
+            wait_for(lambda p=proc: p.assert_alive() or online(p.name), 20, 0.1, what=f"{proc.name} online")
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{env['BESS_GATEWAY_PORTS']}/write?battery=dev-a", method="POST",
+            data=b'{"SOC": 700, "target_discharge": 50, "target_charge": 100, "timestamp": "2025-01-16T10:00:00Z"}',
+            headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=15) as response:
+            body = json.loads(response.read())
+            assert (response.status, body["status"]) == (200, "stored"), body
+
+        with b.client("dev-a") as device:
+            device.subscribe(b.topic("battery/dev-a/stored"), qos=1)
+            publish_as(b, "dev-a", "battery/dev-a/telemetry", telemetry())
+            mark = device.receive(timeout=10)
+        assert mark is not None
+        assert mark.topic == b.topic("battery/dev-a/stored")
+        assert json.loads(mark.payload)["ts"] == "2025-01-16T10:00:00Z"
+    finally:
+        for proc in procs:
+            proc.stop()

@@ -243,7 +243,7 @@ def test_broker_restart_every_node_reconnects_retained_state_survives_telemetry_
     """Broker stopped (SIGTERM) or killed (SIGKILL) for ~1.5 s under recorder, planner, simulator and market.
 
     What SIGKILL can lose, and why this test still passes it: mosquitto restores only its last autosave (every
-    5 s), so the test kills it after an autosave that already holds every session and the retained messages.
+    2 s), so the test kills it after an autosave that already holds every session and the retained messages.
     Then every node gets its session back (``session present``), gmqtt resends the QoS 1 messages the broker
     never acknowledged (the simulator's telemetry of the outage), and what the recorder had received but not
     acknowledged is redelivered and rewritten. Still lost on a real SIGKILL: messages the broker had acknowledged
@@ -282,12 +282,12 @@ def test_broker_restart_every_node_reconnects_retained_state_survives_telemetry_
              20, 0.1, what="the simulator's telemetry flowing into InfluxDB")
 
     if hard:
-        # SIGKILL loses whatever changed after mosquitto's last autosave (autosave_interval 5 s): sessions,
+        # SIGKILL loses whatever changed after mosquitto's last autosave (every autosave_interval + 1 s): sessions,
         # subscriptions, queued messages and retained values. Wait until the data file has been written after
         # the retained messages and every node's session exist, as an operator relying on autosave would (and
         # again if the planner re-planned meanwhile, so the file holds exactly the snapshot).
         db_file = services.broker.data_dir / "mosquitto.db"
-        autosave = services.broker.autosave_interval
+        autosave = services.broker.autosave_interval + 1  # mosquitto waits for more than N whole seconds
 
         def saved() -> dict[str, bytes] | None:
             snapshot, mark = retained(), time.time()

@@ -65,9 +65,14 @@ def start_gateway(run_node: RunNode, services: Services, env: dict[str, str]) ->
     return proc, bases
 
 
+#: these tests look at what reaches the broker, without a recorder: writes answer at the PUBACK (the durable
+#: default, with the recorder's confirmation, is tested in test_read_round_trip_through_the_recorder)
+BROKER_ACK = {"BESS_WRITE_ACK": "broker"}
+
+
 @pytest.fixture
 def gateway(run_node: RunNode, services: Services, node_env: dict[str, str]) -> list[str]:
-    return start_gateway(run_node, services, {**node_env, "BESS_READ_TIMEOUT_S": "1"})[1]
+    return start_gateway(run_node, services, {**node_env, "BESS_READ_TIMEOUT_S": "1", **BROKER_ACK})[1]
 
 
 def test_command_arrives_on_the_set_topic(
@@ -193,15 +198,16 @@ def test_read_round_trip_through_the_recorder(
     base = start_gateway(run_node, services, node_env)[1][0]
     records = [{**SEED, "timestamp": f"2025-01-16T10:{m:02d}:30Z", "SOC": 700 - m, "battery": battery_id}
                for m in range(10)]
-    assert http_json("POST", base + "/write", records)[0] == 202
+    status, answer = http_json("POST", base + "/write", records)
+    assert (status, answer["status"], answer["stored"], answer["unconfirmed"]) == (200, "stored", 10, [])
+    # 200 means the recorder confirmed every record in InfluxDB: they are there now, no waiting
     read = f"{base}/read?battery={battery_id}&begin=2025-01-16T10:00:00Z&end=2025-01-16T11:00:00Z"
-
-    def all_stored() -> Any:
-        status, body = http_json("GET", read)
-        return body if status == 200 and len(body) == 10 else None
-
-    body = wait_for(all_stored, 20, 0.2, what="the recorder to store the batch")
+    status, body = http_json("GET", read)
+    assert status == 200
     assert body == [{k: v for k, v in r.items() if k != "battery"} for r in records]
+    rows = services.influx_rows(node_env["BESS_INFLUX_DB"], f"SELECT soc_kwh FROM telemetry WHERE battery = "
+                                f"'{battery_id}'")
+    assert [row["soc_kwh"] for row in rows] == [700 - m for m in range(10)]
     status, headers, csv = http("GET", read + "&format=csv&every=5m")
     assert (status, headers["Content-Type"]) == (200, "text/csv; charset=utf-8")
     assert csv.decode().splitlines() == [
@@ -213,8 +219,20 @@ def test_read_round_trip_through_the_recorder(
     assert (status, [r["SOC"] for r in body]) == (200, [700, 699, 698])
 
 
+def test_durable_write_without_a_recorder_is_202_not_confirmed(
+    run_node: RunNode, services: Services, node_env: dict[str, str], battery_id: str
+) -> None:
+    base = start_gateway(run_node, services, {**node_env, "BESS_WRITE_STORED_TIMEOUT_S": "0.5"})[1][0]
+    status, body = http_json("POST", f"{base}/write?battery={battery_id}", [SEED, {**SEED, "SOC": 1}])
+    assert (status, body["status"], body["ack"], body["stored"], body["unconfirmed"]) == (
+        202, "accepted", "stored", 0, [0, 1])
+    assert "not confirmed stored within 0.5 s" in body["note"]
+    status, body = http_json("POST", f"{base}/write?battery={battery_id}&ack=broker", SEED)
+    assert (status, body["ack"], body["unconfirmed"]) == (202, "broker", None)
+
+
 def test_token_protects_writes_and_reads(run_node: RunNode, services: Services, node_env: dict[str, str]) -> None:
-    env = {**node_env, "BESS_GATEWAY_TOKEN": "t0ken", "BESS_READ_TIMEOUT_S": "1"}
+    env = {**node_env, "BESS_GATEWAY_TOKEN": "t0ken", "BESS_READ_TIMEOUT_S": "1", **BROKER_ACK}
     base = start_gateway(run_node, services, env)[1][0]
     assert http_json("POST", base + "/write", SEED)[0] == 401
     assert http_json("POST", base + "/write", SEED, headers={"Authorization": "Bearer t0ken"})[0] == 202
@@ -258,7 +276,7 @@ def test_tls_listener(run_node: RunNode, services: Services, node_env: dict[str,
          "-keyout", str(key), "-out", str(cert)],
         capture_output=True, timeout=60, check=True,
     )
-    env = {**node_env, "BESS_GATEWAY_TLS_CERT": str(cert), "BESS_GATEWAY_TLS_KEY": str(key)}
+    env = {**node_env, "BESS_GATEWAY_TLS_CERT": str(cert), "BESS_GATEWAY_TLS_KEY": str(key), **BROKER_ACK}
     proc = run_node("gateway", env)
     proc.wait_online(services.mqtt_host, services.mqtt_port, env["BESS_TOPIC_ROOT"])
     port = env["BESS_GATEWAY_PORTS"].split(",")[0]

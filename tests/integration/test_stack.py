@@ -269,7 +269,7 @@ def test_session_services_fixtures_and_fault_injection(
     services.kill_broker()
     assert not services.mqtt_ready
     services.start_broker()
-    assert services.read_retained(f"{topic_root}/#") == {}  # killed before the 5 s autosave: retained lost
+    assert services.read_retained(f"{topic_root}/#") == {}  # killed before the next autosave: retained lost
     services.stop_influx()
     assert not services.influx_ready
     # left stopped on purpose: the fixtures start it again after the test

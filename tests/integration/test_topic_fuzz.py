@@ -55,6 +55,7 @@ from nodes.contract.topics import (
     SPEC,
     STATE,
     STATUS,
+    STORED,
     TELEMETRY,
     Topic,
 )
@@ -124,6 +125,7 @@ def targets(sim: str, fuzz: str, zone: str) -> list[Target]:
         Target("prices/de-lu", PRICES, {"zone": "de-lu"}, ("recorder", "planner", "renderer")),
         Target("history/request", HISTORY_REQUEST, {}, ("recorder",)),
         Target("history/response", HISTORY_RESPONSE, {"client": "renderer"}, ("renderer",)),
+        Target("stored/sim", STORED, {"battery": sim}, ("simulator",)),
         Target("node/status", STATUS, {"node": "fuzz-node"}, ("renderer",)),
     ]
 

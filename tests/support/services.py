@@ -72,7 +72,7 @@ class Services:
         return self._local_broker().stop(timeout)
 
     def kill_broker(self) -> int | None:
-        """SIGKILL: sessions and queued messages since the last autosave (5 s) are lost; returns the exit code."""
+        """SIGKILL: sessions and queued messages since the last autosave (every 2 s) are lost; returns the exit code."""
         return self._local_broker().kill()
 
     def start_broker(self, timeout: float = 15.0) -> None:

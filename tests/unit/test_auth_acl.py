@@ -121,6 +121,8 @@ EXPECTED: dict[str, dict[str, str]] = {
         t("market/+/prices"): "read",
         t("history/request"): "read",
         t("history/response/+"): "write",
+        t("stored/+"): "write",
+        t("battery/+/stored"): "write",
         t("node/recorder/status"): "readwrite",
     },
     "gateway": {
@@ -132,6 +134,7 @@ EXPECTED: dict[str, dict[str, str]] = {
         t("battery/+/spec"): "read",
         t("battery/+/control"): "readwrite",
         t("history/response/gateway"): "read",
+        t("stored/gateway"): "read",
         t("node/gateway/status"): "readwrite",
     },
     "planner": {
@@ -161,6 +164,8 @@ EXPECTED: dict[str, dict[str, str]] = {
         t("battery/+/state"): "write",
         t("battery/+/spec"): "write",
         t("battery/+/set"): "read",
+        t("battery/+/stored"): "read",
+        t("stored/simulator"): "read",
         t("node/simulator/status"): "readwrite",
     },
 }
@@ -196,8 +201,9 @@ def test_node_may_write_what_it_produces_and_read_what_it_consumes_and_nothing_e
             continue  # below: own status only
         producers = auth.roles_of(topic.producers)
         consumers = auth.roles_of(topic.consumers)
-        if topic is topics.HISTORY_RESPONSE:
-            asked = node in auth.roles_of(topics.HISTORY_REQUEST.producers)
+        if topic in (topics.HISTORY_RESPONSE, topics.STORED_RESPONSE):
+            request = topics.HISTORY_REQUEST if topic is topics.HISTORY_RESPONSE else topics.TELEMETRY
+            asked = node in auth.roles_of(request.producers)
             own, other = _example(topic, client=node), _example(topic, client="someone-else")
             assert acl.allowed(node, "read", own) is asked, f"{node} read {own}"
             assert not acl.allowed(node, "read", other), f"{node} must not read another client's answers"
@@ -239,6 +245,9 @@ def test_device_is_scoped_to_its_own_battery(acl: Acl, device: str, other: str) 
         assert not acl.allowed(device, "write", topic(own, other))
     assert acl.allowed(device, "read", topic(topics.COMMAND, device))
     assert acl.allowed(device, "read", topic(topics.TELEMETRY, device))  # to resume after a restart
+    assert acl.allowed(device, "read", topic(topics.STORED, device))  # its own stored confirmations
+    assert not acl.allowed(device, "read", topic(topics.STORED, other))
+    assert not acl.allowed(device, "write", topic(topics.STORED, device)), "only the recorder confirms"
     for battery in (device, other):
         assert not acl.allowed(device, "write", topic(topics.COMMAND, battery)), "a device never sends commands"
         assert not acl.allowed(device, "write", topic(topics.SCHEDULE, battery))

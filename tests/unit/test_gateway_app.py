@@ -22,11 +22,13 @@ from nodes.contract.messages import (
     HistoryQuery,
     HistoryResult,
     PriceForecast,
+    StoredReceipt,
     Telemetry,
 )
 from nodes.contract.topics import Topic
 from nodes.gateway.app import Gateway, GatewaySettings, create_app
 from nodes.gateway.fleet import Fleet
+from nodes.gateway.receipts import Receipts
 from nodes.gateway.specs import SpecBook
 from nodes.runtime.bus import BusUnavailable
 
@@ -45,11 +47,17 @@ class Published:
     message: msgspec.Struct
     wait_ack: bool
     retain: bool | None
+    properties: dict[str, Any] | None = None
 
 
 @dataclass
 class FakeBus:
-    """Implements :class:`nodes.gateway.app.BusLike` in memory."""
+    """Implements :class:`nodes.gateway.app.BusLike` in memory, and plays the recorder for durable writes.
+
+    A record published with a response topic is confirmed on ``receipts`` (give it to the Gateway) right after
+    the publish, as the recorder would once it is written: ``recorder`` says how ("stored", "refused" or
+    "silent": no receipt); ``unconfirmed`` lists publish indexes (from 0) that get no receipt.
+    """
 
     root: str = "bess/v1"
     connected: asyncio.Event = field(default_factory=asyncio.Event)
@@ -59,6 +67,9 @@ class FakeBus:
     fail: BaseException | None = None
     fail_after: int | None = None
     answer: Any = None
+    receipts: Receipts = field(default_factory=Receipts)
+    recorder: str = "stored"
+    unconfirmed: set[int] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.connected.set()
@@ -80,7 +91,16 @@ class FakeBus:
         if self.fail is not None and (self.fail_after is None or len(self.published) >= self.fail_after):
             raise self.fail
         topic.encode(message)  # what the real bus does: the message must be encodable
-        self.published.append(Published(self.name(topic, **params), message, wait_ack, retain))
+        index = len(self.published)
+        self.published.append(Published(self.name(topic, **params), message, wait_ack, retain, properties))
+        correlation = (properties or {}).get("correlation_data")
+        if correlation is None or self.recorder == "silent" or index in self.unconfirmed:
+            return
+        if self.recorder == "refused":
+            receipt = StoredReceipt(recorder="fake", rejected=[correlation.decode()], reason="field type conflict")
+        else:
+            receipt = StoredReceipt(recorder="fake", stored=[correlation.decode()])
+        asyncio.get_running_loop().call_soon(self.receipts.on_receipt, receipt)
 
     async def request(self, topic: Topic[Any], message: Any, *, timeout: float = 10.0, **params: str) -> Any:
         self.requests.append(message)
@@ -115,6 +135,7 @@ def make_gateway(
         specs,
         GatewaySettings(max_body_bytes=MAX_BODY, read_timeout_s=0.5, **settings),
         fleet=fleet,
+        receipts=bus.receipts,
         clock=clock,
         new_command_id=lambda: next(ids),
     )
@@ -142,7 +163,7 @@ def result(*rows: list[Any], truncated: bool = False, columns: list[str] = COLUM
 
 async def test_write_seed_body_publishes_telemetry(client: TestClient[Any, Any], bus: FakeBus) -> None:
     response = await client.post("/write", json=SEED)
-    assert response.status == 202
+    assert response.status == 200  # by default a 2xx means stored: the (fake) recorder confirmed it
     body = await response.json()
     assert body == {
         "topic": "bess/v1/battery/battery-1/telemetry",
@@ -153,9 +174,19 @@ async def test_write_seed_body_publishes_telemetry(client: TestClient[Any, Any],
             "target_discharge_kw": 50.0,
             "source": "gateway",
         },
+        "status": "stored",
+        "ack": "stored",
+        "stored": 1,
+        "unconfirmed": [],
+        "note": "stored: the recorder confirmed every record in the database",
     }
     [published] = bus.published
     assert published.wait_ack is True
+    # the recorder is asked to confirm on the gateway's own response topic, quoting this record's id
+    assert published.properties is not None
+    assert published.properties["response_topic"] == "bess/v1/stored/gateway"
+    assert published.properties["correlation_data"].decode().endswith("-0.0")
+    assert bus.receipts.waiting == 0  # nothing left behind
     assert published.retain is False  # an old record must not replace the device's retained latest reading
     assert published.topic == "bess/v1/battery/battery-1/telemetry"
     assert published.message == Telemetry(
@@ -168,15 +199,15 @@ async def test_write_seed_body_publishes_telemetry(client: TestClient[Any, Any],
 
 
 async def test_write_names_the_battery_in_body_or_query(client: TestClient[Any, Any], bus: FakeBus) -> None:
-    assert (await client.post("/write", json={**SEED, "battery": "b-7"})).status == 202
-    assert (await client.post("/write?battery=b-8", json=SEED)).status == 202
-    assert (await client.post("/write?battery=b-9", json={**SEED, "battery": "b-9"})).status == 202
+    assert (await client.post("/write", json={**SEED, "battery": "b-7"})).status == 200
+    assert (await client.post("/write?battery=b-8", json=SEED)).status == 200
+    assert (await client.post("/write?battery=b-9&ack=stored", json={**SEED, "battery": "b-9"})).status == 200
     assert [p.topic.split("/")[3] for p in bus.published] == ["b-7", "b-8", "b-9"]
 
 
 async def test_write_converts_offsets_to_utc_and_keeps_power(client: TestClient[Any, Any], bus: FakeBus) -> None:
     response = await client.post("/write", json={**SEED, "timestamp": "2025-01-16T11:00:00+01:00", "power_kw": -5})
-    assert response.status == 202
+    assert response.status == 200
     message = (await response.json())["message"]
     assert (message["ts"], message["power_kw"]) == ("2025-01-16T10:00:00Z", -5.0)
 
@@ -190,21 +221,89 @@ async def test_write_accepts_json_content_types(client: TestClient[Any, Any], he
     response = await client.post(
         "/write", data=json.dumps(SEED).encode(), headers=headers, skip_auto_headers=["Content-Type"]
     )
-    assert response.status == 202, await response.text()
+    assert response.status == 200, await response.text()
 
 
 async def test_write_batch_validates_all_then_publishes_all(client: TestClient[Any, Any], bus: FakeBus) -> None:
     response = await client.post("/write", json=[SEED, SEED_4, {**SEED, "battery": "b-2"}])
-    assert response.status == 202
+    assert response.status == 200
     assert await response.json() == {
         "count": 3,
         "topics": ["bess/v1/battery/b-2/telemetry", "bess/v1/battery/battery-1/telemetry"],
+        "status": "stored",
+        "ack": "stored",
+        "stored": 3,
+        "unconfirmed": [],
+        "note": "stored: the recorder confirmed every record in the database",
     }
     assert len(bus.published) == 3
+    ids = [p.properties["correlation_data"] for p in bus.published if p.properties]
+    assert len(set(ids)) == 3  # one correlation id per record
     # one bad record: nothing is published
     bus.published.clear()
     response = await client.post("/write", json=[SEED, {**SEED_4, "SOC": -1}])
     assert (response.status, (await response.json())["field"]) == (422, "[1].SOC")
+    assert bus.published == []
+
+
+# -- what a /write answer means (durable by default, ?ack=broker for the fast path) ---------------------------
+
+
+async def test_write_ack_broker_answers_202_at_the_puback(client: TestClient[Any, Any], bus: FakeBus) -> None:
+    bus.recorder = "silent"  # would make a durable write wait; the fast path does not ask
+    response = await client.post("/write?ack=broker", json=SEED)
+    body = await response.json()
+    assert response.status == 202
+    assert (body["status"], body["ack"], body["stored"], body["unconfirmed"]) == ("accepted", "broker", None, None)
+    assert "not confirmed stored" in body["note"]
+    [published] = bus.published
+    assert published.properties is None  # no response topic: the recorder sends no receipt
+    batch = await client.post("/write?ack=broker", json=[SEED, SEED_4])
+    assert (batch.status, (await batch.json())["status"]) == (202, "accepted")
+
+
+async def test_write_not_confirmed_in_time_is_202_naming_the_records(bus: FakeBus, specs: SpecBook) -> None:
+    bus.unconfirmed = {1}  # the second record's receipt never comes (say the recorder died before writing it)
+    app = create_app(make_gateway(bus, specs, stored_timeout_s=0.2), openapi=b"{}")
+    async with TestClient(TestServer(app)) as c:
+        response = await c.post("/write", json=[SEED, SEED_4, {**SEED, "timestamp": "2025-01-16T10:00:01Z"}])
+        body = await response.json()
+        assert response.status == 202
+        assert (body["status"], body["ack"], body["stored"], body["unconfirmed"]) == ("accepted", "stored", 2, [1])
+        assert "1 of 3 records were not confirmed stored within 0.2 s" in body["note"]
+        assert "re-sending is safe" in body["note"]
+        bus.recorder = "silent"
+        single = await c.post("/write", json=SEED)
+        assert (single.status, (await single.json())["unconfirmed"]) == (202, [0])
+    assert bus.receipts.waiting == 0  # timed-out ids are forgotten: a late receipt finds nobody
+    bus.receipts.on_receipt(StoredReceipt(recorder="late", stored=[bus.published[-1].properties["correlation_data"]
+                                                                   .decode()]))
+    assert bus.receipts.counters["late_receipts"] == 1
+
+
+async def test_write_refused_by_the_database_is_422(client: TestClient[Any, Any], bus: FakeBus) -> None:
+    bus.recorder = "refused"
+    response = await client.post("/write", json=SEED)
+    body = await response.json()
+    assert response.status == 422
+    assert body["error"].startswith("the database refused the record: field type conflict")
+    assert "refused again" in body["error"]
+    batch = await client.post("/write", json=[SEED, SEED_4])
+    assert (batch.status, (await batch.json())["field"]) == (422, "[0]")
+
+
+async def test_write_default_mode_comes_from_the_settings(bus: FakeBus, specs: SpecBook) -> None:
+    bus.recorder = "silent"
+    app = create_app(make_gateway(bus, specs, write_ack="broker"), openapi=b"{}")
+    async with TestClient(TestServer(app)) as c:
+        assert (await c.post("/write", json=SEED)).status == 202  # at once: no receipt is awaited
+        bus.recorder = "stored"
+        assert (await c.post("/write?ack=stored", json=SEED)).status == 200
+
+
+async def test_write_unknown_ack_mode_is_422(client: TestClient[Any, Any], bus: FakeBus) -> None:
+    response = await client.post("/write?ack=db", json=SEED)
+    assert (response.status, (await response.json())["field"]) == (422, "ack")
     assert bus.published == []
 
 
@@ -379,7 +478,8 @@ async def test_counters_after_traffic(bus: FakeBus, specs: SpecBook) -> None:
         await c.post("/write", json=[SEED, SEED_4])
         await c.post("/mqtt/publish", json={"command": "IDLE"})
         await c.post("/write", json={"SOC": -1})
-    assert dict(gateway.counters) == {"telemetry": 2, "commands": 1, "control": 1}
+    assert dict(gateway.counters) == {"telemetry": 2, "commands": 1, "control": 1, "stored_confirmed": 2,
+                                      "stored_unconfirmed": 0}
 
 
 # -- broker trouble ------------------------------------------------------------------------------------------
@@ -445,7 +545,7 @@ async def test_token_required_for_posts(
 
 async def test_token_accepted_and_reads_need_it_too(secured: TestClient[Any, Any], bus: FakeBus) -> None:
     response = await secured.post("/write", json=SEED, headers={"Authorization": "Bearer s3cret"})
-    assert response.status == 202
+    assert response.status == 200
     response = await secured.post("/mqtt/publish", json={"command": "IDLE"}, headers={"authorization": "bearer s3cret"})
     assert response.status == 202
     bus.answer = result()

@@ -41,7 +41,8 @@ def base_url() -> Iterator[str]:
         )
         # A large body limit: schemathesis counts 413 as "not rejected", and its arrays of up to MAX_BATCH
         # records should reach validation (the 413 path has its own unit tests).
-        gateway = Gateway(bus, SpecBook(), GatewaySettings(max_body_bytes=64 * 1024 * 1024), clock=lambda: NOW)
+        gateway = Gateway(bus, SpecBook(), GatewaySettings(max_body_bytes=64 * 1024 * 1024), clock=lambda: NOW,
+                          receipts=bus.receipts)
         app = create_app(gateway, openapi=render().encode())
         runner["r"] = web.AppRunner(app, access_log=None)
         await runner["r"].setup()

@@ -181,9 +181,9 @@ async def test_a_battery_is_known_from_its_spec_or_an_http_write(
     c, _ = client
     assert (await c.post("/mqtt/publish", json={"command": "IDLE", "battery": "with-spec"})).status == 202
     assert (await c.post("/mqtt/publish", json={"command": "IDLE", "battery": "fresh"})).status == 404
-    assert (await c.post("/write?battery=fresh", json=SEED)).status == 202
+    assert (await c.post("/write?battery=fresh", json=SEED)).status == 200
     assert (await c.post("/mqtt/publish", json={"command": "IDLE", "battery": "fresh"})).status == 202
-    assert (await c.post("/write", json=[{**SEED, "battery": "in-a-batch"}])).status == 202
+    assert (await c.post("/write", json=[{**SEED, "battery": "in-a-batch"}])).status == 200
     assert fleet.known("in-a-batch")
 
 

@@ -216,3 +216,32 @@ async def test_sync_gives_up_after_its_timeout_while_the_store_is_down() -> None
     assert not add.done()  # still unacknowledged: nothing was stored
     add.cancel()
     await batcher.close(0.1)
+
+
+# -- stored confirmations: urgent lines and per-line refusals ----------------------------------------------------
+
+
+async def test_an_urgent_line_brings_its_batch_forward_and_later_lines_group_behind_the_write() -> None:
+    store = FakeStore(delay=0.05)
+    batcher = make(store, max_points=1000, max_delay_s=10)  # without urgency nothing would be written for 10 s
+    first = asyncio.create_task(batcher.add(["u0"], urgent=True))
+    await asyncio.wait_for(first, 1)
+    assert store.writes == [["u0"]]
+    # while one write is in flight, urgent lines that arrive meanwhile are written together right after it
+    slow = asyncio.create_task(batcher.add(["u1"], urgent=True))
+    await asyncio.sleep(0.01)
+    grouped = [asyncio.create_task(batcher.add([f"g{i}"], urgent=True)) for i in range(5)]
+    await asyncio.wait_for(asyncio.gather(slow, *grouped), 1)
+    assert store.writes[1:] == [["u1"], [f"g{i}" for i in range(5)]]
+    await batcher.close(1)
+
+
+async def test_add_returns_the_stores_reason_for_a_refused_line_and_none_for_stored_ones() -> None:
+    store = FakeStore()
+    store.reject = {"bad"}
+    batcher = make(store, max_delay_s=0.01)
+    good, bad, mixed = await asyncio.wait_for(
+        asyncio.gather(batcher.add(["good"]), batcher.add(["bad"]), batcher.add(["ok", "bad"])), 1
+    )
+    assert (good, bad, mixed) == (None, "bad", "bad")
+    await batcher.close(1)
