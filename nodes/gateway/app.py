@@ -15,7 +15,8 @@
 A 202 means the broker acknowledged the message (PUBACK, QoS 1): it is safely in the system. Every error is
 ``{"error": "...", "field": ...}`` (:mod:`nodes.gateway.errors`). Order of checks on POST: bearer token (401)
 -> content type (415) -> body size (413) -> JSON syntax (400) -> content (422) -> unknown battery (404, unless
-``"force": true``) -> control mode idle (409) -> broker (503).
+``"force": true``) -> control mode idle (409) -> command rate (429 with Retry-After, :mod:`nodes.runtime.
+command_rate`) -> broker (503).
 
 Tokens: with ``BESS_GATEWAY_TOKEN`` set, every writing route needs it; the reading routes (``GET /read``,
 ``GET /control``) need ``BESS_GATEWAY_READ_TOKEN`` (by default the same token) or the write token.
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import math
 import time
 import uuid
 from collections import Counter
@@ -77,6 +79,7 @@ from nodes.gateway.errors import ApiError, check_battery, error_middleware, from
 from nodes.gateway.fleet import Fleet
 from nodes.gateway.specs import SpecBook
 from nodes.runtime.bus import BusUnavailable
+from nodes.runtime.command_rate import DEFAULT_BURST, DEFAULT_RATE_PER_MIN, CommandRateLimit
 
 P = TypeVar("P", bound=msgspec.Struct)
 B = TypeVar("B")
@@ -141,6 +144,8 @@ class GatewaySettings:
     max_read_rows: int = 100_000
     publish_timeout_s: float = 5.0
     node: str = "gateway"
+    command_rate_per_min: float = DEFAULT_RATE_PER_MIN
+    command_burst: int = DEFAULT_BURST
 
 
 def _now() -> datetime:
@@ -216,6 +221,7 @@ class Gateway:
         fleet: Fleet | None = None,
         clock: Callable[[], datetime] = _now,
         new_command_id: Callable[[], str] = _command_id,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.bus = bus
         self.specs = specs
@@ -223,6 +229,9 @@ class Gateway:
         self.settings = settings
         self.clock = clock
         self.new_command_id = new_command_id
+        self.monotonic = monotonic
+        #: the per-battery command rate bound shared by every producer (:mod:`nodes.runtime.command_rate`)
+        self.command_rate = CommandRateLimit(settings.command_rate_per_min, settings.command_burst)
         self.started = time.monotonic()
         #: what went through, for the node's status message (``telemetry``, ``commands``, ``prices``, ``reads``)
         self.counters: Counter[str] = Counter()
@@ -322,7 +331,17 @@ class Gateway:
         self.fleet.set_control(battery, mode)
         self.counters["control"] += 1
 
+    def _check_rate(self, battery: str, action: str) -> None:
+        """429 with Retry-After when ``battery`` had more commands than the bound allows."""
+        verdict = self.command_rate.check(battery, action, self.monotonic())
+        if not verdict.allowed:
+            self.counters["commands_rate_limited"] += 1
+            retry = max(1, math.ceil(verdict.retry_after_s))
+            raise ApiError(429, verdict.why, "command", headers={hdrs.RETRY_AFTER: str(retry)})
+
     async def _publish_command(self, battery: str, message: Command) -> None:
+        # counted before the publish: a command whose PUBACK is lost may still reach the battery
+        self.command_rate.take(battery, message.action, self.monotonic())
         await self.bus.publish(COMMAND, message, wait_ack=True, timeout=self.settings.publish_timeout_s,
                                battery=battery)
         self.counters["commands"] += 1
@@ -440,6 +459,7 @@ class Gateway:
         refusal = control.locked_out(current, message, now)
         if refusal is not None:
             raise ApiError(409, f"{battery}: {refusal}", "command")
+        self._check_rate(battery, message.action)
         manual = control.after_operator_command(current, message, now)
         if manual is not None:
             await self._publish_control(battery, manual)
@@ -471,6 +491,8 @@ class Gateway:
         body = await self._decode(request, _CONTROL_DECODER)
         battery = self._battery(body.battery, from_query)
         self._require_known(battery, body.force)
+        if body.mode == "idle":
+            self._check_rate(battery, "idle")
         now = self.clock()
         until = now + timedelta(seconds=body.for_s) if body.for_s is not None else None
         mode = ControlMode(mode=body.mode, set_at=now, until=until, source=control.SOURCE,

@@ -15,6 +15,8 @@ BESS_READ_TIMEOUT_S            10                           how long /read waits
 BESS_MAX_READ_ROWS             100000                       most rows of one /read answer
 BESS_PUBLISH_TIMEOUT_S         5                            how long a publish waits for the PUBACK (then 503)
 BESS_GATEWAY_TLS_CERT / _KEY   (none: plain HTTP)           PEM files to serve HTTPS on every port
+BESS_COMMAND_RATE_PER_MIN      6                            commands per battery and minute (then 429), refill
+BESS_COMMAND_BURST             10                           commands per battery in a burst (the bucket's size)
 ============================== ============================ ==================================================
 
 Plus the ``BESS_MQTT_*`` settings every node has (:class:`nodes.runtime.bus.MqttSettings`).
@@ -28,7 +30,9 @@ import msgspec
 from msgspec import Meta
 
 from nodes.contract.messages import Identifier
+from nodes.runtime import command_rate
 from nodes.runtime.bus import MqttSettings
+from nodes.runtime.command_rate import DEFAULT_BURST, DEFAULT_RATE_PER_MIN
 
 Port = Annotated[int, Meta(ge=1, le=65_535)]
 
@@ -50,10 +54,12 @@ class GatewayConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
     publish_timeout_s: Annotated[float, Meta(gt=0, le=60)] = 5.0
     gateway_tls_cert: str | None = None
     gateway_tls_key: str | None = None
+    command_rate_per_min: float = DEFAULT_RATE_PER_MIN
+    command_burst: int = DEFAULT_BURST
 
     def problems(self) -> list[str]:
         """Cross-field checks (reported by the config loader as one line, exit status 2)."""
-        found: list[str] = []
+        found = command_rate.problems(self.command_rate_per_min, self.command_burst)
         if len(set(self.gateway_ports)) != len(self.gateway_ports):
             found.append("BESS_GATEWAY_PORTS lists a port twice")
         if bool(self.gateway_tls_cert) != bool(self.gateway_tls_key):

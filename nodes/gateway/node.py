@@ -53,6 +53,8 @@ def settings_from(config: GatewayConfig, node: str = "gateway") -> GatewaySettin
         max_read_rows=config.max_read_rows,
         publish_timeout_s=config.publish_timeout_s,
         node=node,
+        command_rate_per_min=config.command_rate_per_min,
+        command_burst=config.command_burst,
     )
 
 

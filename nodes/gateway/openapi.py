@@ -62,6 +62,9 @@ def _param(name: str, where: str, description: str, schema: dict[str, Any], *, r
 
 _UNKNOWN_BATTERY = ("unknown battery: the gateway has seen no spec, telemetry or state for it and the gateway "
                     'wrote none (send "force": true to command it anyway)')
+_RATE_LIMITED = ("more commands for this battery than the per-battery bound allows (BESS_COMMAND_BURST in a burst, "
+                 "BESS_COMMAND_RATE_PER_MIN a minute; a stop passes beyond it once per refill interval): nothing "
+                 "was published; retry after Retry-After seconds")
 _READ_401 = ("missing or wrong bearer token (only when BESS_GATEWAY_TOKEN is set): BESS_GATEWAY_READ_TOKEN, by "
              "default the same token; the write token reads too")
 
@@ -152,7 +155,8 @@ def document() -> dict[str, Any]:
             "mode already in force that lasts longer is kept. In mode idle only IDLE/STOP pass (409 otherwise).",
             extra={"404": _UNKNOWN_BATTERY,
                    "409": "the battery is in control mode idle: only IDLE or STOP pass until POST /control "
-                   "changes the mode"},
+                   "changes the mode",
+                   "429": _RATE_LIMITED},
         ),
         "/control": {
             **post(
@@ -165,7 +169,7 @@ def document() -> dict[str, Any]:
                 "the planner keeps planning (the schedule stays visible) but sends nothing. idle: the battery is "
                 "sent IDLE and held idle (only IDLE/STOP commands pass). With for_s the mode ends after that "
                 "many seconds and the planner's configured default (BESS_PLANNER_AUTOPILOT) applies again.",
-                extra={"404": _UNKNOWN_BATTERY},
+                extra={"404": _UNKNOWN_BATTERY, "429": _RATE_LIMITED + " (mode idle sends IDLE)"},
             ),
             "get": {
                 "summary": "The control mode in force for a battery (null: the planner's configured default)",
@@ -203,6 +207,14 @@ def document() -> dict[str, Any]:
             }
         },
     }
+    for item in paths.values():
+        for operation in item.values():
+            limited = operation.get("responses", {}).get("429")
+            if limited is not None:
+                limited["headers"] = {"Retry-After": {
+                    "description": "seconds until the battery's bucket allows a command again",
+                    "schema": {"type": "integer", "minimum": 1},
+                }}
     # descriptions come from docstrings (msgspec copies a Struct's __doc__): normalised so that Python 3.11 and
     # 3.13 write the same file
     doc: dict[str, Any] = clean_descriptions({

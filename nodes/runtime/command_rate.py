@@ -6,8 +6,9 @@ the bound: a token bucket per battery of ``BESS_COMMAND_BURST`` commands (defaul
 beyond it; the planner's autopilot stays far below it by construction (:mod:`nodes.planner.autopilot`) and uses
 the same bucket as a last guard.
 
-One exception keeps the battery safe: an ``idle`` command that changes what the producer last sent (a stop after a
-charge or discharge) always passes, even with the bucket empty. Repeating ``idle`` is limited like anything else.
+One exception keeps the battery safe: a stop (an ``idle`` command) passes even with the bucket empty, one per
+refill interval (10 s by default), so a burst of other commands can never lock an operator out of stopping the
+battery, and a flood of stops is bounded all the same.
 
 A producer bounds what *it* sends; each process keeps its own buckets (the device caps every lease as well).
 """
@@ -27,7 +28,7 @@ MAX_TRACKED = 100_000
 class _Bucket:
     tokens: float
     at: float
-    last_action: str | None = None
+    last_stop_at: float | None = None
 
 
 @dataclass
@@ -78,9 +79,12 @@ class CommandRateLimit:
         bucket = self._bucket(battery, now_s)
         if bucket.tokens >= 1.0:
             return Verdict(True)
-        if action == "idle" and bucket.last_action not in (None, "idle"):
-            return Verdict(True, why="a stop always passes")
         wait = (1.0 - bucket.tokens) / self.per_s
+        if action == "idle":
+            since = None if bucket.last_stop_at is None else now_s - bucket.last_stop_at
+            if since is None or since >= 1.0 / self.per_s:
+                return Verdict(True, why="a stop passes even beyond the bound")
+            wait = min(wait, 1.0 / self.per_s - since)
         return Verdict(
             False,
             retry_after_s=wait,
@@ -92,7 +96,8 @@ class CommandRateLimit:
         """Count a command that was sent."""
         bucket = self._bucket(battery, now_s)
         bucket.tokens = max(0.0, bucket.tokens - 1.0)
-        bucket.last_action = action
+        if action == "idle":
+            bucket.last_stop_at = now_s
 
     def allow(self, battery: str, action: str, now_s: float) -> Verdict:
         """:meth:`check`, and :meth:`take` when allowed."""
