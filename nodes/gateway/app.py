@@ -60,6 +60,7 @@ from nodes.contract.messages import (
 from nodes.contract.topics import COMMAND, CONTROL, HISTORY_REQUEST, PRICES, TELEMETRY, Topic
 from nodes.gateway import control, reads
 from nodes.gateway.bodies import (
+    DEFAULT_MAX_BODY_BYTES,
     CommandBody,
     CommandControl,
     ControlBody,
@@ -139,7 +140,8 @@ class GatewaySettings:
     token: str | None = None
     #: token for the reading routes; None with ``token`` set means the same token
     read_token: str | None = None
-    max_body_bytes: int = 1024 * 1024
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    body_timeout_s: float = 30.0
     read_timeout_s: float = 10.0
     max_read_rows: int = 100_000
     publish_timeout_s: float = 5.0
@@ -276,9 +278,14 @@ class Gateway:
         if request.content_length is not None and request.content_length > limit:
             raise ApiError(413, f"body of {request.content_length} bytes is larger than the limit of {limit} bytes")
         try:
-            return await request.read()
+            async with asyncio.timeout(self.settings.body_timeout_s):
+                return await request.read()
         except web.HTTPRequestEntityTooLarge:
             raise ApiError(413, f"body is larger than the limit of {limit} bytes") from None
+        except TimeoutError:
+            # a body trickled in slowly holds a connection: end it (BESS_GATEWAY_BODY_TIMEOUT_S)
+            raise ApiError(408, f"the request body did not arrive within {self.settings.body_timeout_s:g} s",
+                           headers={hdrs.CONNECTION: "close"}) from None
 
     def _query(self, request: web.Request, allowed: frozenset[str]) -> dict[str, str]:
         params: dict[str, str] = {}

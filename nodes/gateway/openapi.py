@@ -15,6 +15,9 @@ import msgspec
 from nodes import __version__
 from nodes.contract.docs import clean_descriptions
 from nodes.gateway.bodies import (
+    DEFAULT_MAX_BODY_BYTES,
+    MAX_BATCH,
+    MAX_RECORD_BYTES,
     CommandBody,
     ControlBody,
     ControlState,
@@ -36,7 +39,9 @@ _REF = "#/components/schemas/{name}"
 _ERRORS = {
     "400": "malformed JSON",
     "401": "missing or wrong bearer token (only when BESS_GATEWAY_TOKEN is set)",
-    "413": "body larger than BESS_GATEWAY_MAX_BODY_BYTES",
+    "408": "the body did not arrive within BESS_GATEWAY_BODY_TIMEOUT_S (30 s); the connection is closed",
+    "413": f"body larger than BESS_GATEWAY_MAX_BODY_BYTES (default {DEFAULT_MAX_BODY_BYTES:,} bytes: a batch of "
+    f"{MAX_BATCH:,} records of up to {MAX_RECORD_BYTES} bytes each)",
     "415": "Content-Type is not JSON (a missing Content-Type is accepted)",
     "422": "invalid content: the error names the field",
     "503": "MQTT broker unreachable or did not acknowledge: nothing was accepted",
@@ -109,6 +114,10 @@ def document() -> dict[str, Any]:
             _json_body({"oneOf": [published_t, published_b]}, "published and acknowledged by the broker"),
             params=[battery],
             example={"SOC": 700, "target_discharge": 50, "target_charge": 100, "timestamp": "2025-01-16T10:00:00Z"},
+            description=f"One record or an array of 1 to {MAX_BATCH:,} records. The body may be up to "
+            f"BESS_GATEWAY_MAX_BODY_BYTES (default {DEFAULT_MAX_BODY_BYTES:,} bytes, room for {MAX_BATCH:,} records "
+            f"of {MAX_RECORD_BYTES} bytes: a full batch of the README's records with a battery id fits); larger "
+            "bodies get 413.",
         ),
         "/read": {
             "get": {

@@ -23,8 +23,6 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from aiohttp import web
-
 from nodes.contract.messages import (
     BatterySpec,
     BatteryState,
@@ -42,6 +40,7 @@ from nodes.renderer.insights import compute_insights
 from nodes.renderer.series import PriceSeries, TelemetrySeries
 from nodes.renderer.web import DashboardState, build_app
 from nodes.runtime.bus import Bus, BusUnavailable, Delivery, MqttSettings
+from nodes.runtime.http_serve import HttpLimits, Listener
 from nodes.runtime.node import Service
 
 log = logging.getLogger("bess.renderer")
@@ -104,7 +103,7 @@ class Renderer(Service[RendererConfig]):
         self.wake = asyncio.Event()
         self.dashboard = DashboardState(on_window_change=self.on_window_change)
         self.bus: Bus | None = None
-        self._runner: web.AppRunner | None = None
+        self._listener: Listener | None = None
 
     # -- inputs -----------------------------------------------------------------------------------------------
 
@@ -246,10 +245,9 @@ class Renderer(Service[RendererConfig]):
     # -- lifecycle --------------------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        self._runner = web.AppRunner(build_app(self.dashboard), access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.dashboard_host, self.config.dashboard_port)
-        await site.start()
+        # the gateway's listener: idle/header timeout, a connection limit, JSON for aiohttp's own errors
+        self._listener = Listener(build_app(self.dashboard), HttpLimits(), name="dashboard")
+        await self._listener.start(self.config.dashboard_host, [self.config.dashboard_port])
         log.info("dashboard on http://%s:%d/", self.config.dashboard_host, self.config.dashboard_port)
         while True:
             await self.wake.wait()
@@ -267,6 +265,6 @@ class Renderer(Service[RendererConfig]):
 
     async def shutdown(self) -> None:
         self.dashboard.close()
-        if self._runner is not None:
+        if self._listener is not None:
             with contextlib.suppress(Exception):
-                await self._runner.cleanup()
+                await self._listener.stop()
