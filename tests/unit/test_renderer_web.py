@@ -434,3 +434,14 @@ def test_validation_field() -> None:
 def test_add_battery_rejects_bad_ids() -> None:
     with pytest.raises(ValueError, match="battery id"):
         DashboardState().add_battery("Bad/Id")
+
+
+async def test_every_dashboard_error_is_json_pages_too(client: TestClient[Any, Any]) -> None:
+    for path in ("/no-such-page", "/static/missing.js"):
+        response = await client.get(path)
+        assert response.status == 404
+        assert response.content_type == "application/json"
+        assert set(await response.json()) == {"error", "field"}
+    wrong_method = await client.delete("/")
+    assert wrong_method.status == 405
+    assert wrong_method.content_type == "application/json"
