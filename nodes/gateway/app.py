@@ -39,7 +39,7 @@ import math
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
@@ -48,6 +48,7 @@ import msgspec
 from aiohttp import hdrs, web
 
 from nodes import __version__
+from nodes.contract import plausibility
 from nodes.contract.messages import (
     Command,
     ControlMode,
@@ -76,17 +77,16 @@ from nodes.gateway.bodies import (
     WriteRequest,
 )
 from nodes.gateway.commands import CommandError, ParsedCommand, build_command, parse_command
-from nodes.gateway.errors import ApiError, check_battery, error_middleware, from_msgspec
+from nodes.gateway.errors import ApiError, ImplausibleTimestamp, check_battery, error_middleware, from_msgspec
 from nodes.gateway.fleet import Fleet
 from nodes.gateway.specs import SpecBook
 from nodes.runtime.bus import BusUnavailable
 from nodes.runtime.command_rate import DEFAULT_BURST, DEFAULT_RATE_PER_MIN, CommandRateLimit
 
 P = TypeVar("P", bound=msgspec.Struct)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 B = TypeVar("B")
 
-EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
-MAX_AHEAD = timedelta(days=1)
 _JSON = "application/json"
 _ENCODER = msgspec.json.Encoder()
 _WRITE_DECODER = msgspec.json.Decoder(WriteRequest)
@@ -169,11 +169,10 @@ def _is_json(content_type: str) -> bool:
 
 
 def check_timestamp(ts: datetime, now: datetime, field: str = "timestamp") -> datetime:
-    """``ts`` in UTC if it is plausible (from 2000 up to one day ahead of ``now``), else a 422 on ``field``."""
-    if ts < EARLIEST:
-        raise ApiError(422, f"{field} {ts.isoformat()} is before 2000-01-01: not a plausible measurement", field)
-    if ts > now + MAX_AHEAD:
-        raise ApiError(422, f"{field} {ts.isoformat()} is more than 1 day in the future", field)
+    """``ts`` in UTC if it is plausible (:mod:`nodes.contract.plausibility`), else a 422 on ``field``."""
+    problem = plausibility.timestamp_problem(ts, now, field)
+    if problem is not None:
+        raise ImplausibleTimestamp(422, problem, field)
     return ts.astimezone(UTC)
 
 
@@ -559,7 +558,16 @@ _BATTERY_ONLY = frozenset({"battery"})
 
 def create_app(gateway: Gateway, *, openapi: bytes | None = None) -> web.Application:
     """The aiohttp application: routes, the JSON error middleware and the body size limit."""
-    app = web.Application(middlewares=[error_middleware], client_max_size=gateway.settings.max_body_bytes)
+    @web.middleware
+    async def count_implausible(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except ImplausibleTimestamp:
+            gateway.counters["implausible"] += 1  # the status shows how many the clients sent
+            raise
+
+    app = web.Application(middlewares=[error_middleware, count_implausible],
+                          client_max_size=gateway.settings.max_body_bytes)
     app.router.add_post("/write", gateway.write)
     app.router.add_get("/read", gateway.read)
     app.router.add_post("/mqtt/publish", gateway.command)
