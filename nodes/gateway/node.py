@@ -36,7 +36,7 @@ from nodes.gateway.config import GatewayConfig
 from nodes.gateway.fleet import Fleet
 from nodes.gateway.specs import SpecBook
 from nodes.runtime.bus import Bus, Delivery
-from nodes.runtime.http_serve import HttpLimits, Listener
+from nodes.runtime.http_serve import HttpLimits, Listener, ListenError
 from nodes.runtime.node import Service
 
 log = logging.getLogger("bess.gateway")
@@ -99,9 +99,8 @@ class GatewayService(Service[GatewayConfig]):
         host = self.config.gateway_host
         try:
             await self.listener.start(host, self.config.gateway_ports, context)
-        except OSError as exc:
-            log.error("cannot listen on %s (ports %s): %s", host, ",".join(map(str, self.config.gateway_ports)),
-                      exc.strerror or exc)
+        except ListenError as exc:
+            log.error("cannot listen on %s:%d: %s", host, exc.port, exc.strerror or exc)
             raise SystemExit(1) from None
         scheme = "https" if context else "http"
         log.info("listening on %s (at most %d connections, idle timeout %g s)",

@@ -72,7 +72,8 @@ class PlannerConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
     planner_min_replan_interval_s: float = 1.0
     planner_lease_s: float = 300.0
     #: how long a lease outlasts its run of slots, so the next run's command, sent at the boundary, takes over
-    #: without a moment uncovered (a planner dying at the boundary holds the old setpoint this long at most)
+    #: without a moment uncovered (a planner dying at the boundary holds the old setpoint this long at most);
+    #: at most a quarter of the lease is used (a 4 s lease gets 1 s)
     planner_handover_s: float = 5.0
     command_rate_per_min: float = DEFAULT_RATE_PER_MIN
     command_burst: int = DEFAULT_BURST
@@ -84,8 +85,8 @@ class PlannerConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
         found = id_problems(self.planner_zone, "BESS_PLANNER_ZONE")
         if self.planner_lease_s < 2:
             found.append("BESS_PLANNER_LEASE_S must be at least 2 seconds")
-        if not 0 < self.planner_handover_s <= self.planner_lease_s / 4:
-            found.append("BESS_PLANNER_HANDOVER_S must be > 0 and at most a quarter of BESS_PLANNER_LEASE_S")
+        if self.planner_handover_s <= 0:
+            found.append("BESS_PLANNER_HANDOVER_S must be > 0")
         if self.planner_max_telemetry_age_s <= 0:
             found.append("BESS_PLANNER_MAX_TELEMETRY_AGE_S must be > 0")
         found += command_rate.problems(self.command_rate_per_min, self.command_burst)
@@ -392,7 +393,8 @@ class Planner(Service[PlannerConfig]):
         if setpoint is None:
             inputs.wake_at = None
             return
-        lease_s, handover_s = self.config.planner_lease_s, self.config.planner_handover_s
+        lease_s = self.config.planner_lease_s
+        handover_s = min(self.config.planner_handover_s, lease_s / 4)
         decision = pilot.decide(inputs.last_command, setpoint, now, lease_s, handover_s)
         if not decision.send:
             inputs.wake_at = decision.wake_at

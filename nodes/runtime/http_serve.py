@@ -157,6 +157,14 @@ ACCEPT_FAILED = "socket.accept() out of system resource"
 """How asyncio reports an accept() refused by the operating system (EMFILE, ENFILE, ENOBUFS, ENOMEM)."""
 
 
+class ListenError(OSError):
+    """A port that cannot be bound (in use, not permitted)."""
+
+    def __init__(self, port: int, cause: OSError) -> None:
+        super().__init__(cause.errno, cause.strerror or str(cause))
+        self.port = port
+
+
 class Listener:
     """An aiohttp app on several ports with :class:`HttpLimits`; :meth:`start`, then :meth:`stop`."""
 
@@ -190,19 +198,19 @@ class Listener:
         self._previous_handler: Any = None
 
     async def start(self, host: str, ports: list[int], ssl_context: ssl.SSLContext | None = None) -> None:
-        """Listen on every port (OSError when a port cannot be bound; nothing stays open then)."""
+        """Listen on every port (:class:`ListenError` when a port cannot be bound; nothing stays open then)."""
         await self.runner.setup()
         loop = asyncio.get_running_loop()
         self._previous_handler = loop.get_exception_handler()
         loop.set_exception_handler(self._loop_exception)
-        try:
-            for port in ports:
+        for port in ports:
+            try:
                 self.servers.append(
                     await loop.create_server(self._protocol, host, port, ssl=ssl_context, reuse_address=True)
                 )
-        except OSError:
-            await self.stop()
-            raise
+            except OSError as exc:
+                await self.stop()
+                raise ListenError(port, exc) from exc
 
     def _protocol(self) -> asyncio.Protocol:
         if self.open >= self.max_connections:
@@ -285,4 +293,4 @@ class Listener:
             loop.set_exception_handler(self._previous_handler)
 
 
-__all__ = ["MAX_LINE_BYTES", "HttpLimits", "JsonErrorHandler", "Listener", "effective_max_connections"]
+__all__ = ["MAX_LINE_BYTES", "HttpLimits", "JsonErrorHandler", "ListenError", "Listener", "effective_max_connections"]
