@@ -127,6 +127,8 @@ class BatteryInputs:
     stale_after: datetime | None = None
     #: the autopilot stopped this battery on stale telemetry and waits for a fresh reading
     stale_stopped: bool = False
+    #: ... and sent it IDLE to stop the lease it was running
+    stale_idle_sent: bool = False
 
 
 def _now() -> datetime:
@@ -426,9 +428,13 @@ class Planner(Service[PlannerConfig]):
         """
         telemetry = self.telemetry_of(inputs, now)
         limit = self.config.planner_max_telemetry_age_s
+        if inputs.schedule is None and inputs.last_command is None and not inputs.stale_stopped:
+            self._set_autopilot_note(name, None)
+            return False  # nothing to drive (no plan yet, e.g. a battery known only from HTTP backfills)
         if telemetry is not None and (now - telemetry.ts).total_seconds() <= limit:
             if inputs.stale_stopped:
                 inputs.stale_stopped = False
+                inputs.stale_idle_sent = False
                 log.info("%s: fresh telemetry (%s); autopilot resumes", name, telemetry.ts.isoformat())
             self._set_autopilot_note(name, None)
             inputs.stale_after = telemetry.ts + timedelta(seconds=limit, microseconds=1)  # first stale instant
@@ -438,17 +444,23 @@ class Planner(Service[PlannerConfig]):
             why = "no telemetry received"
         else:
             why = f"latest {telemetry.source} telemetry is {(now - telemetry.ts).total_seconds():.0f} s old"
-        note = (f"autopilot stopped: {why} (limit BESS_PLANNER_MAX_TELEMETRY_AGE_S={limit:g}); battery sent IDLE, "
-                "waiting for fresh telemetry")
+        first = not inputs.stale_stopped
+        if first:
+            inputs.stale_stopped = True
+            held, inputs.last_command = inputs.last_command, None
+            # IDLE only when a lease of ours still moves the battery; otherwise it is idle already
+            inputs.stale_idle_sent = held is not None and held.valid_until > now and held.action != "idle"
+            send = inputs.stale_idle_sent
+        else:
+            send = False
+        done = "sent IDLE" if inputs.stale_idle_sent else "no lease of the autopilot was running"
+        note = (f"autopilot stopped: {why} (limit BESS_PLANNER_MAX_TELEMETRY_AGE_S={limit:g}); {done}, waiting "
+                "for fresh telemetry")
         self._set_autopilot_note(name, note)
-        if inputs.stale_stopped:
+        if not send:
+            if first:
+                log.warning("%s: %s", name, note)
             return True
-        inputs.stale_stopped = True
-        held = inputs.last_command
-        inputs.last_command = None
-        if held is None or held.valid_until <= now or held.action == "idle":
-            log.warning("%s: %s", name, note)
-            return True  # nothing to stop: no lease of ours is running
         assert self.bus is not None
         idle = Command(command_id=f"a-{uuid.uuid4().hex[:12]}", action="idle", power_kw=0.0, issued_at=now,
                        valid_until=now + timedelta(seconds=self.config.planner_lease_s), source="planner",

@@ -115,6 +115,7 @@ async def test_stale_telemetry_stops_the_autopilot_with_one_idle_until_a_fresh_r
     note = bus.details[BATTERY]
     assert "autopilot stopped" in note
     assert "s old" in note
+    assert "sent IDLE" in note
     assert bus.state == "online"  # a per-battery problem, not the node's
 
     # a fresh reading: re-planned from it and commanded again at once
@@ -137,3 +138,16 @@ async def test_no_telemetry_at_all_sends_nothing() -> None:
     await planner.step()
     assert bus.commands() == []
     assert "no telemetry" in bus.details[BATTERY]
+
+
+async def test_a_battery_known_only_from_old_http_backfills_gets_no_autopilot_note() -> None:
+    clock = FakeClock(T_DAY)
+    planner = Planner(PlannerConfig(planner_autopilot=True), clock=clock)
+    bus = RecordingBus()
+    planner.bus = bus  # type: ignore[assignment]
+    await planner.on_prices({"zone": "de-lu"}, daily_prices(T_DAY, 12, 60), DELIVERY)
+    old = Telemetry(ts=T_DAY - timedelta(days=300), soc_kwh=700, source="gateway")  # the seed's backfills
+    await planner.on_telemetry({"battery": "my-bat"}, old, DELIVERY)
+    await planner.step()
+    assert bus.details == {"my-bat": "monitored, not planned: no spec received"}
+    assert bus.commands() == []
