@@ -23,7 +23,8 @@ re-sending is safe). ``?ack=broker`` (or ``BESS_WRITE_ACK=broker``) answers 202 
 For the other writing routes a 202 means the broker acknowledged the message (PUBACK, QoS 1). Every error is
 ``{"error": "...", "field": ...}`` (:mod:`nodes.gateway.errors`). Order of checks on POST: bearer token (401)
 -> content type (415) -> body size (413) -> JSON syntax (400) -> content (422) -> unknown battery (404, unless
-``"force": true``) -> control mode idle (409) -> broker (503).
+``"force": true``) -> control mode idle (409) -> command rate (429 with Retry-After, :mod:`nodes.runtime.
+command_rate`) -> broker (503).
 
 Tokens: with ``BESS_GATEWAY_TOKEN`` set, every writing route needs it; the reading routes (``GET /read``,
 ``GET /control``) need ``BESS_GATEWAY_READ_TOKEN`` (by default the same token) or the write token.
@@ -42,10 +43,11 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import math
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol, TypeVar
@@ -54,6 +56,7 @@ import msgspec
 from aiohttp import hdrs, web
 
 from nodes import __version__
+from nodes.contract import plausibility
 from nodes.contract.messages import (
     Command,
     ControlMode,
@@ -66,6 +69,7 @@ from nodes.contract.messages import (
 from nodes.contract.topics import COMMAND, CONTROL, HISTORY_REQUEST, PRICES, STORED_RESPONSE, TELEMETRY, Topic
 from nodes.gateway import control, reads
 from nodes.gateway.bodies import (
+    DEFAULT_MAX_BODY_BYTES,
     CommandBody,
     CommandControl,
     ControlBody,
@@ -81,17 +85,17 @@ from nodes.gateway.bodies import (
     WriteRequest,
 )
 from nodes.gateway.commands import CommandError, ParsedCommand, build_command, parse_command
-from nodes.gateway.errors import ApiError, check_battery, error_middleware, from_msgspec
+from nodes.gateway.errors import ApiError, ImplausibleTimestamp, check_battery, error_middleware, from_msgspec
 from nodes.gateway.fleet import Fleet
 from nodes.gateway.receipts import Expectation, Receipts
 from nodes.gateway.specs import SpecBook
 from nodes.runtime.bus import BusUnavailable
+from nodes.runtime.command_rate import DEFAULT_BURST, DEFAULT_RATE_PER_MIN, CommandRateLimit
 
 P = TypeVar("P", bound=msgspec.Struct)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 B = TypeVar("B")
 
-EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
-MAX_AHEAD = timedelta(days=1)
 _JSON = "application/json"
 _ENCODER = msgspec.json.Encoder()
 _WRITE_DECODER = msgspec.json.Decoder(WriteRequest)
@@ -148,7 +152,8 @@ class GatewaySettings:
     token: str | None = None
     #: token for the reading routes; None with ``token`` set means the same token
     read_token: str | None = None
-    max_body_bytes: int = 1024 * 1024
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    body_timeout_s: float = 30.0
     read_timeout_s: float = 10.0
     max_read_rows: int = 100_000
     publish_timeout_s: float = 5.0
@@ -157,6 +162,8 @@ class GatewaySettings:
     #: how long a durable write waits for the receipts before it answers 202 "not confirmed"
     stored_timeout_s: float = 5.0
     node: str = "gateway"
+    command_rate_per_min: float = DEFAULT_RATE_PER_MIN
+    command_burst: int = DEFAULT_BURST
 
 
 def _now() -> datetime:
@@ -178,11 +185,10 @@ def _is_json(content_type: str) -> bool:
 
 
 def check_timestamp(ts: datetime, now: datetime, field: str = "timestamp") -> datetime:
-    """``ts`` in UTC if it is plausible (from 2000 up to one day ahead of ``now``), else a 422 on ``field``."""
-    if ts < EARLIEST:
-        raise ApiError(422, f"{field} {ts.isoformat()} is before 2000-01-01: not a plausible measurement", field)
-    if ts > now + MAX_AHEAD:
-        raise ApiError(422, f"{field} {ts.isoformat()} is more than 1 day in the future", field)
+    """``ts`` in UTC if it is plausible (:mod:`nodes.contract.plausibility`), else a 422 on ``field``."""
+    problem = plausibility.timestamp_problem(ts, now, field)
+    if problem is not None:
+        raise ImplausibleTimestamp(422, problem, field)
     return ts.astimezone(UTC)
 
 
@@ -233,6 +239,7 @@ class Gateway:
         receipts: Receipts | None = None,
         clock: Callable[[], datetime] = _now,
         new_command_id: Callable[[], str] = _command_id,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.bus = bus
         self.specs = specs
@@ -243,6 +250,9 @@ class Gateway:
         self.settings = settings
         self.clock = clock
         self.new_command_id = new_command_id
+        self.monotonic = monotonic
+        #: the per-battery command rate bound shared by every producer (:mod:`nodes.runtime.command_rate`)
+        self.command_rate = CommandRateLimit(settings.command_rate_per_min, settings.command_burst)
         self.started = time.monotonic()
         #: what went through, for the node's status message (``telemetry``, ``commands``, ``prices``, ``reads``)
         self.counters: Counter[str] = Counter()
@@ -287,9 +297,14 @@ class Gateway:
         if request.content_length is not None and request.content_length > limit:
             raise ApiError(413, f"body of {request.content_length} bytes is larger than the limit of {limit} bytes")
         try:
-            return await request.read()
+            async with asyncio.timeout(self.settings.body_timeout_s):
+                return await request.read()
         except web.HTTPRequestEntityTooLarge:
             raise ApiError(413, f"body is larger than the limit of {limit} bytes") from None
+        except TimeoutError:
+            # a body trickled in slowly holds a connection: end it (BESS_GATEWAY_BODY_TIMEOUT_S)
+            raise ApiError(408, f"the request body did not arrive within {self.settings.body_timeout_s:g} s",
+                           headers={hdrs.CONNECTION: "close"}) from None
 
     def _query(self, request: web.Request, allowed: frozenset[str]) -> dict[str, str]:
         params: dict[str, str] = {}
@@ -342,7 +357,17 @@ class Gateway:
         self.fleet.set_control(battery, mode)
         self.counters["control"] += 1
 
+    def _check_rate(self, battery: str, action: str) -> None:
+        """429 with Retry-After when ``battery`` had more commands than the bound allows."""
+        verdict = self.command_rate.check(battery, action, self.monotonic())
+        if not verdict.allowed:
+            self.counters["commands_rate_limited"] += 1
+            retry = max(1, math.ceil(verdict.retry_after_s))
+            raise ApiError(429, verdict.why, "command", headers={hdrs.RETRY_AFTER: str(retry)})
+
     async def _publish_command(self, battery: str, message: Command) -> None:
+        # counted before the publish: a command whose PUBACK is lost may still reach the battery
+        self.command_rate.take(battery, message.action, self.monotonic())
         await self.bus.publish(COMMAND, message, wait_ack=True, timeout=self.settings.publish_timeout_s,
                                battery=battery)
         self.counters["commands"] += 1
@@ -534,6 +559,7 @@ class Gateway:
         refusal = control.locked_out(current, message, now)
         if refusal is not None:
             raise ApiError(409, f"{battery}: {refusal}", "command")
+        self._check_rate(battery, message.action)
         manual = control.after_operator_command(current, message, now)
         if manual is not None:
             await self._publish_control(battery, manual)
@@ -565,6 +591,8 @@ class Gateway:
         body = await self._decode(request, _CONTROL_DECODER)
         battery = self._battery(body.battery, from_query)
         self._require_known(battery, body.force)
+        if body.mode == "idle":
+            self._check_rate(battery, "idle")
         now = self.clock()
         until = now + timedelta(seconds=body.for_s) if body.for_s is not None else None
         mode = ControlMode(mode=body.mode, set_at=now, until=until, source=control.SOURCE,
@@ -625,7 +653,16 @@ _WRITE_PARAMS = frozenset({"battery", "ack"})
 
 def create_app(gateway: Gateway, *, openapi: bytes | None = None) -> web.Application:
     """The aiohttp application: routes, the JSON error middleware and the body size limit."""
-    app = web.Application(middlewares=[error_middleware], client_max_size=gateway.settings.max_body_bytes)
+    @web.middleware
+    async def count_implausible(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except ImplausibleTimestamp:
+            gateway.counters["implausible"] += 1  # the status shows how many the clients sent
+            raise
+
+    app = web.Application(middlewares=[error_middleware, count_implausible],
+                          client_max_size=gateway.settings.max_body_bytes)
     app.router.add_post("/write", gateway.write)
     app.router.add_get("/read", gateway.read)
     app.router.add_post("/mqtt/publish", gateway.command)

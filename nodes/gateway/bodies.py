@@ -31,6 +31,11 @@ from nodes.contract.messages import (
 
 MAX_BATCH = 10_000
 MAX_PRICE_SLOTS = 10_000
+MAX_RECORD_BYTES = 400
+"""Room per record of a full batch: the README's record with a 64-character battery id, ``power_kw``, numbers of
+full precision and a timestamp with microseconds and an offset is about 240 bytes, pretty-printed about 290."""
+DEFAULT_MAX_BODY_BYTES = MAX_BATCH * MAX_RECORD_BYTES
+"""The default body limit (BESS_GATEWAY_MAX_BODY_BYTES): a full batch of any plausible records fits."""
 
 # -- requests ------------------------------------------------------------------------------------------------
 
@@ -225,8 +230,10 @@ class Health(Struct, kw_only=True):
 
 
 __all__ = [
+    "DEFAULT_MAX_BODY_BYTES",
     "MAX_BATCH",
     "MAX_CONTROL_S",
+    "MAX_RECORD_BYTES",
     "CommandBody",
     "CommandControl",
     "ControlBody",

@@ -10,7 +10,7 @@ BESS_COMMAND_LEASE_S           300                          command lease (``val
 BESS_GATEWAY_TOKEN             (none: open)                 bearer token required for the writing routes when set
 BESS_GATEWAY_READ_TOKEN        BESS_GATEWAY_TOKEN           bearer token of GET /read and GET /control (the
                                                             write token reads too); needs BESS_GATEWAY_TOKEN
-BESS_GATEWAY_MAX_BODY_BYTES    1048576                      larger bodies get 413
+BESS_GATEWAY_MAX_BODY_BYTES    4000000                      larger bodies get 413 (10,000 records of 400 bytes)
 BESS_READ_TIMEOUT_S            10                           how long /read waits for the recorder (then 504)
 BESS_MAX_READ_ROWS             100000                       most rows of one /read answer
 BESS_PUBLISH_TIMEOUT_S         5                            how long a publish waits for the PUBACK (then 503)
@@ -19,6 +19,12 @@ BESS_WRITE_ACK                 stored                       what POST /write wai
 BESS_WRITE_STORED_TIMEOUT_S    5                            how long a durable write waits for the recorder's
                                                             confirmation (then 202, not confirmed)
 BESS_GATEWAY_TLS_CERT / _KEY   (none: plain HTTP)           PEM files to serve HTTPS on every port
+BESS_GATEWAY_IDLE_TIMEOUT_S    15                           close a connection without a complete request head
+                                                            this long after it opened or after its last answer
+BESS_GATEWAY_MAX_CONNECTIONS   1000                         open connections (all ports); beyond: 503, degraded
+BESS_GATEWAY_BODY_TIMEOUT_S    30                           how long a request body may take to arrive (408)
+BESS_COMMAND_RATE_PER_MIN      6                            commands per battery and minute (then 429), refill
+BESS_COMMAND_BURST             10                           commands per battery in a burst (the bucket's size)
 ============================== ============================ ==================================================
 
 Plus the ``BESS_MQTT_*`` settings every node has (:class:`nodes.runtime.bus.MqttSettings`).
@@ -32,7 +38,10 @@ import msgspec
 from msgspec import Meta
 
 from nodes.contract.messages import Identifier
+from nodes.gateway.bodies import DEFAULT_MAX_BODY_BYTES
+from nodes.runtime import command_rate
 from nodes.runtime.bus import MqttSettings
+from nodes.runtime.command_rate import DEFAULT_BURST, DEFAULT_RATE_PER_MIN
 
 Port = Annotated[int, Meta(ge=1, le=65_535)]
 
@@ -48,7 +57,7 @@ class GatewayConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
     command_lease_s: Annotated[int, Meta(ge=1, le=86_400)] = 300
     gateway_token: str | None = None
     gateway_read_token: str | None = None
-    gateway_max_body_bytes: Annotated[int, Meta(ge=1024, le=256 * 1024 * 1024)] = 1024 * 1024
+    gateway_max_body_bytes: Annotated[int, Meta(ge=1024, le=256 * 1024 * 1024)] = DEFAULT_MAX_BODY_BYTES
     read_timeout_s: Annotated[float, Meta(gt=0, le=600)] = 10.0
     max_read_rows: Annotated[int, Meta(ge=1, le=1_000_000)] = 100_000
     publish_timeout_s: Annotated[float, Meta(gt=0, le=60)] = 5.0
@@ -56,10 +65,18 @@ class GatewayConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
     write_stored_timeout_s: Annotated[float, Meta(gt=0, le=600)] = 5.0
     gateway_tls_cert: str | None = None
     gateway_tls_key: str | None = None
+    #: a connection without a complete request head this long after opening or its last answer is closed
+    gateway_idle_timeout_s: Annotated[float, Meta(gt=0, le=3600)] = 15.0
+    #: open connections over all ports; beyond: 503 and status degraded (at most half the open-file limit)
+    gateway_max_connections: Annotated[int, Meta(ge=1, le=1_000_000)] = 1000
+    #: how long a request body may take to arrive (then 408)
+    gateway_body_timeout_s: Annotated[float, Meta(gt=0, le=3600)] = 30.0
+    command_rate_per_min: float = DEFAULT_RATE_PER_MIN
+    command_burst: int = DEFAULT_BURST
 
     def problems(self) -> list[str]:
         """Cross-field checks (reported by the config loader as one line, exit status 2)."""
-        found: list[str] = []
+        found = command_rate.problems(self.command_rate_per_min, self.command_burst)
         if len(set(self.gateway_ports)) != len(self.gateway_ports):
             found.append("BESS_GATEWAY_PORTS lists a port twice")
         if bool(self.gateway_tls_cert) != bool(self.gateway_tls_key):

@@ -54,6 +54,10 @@ class ApiError(Exception):
         return error_response(self.status, self.error, self.field, self.headers)
 
 
+class ImplausibleTimestamp(ApiError):
+    """A 422 for a timestamp the plausibility rule refuses (:mod:`nodes.contract.plausibility`); counted."""
+
+
 def check_battery(value: str, field: str = "battery") -> str:
     """A valid battery id, or a 422 on ``field`` (the contract's id rule: it becomes part of a topic)."""
     problems = id_problems(value, "battery")
@@ -146,4 +150,4 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(500, f"internal error {error_id}: the gateway log has the details")
 
 
-__all__ = ["ApiError", "ErrorBody", "error_middleware", "error_response", "from_msgspec"]
+__all__ = ["ApiError", "ErrorBody", "ImplausibleTimestamp", "error_middleware", "error_response", "from_msgspec"]

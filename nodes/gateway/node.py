@@ -15,7 +15,9 @@ Produces:
 Lifecycle (see :mod:`nodes.runtime.node`)::
 
     setup     subscribe spec, telemetry, state, control + response topic, bind every port
-      |       (a port in use: exit 1 with one line)
+      |       (a port in use: exit 1 with one line); :mod:`nodes.runtime.http_serve` bounds connections
+      |       (BESS_GATEWAY_MAX_CONNECTIONS, then 503 and status degraded) and closes idle or
+      |       never-finished ones (BESS_GATEWAY_IDLE_TIMEOUT_S)
       |       requests arriving before the broker connects get 503
     bus.start connect, publish online
     run       serve until SIGTERM/SIGINT (the broker may come and go: publishes answer 503 meanwhile)
@@ -28,8 +30,6 @@ import asyncio
 import logging
 import ssl
 
-from aiohttp import web
-
 from nodes.contract.messages import BatterySpec, BatteryState, ControlMode, StoredReceipt, Telemetry
 from nodes.contract.topics import CONTROL, SPEC, STATE, STORED_RESPONSE, TELEMETRY
 from nodes.gateway.app import Gateway, GatewaySettings, create_app
@@ -38,6 +38,7 @@ from nodes.gateway.fleet import Fleet
 from nodes.gateway.receipts import Receipts
 from nodes.gateway.specs import SpecBook
 from nodes.runtime.bus import Bus, Delivery
+from nodes.runtime.http_serve import HttpLimits, Listener, ListenError
 from nodes.runtime.node import Service
 
 log = logging.getLogger("bess.gateway")
@@ -51,12 +52,15 @@ def settings_from(config: GatewayConfig, node: str = "gateway") -> GatewaySettin
         token=config.gateway_token,
         read_token=config.gateway_read_token,
         max_body_bytes=config.gateway_max_body_bytes,
+        body_timeout_s=config.gateway_body_timeout_s,
         read_timeout_s=config.read_timeout_s,
         max_read_rows=config.max_read_rows,
         publish_timeout_s=config.publish_timeout_s,
         write_ack=config.write_ack,
         stored_timeout_s=config.write_stored_timeout_s,
         node=node,
+        command_rate_per_min=config.command_rate_per_min,
+        command_burst=config.command_burst,
     )
 
 
@@ -79,7 +83,8 @@ class GatewayService(Service[GatewayConfig]):
         self.specs = SpecBook()
         self.fleet = Fleet()
         self.receipts = Receipts()
-        self.runner: web.AppRunner | None = None
+        self.listener: Listener | None = None
+        self.bus: Bus | None = None
 
     async def setup(self, bus: Bus) -> None:
         """Subscribe the battery topics and the response topic, then listen on every configured port."""
@@ -91,23 +96,39 @@ class GatewayService(Service[GatewayConfig]):
         bus.enable_requests()
         gateway = Gateway(bus, self.specs, settings_from(self.config, bus.node), fleet=self.fleet,
                           receipts=self.receipts)
+        limits = HttpLimits(idle_timeout_s=self.config.gateway_idle_timeout_s,
+                            max_connections=self.config.gateway_max_connections)
+        self.listener = Listener(create_app(gateway), limits, name="gateway",
+                                 setting="BESS_GATEWAY_MAX_CONNECTIONS", on_problem=self._on_listener_problem)
         bus.set_counters_source(
-            lambda: {**gateway.counters, **self.receipts.counters, "awaiting_receipt": self.receipts.waiting}
+            lambda: {
+                **gateway.counters,
+                **self.receipts.counters,
+                "awaiting_receipt": self.receipts.waiting,
+                **self.listener_counters(),
+            }
         )
-        self.runner = web.AppRunner(create_app(gateway), access_log=None, shutdown_timeout=5.0)
-        await self.runner.setup()
+        self.bus = bus
         context = ssl_context(self.config)
         host = self.config.gateway_host
-        for port in self.config.gateway_ports:
-            site = web.TCPSite(self.runner, host, port, ssl_context=context, reuse_address=True)
-            try:
-                await site.start()
-            except OSError as exc:
-                await self.runner.cleanup()
-                log.error("cannot listen on %s:%d: %s", host, port, exc.strerror or exc)
-                raise SystemExit(1) from None
+        try:
+            await self.listener.start(host, self.config.gateway_ports, context)
+        except ListenError as exc:
+            log.error("cannot listen on %s:%d: %s", host, exc.port, exc.strerror or exc)
+            raise SystemExit(1) from None
         scheme = "https" if context else "http"
-        log.info("listening on %s", ", ".join(f"{scheme}://{host}:{p}" for p in self.config.gateway_ports))
+        log.info("listening on %s (at most %d connections, idle timeout %g s)",
+                 ", ".join(f"{scheme}://{host}:{p}" for p in self.config.gateway_ports),
+                 self.listener.max_connections, limits.idle_timeout_s)
+
+    def listener_counters(self) -> dict[str, int]:
+        """The HTTP listener's counters for the status (open connections, refused, accept errors)."""
+        return self.listener.counters() if self.listener is not None else {}
+
+    def _on_listener_problem(self, problem: str | None) -> None:
+        # the gateway cannot take new requests: its status must not say online
+        if self.bus is not None:
+            self.bus.set_state("degraded", problem) if problem else self.bus.set_state("online")
 
     async def _on_spec(self, params: dict[str, str], spec: BatterySpec, delivery: Delivery) -> None:
         problems = spec.problems()
@@ -137,9 +158,9 @@ class GatewayService(Service[GatewayConfig]):
 
     async def shutdown(self) -> None:
         """Stop accepting connections and let in-flight requests finish."""
-        if self.runner is not None:
-            await self.runner.cleanup()
-            self.runner = None
+        if self.listener is not None:
+            await self.listener.stop()
+            self.listener = None
 
 
 __all__ = ["GatewayConfig", "GatewayService", "settings_from", "ssl_context"]

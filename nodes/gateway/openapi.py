@@ -15,6 +15,9 @@ import msgspec
 from nodes import __version__
 from nodes.contract.docs import clean_descriptions
 from nodes.gateway.bodies import (
+    DEFAULT_MAX_BODY_BYTES,
+    MAX_BATCH,
+    MAX_RECORD_BYTES,
     CommandBody,
     ControlBody,
     ControlState,
@@ -36,7 +39,9 @@ _REF = "#/components/schemas/{name}"
 _ERRORS = {
     "400": "malformed JSON",
     "401": "missing or wrong bearer token (only when BESS_GATEWAY_TOKEN is set)",
-    "413": "body larger than BESS_GATEWAY_MAX_BODY_BYTES",
+    "408": "the body did not arrive within BESS_GATEWAY_BODY_TIMEOUT_S (30 s); the connection is closed",
+    "413": f"body larger than BESS_GATEWAY_MAX_BODY_BYTES (default {DEFAULT_MAX_BODY_BYTES:,} bytes: a batch of "
+    f"{MAX_BATCH:,} records of up to {MAX_RECORD_BYTES} bytes each)",
     "415": "Content-Type is not JSON (a missing Content-Type is accepted)",
     "422": "invalid content: the error names the field",
     "503": "MQTT broker unreachable or did not acknowledge: nothing was accepted",
@@ -62,6 +67,9 @@ def _param(name: str, where: str, description: str, schema: dict[str, Any], *, r
 
 _UNKNOWN_BATTERY = ("unknown battery: the gateway has seen no spec, telemetry or state for it and the gateway "
                     'wrote none (send "force": true to command it anyway)')
+_RATE_LIMITED = ("more commands for this battery than the per-battery bound allows (BESS_COMMAND_BURST in a burst, "
+                 "BESS_COMMAND_RATE_PER_MIN a minute; a stop passes beyond it once per refill interval): nothing "
+                 "was published; retry after Retry-After seconds")
 _READ_401 = ("missing or wrong bearer token (only when BESS_GATEWAY_TOKEN is set): BESS_GATEWAY_READ_TOKEN, by "
              "default the same token; the write token reads too")
 
@@ -112,7 +120,11 @@ def document() -> dict[str, Any]:
                                 "broker's acknowledgement only (faster; a broker crash can still lose the records)",
                                 {"type": "string", "enum": ["stored", "broker"]})],
         example={"SOC": 700, "target_discharge": 50, "target_charge": 100, "timestamp": "2025-01-16T10:00:00Z"},
-        description="Records are identified by battery and timestamp, so writing one again rewrites the same "
+        description=f"One record or an array of 1 to {MAX_BATCH:,} records. The body may be up to "
+        f"BESS_GATEWAY_MAX_BODY_BYTES (default {DEFAULT_MAX_BODY_BYTES:,} bytes, room for {MAX_BATCH:,} records "
+        f"of {MAX_RECORD_BYTES} bytes: a full batch of the README's records with a battery id fits); larger "
+        "bodies get 413. "
+        "Records are identified by battery and timestamp, so writing one again rewrites the same "
         "point: every retry is safe. 200: stored, the recorder confirmed every record in the database. 202: "
         "accepted by the broker, not (all) confirmed stored. 422: invalid, or refused by the database. 503: the "
         "broker did not acknowledge, nothing is known to be accepted; re-send.",
@@ -169,7 +181,8 @@ def document() -> dict[str, Any]:
             "mode already in force that lasts longer is kept. In mode idle only IDLE/STOP pass (409 otherwise).",
             extra={"404": _UNKNOWN_BATTERY,
                    "409": "the battery is in control mode idle: only IDLE or STOP pass until POST /control "
-                   "changes the mode"},
+                   "changes the mode",
+                   "429": _RATE_LIMITED},
         ),
         "/control": {
             **post(
@@ -182,7 +195,7 @@ def document() -> dict[str, Any]:
                 "the planner keeps planning (the schedule stays visible) but sends nothing. idle: the battery is "
                 "sent IDLE and held idle (only IDLE/STOP commands pass). With for_s the mode ends after that "
                 "many seconds and the planner's configured default (BESS_PLANNER_AUTOPILOT) applies again.",
-                extra={"404": _UNKNOWN_BATTERY},
+                extra={"404": _UNKNOWN_BATTERY, "429": _RATE_LIMITED + " (mode idle sends IDLE)"},
             ),
             "get": {
                 "summary": "The control mode in force for a battery (null: the planner's configured default)",
@@ -220,6 +233,14 @@ def document() -> dict[str, Any]:
             }
         },
     }
+    for item in paths.values():
+        for operation in item.values():
+            limited = operation.get("responses", {}).get("429")
+            if limited is not None:
+                limited["headers"] = {"Retry-After": {
+                    "description": "seconds until the battery's bucket allows a command again",
+                    "schema": {"type": "integer", "minimum": 1},
+                }}
     # descriptions come from docstrings (msgspec copies a Struct's __doc__): normalised so that Python 3.11 and
     # 3.13 write the same file
     doc: dict[str, Any] = clean_descriptions({

@@ -3,9 +3,13 @@
 Consumes: ``market/{zone}/prices`` (the zone of ``BESS_PLANNER_ZONE``), ``battery/+/spec``, ``battery/+/telemetry``,
 ``battery/+/control``.
 Produces: ``battery/{battery}/schedule`` (retained) and, while a battery's control mode is ``autopilot``,
-``battery/{battery}/set``: at each slot start the slot's Command with a lease ending at the slot's end or
-``BESS_PLANNER_LEASE_S`` (300 s) from now, whichever is sooner, renewed while the planner lives; a dead planner
-leaves the battery idle within one lease instead of following a stale plan.
+``battery/{battery}/set``: a Command only when something changes (:mod:`nodes.planner.autopilot`): a new
+setpoint (a run of slots with one action and power) at its boundary, or a renewal that really extends the lease.
+A lease lasts ``BESS_PLANNER_LEASE_S`` (300 s) or until the run's end plus ``BESS_PLANNER_HANDOVER_S`` (5 s),
+whichever is sooner; a dead planner leaves the battery idle within one lease instead of following a stale plan.
+Stale telemetry (older than ``BESS_PLANNER_MAX_TELEMETRY_AGE_S``) stops the autopilot for that battery: one IDLE,
+then nothing until a fresh reading arrives. Every command also passes the shared per-battery rate bound
+(:mod:`nodes.runtime.command_rate`).
 
 Control precedence (:mod:`nodes.planner.policy`): the retained ControlMode of the battery rules while it is in
 force; without one (or after its ``until``) the configured default applies (``BESS_PLANNER_AUTOPILOT`` minus
@@ -44,9 +48,12 @@ from nodes.contract.messages import (
     Telemetry,
 )
 from nodes.contract.topics import COMMAND, CONTROL, PRICES, SCHEDULE, SPEC, TELEMETRY, id_problems
+from nodes.planner import autopilot as pilot
 from nodes.planner import policy
 from nodes.planner.model import PlanError, PlanOptions, plan
+from nodes.runtime import command_rate
 from nodes.runtime.bus import Bus, Delivery, MqttSettings
+from nodes.runtime.command_rate import DEFAULT_BURST, DEFAULT_RATE_PER_MIN, CommandRateLimit
 from nodes.runtime.node import Service
 
 log = logging.getLogger("bess.planner")
@@ -64,6 +71,12 @@ class PlannerConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
     planner_solver: str = "cbc"
     planner_min_replan_interval_s: float = 1.0
     planner_lease_s: float = 300.0
+    #: how long a lease outlasts its run of slots, so the next run's command, sent at the boundary, takes over
+    #: without a moment uncovered (a planner dying at the boundary holds the old setpoint this long at most);
+    #: at most a quarter of the lease is used (a 4 s lease gets 1 s)
+    planner_handover_s: float = 5.0
+    command_rate_per_min: float = DEFAULT_RATE_PER_MIN
+    command_burst: int = DEFAULT_BURST
     #: a device reading this recent makes the device feed "live": HTTP writes for that battery are ignored
     planner_device_feed_window_s: float = 600.0
 
@@ -72,6 +85,11 @@ class PlannerConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
         found = id_problems(self.planner_zone, "BESS_PLANNER_ZONE")
         if self.planner_lease_s < 2:
             found.append("BESS_PLANNER_LEASE_S must be at least 2 seconds")
+        if self.planner_handover_s <= 0:
+            found.append("BESS_PLANNER_HANDOVER_S must be > 0")
+        if self.planner_max_telemetry_age_s <= 0:
+            found.append("BESS_PLANNER_MAX_TELEMETRY_AGE_S must be > 0")
+        found += command_rate.problems(self.command_rate_per_min, self.command_burst)
         if self.planner_solver not in ("cbc", "highs"):
             found.append("BESS_PLANNER_SOLVER must be cbc or highs")
         if self.planner_device_feed_window_s <= 0:
@@ -103,10 +121,22 @@ class BatteryInputs:
     last_command: Command | None = None
     #: the control mode the autopilot last acted under (to log pauses and resumptions once)
     mode: ControlModeName | None = None
+    #: when the autopilot must look at this battery again (a renewal, the boundary); None: nothing pending
+    wake_at: datetime | None = None
+    #: when the trusted telemetry turns stale (the autopilot stops then); None: it is stale or absent
+    stale_after: datetime | None = None
+    #: the autopilot stopped this battery on stale telemetry and waits for a fresh reading
+    stale_stopped: bool = False
+    #: ... and sent it IDLE to stop the lease it was running
+    stale_idle_sent: bool = False
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+MIN_SLOT = timedelta(seconds=1)
+"""A trimmed current slot shorter than this is left out of the horizon."""
 
 
 def horizon(forecast: PriceForecast, now: datetime) -> list[PriceSlot]:
@@ -117,8 +147,10 @@ def horizon(forecast: PriceForecast, now: datetime) -> list[PriceSlot]:
             continue
         start = max(slot.start, now)
         slots.append(PriceSlot(start=start, end=slot.end, price_eur_per_mwh=slot.price_eur_per_mwh))
-    # a slot shorter than a minute says nothing useful and only adds a variable
-    return [s for s in slots if s.end - s.start >= timedelta(minutes=1)]
+    # The current slot stays however little of it is left (a second at least): the autopilot follows the slot
+    # containing now, and a plan that starts at the next boundary would leave it nothing to follow until then
+    # (with 1-minute slots and a re-plan a second after the boundary, that was every slot).
+    return [s for s in slots if s.end - s.start >= MIN_SLOT]
 
 
 def planned_soc_at(schedule: Schedule, now: datetime) -> float | None:
@@ -132,41 +164,23 @@ def planned_soc_at(schedule: Schedule, now: datetime) -> float | None:
     return None
 
 
-def slot_command(schedule: Schedule, now: datetime, lease_s: float | None = None) -> Command | None:
-    """The Command the autopilot sends for the slot containing ``now``.
-
-    The lease ends at the slot's end, or ``lease_s`` from now if that is sooner: the autopilot renews it while
-    it lives, so a dead planner leaves the battery idle within ``lease_s`` instead of following an hour-long
-    slot of a plan nobody watches any more.
-    """
-    for slot in schedule.slots:
-        if slot.start <= now < slot.end:
-            if slot.discharge_kw > 1e-6:
-                action, power = "discharge", slot.discharge_kw
-            elif slot.charge_kw > 1e-6:
-                action, power = "charge", slot.charge_kw
-            else:
-                action, power = "idle", 0.0
-            return Command(
-                command_id=f"a-{uuid.uuid4().hex[:12]}",
-                action=action,  # type: ignore[arg-type]
-                power_kw=round(power, 3),
-                issued_at=now,
-                valid_until=slot.end if lease_s is None else min(slot.end, now + timedelta(seconds=lease_s)),
-                source="planner",
-                plan_id=schedule.plan_id,
-            )
-    return None
-
-
 class Planner(Service[PlannerConfig]):
     """Plans every battery that publishes a spec, on the configured zone's prices."""
 
     name = "planner"
 
-    def __init__(self, config: PlannerConfig, *, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self,
+        config: PlannerConfig,
+        *,
+        clock: Callable[[], datetime] | None = None,
+        monotonic: Callable[[], float] | None = None,
+    ) -> None:
         super().__init__(config)
         self.clock = clock or _now
+        #: seconds for the command rate bound; by default derived from ``clock`` so a fake clock drives both
+        self.monotonic = monotonic or (lambda: self.clock().timestamp())
+        self.rate = CommandRateLimit(config.command_rate_per_min, config.command_burst)
         self.forecast: PriceForecast | None = None
         self.batteries: dict[str, BatteryInputs] = {}
         self.controls: dict[str, ControlMode] = {}
@@ -174,6 +188,10 @@ class Planner(Service[PlannerConfig]):
         self.wake = asyncio.Event()
         #: per-battery notes (why a battery is not planned), published as the status ``details``
         self.notes: dict[str, str] = {}
+        #: per-battery notes of the autopilot (stopped on stale telemetry), merged into the details
+        self.autopilot_notes: dict[str, str] = {}
+        self._boundary = datetime.min.replace(tzinfo=UTC)
+        self._last_plan: dict[str, datetime] = {}
         self.node_problem: str | None = None
         self.bus: Bus | None = None
         self._device_window = timedelta(seconds=config.planner_device_feed_window_s)
@@ -256,6 +274,9 @@ class Planner(Service[PlannerConfig]):
             inputs.other_telemetry = policy.newer(inputs.other_telemetry, telemetry)
         if self.telemetry_of(inputs, now) is not telemetry:
             return  # an older record (a backfill) or a source the planner does not plan from
+        if inputs.stale_stopped:
+            self._mark(name)  # the autopilot stopped on stale telemetry: re-plan from this reading and resume
+            return
         if inputs.schedule is None:
             self._mark(name)
             return
@@ -300,11 +321,19 @@ class Planner(Service[PlannerConfig]):
         self.node_problem = node_problem
         assert self.bus is not None
         self.bus.counters["batteries_not_planned"] = len(self.notes)
-        self.bus.set_details(policy.bounded_details(self.notes, MAX_DETAILS))
+        self._publish_details()
         if node_problem is not None:
             self.bus.set_state("degraded", node_problem)
         else:
             self.bus.set_state("online")
+
+    def _publish_details(self) -> None:
+        """The planning notes, with the autopilot's note appended for a battery that has both."""
+        assert self.bus is not None
+        merged = dict(self.notes)
+        for name, note in self.autopilot_notes.items():
+            merged[name] = f"{merged[name]}; {note}" if name in merged else note
+        self.bus.set_details(policy.bounded_details(merged, MAX_DETAILS))
 
     async def plan_battery(self, name: str, now: datetime) -> Schedule | None:
         """Plan one battery now; publishes the Schedule, or reports why it could not."""
@@ -344,34 +373,113 @@ class Planner(Service[PlannerConfig]):
         return schedule
 
     async def autopilot(self, name: str, now: datetime) -> None:
-        """In autopilot mode, send the current slot's command when it changed, or renew its lease when half of
-        it has run out. In any other mode send nothing, and forget the last command so that the autopilot
-        commands at once when it resumes."""
+        """In autopilot mode, send the current setpoint's command when :func:`autopilot.decide` says so (a
+        change, a new run of slots, or a renewal that really extends the lease). Stale telemetry stops it
+        (:meth:`_stop_if_stale`). In any other mode send nothing, and forget the last command so that the
+        autopilot commands at once when it resumes."""
         inputs = self._battery(name)
         mode = self.mode_of(name, now)
         if mode != inputs.mode:
             self._log_mode(name, inputs.mode, mode)
             inputs.mode = mode
         if mode != "autopilot":
-            inputs.last_command = None
+            inputs.last_command, inputs.wake_at = None, None
+            self._set_autopilot_note(name, None)
+            return
+        if await self._stop_if_stale(name, inputs, now):
             return
         if inputs.schedule is None:
+            inputs.wake_at = None
             return
-        command = slot_command(inputs.schedule, now, self.config.planner_lease_s)
-        if command is None:
+        setpoint = pilot.setpoint_at(inputs.schedule, now)
+        if setpoint is None:
+            inputs.wake_at = None
             return
-        last = inputs.last_command
-        if (
-            last is not None
-            and (last.action, last.power_kw, last.plan_id) == (command.action, command.power_kw, command.plan_id)
-            and (last.valid_until - now).total_seconds() > self.config.planner_lease_s / 2
-            and last.valid_until <= command.valid_until
-        ):
+        lease_s = self.config.planner_lease_s
+        handover_s = min(self.config.planner_handover_s, lease_s / 4)
+        decision = pilot.decide(inputs.last_command, setpoint, now, lease_s, handover_s)
+        if not decision.send:
+            inputs.wake_at = decision.wake_at
             return
         assert self.bus is not None
+        verdict = self.rate.check(name, setpoint.action, self.monotonic())
+        if not verdict.allowed:
+            # never expected (the autopilot stays far below the bound); if it happens, wait, do not spin
+            self.bus.counters["commands_rate_limited"] += 1
+            log.warning("%s: autopilot command held back: %s", name, verdict.why)
+            inputs.wake_at = now + timedelta(seconds=verdict.retry_after_s)
+            return
+        command = pilot.command_for(setpoint, decision, now, f"a-{uuid.uuid4().hex[:12]}")
         await self.bus.publish(COMMAND, command, battery=name)
+        self.rate.take(name, command.action, self.monotonic())
         inputs.last_command = command
         self.bus.counters["commands"] += 1
+        log.debug("%s: %s %g kW until %s (%s)", name, command.action, command.power_kw,
+                  command.valid_until.isoformat(), decision.why)
+        follow_up = pilot.decide(command, setpoint, now, lease_s, handover_s)
+        inputs.wake_at = follow_up.wake_at if not follow_up.send else now + timedelta(seconds=lease_s)
+
+    async def _stop_if_stale(self, name: str, inputs: BatteryInputs, now: datetime) -> bool:
+        """Stale or missing telemetry stops the autopilot for this battery (the safe mode).
+
+        The plan was made for a state of charge nobody has confirmed for ``BESS_PLANNER_MAX_TELEMETRY_AGE_S``:
+        the autopilot sends one IDLE command (so the battery stops now instead of when its lease ends) and then
+        nothing, until fresh telemetry arrives; the battery's note in the status details says why.
+        """
+        telemetry = self.telemetry_of(inputs, now)
+        limit = self.config.planner_max_telemetry_age_s
+        if inputs.schedule is None and inputs.last_command is None and not inputs.stale_stopped:
+            self._set_autopilot_note(name, None)
+            return False  # nothing to drive (no plan yet, e.g. a battery known only from HTTP backfills)
+        if telemetry is not None and (now - telemetry.ts).total_seconds() <= limit:
+            if inputs.stale_stopped:
+                inputs.stale_stopped = False
+                inputs.stale_idle_sent = False
+                log.info("%s: fresh telemetry (%s); autopilot resumes", name, telemetry.ts.isoformat())
+            self._set_autopilot_note(name, None)
+            inputs.stale_after = telemetry.ts + timedelta(seconds=limit, microseconds=1)  # first stale instant
+            return False
+        inputs.stale_after, inputs.wake_at = None, None
+        if telemetry is None:
+            why = "no telemetry received"
+        else:
+            why = f"latest {telemetry.source} telemetry is {(now - telemetry.ts).total_seconds():.0f} s old"
+        first = not inputs.stale_stopped
+        if first:
+            inputs.stale_stopped = True
+            held, inputs.last_command = inputs.last_command, None
+            # IDLE only when a lease of ours still moves the battery; otherwise it is idle already
+            inputs.stale_idle_sent = held is not None and held.valid_until > now and held.action != "idle"
+            send = inputs.stale_idle_sent
+        else:
+            send = False
+        done = "sent IDLE" if inputs.stale_idle_sent else "no lease of the autopilot was running"
+        note = (f"autopilot stopped: {why} (limit BESS_PLANNER_MAX_TELEMETRY_AGE_S={limit:g}); {done}, waiting "
+                "for fresh telemetry")
+        self._set_autopilot_note(name, note)
+        if not send:
+            if first:
+                log.warning("%s: %s", name, note)
+            return True
+        assert self.bus is not None
+        idle = Command(command_id=f"a-{uuid.uuid4().hex[:12]}", action="idle", power_kw=0.0, issued_at=now,
+                       valid_until=now + timedelta(seconds=self.config.planner_lease_s), source="planner",
+                       text=f"autopilot stopped: {why}"[:500])
+        await self.bus.publish(COMMAND, idle, battery=name)
+        self.rate.take(name, "idle", self.monotonic())
+        self.bus.counters["commands"] += 1
+        self.bus.counters["autopilot_stale_stops"] += 1
+        log.warning("%s: %s", name, note)
+        return True
+
+    def _set_autopilot_note(self, name: str, note: str | None) -> None:
+        if self.autopilot_notes.get(name) == note:
+            return
+        if note is None:
+            self.autopilot_notes.pop(name, None)
+        else:
+            self.autopilot_notes[name] = note
+        self._publish_details()
 
     def _log_mode(self, name: str, before: ControlModeName | None, after: ControlModeName) -> None:
         control = self.controls.get(name)
@@ -383,55 +491,62 @@ class Planner(Service[PlannerConfig]):
         elif before is None or before == "autopilot":
             log.info("%s: autopilot paused, mode %s%s%s", name, after, until, why)
 
-    def _next_renewal(self, now: datetime) -> datetime | None:
-        renewals = [
-            inputs.last_command.valid_until - timedelta(seconds=self.config.planner_lease_s / 2)
-            for inputs in self.batteries.values()
-            if inputs.last_command is not None and inputs.last_command.valid_until > now
-        ]
-        return min(renewals) if renewals else None
-
     def next_wake(self, now: datetime) -> datetime:
-        """When the loop must run next: a slot boundary, a lease renewal, or a control mode ending (the
-        autopilot resumes at that instant, not at the next boundary)."""
+        """When the loop must run next: a slot boundary, what the autopilot asked for (a renewal, a handover),
+        telemetry turning stale, or a control mode ending (the autopilot resumes at that instant)."""
         candidates = [self._next_boundary(now)]
-        renewal = self._next_renewal(now)
-        if renewal is not None:
-            candidates.append(renewal)
+        for inputs in self.batteries.values():
+            candidates += [t for t in (inputs.wake_at, inputs.stale_after) if t is not None and t > now]
         candidates += [t for c in self.controls.values() if (t := policy.control_expiry(c, now)) is not None]
         return min(candidates)
 
     def _next_boundary(self, now: datetime) -> datetime:
+        # slot starts too: a plan may begin at a later boundary than now (a gap in the prices)
         boundaries = [
-            slot.end
+            edge
             for inputs in self.batteries.values()
             if inputs.schedule is not None
             for slot in inputs.schedule.slots
-            if slot.end > now
+            for edge in (slot.start, slot.end)
+            if edge > now
         ]
         hour = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
         return min([*boundaries, hour])
 
-    async def run(self) -> None:
-        last_plan: dict[str, datetime] = {}
-        boundary = self._next_boundary(self.clock())
-        while True:
-            now = self.clock()
-            if now >= boundary:
-                self.dirty.update(self.batteries)  # receding horizon: re-plan at every boundary
-            for name in sorted(self.dirty):
-                previous = last_plan.get(name)
-                if previous and (now - previous).total_seconds() < self.config.planner_min_replan_interval_s:
-                    continue  # debounce bursts (e.g. retained spec + telemetry + prices at start)
-                self.dirty.discard(name)
-                last_plan[name] = now
-                await self.plan_battery(name, now)
+    async def step(self) -> datetime:
+        """One pass of the loop: re-plan what needs it, let the autopilot act, say when to run next.
+
+        At a slot boundary the autopilot acts first, on the plan it has (the new slot's command goes out at the
+        boundary, before the solver runs), then again after the re-plan (a changed setpoint is sent at once).
+        """
+        now = self.clock()
+        at_boundary = now >= self._boundary
+        if at_boundary:
+            self.dirty.update(self.batteries)  # receding horizon: re-plan at every boundary
             for name in list(self.batteries):
-                await self.autopilot(name, self.clock())
-            boundary = self._next_boundary(self.clock())
-            timeout = (self.next_wake(self.clock()) - self.clock()).total_seconds()
-            if self.dirty:
-                timeout = min(timeout, self.config.planner_min_replan_interval_s)
-            self.wake.clear()
+                await self.autopilot(name, now)
+        for name in sorted(self.dirty):
+            previous = self._last_plan.get(name)
+            if previous and (now - previous).total_seconds() < self.config.planner_min_replan_interval_s:
+                continue  # debounce bursts (e.g. retained spec + telemetry + prices at start)
+            self.dirty.discard(name)
+            self._last_plan[name] = now
+            await self.plan_battery(name, now)
+        now = self.clock()
+        for name in list(self.batteries):
+            await self.autopilot(name, now)
+        self._boundary = self._next_boundary(now)
+        wake_at = self.next_wake(now)
+        if self.dirty:
+            wake_at = min(wake_at, now + timedelta(seconds=self.config.planner_min_replan_interval_s))
+        return wake_at
+
+    async def run(self) -> None:
+        self._boundary = self._next_boundary(self.clock())
+        while True:
+            self.wake.clear()  # before the pass: a message arriving during it wakes the next one at once
+            wake_at = await self.step()
+            # a hair past the instant: waking a millisecond early would only mean another pass
+            timeout = (wake_at - self.clock()).total_seconds() + 0.001
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), timeout=max(timeout, 0.05))
+                await asyncio.wait_for(self.wake.wait(), timeout=max(timeout, 0.001))

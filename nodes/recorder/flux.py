@@ -29,7 +29,8 @@ def time(value: datetime) -> str:
 def to_flux(checked: Plan, bucket: str) -> str:
     """Render a checked :class:`Plan` as a Flux script reading ``bucket``."""
     series = checked.series
-    fields = checked.columns
+    # raw: the columns and the absent mask (the store applies it); means: the numeric columns
+    fields = checked.columns if checked.every_s else checked.query_columns
     field_test = " or ".join(f"r._field == {string(name)}" for name in fields if name != "plan_id")
     lines = [
         f"from(bucket: {string(bucket)})",

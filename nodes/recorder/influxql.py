@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 
 from nodes.contract.messages import HistoryQuery
 from nodes.contract.topics import id_problems
-from nodes.recorder.points import SERIES, Series, query_time
+from nodes.recorder.points import MASK, SERIES, Series, query_time
 
 
 class QueryError(ValueError):
@@ -50,6 +50,20 @@ class Plan:
     def columns(self) -> tuple[str, ...]:
         """Result columns after ``time``: all raw columns, or the numeric ones when downsampled."""
         return self.series.numeric if self.every_s else self.series.columns
+
+    @property
+    def query_columns(self) -> tuple[str, ...]:
+        """What the query selects after ``time``: the result columns, plus the ``absent`` mask of a raw query
+        and the counts of the optional fields of a downsampled one (the store uses both, then drops them)."""
+        series = self.series
+        if self.every_s:
+            return (*series.numeric, *(count_column(name) for name in series.optional))
+        return (*series.columns, MASK) if series.optional else series.columns
+
+
+def count_column(name: str) -> str:
+    """The column holding how many values a bucket's mean of ``name`` was made of."""
+    return f"{name}__count"
 
 
 def _check_int(value: object, what: str, low: int, high: int) -> int:
@@ -99,6 +113,25 @@ def time_literal(value: datetime) -> str:
     return "'" + query_time(value) + "'"
 
 
+def stale_values(checked: Plan) -> str | None:
+    """For a downsampled query: the points whose ``absent`` names a field that still holds a value (an earlier
+    write of the same point had it; the later write left it out, so it is not part of the record). The store takes
+    them out of the means. Rare by nature, so this returns few rows; None when the series has no optional fields."""
+    series = checked.series
+    if not checked.every_s or not series.optional:
+        return None
+    stale = " OR ".join(
+        f"({ident(MASK)} =~ /(^|,){name}(,|$)/ AND ({ident(name)} >= 0 OR {ident(name)} < 0))"
+        for name in series.optional
+    )
+    where = (
+        f"{ident(series.tag)}={string_literal(checked.tag_value)}"
+        f" AND time >= {time_literal(checked.begin)} AND time < {time_literal(checked.end)}"
+    )
+    select = ",".join(ident(name) for name in (MASK, *series.optional))
+    return f"SELECT {select} FROM {ident(series.measurement)} WHERE {where} AND ({stale})"
+
+
 def build(query: HistoryQuery, limit: int | None = None) -> tuple[str, Plan]:
     """The InfluxQL statement for ``query`` and the checked :class:`Plan` it came from."""
     checked = plan(query, limit)
@@ -109,10 +142,13 @@ def to_influxql(checked: Plan) -> str:
     """Render a checked :class:`Plan` as one InfluxQL SELECT statement."""
     series = checked.series
     if checked.every_s:
-        select = ",".join(f"mean({ident(name)}) AS {ident(name)}" for name in series.numeric)
+        select = ",".join(
+            [f"mean({ident(name)}) AS {ident(name)}" for name in series.numeric]
+            + [f"count({ident(name)}) AS {ident(count_column(name))}" for name in series.optional]
+        )
         group = f" GROUP BY time({int(checked.every_s)}s) fill(none)"
     else:
-        select = ",".join(ident(name) for name in series.columns)
+        select = ",".join(ident(name) for name in checked.query_columns)
         group = ""
     where = (
         f"{ident(series.tag)}={string_literal(checked.tag_value)}"
@@ -124,4 +160,7 @@ def to_influxql(checked: Plan) -> str:
     )
 
 
-__all__ = ["Plan", "QueryError", "build", "ident", "plan", "string_literal", "time_literal", "to_influxql"]
+__all__ = [
+    "Plan", "QueryError", "build", "count_column", "ident", "plan", "stale_values", "string_literal", "time_literal",
+    "to_influxql",
+]

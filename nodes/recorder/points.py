@@ -21,6 +21,14 @@ prices         zone               price_eur_per_mwh, end, issued_at, source (one
 
 Why it is written this way:
 
+* **A repeated timestamp means the later write replaces the whole record.** InfluxDB merges the fields of two
+  writes of one point (same measurement, tags and time): a re-sent record without ``power_kw`` would keep the
+  earlier record's ``power_kw``, a record nobody wrote. So every point writes every column: optional text fields
+  as ``""`` (read back as absent), and telemetry's optional numbers, which have no "empty" value, are named in the
+  point's ``absent`` field (``absent="power_kw"``; ``""`` when none is missing). Readers drop the values a point's
+  ``absent`` names, raw and in means alike (:mod:`nodes.recorder.store`). Points stored before this rule have no
+  ``absent`` field and are read as they are.
+
 * Timestamps come from the message, never from the time of arrival, at microsecond precision (the writer uses
   ``precision=u``). InfluxDB keys a point by measurement + tags + time, so a redelivered message rewrites the
   same point: at-least-once delivery becomes exactly-once storage.
@@ -69,7 +77,15 @@ class Series:
     """Raw query columns in order (fields, plus tags such as ``plan_id`` that are worth returning)."""
     numeric: tuple[str, ...]
     """The float fields, the only ones a downsampled (mean) query returns."""
+    optional: tuple[str, ...] = ()
+    """Float fields a message may leave out; each point names the ones it left out in its :data:`MASK` field."""
+    blank_is_none: tuple[str, ...] = ()
+    """Text fields a message may leave out: written as ``""`` (so a later record clears an earlier value), read as
+    absent."""
 
+
+MASK = "absent"
+"""The string field naming the optional float fields a point's message left out (comma-joined, ``""`` if none)."""
 
 SERIES: dict[HistoryKind, Series] = {
     "telemetry": Series(
@@ -77,18 +93,21 @@ SERIES: dict[HistoryKind, Series] = {
         "battery",
         ("soc_kwh", "power_kw", "target_charge_kw", "target_discharge_kw", "source"),
         ("soc_kwh", "power_kw", "target_charge_kw", "target_discharge_kw"),
+        optional=("power_kw", "target_charge_kw", "target_discharge_kw"),
     ),
     "command": Series(
         "command",
         "battery",
         ("action", "power_kw", "command_id", "source", "valid_until", "plan_id", "text"),
         ("power_kw",),
+        blank_is_none=("plan_id", "text"),
     ),
     "state": Series(
         "state",
         "battery",
         ("mode", "power_kw", "command_id", "command_source", "valid_until", "limits_hit", "reason"),
         ("power_kw",),
+        blank_is_none=("command_id", "command_source", "valid_until"),
     ),
     "schedule": Series(
         "schedule",
@@ -227,7 +246,8 @@ def _present(*lines: str | None) -> list[str]:
 def telemetry_line(battery: str, msg: Telemetry) -> str:
     """``telemetry,battery=..`` at ``ts``: the hot path (every device, every second), so one inline f-string.
 
-    Each number field is ``key=1.5,`` when present and finite, else nothing; ``source`` always ends the fields.
+    Each number field is ``key=1.5,`` when present and finite, else nothing and its name goes into ``absent``;
+    ``source`` and ``absent`` always end the fields, so a later write of the same point replaces all of it.
     Decoded messages are finite by the contract's bounds; the checks guard Structs built in code.
     """
     s, p, c, d = msg.soc_kwh, msg.power_kw, msg.target_charge_kw, msg.target_discharge_kw
@@ -236,14 +256,24 @@ def telemetry_line(battery: str, msg: Telemetry) -> str:
         source = source.replace("\\", "\\\\").replace('"', '\\"')
     ts = msg.ts
     stamp = (ts - _EPOCH) // _ONE_US if ts.tzinfo is not None else epoch_us(ts)
+    has_p = p is not None and _isfinite(p)
+    has_c = c is not None and _isfinite(c)
+    has_d = d is not None and _isfinite(d)
+    absent = "" if has_p and has_c and has_d else _absent(has_p, has_c, has_d)
     return (
         f"telemetry,battery={escape_tag(battery)} "
         f"{f'soc_kwh={float(s)!r},' if _isfinite(s) else ''}"
-        f"{'' if p is None or not _isfinite(p) else f'power_kw={float(p)!r},'}"
-        f"{'' if c is None or not _isfinite(c) else f'target_charge_kw={float(c)!r},'}"
-        f"{'' if d is None or not _isfinite(d) else f'target_discharge_kw={float(d)!r},'}"
-        f'source="{source}" {stamp}'
+        f"{f'power_kw={float(p)!r},' if has_p else ''}"  # type: ignore[arg-type]
+        f"{f'target_charge_kw={float(c)!r},' if has_c else ''}"  # type: ignore[arg-type]
+        f"{f'target_discharge_kw={float(d)!r},' if has_d else ''}"  # type: ignore[arg-type]
+        f'source="{source}",{MASK}="{absent}" {stamp}'
     )
+
+
+@lru_cache(maxsize=8)
+def _absent(has_p: bool, has_c: bool, has_d: bool) -> str:
+    names = zip(("power_kw", "target_charge_kw", "target_discharge_kw"), (has_p, has_c, has_d), strict=True)
+    return ",".join(name for name, present in names if not present)
 
 
 def telemetry_lines(battery: str, msg: Telemetry) -> list[str]:
@@ -260,8 +290,8 @@ def command_lines(battery: str, msg: Command) -> list[str]:
         .text("command_id", msg.command_id)
         .text("source", msg.source)
         .time("valid_until", msg.valid_until)
-        .text("plan_id", msg.plan_id)
-        .text("text", msg.text)
+        .text("plan_id", msg.plan_id or "")
+        .text("text", msg.text or "")
     )
     return _present(line("command", {"battery": battery}, fields, msg.issued_at))
 
@@ -272,9 +302,9 @@ def state_lines(battery: str, msg: BatteryState) -> list[str]:
         _Fields()
         .text("mode", msg.mode)
         .num("power_kw", msg.power_kw)
-        .text("command_id", msg.command_id)
-        .text("command_source", msg.command_source)
-        .time("valid_until", msg.valid_until)
+        .text("command_id", msg.command_id or "")
+        .text("command_source", msg.command_source or "")
+        .text("valid_until", "" if msg.valid_until is None else rfc3339(msg.valid_until))
         .text("limits_hit", ",".join(msg.limits_hit))
         .text("reason", msg.reason)
     )
@@ -339,6 +369,7 @@ def prices_lines(zone: str, msg: PriceForecast) -> list[str]:
 
 
 __all__ = [
+    "MASK",
     "SERIES",
     "Series",
     "command_lines",

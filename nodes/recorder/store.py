@@ -35,8 +35,8 @@ import msgspec
 
 from nodes.contract.messages import HistoryQuery, HistoryResult
 from nodes.recorder import flux
-from nodes.recorder.influxql import Plan, ident, plan, to_influxql
-from nodes.recorder.points import epoch_us, rfc3339, rfc3339_from_us
+from nodes.recorder.influxql import Plan, count_column, ident, plan, stale_values, to_influxql
+from nodes.recorder.points import MASK, epoch_us, rfc3339, rfc3339_from_us
 
 log = logging.getLogger("bess.recorder.store")
 
@@ -126,16 +126,66 @@ def _error_text(body: bytes) -> str:
 
 
 def _result(checked: Plan, columns: list[str], rows: list[list[Any]]) -> HistoryResult:
-    """Shape rows as the contract wants: ``time`` first (RFC 3339), floats as floats, ``truncated`` flag."""
-    numeric = {i for i, name in enumerate(columns) if name in checked.series.numeric}
+    """Shape rows as the contract wants: ``time`` first (RFC 3339), floats as floats, ``truncated`` flag.
+
+    ``columns`` are what the query selected (:attr:`Plan.query_columns`); the answer has ``time`` and
+    :attr:`Plan.columns`. A raw row drops the values its ``absent`` mask names and reads ``""`` as absent where
+    the series says so: a record is what its latest write said, never a merge (:mod:`nodes.recorder.points`).
+    """
+    series = checked.series
+    numeric = {i for i, name in enumerate(columns) if name in series.numeric}
     truncated = len(rows) > checked.limit
     rows = rows[: checked.limit]
+    blank = [i for i, name in enumerate(columns) if name in series.blank_is_none]
+    mask = columns.index(MASK) if MASK in columns else None
+    position = {name: i for i, name in enumerate(columns)}
     for row in rows:
         for i in numeric:
             value = row[i]
             if isinstance(value, int) and not isinstance(value, bool):
                 row[i] = float(value)
-    return HistoryResult(ok=True, columns=columns, rows=rows, truncated=truncated)
+        for i in blank:
+            if row[i] == "":
+                row[i] = None
+        if mask is not None and row[mask]:
+            for name in str(row[mask]).split(","):
+                if name in position:
+                    row[position[name]] = None
+    keep = [position[name] for name in ("time", *checked.columns)]
+    if keep != list(range(len(columns))):
+        rows = [[row[i] for i in keep] for row in rows]
+    return HistoryResult(ok=True, columns=["time", *checked.columns], rows=rows, truncated=truncated)
+
+
+def _take_out_stale(checked: Plan, columns: list[str], rows: list[list[Any]], stale: list[list[Any]]) -> None:
+    """Correct downsampled means for values a later write left out (see :func:`influxql.stale_values`).
+
+    ``rows`` hold per bucket the mean and the count of each optional field; ``stale`` the points (time in us,
+    ``absent``, the optional fields) whose value is not part of their record. Buckets are aligned to the epoch, as
+    InfluxQL's ``GROUP BY time`` aligns them.
+    """
+    if not stale or not checked.every_s:
+        return
+    every_us = checked.every_s * 1_000_000
+    position = {name: i for i, name in enumerate(columns)}
+    by_bucket = {int(row[0]): row for row in rows}
+    optional = checked.series.optional
+    for point in stale:
+        bucket = by_bucket.get(int(point[0]) - int(point[0]) % every_us)
+        if bucket is None:
+            continue
+        absent = str(point[1] or "").split(",")
+        for offset, name in enumerate(optional):
+            value = point[2 + offset]
+            if name not in absent or value is None:
+                continue
+            mean_at, count_at = position[name], position[count_column(name)]
+            count = bucket[count_at] or 0
+            if count <= 1 or bucket[mean_at] is None:
+                bucket[mean_at], bucket[count_at] = None, 0
+                continue
+            bucket[mean_at] = (bucket[mean_at] * count - float(value)) / (count - 1)
+            bucket[count_at] = count - 1
 
 
 def _encode(lines: list[str]) -> bytes:
@@ -252,31 +302,45 @@ class Influx1Store:
         raise StoreUnavailable(f"InfluxDB write answered {status}: {text[:_ERROR_TEXT_LIMIT]}")
 
     async def query(self, q: HistoryQuery) -> HistoryResult:
-        """Run the InfluxQL for ``q`` (``q.limit`` rows at most) with ``epoch=u``."""
+        """Run the InfluxQL for ``q`` (``q.limit`` rows at most) with ``epoch=u``; for means, also the stale values
+        to take out of them, in the same request."""
         checked = plan(q)
+        statements = [to_influxql(checked)]
+        stale = stale_values(checked)
+        if stale is not None:
+            statements.append(stale)
         status, body = await self._post(
-            "/query", params={"db": self.database, "epoch": "u"}, data={"q": to_influxql(checked)}
+            "/query", params={"db": self.database, "epoch": "u"}, data={"q": ";".join(statements)}
         )
         if status >= 500:
             raise StoreUnavailable(f"InfluxDB query answered {status}: {_error_text(body)}")
         if status != 200:
             raise StoreError(f"query refused ({status}): {_error_text(body)}")
         try:
-            decoded = msgspec.json.decode(body)
-            statement = decoded["results"][0]
+            results = msgspec.json.decode(body)["results"]
+            statement, extra = results[0], results[1:]
         except (msgspec.DecodeError, KeyError, IndexError, TypeError) as exc:
             raise StoreError(f"unexpected query answer: {body[:_ERROR_TEXT_LIMIT]!r}") from exc
-        if statement.get("error"):
-            raise StoreError(f"query failed: {statement['error']}")
-        columns = ["time", *checked.columns]
-        rows: list[list[Any]] = []
-        for series in statement.get("series") or []:
-            index = [series["columns"].index(name) if name in series["columns"] else None for name in columns]
-            for values in series["values"]:
-                row = [None if i is None else values[i] for i in index]
-                row[0] = rfc3339_from_us(int(values[0]))
-                rows.append(row)
+        for answer in (statement, *extra):
+            if answer.get("error"):
+                raise StoreError(f"query failed: {answer['error']}")
+        columns = ["time", *checked.query_columns]
+        rows = _rows(statement, columns)
+        if extra:
+            _take_out_stale(checked, columns, rows, _rows(extra[0], ["time", MASK, *checked.series.optional]))
+        for row in rows:
+            row[0] = rfc3339_from_us(int(row[0]))
         return _result(checked, columns, rows)
+
+
+def _rows(statement: dict[str, Any], columns: list[str]) -> list[list[Any]]:
+    """The rows of one InfluxQL statement's answer, in ``columns`` order (time as epoch microseconds)."""
+    rows: list[list[Any]] = []
+    for series in statement.get("series") or []:
+        index = [series["columns"].index(name) if name in series["columns"] else None for name in columns]
+        for values in series["values"]:
+            rows.append([None if i is None else values[i] for i in index])
+    return rows
 
 
 class Influx2Store:
@@ -369,12 +433,14 @@ class Influx2Store:
             raise StoreError(f"query failed ({exc.status}): {exc.body!s:.300}") from exc
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise StoreUnavailable(f"InfluxDB at {self.url} unreachable: {exc}") from exc
-        columns = ["time", *checked.columns]
+        # raw rows carry the absent mask (applied by _result); Flux means are not corrected for values a later
+        # write left out (the README says so): only the InfluxQL store runs the stale-values query
+        columns = ["time", *(checked.query_columns if not checked.every_s else checked.columns)]
         rows: list[tuple[int, list[Any]]] = []
         for table in tables:
             for record in table.records:
                 when = record.values["_time"]
-                rows.append((epoch_us(when), [rfc3339(when), *(record.values.get(c) for c in checked.columns)]))
+                rows.append((epoch_us(when), [rfc3339(when), *(record.values.get(c) for c in columns[1:])]))
         rows.sort(key=lambda item: item[0])
         return _result(checked, columns, [row for _, row in rows])
 

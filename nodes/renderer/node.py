@@ -34,8 +34,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from aiohttp import web
-
 from nodes.contract.messages import (
     BatterySpec,
     BatteryState,
@@ -68,6 +66,7 @@ from nodes.renderer.series import PriceSeries, TelemetrySeries, downsample, to_d
 from nodes.renderer.web import DashboardState, WindowFigures, build_app
 from nodes.renderer.windows import DEFAULT_WINDOW, TimeWindow
 from nodes.runtime.bus import Bus, BusUnavailable, Delivery, MqttSettings
+from nodes.runtime.http_serve import HttpLimits, Listener
 from nodes.runtime.node import Service
 
 log = logging.getLogger("bess.renderer")
@@ -180,7 +179,7 @@ class Renderer(Service[RendererConfig]):
         self.window_cache: OrderedDict[tuple[str, str], tuple[float, WindowFigures]] = OrderedDict()
         self._inflight: dict[tuple[str, str], asyncio.Future[WindowFigures]] = {}
         self.bus: Bus | None = None
-        self._runner: web.AppRunner | None = None
+        self._listener: Listener | None = None
 
     # -- inputs -----------------------------------------------------------------------------------------------
 
@@ -533,10 +532,9 @@ class Renderer(Service[RendererConfig]):
     # -- lifecycle --------------------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        self._runner = web.AppRunner(build_app(self.dashboard), access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.dashboard_host, self.config.dashboard_port)
-        await site.start()
+        # the gateway's listener: idle/header timeout, a connection limit, JSON for aiohttp's own errors
+        self._listener = Listener(build_app(self.dashboard), HttpLimits(), name="dashboard")
+        await self._listener.start(self.config.dashboard_host, [self.config.dashboard_port])
         log.info(
             "dashboard on http://%s:%d/ (%s)", self.config.dashboard_host, self.config.dashboard_port,
             "token required" if self.dashboard.auth else "no token",
@@ -566,6 +564,6 @@ class Renderer(Service[RendererConfig]):
             if view.fill_task is not None:
                 view.fill_task.cancel()
         self.dashboard.close()
-        if self._runner is not None:
+        if self._listener is not None:
             with contextlib.suppress(Exception):
-                await self._runner.cleanup()
+                await self._listener.stop()

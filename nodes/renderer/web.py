@@ -624,11 +624,12 @@ async def _events(request: web.Request) -> web.StreamResponse:
 async def _errors(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """JSON errors under /api (the project's error shape) and no bare 500 anywhere."""
+    """Every error in the project's JSON shape (pages too: aiohttp's text/plain 404 is no better for a browser),
+    and no bare 500 anywhere. Parse errors before routing are JSON too (:mod:`nodes.runtime.http_serve`)."""
     try:
         return await handler(request)
     except web.HTTPException as exc:
-        if request.path.startswith("/api/") and exc.status >= 400:
+        if exc.status >= 400:
             field_name = "battery" if exc.status == 404 and "battery" in request.match_info else None
             return json_error(exc.status, exc.reason, field_name)
         raise

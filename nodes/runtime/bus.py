@@ -14,6 +14,9 @@ node has to remember them:
 * Last will ``node/{node}/status`` = offline (retained) and ``online`` on every connect.
 * An undecodable payload is logged (cut to 512 bytes), counted and acknowledged: never raised, never redelivered
   in a loop. A handler that raises is logged with its traceback and counted; the node stays up.
+* A telemetry, state or command whose own timestamp is implausible (before 2000, more than a day ahead:
+  :mod:`nodes.contract.plausibility`, the gateway's rule too) is dropped, counted (``implausible``) and logged
+  (once a minute per topic).
 * A payload larger than its topic's bound (:mod:`nodes.runtime.payload_limits`: ``BESS_MQTT_MAX_PAYLOAD_BYTES``,
   never below the largest message the contract admits; ``BESS_MQTT_MAX_BULK_PAYLOAD_BYTES`` for figures and
   history answers) is logged (cut), counted as ``oversized`` and acknowledged without being decoded.
@@ -24,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import ssl
 import struct
@@ -40,8 +44,10 @@ import msgspec
 from gmqtt.storage import PersistentStorage
 
 from nodes import __version__
+from nodes.contract import plausibility
 from nodes.contract.messages import NodeState, NodeStatus
 from nodes.contract.topics import HISTORY_RESPONSE, STATUS, Topic, check_root
+from nodes.runtime.gmqtt_log import closed_socket_filter
 from nodes.runtime.payload_limits import payload_limit
 
 log = logging.getLogger("bess.bus")
@@ -209,6 +215,10 @@ class Bus:
         self._storage = _AckTrackingStorage()
         self._status_task: asyncio.Task[None] | None = None
         self._extra_counters: Callable[[], dict[str, int]] | None = None
+        #: the receiver's clock for the timestamp plausibility rule (tests move it)
+        self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+        self._implausible_logged: dict[str, tuple[float, int]] = {}
+        self._closed_socket = closed_socket_filter()
         will = gmqtt.Message(
             self.name(STATUS, node=self.node),
             STATUS.encode(NodeStatus(node=self.node, state="offline", version=__version__, reason="connection lost")),
@@ -322,8 +332,10 @@ class Bus:
         # (spec, prices, schedule) is only delivered on subscribe and this process has none of it in memory.
         if not self._first_connect_done or not session_present:
             self._send_subscribe(self._subscriptions)
+        left_out = self._closed_socket.rearm()
         if self._first_connect_done:
-            log.info("reconnected to broker (session present: %s)", bool(session_present))
+            log.info("reconnected to broker (session present: %s)%s", bool(session_present),
+                     f"; {left_out} more writes to the closed socket were not logged" if left_out else "")
             self.counters["reconnects"] += 1
         self._connections += 1
         self._first_connect_done = True
@@ -340,6 +352,7 @@ class Bus:
         return self._connections
 
     def _on_disconnect(self, client: gmqtt.Client, packet: Any, exc: Exception | None = None) -> None:
+        self._closed_socket.rearm()  # one closed-socket line per disconnect, not one per write
         if not self._stopping:
             log.warning("disconnected from broker; gmqtt reconnects on its own")
         self.connected.clear()
@@ -585,6 +598,21 @@ class Bus:
         log.debug("message on %s matches no subscription", name)
         return 0
 
+    def _drop_implausible(self, name: str, problem: str, payload: bytes) -> None:
+        # a device with a wrong clock publishes every second: one line per topic a minute, with the count
+        self.counters["implausible"] += 1
+        now = time.monotonic()
+        last, suppressed = self._implausible_logged.get(name, (-math.inf, 0))
+        if now - last < 60.0:
+            self._implausible_logged[name] = (last, suppressed + 1)
+            return
+        if len(self._implausible_logged) > 10_000:
+            self._implausible_logged.clear()
+        self._implausible_logged[name] = (now, 0)
+        more = f" ({suppressed} more on this topic in the last minute)" if suppressed else ""
+        log.warning("dropped message with an implausible timestamp on %s: %s%s; payload (%d bytes): %r", name,
+                    problem, more, len(payload), payload[:PAYLOAD_LOG_LIMIT])
+
     async def _dispatch(
         self,
         sub: _Subscription[Any],
@@ -629,6 +657,10 @@ class Bus:
                 except Exception:
                     self.counters["handler_errors"] += 1
                     log.exception("invalid-payload handler for %s failed", name)
+            return
+        problem = plausibility.message_problem(message, self.clock())
+        if problem is not None:
+            self._drop_implausible(name, problem, payload)
             return
         response_topic = _first(properties, "response_topic")
         correlation = _first(properties, "correlation_data")

@@ -2,7 +2,9 @@
 
 It behaves like a device: it obeys Commands within its limits (clamps power to the spec, stops at the SOC
 limits), treats every command as a lease (after ``valid_until`` it goes idle, so a dead controller cannot leave
-it discharging) and integrates SOC with the same efficiency model the planner uses::
+it discharging), caps every lease at a maximum counted from when it arrived (:class:`LeaseCaps`: a few minutes
+for the autopilot, 24 h for operators; a far-future ``valid_until`` is not obeyed for ever) and integrates SOC
+with the same efficiency model the planner uses::
 
     charging    soc += sqrt(eta) * p * dt        (p = grid-side power, kW; dt in hours)
     discharging soc -= p * dt / sqrt(eta)
@@ -12,11 +14,35 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
+
+import msgspec
 
 from nodes.contract.messages import BatterySpec, BatteryState, Command, Mode, Telemetry
 
 _EPS_KWH = 1e-9
+
+AUTOMATIC_SOURCES = frozenset({"planner"})
+"""Sources whose commands are renewed by a program while it lives: their leases get the short cap."""
+
+
+@dataclass(frozen=True)
+class LeaseCaps:
+    """The longest lease the device obeys, from the moment a command arrives.
+
+    ``automatic_s`` (``BESS_MAX_LEASE_S``) for the autopilot, which renews its leases while it lives;
+    ``operator_s`` (``BESS_MAX_OPERATOR_LEASE_S``) for everyone else (gateway, operators, Home Assistant,
+    dashboard, bridges): the gateway's own maximum, 24 h.
+    """
+
+    automatic_s: float = 600.0
+    operator_s: float = 86_400.0
+
+    def cap_s(self, source: str) -> tuple[float, str]:
+        """The cap for a command from ``source`` and the setting that sets it."""
+        if source in AUTOMATIC_SOURCES:
+            return self.automatic_s, "BESS_MAX_LEASE_S"
+        return self.operator_s, "BESS_MAX_OPERATOR_LEASE_S"
 
 
 @dataclass
@@ -30,6 +56,9 @@ class SimBattery:
     power_kw: float = 0.0  # + discharging, - charging (grid side)
     limits_hit: list[str] = field(default_factory=list)
     reason: str = "no command yet"
+    caps: LeaseCaps = field(default_factory=LeaseCaps)
+    #: what the cap did to the current command's lease (None: it was within the cap)
+    lease_note: str | None = None
 
     def __post_init__(self) -> None:
         self.soc_kwh = min(max(self.soc_kwh, self.spec.soc_min_kwh), self.spec.soc_max_kwh)
@@ -41,6 +70,14 @@ class SimBattery:
         if command.valid_until <= now:
             self.reason = f"ignored expired command {command.command_id}"
             return
+        cap_s, setting = self.caps.cap_s(command.source)
+        latest = now + timedelta(seconds=cap_s)
+        self.lease_note = None
+        if command.valid_until > latest:
+            # the device's own clock decides: a lease in 9999 from a dead controller must not hold for ever
+            self.lease_note = (f"lease of {command.command_id} capped to {cap_s:g} s ({setting}); asked until "
+                               f"{command.valid_until.isoformat()}")
+            command = msgspec.structs.replace(command, valid_until=latest)
         self.command = command
         self._settle(now)
 
@@ -51,6 +88,9 @@ class SimBattery:
         if command is not None and command.valid_until <= now:
             self.reason = f"lease of {command.command_id} expired at {command.valid_until.isoformat()}"
             self.command = command = None
+            self.lease_note = None
+        if self.lease_note is not None:
+            limits.append(f"lease capped to {self.caps.cap_s(command.source if command else '')[0]:g} s")
         if command is None or command.action == "idle" or command.power_kw <= 0:
             mode: Mode = "idle"
             power = 0.0
@@ -78,6 +118,8 @@ class SimBattery:
             else:
                 mode = "discharging"
             self.reason = f"{command.action} by {command.source} command {command.command_id}"
+        if self.lease_note is not None and command is not None:
+            self.reason = f"{self.reason}; {self.lease_note}"
         self.mode, self.power_kw, self.limits_hit = mode, power, limits
 
     # -- physics ----------------------------------------------------------------------------------------------

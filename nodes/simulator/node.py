@@ -4,7 +4,8 @@ Consumes: ``battery/{battery}/set`` (Commands) and its own retained ``telemetry`
 it had before a restart).
 Produces: ``battery/{battery}/spec`` (retained, at start), ``battery/{battery}/telemetry`` every
 ``BESS_SIM_TELEMETRY_INTERVAL_S`` seconds, ``battery/{battery}/state`` on every change (mode, power, command,
-lease, limits hit).
+lease, limits hit). Every lease is capped from the moment it arrives: ``BESS_MAX_LEASE_S`` (600 s) for the
+autopilot, ``BESS_MAX_OPERATOR_LEASE_S`` (24 h) for everyone else; the state's ``limits_hit`` and ``reason`` say so.
 Stored confirmations: with ``BESS_SIM_KEEP_UNCONFIRMED`` > 0 (default 10000 readings per battery) it consumes
 ``battery/{battery}/stored`` and keeps each reading until the recorder confirms it stored, re-sending what it
 kept after every reconnect (:mod:`nodes.simulator.outbox`): a broker crash that loses acknowledged readings
@@ -27,7 +28,7 @@ from nodes.contract.messages import BatterySpec, Command, StoredUpTo, Telemetry
 from nodes.contract.topics import COMMAND, SPEC, STATE, STORED, TELEMETRY, id_problems
 from nodes.runtime.bus import Bus, BusUnavailable, Delivery, MqttSettings
 from nodes.runtime.node import Service
-from nodes.simulator.battery import SimBattery
+from nodes.simulator.battery import LeaseCaps, SimBattery
 from nodes.simulator.outbox import Outbox
 
 log = logging.getLogger("bess.simulator")
@@ -48,6 +49,10 @@ class SimulatorConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
     sim_speed: float = 1.0
     #: readings per battery kept until the recorder confirms them stored (battery/{battery}/stored); 0: none
     sim_keep_unconfirmed: int = 10_000
+    #: the longest autopilot (planner) lease obeyed, from arrival; longer ones are cut and the state says so
+    max_lease_s: float = 600.0
+    #: the longest lease of any other source (gateway, operators, bridges): the gateway's own maximum
+    max_operator_lease_s: float = 86_400.0
 
     def problems(self) -> list[str]:
         """Invalid combinations, reported at start-up (exit 2)."""
@@ -56,6 +61,8 @@ class SimulatorConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
             found += self.spec().problems()
         except msgspec.ValidationError as exc:
             found.append(f"battery spec: {exc}")
+        if not 0 < self.max_lease_s <= self.max_operator_lease_s:
+            found.append("BESS_MAX_LEASE_S must be > 0 and at most BESS_MAX_OPERATOR_LEASE_S")
         if self.sim_telemetry_interval_s <= 0 or self.sim_speed <= 0:
             found.append("BESS_SIM_TELEMETRY_INTERVAL_S and BESS_SIM_SPEED must be > 0")
         if not 0 <= self.sim_keep_unconfirmed <= 1_000_000:
@@ -88,7 +95,8 @@ class Simulator(Service[SimulatorConfig]):
         start = config.sim_soc_initial_kwh
         if start is None:
             start = (spec.soc_min_kwh + spec.soc_max_kwh) / 2
-        self.batteries = {b: SimBattery(spec, start) for b in config.batteries}
+        caps = LeaseCaps(automatic_s=config.max_lease_s, operator_s=config.max_operator_lease_s)
+        self.batteries = {b: SimBattery(spec, start, caps=caps) for b in config.batteries}
         keep = config.sim_keep_unconfirmed
         self.outboxes = {b: Outbox(keep) for b in config.batteries} if keep else {}
         self._resumed: set[str] = set()
@@ -125,8 +133,11 @@ class Simulator(Service[SimulatorConfig]):
         battery = self.batteries[params["battery"]]
         now = datetime.now(UTC)
         battery.apply(command, now)
-        log.info("%s: %s %.1f kW from %s (lease until %s)", params["battery"], command.action,
-                 command.power_kw, command.source, command.valid_until.isoformat())
+        held = battery.command
+        log.info("%s: %s %.1f kW from %s (lease until %s%s)", params["battery"], command.action,
+                 command.power_kw, command.source, command.valid_until.isoformat(),
+                 f", capped to {held.valid_until.isoformat()}" if held and held.valid_until != command.valid_until
+                 else "")
         await self._publish_state(params["battery"], now, force=True)
 
     async def on_own_telemetry(self, params: dict[str, str], message: Telemetry, delivery: Delivery) -> None:

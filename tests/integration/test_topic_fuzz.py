@@ -21,8 +21,9 @@ contract on disk (what the node processes import) is still the same. The test th
   ``unrouted`` for topic
   names outside the tree (``battery/UPPER/...``, ``battery/a b/...``, ``market/DE-LU/...``);
 * what is stored for the fuzz battery and zone is exactly the valid, storable messages (time and value), the
-  unstorable valid ones are counted (``rejected``), and the live battery and zone gained only the points their
-  real producers wrote;
+  unstorable valid ones are counted (``rejected``), the implausible ones (timestamps before 2000 or more than a
+  day ahead) are dropped and counted (``implausible``), and the live battery and zone gained only the points
+  their real producers wrote;
 * a message after all of it is still stored.
 """
 
@@ -82,7 +83,7 @@ def contract_fingerprint() -> str:
 
 # What this process decodes with; the node processes import the contract from disk when they start.
 CONTRACT_AT_IMPORT = contract_fingerprint()
-T = datetime(2030, 1, 1, tzinfo=UTC)  # valid fuzz messages live here, far from the live data of the test
+T = datetime(2020, 1, 1, tzinfo=UTC)  # valid fuzz messages live here, far from the live data of the test
 
 
 # -- targets: every subscribed topic, and who receives it ---------------------------------------------------------
@@ -284,7 +285,8 @@ class Valid:
     what: str
     target: str
     message: dict[str, Any]
-    #: "stored", "rejected" (InfluxDB refuses the time) or "stored-or-counted" (either is acceptable)
+    #: "stored", "implausible" (dropped and counted by the bus: nodes.contract.plausibility), "rejected" (InfluxDB
+    #: refuses it) or "stored-or-counted" (either is acceptable)
     outcome: str = "stored"
 
 
@@ -309,14 +311,23 @@ def valid_messages(fuzz: str, zone: str) -> list[Valid]:
               tel(T + 2 * s, 1e7, power_kw=-1e7, target_charge_kw=0, target_discharge_kw=1e7)),
         Valid("a JSON integer", "telemetry/fuzz", tel(T + 3 * s, 700)),
         Valid("a string at its bound", "telemetry/fuzz", tel(T + 4 * s, 5.0, source="x" * 64)),
-        Valid("a +01:00 offset", "telemetry/fuzz", tel("2030-01-01T01:00:05+01:00", 6.0)),
-        Valid("earliest time InfluxDB 1.x stores", "telemetry/fuzz", tel("1677-09-21T00:12:43.145225Z", 7.0)),
-        Valid("latest time InfluxDB 1.x stores", "telemetry/fuzz", tel("2262-04-11T23:47:16.854775Z", 8.0)),
-        Valid("1 µs before the earliest", "telemetry/fuzz", tel("1677-09-21T00:12:43.145224Z", 9.0), "rejected"),
-        Valid("1 µs after the latest", "telemetry/fuzz", tel("2262-04-11T23:47:16.854776Z", 10.0), "rejected"),
-        Valid("year 1", "telemetry/fuzz", tel("0001-01-01T00:00:00Z", 11.0), "rejected"),
-        Valid("year 9999", "telemetry/fuzz", tel("9999-12-31T23:59:59.999999Z", 12.0), "rejected"),
-        Valid("year 1 at +01:00 (year 0 in UTC)", "telemetry/fuzz", tel("0001-01-01T00:00:00+01:00", 13.0), "rejected"),
+        Valid("a +01:00 offset", "telemetry/fuzz", tel("2020-01-01T01:00:05+01:00", 6.0)),
+        # valid in the contract, implausible as measurements (nodes.contract.plausibility): dropped and counted by
+        # every consumer's bus, never stored (issue 16: year 2200 and now + 10 years were stored)
+        Valid("earliest time InfluxDB 1.x stores", "telemetry/fuzz", tel("1677-09-21T00:12:43.145225Z", 7.0),
+              "implausible"),
+        Valid("latest time InfluxDB 1.x stores", "telemetry/fuzz", tel("2262-04-11T23:47:16.854775Z", 8.0),
+              "implausible"),
+        Valid("year 1", "telemetry/fuzz", tel("0001-01-01T00:00:00Z", 11.0), "implausible"),
+        Valid("year 9999", "telemetry/fuzz", tel("9999-12-31T23:59:59.999999Z", 12.0), "implausible"),
+        Valid("year 1 at +01:00 (year 0 in UTC)", "telemetry/fuzz", tel("0001-01-01T00:00:00+01:00", 13.0),
+              "implausible"),
+        Valid("year 2200", "telemetry/fuzz", tel("2200-01-01T00:00:00Z", 14.0), "implausible"),
+        Valid("now + 10 years", "telemetry/fuzz", tel(datetime.now(UTC) + timedelta(days=3653), 15.0), "implausible"),
+        Valid("1999-12-31", "telemetry/fuzz", tel("1999-12-31T23:59:59Z", 16.0), "implausible"),
+        Valid("state in 2200", "state/fuzz", {"ts": "2200-01-01T00:00:00Z", "mode": "idle"}, "implausible"),
+        Valid("command issued in 2200", "set/fuzz", {"command_id": "c-fuzz-3", "action": "idle",
+              "issued_at": "2200-01-01T00:00:00Z", "valid_until": "2200-01-01T00:05:00Z"}, "implausible"),
         Valid("command", "set/fuzz", {"command_id": "c-fuzz-1", "action": "discharge", "power_kw": 50,
                                       "issued_at": iso(T + 10 * s), "valid_until": iso(T + 310 * s),
                                       "source": "operator", "text": 'DISCHARGE "50kW"\n\\'}),
@@ -513,7 +524,7 @@ def test_bad_payloads_on_every_topic_are_counted_dropped_and_never_stored(
 
     commands = select(services, db, f"SELECT command_id, text FROM command WHERE battery = '{fuzz}'")
     assert "c-fuzz-1" in {r["command_id"] for r in commands}
-    assert {r["command_id"] for r in commands} <= {"c-fuzz-1", "c-fuzz-2"}
+    assert {r["command_id"] for r in commands} <= {"c-fuzz-1", "c-fuzz-2"}  # never c-fuzz-3 (issued in 2200)
     assert next(r["text"] for r in commands if r["command_id"] == "c-fuzz-1") == 'DISCHARGE "50kW"\n\\'
     assert [r["time"] for r in select(services, db, f"SELECT mode FROM state WHERE battery = '{fuzz}'")] == [
         epoch_us(T + timedelta(seconds=12))
@@ -530,6 +541,7 @@ def test_bad_payloads_on_every_topic_are_counted_dropped_and_never_stored(
     )
     accounted = recorder.get("rejected", 0) + recorder.get("handler_errors", 0)
     assert accounted == unstorable, recorder
+    assert recorder.get("implausible", 0) == sum(v.outcome == "implausible" for v in valids), recorder
 
     # -- the live battery and zone gained only what their real producers wrote --------------------------------
     window = (epoch_us(wall_start - timedelta(minutes=10)), epoch_us(datetime.now(UTC) + timedelta(minutes=1)))

@@ -18,7 +18,7 @@ def test_defaults() -> None:
     config = load(GatewayConfig, {})
     assert config.gateway_ports == [5000, 5003]
     assert (config.gateway_host, config.default_battery, config.command_lease_s) == ("127.0.0.1", "battery-1", 300)
-    assert (config.gateway_token, config.gateway_max_body_bytes) == (None, 1024 * 1024)
+    assert (config.gateway_token, config.gateway_max_body_bytes) == (None, 4_000_000)
     assert ssl_context(config) is None
 
 

@@ -28,22 +28,29 @@ def query(**changes: Any) -> HistoryQuery:
 def test_raw_query() -> None:
     text, plan = build(query())
     assert text == (
-        'SELECT "soc_kwh","power_kw","target_charge_kw","target_discharge_kw","source" FROM "telemetry" '
+        'SELECT "soc_kwh","power_kw","target_charge_kw","target_discharge_kw","source","absent" FROM "telemetry" '
         "WHERE \"battery\"='b1' AND time >= '2025-01-16T09:00:00.000000Z' AND time < '2025-01-16T11:00:00.000000Z' "
         "ORDER BY time ASC LIMIT 101"
     )
     assert plan.columns == ("soc_kwh", "power_kw", "target_charge_kw", "target_discharge_kw", "source")
+    assert influxql.stale_values(plan) is None
 
 
 def test_downsampled_query() -> None:
     text, plan = build(query(every_s=60))
     assert text == (
         'SELECT mean("soc_kwh") AS "soc_kwh",mean("power_kw") AS "power_kw",'
-        'mean("target_charge_kw") AS "target_charge_kw",mean("target_discharge_kw") AS "target_discharge_kw" '
+        'mean("target_charge_kw") AS "target_charge_kw",mean("target_discharge_kw") AS "target_discharge_kw",'
+        'count("power_kw") AS "power_kw__count",count("target_charge_kw") AS "target_charge_kw__count",'
+        'count("target_discharge_kw") AS "target_discharge_kw__count" '
         "FROM \"telemetry\" WHERE \"battery\"='b1' AND time >= '2025-01-16T09:00:00.000000Z' "
         "AND time < '2025-01-16T11:00:00.000000Z' GROUP BY time(60s) fill(none) ORDER BY time ASC LIMIT 101"
     )
     assert plan.columns == ("soc_kwh", "power_kw", "target_charge_kw", "target_discharge_kw")
+    stale = influxql.stale_values(plan)
+    assert stale is not None
+    assert stale.startswith('SELECT "absent","power_kw","target_charge_kw","target_discharge_kw" FROM "telemetry" ')
+    assert """("absent" =~ /(^|,)power_kw(,|$)/ AND ("power_kw" >= 0 OR "power_kw" < 0))""" in stale
 
 
 @pytest.mark.parametrize(
@@ -167,7 +174,7 @@ def test_flux_raw() -> None:
             "  |> range(start: 2025-01-16T09:00:00.000000Z, stop: 2025-01-16T11:00:00.000000Z)",
             '  |> filter(fn: (r) => r._measurement == "telemetry" and r["battery"] == "b1")',
             '  |> filter(fn: (r) => r._field == "soc_kwh" or r._field == "power_kw" or r._field == "target_charge_kw"'
-            ' or r._field == "target_discharge_kw" or r._field == "source")',
+            ' or r._field == "target_discharge_kw" or r._field == "source" or r._field == "absent")',
             '  |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")',
             "  |> group()",
             '  |> sort(columns: ["_time"])',

@@ -145,7 +145,9 @@ def test_numbers_are_always_floats(value: float, text: str) -> None:
 def test_non_finite_numbers_are_left_out(value: float) -> None:
     assert points.number(value) is None
     line = points.telemetry_lines("b1", Telemetry(ts=T0, soc_kwh=1.0, power_kw=value))[0]
-    assert "power_kw" not in line
+    _, _, fields, _ = parse_line(line)
+    assert "power_kw" not in fields
+    assert "power_kw" in fields["absent"].split(","), "and named absent, so a read does not find an older value"
 
 
 # -- each mapping -------------------------------------------------------------------------------------------------
@@ -156,13 +158,18 @@ def test_telemetry_line() -> None:
     (line,) = points.telemetry_lines("battery-1", msg)
     assert line == (
         "telemetry,battery=battery-1 soc_kwh=700.0,power_kw=-50.0,target_charge_kw=100.0,"
-        f'target_discharge_kw=50.0,source="device" {T0_US}'
+        f'target_discharge_kw=50.0,source="device",absent="" {T0_US}'
     )
 
 
-def test_telemetry_leaves_absent_fields_out() -> None:
+def test_telemetry_names_the_fields_it_leaves_out() -> None:
     (line,) = points.telemetry_lines("b1", Telemetry(ts=T0, soc_kwh=1.5, source="gateway"))
-    assert parse_line(line) == ("telemetry", {"battery": "b1"}, {"soc_kwh": 1.5, "source": "gateway"}, T0_US)
+    assert parse_line(line) == (
+        "telemetry", {"battery": "b1"},
+        {"soc_kwh": 1.5, "source": "gateway", "absent": "power_kw,target_charge_kw,target_discharge_kw"}, T0_US,
+    )
+    (seed,) = points.telemetry_lines("b1", Telemetry(ts=T0, soc_kwh=1.5, target_charge_kw=1, target_discharge_kw=0))
+    assert parse_line(seed)[2]["absent"] == "power_kw"
 
 
 def test_integer_json_values_are_written_as_floats() -> None:
@@ -208,12 +215,13 @@ def test_command_line() -> None:
     )
 
 
-def test_command_example_without_optional_fields() -> None:
+def test_command_example_without_optional_fields_writes_them_blank() -> None:
+    # blank, not left out: a later write of the same point replaces an earlier text instead of keeping it
     msg = msgspec.structs.replace(COMMAND.example, text=None, plan_id=None)
     (line,) = points.command_lines("b1", msg)
     _, _, fields, stamp = parse_line(line)
-    assert "text" not in fields
-    assert "plan_id" not in fields
+    assert (fields["text"], fields["plan_id"]) == ("", "")
+    assert set(points.SERIES["command"].blank_is_none) == {"text", "plan_id"}
     assert stamp == points.epoch_us(msg.issued_at)
 
 
@@ -318,7 +326,7 @@ def test_series_columns_match_what_is_written() -> None:
         for measurement, tags, fields, _ in parse(lines):
             assert measurement == series.measurement
             assert series.tag in tags
-            assert set(fields) <= set(series.columns) | {"created_at"}
+            assert set(fields) <= set(series.columns) | {"created_at", points.MASK}
             assert set(series.numeric) <= set(series.columns)
             for name in series.numeric:
                 assert isinstance(fields.get(name, 0.0), float), (kind, name)

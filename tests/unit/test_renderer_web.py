@@ -590,3 +590,14 @@ async def test_the_gateways_read_token_may_view_but_not_write() -> None:
         assert viewer.status == 303
         assert (await client.get("/api/status")).status == 200  # the viewer's cookie views
         assert (await client.post("/api/status", json={})).status == 401  # and never writes
+
+
+async def test_every_dashboard_error_is_json_pages_too(client: TestClient[Any, Any]) -> None:
+    for path in ("/no-such-page", "/static/missing.js"):
+        response = await client.get(path)
+        assert response.status == 404
+        assert response.content_type == "application/json"
+        assert set(await response.json()) == {"error", "field"}
+    wrong_method = await client.delete("/")
+    assert wrong_method.status == 405
+    assert wrong_method.content_type == "application/json"

@@ -8,7 +8,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from nodes.contract.messages import BatterySpec, Command
-from nodes.simulator.battery import SimBattery
+from nodes.runtime.config import load
+from nodes.simulator.battery import LeaseCaps, SimBattery
+from nodes.simulator.node import Simulator, SimulatorConfig
 
 T0 = datetime(2025, 1, 16, 10, 0, tzinfo=UTC)
 SPEC = BatterySpec(
@@ -95,3 +97,42 @@ def test_state_reports_command_and_lease() -> None:
 
 def test_initial_soc_is_clipped_into_limits() -> None:
     assert SimBattery(SPEC, 5000).soc_kwh == SPEC.soc_max_kwh
+
+
+def test_a_lease_in_9999_is_capped_and_the_state_says_so() -> None:
+    """Issue 16: a Command with valid_until 9999-12-31 was followed long after the planner died."""
+    battery = SimBattery(SPEC, 500, caps=LeaseCaps(automatic_s=600, operator_s=86_400))
+    forever = Command(command_id="a-forever", action="discharge", power_kw=100, issued_at=T0,
+                      valid_until=datetime(9999, 12, 31, tzinfo=UTC), source="planner")
+    battery.apply(forever, T0)
+    state = battery.state(T0)
+    assert state.valid_until == T0 + timedelta(seconds=600)
+    assert state.limits_hit == ["lease capped to 600 s"]
+    assert "BESS_MAX_LEASE_S" in state.reason
+    assert "9999-12-31" in state.reason
+    battery.step(599, T0 + timedelta(seconds=599))
+    assert battery.mode == "discharging"
+    battery.step(2, T0 + timedelta(seconds=601))
+    assert battery.mode == "idle"
+    assert battery.state(T0 + timedelta(seconds=601)).limits_hit == []
+
+
+def test_operator_leases_get_the_long_cap_and_a_lease_within_the_cap_is_untouched() -> None:
+    battery = SimBattery(SPEC, 500, caps=LeaseCaps(automatic_s=600, operator_s=86_400))
+    operator = Command(command_id="c-1", action="charge", power_kw=50, issued_at=T0,
+                       valid_until=T0 + timedelta(days=30), source="gateway")
+    battery.apply(operator, T0)
+    assert battery.state(T0).valid_until == T0 + timedelta(hours=24)
+    assert "BESS_MAX_OPERATOR_LEASE_S" in battery.state(T0).reason
+    short = command("discharge", 90, minutes=5)
+    battery.apply(short, T0)
+    assert battery.state(T0).valid_until == short.valid_until
+    assert battery.state(T0).limits_hit == []
+    assert "capped" not in battery.state(T0).reason
+
+
+def test_the_caps_are_settings() -> None:
+    config = load(SimulatorConfig, {"BESS_MAX_LEASE_S": "120", "BESS_MAX_OPERATOR_LEASE_S": "3600"})
+    simulator = Simulator(config)
+    assert simulator.batteries["battery-1"].caps == LeaseCaps(automatic_s=120, operator_s=3600)
+    assert load(SimulatorConfig, {"BESS_MAX_LEASE_S": "0"}).problems()
