@@ -153,6 +153,9 @@ class Request(Generic[Q, A]):
     def __post_init__(self) -> None:
         if self.answer.params != ("client",):
             raise TopicError(f"the answer topic {self.answer.template} must have exactly the parameter {{client}}")
+        if self.ask.params:
+            # one ask topic per pair: answerers subscribe it whole (shared among replicas), askers need no ids
+            raise TopicError(f"the ask topic {self.ask.template} must have no parameters")
         if self.ask.retain or self.answer.retain:
             raise TopicError(f"requests and answers are not retained ({self.ask.template})")
 

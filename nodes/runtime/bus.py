@@ -34,7 +34,7 @@ from nodes.contract.messages import NodeStatus
 from nodes.contract.topics import STATUS
 from nodes.runtime import gmqtt_internals as internals
 from nodes.runtime.config import MqttSettings
-from nodes.runtime.core import MessageBus
+from nodes.runtime.core import MessageBus, Outgoing
 from nodes.runtime.dispatch import Delivery, Handler, InvalidHandler, Subscription
 from nodes.runtime.errors import BusRefused, BusUnavailable, PublishRefused, SubscriptionOverlap
 
@@ -185,26 +185,16 @@ class Bus(MessageBus):
 
     # -- publish ----------------------------------------------------------------------------------------------
 
-    async def _send(
-        self,
-        name: str,
-        payload: bytes,
-        *,
-        qos: int,
-        retain: bool,
-        wait_ack: bool,
-        timeout: float,
-        properties: dict[str, Any] | None,
-    ) -> None:
+    async def _send(self, out: Outgoing, *, wait_ack: bool, timeout: float) -> None:
         if wait_ack and not self.connected.is_set():
             raise BusUnavailable("not connected to the MQTT broker")
         if not self._first_connect_done:
             raise BusUnavailable("the bus has not connected yet")
-        if qos > 0:
+        if out.qos > 0:
             await self._wait_for_packet_id(timeout)
-        self._client.publish(name, payload, qos=qos, retain=retain, **(properties or {}))
+        self._client.publish(out.topic, out.payload, qos=out.qos, retain=out.retain, **(out.properties or {}))
         self.counters["published"] += 1
-        if wait_ack and qos > 0:
+        if wait_ack and out.qos > 0:
             mid = self._storage.last_mid
             if mid is None or not self._storage.is_pending(mid):
                 return  # already acknowledged (the PUBACK can beat us on a fast loopback)

@@ -20,6 +20,7 @@ import contextlib
 import logging
 from collections import Counter
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -39,6 +40,20 @@ log = logging.getLogger("bess.bus")
 P = TypeVar("P", bound=msgspec.Struct)
 Q = TypeVar("Q", bound=msgspec.Struct)
 A = TypeVar("A", bound=msgspec.Struct)
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One message as the bus hands it to its transport."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    #: MQTT 5 publish properties as gmqtt takes them (``response_topic``, ``correlation_data``), or None
+    properties: dict[str, Any] | None = None
+    #: the typed message ``payload`` encodes (None for :meth:`MessageBus.publish_bytes`)
+    message: msgspec.Struct | None = None
 
 
 class MessageBus(abc.ABC):
@@ -132,36 +147,14 @@ class MessageBus(abc.ABC):
         ``{client}`` this node) and ``correlation`` become the MQTT 5 response topic and correlation data: who
         consumes the message answers there (history answers, stored confirmations).
         """
-        await self._publish(self.name(topic, **params), topic, message, retain=retain, wait_ack=wait_ack,
-                            timeout=timeout, reply_to=reply_to, correlation=correlation)
-
-    async def _publish(
-        self,
-        name: str,
-        topic: Topic[P],
-        message: P,
-        *,
-        retain: bool | None = None,
-        wait_ack: bool = False,
-        timeout: float = 5.0,
-        reply_to: Topic[Any] | None = None,
-        correlation: bytes | None = None,
-    ) -> None:
-        """:meth:`publish` on a concrete name of ``topic`` (the path every typed publish takes)."""
         properties: dict[str, Any] = {}
         if reply_to is not None:
             properties["response_topic"] = self.name(reply_to, client=self.node)
         if correlation is not None:
             properties["correlation_data"] = correlation
-        await self._send(
-            name,
-            topic.encode(message),
-            qos=topic.qos,
-            retain=topic.retain if retain is None else retain,
-            wait_ack=wait_ack,
-            timeout=timeout,
-            properties=properties or None,
-        )
+        out = Outgoing(self.name(topic, **params), topic.encode(message), topic.qos,
+                       topic.retain if retain is None else retain, properties or None, message)
+        await self._send(out, wait_ack=wait_ack, timeout=timeout)
 
     async def publish_bytes(
         self,
@@ -178,22 +171,11 @@ class MessageBus(abc.ABC):
 
         ``properties`` are MQTT 5 publish properties as gmqtt takes them (``response_topic``, ``correlation_data``).
         """
-        await self._send(name, payload, qos=qos, retain=retain, wait_ack=wait_ack, timeout=timeout,
-                         properties=properties)
+        await self._send(Outgoing(name, payload, qos, retain, properties), wait_ack=wait_ack, timeout=timeout)
 
     @abc.abstractmethod
-    async def _send(
-        self,
-        name: str,
-        payload: bytes,
-        *,
-        qos: int,
-        retain: bool,
-        wait_ack: bool,
-        timeout: float,
-        properties: dict[str, Any] | None,
-    ) -> None:
-        """Hand one message to the transport (``properties``: MQTT 5 response_topic / correlation_data)."""
+    async def _send(self, out: Outgoing, *, wait_ack: bool, timeout: float) -> None:
+        """Hand one message to the transport; with ``wait_ack`` return only once the broker acknowledged it."""
 
     @abc.abstractmethod
     def _subscribed(self, sub: Subscription[Any]) -> None:
@@ -205,9 +187,9 @@ class MessageBus(abc.ABC):
         """Subscribe this node's answer topic of ``request`` in setup (else the first :meth:`request` does)."""
         self._requests.enable(request)
 
-    async def request(self, request: Request[Q, A], message: Q, *, timeout: float = 10.0, **params: str) -> A:
+    async def request(self, request: Request[Q, A], message: Q, *, timeout: float = 10.0) -> A:
         """Ask and wait for the correlated answer, typed by the declaration (raises TimeoutError, BusUnavailable)."""
-        return await self._requests.request(request, message, timeout=timeout, **params)
+        return await self._requests.request(request, message, timeout=timeout)
 
     def serve(self, request: Request[Q, A], answer: Answerer[Q, A], *, share_group: str | None = None) -> None:
         """Answer every request on ``request.ask`` with what ``answer(params, query, delivery)`` returns."""
@@ -300,4 +282,4 @@ class MessageBus(abc.ABC):
         """Publish ``offline`` (retained) and disconnect."""
 
 
-__all__ = ["MessageBus"]
+__all__ = ["MessageBus", "Outgoing"]

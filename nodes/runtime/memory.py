@@ -23,7 +23,6 @@ raise :class:`BusUnavailable` meanwhile; the others are sent after the reconnect
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import itertools
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
@@ -32,7 +31,7 @@ import msgspec
 
 from nodes.contract.topics import Topic
 from nodes.runtime.config import MqttSettings
-from nodes.runtime.core import MessageBus
+from nodes.runtime.core import MessageBus, Outgoing
 from nodes.runtime.dispatch import Delivery, Subscription
 from nodes.runtime.errors import BusUnavailable
 
@@ -53,18 +52,10 @@ def topic_matches(filter_: str, name: str) -> bool:
 
 
 @dataclass(frozen=True)
-class Sent:
-    """One message a :class:`MemoryBus` published, as it went to the broker."""
+class Sent(Outgoing):
+    """One message a :class:`MemoryBus` published, as it went to the broker, and whether it awaited the PUBACK."""
 
-    topic: str
-    payload: bytes
-    qos: int
-    retain: bool
-    wait_ack: bool
-    #: the MQTT 5 properties (``response_topic``, ``correlation_data``), None when there were none
-    properties: dict[str, Any] | None
-    #: the message given to :meth:`MessageBus.publish` (None for :meth:`MessageBus.publish_bytes`)
-    message: msgspec.Struct | None = None
+    wait_ack: bool = False
 
 
 class MemoryBroker:
@@ -137,9 +128,6 @@ class MemoryBroker:
             await asyncio.gather(*pending, return_exceptions=True)
 
 
-_PUBLISHING: contextvars.ContextVar[msgspec.Struct | None] = contextvars.ContextVar("publishing", default=None)
-
-
 class MemoryBus(MessageBus):
     """A node's bus on a :class:`MemoryBroker` (its own broker unless one is given)."""
 
@@ -150,7 +138,7 @@ class MemoryBus(MessageBus):
         #: every message this bus published, in order
         self.published: list[Sent] = []
         self._fail: tuple[BaseException, int] | None = None
-        self._outbox: list[tuple[str, bytes, bool, dict[str, Any] | None]] = []
+        self._outbox: list[Outgoing] = []  # published while disconnected, sent at the reconnect
         self.broker.attach(self)
         self.connected.set()
         self._connections = 1
@@ -189,42 +177,24 @@ class MemoryBus(MessageBus):
         self._connections += 1
         self.connected.set()
         outbox, self._outbox = self._outbox, []
-        for name, payload, retain, properties in outbox:
-            self.broker.route(self, name, payload, retain, properties)
+        for out in outbox:
+            self.broker.route(self, out.topic, out.payload, out.retain, out.properties)
         self._spawn(self.publish_status())
 
     # -- transport ----------------------------------------------------------------------------------------------
 
-    async def _publish(self, name: str, topic: Topic[P], message: P, **kwargs: Any) -> None:
-        # the message is kept in `published` as given; a context variable is per task, so concurrent publishes
-        # cannot mix their messages up
-        token = _PUBLISHING.set(message)
-        try:
-            await super()._publish(name, topic, message, **kwargs)
-        finally:
-            _PUBLISHING.reset(token)
-
-    async def _send(
-        self,
-        name: str,
-        payload: bytes,
-        *,
-        qos: int,
-        retain: bool,
-        wait_ack: bool,
-        timeout: float,
-        properties: dict[str, Any] | None,
-    ) -> None:
+    async def _send(self, out: Outgoing, *, wait_ack: bool, timeout: float) -> None:
         if self._fail is not None and len(self.published) >= self._fail[1]:
             raise self._fail[0]
         if wait_ack and not self.connected.is_set():
             raise BusUnavailable("not connected to the MQTT broker")
-        self.published.append(Sent(name, payload, qos, retain, wait_ack, properties, _PUBLISHING.get()))
+        self.published.append(Sent(out.topic, out.payload, out.qos, out.retain, out.properties, out.message,
+                                   wait_ack))
         self.counters["published"] += 1
         if not self.connected.is_set():
-            self._outbox.append((name, payload, retain, properties))
+            self._outbox.append(out)
             return
-        self.broker.route(self, name, payload, retain, properties)
+        self.broker.route(self, out.topic, out.payload, out.retain, out.properties)
 
     def _subscribed(self, sub: Subscription[Any]) -> None:
         if self.connected.is_set():

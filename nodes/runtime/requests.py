@@ -75,15 +75,15 @@ class Requests:
             self.bus.subscribe(request.answer, pending.on_answer, client=self.bus.node)
         return cast(_Pending[A], pending)
 
-    async def request(self, request: Request[Q, A], message: Q, *, timeout: float, **params: str) -> A:
+    async def request(self, request: Request[Q, A], message: Q, *, timeout: float) -> A:
         """Publish ``message`` on the ask topic and wait for its answer (raises TimeoutError)."""
         pending = self._pending_for(request)
         correlation = uuid.uuid4().hex.encode()
         future: asyncio.Future[A] = asyncio.get_running_loop().create_future()
         pending.futures[correlation] = future
         try:
-            await self.bus._publish(self.bus.name(request.ask, **params), request.ask, message, wait_ack=True,
-                                    timeout=timeout, reply_to=request.answer, correlation=correlation)
+            await self.bus.publish(request.ask, message, wait_ack=True, timeout=timeout, reply_to=request.answer,
+                                   correlation=correlation)
             return await asyncio.wait_for(future, timeout)
         finally:
             pending.futures.pop(correlation, None)
