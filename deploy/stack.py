@@ -81,10 +81,9 @@ from typing import Any, BinaryIO, ClassVar, Self
 if __package__ in (None, ""):  # run as `python deploy/stack.py`: make the `deploy` package importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from deploy import auth, influx_auth  # standard library only, like this file
+from nodes.contract.names import NODE_NAMES  # standard library only too
 
 HOST = "127.0.0.1"
-#: Every node `deploy/up` knows, in start order; a node runs if nodes/<name>/__main__.py exists.
-NODE_NAMES: tuple[str, ...] = ("recorder", "planner", "gateway", "renderer", "market", "simulator")
 #: Commands the stack needs, mapped to the Debian package that provides each.
 REQUIRED_COMMANDS: Mapping[str, str] = {
     "mosquitto": "mosquitto",
