@@ -42,7 +42,6 @@ import functools
 import json
 import os
 import secrets
-import shutil
 import stat
 import subprocess
 import sys
@@ -53,6 +52,9 @@ from typing import Literal
 
 if __package__ in (None, ""):  # run as `python3 deploy/auth.py`: make `nodes.contract` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from deploy.accounts import private_dir, write_atomic
+from deploy.apt import find_binary
+from deploy.mqtt_probe import PROBE_TOPIC_PREFIX
 from nodes.contract.access import AccessError, TopicAccess, load_access  # standard library only, like this module
 from nodes.contract.names import NODE_NAMES, NODES, Role, id_problems, root_problems
 
@@ -66,8 +68,6 @@ PROBE_USER = "probe"
 READ_ONLY_USERS: tuple[str, ...] = (MONITOR_USER, PROBE_USER)
 #: Devices when BESS_BATTERIES is not set (the simulator's default battery).
 DEFAULT_BATTERIES: tuple[str, ...] = ("battery-1",)
-#: Marker topics of deploy/stack.py's ``read_retained`` live here (outside the topic root; only the monitor).
-PROBE_TOPIC_PREFIX = "bess-probe"
 AUTH_DIR_NAME = "mqtt-auth"
 CREDENTIALS_FILE = "credentials.json"
 PASSWORD_FILE = "passwd"
@@ -359,27 +359,6 @@ def auth_dir(var_dir: Path) -> Path:
     return var_dir / AUTH_DIR_NAME
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically with mode 0600 (never readable by others, not even briefly)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _private_dir(path: Path) -> None:
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path.chmod(0o700)
-
-
 def read_passwords(directory: Path) -> dict[str, str]:
     """The ``users`` of ``directory/credentials.json`` ({} if the file does not exist)."""
     path = directory / CREDENTIALS_FILE
@@ -423,20 +402,20 @@ def ensure_credentials(
     acl = acl_text(root, devices)  # validates root and devices before anything is written
     passwd_bin = mosquitto_passwd or _find_mosquitto_passwd()
     directory = auth_dir(var_dir)
-    _private_dir(directory)
+    private_dir(directory, 0o700)
     stored = read_passwords(directory)
     users = [*NODE_USERS, *devices, *READ_ONLY_USERS]
     passwords = dict(stored)
     for user in users:
         passwords.setdefault(user, secrets.token_urlsafe(24))
     if passwords != stored:
-        _write_private(directory / CREDENTIALS_FILE, json.dumps({"users": passwords}, indent=2) + "\n")
+        write_atomic(directory / CREDENTIALS_FILE, json.dumps({"users": passwords}, indent=2) + "\n", mode=0o600)
     creds = Credentials(directory, {user: passwords[user] for user in users}, tuple(devices))
 
     # mosquitto_passwd -U hashes a plain "user:password" file in place; unlike -b it never puts a password
     # on a command line (visible in ps). token_urlsafe passwords contain no ':' or newline.
     plain = creds.password_file.with_name(f".{PASSWORD_FILE}.{os.getpid()}.new")
-    _write_private(plain, "".join(f"{user}:{creds.passwords[user]}\n" for user in users))
+    write_atomic(plain, "".join(f"{user}:{creds.passwords[user]}\n" for user in users), mode=0o600)
     try:
         result = subprocess.run(
             [passwd_bin, "-U", str(plain)], capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL
@@ -447,19 +426,15 @@ def ensure_credentials(
         os.replace(plain, creds.password_file)
     finally:
         plain.unlink(missing_ok=True)
-    _write_private(creds.acl_file, acl)
+    write_atomic(creds.acl_file, acl, mode=0o600)
     return creds
 
 
 def _find_mosquitto_passwd() -> str:
-    found = shutil.which("mosquitto_passwd")
-    if found:
-        return found
-    for folder in ("/usr/bin", "/usr/sbin", "/usr/local/bin"):
-        candidate = Path(folder) / "mosquitto_passwd"
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return str(candidate)
-    raise AuthError("mosquitto_passwd is not installed (Debian package mosquitto); run deploy/up once")
+    found = find_binary("mosquitto_passwd")
+    if found is None:
+        raise AuthError("mosquitto_passwd is not installed (Debian package mosquitto); run deploy/up once")
+    return found
 
 
 def _default_auth_dir() -> Path:

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from deploy import auth, stack
+from deploy import accounts, auth, stack
 from nodes.contract import names, topics
 from nodes.contract.access import AccessError, load_access
 from nodes.contract.names import Role
@@ -380,13 +380,13 @@ def test_mosquitto_config_with_and_without_auth() -> None:
 def test_mosquitto_drops_to_its_account_only_when_started_as_root(monkeypatch: pytest.MonkeyPatch) -> None:
     account = stack.Account("mosquitto", 103, 106)
     broker = stack.Mosquitto(base_dir=Path("/tmp/bess-x/mq"), port=1883, account=account)
-    monkeypatch.setattr(stack, "running_as_root", lambda: True)
+    monkeypatch.setattr(accounts, "running_as_root", lambda: True)
     assert "user mosquitto" in broker.config_text().splitlines()
     assert broker.log_owner == account, "it opens its log after dropping privileges: the log must be its own"
     me = pwd.getpwuid(os.geteuid()).pw_name
     without = stack.Mosquitto(base_dir=Path("/tmp/bess-x/mq"), port=1883)
     assert f"user {me}" in without.config_text().splitlines()
-    monkeypatch.setattr(stack, "running_as_root", lambda: False)
+    monkeypatch.setattr(accounts, "running_as_root", lambda: False)
     assert f"user {me}" in broker.config_text().splitlines(), "not root: it runs as whoever starts it"
     assert broker.log_owner is None
 
