@@ -64,7 +64,7 @@ def test_id_rule(value: str, valid: bool) -> None:
 def test_roles_of_the_contract_are_documented_and_nodes_are_roles() -> None:
     assert set(names.ROLE_DOCS) == set(names.Role)
     assert set(names.NODES) <= set(names.Role)
-    assert names.NODE_NAMES == tuple(role.value for role in names.NODES)
+    assert tuple(role.value for role in names.NODES) == names.NODE_NAMES
     used = {role for topic in ALL_TOPICS for role in (*topic.producers, *topic.consumers)}
     assert used == set(names.Role), "a role no topic uses is dead weight; a topic role must be a Role"
     for node in names.NODE_NAMES:
