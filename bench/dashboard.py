@@ -230,9 +230,7 @@ async def main() -> int:
                       f"{raw_seconds / median:>6.1f} {load:>12.3f}")
     finally:
         await bus.stop()
-        for process in processes:
-            process.terminate()
-            process.wait(10)
+        stack.stop_processes(processes, 10)
         broker.stop()
         influxd.stop()
     return 0

@@ -166,12 +166,7 @@ def recorder(mqtt: tuple[str, int], workdir: Path, enabled: bool) -> Iterator[in
                 time.sleep(0.1)
             yield proc.pid
         finally:
-            proc.terminate()
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stack.stop_process(proc, 20)
             log.close()
 
 
@@ -204,12 +199,7 @@ def gateway(url: str | None, mqtt: tuple[str, int], workdir: Path) -> Iterator[t
             time.sleep(0.1)
         yield base, proc.pid
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stack.stop_process(proc, 10)
         log.close()
 
 

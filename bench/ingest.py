@@ -218,13 +218,7 @@ def wait_stored(services: Stack, db: str, n: int, timeout: float = 900) -> float
 
 
 def stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    for proc in procs:
-        proc.terminate()
-    for proc in procs:
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    stack.stop_processes(procs, 20)
 
 
 def rate(n: int, seconds: float) -> str:

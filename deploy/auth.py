@@ -20,14 +20,15 @@ Users:
   no user can take over another's session): one user is one connection at a time, and a probe must not
   kick an operator's ``mosquitto_sub`` off.
 
-How the ACL is derived: the ``producers`` and ``consumers`` of every topic in ``nodes/contract/topics.py``
-say who writes and who reads it, so a node may write exactly the topics it produces and read exactly the ones
-it consumes, with the topic parameters bound as tightly as the contract allows (``node/{node}/status`` to the
-node itself, ``history/response/{client}`` to the client that asked, ``battery/{battery}/...`` to the device
-itself). The few places where least privilege differs from those lists are spelled out, with the reason, in
-:data:`ADDED` and :data:`WITHHELD`. The contract is read with :mod:`ast` rather than imported, so this module
-stays standard library only (like ``deploy/stack.py``, it runs before the virtualenv exists);
-``tests/unit/test_auth_acl.py`` checks that what it reads equals ``nodes.contract.topics.ALL_TOPICS``.
+How the ACL is derived: the ``producers`` and ``consumers`` of every topic in ``nodes/contract/topics.py`` are
+roles (:class:`nodes.contract.names.Role`, values, not prose), so a node may write exactly the topics it
+produces and read exactly the ones it consumes, with the topic parameters bound as tightly as the contract allows
+(``node/{node}/status`` to the node itself, ``history/response/{client}`` to the client that asked,
+``battery/{battery}/...`` to the device itself). The few places where least privilege differs from those lists
+are spelled out, with the reason, in :data:`ADDED` and :data:`WITHHELD`. This module is standard library only
+(like ``deploy/stack.py``, it runs before the virtualenv exists), so it reads the roles from
+``nodes/contract/access.json``, which ``python -m nodes.contract`` generates from ``topics.py`` (a test fails when
+it is stale), and the node list and id rule from ``nodes/contract/names.py`` (standard library only too).
 
 Command line (prints a password for ``mosquitto_sub -u USER -P ...``)::
 
@@ -36,14 +37,11 @@ Command line (prints a password for ``mosquitto_sub -u USER -P ...``)::
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import functools
 import json
 import os
-import re
 import secrets
-import shutil
 import stat
 import subprocess
 import sys
@@ -52,8 +50,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-#: Every node that gets its own broker user (the node names of deploy/stack.py's NODE_NAMES).
-NODE_USERS: tuple[str, ...] = ("recorder", "gateway", "planner", "renderer", "market", "simulator")
+if __package__ in (None, ""):  # run as `python3 deploy/auth.py`: make `nodes.contract` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from deploy.accounts import private_dir, write_atomic
+from deploy.apt import find_binary
+from deploy.mqtt_probe import PROBE_TOPIC_PREFIX
+from nodes.contract.access import AccessError, TopicAccess, load_access  # standard library only, like this module
+from nodes.contract.names import NODE_NAMES, NODES, Role, id_problems, root_problems
+
+#: Every node that gets its own broker user, in start order (the contract's node list).
+NODE_USERS: tuple[str, ...] = NODE_NAMES
 #: The read-only user of an operator's mosquitto_sub.
 MONITOR_USER = "monitor"
 #: The read-only user of deploy/up's and deploy/status's probes (same rights as the monitor, its own connection).
@@ -62,60 +68,32 @@ PROBE_USER = "probe"
 READ_ONLY_USERS: tuple[str, ...] = (MONITOR_USER, PROBE_USER)
 #: Devices when BESS_BATTERIES is not set (the simulator's default battery).
 DEFAULT_BATTERIES: tuple[str, ...] = ("battery-1",)
-#: Marker topics of deploy/stack.py's ``read_retained`` live here (outside the topic root; only the monitor).
-PROBE_TOPIC_PREFIX = "bess-probe"
 AUTH_DIR_NAME = "mqtt-auth"
 CREDENTIALS_FILE = "credentials.json"
 PASSWORD_FILE = "passwd"
 ACL_FILE = "acl"
-TOPICS_PY = Path(__file__).resolve().parent.parent / "nodes" / "contract" / "topics.py"
-
-# The same rules as nodes.contract.topics.ID_PATTERN / check_root (a unit test keeps them equal).
-ID_PATTERN = re.compile(r"^[a-z0-9_-]{1,64}$")
-ROOT_PATTERN = re.compile(r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
-_PARAM = re.compile(r"\{([a-z_]+)\}")
 
 Access = Literal["read", "write", "readwrite"]
 
-# Roles in the contract's producer/consumer strings that are not a node name.
-DEVICE = "device"
-EVERY_NODE = "every node"
-REQUESTER = "the client that asked"
+# Roles of the contract that are not a node, and what each gets.
+DEVICE = Role.DEVICE  # one user per battery id, scoped to battery/<id>/...
+EVERY_NODE = Role.EVERY_NODE  # each node its own {node}
+REQUESTER = Role.REQUESTER  # each asking client its own {client}
 #: Readers named in the contract that get no broker grant of their own: least privilege means only the named
 #: nodes read a topic ("anyone" may ask the monitor user); the dashboard is HTTP from the renderer, not MQTT.
-NO_GRANT_ROLES = frozenset({"anyone", "any subscriber", "dashboard"})
+NO_GRANT_ROLES: frozenset[Role] = frozenset({Role.ANYONE, Role.DASHBOARD})
 #: A response topic's readers are the producers of its request topic (contract constant names). Stored receipts
 #: answer telemetry published with that response topic (the gateway's durable POST /write).
 RESPONSE_TO: Mapping[str, str] = {"HISTORY_RESPONSE": "HISTORY_REQUEST", "STORED_RESPONSE": "TELEMETRY"}
 #: Parameters that name the client itself: bound to the user's own name, never a wildcard, for the
 #: roles EVERY_NODE (``node/{node}/status``) and REQUESTER (``history/response/{client}``).
 IDENTITY_PARAMS = frozenset({"node", "client"})
+#: Every role this module knows what to grant (a role added to the contract fails :func:`grants` until it is here).
+KNOWN_ROLES: frozenset[Role] = frozenset({*NODES, DEVICE, EVERY_NODE, REQUESTER, *NO_GRANT_ROLES})
 
 
 class AuthError(RuntimeError):
     """Credentials or the ACL could not be made (bad battery id, broken credentials.json, no mosquitto_passwd)."""
-
-
-@dataclass(frozen=True)
-class TopicDecl:
-    """What the ACL needs of one ``Topic(...)`` declaration in nodes/contract/topics.py."""
-
-    name: str
-    path: str
-    producers: tuple[str, ...]
-    consumers: tuple[str, ...]
-
-    @property
-    def params(self) -> tuple[str, ...]:
-        """The ``{param}`` names of the path, in order."""
-        return tuple(_PARAM.findall(self.path))
-
-    def filter(self, root: str, **bound: str) -> str:
-        """The topic filter under ``root``: bound parameters filled in, the others ``+``."""
-        path = self.path
-        for param in self.params:
-            path = path.replace("{" + param + "}", bound.get(param, "+"))
-        return f"{root}/{path}"
 
 
 @dataclass(frozen=True)
@@ -126,102 +104,45 @@ class Adjustment:
     filter relative to the topic root (``battery/#``). For a device, ``{battery}`` is bound to its own id.
     """
 
-    role: str
+    role: Role
     access: Literal["read", "write"]
     target: str
     why: str
 
 
 ADDED: tuple[Adjustment, ...] = (
-    Adjustment("simulator", "read", "TELEMETRY", "resumes each battery from its own last retained telemetry"),
+    Adjustment(Role.SIMULATOR, "read", "TELEMETRY", "resumes each battery from its own last retained telemetry"),
     Adjustment(DEVICE, "read", "TELEMETRY", "resumes from its own last retained telemetry after a restart"),
-    Adjustment("renderer", "read", "battery/#", "the dashboard may show anything of a battery (commands too)"),
+    Adjustment(Role.RENDERER, "read", "battery/#", "the dashboard may show anything of a battery (commands too)"),
 )
 WITHHELD: tuple[Adjustment, ...] = (
-    Adjustment("simulator", "read", "SCHEDULE", "listed as a consumer, but devices follow commands (set) only"),
+    Adjustment(Role.SIMULATOR, "read", "SCHEDULE", "listed as a consumer, but devices follow commands (set) only"),
     Adjustment(DEVICE, "read", "SCHEDULE", "listed as a consumer, but devices follow commands (set) only"),
 )
 
 
 # --------------------------------------------------------------------------------------------------------------
-# the contract, read without importing it
+# the contract, as data
 
 
 @functools.cache
-def contract_topics(path: Path = TOPICS_PY) -> tuple[TopicDecl, ...]:
-    """Every topic of ``ALL_TOPICS`` in ``path`` (nodes/contract/topics.py), in its order.
-
-    Reads the module's source with :mod:`ast`: each ``NAME = Topic(path=..., producers=(...), consumers=(...))``
-    must use literal strings there, and ``ALL_TOPICS`` must be a tuple of such names.
-    """
+def contract_topics() -> tuple[TopicAccess, ...]:
+    """Every topic of the contract with its producer and consumer roles, in contract order (access.json)."""
     try:
-        tree = ast.parse(path.read_text(), filename=str(path))
-    except (OSError, SyntaxError) as exc:
-        raise AuthError(f"cannot read the topic contract {path}: {exc}") from exc
-    found: dict[str, TopicDecl] = {}
-    order: list[str] = []
-    for node in tree.body:
-        target, value = _assignment(node)
-        if target is None or value is None:
-            continue
-        if target == "ALL_TOPICS" and isinstance(value, ast.Tuple):
-            order = [elt.id for elt in value.elts if isinstance(elt, ast.Name)]
-        elif isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and value.func.id == "Topic":
-            fields = {kw.arg: kw.value for kw in value.keywords if kw.arg in ("path", "producers", "consumers")}
-            try:
-                found[target] = TopicDecl(
-                    name=target,
-                    path=_literal_str(fields["path"]),
-                    producers=_literal_strs(fields["producers"]),
-                    consumers=_literal_strs(fields["consumers"]),
-                )
-            except (KeyError, ValueError) as exc:
-                raise AuthError(f"{path}: {target}: path/producers/consumers must be literals ({exc})") from exc
-    missing = [name for name in order if name not in found]
-    if not order or missing:
-        raise AuthError(f"{path}: ALL_TOPICS not found or names undeclared topics {missing}")
-    return tuple(found[name] for name in order)
+        return load_access()
+    except AccessError as exc:
+        raise AuthError(str(exc)) from exc
 
 
-def _assignment(node: ast.stmt) -> tuple[str | None, ast.expr | None]:
-    if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-        return node.targets[0].id, node.value
-    if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-        return node.target.id, node.value
-    return None, None
-
-
-def _literal_str(expr: ast.expr) -> str:
-    value = ast.literal_eval(expr)
-    if not isinstance(value, str):
-        raise ValueError(f"expected a string, got {value!r}")
-    return value
-
-
-def _literal_strs(expr: ast.expr) -> tuple[str, ...]:
-    value = ast.literal_eval(expr)
-    if not isinstance(value, tuple) or not all(isinstance(item, str) for item in value):
-        raise ValueError(f"expected a tuple of strings, got {value!r}")
-    return value
-
-
-def roles(text: str) -> frozenset[str]:
-    """The users behind one producer/consumer string of the contract.
-
-    ``"gateway"`` -> {gateway}; ``"device (simulator)"`` -> {device, simulator} (the simulator plays the
-    devices); ``"market (price feed)"`` -> {market}; ``"every node (...)"`` -> {EVERY_NODE};
-    ``"the client that asked"`` -> {REQUESTER}; ``"anyone"`` -> {}. Anything else raises :class:`AuthError`,
-    so a new role in the contract cannot silently get (or lose) broker rights.
-    """
-    head, _, rest = text.partition("(")
-    head, inner = head.strip(), rest.rstrip(")").strip()
-    if head in (EVERY_NODE, REQUESTER):
-        return frozenset({head})
-    if head in NO_GRANT_ROLES:
-        return frozenset()
-    if head in NODE_USERS or head == DEVICE:
-        return frozenset({head, inner}) if inner in NODE_USERS else frozenset({head})
-    raise AuthError(f"unknown role {text!r} in the topic contract: say in deploy/auth.py what it may do")
+def roles_of(roles: Iterable[Role]) -> frozenset[Role]:
+    """The roles that get broker rights among ``roles`` (:data:`NO_GRANT_ROLES` dropped); an unknown role
+    raises :class:`AuthError`, so a new role in the contract cannot silently get (or lose) broker rights."""
+    found = frozenset(roles)
+    unknown = found - KNOWN_ROLES
+    if unknown:
+        names = ", ".join(sorted(role.value for role in unknown))
+        raise AuthError(f"role(s) {names} of the topic contract: say in deploy/auth.py what they may do")
+    return found - NO_GRANT_ROLES
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -232,8 +153,8 @@ def check_devices(devices: Iterable[str]) -> list[str]:
     """The device (battery) ids, checked: valid topic ids, unique, and not a node or the monitor user's name."""
     result: list[str] = []
     for device in devices:
-        if not ID_PATTERN.fullmatch(device):
-            raise AuthError(f"battery id {device!r} is not a valid id: use 1-64 characters from [a-z0-9_-]")
+        for problem in id_problems(device, "battery id"):
+            raise AuthError(problem)
         if device in NODE_USERS or device in READ_ONLY_USERS:
             raise AuthError(f"battery id {device!r} clashes with the broker user of the same name")
         if device in result:
@@ -243,8 +164,8 @@ def check_devices(devices: Iterable[str]) -> list[str]:
 
 
 def _check_root(root: str) -> str:
-    if not ROOT_PATTERN.fullmatch(root):
-        raise AuthError(f"topic root {root!r} must be segments of [A-Za-z0-9_-] joined by '/'")
+    for problem in root_problems(root):
+        raise AuthError(problem)
     return root
 
 
@@ -287,7 +208,7 @@ class _Grants:
         return [*(("readwrite", f) for f in both), *(("read", f) for f in read), *(("write", f) for f in write)]
 
 
-def _target_filter(target: str, root: str, topics: Mapping[str, TopicDecl], bound: Mapping[str, str]) -> str:
+def _target_filter(target: str, root: str, topics: Mapping[str, TopicAccess], bound: Mapping[str, str]) -> str:
     if target in topics:
         return topics[target].filter(root, **bound)
     return f"{root}/{target}"
@@ -307,11 +228,11 @@ def grants(root: str, devices: Sequence[str]) -> dict[str, list[tuple[Access, st
     }
     result: dict[str, list[tuple[Access, str]]] = {}
 
-    for node in NODE_USERS:
+    for node in NODES:
         acl = _Grants()
         for decl in decls:
             producers, consumers = roles_of(decl.producers), roles_of(decl.consumers)
-            own = {param: node for param in decl.params if param in IDENTITY_PARAMS}
+            own = {param: node.value for param in decl.params if param in IDENTITY_PARAMS}
             if node in producers:
                 acl.add("write", decl.filter(root))
             if node in consumers:
@@ -322,7 +243,7 @@ def grants(root: str, devices: Sequence[str]) -> dict[str, list[tuple[Access, st
             if REQUESTER in consumers and node in requesters.get(decl.name, frozenset()):
                 acl.add("read", decl.filter(root, **own))
         _adjust(acl, node, root, by_name, {})
-        result[node] = acl.lines()
+        result[node.value] = acl.lines()
 
     for device in devices:
         acl = _Grants()
@@ -348,12 +269,7 @@ def grants(root: str, devices: Sequence[str]) -> dict[str, list[tuple[Access, st
     return result
 
 
-def roles_of(texts: Iterable[str]) -> frozenset[str]:
-    """The union of :func:`roles` over several producer/consumer strings."""
-    return frozenset().union(*(roles(text) for text in texts))
-
-
-def _adjust(acl: _Grants, role: str, root: str, topics: Mapping[str, TopicDecl], bound: Mapping[str, str]) -> None:
+def _adjust(acl: _Grants, role: Role, root: str, topics: Mapping[str, TopicAccess], bound: Mapping[str, str]) -> None:
     for adjustment in WITHHELD:
         if adjustment.role == role:
             acl.discard(adjustment.access, _target_filter(adjustment.target, root, topics, bound))
@@ -365,7 +281,8 @@ def _adjust(acl: _Grants, role: str, root: str, topics: Mapping[str, TopicDecl],
 def acl_text(root: str, devices: list[str]) -> str:
     """The mosquitto ACL file for topic root ``root`` and these device (battery) ids."""
     lines = [
-        f"# mosquitto ACL for topic root {root}, generated by deploy/auth.py from nodes/contract/topics.py.",
+        f"# mosquitto ACL for topic root {root}, generated by deploy/auth.py from the roles of",
+        "# nodes/contract/topics.py (as nodes/contract/access.json holds them).",
         "# Do not edit: deploy/up rewrites it on every start (change the contract or deploy/auth.py instead).",
         "#",
         "# Default deny: a user may use only the topics under its `user` line; anonymous clients are refused.",
@@ -379,13 +296,14 @@ def acl_text(root: str, devices: list[str]) -> str:
     ]
     for user, entries in grants(root, devices).items():
         lines.append("")
+        role: str
         if user in NODE_USERS:
             role, title = user, f"node {user}"
         elif user in READ_ONLY_USERS:
             purpose = "an operator's mosquitto_sub" if user == MONITOR_USER else "deploy/up's and status's probes"
             role, title = user, (
                 f"read-only, for {purpose}; bess-probe/# only carries the\n"
-                "#   end marker of deploy/stack.py's read_retained"
+                "#   end marker of deploy/mqtt_probe.py's read_retained"
             )
         else:
             role, title = DEVICE, f"device {user}: only its own battery"
@@ -442,27 +360,6 @@ def auth_dir(var_dir: Path) -> Path:
     return var_dir / AUTH_DIR_NAME
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically with mode 0600 (never readable by others, not even briefly)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _private_dir(path: Path) -> None:
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path.chmod(0o700)
-
-
 def read_passwords(directory: Path) -> dict[str, str]:
     """The ``users`` of ``directory/credentials.json`` ({} if the file does not exist)."""
     path = directory / CREDENTIALS_FILE
@@ -506,20 +403,20 @@ def ensure_credentials(
     acl = acl_text(root, devices)  # validates root and devices before anything is written
     passwd_bin = mosquitto_passwd or _find_mosquitto_passwd()
     directory = auth_dir(var_dir)
-    _private_dir(directory)
+    private_dir(directory, 0o700)
     stored = read_passwords(directory)
     users = [*NODE_USERS, *devices, *READ_ONLY_USERS]
     passwords = dict(stored)
     for user in users:
         passwords.setdefault(user, secrets.token_urlsafe(24))
     if passwords != stored:
-        _write_private(directory / CREDENTIALS_FILE, json.dumps({"users": passwords}, indent=2) + "\n")
+        write_atomic(directory / CREDENTIALS_FILE, json.dumps({"users": passwords}, indent=2) + "\n", mode=0o600)
     creds = Credentials(directory, {user: passwords[user] for user in users}, tuple(devices))
 
     # mosquitto_passwd -U hashes a plain "user:password" file in place; unlike -b it never puts a password
     # on a command line (visible in ps). token_urlsafe passwords contain no ':' or newline.
     plain = creds.password_file.with_name(f".{PASSWORD_FILE}.{os.getpid()}.new")
-    _write_private(plain, "".join(f"{user}:{creds.passwords[user]}\n" for user in users))
+    write_atomic(plain, "".join(f"{user}:{creds.passwords[user]}\n" for user in users), mode=0o600)
     try:
         result = subprocess.run(
             [passwd_bin, "-U", str(plain)], capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL
@@ -530,19 +427,15 @@ def ensure_credentials(
         os.replace(plain, creds.password_file)
     finally:
         plain.unlink(missing_ok=True)
-    _write_private(creds.acl_file, acl)
+    write_atomic(creds.acl_file, acl, mode=0o600)
     return creds
 
 
 def _find_mosquitto_passwd() -> str:
-    found = shutil.which("mosquitto_passwd")
-    if found:
-        return found
-    for folder in ("/usr/bin", "/usr/sbin", "/usr/local/bin"):
-        candidate = Path(folder) / "mosquitto_passwd"
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return str(candidate)
-    raise AuthError("mosquitto_passwd is not installed (Debian package mosquitto); run deploy/up once")
+    found = find_binary("mosquitto_passwd")
+    if found is None:
+        raise AuthError("mosquitto_passwd is not installed (Debian package mosquitto); run deploy/up once")
+    return found
 
 
 def _default_auth_dir() -> Path:

@@ -41,6 +41,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from deploy import auth
+from deploy.accounts import private_dir, write_atomic
+from deploy.influx_http import quote_ident, quote_string
 
 ADMIN_USER = "admin"
 RECORDER_USER = "recorder"
@@ -95,13 +97,13 @@ def auth_dir(var_dir: Path) -> Path:
 def ensure_credentials(var_dir: Path) -> InfluxCredentials:
     """Make (first run) or reuse ``<var>/influx-auth/credentials.json``; a missing user gets a new password."""
     directory = auth_dir(var_dir)
-    auth._private_dir(directory)
+    private_dir(directory, 0o700)
     stored = auth.read_passwords(directory)
     passwords = dict(stored)
     for user in USERS:
         passwords.setdefault(user, secrets.token_urlsafe(24))
     if passwords != stored:
-        auth._write_private(directory / CREDENTIALS_FILE, json.dumps({"users": passwords}, indent=2) + "\n")
+        write_atomic(directory / CREDENTIALS_FILE, json.dumps({"users": passwords}, indent=2) + "\n", mode=0o600)
     return InfluxCredentials(directory, {user: passwords[user] for user in USERS})
 
 
@@ -116,16 +118,6 @@ def load_credentials(var_dir: Path) -> InfluxCredentials | None:
 
 # --------------------------------------------------------------------------------------------------------------
 # InfluxQL
-
-
-def quote_ident(name: str) -> str:
-    """An InfluxQL identifier: ``"name"`` with ``\\`` and ``"`` escaped."""
-    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def quote_string(value: str) -> str:
-    """An InfluxQL string literal: ``'value'`` with ``\\`` and ``'`` escaped."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def create_user(user: str, password: str, *, admin: bool = False) -> str:

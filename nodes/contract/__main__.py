@@ -1,4 +1,4 @@
-"""``python -m nodes.contract [--check] [--root DIR]``: write (or check) topics.md and schemas/."""
+"""``python -m nodes.contract [--check] [--root DIR]``: write (or check) topics.md, schemas/ and access.json."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
         if stale:
             print("out of date (run `python -m nodes.contract`): " + ", ".join(stale), file=sys.stderr)
             return 1
-        print("topics.md and schemas/ are up to date")
+        print("topics.md, schemas/ and nodes/contract/access.json are up to date")
         return 0
     for path in write(args.root):
         print(f"wrote {path}")

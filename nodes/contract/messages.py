@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta, Struct
 
+from nodes.contract.names import ID_REGEX, ID_SHAPE
+
 # -- constrained scalar types (one place for the bounds, reused by every Struct) ---------------------------
 
 UtcDatetime = Annotated[
@@ -29,7 +31,7 @@ SignedPowerKw = Annotated[
 PriceEurPerMwh = Annotated[float, Meta(ge=-1e5, le=1e5, description="price in EUR/MWh (may be negative)")]
 MoneyEur = Annotated[float, Meta(ge=-1e12, le=1e12, description="money in EUR")]
 Efficiency = Annotated[float, Meta(gt=0.0, le=1.0, description="fraction in (0, 1]")]
-Identifier = Annotated[str, Meta(pattern=r"^[a-z0-9_-]{1,64}$", description="id: [a-z0-9_-]{1,64}")]
+Identifier = Annotated[str, Meta(pattern=ID_REGEX, description=f"id: {ID_SHAPE}")]
 # Every string and list on the wire is bounded: one schema-valid message carrying a 26 MB string once made
 # InfluxDB refuse a whole batch (413). The bounds are generous for real content and stop abuse at decode time.
 ShortText = Annotated[str, Meta(max_length=64, description="short text, at most 64 characters")]

@@ -33,11 +33,11 @@ from nodes.contract.messages import (
     Telemetry,
 )
 
-DEFAULT_ROOT = "bess/v1"
-_ROOT_TOKEN = "{root}"
-ID_PATTERN = re.compile(r"^[a-z0-9_-]{1,64}$")
-_ROOT_PATTERN = re.compile(r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
-_PARAM = re.compile(r"\{([a-z_]+)\}")
+# DEFAULT_ROOT, Role and id_problems are re-exported: nodes import them from here
+from nodes.contract.names import DEFAULT_ROOT as DEFAULT_ROOT  # noqa: PLC0414
+from nodes.contract.names import ID_SHAPE, PARAM_PATTERN, root_problems
+from nodes.contract.names import Role as Role  # noqa: PLC0414
+from nodes.contract.names import id_problems as id_problems  # noqa: PLC0414
 
 P = TypeVar("P", bound=msgspec.Struct)
 Q = TypeVar("Q", bound=msgspec.Struct)
@@ -46,13 +46,6 @@ A = TypeVar("A", bound=msgspec.Struct)
 
 class TopicError(ValueError):
     """A topic id or root that would break the topic tree (wildcards, slashes, empty, upper case)."""
-
-
-def id_problems(value: str, what: str = "id") -> list[str]:
-    """``[]`` when ``value`` is a valid topic id, else the one-line reason (for a config's ``problems()``)."""
-    if ID_PATTERN.fullmatch(value):
-        return []
-    return [f"{what} {value!r} is not a valid id: use 1-64 characters from [a-z0-9_-]"]
 
 
 def check_id(value: str, what: str = "id") -> str:
@@ -65,8 +58,9 @@ def check_id(value: str, what: str = "id") -> str:
 
 def check_root(root: str) -> str:
     """Validate a topic root such as ``bess/v1`` or ``test-1a2b/bess/v1``."""
-    if not _ROOT_PATTERN.fullmatch(root):
-        raise TopicError(f"topic root {root!r} must be segments of [A-Za-z0-9_-] joined by '/'")
+    problems = root_problems(root)
+    if problems:
+        raise TopicError(problems[0])
     return root
 
 
@@ -78,8 +72,8 @@ class Topic(Generic[P]):
     payload: type[P]
     qos: int
     retain: bool
-    producers: tuple[str, ...]
-    consumers: tuple[str, ...]
+    producers: tuple[Role, ...]
+    consumers: tuple[Role, ...]
     doc: str
     example: P
     example_params: dict[str, str] = field(default_factory=dict)
@@ -89,11 +83,15 @@ class Topic(Generic[P]):
     _regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        # Roles are values the broker ACL is derived from (deploy/auth.py): prose belongs in `doc`.
+        for role in (*self.producers, *self.consumers):
+            if not isinstance(role, Role):
+                raise TypeError(f"topic {self.path}: producers/consumers must be Role members, got {role!r}")
         # Frozen dataclass: derived state is computed once here (object.__setattr__ is the documented way).
-        params = tuple(_PARAM.findall(self.path))
+        params = tuple(PARAM_PATTERN.findall(self.path))
         pattern = re.escape(self.path)
         for param in params:
-            pattern = pattern.replace(re.escape("{" + param + "}"), f"(?P<{param}>[a-z0-9_-]{{1,64}})")
+            pattern = pattern.replace(re.escape("{" + param + "}"), f"(?P<{param}>{ID_SHAPE})")
         object.__setattr__(self, "params", params)
         object.__setattr__(self, "_encoder", msgspec.json.Encoder())
         object.__setattr__(self, "_decoder", msgspec.json.Decoder(self.payload))
@@ -170,8 +168,8 @@ TELEMETRY: Topic[Telemetry] = Topic(
     payload=Telemetry,
     qos=1,
     retain=True,
-    producers=("device (simulator)", "gateway"),
-    consumers=("recorder", "planner", "renderer", "gateway"),
+    producers=(Role.DEVICE, Role.SIMULATOR, Role.GATEWAY),
+    consumers=(Role.RECORDER, Role.PLANNER, Role.RENDERER, Role.GATEWAY),
     doc="A battery measurement. Devices publish it retained, so a new subscriber sees the latest reading at "
     "once; the gateway's HTTP writes are not retained (they are often backfills of older records). "
     "power_kw is + when discharging (to the grid) and - when charging.",
@@ -186,8 +184,8 @@ SPEC: Topic[BatterySpec] = Topic(
     payload=BatterySpec,
     qos=1,
     retain=True,
-    producers=("device (simulator)",),
-    consumers=("planner", "gateway", "renderer"),
+    producers=(Role.DEVICE, Role.SIMULATOR),
+    consumers=(Role.PLANNER, Role.GATEWAY, Role.RENDERER),
     doc="What the battery can do. The gateway refuses commands beyond it; the planner plans within it.",
     example=BatterySpec(
         capacity_kwh=1000.0,
@@ -205,8 +203,8 @@ COMMAND: Topic[Command] = Topic(
     payload=Command,
     qos=1,
     retain=False,
-    producers=("gateway", "planner"),
-    consumers=("device (simulator)", "recorder"),
+    producers=(Role.GATEWAY, Role.PLANNER),
+    consumers=(Role.DEVICE, Role.SIMULATOR, Role.RECORDER),
     doc="An order to charge, discharge or idle, as a lease: at valid_until the device goes idle, "
     "so a dead controller cannot leave a battery discharging. Not retained: a stale command must not be "
     "replayed to a device that reconnects.",
@@ -227,8 +225,8 @@ STATE: Topic[BatteryState] = Topic(
     payload=BatteryState,
     qos=1,
     retain=True,
-    producers=("device (simulator)",),
-    consumers=("recorder", "renderer", "gateway"),
+    producers=(Role.DEVICE, Role.SIMULATOR),
+    consumers=(Role.RECORDER, Role.RENDERER, Role.GATEWAY),
     doc="What the device is doing and why: mode, the command it follows, its lease, limits it hit.",
     example=BatteryState(
         ts=_T0,
@@ -246,8 +244,8 @@ CONTROL: Topic[ControlMode] = Topic(
     payload=ControlMode,
     qos=1,
     retain=True,
-    producers=("gateway",),
-    consumers=("planner", "gateway", "renderer", "recorder"),
+    producers=(Role.GATEWAY,),
+    consumers=(Role.PLANNER, Role.GATEWAY, Role.RENDERER, Role.RECORDER),
     doc="Who commands the battery: autopilot (the planner sends each slot's command), manual (operator "
     "commands only; the planner keeps planning but sends nothing) or idle. An operator command through the "
     "gateway sets manual until its lease ends; POST /control sets any mode (with an optional end). Retained: "
@@ -267,8 +265,8 @@ SCHEDULE: Topic[Schedule] = Topic(
     payload=Schedule,
     qos=1,
     retain=True,
-    producers=("planner",),
-    consumers=("recorder", "renderer", "device (simulator)"),
+    producers=(Role.PLANNER,),
+    consumers=(Role.RECORDER, Role.RENDERER, Role.DEVICE, Role.SIMULATOR),
     doc="The current optimal plan. soc_kwh is the state of charge at each slot's end.",
     example=Schedule(
         plan_id="p-20250116T10-battery-1",
@@ -301,8 +299,8 @@ FIGURE: Topic[Figure] = Topic(
     payload=Figure,
     qos=1,
     retain=True,
-    producers=("renderer",),
-    consumers=("dashboard", "any subscriber"),
+    producers=(Role.RENDERER,),
+    consumers=(Role.DASHBOARD, Role.ANYONE),
     doc="A Plotly figure as JSON: pass data and layout to Plotly.react. Figures: soc, power, prices, "
     "schedule, insights.",
     example=Figure(
@@ -320,8 +318,8 @@ PRICES: Topic[PriceForecast] = Topic(
     payload=PriceForecast,
     qos=1,
     retain=True,
-    producers=("market (price feed)", "gateway"),
-    consumers=("planner", "recorder", "renderer"),
+    producers=(Role.MARKET, Role.GATEWAY),
+    consumers=(Role.PLANNER, Role.RECORDER, Role.RENDERER),
     doc="Forecast or day-ahead prices for a market zone, hourly or 15-minute slots.",
     example=PriceForecast(
         zone="de-lu",
@@ -340,8 +338,8 @@ HISTORY_REQUEST: Topic[HistoryQuery] = Topic(
     payload=HistoryQuery,
     qos=1,
     retain=False,
-    producers=("gateway", "renderer"),
-    consumers=("recorder",),
+    producers=(Role.GATEWAY, Role.RENDERER),
+    consumers=(Role.RECORDER,),
     doc="Ask the recorder for stored history. Set the MQTT 5 response topic (and correlation data); the "
     "recorder publishes a HistoryResult there.",
     example=HistoryQuery(
@@ -354,8 +352,8 @@ HISTORY_RESPONSE: Topic[HistoryResult] = Topic(
     payload=HistoryResult,
     qos=1,
     retain=False,
-    producers=("recorder",),
-    consumers=("the client that asked",),
+    producers=(Role.RECORDER,),
+    consumers=(Role.REQUESTER,),
     doc="Where a client asks the recorder to answer (its MQTT 5 response topic). The correlation data of "
     "the request is echoed back.",
     example=HistoryResult(
@@ -375,8 +373,8 @@ STORED_RESPONSE: Topic[StoredReceipt] = Topic(
     payload=StoredReceipt,
     qos=0,
     retain=False,
-    producers=("recorder",),
-    consumers=("the client that asked",),
+    producers=(Role.RECORDER,),
+    consumers=(Role.REQUESTER,),
     doc="Stored confirmations. A publisher that must know when its data is in the database (the gateway's "
     "durable POST /write, a bridge) sets this topic as the MQTT 5 response topic of each data message (telemetry, "
     "commands, states, schedules, prices) and gives it correlation data (1-64 printable ASCII characters); once "
@@ -392,8 +390,8 @@ STORED: Topic[StoredUpTo] = Topic(
     payload=StoredUpTo,
     qos=0,
     retain=False,
-    producers=("recorder",),
-    consumers=("device (simulator)",),
+    producers=(Role.RECORDER,),
+    consumers=(Role.DEVICE, Role.SIMULATOR),
     doc="How far a battery's own telemetry (source device) is in the database, for devices and bridges that "
     "keep their readings until they are stored. The recorder publishes the newest such timestamp at most once "
     "per BESS_RECORDER_CONFIRM_INTERVAL_MS for each battery whose readings it stored since. A broker crash can "
@@ -412,10 +410,11 @@ STATUS: Topic[NodeStatus] = Topic(
     payload=NodeStatus,
     qos=1,
     retain=True,
-    producers=("every node (the broker, as last will: offline)",),
-    consumers=("anyone", "renderer (status strip)"),
+    producers=(Role.EVERY_NODE,),
+    consumers=(Role.ANYONE, Role.RENDERER),
     doc="A node's health: online, degraded (with the reason) or offline. The broker publishes offline as "
-    "the node's last will when it dies without saying goodbye.",
+    "the node's last will when it dies without saying goodbye. The renderer shows every node's status in the "
+    "dashboard's status strip.",
     example=NodeStatus(
         node="recorder",
         state="online",

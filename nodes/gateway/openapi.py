@@ -14,6 +14,7 @@ import msgspec
 
 from nodes import __version__
 from nodes.contract.docs import clean_descriptions
+from nodes.contract.names import ID_REGEX, ID_SHAPE
 from nodes.gateway.bodies import (
     DEFAULT_MAX_BODY_BYTES,
     MAX_BATCH,
@@ -83,8 +84,8 @@ def document() -> dict[str, Any]:
     schemas, components = msgspec.json.schema_components(types, ref_template=_REF)
     (write_req, published_t, published_b, command_req, published_c, prices_req, published_p, records, health,
      error, control_req, published_control, control_state) = schemas
-    battery = _param("battery", "query", "battery id ([a-z0-9_-]{1,64}); default BESS_DEFAULT_BATTERY",
-                     {"type": "string", "pattern": "^[a-z0-9_-]{1,64}$"})
+    battery = _param("battery", "query", f"battery id ({ID_SHAPE}); default BESS_DEFAULT_BATTERY",
+                     {"type": "string", "pattern": ID_REGEX})
     secured: list[dict[str, list[str]]] = [{"bearer": []}, {}]
 
     def post(summary: str, request: dict[str, Any], ok: dict[str, Any], *, params: list[dict[str, Any]],

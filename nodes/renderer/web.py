@@ -60,13 +60,14 @@ import plotly
 from aiohttp import web
 
 from nodes.contract.messages import BatteryState, ControlMode, Figure, NodeStatus, Telemetry
+from nodes.contract.names import ID_PATTERN, ID_RULE, ID_SHAPE
 from nodes.renderer import auth as dashboard_auth
 from nodes.renderer.figures import FIGURE_IDS
 from nodes.renderer.windows import DEFAULT_WINDOW, WINDOW_PRESETS, TimeWindow, WindowError, parse_window
 
 log = logging.getLogger(__name__)
 
-ID_RE: Final = re.compile(r"^[a-z0-9_-]{1,64}$")
+ID_RE: Final = ID_PATTERN
 STATIC_FILES: Final = {"dashboard.js": "application/javascript", "dashboard.css": "text/css"}
 INDEX_KINDS: Final = frozenset({"status", "state", "control", "telemetry"})
 
@@ -187,7 +188,7 @@ class DashboardState:
     def add_battery(self, battery: str) -> None:
         """Make a battery known (listed on the index) before anything arrives for it."""
         if not ID_RE.fullmatch(battery):
-            raise ValueError(f"battery id {battery!r} is not [a-z0-9_-]{{1,64}}")
+            raise ValueError(f"battery id {battery!r} is not {ID_SHAPE}")
         self.batteries.add(battery)
 
     def set_figure(self, figure: Figure) -> None:
@@ -555,7 +556,7 @@ async def _api_figures(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
     battery = request.match_info["battery"]
     if not ID_RE.fullmatch(battery):
-        return json_error(422, "battery id must be 1-64 characters from [a-z0-9_-]", "battery")
+        return json_error(422, f"battery id must be {ID_RULE}", "battery")
     if battery not in state.batteries:
         return json_error(404, f"unknown battery {battery!r}", "battery")
     window = _window_or_error(request)
@@ -594,7 +595,7 @@ async def _events(request: web.Request) -> web.StreamResponse:
     try:
         battery = _battery_param(request.query.get("battery"))
     except ValueError:
-        return json_error(422, "battery id must be 1-64 characters from [a-z0-9_-]", "battery")
+        return json_error(422, f"battery id must be {ID_RULE}", "battery")
     with_figures = battery is not None and request.query.get("figures", "1") != "0"
     kinds = None if with_figures else INDEX_KINDS
     response = web.StreamResponse(

@@ -1,8 +1,9 @@
 """The seed's four curl lines, executed verbatim against a gateway (ports 5000 and 5003) and a recorder.
 
-The lines are copied byte for byte from the seed document (/work/shared/seed/000_dc74c9b928759552.txt); a test
-checks the copy whenever that file is present. To see the HTTP status without touching the lines, curl reads a
-``.curlrc`` (``CURL_HOME``) that adds ``--write-out``.
+The lines are copied byte for byte from the seed document (/work/shared/seed/000_dc74c9b928759552.txt) into
+``deploy/seed.py``, the one copy that deploy/up's banner prints and tests/unit/test_readme_seed.py finds in the
+README; a test here checks the copy whenever the seed document is present. To see the HTTP status without
+touching the lines, curl reads a ``.curlrc`` (``CURL_HOME``) that adds ``--write-out``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 
 from deploy import stack
+from deploy.seed import COMMAND_LINE, READ, SEED_CURL_LINES, SEED_PORTS, WRITE_1, WRITE_2
 from nodes.contract.messages import Command
 from nodes.contract.topics import COMMAND
 from tests.integration.test_gateway import http_json, start_gateway
@@ -27,16 +29,8 @@ from tests.support.services import Services
 pytestmark = pytest.mark.integration
 
 SEED_FILE = Path("/work/shared/seed/000_dc74c9b928759552.txt")
-PORTS = (5000, 5003)
-
-WRITE_1 = """curl -X POST http://127.0.0.1:5000/write -H "Content-Type: application/json" \\
--d '{"SOC": 700, "target_discharge": 50, "target_charge": 100, "timestamp": "2025-01-16T10:00:00Z"}'"""
-READ = """curl "http://127.0.0.1:5003/read?begin=2025-01-16T09:00:00Z&end=2025-01-16T11:00:00Z\""""
-COMMAND_LINE = """curl -X POST http://127.0.0.1:5000/mqtt/publish -H "Content-Type: application/json" \\
--d '{"command": "DISCHARGE 50kW"}'"""
-WRITE_2 = """curl -X POST http://127.0.0.1:5003/write -H "Content-Type: application/json" \\
--d '{"SOC": 500, "target_discharge": 0, "target_charge": 400, "timestamp": "2025-01-14T10:00:00Z"}'"""
-LINES = (WRITE_1, READ, COMMAND_LINE, WRITE_2)
+PORTS = SEED_PORTS
+LINES = SEED_CURL_LINES
 
 RunNode = Callable[..., NodeProcess]
 _STATUS = re.compile(r"\n__HTTP_STATUS__ (\d{3})\n?$")

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from deploy import auth, stack
+from deploy import auth, seed, stack
 from nodes.runtime.bus import Bus, MqttSettings, PublishRefused
 from tests.support.nodes import NodeExited
 from tests.support.services import Services
@@ -696,6 +696,13 @@ def test_no_port_of_the_default_stack_answers_another_address(default_stack: Loc
     from_outside = netns.connect(sorted(tcp_ports))
     assert {port: outcome for port, outcome in from_outside.items() if outcome not in ("refused", "timeout")} == {}
     assert all(stack.port_open("127.0.0.1", port) for port in tcp_ports), "the same ports answer on loopback"
+
+
+def test_up_prints_the_seed_lines_for_its_gateway_ports(default_stack: LocalStack) -> None:
+    ports = (default_stack.ports["gateway_a"], default_stack.ports["gateway_b"])
+    for line in seed.SEED_CURL_LINES:  # the one copy (deploy/seed.py), pointed at this stack's gateway
+        assert "  " + seed.for_ports(line, ports).replace("\n", "\n  ") + "\n" in default_stack.output
+        assert seed.for_ports(line, ports) != line
 
 
 def _node_line(out: str, name: str) -> str:

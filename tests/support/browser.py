@@ -21,6 +21,7 @@ from typing import Any
 
 import aiohttp
 
+from deploy.processes import stop_process
 from deploy.stack import free_port
 
 CHROMIUM_FLAGS = (
@@ -127,10 +128,5 @@ async def open_page(width: int = 1400, height: int = 1800) -> AsyncIterator[Page
                 )
                 yield page
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, 10)
         shutil.rmtree(profile, ignore_errors=True)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from deploy import stack
+from deploy.processes import stop_process
 from tests.support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,14 +40,7 @@ class NodeProcess(subprocess.Popen[bytes]):
 
     def stop(self, timeout: float = 10.0) -> int:
         """SIGTERM (the node's clean shutdown), wait up to ``timeout`` s, then SIGKILL; return the exit code."""
-        if self.poll() is None:
-            self.send_signal(signal.SIGTERM)
-            try:
-                self.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-                self.wait()
-        return self.returncode
+        return stop_process(self, timeout)
 
     def kill_now(self) -> int:
         """SIGKILL (no clean shutdown: the broker publishes the last will) and wait; return the exit code."""

@@ -7,20 +7,28 @@ structures behind it. tests/integration/test_broker_auth.py proves the same agai
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import json
 import os
 import pwd
+import re
+import subprocess
+import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from deploy import auth, stack
-from nodes.contract import topics
+from deploy import accounts, auth, stack
+from nodes.contract import names, topics
+from nodes.contract.access import AccessError, load_access
+from nodes.contract.names import Role
 from nodes.contract.topics import ALL_TOPICS, Topic
 
 ROOT = "bess/v1"
+REPO = Path(__file__).resolve().parents[2]
 DEVICES = ["dev-a", "dev-b"]
 
 
@@ -91,22 +99,65 @@ def test_contract_read_without_import_equals_all_topics() -> None:
 
 
 def test_id_and_root_rules_equal_the_contract() -> None:
-    assert auth.ID_PATTERN.pattern == topics.ID_PATTERN.pattern
-    assert auth.ROOT_PATTERN.pattern == topics._ROOT_PATTERN.pattern
+    # one definition (nodes/contract/names.py), not copies kept equal
+    assert auth.id_problems is names.id_problems is topics.id_problems
+    assert auth.root_problems is names.root_problems
+    assert auth.check_devices(["b-1"]) == ["b-1"]
+    with pytest.raises(auth.AuthError, match=re.escape(names.ID_RULE)):
+        auth.check_devices(["B 1"])
 
 
 def test_every_node_deploy_up_starts_has_a_user() -> None:
-    assert set(auth.NODE_USERS) == set(stack.NODE_NAMES)
+    assert auth.NODE_USERS == stack.NODE_NAMES == names.NODE_NAMES, "one node list, in start order"
 
 
-def test_every_contract_role_is_known() -> None:
+def test_every_contract_role_is_known(monkeypatch: pytest.MonkeyPatch) -> None:
     for topic in ALL_TOPICS:
-        for text in (*topic.producers, *topic.consumers):
-            auth.roles(text)  # raises AuthError for a role nobody taught deploy/auth.py
-    assert auth.roles("device (simulator)") == {"device", "simulator"}
-    assert auth.roles("anyone") == frozenset()
-    with pytest.raises(auth.AuthError, match="unknown role"):
-        auth.roles("the accountant")
+        auth.roles_of((*topic.producers, *topic.consumers))  # raises AuthError for a role nobody taught auth.py
+    assert auth.roles_of((Role.DEVICE, Role.SIMULATOR)) == {"device", "simulator"}
+    assert auth.roles_of((Role.ANYONE,)) == frozenset()
+    assert set(Role) == auth.KNOWN_ROLES
+    monkeypatch.setattr(auth, "KNOWN_ROLES", auth.KNOWN_ROLES - {Role.ANYONE})  # as if ANYONE were new
+    with pytest.raises(auth.AuthError, match="anyone"):
+        auth.acl_text(ROOT, DEVICES)
+
+
+def test_roles_are_values_not_prose() -> None:
+    """Rewording a producer in prose cannot change the ACL: a Topic refuses anything but a Role."""
+    with pytest.raises(TypeError, match="Role"):
+        dataclasses.replace(topics.TELEMETRY, producers=("device (simulator)",))  # type: ignore[arg-type]
+
+
+def test_access_file_refuses_an_unknown_role(tmp_path: Path) -> None:
+    entry = {"name": "X", "path": "x/{battery}", "producers": ["the accountant"], "consumers": []}
+    path = tmp_path / "access.json"
+    path.write_text(json.dumps({"topics": [entry]}))
+    with pytest.raises(AccessError, match="the accountant"):
+        load_access(path)
+    path.write_text("{")
+    with pytest.raises(AccessError, match=re.escape("python -m nodes.contract")):
+        load_access(path)
+
+
+def test_deploy_runs_without_the_virtualenvs_packages() -> None:
+    """deploy/stack.py and deploy/auth.py (and the contract modules they read) need the standard library only:
+    with site-packages off (-S) and the environment ignored (-I), the ACL is still built and msgspec stays out."""
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1]); from deploy import auth, stack; "
+        "text = auth.acl_text('bess/v1', ['battery-1']); "
+        "assert 'msgspec' not in sys.modules, sorted(sys.modules); "
+        "print(len(text), ' '.join(stack.NODE_NAMES))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", script, str(REPO)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split(maxsplit=1)[1].strip() == " ".join(names.NODE_NAMES)
+    usage = subprocess.run(
+        [sys.executable, "-I", "-S", str(REPO / "deploy" / "stack.py"), "--help"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert (usage.returncode, usage.stdout.split()[0]) == (0, "usage:"), usage.stderr
 
 
 # -- each node: exactly the grants its topics need ---------------------------------------------------------------
@@ -329,13 +380,13 @@ def test_mosquitto_config_with_and_without_auth() -> None:
 def test_mosquitto_drops_to_its_account_only_when_started_as_root(monkeypatch: pytest.MonkeyPatch) -> None:
     account = stack.Account("mosquitto", 103, 106)
     broker = stack.Mosquitto(base_dir=Path("/tmp/bess-x/mq"), port=1883, account=account)
-    monkeypatch.setattr(stack, "running_as_root", lambda: True)
+    monkeypatch.setattr(accounts, "running_as_root", lambda: True)
     assert "user mosquitto" in broker.config_text().splitlines()
     assert broker.log_owner == account, "it opens its log after dropping privileges: the log must be its own"
     me = pwd.getpwuid(os.geteuid()).pw_name
     without = stack.Mosquitto(base_dir=Path("/tmp/bess-x/mq"), port=1883)
     assert f"user {me}" in without.config_text().splitlines()
-    monkeypatch.setattr(stack, "running_as_root", lambda: False)
+    monkeypatch.setattr(accounts, "running_as_root", lambda: False)
     assert f"user {me}" in broker.config_text().splitlines(), "not root: it runs as whoever starts it"
     assert broker.log_owner is None
 
