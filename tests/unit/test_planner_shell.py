@@ -24,6 +24,7 @@ from nodes.contract.topics import COMMAND, CONTROL, PRICES, SCHEDULE, SPEC, STAT
 from nodes.planner.node import Planner, PlannerConfig
 from nodes.runtime.dispatch import Delivery
 from nodes.runtime.memory import MemoryBroker, MemoryBus
+from tests.support.autopilot_sim import FakeClock
 
 pytestmark = pytest.mark.filterwarnings("ignore:PULP_CBC_CMD is deprecated:DeprecationWarning")
 
@@ -31,14 +32,6 @@ T0 = datetime(2025, 1, 16, 10, 0, tzinfo=UTC)
 H = timedelta(hours=1)
 SPEC_B1 = BatterySpec(capacity_kwh=1000, soc_min_kwh=100, soc_max_kwh=950, max_charge_kw=250,
                       max_discharge_kw=250)
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 def forecast(first_price: float = 900.0) -> PriceForecast:
@@ -54,7 +47,7 @@ class Rig:
 
     def __init__(self, **config: object) -> None:
         self.broker = MemoryBroker()
-        self.clock = Clock(T0 + timedelta(minutes=10))
+        self.clock = FakeClock(T0 + timedelta(minutes=10))
         self.bus = MemoryBus("planner", self.broker)
         self.planner = Planner(PlannerConfig(**config), self.bus, clock=self.clock)  # type: ignore[arg-type]
         self.market = MemoryBus("market", self.broker)
