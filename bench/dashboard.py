@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from deploy import stack  # noqa: E402
 from nodes.contract.messages import HistoryQuery, HistoryResult, PriceForecast, PriceSlot, Telemetry  # noqa: E402
-from nodes.contract.topics import HISTORY_REQUEST, TELEMETRY  # noqa: E402
+from nodes.contract.topics import HISTORY, TELEMETRY  # noqa: E402
 from nodes.recorder.points import prices_lines, telemetry_line  # noqa: E402
 from nodes.renderer.figures import render_all, to_message  # noqa: E402
 from nodes.renderer.insights import compute_insights  # noqa: E402
@@ -93,12 +93,12 @@ async def build_figures(bus: Bus, begin: datetime, end: datetime, *, raw: bool) 
     started = time.perf_counter()
     every = None if raw else bucket_seconds(begin, end, MAX_POINTS)
     telemetry: HistoryResult = await bus.request(
-        HISTORY_REQUEST,
+        HISTORY,
         HistoryQuery(kind="telemetry", battery=BATTERY, begin=begin, end=end, every_s=every, limit=1_000_000),
         timeout=120,
     )
     prices: HistoryResult = await bus.request(
-        HISTORY_REQUEST,
+        HISTORY,
         HistoryQuery(kind="prices", zone=ZONE, begin=begin, end=end, every_s=None, limit=100_000),
         timeout=60,
     )
@@ -199,7 +199,7 @@ async def main() -> int:
                 raise SystemExit(f"{name} did not come online; see {logs}")
             time.sleep(0.2)  # noqa: ASYNC251 - start-up only, nothing else runs yet
     bus = Bus("bench-dashboard", MqttSettings(mqtt_port=broker.port, topic_root=root))
-    bus.enable_requests()
+    bus.enable_requests(HISTORY)
     await bus.start()
     try:
         # the renderer learns the battery from telemetry; one live message makes it draw this battery

@@ -40,6 +40,8 @@ from nodes.contract.names import Role as Role  # noqa: PLC0414
 from nodes.contract.names import id_problems as id_problems  # noqa: PLC0414
 
 P = TypeVar("P", bound=msgspec.Struct)
+Q = TypeVar("Q", bound=msgspec.Struct)
+A = TypeVar("A", bound=msgspec.Struct)
 
 
 class TopicError(ValueError):
@@ -132,6 +134,28 @@ class Topic(Generic[P]):
     def decode(self, payload: bytes) -> P:
         """Decode and validate; raises ``msgspec.DecodeError``/``ValidationError`` with the field path."""
         return self._decoder.decode(payload)
+
+
+@dataclass(frozen=True)
+class Request(Generic[Q, A]):
+    """A request/response pair: a ``Q`` published on ``ask`` comes back as one ``A`` on ``answer``.
+
+    The asker names ``answer`` (with ``client`` = its own node id) as the MQTT 5 response topic and gives
+    correlation data; the answerer publishes there, echoing the correlation data. Declared here, next to the
+    topics, so ``await bus.request(HISTORY, query)`` is typed by the declaration: it returns a ``HistoryResult``.
+    """
+
+    ask: Topic[Q]
+    answer: Topic[A]
+
+    def __post_init__(self) -> None:
+        if self.answer.params != ("client",):
+            raise TopicError(f"the answer topic {self.answer.template} must have exactly the parameter {{client}}")
+        if self.ask.params:
+            # one ask topic per pair: answerers subscribe it whole (shared among replicas), askers need no ids
+            raise TopicError(f"the ask topic {self.ask.template} must have no parameters")
+        if self.ask.retain or self.answer.retain:
+            raise TopicError(f"requests and answers are not retained ({self.ask.template})")
 
 
 # -- examples (also used by the docs generator and the contract tests) ---------------------------------------
@@ -340,6 +364,10 @@ HISTORY_RESPONSE: Topic[HistoryResult] = Topic(
     example_params={"client": "gateway-5000"},
 )
 
+HISTORY: Request[HistoryQuery, HistoryResult] = Request(ask=HISTORY_REQUEST, answer=HISTORY_RESPONSE)
+"""Stored history from the recorder: ``await bus.request(HISTORY, query)`` is a HistoryResult (``ok=false`` with
+the reason when the recorder cannot answer; ``TimeoutError`` when no recorder answers)."""
+
 STORED_RESPONSE: Topic[StoredReceipt] = Topic(
     path="stored/{client}",
     payload=StoredReceipt,
@@ -397,6 +425,8 @@ STATUS: Topic[NodeStatus] = Topic(
     ),
     example_params={"node": "recorder"},
 )
+
+ALL_REQUESTS: tuple[Request[Any, Any], ...] = (HISTORY,)
 
 ALL_TOPICS: tuple[Topic[Any], ...] = (
     TELEMETRY,

@@ -36,7 +36,7 @@ Content-Type are accepted; anything else (for example curl's default for ``-d``,
 ``application/json``; a missing header is accepted because some IoT clients send none, and the body is JSON-
 validated strictly anyway.
 
-The app depends on the bus only through :class:`BusLike`, so unit tests run it on an in-memory fake.
+The app is given a :class:`nodes.runtime.core.MessageBus`, so unit tests run it on a ``MemoryBus``.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Literal, TypeVar
 
 import msgspec
 from aiohttp import hdrs, web
@@ -61,12 +61,12 @@ from nodes.contract.messages import (
     Command,
     ControlMode,
     HistoryQuery,
-    HistoryResult,
     PriceForecast,
     PriceSlot,
+    StoredReceipt,
     Telemetry,
 )
-from nodes.contract.topics import COMMAND, CONTROL, HISTORY_REQUEST, PRICES, STORED_RESPONSE, TELEMETRY, Topic
+from nodes.contract.topics import COMMAND, CONTROL, HISTORY, PRICES, STORED_RESPONSE, TELEMETRY
 from nodes.gateway import control, reads
 from nodes.gateway.bodies import (
     DEFAULT_MAX_BODY_BYTES,
@@ -89,10 +89,11 @@ from nodes.gateway.errors import ApiError, ImplausibleTimestamp, check_battery, 
 from nodes.gateway.fleet import Fleet
 from nodes.gateway.receipts import Expectation, Receipts
 from nodes.gateway.specs import SpecBook
-from nodes.runtime.bus import BusUnavailable
 from nodes.runtime.command_rate import DEFAULT_BURST, DEFAULT_RATE_PER_MIN, CommandRateLimit
+from nodes.runtime.core import MessageBus
+from nodes.runtime.dispatch import Delivery
+from nodes.runtime.errors import BusUnavailable
 
-P = TypeVar("P", bound=msgspec.Struct)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 B = TypeVar("B")
 
@@ -105,42 +106,6 @@ _CONTROL_DECODER = msgspec.json.Decoder(ControlBody)
 AckMode = Literal["stored", "broker"]
 _ACK_MODES: tuple[AckMode, ...] = ("stored", "broker")
 _RESEND_IS_SAFE = "re-sending is safe (a record is identified by battery and timestamp)"
-
-
-class BusLike(Protocol):
-    """What the app needs from :class:`nodes.runtime.bus.Bus` (a fake implements it in unit tests)."""
-
-    @property
-    def connected(self) -> asyncio.Event:
-        """Set while the broker connection is up."""
-        ...
-
-    @property
-    def state(self) -> str:
-        """The node state (online/degraded/offline)."""
-        ...
-
-    def name(self, topic: Topic[Any], **params: str) -> str:
-        """The concrete topic name under the bus's root."""
-        ...
-
-    async def publish(
-        self,
-        topic: Topic[P],
-        message: P,
-        *,
-        retain: bool | None = None,
-        wait_ack: bool = False,
-        timeout: float = 5.0,
-        properties: dict[str, Any] | None = None,
-        **params: str,
-    ) -> None:
-        """Publish; with ``wait_ack`` return after the PUBACK or raise BusUnavailable."""
-        ...
-
-    async def request(self, topic: Topic[P], message: P, *, timeout: float = 10.0, **params: str) -> Any:
-        """Publish a request and await the correlated answer (TimeoutError when none comes)."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -231,7 +196,7 @@ class Gateway:
 
     def __init__(
         self,
-        bus: BusLike,
+        bus: MessageBus,
         specs: SpecBook,
         settings: GatewaySettings,
         *,
@@ -244,9 +209,10 @@ class Gateway:
         self.bus = bus
         self.specs = specs
         self.fleet = fleet or Fleet()
-        #: fed by the node with the recorder's StoredReceipts on stored/{node}
+        #: the recorder's StoredReceipts on stored/{node}, for the durable POST /write (subscribed here: the app
+        #: is what publishes the records and waits for their receipts)
         self.receipts = receipts or Receipts()
-        self._stored_topic: str | None = None
+        bus.subscribe(STORED_RESPONSE, self._on_receipt, client=bus.node)
         self.settings = settings
         self.clock = clock
         self.new_command_id = new_command_id
@@ -260,6 +226,9 @@ class Gateway:
         read = settings.read_token or settings.token
         # the write token also reads: whoever may command a battery may see its history
         self._read_tokens = [t for t in {read.encode() if read else None, self._token} if t is not None]
+
+    async def _on_receipt(self, params: dict[str, str], receipt: StoredReceipt, delivery: Delivery) -> None:
+        self.receipts.on_receipt(receipt)
 
     # -- request plumbing ------------------------------------------------------------------------------------
 
@@ -433,16 +402,14 @@ class Gateway:
         if len(batch) == 1:  # the common case, without gather's task
             (battery, telemetry), correlation = batch[0], ids[0]
             try:
-                await self.bus.publish(TELEMETRY, telemetry, retain=False, wait_ack=True, timeout=timeout,
-                                       properties=self._asks_receipt(correlation), battery=battery)
+                await self._publish_record(battery, telemetry, correlation, timeout)
             except BusUnavailable as exc:
                 raise ApiError(503, f"MQTT broker unavailable: the record was not accepted ({exc}); "
                                + _RESEND_IS_SAFE) from None
             return
         results = await asyncio.gather(
             *(
-                self.bus.publish(TELEMETRY, telemetry, retain=False, wait_ack=True, timeout=timeout,
-                                 properties=self._asks_receipt(correlation), battery=battery)
+                self._publish_record(battery, telemetry, correlation, timeout)
                 for (battery, telemetry), correlation in zip(batch, ids, strict=True)
             ),
             return_exceptions=True,
@@ -459,12 +426,12 @@ class Gateway:
             "re-sending the whole batch is safe (a record is identified by battery and timestamp)",
         )
 
-    def _asks_receipt(self, correlation: str | None) -> dict[str, Any] | None:
-        if correlation is None:
-            return None
-        if self._stored_topic is None:
-            self._stored_topic = self.bus.name(STORED_RESPONSE, client=self.settings.node)
-        return {"response_topic": self._stored_topic, "correlation_data": correlation.encode()}
+    async def _publish_record(self, battery: str, telemetry: Telemetry, correlation: str | None,
+                              timeout: float) -> None:
+        """One record, PUBACK awaited; with a correlation id the recorder confirms it on ``stored/{this node}``."""
+        await self.bus.publish(TELEMETRY, telemetry, retain=False, wait_ack=True, timeout=timeout,
+                               reply_to=STORED_RESPONSE if correlation is not None else None,
+                               correlation=correlation.encode() if correlation is not None else None, battery=battery)
 
     def _write_outcome(
         self, batch: list[tuple[str, Telemetry]], expectation: Expectation | None, *, single: bool
@@ -508,15 +475,13 @@ class Gateway:
             end=query.end.astimezone(UTC), every_s=query.every_s, limit=query.limit,
         )
         try:
-            answer = await self.bus.request(HISTORY_REQUEST, ask, timeout=s.read_timeout_s)
+            answer = await self.bus.request(HISTORY, ask, timeout=s.read_timeout_s)
         except TimeoutError:
             raise ApiError(
                 504, f"the recorder did not answer within {s.read_timeout_s:g} s (is the recorder node running?)"
             ) from None
         except BusUnavailable as exc:
             raise ApiError(503, f"MQTT broker unavailable: {exc}") from None
-        if not isinstance(answer, HistoryResult):
-            raise ApiError(502, f"the recorder answered with {type(answer).__name__}, not a HistoryResult")
         if not answer.ok:
             raise ApiError(502, f"the recorder could not answer: {answer.error or 'no reason given'}")
         if answer.truncated and not query.limit_given:
@@ -684,7 +649,6 @@ def create_app(gateway: Gateway, *, openapi: bytes | None = None) -> web.Applica
 
 
 __all__ = [
-    "BusLike",
     "Gateway",
     "GatewaySettings",
     "check_battery",

@@ -27,7 +27,7 @@ BESS_COMMAND_RATE_PER_MIN      6                            commands per battery
 BESS_COMMAND_BURST             10                           commands per battery in a burst (the bucket's size)
 ============================== ============================ ==================================================
 
-Plus the ``BESS_MQTT_*`` settings every node has (:class:`nodes.runtime.bus.MqttSettings`).
+Plus the ``BESS_MQTT_*`` settings every node has (:class:`nodes.runtime.config.MqttSettings`).
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ from msgspec import Meta
 from nodes.contract.messages import Identifier
 from nodes.gateway.bodies import DEFAULT_MAX_BODY_BYTES
 from nodes.runtime import command_rate
-from nodes.runtime.bus import MqttSettings
 from nodes.runtime.command_rate import DEFAULT_BURST, DEFAULT_RATE_PER_MIN
+from nodes.runtime.config import MqttSettings
 
 Port = Annotated[int, Meta(ge=1, le=65_535)]
 

@@ -22,7 +22,7 @@ import msgspec
 from aiohttp import hdrs, web
 
 from nodes.contract.topics import id_problems
-from nodes.runtime.bus import BusUnavailable
+from nodes.runtime.errors import BusUnavailable
 
 log = logging.getLogger("bess.gateway")
 

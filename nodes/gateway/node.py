@@ -6,7 +6,8 @@ Consumes:
     one never seen is a 404 unless forced); the gateway's own writes are not sent back (MQTT 5 no-local).
     ``battery/+/control`` (ControlMode, retained): who commands each battery, for ``GET /control`` and the
     precedence rules. ``history/response/gateway`` (HistoryResult): answers of the recorder to ``GET /read``.
-    ``stored/gateway`` (StoredReceipt): the recorder's confirmations of durable ``POST /write`` records.
+    ``stored/gateway`` (StoredReceipt): the recorder's confirmations of durable ``POST /write`` records (subscribed
+    by :class:`nodes.gateway.app.Gateway`, which publishes the records and awaits them).
 Produces:
     ``battery/{battery}/telemetry`` (Telemetry, from ``POST /write``), ``battery/{battery}/set`` (Command, from
     ``POST /mqtt/publish`` and ``POST /control`` idle), ``battery/{battery}/control`` (ControlMode, retained,
@@ -30,14 +31,15 @@ import asyncio
 import logging
 import ssl
 
-from nodes.contract.messages import BatterySpec, BatteryState, ControlMode, StoredReceipt, Telemetry
-from nodes.contract.topics import CONTROL, SPEC, STATE, STORED_RESPONSE, TELEMETRY
+from nodes.contract.messages import BatterySpec, BatteryState, ControlMode, Telemetry
+from nodes.contract.topics import CONTROL, HISTORY, SPEC, STATE, TELEMETRY
 from nodes.gateway.app import Gateway, GatewaySettings, create_app
 from nodes.gateway.config import GatewayConfig
 from nodes.gateway.fleet import Fleet
 from nodes.gateway.receipts import Receipts
 from nodes.gateway.specs import SpecBook
-from nodes.runtime.bus import Bus, Delivery
+from nodes.runtime.core import MessageBus
+from nodes.runtime.dispatch import Delivery
 from nodes.runtime.http_serve import HttpLimits, Listener, ListenError
 from nodes.runtime.node import Service
 
@@ -78,22 +80,21 @@ class GatewayService(Service[GatewayConfig]):
 
     name = "gateway"
 
-    def __init__(self, config: GatewayConfig) -> None:
-        super().__init__(config)
+    def __init__(self, config: GatewayConfig, bus: MessageBus) -> None:
+        super().__init__(config, bus)
         self.specs = SpecBook()
         self.fleet = Fleet()
         self.receipts = Receipts()
         self.listener: Listener | None = None
-        self.bus: Bus | None = None
 
-    async def setup(self, bus: Bus) -> None:
+    async def setup(self) -> None:
         """Subscribe the battery topics and the response topic, then listen on every configured port."""
+        bus = self.bus
         bus.subscribe(SPEC, self._on_spec)
         bus.subscribe(TELEMETRY, self._on_telemetry, no_local=True)
         bus.subscribe(STATE, self._on_state)
         bus.subscribe(CONTROL, self._on_control)
-        bus.subscribe(STORED_RESPONSE, self._on_receipt, client=bus.node)
-        bus.enable_requests()
+        bus.enable_requests(HISTORY)
         gateway = Gateway(bus, self.specs, settings_from(self.config, bus.node), fleet=self.fleet,
                           receipts=self.receipts)
         limits = HttpLimits(idle_timeout_s=self.config.gateway_idle_timeout_s,
@@ -108,7 +109,6 @@ class GatewayService(Service[GatewayConfig]):
                 **self.listener_counters(),
             }
         )
-        self.bus = bus
         context = ssl_context(self.config)
         host = self.config.gateway_host
         try:
@@ -127,8 +127,7 @@ class GatewayService(Service[GatewayConfig]):
 
     def _on_listener_problem(self, problem: str | None) -> None:
         # the gateway cannot take new requests: its status must not say online
-        if self.bus is not None:
-            self.bus.set_state("degraded", problem) if problem else self.bus.set_state("online")
+        self.bus.set_state("degraded", problem) if problem else self.bus.set_state("online")
 
     async def _on_spec(self, params: dict[str, str], spec: BatterySpec, delivery: Delivery) -> None:
         problems = spec.problems()
@@ -148,9 +147,6 @@ class GatewayService(Service[GatewayConfig]):
 
     async def _on_control(self, params: dict[str, str], mode: ControlMode, delivery: Delivery) -> None:
         self.fleet.set_control(params["battery"], mode)
-
-    async def _on_receipt(self, params: dict[str, str], receipt: StoredReceipt, delivery: Delivery) -> None:
-        self.receipts.on_receipt(receipt)
 
     async def run(self) -> None:
         """Serve until stopped (the sites were started in :meth:`setup`)."""

@@ -22,7 +22,7 @@ from nodes.market.sources import entsoe as entsoe_source
 from nodes.market.sources import nordpool as nordpool_source
 from nodes.market.sources.convert import currency_problem
 from nodes.market.sources.zones import ZONES
-from nodes.runtime.bus import MqttSettings
+from nodes.runtime.config import MqttSettings
 
 SourceName = Literal["synthetic", "csv", "entsoe", "energy-charts", "awattar", "nordpool", "energidataservice", "aemo"]
 OFFLINE_SOURCES = ("synthetic", "csv")

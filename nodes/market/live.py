@@ -38,7 +38,7 @@ from nodes.market.sources.http import Fetcher, RetryPolicy, SourceRefused, Sourc
 from nodes.market.sources.prices import NotYetPublished, ParsedPrices, Slot, SourceError
 from nodes.market.sources.zones import ZONES, Zone
 from nodes.market.timeline import coverage_problem, merge, next_poll, window
-from nodes.runtime.bus import Bus
+from nodes.runtime.core import MessageBus
 
 log = logging.getLogger("bess.market.live")
 
@@ -230,7 +230,7 @@ def make_client(
     raise ValueError(f"{name} is not a live price source")
 
 
-async def run_live(config: MarketConfig, bus: Bus, *, clock: Clock = _utc_now) -> None:
+async def run_live(config: MarketConfig, bus: MessageBus, *, clock: Clock = _utc_now) -> None:
     """Run the configured live source until cancelled, publishing on ``bus``."""
     spec = source(config.source)
     zone = ZONES[config.market_zone]

@@ -24,7 +24,7 @@ from pathlib import Path
 from nodes.contract.topics import PRICES
 from nodes.market.config import MarketConfig
 from nodes.market.feed import FeedClock, PriceSource, ReplaySource, SyntheticSource, build_forecast, next_hour
-from nodes.runtime.bus import Bus
+from nodes.runtime.core import MessageBus
 from nodes.runtime.node import Service
 
 log = logging.getLogger("bess.market")
@@ -47,18 +47,13 @@ class Market(Service[MarketConfig]):
 
     name = "market"
 
-    def __init__(self, config: MarketConfig) -> None:
-        super().__init__(config)
+    def __init__(self, config: MarketConfig, bus: MessageBus) -> None:
+        super().__init__(config, bus)
         self.source = None if config.live else make_source(config)
         self.clock = FeedClock(config.market_speed)
-        self.bus: Bus | None = None
-
-    async def setup(self, bus: Bus) -> None:
-        self.bus = bus
 
     async def publish_now(self) -> None:
         """Publish the forecast for the feed's current time."""
-        assert self.bus is not None
         assert self.source is not None
         forecast = build_forecast(self.config.market_zone, self.source, self.clock.now())
         if not forecast.slots:
@@ -73,7 +68,6 @@ class Market(Service[MarketConfig]):
         if self.config.live:
             from nodes.market.live import run_live
 
-            assert self.bus is not None
             await run_live(self.config, self.bus)
             return
         while True:

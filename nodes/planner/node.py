@@ -52,8 +52,10 @@ from nodes.planner import autopilot as pilot
 from nodes.planner import policy
 from nodes.planner.model import PlanError, PlanOptions, plan
 from nodes.runtime import command_rate
-from nodes.runtime.bus import Bus, Delivery, MqttSettings
 from nodes.runtime.command_rate import DEFAULT_BURST, DEFAULT_RATE_PER_MIN, CommandRateLimit
+from nodes.runtime.config import MqttSettings
+from nodes.runtime.core import MessageBus
+from nodes.runtime.dispatch import Delivery
 from nodes.runtime.node import Service
 
 log = logging.getLogger("bess.planner")
@@ -172,11 +174,12 @@ class Planner(Service[PlannerConfig]):
     def __init__(
         self,
         config: PlannerConfig,
+        bus: MessageBus,
         *,
         clock: Callable[[], datetime] | None = None,
         monotonic: Callable[[], float] | None = None,
     ) -> None:
-        super().__init__(config)
+        super().__init__(config, bus)
         self.clock = clock or _now
         #: seconds for the command rate bound; by default derived from ``clock`` so a fake clock drives both
         self.monotonic = monotonic or (lambda: self.clock().timestamp())
@@ -193,12 +196,11 @@ class Planner(Service[PlannerConfig]):
         self._boundary = datetime.min.replace(tzinfo=UTC)
         self._last_plan: dict[str, datetime] = {}
         self.node_problem: str | None = None
-        self.bus: Bus | None = None
         self._device_window = timedelta(seconds=config.planner_device_feed_window_s)
         self._ignored_logged: set[str] = set()
 
-    async def setup(self, bus: Bus) -> None:
-        self.bus = bus
+    async def setup(self) -> None:
+        bus = self.bus
         bus.subscribe(PRICES, self.on_prices, zone=self.config.planner_zone)
         bus.subscribe(SPEC, self.on_spec, on_invalid=self.on_invalid_spec)
         bus.subscribe(TELEMETRY, self.on_telemetry)
@@ -234,7 +236,6 @@ class Planner(Service[PlannerConfig]):
         # The battery's current declaration is inconsistent: plans made on its previous spec may no longer fit
         # it, so the battery is not planned (and not commanded) until a valid spec arrives.
         log.warning("spec for %s rejected: %s", name, why)
-        assert self.bus is not None
         self.bus.counters["bad_specs"] += 1
         inputs = self._battery(name)
         inputs.spec, inputs.schedule, inputs.last_command = None, None, None
@@ -263,7 +264,6 @@ class Planner(Service[PlannerConfig]):
         if telemetry.source == policy.DEVICE_SOURCE:
             inputs.device_telemetry = policy.newer(inputs.device_telemetry, telemetry)
         elif policy.device_feed_live(inputs.device_telemetry, now, self._device_window):
-            assert self.bus is not None
             self.bus.counters["telemetry_ignored"] += 1
             if name not in self._ignored_logged:  # once per battery: a client may write every second
                 self._ignored_logged.add(name)
@@ -319,7 +319,6 @@ class Planner(Service[PlannerConfig]):
         else:
             self.notes[name] = note
         self.node_problem = node_problem
-        assert self.bus is not None
         self.bus.counters["batteries_not_planned"] = len(self.notes)
         self._publish_details()
         if node_problem is not None:
@@ -329,7 +328,6 @@ class Planner(Service[PlannerConfig]):
 
     def _publish_details(self) -> None:
         """The planning notes, with the autopilot's note appended for a battery that has both."""
-        assert self.bus is not None
         merged = dict(self.notes)
         for name, note in self.autopilot_notes.items():
             merged[name] = f"{merged[name]}; {note}" if name in merged else note
@@ -337,7 +335,6 @@ class Planner(Service[PlannerConfig]):
 
     async def plan_battery(self, name: str, now: datetime) -> Schedule | None:
         """Plan one battery now; publishes the Schedule, or reports why it could not."""
-        assert self.bus is not None
         inputs = self._battery(name)
         note = self._battery_problem(name, inputs, now)
         node_problem = self._node_problem(now)
@@ -401,7 +398,6 @@ class Planner(Service[PlannerConfig]):
         if not decision.send:
             inputs.wake_at = decision.wake_at
             return
-        assert self.bus is not None
         verdict = self.rate.check(name, setpoint.action, self.monotonic())
         if not verdict.allowed:
             # never expected (the autopilot stays far below the bound); if it happens, wait, do not spin
@@ -461,7 +457,6 @@ class Planner(Service[PlannerConfig]):
             if first:
                 log.warning("%s: %s", name, note)
             return True
-        assert self.bus is not None
         idle = Command(command_id=f"a-{uuid.uuid4().hex[:12]}", action="idle", power_kw=0.0, issued_at=now,
                        valid_until=now + timedelta(seconds=self.config.planner_lease_s), source="planner",
                        text=f"autopilot stopped: {why}"[:500])

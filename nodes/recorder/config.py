@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from msgspec import Meta
 
-from nodes.runtime.bus import MqttSettings
+from nodes.runtime.config import MqttSettings
 
 #: MQTT 5 caps receive_maximum at 65535.
 RECEIVE_MAXIMUM_LIMIT = 65_535

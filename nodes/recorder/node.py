@@ -59,8 +59,7 @@ from nodes.contract.messages import (
 )
 from nodes.contract.topics import (
     COMMAND,
-    HISTORY_REQUEST,
-    HISTORY_RESPONSE,
+    HISTORY,
     PRICES,
     SCHEDULE,
     STATE,
@@ -74,7 +73,9 @@ from nodes.recorder.config import RecorderConfig
 from nodes.recorder.confirm import Confirmations, correlation_text
 from nodes.recorder.influxql import QueryError
 from nodes.recorder.store import Store, StoreError, StoreUnavailable, make_store
-from nodes.runtime.bus import Bus, BusUnavailable, Delivery
+from nodes.runtime.core import MessageBus
+from nodes.runtime.dispatch import Delivery
+from nodes.runtime.errors import BusUnavailable
 from nodes.runtime.node import Service
 
 log = logging.getLogger("bess.recorder")
@@ -85,12 +86,10 @@ class Recorder(Service[RecorderConfig]):
 
     name = "recorder"
 
-    def __init__(self, config: RecorderConfig, *, store: Store | None = None) -> None:
-        super().__init__(config)
-        self.receive_maximum = config.receive_maximum
+    def __init__(self, config: RecorderConfig, bus: MessageBus, *, store: Store | None = None) -> None:
+        super().__init__(config, bus)
         self.store: Store = store or make_store(config)
         self.batcher: Batcher | None = None
-        self.bus: Bus | None = None
         self.messages = 0
         self.history_requests = 0
         self.history_errors = 0
@@ -103,9 +102,9 @@ class Recorder(Service[RecorderConfig]):
         self._receipts_due = False
         self._receipt_tasks: set[asyncio.Task[None]] = set()  # referenced until done (the loop keeps weak ones)
 
-    async def setup(self, bus: Bus) -> None:
+    async def setup(self) -> None:
         """Open the store, subscribe to the data topics and history requests, start the flusher."""
-        self.bus = bus
+        bus = self.bus
         await self.store.open()
         self.batcher = Batcher(
             self.store,
@@ -125,7 +124,7 @@ class Recorder(Service[RecorderConfig]):
         bus.subscribe(STATE, self._on_state, share_group=share)
         bus.subscribe(SCHEDULE, self._on_schedule, share_group=share)
         bus.subscribe(PRICES, self._on_prices, share_group=share)
-        bus.subscribe(HISTORY_REQUEST, self._on_history, share_group=share)
+        bus.serve(HISTORY, self._answer_history, share_group=share)
         bus.set_counters_source(self.counters)
         self.batcher.start()
         _tune_gc()
@@ -135,7 +134,7 @@ class Recorder(Service[RecorderConfig]):
             self.config.store,
             self.config.batch_max_points,
             self.config.batch_max_delay_ms,
-            self.receive_maximum,
+            self.config.receive_maximum,
             f", shared subscription group {share!r}" if share else "",
         )
 
@@ -200,11 +199,10 @@ class Recorder(Service[RecorderConfig]):
 
     def _confirm(self, delivery: Delivery, refused: str | None) -> None:
         """Queue the receipt of a written message whose publisher gave a response topic."""
-        assert self.bus is not None
         assert delivery.response_topic is not None
-        params = self.bus.parse(STORED_RESPONSE, delivery.response_topic)
+        client = self.bus.reply_client(STORED_RESPONSE, delivery)
         correlation = correlation_text(delivery.correlation_data)
-        if params is None or correlation is None:
+        if client is None or correlation is None:
             self.unconfirmable += 1
             if self.unconfirmable == 1 or self.unconfirmable % 10_000 == 0:
                 log.warning("cannot confirm a message on %s: response topic %r is not %s or its correlation data "
@@ -212,9 +210,9 @@ class Recorder(Service[RecorderConfig]):
                             delivery.response_topic[:200], STORED_RESPONSE.template, self.unconfirmable)
             return
         if refused is None:
-            self.confirmations.stored(params["client"], correlation)
+            self.confirmations.stored(client, correlation)
         else:
-            self.confirmations.rejected(params["client"], correlation, refused)
+            self.confirmations.rejected(client, correlation, refused)
         if not self._receipts_due:
             # Every handler of the written batch resumes before this task runs, so one receipt covers them all.
             self._receipts_due = True
@@ -224,7 +222,6 @@ class Recorder(Service[RecorderConfig]):
 
     async def _publish_receipts(self) -> None:
         self._receipts_due = False
-        assert self.bus is not None
         for client, receipt in self.confirmations.take_receipts():
             if not self.bus.connected.is_set():
                 self.receipts_unsent += 1  # the publisher times out and says "not confirmed": nothing is lost
@@ -240,7 +237,6 @@ class Recorder(Service[RecorderConfig]):
         if not self.device_marks:
             await super().run()
             return
-        assert self.bus is not None
         while True:
             await asyncio.sleep(self.config.recorder_confirm_interval_ms / 1000)
             if not self.bus.connected.is_set():
@@ -272,14 +268,12 @@ class Recorder(Service[RecorderConfig]):
         self.history_errors += 1
         return HistoryResult(ok=False, error=error[:1000])
 
-    async def _on_history(self, params: dict[str, str], query: HistoryQuery, delivery: Delivery) -> None:
+    async def _answer_history(self, params: dict[str, str], query: HistoryQuery, delivery: Delivery) -> HistoryResult:
         # read-your-writes: what this recorder has received is stored before it is queried (bounded wait, so a
         # database outage makes the answer an error, not a hang)
         assert self.batcher is not None
         await self.batcher.sync(timeout=2.0)
-        result = await self.history(query)
-        assert self.bus is not None
-        await self.bus.respond(delivery, HISTORY_RESPONSE, result)
+        return await self.history(query)
 
 
 def _tune_gc() -> None:

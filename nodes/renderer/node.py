@@ -49,7 +49,7 @@ from nodes.contract.messages import (
 from nodes.contract.topics import (
     CONTROL,
     FIGURE,
-    HISTORY_REQUEST,
+    HISTORY,
     PRICES,
     SCHEDULE,
     SPEC,
@@ -65,7 +65,10 @@ from nodes.renderer.kpis import DayFiller, KpiBook, compute_day, runs
 from nodes.renderer.series import PriceSeries, TelemetrySeries, downsample, to_datetime
 from nodes.renderer.web import DashboardState, WindowFigures, build_app
 from nodes.renderer.windows import DEFAULT_WINDOW, TimeWindow
-from nodes.runtime.bus import Bus, BusUnavailable, Delivery, MqttSettings
+from nodes.runtime.config import MqttSettings
+from nodes.runtime.core import MessageBus
+from nodes.runtime.dispatch import Delivery
+from nodes.runtime.errors import BusUnavailable
 from nodes.runtime.http_serve import HttpLimits, Listener
 from nodes.runtime.node import Service
 
@@ -165,8 +168,8 @@ class Renderer(Service[RendererConfig]):
 
     name = "renderer"
 
-    def __init__(self, config: RendererConfig) -> None:
-        super().__init__(config)
+    def __init__(self, config: RendererConfig, bus: MessageBus) -> None:
+        super().__init__(config, bus)
         self.views: dict[str, BatteryView] = {}
         self.forecast: PriceForecast | None = None
         self.price_history = PriceSeries.empty()
@@ -178,14 +181,13 @@ class Renderer(Service[RendererConfig]):
         self.dashboard = DashboardState(figure_provider=self.figures_for, auth=config.auth())
         self.window_cache: OrderedDict[tuple[str, str], tuple[float, WindowFigures]] = OrderedDict()
         self._inflight: dict[tuple[str, str], asyncio.Future[WindowFigures]] = {}
-        self.bus: Bus | None = None
         self._listener: Listener | None = None
 
     # -- inputs -----------------------------------------------------------------------------------------------
 
-    async def setup(self, bus: Bus) -> None:
-        self.bus = bus
-        bus.enable_requests()
+    async def setup(self) -> None:
+        bus = self.bus
+        bus.enable_requests(HISTORY)
         bus.subscribe(TELEMETRY, self.on_telemetry)
         bus.subscribe(SPEC, self.on_spec)
         bus.subscribe(STATE, self.on_state)
@@ -264,11 +266,8 @@ class Renderer(Service[RendererConfig]):
     async def _history(
         self, kind: HistoryKind, begin: datetime, end: datetime, *, every_s: int | None, limit: int, **ids: str
     ) -> HistoryResult:
-        assert self.bus is not None
         query = HistoryQuery(kind=kind, begin=begin, end=end, every_s=every_s, limit=limit, **ids)
-        result: HistoryResult = await self.bus.request(
-            HISTORY_REQUEST, query, timeout=self.config.history_timeout_s
-        )
+        result = await self.bus.request(HISTORY, query, timeout=self.config.history_timeout_s)
         if not result.ok:
             raise RuntimeError(result.error or "history request failed")
         return result
@@ -294,7 +293,6 @@ class Renderer(Service[RendererConfig]):
         return parts[0].concat(*parts[1:]) if len(parts) > 1 else parts[0] if parts else TelemetrySeries.empty()
 
     def _degraded(self, exc: BaseException) -> None:
-        assert self.bus is not None
         self.bus.set_state("degraded", f"history unavailable ({exc or 'recorder did not answer'}); live data only")
         self.bus.counters["history_failures"] += 1
 
@@ -457,7 +455,6 @@ class Renderer(Service[RendererConfig]):
 
     async def build(self, battery: str, window: TimeWindow) -> WindowFigures:
         """Every figure of ``battery`` over ``window``, encoded as contract Figures."""
-        assert self.bus is not None
         view = self._view(battery)
         now = datetime.now(UTC)
         now_s = now.timestamp()
@@ -520,7 +517,6 @@ class Renderer(Service[RendererConfig]):
 
     async def render(self, battery: str) -> None:
         """Build the default window's figures for ``battery`` and publish them (MQTT and the dashboard)."""
-        assert self.bus is not None
         answer = await self.build(battery, DEFAULT_WINDOW)
         for figure_id, payload in answer.figures.items():  # all at once: a page never sees half a set
             self.dashboard.set_figure_json(battery, figure_id, payload)
@@ -553,7 +549,6 @@ class Renderer(Service[RendererConfig]):
                 try:
                     await self.render(battery)
                 except Exception:
-                    assert self.bus is not None
                     self.bus.counters["render_errors"] += 1
                     log.exception("rendering %s failed", battery)
             # redraw at most every render_interval_s: telemetry every second must not mean 5 figures a second

@@ -1,1 +1,2 @@
-"""Plumbing shared by every node: the MQTT bus, the node lifecycle and configuration (no domain logic)."""
+"""Plumbing shared by every node, no domain logic: the bus (``core`` the interface, ``bus`` over MQTT, ``memory`` in
+process), its receive rules, status and request/response, the node lifecycle (``node``) and configuration."""

@@ -4,6 +4,7 @@ Each field ``foo_bar`` of a config Struct is read from ``BESS_FOO_BAR``. Values 
 msgspec converts them (``strict=False``) and validates the result, so ``BESS_MQTT_PORT=abc`` fails with the
 variable's name instead of crashing later. Lists are comma-separated (``BESS_GATEWAY_PORTS=5000,5003``).
 An invalid configuration is a one-line message and exit status 2 (see :func:`load_or_exit`).
+:class:`MqttSettings` (``BESS_MQTT_*``, the topic root, the node id) is embedded in every node's config.
 """
 
 from __future__ import annotations
@@ -11,12 +12,43 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping
-from typing import Any, TypeVar, get_args, get_origin
+from typing import Annotated, Any, TypeVar, get_args, get_origin
 
 import msgspec
 
 PREFIX = "BESS_"
 C = TypeVar("C", bound=msgspec.Struct)
+
+
+class MqttSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """How to reach the broker. Every node config embeds these fields (``BESS_MQTT_*``)."""
+
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: int = msgspec.field(default=1883)
+    mqtt_username: str | None = None
+    mqtt_password: str | None = None
+    mqtt_tls: bool = False
+    mqtt_tls_ca_file: str | None = None
+    mqtt_tls_insecure: bool = False
+    mqtt_keepalive_s: int = 30
+    mqtt_session_expiry_s: int = 86_400
+    mqtt_reconnect_delay_s: float = 1.0
+    #: payloads above this are dropped undecoded (topics whose valid messages can be larger get their contract's
+    #: largest size instead); the broker's message_size_limit must not be below the bulk bound
+    mqtt_max_payload_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 256 * 1024
+    #: the bound for payloads the contract does not bound: Plotly figures and history answers
+    mqtt_max_bulk_payload_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 32 * 1024 * 1024
+    topic_root: str = "bess/v1"
+    node_id: str | None = None
+    status_interval_s: float = 30.0
+
+    @property
+    def receive_maximum(self) -> int:
+        """MQTT 5 receive maximum: how many unacknowledged messages the broker may have in flight to this node.
+
+        A node config overrides it when its handlers hold messages for long (the recorder: until a batch is written).
+        """
+        return 1000
 
 
 class ConfigError(ValueError):

@@ -5,7 +5,10 @@
     load config --invalid--> exit 2 (one line on stderr)
     (login refused by the broker --> exit 3, one line on stderr)
         |
-    setup(bus)            register subscriptions, open resources (nothing is received yet)
+    Bus(name, config)     the bus exists before the node: not connected yet
+    factory(config, bus)  the node, given its bus (``self.bus``, never None)
+        |
+    setup()               register subscriptions, open resources (nothing is received yet)
         |
     bus.start()           connect with last will node/{node}/status=offline (retained); retry until the
         |                 broker answers; subscribe in on-connect; publish "online"
@@ -17,7 +20,8 @@
         |
     bus.stop()            publish "offline" (retained), disconnect (the persistent session stays)
 
-A node is a :class:`Service`; ``python -m nodes.<name>`` calls :func:`main` with its factory.
+A node is a :class:`Service`; ``python -m nodes.<name>`` calls :func:`main` with its factory. Unit tests give a
+node a :class:`nodes.runtime.memory.MemoryBus` instead and drive its handlers (``tests/unit/test_*_shell.py``).
 """
 
 from __future__ import annotations
@@ -33,24 +37,29 @@ from typing import Generic, TypeVar
 
 import msgspec
 
-from nodes.runtime.bus import Bus, BusRefused, MqttSettings
-from nodes.runtime.config import load_or_exit
+from nodes.runtime.bus import Bus
+from nodes.runtime.config import MqttSettings, load_or_exit
+from nodes.runtime.core import MessageBus
+from nodes.runtime.errors import BusRefused
 
 C = TypeVar("C", bound=MqttSettings)
 log = logging.getLogger("bess.node")
 
 
 class Service(Generic[C]):
-    """Base class of a node. Override :meth:`setup`, and :meth:`run`/:meth:`shutdown` when needed."""
+    """Base class of a node. Override :meth:`setup`, and :meth:`run`/:meth:`shutdown` when needed.
+
+    The bus is passed in (an MQTT :class:`Bus` in a node process, a ``MemoryBus`` in unit tests) and is never
+    None; the MQTT receive maximum comes from the config (``MqttSettings.receive_maximum``).
+    """
 
     name: str = "node"
-    #: MQTT receive maximum: how many unacknowledged messages the broker may have in flight to us.
-    receive_maximum: int = 1000
 
-    def __init__(self, config: C) -> None:
+    def __init__(self, config: C, bus: MessageBus) -> None:
         self.config = config
+        self.bus = bus
 
-    async def setup(self, bus: Bus) -> None:
+    async def setup(self) -> None:
         """Register subscriptions and open resources; called before the bus connects."""
 
     async def run(self) -> None:
@@ -68,8 +77,8 @@ async def serve(service: Service[C], *, stop: asyncio.Event | None = None) -> No
     for signum in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
-    bus = Bus(service.name, service.config, receive_maximum=service.receive_maximum)
-    await service.setup(bus)
+    bus = service.bus
+    await service.setup()
     connect = asyncio.create_task(bus.start())
     stopped = asyncio.create_task(stop.wait())
     await asyncio.wait({connect, stopped}, return_when=asyncio.FIRST_COMPLETED)
@@ -108,12 +117,12 @@ def configure_logging(node: str) -> None:
     logging.getLogger("gmqtt").setLevel(logging.WARNING)
 
 
-def main(name: str, config_cls: type[C], factory: Callable[[C], Service[C]]) -> int:
-    """Entry point of ``python -m nodes.<name>``: config, logging, lifecycle. Returns the exit status."""
+def main(name: str, config_cls: type[C], factory: Callable[[C, MessageBus], Service[C]]) -> int:
+    """Entry point of ``python -m nodes.<name>``: config, logging, bus, node, lifecycle. Returns the exit status."""
     configure_logging(name)
     config = load_or_exit(config_cls, name)
     try:
-        service = factory(config)
+        service = factory(config, Bus(name, config))
     except (ValueError, msgspec.ValidationError) as exc:
         print(f"{name}: invalid configuration: {exc}", file=sys.stderr)
         return 2

@@ -26,7 +26,10 @@ import msgspec
 
 from nodes.contract.messages import BatterySpec, Command, StoredUpTo, Telemetry
 from nodes.contract.topics import COMMAND, SPEC, STATE, STORED, TELEMETRY, id_problems
-from nodes.runtime.bus import Bus, BusUnavailable, Delivery, MqttSettings
+from nodes.runtime.config import MqttSettings
+from nodes.runtime.core import MessageBus
+from nodes.runtime.dispatch import Delivery
+from nodes.runtime.errors import BusUnavailable
 from nodes.runtime.node import Service
 from nodes.simulator.battery import LeaseCaps, SimBattery
 from nodes.simulator.outbox import Outbox
@@ -89,8 +92,8 @@ class Simulator(Service[SimulatorConfig]):
 
     name = "simulator"
 
-    def __init__(self, config: SimulatorConfig) -> None:
-        super().__init__(config)
+    def __init__(self, config: SimulatorConfig, bus: MessageBus) -> None:
+        super().__init__(config, bus)
         spec = config.spec()
         start = config.sim_soc_initial_kwh
         if start is None:
@@ -101,10 +104,9 @@ class Simulator(Service[SimulatorConfig]):
         self.outboxes = {b: Outbox(keep) for b in config.batteries} if keep else {}
         self._resumed: set[str] = set()
         self._published_state: dict[str, tuple[object, ...]] = {}
-        self.bus: Bus | None = None
 
-    async def setup(self, bus: Bus) -> None:
-        self.bus = bus
+    async def setup(self) -> None:
+        bus = self.bus
         for battery in self.batteries:
             bus.subscribe(COMMAND, self.on_command, battery=battery)
             bus.subscribe(TELEMETRY, self.on_own_telemetry, battery=battery)
@@ -125,7 +127,7 @@ class Simulator(Service[SimulatorConfig]):
     async def on_stored(self, params: dict[str, str], mark: StoredUpTo, delivery: Delivery) -> None:
         """The recorder stored this battery's readings up to ``mark.ts``: drop them if the mark may be trusted."""
         outbox = self.outboxes.get(params["battery"])
-        if outbox is not None and self.bus is not None:
+        if outbox is not None:
             outbox.stored_up_to(mark.ts, self.bus.connections)
 
     async def on_command(self, params: dict[str, str], command: Command, delivery: Delivery) -> None:
@@ -153,7 +155,6 @@ class Simulator(Service[SimulatorConfig]):
 
     async def run(self) -> None:
         bus = self.bus
-        assert bus is not None
         for name, battery in self.batteries.items():
             await bus.publish(SPEC, battery.spec, battery=name)
         last = time.monotonic()
@@ -169,7 +170,6 @@ class Simulator(Service[SimulatorConfig]):
 
     async def _publish_telemetry(self, name: str, reading: Telemetry) -> None:
         """Publish a reading (retained), after re-sending the kept ones (not retained) on a new connection."""
-        assert self.bus is not None
         outbox = self.outboxes.get(name)
         if outbox is None:
             await self.bus.publish(TELEMETRY, reading, battery=name)
@@ -194,5 +194,4 @@ class Simulator(Service[SimulatorConfig]):
         key = battery.state_key()
         if force or self._published_state.get(name) != key:
             self._published_state[name] = key
-            assert self.bus is not None
             await self.bus.publish(STATE, battery.state(now), battery=name)

@@ -18,8 +18,8 @@ from nodes.gateway.app import Gateway, GatewaySettings, create_app
 from nodes.gateway.fleet import Fleet
 from nodes.gateway.specs import SpecBook
 from nodes.runtime.http_serve import HttpLimits, Listener
+from nodes.runtime.memory import MemoryBus
 from tests.support.waiting import wait_for_async
-from tests.unit.test_gateway_app import FakeBus
 
 HOST = "127.0.0.1"
 
@@ -36,7 +36,7 @@ class Edge:
     def __init__(self, limits: HttpLimits) -> None:
         fleet = Fleet()
         fleet.saw("battery-1")
-        self.gateway = Gateway(FakeBus(), SpecBook(), GatewaySettings(body_timeout_s=1.0), fleet=fleet)
+        self.gateway = Gateway(MemoryBus("gateway"), SpecBook(), GatewaySettings(body_timeout_s=1.0), fleet=fleet)
         self.problems: list[str | None] = []
         self.listener = Listener(create_app(self.gateway, openapi=b"{}"), limits, name="gateway",
                                  setting="BESS_GATEWAY_MAX_CONNECTIONS", on_problem=self.problems.append)
@@ -149,19 +149,12 @@ async def test_the_dashboard_uses_the_same_listener() -> None:
     assert renderer_node.Listener is Listener
 
 
-def test_the_gateway_status_follows_the_listener() -> None:
+async def test_the_gateway_status_follows_the_listener() -> None:
     from nodes.gateway.config import GatewayConfig
     from nodes.gateway.node import GatewayService
 
-    class StateBus:
-        state, reason = "online", ""
-
-        def set_state(self, state: str, reason: str = "") -> None:
-            self.state, self.reason = state, reason
-
-    service = GatewayService(GatewayConfig())
-    bus = StateBus()
-    service.bus = bus  # type: ignore[assignment]
+    bus = MemoryBus("gateway")
+    service = GatewayService(GatewayConfig(), bus)
     service._on_listener_problem("connection limit reached: 1000 open")
     assert (bus.state, bus.reason) == ("degraded", "connection limit reached: 1000 open")
     service._on_listener_problem(None)

@@ -26,7 +26,7 @@ from nodes.contract.messages import (
     ScheduleSlot,
     Telemetry,
 )
-from nodes.contract.topics import COMMAND, HISTORY_REQUEST, PRICES, SCHEDULE, STATE, TELEMETRY
+from nodes.contract.topics import COMMAND, HISTORY, PRICES, SCHEDULE, STATE, TELEMETRY
 from nodes.recorder.points import epoch_us
 from nodes.runtime.bus import Bus, MqttSettings
 from tests.support.nodes import NodeProcess
@@ -106,7 +106,7 @@ async def make_publisher(services: Services, topic_root: str) -> Bus:
         MqttSettings(mqtt_host=services.mqtt_host, mqtt_port=services.mqtt_port, topic_root=topic_root),
         persistent=False,
     )
-    bus.enable_requests()
+    bus.enable_requests(HISTORY)
     await bus.start(retry=False)
     return bus
 
@@ -194,7 +194,7 @@ async def test_history_request_returns_raw_and_downsampled_rows(rig: Rig, publis
     await wait_for_async(lambda: rig.count() == 120, 15, 0.1, what="120 telemetry points")
 
     span: dict[str, Any] = {"battery": rig.battery, "begin": T0, "end": T0 + timedelta(hours=1)}
-    raw: HistoryResult = await publisher.request(HISTORY_REQUEST, HistoryQuery(kind="telemetry", limit=10, **span))
+    raw: HistoryResult = await publisher.request(HISTORY, HistoryQuery(kind="telemetry", limit=10, **span))
     assert raw.ok, raw.error
     assert raw.columns == ["time", "soc_kwh", "power_kw", "target_charge_kw", "target_discharge_kw", "source"]
     assert raw.truncated
@@ -204,10 +204,10 @@ async def test_history_request_returns_raw_and_downsampled_rows(rig: Rig, publis
     ]
     assert len(raw.rows) == 10
 
-    full: HistoryResult = await publisher.request(HISTORY_REQUEST, HistoryQuery(kind="telemetry", **span))
+    full: HistoryResult = await publisher.request(HISTORY, HistoryQuery(kind="telemetry", **span))
     assert (len(full.rows), full.truncated) == (120, False)
 
-    means: HistoryResult = await publisher.request(HISTORY_REQUEST, HistoryQuery(kind="telemetry", every_s=600, **span))
+    means: HistoryResult = await publisher.request(HISTORY, HistoryQuery(kind="telemetry", every_s=600, **span))
     assert means.ok, means.error
     assert means.columns == ["time", "soc_kwh", "power_kw", "target_charge_kw", "target_discharge_kw"]
     assert [row[0] for row in means.rows] == [f"2025-01-16T10:{m}0:00Z" for m in range(6)]
@@ -215,11 +215,11 @@ async def test_history_request_returns_raw_and_downsampled_rows(rig: Rig, publis
     assert means.rows[5][1] == 109.5
 
     nothing: HistoryResult = await publisher.request(
-        HISTORY_REQUEST, HistoryQuery(kind="prices", zone="nowhere", begin=T0, end=T0 + timedelta(hours=1))
+        HISTORY, HistoryQuery(kind="prices", zone="nowhere", begin=T0, end=T0 + timedelta(hours=1))
     )
     assert (nothing.ok, nothing.rows) == (True, [])
 
-    bad: HistoryResult = await publisher.request(HISTORY_REQUEST, HistoryQuery(kind="prices", **span))
+    bad: HistoryResult = await publisher.request(HISTORY, HistoryQuery(kind="prices", **span))
     assert not bad.ok
     assert "zone" in (bad.error or "")
 
@@ -262,7 +262,7 @@ async def test_shared_subscription_splits_the_stream_and_one_recorder_answers(
     await publish_telemetry(publisher, rig.battery, range(1000))
     await wait_for_async(lambda: rig.count() == 1000, 20, 0.1, what="1000 points from two recorders")
     result: HistoryResult = await publisher.request(
-        HISTORY_REQUEST, HistoryQuery(kind="telemetry", battery=rig.battery, begin=T0, end=T0 + timedelta(hours=1))
+        HISTORY, HistoryQuery(kind="telemetry", battery=rig.battery, begin=T0, end=T0 + timedelta(hours=1))
     )
     assert len(result.rows) == 1000
 

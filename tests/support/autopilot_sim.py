@@ -3,53 +3,27 @@
 :func:`simulate` runs :meth:`nodes.planner.node.Planner.step` the way :meth:`~nodes.planner.node.Planner.run`
 does, but jumps the clock to the instant each pass asks for (plus a seeded random delay, as a busy machine
 would add), feeds the planner a device reading at the planned SOC before every pass, and records every Command
-it sends. :class:`SimResult` answers what the tests ask: commands per hour, per slot, and every moment the
-battery held no valid lease.
+it sends (on a :class:`nodes.runtime.memory.MemoryBus`). :class:`SimResult` answers what the tests ask: commands
+per hour, per slot, and every moment the battery held no valid lease.
 """
 
 from __future__ import annotations
 
 import math
 import random
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import msgspec
-
 from nodes.contract.messages import BatterySpec, Command, PriceForecast, PriceSlot, Telemetry
-from nodes.contract.topics import COMMAND, Topic
+from nodes.contract.topics import COMMAND
 from nodes.planner.node import Planner, PlannerConfig, planned_soc_at
-from nodes.runtime.bus import Delivery
+from nodes.runtime.dispatch import Delivery
+from nodes.runtime.memory import MemoryBus
 
 SPEC = BatterySpec(capacity_kwh=1000, soc_min_kwh=100, soc_max_kwh=950, max_charge_kw=250, max_discharge_kw=250)
 DELIVERY = Delivery(topic="t", retain=False, dup=False)
 BATTERY = "battery-1"
-
-
-@dataclass
-class RecordingBus:
-    """The part of the bus the planner uses, recording what it publishes."""
-
-    counters: Counter[str] = field(default_factory=Counter)
-    published: list[tuple[Topic[Any], msgspec.Struct, dict[str, str]]] = field(default_factory=list)
-    state: str = "online"
-    reason: str = ""
-    details: dict[str, str] = field(default_factory=dict)
-
-    async def publish(self, topic: Topic[Any], message: msgspec.Struct, **params: Any) -> None:
-        topic.encode(message)  # what the real bus would refuse, this refuses too
-        self.published.append((topic, message, {k: v for k, v in params.items() if isinstance(v, str)}))
-
-    def set_state(self, state: str, reason: str = "") -> None:
-        self.state, self.reason = state, reason
-
-    def set_details(self, details: dict[str, str]) -> None:
-        self.details = dict(details)
-
-    def commands(self) -> list[Command]:
-        return [m for t, m, _ in self.published if t is COMMAND and isinstance(m, Command)]
 
 
 class FakeClock:
@@ -128,9 +102,8 @@ async def simulate(
 ) -> SimResult:
     """Run the planner's loop from ``start`` to ``end`` on a fake clock with the autopilot on."""
     clock = FakeClock(start)
-    planner = Planner(PlannerConfig(planner_autopilot=True, **config), clock=clock)
-    bus = RecordingBus()
-    planner.bus = bus  # type: ignore[assignment]
+    bus = MemoryBus("planner")
+    planner = Planner(PlannerConfig(planner_autopilot=True, **config), bus, clock=clock)
     await planner.on_prices({"zone": "de-lu"}, forecast, DELIVERY)
     await planner.on_spec({"battery": BATTERY}, SPEC, DELIVERY)
     soc = 500.0
@@ -147,10 +120,10 @@ async def simulate(
         wake_at = await planner.step()
         planner.wake.clear()
         clock.now = max(wake_at, clock.now) + timedelta(seconds=delays.uniform(0.0, max_delay_s))
-    commands = [c for c in bus.commands() if c.issued_at < end]
+    commands = [c for c in bus.sent(COMMAND) if c.issued_at < end]
     return SimResult(commands=commands, start=start, end=end, passes=passes, slots=forecast.slots)
 
 
 T_DAY = datetime(2025, 1, 16, 0, 0, tzinfo=UTC)
 
-__all__ = ["T_DAY", "FakeClock", "RecordingBus", "SimResult", "daily_prices", "simulate"]
+__all__ = ["T_DAY", "FakeClock", "SimResult", "daily_prices", "simulate"]

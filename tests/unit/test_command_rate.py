@@ -14,7 +14,8 @@ from nodes.gateway.specs import SpecBook
 from nodes.planner.node import PlannerConfig
 from nodes.runtime.command_rate import CommandRateLimit
 from nodes.runtime.config import ConfigError, load
-from tests.unit.test_gateway_app import NOW, FakeBus
+from nodes.runtime.memory import MemoryBus
+from tests.unit.test_gateway_app import NOW
 
 
 def test_a_burst_then_the_refill_rate() -> None:
@@ -65,7 +66,7 @@ class Ticks:
 
 
 async def test_gateway_answers_429_with_retry_after_beyond_the_bound() -> None:
-    bus, ticks, fleet = FakeBus(), Ticks(), Fleet()
+    bus, ticks, fleet = MemoryBus("gateway"), Ticks(), Fleet()
     fleet.saw("battery-1")
     ids = iter(f"c-{n:04d}" for n in range(100))
     gateway = Gateway(bus, SpecBook(), GatewaySettings(command_rate_per_min=6, command_burst=3), fleet=fleet,

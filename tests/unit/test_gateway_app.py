@@ -1,17 +1,15 @@
-"""The gateway's HTTP routes on an in-memory fake bus (no broker): happy paths, and every known bad input
-answered with its 4xx and the ``{"error", "field"}`` shape."""
+"""The gateway's HTTP routes on the in-memory bus (no broker; a recorder double answers on it): happy paths, and
+every known bad input answered with its 4xx and the ``{"error", "field"}`` shape."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import msgspec
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -25,12 +23,14 @@ from nodes.contract.messages import (
     StoredReceipt,
     Telemetry,
 )
-from nodes.contract.topics import Topic
+from nodes.contract.topics import HISTORY_REQUEST
 from nodes.gateway.app import Gateway, GatewaySettings, create_app
 from nodes.gateway.fleet import Fleet
 from nodes.gateway.receipts import Receipts
 from nodes.gateway.specs import SpecBook
-from nodes.runtime.bus import BusUnavailable
+from nodes.runtime.errors import BusUnavailable
+from nodes.runtime.memory import MemoryBroker, MemoryBus
+from tests.support.recorder_double import RecorderDouble
 
 NOW = datetime(2025, 1, 16, 12, 0, tzinfo=UTC)
 SEED = {"SOC": 700, "target_discharge": 50, "target_charge": 100, "timestamp": "2025-01-16T10:00:00Z"}
@@ -41,77 +41,26 @@ SPEC = BatterySpec(capacity_kwh=1000, soc_min_kwh=100, soc_max_kwh=950, max_char
 MAX_BODY = 4096
 
 
-@dataclass
-class Published:
-    topic: str
-    message: msgspec.Struct
-    wait_ack: bool
-    retain: bool | None
-    properties: dict[str, Any] | None = None
-
-
-@dataclass
-class FakeBus:
-    """Implements :class:`nodes.gateway.app.BusLike` in memory, and plays the recorder for durable writes.
-
-    A record published with a response topic is confirmed on ``receipts`` (give it to the Gateway) right after
-    the publish, as the recorder would once it is written: ``recorder`` says how ("stored", "refused" or
-    "silent": no receipt); ``unconfirmed`` lists publish indexes (from 0) that get no receipt.
-    """
-
-    root: str = "bess/v1"
-    connected: asyncio.Event = field(default_factory=asyncio.Event)
-    state: str = "online"
-    published: list[Published] = field(default_factory=list)
-    requests: list[HistoryQuery] = field(default_factory=list)
-    fail: BaseException | None = None
-    fail_after: int | None = None
-    answer: Any = None
-    receipts: Receipts = field(default_factory=Receipts)
-    recorder: str = "stored"
-    unconfirmed: set[int] = field(default_factory=set)
-
-    def __post_init__(self) -> None:
-        self.connected.set()
-
-    def name(self, topic: Topic[Any], **params: str) -> str:
-        return topic.name(root=self.root, **params)
-
-    async def publish(
-        self,
-        topic: Topic[Any],
-        message: Any,
-        *,
-        retain: bool | None = None,
-        wait_ack: bool = False,
-        timeout: float = 5.0,
-        properties: dict[str, Any] | None = None,
-        **params: str,
-    ) -> None:
-        if self.fail is not None and (self.fail_after is None or len(self.published) >= self.fail_after):
-            raise self.fail
-        topic.encode(message)  # what the real bus does: the message must be encodable
-        index = len(self.published)
-        self.published.append(Published(self.name(topic, **params), message, wait_ack, retain, properties))
-        correlation = (properties or {}).get("correlation_data")
-        if correlation is None or self.recorder == "silent" or index in self.unconfirmed:
-            return
-        if self.recorder == "refused":
-            receipt = StoredReceipt(recorder="fake", rejected=[correlation.decode()], reason="field type conflict")
-        else:
-            receipt = StoredReceipt(recorder="fake", stored=[correlation.decode()])
-        asyncio.get_running_loop().call_soon(self.receipts.on_receipt, receipt)
-
-    async def request(self, topic: Topic[Any], message: Any, *, timeout: float = 10.0, **params: str) -> Any:
-        self.requests.append(message)
-        if isinstance(self.answer, BaseException):
-            raise self.answer
-        return self.answer
+@pytest.fixture
+def broker() -> MemoryBroker:
+    return MemoryBroker()
 
 
 @pytest.fixture
-def bus() -> FakeBus:
-    return FakeBus()
+def bus(broker: MemoryBroker) -> MemoryBus:
+    """The gateway's bus; every message it publishes is in ``bus.published``."""
+    return MemoryBus("gateway", broker)
+
+
+@pytest.fixture
+def recorder(broker: MemoryBroker) -> RecorderDouble:
+    """Plays the recorder on the same broker: receipts for durable writes, answers to history requests."""
+    return RecorderDouble(broker)
+
+
+@pytest.fixture
+def receipts() -> Receipts:
+    return Receipts()
 
 
 @pytest.fixture
@@ -122,10 +71,10 @@ def specs() -> SpecBook:
 
 
 def make_gateway(
-    bus: FakeBus, specs: SpecBook, *, known: tuple[str, ...] = ("battery-1",), fleet: Fleet | None = None,
-    clock: Callable[[], datetime] = lambda: NOW, **settings: Any,
+    bus: MemoryBus, specs: SpecBook, *, known: tuple[str, ...] = ("battery-1",), fleet: Fleet | None = None,
+    clock: Callable[[], datetime] = lambda: NOW, receipts: Receipts | None = None, **settings: Any,
 ) -> Gateway:
-    """A gateway on the fake bus; ``known`` batteries were seen on the bus (as a device's telemetry would be)."""
+    """A gateway on the memory bus; ``known`` batteries were seen on the bus (as a device's telemetry would be)."""
     ids = iter(f"c-{n:04d}" for n in range(1000))
     fleet = fleet or Fleet()
     for battery in known:
@@ -135,20 +84,23 @@ def make_gateway(
         specs,
         GatewaySettings(max_body_bytes=MAX_BODY, read_timeout_s=0.5, **settings),
         fleet=fleet,
-        receipts=bus.receipts,
+        receipts=receipts,
         clock=clock,
         new_command_id=lambda: next(ids),
     )
 
 
 @pytest.fixture
-async def client(bus: FakeBus, specs: SpecBook) -> AsyncIterator[TestClient[Any, Any]]:
-    async with TestClient(TestServer(create_app(make_gateway(bus, specs), openapi=b'{"openapi": "3.1.0"}'))) as c:
+async def client(
+    bus: MemoryBus, specs: SpecBook, recorder: RecorderDouble, receipts: Receipts
+) -> AsyncIterator[TestClient[Any, Any]]:
+    app = create_app(make_gateway(bus, specs, receipts=receipts), openapi=b'{"openapi": "3.1.0"}')
+    async with TestClient(TestServer(app)) as c:
         yield c
 
 
 @pytest.fixture
-async def secured(bus: FakeBus, specs: SpecBook) -> AsyncIterator[TestClient[Any, Any]]:
+async def secured(bus: MemoryBus, specs: SpecBook, recorder: RecorderDouble) -> AsyncIterator[TestClient[Any, Any]]:
     app = create_app(make_gateway(bus, specs, token="s3cret"), openapi=b"{}")
     async with TestClient(TestServer(app)) as c:
         yield c
@@ -161,7 +113,9 @@ def result(*rows: list[Any], truncated: bool = False, columns: list[str] = COLUM
 # -- happy paths ---------------------------------------------------------------------------------------------
 
 
-async def test_write_seed_body_publishes_telemetry(client: TestClient[Any, Any], bus: FakeBus) -> None:
+async def test_write_seed_body_publishes_telemetry(
+    client: TestClient[Any, Any], bus: MemoryBus, receipts: Receipts
+) -> None:
     response = await client.post("/write", json=SEED)
     assert response.status == 200  # by default a 2xx means stored: the (fake) recorder confirmed it
     body = await response.json()
@@ -186,7 +140,7 @@ async def test_write_seed_body_publishes_telemetry(client: TestClient[Any, Any],
     assert published.properties is not None
     assert published.properties["response_topic"] == "bess/v1/stored/gateway"
     assert published.properties["correlation_data"].decode().endswith("-0.0")
-    assert bus.receipts.waiting == 0  # nothing left behind
+    assert receipts.waiting == 0  # nothing left behind
     assert published.retain is False  # an old record must not replace the device's retained latest reading
     assert published.topic == "bess/v1/battery/battery-1/telemetry"
     assert published.message == Telemetry(
@@ -198,14 +152,14 @@ async def test_write_seed_body_publishes_telemetry(client: TestClient[Any, Any],
     )
 
 
-async def test_write_names_the_battery_in_body_or_query(client: TestClient[Any, Any], bus: FakeBus) -> None:
+async def test_write_names_the_battery_in_body_or_query(client: TestClient[Any, Any], bus: MemoryBus) -> None:
     assert (await client.post("/write", json={**SEED, "battery": "b-7"})).status == 200
     assert (await client.post("/write?battery=b-8", json=SEED)).status == 200
     assert (await client.post("/write?battery=b-9&ack=stored", json={**SEED, "battery": "b-9"})).status == 200
     assert [p.topic.split("/")[3] for p in bus.published] == ["b-7", "b-8", "b-9"]
 
 
-async def test_write_converts_offsets_to_utc_and_keeps_power(client: TestClient[Any, Any], bus: FakeBus) -> None:
+async def test_write_converts_offsets_to_utc_and_keeps_power(client: TestClient[Any, Any], bus: MemoryBus) -> None:
     response = await client.post("/write", json={**SEED, "timestamp": "2025-01-16T11:00:00+01:00", "power_kw": -5})
     assert response.status == 200
     message = (await response.json())["message"]
@@ -224,7 +178,7 @@ async def test_write_accepts_json_content_types(client: TestClient[Any, Any], he
     assert response.status == 200, await response.text()
 
 
-async def test_write_batch_validates_all_then_publishes_all(client: TestClient[Any, Any], bus: FakeBus) -> None:
+async def test_write_batch_validates_all_then_publishes_all(client: TestClient[Any, Any], bus: MemoryBus) -> None:
     response = await client.post("/write", json=[SEED, SEED_4, {**SEED, "battery": "b-2"}])
     assert response.status == 200
     assert await response.json() == {
@@ -249,8 +203,10 @@ async def test_write_batch_validates_all_then_publishes_all(client: TestClient[A
 # -- what a /write answer means (durable by default, ?ack=broker for the fast path) ---------------------------
 
 
-async def test_write_ack_broker_answers_202_at_the_puback(client: TestClient[Any, Any], bus: FakeBus) -> None:
-    bus.recorder = "silent"  # would make a durable write wait; the fast path does not ask
+async def test_write_ack_broker_answers_202_at_the_puback(
+    client: TestClient[Any, Any], bus: MemoryBus, recorder: RecorderDouble
+) -> None:
+    recorder.mode = "silent"  # would make a durable write wait; the fast path does not ask
     response = await client.post("/write?ack=broker", json=SEED)
     body = await response.json()
     assert response.status == 202
@@ -262,9 +218,11 @@ async def test_write_ack_broker_answers_202_at_the_puback(client: TestClient[Any
     assert (batch.status, (await batch.json())["status"]) == (202, "accepted")
 
 
-async def test_write_not_confirmed_in_time_is_202_naming_the_records(bus: FakeBus, specs: SpecBook) -> None:
-    bus.unconfirmed = {1}  # the second record's receipt never comes (say the recorder died before writing it)
-    app = create_app(make_gateway(bus, specs, stored_timeout_s=0.2), openapi=b"{}")
+async def test_write_not_confirmed_in_time_is_202_naming_the_records(
+    bus: MemoryBus, specs: SpecBook, recorder: RecorderDouble, receipts: Receipts
+) -> None:
+    recorder.unconfirmed = {1}  # the second record's receipt never comes (say the recorder died before writing it)
+    app = create_app(make_gateway(bus, specs, stored_timeout_s=0.2, receipts=receipts), openapi=b"{}")
     async with TestClient(TestServer(app)) as c:
         response = await c.post("/write", json=[SEED, SEED_4, {**SEED, "timestamp": "2025-01-16T10:00:01Z"}])
         body = await response.json()
@@ -272,17 +230,19 @@ async def test_write_not_confirmed_in_time_is_202_naming_the_records(bus: FakeBu
         assert (body["status"], body["ack"], body["stored"], body["unconfirmed"]) == ("accepted", "stored", 2, [1])
         assert "1 of 3 records were not confirmed stored within 0.2 s" in body["note"]
         assert "re-sending is safe" in body["note"]
-        bus.recorder = "silent"
+        recorder.mode = "silent"
         single = await c.post("/write", json=SEED)
         assert (single.status, (await single.json())["unconfirmed"]) == (202, [0])
-    assert bus.receipts.waiting == 0  # timed-out ids are forgotten: a late receipt finds nobody
-    bus.receipts.on_receipt(StoredReceipt(recorder="late", stored=[bus.published[-1].properties["correlation_data"]
+    assert receipts.waiting == 0  # timed-out ids are forgotten: a late receipt finds nobody
+    receipts.on_receipt(StoredReceipt(recorder="late", stored=[bus.published[-1].properties["correlation_data"]
                                                                    .decode()]))
-    assert bus.receipts.counters["late_receipts"] == 1
+    assert receipts.counters["late_receipts"] == 1
 
 
-async def test_write_refused_by_the_database_is_422(client: TestClient[Any, Any], bus: FakeBus) -> None:
-    bus.recorder = "refused"
+async def test_write_refused_by_the_database_is_422(
+    client: TestClient[Any, Any], bus: MemoryBus, recorder: RecorderDouble
+) -> None:
+    recorder.mode = "refused"
     response = await client.post("/write", json=SEED)
     body = await response.json()
     assert response.status == 422
@@ -292,22 +252,24 @@ async def test_write_refused_by_the_database_is_422(client: TestClient[Any, Any]
     assert (batch.status, (await batch.json())["field"]) == (422, "[0]")
 
 
-async def test_write_default_mode_comes_from_the_settings(bus: FakeBus, specs: SpecBook) -> None:
-    bus.recorder = "silent"
+async def test_write_default_mode_comes_from_the_settings(
+    bus: MemoryBus, specs: SpecBook, recorder: RecorderDouble
+) -> None:
+    recorder.mode = "silent"
     app = create_app(make_gateway(bus, specs, write_ack="broker"), openapi=b"{}")
     async with TestClient(TestServer(app)) as c:
         assert (await c.post("/write", json=SEED)).status == 202  # at once: no receipt is awaited
-        bus.recorder = "stored"
+        recorder.mode = "stored"
         assert (await c.post("/write?ack=stored", json=SEED)).status == 200
 
 
-async def test_write_unknown_ack_mode_is_422(client: TestClient[Any, Any], bus: FakeBus) -> None:
+async def test_write_unknown_ack_mode_is_422(client: TestClient[Any, Any], bus: MemoryBus) -> None:
     response = await client.post("/write?ack=db", json=SEED)
     assert (response.status, (await response.json())["field"]) == (422, "ack")
     assert bus.published == []
 
 
-async def test_command_publishes_a_lease(client: TestClient[Any, Any], bus: FakeBus) -> None:
+async def test_command_publishes_a_lease(client: TestClient[Any, Any], bus: MemoryBus) -> None:
     response = await client.post("/mqtt/publish", json={"command": "DISCHARGE 50kW"})
     assert response.status == 202
     assert await response.json() == {
@@ -342,7 +304,7 @@ async def test_command_publishes_a_lease(client: TestClient[Any, Any], bus: Fake
     assert mode.wait_ack
 
 
-async def test_command_within_a_known_spec(client: TestClient[Any, Any], bus: FakeBus) -> None:
+async def test_command_within_a_known_spec(client: TestClient[Any, Any], bus: MemoryBus) -> None:
     response = await client.post(
         "/mqtt/publish", json={"command": "charge 0.2 MW", "battery": "limited", "valid_for_s": 60}
     )
@@ -354,8 +316,10 @@ async def test_command_within_a_known_spec(client: TestClient[Any, Any], bus: Fa
     assert (await idle.json())["message"]["action"] == "idle"
 
 
-async def test_read_returns_records_in_the_written_shape(client: TestClient[Any, Any], bus: FakeBus) -> None:
-    bus.answer = result(
+async def test_read_returns_records_in_the_written_shape(
+    client: TestClient[Any, Any], bus: MemoryBus, recorder: RecorderDouble
+) -> None:
+    recorder.answer = result(
         ["2025-01-16T10:00:00Z", 700, None, 100, 50],
         ["2025-01-16T10:01:00Z", 650.5, -20.0, 100, 50],
         ["2025-01-16T10:02:00Z", None, None, None, None],  # an empty downsampling bucket: skipped
@@ -372,7 +336,7 @@ async def test_read_returns_records_in_the_written_shape(client: TestClient[Any,
             "power_kw": -20.0,
         },
     ]
-    [query] = bus.requests
+    [query] = bus.sent(HISTORY_REQUEST)
     assert query == HistoryQuery(
         kind="telemetry",
         battery="battery-1",
@@ -382,8 +346,10 @@ async def test_read_returns_records_in_the_written_shape(client: TestClient[Any,
     )
 
 
-async def test_read_downsampled_csv_with_defaults(client: TestClient[Any, Any], bus: FakeBus) -> None:
-    bus.answer = result(["2025-01-16T10:00:00Z", 700.0, None, 100.0, None])
+async def test_read_downsampled_csv_with_defaults(
+    client: TestClient[Any, Any], bus: MemoryBus, recorder: RecorderDouble
+) -> None:
+    recorder.answer = result(["2025-01-16T10:00:00Z", 700.0, None, 100.0, None])
     # an unencoded "+01:00" arrives as " 01:00"; end defaults to now
     response = await client.get("/read?begin=2025-01-16T10:00:00+01:00&every=15m&format=csv&battery=b-1")
     assert response.status == 200
@@ -391,7 +357,7 @@ async def test_read_downsampled_csv_with_defaults(client: TestClient[Any, Any], 
     assert await response.text() == (
         "timestamp,SOC,target_charge,target_discharge,power_kw\n2025-01-16T10:00:00Z,700.0,100.0,,\n"
     )
-    [query] = bus.requests
+    [query] = bus.sent(HISTORY_REQUEST)
     assert (query.battery, query.every_s, query.begin, query.end) == (
         "b-1",
         900,
@@ -400,8 +366,10 @@ async def test_read_downsampled_csv_with_defaults(client: TestClient[Any, Any], 
     )
 
 
-async def test_read_truncated_without_limit_is_422(client: TestClient[Any, Any], bus: FakeBus) -> None:
-    bus.answer = result(["2025-01-16T10:00:00Z", 1, None, 1, 1], truncated=True)
+async def test_read_truncated_without_limit_is_422(
+    client: TestClient[Any, Any], bus: MemoryBus, recorder: RecorderDouble
+) -> None:
+    recorder.answer = result(["2025-01-16T10:00:00Z", 1, None, 1, 1], truncated=True)
     response = await client.get("/read?begin=2025-01-01T00:00:00Z&end=2025-01-16T00:00:00Z")
     body = await response.json()
     assert (response.status, body["field"]) == (422, "every")
@@ -410,18 +378,22 @@ async def test_read_truncated_without_limit_is_422(client: TestClient[Any, Any],
     response = await client.get("/read?begin=2025-01-01T00:00:00Z&end=2025-01-16T00:00:00Z&limit=1")
     assert response.status == 200
     assert response.headers["X-Truncated"] == "true"
-    assert bus.requests[-1].limit == 1
+    assert bus.sent(HISTORY_REQUEST)[-1].limit == 1
 
 
-async def test_read_without_recorder_is_504(client: TestClient[Any, Any], bus: FakeBus) -> None:
-    bus.answer = TimeoutError()
+async def test_read_without_recorder_is_504(
+    client: TestClient[Any, Any], bus: MemoryBus, recorder: RecorderDouble
+) -> None:
+    recorder.answer = None  # the recorder does not answer
     response = await client.get("/read?begin=2025-01-16T09:00:00Z&end=2025-01-16T11:00:00Z")
     assert response.status == 504
     assert "recorder did not answer" in (await response.json())["error"]
 
 
-async def test_read_recorder_error_is_502(client: TestClient[Any, Any], bus: FakeBus) -> None:
-    bus.answer = HistoryResult(ok=False, error="influxdb unreachable")
+async def test_read_recorder_error_is_502(
+    client: TestClient[Any, Any], bus: MemoryBus, recorder: RecorderDouble
+) -> None:
+    recorder.answer = HistoryResult(ok=False, error="influxdb unreachable")
     response = await client.get("/read?begin=2025-01-16T09:00:00Z&end=2025-01-16T11:00:00Z")
     assert (response.status, (await response.json())["error"]) == (
         502,
@@ -429,7 +401,7 @@ async def test_read_recorder_error_is_502(client: TestClient[Any, Any], bus: Fak
     )
 
 
-async def test_prices_published(client: TestClient[Any, Any], bus: FakeBus) -> None:
+async def test_prices_published(client: TestClient[Any, Any], bus: MemoryBus) -> None:
     body = {
         "zone": "de-lu",
         "issued_at": "2025-01-16T09:00:00Z",
@@ -446,7 +418,7 @@ async def test_prices_published(client: TestClient[Any, Any], bus: FakeBus) -> N
     assert [s.price_eur_per_mwh for s in published.message.slots] == [42.5, -3.0]
 
 
-async def test_health(client: TestClient[Any, Any], bus: FakeBus) -> None:
+async def test_health(client: TestClient[Any, Any], bus: MemoryBus) -> None:
     response = await client.get("/health")
     body = await response.json()
     assert (response.status, body["mqtt"], body["specs_known"]) == (200, "connected", ["limited"])
@@ -460,7 +432,7 @@ async def test_openapi_is_served(client: TestClient[Any, Any]) -> None:
     assert (response.status, await response.json()) == (200, {"openapi": "3.1.0"})
 
 
-async def test_chunked_body_over_the_limit_is_413(client: TestClient[Any, Any], bus: FakeBus) -> None:
+async def test_chunked_body_over_the_limit_is_413(client: TestClient[Any, Any], bus: MemoryBus) -> None:
     async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: the limit applies while reading
         yield b"["
         for _ in range(MAX_BODY // 100 + 1):
@@ -472,7 +444,7 @@ async def test_chunked_body_over_the_limit_is_413(client: TestClient[Any, Any], 
     assert bus.published == []
 
 
-async def test_counters_after_traffic(bus: FakeBus, specs: SpecBook) -> None:
+async def test_counters_after_traffic(bus: MemoryBus, specs: SpecBook, recorder: RecorderDouble) -> None:
     gateway = make_gateway(bus, specs)
     async with TestClient(TestServer(create_app(gateway, openapi=b"{}"))) as c:
         await c.post("/write", json=[SEED, SEED_4])
@@ -490,8 +462,8 @@ async def test_counters_after_traffic(bus: FakeBus, specs: SpecBook) -> None:
     [("/write", SEED), ("/mqtt/publish", {"command": "IDLE"}), ("/write", [SEED, SEED_4])],
     ids=["write", "command", "batch"],
 )
-async def test_broker_down_is_503(client: TestClient[Any, Any], bus: FakeBus, path: str, body: Any) -> None:
-    bus.fail = BusUnavailable("not connected to the MQTT broker")
+async def test_broker_down_is_503(client: TestClient[Any, Any], bus: MemoryBus, path: str, body: Any) -> None:
+    bus.fail_publishes(BusUnavailable("not connected to the MQTT broker"))
     response = await client.post(path, json=body)
     payload = await response.json()
     assert response.status == 503
@@ -499,23 +471,23 @@ async def test_broker_down_is_503(client: TestClient[Any, Any], bus: FakeBus, pa
     assert payload["field"] is None
 
 
-async def test_batch_partly_acknowledged_says_how_many(client: TestClient[Any, Any], bus: FakeBus) -> None:
-    bus.fail, bus.fail_after = BusUnavailable("no PUBACK"), 1
+async def test_batch_partly_acknowledged_says_how_many(client: TestClient[Any, Any], bus: MemoryBus) -> None:
+    bus.fail_publishes(BusUnavailable("no PUBACK"), after=1)
     response = await client.post("/write", json=[SEED, SEED_4])
     assert response.status == 503
     assert "1 of 2 records were acknowledged" in (await response.json())["error"]
 
 
-async def test_read_broker_down_is_503(client: TestClient[Any, Any], bus: FakeBus) -> None:
-    bus.answer = BusUnavailable("not connected to the MQTT broker")
+async def test_read_broker_down_is_503(client: TestClient[Any, Any], bus: MemoryBus, recorder: RecorderDouble) -> None:
+    bus.fail_publishes(BusUnavailable("not connected to the MQTT broker"))
     response = await client.get("/read?begin=2025-01-16T09:00:00Z")
     assert response.status == 503
 
 
 async def test_unexpected_error_is_a_json_500_with_an_id(
-    client: TestClient[Any, Any], bus: FakeBus, caplog: pytest.LogCaptureFixture
+    client: TestClient[Any, Any], bus: MemoryBus, caplog: pytest.LogCaptureFixture
 ) -> None:
-    bus.fail = RuntimeError("boom")
+    bus.fail_publishes(RuntimeError("boom"))
     response = await client.post("/write", json=SEED)
     body = await response.json()
     assert response.status == 500
@@ -534,7 +506,7 @@ async def test_unexpected_error_is_a_json_500_with_an_id(
 )
 @pytest.mark.parametrize("path", ["/write", "/mqtt/publish", "/prices"])
 async def test_token_required_for_posts(
-    secured: TestClient[Any, Any], bus: FakeBus, path: str, headers: dict[str, str]
+    secured: TestClient[Any, Any], bus: MemoryBus, path: str, headers: dict[str, str]
 ) -> None:
     response = await secured.post(path, json=SEED, headers=headers)
     body = await response.json()
@@ -543,12 +515,14 @@ async def test_token_required_for_posts(
     assert bus.published == []
 
 
-async def test_token_accepted_and_reads_need_it_too(secured: TestClient[Any, Any], bus: FakeBus) -> None:
+async def test_token_accepted_and_reads_need_it_too(
+    secured: TestClient[Any, Any], bus: MemoryBus, recorder: RecorderDouble
+) -> None:
     response = await secured.post("/write", json=SEED, headers={"Authorization": "Bearer s3cret"})
     assert response.status == 200
     response = await secured.post("/mqtt/publish", json={"command": "IDLE"}, headers={"authorization": "bearer s3cret"})
     assert response.status == 202
-    bus.answer = result()
+    recorder.answer = result()
     assert (await secured.get("/read?begin=2025-01-16T09:00:00Z")).status == 401
     assert (await secured.get("/control")).status == 401
     auth = {"Authorization": "Bearer s3cret"}
@@ -807,8 +781,8 @@ BAD = [
 
 
 @pytest.mark.parametrize("case", BAD, ids=[b.id for b in BAD])
-async def test_bad_request(client: TestClient[Any, Any], bus: FakeBus, case: Bad) -> None:
-    bus.answer = result()
+async def test_bad_request(client: TestClient[Any, Any], bus: MemoryBus, case: Bad, recorder: RecorderDouble) -> None:
+    recorder.answer = result()
     data = case.body if isinstance(case.body, bytes) or case.body is None else json.dumps(case.body).encode()
     response = await client.request(
         case.method, case.path, data=data, headers=case.headers, skip_auto_headers=["Content-Type"]

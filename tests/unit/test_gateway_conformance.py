@@ -21,7 +21,9 @@ from nodes.contract.messages import HistoryResult
 from nodes.gateway.app import Gateway, GatewaySettings, create_app
 from nodes.gateway.openapi import document, render
 from nodes.gateway.specs import SpecBook
-from tests.unit.test_gateway_app import NOW, FakeBus
+from nodes.runtime.memory import MemoryBroker, MemoryBus
+from tests.support.recorder_double import RecorderDouble
+from tests.unit.test_gateway_app import NOW
 
 schema = schemathesis.openapi.from_dict(document())
 
@@ -34,15 +36,15 @@ def base_url() -> Iterator[str]:
     runner: dict[str, web.AppRunner] = {}
 
     async def start() -> None:
-        bus = FakeBus()
-        bus.answer = HistoryResult(
+        broker = MemoryBroker()
+        bus = MemoryBus("gateway", broker)
+        RecorderDouble(broker).answer = HistoryResult(
             ok=True, columns=["time", "soc_kwh", "power_kw", "target_charge_kw", "target_discharge_kw"],
             rows=[["2025-01-16T10:00:00Z", 700, None, 100, 50]],
         )
         # A large body limit: schemathesis counts 413 as "not rejected", and its arrays of up to MAX_BATCH
         # records should reach validation (the 413 path has its own unit tests).
-        gateway = Gateway(bus, SpecBook(), GatewaySettings(max_body_bytes=64 * 1024 * 1024), clock=lambda: NOW,
-                          receipts=bus.receipts)
+        gateway = Gateway(bus, SpecBook(), GatewaySettings(max_body_bytes=64 * 1024 * 1024), clock=lambda: NOW)
         app = create_app(gateway, openapi=render().encode())
         runner["r"] = web.AppRunner(app, access_log=None)
         await runner["r"].setup()

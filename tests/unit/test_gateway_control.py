@@ -12,10 +12,13 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from nodes.contract.messages import Command, ControlMode
+from nodes.contract.topics import HISTORY_REQUEST
 from nodes.gateway.app import create_app
 from nodes.gateway.fleet import Fleet
 from nodes.gateway.specs import SpecBook
-from tests.unit.test_gateway_app import NOW, SEED, SPEC, FakeBus, make_gateway, result
+from nodes.runtime.memory import MemoryBroker, MemoryBus
+from tests.support.recorder_double import RecorderDouble
+from tests.unit.test_gateway_app import NOW, SEED, SPEC, make_gateway, result
 
 MINUTE = timedelta(minutes=1)
 
@@ -39,8 +42,10 @@ def fleet() -> Fleet:
 
 
 @pytest.fixture
-async def client(fleet: Fleet, clock: Clock) -> AsyncIterator[tuple[TestClient[Any, Any], FakeBus]]:
-    bus = FakeBus()
+async def client(fleet: Fleet, clock: Clock) -> AsyncIterator[tuple[TestClient[Any, Any], MemoryBus]]:
+    broker = MemoryBroker()
+    bus = MemoryBus("gateway", broker)
+    RecorderDouble(broker)
     specs = SpecBook()
     specs.update("with-spec", SPEC)
     gateway = make_gateway(bus, specs, fleet=fleet, clock=clock)
@@ -48,11 +53,11 @@ async def client(fleet: Fleet, clock: Clock) -> AsyncIterator[tuple[TestClient[A
         yield c, bus
 
 
-def controls(bus: FakeBus) -> list[ControlMode]:
+def controls(bus: MemoryBus) -> list[ControlMode]:
     return [p.message for p in bus.published if isinstance(p.message, ControlMode)]
 
 
-def commands(bus: FakeBus) -> list[Command]:
+def commands(bus: MemoryBus) -> list[Command]:
     return [p.message for p in bus.published if isinstance(p.message, Command)]
 
 
@@ -60,7 +65,7 @@ def commands(bus: FakeBus) -> list[Command]:
 
 
 async def test_a_manual_mode_without_end_is_kept_by_an_operator_command(
-    client: tuple[TestClient[Any, Any], FakeBus], fleet: Fleet
+    client: tuple[TestClient[Any, Any], MemoryBus], fleet: Fleet
 ) -> None:
     c, bus = client
     fleet.set_control("battery-1", ControlMode(mode="manual", set_at=NOW - MINUTE, source="operator"))
@@ -74,7 +79,7 @@ async def test_a_manual_mode_without_end_is_kept_by_an_operator_command(
 
 
 async def test_a_shorter_manual_mode_is_extended_to_the_new_lease(
-    client: tuple[TestClient[Any, Any], FakeBus], clock: Clock
+    client: tuple[TestClient[Any, Any], MemoryBus], clock: Clock
 ) -> None:
     c, bus = client
     assert (await c.post("/mqtt/publish", json={"command": "IDLE", "valid_for_s": 60})).status == 202
@@ -84,7 +89,7 @@ async def test_a_shorter_manual_mode_is_extended_to_the_new_lease(
     assert [m.until for m in controls(bus)] == [NOW + MINUTE, NOW + MINUTE / 2 + 10 * MINUTE]
 
 
-async def test_idle_mode_lets_only_idle_commands_through(client: tuple[TestClient[Any, Any], FakeBus]) -> None:
+async def test_idle_mode_lets_only_idle_commands_through(client: tuple[TestClient[Any, Any], MemoryBus]) -> None:
     c, bus = client
     response = await c.post("/control", json={"mode": "idle", "reason": "maintenance"})
     body = await response.json()
@@ -108,7 +113,7 @@ async def test_idle_mode_lets_only_idle_commands_through(client: tuple[TestClien
 
 
 async def test_post_control_sets_the_mode_and_get_control_reads_it(
-    client: tuple[TestClient[Any, Any], FakeBus], clock: Clock
+    client: tuple[TestClient[Any, Any], MemoryBus], clock: Clock
 ) -> None:
     c, bus = client
     before = await (await c.get("/control")).json()
@@ -124,7 +129,7 @@ async def test_post_control_sets_the_mode_and_get_control_reads_it(
     assert body["command"] is None
     [published] = bus.published
     assert (published.topic, published.retain, published.wait_ack) == (
-        "bess/v1/battery/battery-1/control", None, True)  # retained by the topic's declaration
+        "bess/v1/battery/battery-1/control", True, True)  # retained by the topic's declaration
 
     now = await (await c.get("/control?battery=battery-1")).json()
     assert (now["mode"], now["until"]) == ("manual", "2025-01-16T12:10:00Z")
@@ -144,7 +149,7 @@ async def test_post_control_sets_the_mode_and_get_control_reads_it(
      ({}, "mode")],
 )
 async def test_post_control_refuses_bad_bodies(
-    client: tuple[TestClient[Any, Any], FakeBus], body: dict[str, Any], field: str
+    client: tuple[TestClient[Any, Any], MemoryBus], body: dict[str, Any], field: str
 ) -> None:
     c, bus = client
     response = await c.post("/control", json=body)
@@ -161,7 +166,7 @@ async def test_post_control_refuses_bad_bodies(
      ("/control", {"mode": "manual", "battery": "no-such-battery"})],
 )
 async def test_unknown_battery_is_404_unless_forced(
-    client: tuple[TestClient[Any, Any], FakeBus], path: str, body: dict[str, Any]
+    client: tuple[TestClient[Any, Any], MemoryBus], path: str, body: dict[str, Any]
 ) -> None:
     c, bus = client
     response = await c.post(path, json=body)
@@ -176,7 +181,7 @@ async def test_unknown_battery_is_404_unless_forced(
 
 
 async def test_a_battery_is_known_from_its_spec_or_an_http_write(
-    client: tuple[TestClient[Any, Any], FakeBus], fleet: Fleet
+    client: tuple[TestClient[Any, Any], MemoryBus], fleet: Fleet
 ) -> None:
     c, _ = client
     assert (await c.post("/mqtt/publish", json={"command": "IDLE", "battery": "with-spec"})).status == 202
@@ -199,8 +204,9 @@ def test_fleet_is_bounded() -> None:
 
 
 async def test_a_separate_read_token_reads_but_does_not_write() -> None:
-    bus = FakeBus()
-    bus.answer = result()
+    broker = MemoryBroker()
+    bus = MemoryBus("gateway", broker)
+    RecorderDouble(broker).answer = result()
     gateway = make_gateway(bus, SpecBook(), token="w-token", read_token="r-token")
     read = "/read?begin=2025-01-16T09:00:00Z"
     async with TestClient(TestServer(create_app(gateway, openapi=b"{}"))) as c:
@@ -214,12 +220,14 @@ async def test_a_separate_read_token_reads_but_does_not_write() -> None:
         assert (await c.post("/control", json={"mode": "manual"},
                              headers={"Authorization": "Bearer r-token"})).status == 401
         assert (await c.get("/health")).status == 200
-    assert bus.published == []
+    # the reads asked the recorder (history requests); nothing was written
+    assert [p for p in bus.published if bus.parse(HISTORY_REQUEST, p.topic) is None] == []
 
 
 async def test_reads_are_open_without_any_token() -> None:
-    bus = FakeBus()
-    bus.answer = result()
+    broker = MemoryBroker()
+    bus = MemoryBus("gateway", broker)
+    RecorderDouble(broker).answer = result()
     async with TestClient(TestServer(create_app(make_gateway(bus, SpecBook()), openapi=b"{}"))) as c:
         assert (await c.get("/read?begin=2025-01-16T09:00:00Z")).status == 200
 

@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 
 from nodes.gateway.app import create_app
 from nodes.gateway.specs import SpecBook
-from tests.unit.test_gateway_app import SPEC, FakeBus, make_gateway
+from nodes.runtime.memory import MemoryBus
+from tests.unit.test_gateway_app import SPEC, make_gateway
 
 ALLOWED = {200, 202, 400, 413, 415, 422}
 Fuzz = tuple[asyncio.Runner, TestClient[Any, Any]]
@@ -33,7 +34,7 @@ def fuzz() -> Iterator[Fuzz]:
 
         async def start() -> TestClient[Any, Any]:
             client: TestClient[Any, Any] = TestClient(
-                TestServer(create_app(make_gateway(FakeBus(), specs), openapi=b"{}"))
+                TestServer(create_app(make_gateway(MemoryBus("gateway"), specs), openapi=b"{}"))
             )
             await client.start_server()
             return client

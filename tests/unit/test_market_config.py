@@ -9,6 +9,7 @@ import pytest
 from nodes.market.config import MarketConfig
 from nodes.market.node import Market
 from nodes.runtime.config import ConfigError, load
+from nodes.runtime.memory import MemoryBus
 
 CSV = Path(__file__).resolve().parents[1] / "fixtures" / "market" / "README.md"  # any existing file
 
@@ -21,7 +22,7 @@ def test_defaults_are_the_offline_synthetic_feed() -> None:
     cfg = config()
     assert (cfg.source, cfg.live) == ("synthetic", False)
     assert cfg.problems() == []
-    assert Market(cfg).source is not None
+    assert Market(cfg, MemoryBus("market")).source is not None
 
 
 def test_a_csv_alone_still_selects_the_replay() -> None:
@@ -84,4 +85,5 @@ def test_live_settings_are_derived() -> None:
     assert cfg.currency == "EUR"
     assert cfg.dayahead_at.hour == 13
     assert cfg.base_url() == "http://127.0.0.1:9/"
-    assert Market(cfg).source is None  # no offline source behind a live one: nothing can be replayed
+    # no offline source behind a live one: nothing can be replayed
+    assert Market(cfg, MemoryBus("market")).source is None

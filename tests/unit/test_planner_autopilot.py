@@ -12,14 +12,15 @@ from datetime import timedelta
 import pytest
 
 from nodes.contract.messages import Telemetry
+from nodes.contract.topics import COMMAND
 from nodes.planner.node import Planner, PlannerConfig
+from nodes.runtime.memory import MemoryBus
 from tests.support.autopilot_sim import (
     BATTERY,
     DELIVERY,
     SPEC,
     T_DAY,
     FakeClock,
-    RecordingBus,
     SimResult,
     daily_prices,
     simulate,
@@ -89,14 +90,13 @@ async def test_a_longer_lease_means_fewer_renewals() -> None:
 
 async def test_stale_telemetry_stops_the_autopilot_with_one_idle_until_a_fresh_reading() -> None:
     clock = FakeClock(T_DAY)
-    planner = Planner(PlannerConfig(planner_autopilot=True, planner_max_telemetry_age_s=300), clock=clock)
-    bus = RecordingBus()
-    planner.bus = bus  # type: ignore[assignment]
+    bus = MemoryBus("planner")
+    planner = Planner(PlannerConfig(planner_autopilot=True, planner_max_telemetry_age_s=300), bus, clock=clock)
     await planner.on_prices({"zone": "de-lu"}, daily_prices(T_DAY, 12, 15), DELIVERY)
     await planner.on_spec({"battery": BATTERY}, SPEC, DELIVERY)
     await planner.on_telemetry({"battery": BATTERY}, Telemetry(ts=T_DAY, soc_kwh=500), DELIVERY)
     wake = await planner.step()
-    [first] = bus.commands()
+    [first] = bus.sent(COMMAND)
     assert first.action != "idle"
     # the device goes silent: the loop wakes when its last reading turns stale, at the latest
     assert wake <= T_DAY + timedelta(seconds=300)
@@ -106,7 +106,7 @@ async def test_stale_telemetry_stops_the_autopilot_with_one_idle_until_a_fresh_r
         wake = await planner.step()
         passes += 1
     assert passes < 50
-    commands = bus.commands()
+    commands = bus.sent(COMMAND)
     assert [c.action for c in commands[1:]].count("idle") == 1, "exactly one IDLE, then nothing"
     idle = next(c for c in commands[1:] if c.action == "idle")
     assert commands[-1] is idle, "no command from the stale plan after the stop"
@@ -122,7 +122,7 @@ async def test_stale_telemetry_stops_the_autopilot_with_one_idle_until_a_fresh_r
     await planner.on_telemetry({"battery": BATTERY}, Telemetry(ts=clock.now, soc_kwh=400), DELIVERY)
     assert planner.wake.is_set()
     await planner.step()
-    resumed = bus.commands()[-1]
+    resumed = bus.sent(COMMAND)[-1]
     assert resumed is not idle
     assert resumed.issued_at == clock.now
     assert "autopilot stopped" not in bus.details.get(BATTERY, "")
@@ -130,24 +130,22 @@ async def test_stale_telemetry_stops_the_autopilot_with_one_idle_until_a_fresh_r
 
 async def test_no_telemetry_at_all_sends_nothing() -> None:
     clock = FakeClock(T_DAY)
-    planner = Planner(PlannerConfig(planner_autopilot=True), clock=clock)
-    bus = RecordingBus()
-    planner.bus = bus  # type: ignore[assignment]
+    bus = MemoryBus("planner")
+    planner = Planner(PlannerConfig(planner_autopilot=True), bus, clock=clock)
     await planner.on_prices({"zone": "de-lu"}, daily_prices(T_DAY, 12, 60), DELIVERY)
     await planner.on_spec({"battery": BATTERY}, SPEC, DELIVERY)
     await planner.step()
-    assert bus.commands() == []
+    assert bus.sent(COMMAND) == []
     assert "no telemetry" in bus.details[BATTERY]
 
 
 async def test_a_battery_known_only_from_old_http_backfills_gets_no_autopilot_note() -> None:
     clock = FakeClock(T_DAY)
-    planner = Planner(PlannerConfig(planner_autopilot=True), clock=clock)
-    bus = RecordingBus()
-    planner.bus = bus  # type: ignore[assignment]
+    bus = MemoryBus("planner")
+    planner = Planner(PlannerConfig(planner_autopilot=True), bus, clock=clock)
     await planner.on_prices({"zone": "de-lu"}, daily_prices(T_DAY, 12, 60), DELIVERY)
     old = Telemetry(ts=T_DAY - timedelta(days=300), soc_kwh=700, source="gateway")  # the seed's backfills
     await planner.on_telemetry({"battery": "my-bat"}, old, DELIVERY)
     await planner.step()
     assert bus.details == {"my-bat": "monitored, not planned: no spec received"}
-    assert bus.commands() == []
+    assert bus.sent(COMMAND) == []

@@ -5,8 +5,6 @@ telemetry the planner trusts."""
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,18 +13,17 @@ import pytest
 
 from nodes.contract.messages import (
     BatterySpec,
-    Command,
     ControlMode,
     NodeStatus,
     PriceForecast,
     PriceSlot,
-    Schedule,
     Telemetry,
 )
-from nodes.contract.topics import COMMAND, SCHEDULE, Topic
+from nodes.contract.topics import COMMAND, SCHEDULE
 from nodes.planner import policy
 from nodes.planner.node import MAX_DETAILS, Planner, PlannerConfig
-from nodes.runtime.bus import Delivery
+from nodes.runtime.dispatch import Delivery
+from nodes.runtime.memory import MemoryBus
 from tests.support.waiting import wait_for_async
 
 pytestmark = pytest.mark.filterwarnings("ignore:PULP_CBC_CMD is deprecated:DeprecationWarning")
@@ -36,36 +33,6 @@ H = timedelta(hours=1)
 SPEC = BatterySpec(capacity_kwh=1000, soc_min_kwh=100, soc_max_kwh=950, max_charge_kw=250, max_discharge_kw=250)
 DELIVERY = Delivery(topic="t", retain=False, dup=False)
 B = {"battery": "battery-1"}
-
-
-@dataclass
-class FakeBus:
-    """The part of :class:`nodes.runtime.bus.Bus` the planner uses, in memory."""
-
-    counters: Counter[str] = field(default_factory=Counter)
-    published: list[tuple[Topic[Any], msgspec.Struct, dict[str, str]]] = field(default_factory=list)
-    state: str = "online"
-    reason: str = ""
-    details: dict[str, str] = field(default_factory=dict)
-
-    async def publish(self, topic: Topic[Any], message: msgspec.Struct, **params: Any) -> None:
-        topic.encode(message)
-        self.published.append((topic, message, {k: v for k, v in params.items() if isinstance(v, str)}))
-
-    def set_state(self, state: str, reason: str = "") -> None:
-        self.state, self.reason = state, reason
-
-    def set_details(self, details: dict[str, str]) -> None:
-        self.details = dict(details)
-
-    def commands(self) -> list[Command]:
-        return [m for t, m, _ in self.published if t is COMMAND and isinstance(m, Command)]
-
-    def schedules(self) -> list[Schedule]:
-        return [m for t, m, _ in self.published if t is SCHEDULE and isinstance(m, Schedule)]
-
-    def status(self) -> NodeStatus:
-        return NodeStatus(node="planner", state=self.state, reason=self.reason, details=self.details)  # type: ignore[arg-type]
 
 
 class Clock:
@@ -86,11 +53,9 @@ def forecast(start: datetime = T0, hours: int = 6) -> PriceForecast:
     )
 
 
-def make_planner(clock: Clock, **config: Any) -> tuple[Planner, FakeBus]:
-    planner = Planner(PlannerConfig(planner_autopilot=True, **config), clock=clock)
-    bus = FakeBus()
-    planner.bus = bus  # type: ignore[assignment]
-    return planner, bus
+def make_planner(clock: Clock, **config: Any) -> tuple[Planner, MemoryBus]:
+    bus = MemoryBus("planner")
+    return Planner(PlannerConfig(planner_autopilot=True, **config), bus, clock=clock), bus
 
 
 async def ready(planner: Planner, clock: Clock, battery: str = "battery-1", soc: float = 900.0) -> None:
@@ -109,7 +74,7 @@ async def test_manual_mode_pauses_the_autopilot_and_its_end_resumes_it_at_once()
     planner, bus = make_planner(clock)
     await ready(planner, clock)
     await planner.autopilot("battery-1", clock.now)
-    [first] = bus.commands()
+    [first] = bus.sent(COMMAND)
     assert (first.action, first.source) == ("discharge", "planner")
 
     # an operator command through the gateway: manual until its lease ends
@@ -120,16 +85,16 @@ async def test_manual_mode_pauses_the_autopilot_and_its_end_resumes_it_at_once()
     for minutes in (0, 1, 3, 4.9):  # including the moment the first lease would be renewed
         clock.now = T0 + timedelta(minutes=10 + minutes)
         await planner.autopilot("battery-1", clock.now)
-    assert bus.commands() == [first], "no planner command while the operator's lease runs"
+    assert bus.sent(COMMAND) == [first], "no planner command while the operator's lease runs"
     # the planner keeps planning: the schedule stays visible
     assert await planner.plan_battery("battery-1", clock.now) is not None
-    assert len(bus.schedules()) == 2
+    assert len(bus.sent(SCHEDULE)) == 2
     # the loop wakes when the manual mode ends, not at the next slot boundary
     assert planner.next_wake(clock.now) == until
 
     clock.now = until
     await planner.autopilot("battery-1", clock.now)
-    resumed = bus.commands()[-1]
+    resumed = bus.sent(COMMAND)[-1]
     assert resumed is not first
     assert (resumed.action, resumed.issued_at) == ("discharge", until)
 
@@ -139,10 +104,10 @@ async def test_control_autopilot_commands_even_when_the_default_is_off() -> None
     planner, bus = make_planner(clock, planner_autopilot_off=["battery-1"])
     await ready(planner, clock)
     await planner.autopilot("battery-1", clock.now)
-    assert bus.commands() == []
+    assert bus.sent(COMMAND) == []
     await planner.on_control(B, ControlMode(mode="autopilot", set_at=clock.now), DELIVERY)
     await planner.autopilot("battery-1", clock.now)
-    assert [c.action for c in bus.commands()] == ["discharge"]
+    assert [c.action for c in bus.sent(COMMAND)] == ["discharge"]
 
 
 @pytest.mark.parametrize("mode", ["manual", "idle"])
@@ -154,7 +119,7 @@ async def test_manual_or_idle_without_end_holds_the_autopilot(mode: str) -> None
     for hours in (0, 1, 2):
         clock.now = T0 + timedelta(minutes=10) + hours * H
         await planner.autopilot("battery-1", clock.now)
-    assert bus.commands() == []
+    assert bus.sent(COMMAND) == []
 
 
 async def test_an_expired_control_mode_is_the_default() -> None:
@@ -164,7 +129,7 @@ async def test_an_expired_control_mode_is_the_default() -> None:
     old = ControlMode(mode="manual", set_at=T0 - H, until=T0 - timedelta(minutes=1))  # retained, already over
     await planner.on_control(B, old, DELIVERY)
     await planner.autopilot("battery-1", clock.now)
-    assert len(bus.commands()) == 1
+    assert len(bus.sent(COMMAND)) == 1
 
 
 # -- per-battery notes, not a degraded node --------------------------------------------------------------
@@ -183,7 +148,7 @@ async def test_a_battery_with_only_http_writes_is_monitored_not_planned_and_the_
     # the other battery is still planned and commanded
     assert await planner.plan_battery("battery-1", clock.now) is not None
     await planner.autopilot("battery-1", clock.now)
-    assert len(bus.commands()) == 1
+    assert len(bus.sent(COMMAND)) == 1
 
 
 async def test_no_prices_is_a_node_wide_problem() -> None:
@@ -226,7 +191,7 @@ async def test_a_rejected_spec_says_what_is_wrong_and_a_valid_one_recovers() -> 
     planner, bus = make_planner(clock)
     await ready(planner, clock)
     await planner.autopilot("battery-1", clock.now)
-    assert len(bus.commands()) == 1
+    assert len(bus.sent(COMMAND)) == 1
     bad = msgspec.structs.replace(SPEC, soc_min_kwh=900, soc_max_kwh=200)
     await planner.on_spec(B, bad, DELIVERY)
     assert await planner.plan_battery("battery-1", clock.now) is None
@@ -236,13 +201,13 @@ async def test_a_rejected_spec_says_what_is_wrong_and_a_valid_one_recovers() -> 
     assert bus.state == "online"
     clock.now += timedelta(minutes=3)  # past the first lease's renewal point: still no command from a bad spec
     await planner.autopilot("battery-1", clock.now)
-    assert len(bus.commands()) == 1
+    assert len(bus.sent(COMMAND)) == 1
 
     await planner.on_spec(B, SPEC, DELIVERY)
     assert await planner.plan_battery("battery-1", clock.now) is not None
     assert bus.details == {}
     await planner.autopilot("battery-1", clock.now)
-    assert len(bus.commands()) == 2
+    assert len(bus.sent(COMMAND)) == 2
 
 
 async def test_an_undecodable_spec_is_reported_with_the_decode_error() -> None:
@@ -319,7 +284,8 @@ async def test_node_main_loop_wakes_for_the_control_end() -> None:
     await planner.on_telemetry(B, Telemetry(ts=now, soc_kwh=900.0), DELIVERY)
     loop = asyncio.create_task(planner.run())
     try:
-        await wait_for_async(bus.commands, timeout=10, what="the autopilot to resume when the manual mode ends")
+        await wait_for_async(lambda: bus.sent(COMMAND), timeout=10,
+                             what="the autopilot to resume when the manual mode ends")
     finally:
         loop.cancel()
-    assert bus.commands()[0].issued_at >= now + timedelta(seconds=0.3)
+    assert bus.sent(COMMAND)[0].issued_at >= now + timedelta(seconds=0.3)

@@ -19,7 +19,7 @@ from nodes.contract.topics import COMMAND, TELEMETRY
 from nodes.gateway.app import Gateway, GatewaySettings, create_app
 from nodes.gateway.specs import SpecBook
 from nodes.runtime.bus import Bus, Delivery, MqttSettings
-from tests.unit.test_gateway_app import FakeBus
+from nodes.runtime.memory import MemoryBus
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -83,7 +83,7 @@ async def test_the_bus_drops_counts_and_logs_once_a_minute(caplog: pytest.LogCap
 
 
 async def test_the_gateway_refuses_with_the_same_rule_and_counts() -> None:
-    gateway = Gateway(FakeBus(), SpecBook(), GatewaySettings(), clock=lambda: NOW)
+    gateway = Gateway(MemoryBus("gateway"), SpecBook(), GatewaySettings(), clock=lambda: NOW)
     async with TestClient(TestServer(create_app(gateway, openapi=b"{}"))) as client:
         response = await client.post("/write", json={"SOC": 1, "target_discharge": 0, "target_charge": 0,
                                                      "timestamp": "2200-01-01T00:00:00Z"})

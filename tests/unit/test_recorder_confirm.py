@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from nodes.contract.messages import MAX_RECEIPT_IDS, StoredReceipt, StoredUpTo, Telemetry
-from nodes.contract.topics import STORED, STORED_RESPONSE, TELEMETRY, Topic
+from nodes.contract.topics import STORED, STORED_RESPONSE, TELEMETRY
 from nodes.recorder import points
 from nodes.recorder.config import RecorderConfig
 from nodes.recorder.confirm import Confirmations, correlation_text
 from nodes.recorder.node import Recorder
-from nodes.runtime.bus import Delivery
+from nodes.runtime.memory import MemoryBroker, MemoryBus
 from tests.unit.test_recorder_batcher import FakeStore
 
 T0 = datetime(2025, 1, 16, 10, tzinfo=UTC)
@@ -27,60 +25,41 @@ def reading(i: int, source: str = "device") -> Telemetry:
     return Telemetry(ts=T0 + timedelta(seconds=i), soc_kwh=float(i), source=source)
 
 
-@dataclass
-class FakeBus:
-    """What the recorder uses of :class:`nodes.runtime.bus.Bus`, in memory; ``deliver`` plays the broker."""
-
-    node: str = "recorder-a"
-    root: str = ROOT
-    connected: asyncio.Event = field(default_factory=asyncio.Event)
-    handlers: dict[str, Callable[..., Awaitable[None]]] = field(default_factory=dict)
-    published: list[tuple[str, Any]] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.connected.set()
-
-    def subscribe(self, topic: Topic[Any], handler: Callable[..., Awaitable[None]], **kwargs: Any) -> None:
-        self.handlers[topic.path] = handler
-
-    def parse(self, topic: Topic[Any], name: str) -> dict[str, str] | None:
-        return topic.parse(name, root=self.root)
-
-    async def publish(self, topic: Topic[Any], message: Any, **params: str) -> None:
-        self.published.append((topic.name(root=self.root, **params), message))
-
-    def set_state(self, state: str, reason: str = "") -> None:
-        pass
-
-    def set_counters_source(self, source: Callable[[], dict[str, int]]) -> None:
-        pass
-
-    async def deliver(self, message: Telemetry, battery: str = "b1", *, retain: bool = False,
-                      response_topic: str | None = None, correlation: bytes | None = None) -> None:
-        delivery = Delivery(topic=TELEMETRY.name(root=self.root, battery=battery), retain=retain, dup=False,
-                            response_topic=response_topic, correlation_data=correlation)
-        await self.handlers[TELEMETRY.path]({"battery": battery}, message, delivery)
+async def started(
+    store: FakeStore, *, retained: Telemetry | None = None, **settings: Any
+) -> tuple[Recorder, MemoryBus, MemoryBus]:
+    """A recorder on a memory broker, and the peer that publishes to it (``retained``: a reading kept before)."""
+    config = RecorderConfig(batch_max_delay_ms=20, recorder_confirm_interval_ms=10, node_id="recorder-a", **settings)
+    broker = MemoryBroker()
+    peer = MemoryBus("gateway", broker)
+    if retained is not None:
+        await peer.publish(TELEMETRY, retained, battery="b1")  # retained, as telemetry is declared
+    bus = MemoryBus("recorder", broker, settings=config)
+    recorder = Recorder(config, bus, store=store)  # type: ignore[arg-type]
+    await recorder.setup()
+    return recorder, bus, peer
 
 
-async def started(store: FakeStore, **settings: Any) -> tuple[Recorder, FakeBus]:
-    config = RecorderConfig(batch_max_delay_ms=20, recorder_confirm_interval_ms=10, **settings)
-    recorder = Recorder(config, store=store)  # type: ignore[arg-type]
-    bus = FakeBus()
-    await recorder.setup(bus)  # type: ignore[arg-type]
-    return recorder, bus
+async def deliver(peer: MemoryBus, message: Telemetry, battery: str = "b1", *, response_topic: str | None = None,
+                  correlation: bytes | None = None) -> None:
+    """Publish ``message`` with these MQTT 5 properties as they come, and wait until every handler is done."""
+    properties = {"response_topic": response_topic, "correlation_data": correlation}
+    await peer.publish_bytes(TELEMETRY.name(root=ROOT, battery=battery), TELEMETRY.encode(message),
+                             properties={k: v for k, v in properties.items() if v is not None} or None)
+    await peer.broker.idle()
 
 
-def receipts(bus: FakeBus) -> list[tuple[str, StoredReceipt]]:
-    return [(name, m) for name, m in bus.published if isinstance(m, StoredReceipt)]
+def receipts(bus: MemoryBus) -> list[tuple[str, StoredReceipt]]:
+    return [(sent.topic, receipt) for sent in bus.published if isinstance(receipt := sent.message, StoredReceipt)]
 
 
 async def test_messages_with_a_response_topic_get_one_receipt_per_written_batch() -> None:
     store = FakeStore()
-    recorder, bus = await started(store)
+    recorder, bus, peer = await started(store)
     reply = STORED_RESPONSE.name(root=ROOT, client="gateway")
     await asyncio.wait_for(asyncio.gather(
-        *(bus.deliver(reading(i, "gateway"), response_topic=reply, correlation=f"r-{i}".encode()) for i in range(3)),
-        bus.deliver(reading(9, "gateway")),  # no response topic: stored, never confirmed
+        *(deliver(peer, reading(i, "gateway"), response_topic=reply, correlation=f"r-{i}".encode()) for i in range(3)),
+        deliver(peer, reading(9, "gateway")),  # no response topic: stored, never confirmed
     ), 1)
     await asyncio.sleep(0)  # the receipt task runs after every handler of the batch
     assert len(store.writes) == 1
@@ -92,13 +71,13 @@ async def test_messages_with_a_response_topic_get_one_receipt_per_written_batch(
 
 async def test_a_refused_point_is_receipted_as_rejected_with_the_reason() -> None:
     store = FakeStore()
-    recorder, bus = await started(store)
+    recorder, bus, peer = await started(store)
     bad = reading(1, "gateway")
     store.reject = {points.telemetry_line("b1", bad)}
     reply = STORED_RESPONSE.name(root=ROOT, client="gateway")
     await asyncio.wait_for(asyncio.gather(
-        bus.deliver(reading(0, "gateway"), response_topic=reply, correlation=b"ok"),
-        bus.deliver(bad, response_topic=reply, correlation=b"no"),
+        deliver(peer, reading(0, "gateway"), response_topic=reply, correlation=b"ok"),
+        deliver(peer, bad, response_topic=reply, correlation=b"no"),
     ), 1)
     await asyncio.sleep(0)
     [(_, receipt)] = receipts(bus)
@@ -115,8 +94,8 @@ async def test_a_refused_point_is_receipted_as_rejected_with_the_reason() -> Non
 async def test_unanswerable_confirmation_requests_are_counted_not_answered(
     response_topic: str, correlation: bytes | None
 ) -> None:
-    recorder, bus = await started(FakeStore())
-    await asyncio.wait_for(bus.deliver(reading(0, "gateway"), response_topic=response_topic,
+    recorder, bus, peer = await started(FakeStore())
+    await asyncio.wait_for(deliver(peer, reading(0, "gateway"), response_topic=response_topic,
                                        correlation=correlation), 1)
     await asyncio.sleep(0)
     assert receipts(bus) == []
@@ -125,14 +104,15 @@ async def test_unanswerable_confirmation_requests_are_counted_not_answered(
 
 
 async def test_device_marks_follow_the_devices_own_stream_only() -> None:
-    recorder, bus = await started(FakeStore())
+    # a retained reading, replayed to the recorder when it subscribes: not part of the stream
+    recorder, bus, peer = await started(FakeStore(), retained=reading(99))
+    await asyncio.wait_for(peer.broker.idle(), 1)
     runner = asyncio.create_task(recorder.run())
-    await asyncio.wait_for(bus.deliver(reading(1)), 1)
-    await asyncio.wait_for(bus.deliver(reading(50, "gateway")), 1)  # an HTTP backfill/forward write: not the device
-    await asyncio.wait_for(bus.deliver(reading(99), retain=True), 1)  # a retained replay: not part of the stream
+    await asyncio.wait_for(deliver(peer, reading(1)), 1)
+    await asyncio.wait_for(deliver(peer, reading(50, "gateway")), 1)  # an HTTP backfill/forward write: not the device
 
     def marks() -> list[tuple[str, StoredUpTo]]:
-        return [(n, m) for n, m in bus.published if isinstance(m, StoredUpTo)]
+        return [(sent.topic, mark) for sent in bus.published if isinstance(mark := sent.message, StoredUpTo)]
 
     for _ in range(100):
         if marks():
@@ -147,12 +127,12 @@ async def test_device_marks_follow_the_devices_own_stream_only() -> None:
 
 
 async def test_no_device_marks_on_a_shared_subscription() -> None:
-    recorder, bus = await started(FakeStore(), recorder_share_group="recorder")
+    recorder, bus, peer = await started(FakeStore(), recorder_share_group="recorder")
     assert recorder.device_marks is False
     runner = asyncio.create_task(recorder.run())
-    await asyncio.wait_for(bus.deliver(reading(1)), 1)
+    await asyncio.wait_for(deliver(peer, reading(1)), 1)
     await asyncio.sleep(0.05)
-    assert not any(isinstance(m, StoredUpTo) for _, m in bus.published)
+    assert not any(isinstance(sent.message, StoredUpTo) for sent in bus.published)
     runner.cancel()
     await recorder.shutdown()
 

@@ -8,12 +8,13 @@ from typing import Any
 from nodes.contract.messages import ControlMode, NodeStatus
 from nodes.renderer.node import Renderer, RendererConfig
 from nodes.runtime.config import load
+from nodes.runtime.memory import MemoryBus
 
 NOW = datetime(2025, 1, 16, 12, 0, tzinfo=UTC)
 
 
 async def test_a_status_is_stored_under_the_topic_it_arrived_on() -> None:
-    renderer = Renderer(RendererConfig())
+    renderer = Renderer(RendererConfig(), MemoryBus("renderer"))
     delivery: Any = None
     await renderer.on_status({"node": "recorder"}, NodeStatus(node="recorder", state="online"), delivery)
     await renderer.on_status({"node": "market"}, NodeStatus(node="recorder", state="offline"), delivery)
@@ -23,7 +24,7 @@ async def test_a_status_is_stored_under_the_topic_it_arrived_on() -> None:
 
 
 async def test_control_mode_reaches_the_dashboard() -> None:
-    renderer = Renderer(RendererConfig())
+    renderer = Renderer(RendererConfig(), MemoryBus("renderer"))
     mode = ControlMode(mode="manual", set_at=NOW, until=NOW + timedelta(minutes=5), reason="operator command")
     await renderer.on_control({"battery": "b1"}, mode, None)  # type: ignore[arg-type]
     assert renderer.dashboard.controls["b1"] == mode
@@ -47,7 +48,7 @@ def test_one_token_for_both_by_default() -> None:
 
 
 async def test_a_changed_planner_note_redraws_that_battery() -> None:
-    renderer = Renderer(RendererConfig())
+    renderer = Renderer(RendererConfig(), MemoryBus("renderer"))
     renderer._view("b1")
     renderer._view("b2")
     note = NodeStatus(node="planner", state="online", details={"b1": "monitored, not planned: no spec received"})

@@ -9,6 +9,7 @@ import pytest
 
 from nodes.contract.messages import BatterySpec, Command
 from nodes.runtime.config import load
+from nodes.runtime.memory import MemoryBus
 from nodes.simulator.battery import LeaseCaps, SimBattery
 from nodes.simulator.node import Simulator, SimulatorConfig
 
@@ -133,6 +134,6 @@ def test_operator_leases_get_the_long_cap_and_a_lease_within_the_cap_is_untouche
 
 def test_the_caps_are_settings() -> None:
     config = load(SimulatorConfig, {"BESS_MAX_LEASE_S": "120", "BESS_MAX_OPERATOR_LEASE_S": "3600"})
-    simulator = Simulator(config)
+    simulator = Simulator(config, MemoryBus("simulator"))
     assert simulator.batteries["battery-1"].caps == LeaseCaps(automatic_s=120, operator_s=3600)
     assert load(SimulatorConfig, {"BESS_MAX_LEASE_S": "0"}).problems()

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 
 from nodes.contract.messages import StoredUpTo, Telemetry
-from nodes.contract.topics import STORED
+from nodes.contract.topics import STORED, TELEMETRY
+from nodes.runtime.memory import MemoryBus
 from nodes.simulator.node import Simulator, SimulatorConfig
 from nodes.simulator.outbox import Outbox
 
@@ -86,34 +86,21 @@ def test_the_outbox_is_bounded_and_counts_what_it_dropped() -> None:
         Outbox(0)
 
 
-class _Bus:
-    """What the simulator's telemetry path uses of the bus: publish, the connection epoch, subscriptions."""
-
-    def __init__(self) -> None:
-        self.connections = 1
-        self.published: list[tuple[str, Telemetry, bool | None]] = []
-        self.subscribed: list[str] = []
-
-    async def publish(self, topic: Any, message: Any, *, retain: bool | None = None, **params: str) -> None:
-        self.published.append((topic.path, message, retain))
-
-    def subscribe(self, topic: Any, handler: Any, **params: str) -> None:
-        self.subscribed.append(topic.path)
-
-    def set_counters_source(self, source: Any) -> None:
-        self.counters = source
-
-
 async def test_the_simulator_resends_its_kept_readings_not_retained_after_a_reconnect() -> None:
-    simulator = Simulator(SimulatorConfig(batteries=["b1"], sim_keep_unconfirmed=100))
-    bus = _Bus()
-    await simulator.setup(bus)  # type: ignore[arg-type]
-    assert STORED.path in bus.subscribed
+    bus = MemoryBus("simulator")
+    simulator = Simulator(SimulatorConfig(batteries=["b1"], sim_keep_unconfirmed=100), bus)
+    await simulator.setup()
+    assert any(sub.topic is STORED for sub in bus.subscriptions)
     await simulator._publish_telemetry("b1", r(0))
     await simulator._publish_telemetry("b1", r(1))
-    bus.connections = 2  # the broker went away and came back
+    bus.disconnect()  # the broker went away and came back
+    bus.reconnect()
     await simulator._publish_telemetry("b1", r(2))
-    assert [(int(m.soc_kwh), retain) for _, m, retain in bus.published] == [
-        (0, None), (1, None), (0, False), (1, False), (2, None)]
+    # retained as telemetry is declared, except the re-sent ones
+    readings = [sent for sent in bus.published if bus.parse(TELEMETRY, sent.topic)]
+    assert [(int(TELEMETRY.decode(sent.payload).soc_kwh), sent.retain) for sent in readings] == [
+        (0, True), (1, True), (0, False), (1, False), (2, True)]
     await simulator.on_stored({"battery": "b1"}, StoredUpTo(ts=ts(2), recorder="r"), None)  # type: ignore[arg-type]
-    assert bus.counters() == {"unconfirmed": 0, "resent": 2, "unconfirmed_dropped": 0}
+    counters = bus.status().counters  # the simulator's counters are merged into its status
+    assert {key: counters[key] for key in ("unconfirmed", "resent", "unconfirmed_dropped")} == {
+        "unconfirmed": 0, "resent": 2, "unconfirmed_dropped": 0}

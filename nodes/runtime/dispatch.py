@@ -1,0 +1,200 @@
+"""From a received payload to a typed handler call, the same for every transport (MQTT and in-memory).
+
+A :class:`Router` holds one bus's subscriptions. For each message it finds the subscription whose topic
+declaration parses the name, then applies the project's receive rules so that no node has to remember them:
+
+* An empty payload (how MQTT clears a retained message) is counted (``empty_payloads``) and skipped.
+* A payload larger than its topic's bound (:mod:`nodes.runtime.payload_limits`) is logged (cut to 512 bytes),
+  counted (``oversized``) and dropped without being decoded.
+* An undecodable payload is logged (cut), counted (``decode_errors``), told to the subscription's ``on_invalid``
+  and dropped: never raised, never redelivered in a loop.
+* A telemetry, state or command whose own timestamp is implausible (:mod:`nodes.contract.plausibility`) is
+  dropped, counted (``implausible``) and logged once a minute per topic.
+* A handler that raises is logged with its traceback and counted (``handler_errors``); the node stays up.
+
+Overlapping subscriptions are refused when they are made (:class:`nodes.runtime.errors.SubscriptionOverlap`), so
+every message has at most one handler: "which of two handlers" never has to be decided, and a broker that delivers
+one copy per matching filter cannot make a node handle a message twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+import msgspec
+
+from nodes.contract import plausibility
+from nodes.contract.topics import Topic
+from nodes.runtime.errors import SubscriptionOverlap
+
+log = logging.getLogger("bess.bus")
+
+P = TypeVar("P", bound=msgspec.Struct)
+
+PAYLOAD_LOG_LIMIT = 512
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """Metadata of one received message."""
+
+    topic: str
+    retain: bool
+    dup: bool
+    response_topic: str | None = None
+    correlation_data: bytes | None = None
+
+
+Handler = Callable[[dict[str, str], P, Delivery], Awaitable[None]]
+InvalidHandler = Callable[[dict[str, str], str], Awaitable[None]]
+"""Told ``(params, error)`` when a payload on a subscribed topic fails to decode (after it was logged and counted)."""
+
+
+@dataclass
+class Subscription(Generic[P]):
+    """One handler for one topic declaration, with the parameters it pins."""
+
+    topic: Topic[P]
+    handler: Handler[P]
+    filter: str
+    fixed: dict[str, str]
+    share_group: str | None = None
+    max_payload_bytes: int = 0
+    on_invalid: InvalidHandler | None = None
+    no_local: bool = False
+
+    @property
+    def broker_filter(self) -> str:
+        """The filter as the broker gets it (``$share/<group>/...`` for a shared subscription)."""
+        return f"$share/{self.share_group}/{self.filter}" if self.share_group else self.filter
+
+
+def filters_overlap(a: str, b: str) -> bool:
+    """True when some topic name matches both MQTT filters (``+`` one level, ``#`` the rest)."""
+    left, right = a.split("/"), b.split("/")
+    for x, y in zip(left, right, strict=False):
+        if "#" in (x, y):
+            return True
+        if x != y and "+" not in (x, y):
+            return False
+    return len(left) == len(right)
+
+
+class Router:
+    """A bus's subscriptions and the receive rules applied to every message."""
+
+    def __init__(self, root: str, counters: Counter[str], clock: Callable[[], datetime]) -> None:
+        self.root = root
+        self.counters = counters
+        #: the receiver's clock for the timestamp plausibility rule
+        self.clock = clock
+        self.subscriptions: list[Subscription[Any]] = []
+        self._implausible_logged: dict[str, tuple[float, int]] = {}
+
+    def add(self, sub: Subscription[Any]) -> None:
+        """Register ``sub``; raises :class:`SubscriptionOverlap` if a topic could match it and another one."""
+        for other in self.subscriptions:
+            if filters_overlap(sub.filter, other.filter):
+                raise SubscriptionOverlap(
+                    f"subscription {sub.broker_filter} overlaps {other.broker_filter} (one handler per topic: pin "
+                    "parameters so the two cannot match the same name, or handle both in one handler)"
+                )
+        self.subscriptions.append(sub)
+
+    def match(self, name: str) -> tuple[Subscription[Any], dict[str, str]] | None:
+        """The subscription that takes messages on ``name``, with the name's parameters."""
+        for sub in self.subscriptions:
+            params = sub.topic.parse(name, root=self.root)
+            if params is not None and all(params.get(k) == v for k, v in sub.fixed.items()):
+                return sub, params
+        return None
+
+    async def deliver(self, name: str, payload: bytes, delivery: Delivery) -> None:
+        """Decode ``payload`` for its subscription and await the handler; never raises for bad input."""
+        self.counters["received"] += 1
+        found = self.match(name)
+        if found is None:
+            self.counters["unrouted"] += 1
+            log.debug("message on %s matches no subscription", name)
+            return
+        sub, params = found
+        if not payload:
+            # An empty retained payload is how MQTT clears a retained message: nothing to handle.
+            self.counters["empty_payloads"] += 1
+            return
+        if len(payload) > sub.max_payload_bytes:
+            # Not even decoded: a payload larger than any valid message on this topic could be is abuse or a bug
+            # at the producer, and decoding it would cost every consumer the time and memory it was meant to.
+            self.counters["oversized"] += 1
+            log.warning(
+                "dropped oversized payload on %s: %d bytes, more than the %d allowed on this topic; starts with %r",
+                name,
+                len(payload),
+                sub.max_payload_bytes,
+                payload[:PAYLOAD_LOG_LIMIT],
+            )
+            return
+        try:
+            message = sub.topic.decode(payload)
+        except Exception as exc:
+            # any failure to decode is bad input, not only msgspec's errors: deep nesting raises RecursionError
+            # and invalid UTF-8 in a string UnicodeDecodeError; letting one escape would leave the message
+            # unacknowledged and redelivered forever
+            self.counters["decode_errors"] += 1
+            log.warning(
+                "dropped undecodable payload on %s: %s; payload (%d bytes): %r",
+                name,
+                exc,
+                len(payload),
+                payload[:PAYLOAD_LOG_LIMIT],
+            )
+            if sub.on_invalid is not None:
+                try:
+                    await sub.on_invalid(params, str(exc)[:PAYLOAD_LOG_LIMIT])
+                except Exception:
+                    self.counters["handler_errors"] += 1
+                    log.exception("invalid-payload handler for %s failed", name)
+            return
+        problem = plausibility.message_problem(message, self.clock())
+        if problem is not None:
+            self._drop_implausible(name, problem, payload)
+            return
+        started = time.perf_counter()
+        try:
+            await sub.handler(params, message, delivery)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self.counters["handler_errors"] += 1
+            log.exception("handler for %s failed on message %r", name, payload[:PAYLOAD_LOG_LIMIT])
+        finally:
+            elapsed = time.perf_counter() - started
+            if elapsed > 5.0:
+                # DEBUG: while a database is down every waiting message takes long; one line each would flood
+                log.debug("handler for %s took %.1f s", name, elapsed)
+
+    def _drop_implausible(self, name: str, problem: str, payload: bytes) -> None:
+        # a device with a wrong clock publishes every second: one line per topic a minute, with the count
+        self.counters["implausible"] += 1
+        now = time.monotonic()
+        last, suppressed = self._implausible_logged.get(name, (-math.inf, 0))
+        if now - last < 60.0:
+            self._implausible_logged[name] = (last, suppressed + 1)
+            return
+        if len(self._implausible_logged) > 10_000:
+            self._implausible_logged.clear()
+        self._implausible_logged[name] = (now, 0)
+        more = f" ({suppressed} more on this topic in the last minute)" if suppressed else ""
+        log.warning("dropped message with an implausible timestamp on %s: %s%s; payload (%d bytes): %r", name,
+                    problem, more, len(payload), payload[:PAYLOAD_LOG_LIMIT])
+
+
+__all__ = ["PAYLOAD_LOG_LIMIT", "Delivery", "Handler", "InvalidHandler", "Router", "Subscription", "filters_overlap"]
