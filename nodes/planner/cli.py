@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
+from nodes.contract.energy import slot_hours
 from nodes.contract.messages import BatterySpec, PriceSlot
 from nodes.planner import baseline, report
 from nodes.planner.model import PlanError, PlanOptions, plan
@@ -188,7 +189,7 @@ def run_backtest(
         )
     return report.Backtest(
         source=source, spec=spec, days=[day for day, _ in days], runs=runs, solve_ms=solve_ms, plan_ms=plan_ms,
-        tz=tz, day_hours=[sum(baseline.hours(slot) for slot in slots) for _, slots in days],
+        tz=tz, day_hours=[sum(slot_hours(slot) for slot in slots) for _, slots in days],
     )
 
 

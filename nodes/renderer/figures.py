@@ -22,9 +22,10 @@ import numpy as np
 import numpy.typing as npt
 import plotly.graph_objects as go
 
+from nodes.contract.energy import SECONDS_PER_HOUR, hours_between
 from nodes.contract.messages import BatterySpec, Figure, Schedule
 from nodes.renderer.insights import Insights
-from nodes.renderer.ledger import MAX_HOLD_S, MAX_SPAN_S
+from nodes.renderer.ledger import MAX_HOLD_S, interval_power
 from nodes.renderer.series import FloatArray, PriceSeries, TelemetrySeries, TimeArray, to_datetime64
 
 FIGURE_IDS = ("soc", "power", "prices", "schedule", "insights")
@@ -353,12 +354,10 @@ def power_intervals(
         values.append(power[means])
         derived.append(np.zeros(int(means.sum()), dtype=bool))
     if n > 1:
+        # between raw readings: the ledger's model (an interval that starts at a bucket mean is the mean's)
         first = ~means[:-1]
-        measured = first & np.isfinite(power[:-1]) & (dt <= MAX_HOLD_S)
-        dsoc = np.diff(soc)
-        from_soc = first & ~measured & np.isfinite(dsoc) & (dt <= MAX_SPAN_S) & (dt > 0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            rate = np.where(measured, power[:-1], -dsoc / (dt / 3600.0))
+        rate, measured, from_soc = interval_power(t, soc, power)
+        measured, from_soc = first & measured, first & from_soc
         use = measured | from_soc
         starts.append(t[:-1][use])
         ends.append(t[1:][use])
@@ -768,7 +767,7 @@ TABLE_HELP = (
 def _hours(schedule: Schedule) -> float:
     if not schedule.slots:
         return 0.0
-    return (schedule.slots[-1].end - schedule.slots[0].start).total_seconds() / 3600.0
+    return hours_between(schedule.slots[0].start, schedule.slots[-1].end)
 
 
 def plan_details(schedule: Schedule) -> str:
@@ -919,7 +918,7 @@ def insights_rows(insights: Insights) -> list[tuple[str, str, str]]:
          "Energy discharged × the battery's cycle cost (EUR/MWh, from its spec)."),
         ("energy without price", _number(ins.unpriced_energy_kwh, ",.1f", "kWh"),
          "Energy moved while no price slot was known: counted in the energy totals, not in the revenue."),
-        ("not covered", _number(ins.gap_s / 3600.0, ",.1f", "h"),
+        ("not covered", _number(ins.gap_s / SECONDS_PER_HOUR, ",.1f", "h"),
          "Time in the period without usable readings (more than 6 h apart, or no SOC): nothing is counted."),
         ("readings", f"{ins.samples:,}", "Telemetry samples in the period."),
     ]
