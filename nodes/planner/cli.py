@@ -23,9 +23,9 @@ import msgspec
 
 from nodes.contract.energy import slot_hours
 from nodes.contract.messages import BatterySpec, PriceSlot
+from nodes.market.prices_csv import DEFAULT_TZ, PriceCsvError, read_prices, select, split_days
 from nodes.planner import baseline, report
 from nodes.planner.model import PlanError, PlanOptions, plan
-from nodes.planner.prices_csv import DEFAULT_TZ, PriceCsvError, read_prices, select, split_days
 
 
 class InputError(ValueError):

@@ -1,6 +1,8 @@
 """Day-ahead prices from a ``timestamp,price`` CSV into PriceSlots, and slicing them into local delivery days.
 
-The format is the one of ``shared/data/prices/*.csv``: a header ``timestamp,price``, then one row per
+The market's file format: the feed replays such a file (``BESS_MARKET_CSV``) and the planner's offline CLI
+(``python -m nodes.planner plan|backtest``) plans and backtests on one. The format is the one of
+``shared/data/prices/*.csv``: a header ``timestamp,price``, then one row per
 delivery period with its UTC start (ISO-8601 with ``Z``) and the price in EUR/MWh. A slot ends where the
 next one starts, so a file may change resolution (hourly to 15-min); the last slot gets the most common step.
 """
@@ -16,12 +18,13 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from nodes.contract.messages import PriceSlot
+from nodes.market.sources.prices import PRICE_SANITY_LIMIT
 
 HEADER = ("timestamp", "price")
 MAX_STEP = timedelta(hours=1)
 """No market has periods longer than an hour; a longer step is missing rows, not a long slot."""
-PRICE_BOUND = 1e5
-"""The wire's bound on ``price_eur_per_mwh``."""
+PRICE_BOUND = PRICE_SANITY_LIMIT
+"""The bound every price source applies (the wire's bound on ``price_eur_per_mwh``)."""
 DEFAULT_TZ = "Europe/Berlin"
 
 
