@@ -32,6 +32,8 @@ Plus the ``BESS_MQTT_*`` settings every node has (:class:`nodes.runtime.config.M
 
 from __future__ import annotations
 
+import ssl
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
 import msgspec
@@ -44,6 +46,8 @@ from nodes.runtime.command_rate import DEFAULT_BURST, DEFAULT_RATE_PER_MIN
 from nodes.runtime.config import MqttSettings
 
 Port = Annotated[int, Meta(ge=1, le=65_535)]
+AckMode = Literal["stored", "broker"]
+"""What ``POST /write`` waits for: the recorder's stored confirmation, or the broker's PUBACK."""
 
 
 class GatewayConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
@@ -61,7 +65,7 @@ class GatewayConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
     read_timeout_s: Annotated[float, Meta(gt=0, le=600)] = 10.0
     max_read_rows: Annotated[int, Meta(ge=1, le=1_000_000)] = 100_000
     publish_timeout_s: Annotated[float, Meta(gt=0, le=60)] = 5.0
-    write_ack: Literal["stored", "broker"] = "stored"
+    write_ack: AckMode = "stored"
     write_stored_timeout_s: Annotated[float, Meta(gt=0, le=600)] = 5.0
     gateway_tls_cert: str | None = None
     gateway_tls_key: str | None = None
@@ -92,4 +96,56 @@ class GatewayConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
         return found
 
 
-__all__ = ["GatewayConfig"]
+@dataclass(frozen=True)
+class GatewaySettings:
+    """The knobs of the HTTP side (filled from :class:`nodes.gateway.config.GatewayConfig`)."""
+
+    default_battery: str = "battery-1"
+    command_lease_s: float = 300.0
+    token: str | None = None
+    #: token for the reading routes; None with ``token`` set means the same token
+    read_token: str | None = None
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    body_timeout_s: float = 30.0
+    read_timeout_s: float = 10.0
+    max_read_rows: int = 100_000
+    publish_timeout_s: float = 5.0
+    #: what POST /write waits for unless ?ack= says otherwise: the recorder's receipt, or the broker's PUBACK
+    write_ack: AckMode = "stored"
+    #: how long a durable write waits for the receipts before it answers 202 "not confirmed"
+    stored_timeout_s: float = 5.0
+    node: str = "gateway"
+    command_rate_per_min: float = DEFAULT_RATE_PER_MIN
+    command_burst: int = DEFAULT_BURST
+
+
+def settings_from(config: GatewayConfig, node: str = "gateway") -> GatewaySettings:
+    """The HTTP settings of a gateway configuration."""
+    return GatewaySettings(
+        default_battery=config.default_battery,
+        command_lease_s=config.command_lease_s,
+        token=config.gateway_token,
+        read_token=config.gateway_read_token,
+        max_body_bytes=config.gateway_max_body_bytes,
+        body_timeout_s=config.gateway_body_timeout_s,
+        read_timeout_s=config.read_timeout_s,
+        max_read_rows=config.max_read_rows,
+        publish_timeout_s=config.publish_timeout_s,
+        write_ack=config.write_ack,
+        stored_timeout_s=config.write_stored_timeout_s,
+        node=node,
+        command_rate_per_min=config.command_rate_per_min,
+        command_burst=config.command_burst,
+    )
+
+
+def ssl_context(config: GatewayConfig) -> ssl.SSLContext | None:
+    """A server TLS context when a certificate and key are configured."""
+    if not config.gateway_tls_cert or not config.gateway_tls_key:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(config.gateway_tls_cert, config.gateway_tls_key)
+    return context
+
+
+__all__ = ["AckMode", "GatewayConfig", "GatewaySettings", "settings_from", "ssl_context"]
