@@ -44,8 +44,8 @@ from nodes.contract.messages import HistoryQuery, HistoryResult, PriceForecast, 
 from nodes.contract.topics import HISTORY, TELEMETRY  # noqa: E402
 from nodes.recorder.points import prices_lines, telemetry_line  # noqa: E402
 from nodes.renderer.figures import render_all, to_message  # noqa: E402
+from nodes.renderer.history import bucket_seconds  # noqa: E402
 from nodes.renderer.insights import compute_insights  # noqa: E402
-from nodes.renderer.node import bucket_seconds  # noqa: E402
 from nodes.renderer.series import PriceSeries, TelemetrySeries  # noqa: E402
 from nodes.runtime.bus import Bus, MqttSettings  # noqa: E402
 from tests.support.browser import chromium_path, open_page  # noqa: E402

@@ -127,7 +127,8 @@ def test_the_power_figure_draws_the_intervals_the_kpis_integrate() -> None:
 
 ENERGY_MODULES = (
     "simulator/battery.py", "planner/baseline.py", "planner/model.py", "planner/report.py", "planner/cli.py",
-    "renderer/insights.py", "renderer/ledger.py", "renderer/kpis.py", "renderer/figures.py",
+    "renderer/insights.py", "renderer/ledger.py", "renderer/kpis.py", "renderer/figures/battery.py",
+    "renderer/figures/look.py", "renderer/figures/plan.py", "renderer/figures/performance.py",
 )
 
 
