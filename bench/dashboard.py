@@ -176,8 +176,8 @@ async def main() -> int:
         "BESS_INFLUX_DB": db,
         "BESS_TOPIC_ROOT": root,
         "BESS_DASHBOARD_PORT": str(dashboard_port),
-        "BESS_HISTORY_TIMEOUT_S": "60",
-        "BESS_FIGURE_CACHE_S": "0",  # every request builds: that is what is measured
+        "BESS_RENDERER_HISTORY_TIMEOUT_S": "60",
+        "BESS_RENDERER_FIGURE_CACHE_S": "0",  # every request builds: that is what is measured
     }
     logs = base / "logs"
     logs.mkdir()

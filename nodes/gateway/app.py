@@ -13,13 +13,14 @@
 ``GET /openapi.json``  the OpenAPI 3.1 document (generated from :mod:`nodes.gateway.bodies`)
 =====================  =====================================================================================
 
-``POST /write`` (:meth:`Gateway.write`): by default (``BESS_WRITE_ACK=stored``) each record is published with
-an MQTT 5 response topic (``stored/{node}``) and its own correlation data, and the answer waits for the
+``POST /write`` (:meth:`Gateway.write`): by default (``BESS_GATEWAY_WRITE_ACK=stored``) each record is published
+with an MQTT 5 response topic (``stored/{node}``) and its own correlation data, and the answer waits for the
 recorder's receipts (:mod:`nodes.gateway.receipts`): 200 when every record is confirmed in the database, 202
-when the broker acknowledged them all (PUBACK) but some were not confirmed within ``BESS_WRITE_STORED_TIMEOUT_S``
-(the body lists them: they may be stored, or lost if the broker crashes before delivering them), 422 when the
-database refused a record for good, 503 when the broker did not acknowledge (nothing accepted for sure,
-re-sending is safe). ``?ack=broker`` (or ``BESS_WRITE_ACK=broker``) answers 202 at the PUBACK, the fast path.
+when the broker acknowledged them all (PUBACK) but some were not confirmed within
+``BESS_GATEWAY_WRITE_STORED_TIMEOUT_S`` (the body lists them: they may be stored, or lost if the broker crashes
+before delivering them), 422 when the database refused a record for good, 503 when the broker did not acknowledge
+(nothing accepted for sure, re-sending is safe). ``?ack=broker`` (or ``BESS_GATEWAY_WRITE_ACK=broker``) answers 202
+at the PUBACK, the fast path.
 For the other writing routes a 202 means the broker acknowledged the message (PUBACK, QoS 1). Every error is
 ``{"error": "...", "field": ...}`` (:mod:`nodes.gateway.errors`). Order of checks on POST: bearer token (401)
 -> content type (415) -> body size (413) -> JSON syntax (400) -> content (422) -> unknown battery (404, unless

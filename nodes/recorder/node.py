@@ -36,7 +36,7 @@ Lifecycle::
     serve      handlers add lines and wait for their batch; the flusher writes (retrying while the store is
                down, status degraded) and releases the batch, whose messages are then acknowledged and
                confirmed (receipts at once, device marks every confirm interval)
-    SIGTERM    flush what is pending (BESS_SHUTDOWN_FLUSH_S, default 10 s); anything not written stays
+    SIGTERM    flush what is pending (BESS_RECORDER_SHUTDOWN_FLUSH_S, default 10 s); anything not written stays
                unacknowledged and is redelivered to the next instance; close the store; bus offline
 """
 
@@ -221,7 +221,7 @@ class Recorder(Service[RecorderConfig]):
     # -- history ----------------------------------------------------------------------------------------------
 
     async def history(self, query: HistoryQuery) -> HistoryResult:
-        """Answer ``query`` (its limit capped by ``BESS_HISTORY_MAX_ROWS``); failures become ``ok=False``."""
+        """Answer ``query`` (its limit capped by ``BESS_RECORDER_HISTORY_MAX_ROWS``); failures become ``ok=False``."""
         self.history_requests += 1
         capped = msgspec.structs.replace(query, limit=min(query.limit, self.config.history_max_rows))
         try:

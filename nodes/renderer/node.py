@@ -4,18 +4,18 @@ Consumes: ``battery/+/telemetry``, ``battery/+/spec``, ``battery/+/state``, ``ba
 ``battery/+/schedule``, ``market/{zone}/prices``, ``node/+/status``; history from the recorder over
 ``history/request`` (never the database directly).
 Produces: ``battery/{battery}/figure/{soc|power|prices|schedule|insights}`` (retained Plotly JSON) for the
-default window (the last 24 h) whenever a battery's inputs change (at most every ``BESS_RENDER_INTERVAL_S``),
+default window (the last 24 h) whenever a battery's inputs change (at most every ``BESS_RENDERER_INTERVAL_S``),
 and the dashboard on ``BESS_DASHBOARD_PORT``, where every viewer picks its own window (figures for other
-windows are computed on demand and cached for ``BESS_FIGURE_CACHE_S``).
+windows are computed on demand and cached for ``BESS_RENDERER_FIGURE_CACHE_S``).
 
 Two kinds of history:
 
-* for drawing, the recorder's answer for the window: raw rows when they fit ``BESS_MAX_POINTS``, else means
-  per bucket (each drawn over the bucket it stands for), re-read every ``BESS_HISTORY_REFRESH_S`` with live
+* for drawing, the recorder's answer for the window: raw rows when they fit ``BESS_RENDERER_MAX_POINTS``, else means
+  per bucket (each drawn over the bucket it stands for), re-read every ``BESS_RENDERER_HISTORY_REFRESH_S`` with live
   telemetry appended in between;
 * for KPIs, raw rows only, integrated exactly into 15-minute rollups (:mod:`nodes.renderer.ledger`): the
   days still open are kept raw and refreshed incrementally, final days are read once in the background (at
-  most ``BESS_KPI_MAX_ROWS`` rows per window; beyond that the page says so instead of showing a guess).
+  most ``BESS_RENDERER_KPI_MAX_ROWS`` rows per window; beyond that the page says so instead of showing a guess).
 
 If the recorder does not answer, the figures are drawn from live data alone and the node reports ``degraded``.
 Lifecycle: the common node lifecycle (nodes.runtime.node); the web server starts in ``run`` and stops (closing
@@ -345,7 +345,7 @@ class Renderer(Service[RendererConfig]):
         except _TooManyRows:
             view.fill_error = (
                 f"not computed: this window has more than {self.config.kpi_max_rows:,} raw samples "
-                f"(BESS_KPI_MAX_ROWS); {done} of {len(days)} days are read, choose a shorter window"
+                f"(BESS_RENDERER_KPI_MAX_ROWS); {done} of {len(days)} days are read, choose a shorter window"
             )
             view.fill_blocked_until = time.monotonic() + 600
         except (TimeoutError, BusUnavailable, RuntimeError) as exc:
