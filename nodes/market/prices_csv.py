@@ -9,7 +9,6 @@ next one starts, so a file may change resolution (hourly to 15-min); the last sl
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
@@ -18,7 +17,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from nodes.contract.messages import PriceSlot
-from nodes.market.sources.prices import PRICE_SANITY_LIMIT
+from nodes.market.sources.prices import PRICE_SANITY_LIMIT, plausible_price
 
 HEADER = ("timestamp", "price")
 MAX_STEP = timedelta(hours=1)
@@ -115,6 +114,6 @@ def _price(text: str, where: str) -> float:
         value = float(text)
     except ValueError:
         raise PriceCsvError(f"{where}: bad price {text!r} (want a number in EUR/MWh)") from None
-    if not math.isfinite(value) or abs(value) > PRICE_BOUND:
+    if not plausible_price(value):
         raise PriceCsvError(f"{where}: price {text!r} is outside [-{PRICE_BOUND:g}, {PRICE_BOUND:g}] EUR/MWh")
     return value
