@@ -44,8 +44,8 @@ from nodes.contract.messages import HistoryQuery, HistoryResult, PriceForecast, 
 from nodes.contract.topics import HISTORY, TELEMETRY  # noqa: E402
 from nodes.recorder.points import prices_lines, telemetry_line  # noqa: E402
 from nodes.renderer.figures import render_all, to_message  # noqa: E402
+from nodes.renderer.history import bucket_seconds  # noqa: E402
 from nodes.renderer.insights import compute_insights  # noqa: E402
-from nodes.renderer.node import bucket_seconds  # noqa: E402
 from nodes.renderer.series import PriceSeries, TelemetrySeries  # noqa: E402
 from nodes.runtime.bus import Bus, MqttSettings  # noqa: E402
 from tests.support.browser import chromium_path, open_page  # noqa: E402
@@ -176,8 +176,8 @@ async def main() -> int:
         "BESS_INFLUX_DB": db,
         "BESS_TOPIC_ROOT": root,
         "BESS_DASHBOARD_PORT": str(dashboard_port),
-        "BESS_HISTORY_TIMEOUT_S": "60",
-        "BESS_FIGURE_CACHE_S": "0",  # every request builds: that is what is measured
+        "BESS_RENDERER_HISTORY_TIMEOUT_S": "60",
+        "BESS_RENDERER_FIGURE_CACHE_S": "0",  # every request builds: that is what is measured
     }
     logs = base / "logs"
     logs.mkdir()

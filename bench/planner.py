@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from nodes.contract.messages import BatterySpec, PriceSlot
+from nodes.market.prices_csv import read_prices, split_days
 from nodes.planner.cli import run_backtest
 from nodes.planner.model import PlanOptions, plan
-from nodes.planner.prices_csv import read_prices, split_days
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared/data/prices"
 HOURLY = SHARED / "de_lu_dayahead_2023_hourly.csv"

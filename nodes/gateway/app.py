@@ -13,13 +13,14 @@
 ``GET /openapi.json``  the OpenAPI 3.1 document (generated from :mod:`nodes.gateway.bodies`)
 =====================  =====================================================================================
 
-``POST /write`` (:meth:`Gateway.write`): by default (``BESS_WRITE_ACK=stored``) each record is published with
-an MQTT 5 response topic (``stored/{node}``) and its own correlation data, and the answer waits for the
+``POST /write`` (:meth:`Gateway.write`): by default (``BESS_GATEWAY_WRITE_ACK=stored``) each record is published
+with an MQTT 5 response topic (``stored/{node}``) and its own correlation data, and the answer waits for the
 recorder's receipts (:mod:`nodes.gateway.receipts`): 200 when every record is confirmed in the database, 202
-when the broker acknowledged them all (PUBACK) but some were not confirmed within ``BESS_WRITE_STORED_TIMEOUT_S``
-(the body lists them: they may be stored, or lost if the broker crashes before delivering them), 422 when the
-database refused a record for good, 503 when the broker did not acknowledge (nothing accepted for sure,
-re-sending is safe). ``?ack=broker`` (or ``BESS_WRITE_ACK=broker``) answers 202 at the PUBACK, the fast path.
+when the broker acknowledged them all (PUBACK) but some were not confirmed within
+``BESS_GATEWAY_WRITE_STORED_TIMEOUT_S`` (the body lists them: they may be stored, or lost if the broker crashes
+before delivering them), 422 when the database refused a record for good, 503 when the broker did not acknowledge
+(nothing accepted for sure, re-sending is safe). ``?ack=broker`` (or ``BESS_GATEWAY_WRITE_ACK=broker``) answers 202
+at the PUBACK, the fast path.
 For the other writing routes a 202 means the broker acknowledged the message (PUBACK, QoS 1). Every error is
 ``{"error": "...", "field": ...}`` (:mod:`nodes.gateway.errors`). Order of checks on POST: bearer token (401)
 -> content type (415) -> body size (413) -> JSON syntax (400) -> content (422) -> unknown battery (404, unless
@@ -48,28 +49,23 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 from aiohttp import hdrs, web
 
 from nodes import __version__
-from nodes.contract import plausibility
 from nodes.contract.messages import (
     Command,
     ControlMode,
     HistoryQuery,
-    PriceForecast,
-    PriceSlot,
     StoredReceipt,
     Telemetry,
 )
 from nodes.contract.topics import COMMAND, CONTROL, HISTORY, PRICES, STORED_RESPONSE, TELEMETRY
 from nodes.gateway import control, reads
 from nodes.gateway.bodies import (
-    DEFAULT_MAX_BODY_BYTES,
     CommandBody,
     CommandControl,
     ControlBody,
@@ -81,15 +77,17 @@ from nodes.gateway.bodies import (
     PublishedControl,
     PublishedPrices,
     PublishedTelemetry,
-    WriteBody,
     WriteRequest,
 )
 from nodes.gateway.commands import CommandError, ParsedCommand, build_command, parse_command
+from nodes.gateway.config import GatewaySettings
+from nodes.gateway.convert import check_timestamp, to_price_forecast, to_telemetry
 from nodes.gateway.errors import ApiError, ImplausibleTimestamp, check_battery, error_middleware, from_msgspec
 from nodes.gateway.fleet import Fleet
+from nodes.gateway.outcome import RESEND_IS_SAFE, ack_mode, write_outcome
 from nodes.gateway.receipts import Expectation, Receipts
 from nodes.gateway.specs import SpecBook
-from nodes.runtime.command_rate import DEFAULT_BURST, DEFAULT_RATE_PER_MIN, CommandRateLimit
+from nodes.runtime.command_rate import CommandRateLimit
 from nodes.runtime.core import MessageBus
 from nodes.runtime.dispatch import Delivery
 from nodes.runtime.errors import BusUnavailable
@@ -103,32 +101,6 @@ _WRITE_DECODER = msgspec.json.Decoder(WriteRequest)
 _COMMAND_DECODER = msgspec.json.Decoder(CommandBody)
 _PRICES_DECODER = msgspec.json.Decoder(PricesBody)
 _CONTROL_DECODER = msgspec.json.Decoder(ControlBody)
-AckMode = Literal["stored", "broker"]
-_ACK_MODES: tuple[AckMode, ...] = ("stored", "broker")
-_RESEND_IS_SAFE = "re-sending is safe (a record is identified by battery and timestamp)"
-
-
-@dataclass(frozen=True)
-class GatewaySettings:
-    """The knobs of the HTTP side (filled from :class:`nodes.gateway.config.GatewayConfig`)."""
-
-    default_battery: str = "battery-1"
-    command_lease_s: float = 300.0
-    token: str | None = None
-    #: token for the reading routes; None with ``token`` set means the same token
-    read_token: str | None = None
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    body_timeout_s: float = 30.0
-    read_timeout_s: float = 10.0
-    max_read_rows: int = 100_000
-    publish_timeout_s: float = 5.0
-    #: what POST /write waits for unless ?ack= says otherwise: the recorder's receipt, or the broker's PUBACK
-    write_ack: AckMode = "stored"
-    #: how long a durable write waits for the receipts before it answers 202 "not confirmed"
-    stored_timeout_s: float = 5.0
-    node: str = "gateway"
-    command_rate_per_min: float = DEFAULT_RATE_PER_MIN
-    command_burst: int = DEFAULT_BURST
 
 
 def _now() -> datetime:
@@ -146,49 +118,6 @@ def _json(status: int, struct: Any) -> web.Response:
 def _is_json(content_type: str) -> bool:
     media = content_type.split(";", 1)[0].strip().lower()
     return media == _JSON or (media.startswith("application/") and media.endswith("+json"))
-
-
-
-def check_timestamp(ts: datetime, now: datetime, field: str = "timestamp") -> datetime:
-    """``ts`` in UTC if it is plausible (:mod:`nodes.contract.plausibility`), else a 422 on ``field``."""
-    problem = plausibility.timestamp_problem(ts, now, field)
-    if problem is not None:
-        raise ImplausibleTimestamp(422, problem, field)
-    return ts.astimezone(UTC)
-
-
-def to_telemetry(body: WriteBody, now: datetime, field_prefix: str = "") -> Telemetry:
-    """The contract Telemetry for one write record (timestamp checked and converted to UTC)."""
-    return Telemetry(
-        ts=check_timestamp(body.timestamp, now, f"{field_prefix}timestamp"),
-        soc_kwh=body.soc_kwh,
-        power_kw=body.power_kw,
-        target_charge_kw=body.target_charge_kw,
-        target_discharge_kw=body.target_discharge_kw,
-        source="gateway",
-    )
-
-
-def to_price_forecast(body: PricesBody) -> PriceForecast:
-    """The contract PriceForecast; every slot must end after it starts and slots must be in time order."""
-    previous_end: datetime | None = None
-    for i, slot in enumerate(body.slots):
-        if slot.end <= slot.start:
-            raise ApiError(422, f"slots[{i}]: end must be after start", f"slots[{i}].end")
-        if previous_end is not None and slot.start < previous_end:
-            raise ApiError(422, f"slots[{i}] starts before slots[{i - 1}] ends: slots must be in time order, "
-                           "without overlap", f"slots[{i}].start")
-        previous_end = slot.end
-    return PriceForecast(
-        zone=body.zone,
-        issued_at=body.issued_at.astimezone(UTC),
-        slots=[
-            PriceSlot(start=s.start.astimezone(UTC), end=s.end.astimezone(UTC), price_eur_per_mwh=s.price_eur_per_mwh)
-            for s in body.slots
-        ],
-        currency=body.currency,
-        source=body.source or "gateway",
-    )
 
 
 class Gateway:
@@ -352,7 +281,7 @@ class Gateway:
         self._authorize(request)
         query = self._query(request, _WRITE_PARAMS)
         from_query = check_battery(query["battery"]) if "battery" in query else None
-        ack = self._ack_mode(query.get("ack"))
+        ack = ack_mode(query.get("ack"), self.settings.write_ack)
         decoded = await self._decode(request, _WRITE_DECODER)
         now = self.clock()
         if isinstance(decoded, list):
@@ -381,15 +310,6 @@ class Gateway:
         return _json(status, PublishedTelemetry(topic=self.bus.name(TELEMETRY, battery=battery), message=telemetry,
                                                 **outcome))
 
-    def _ack_mode(self, given: str | None) -> AckMode:
-        if given is None:
-            return self.settings.write_ack
-        for mode in _ACK_MODES:
-            if given == mode:
-                return mode
-        raise ApiError(422, f"ack={given!r}: use ack=stored (wait until the database has the records, the "
-                       "default) or ack=broker (answer once the broker has them)", "ack")
-
     async def _publish_records(self, batch: list[tuple[str, Telemetry]], expectation: Expectation | None) -> None:
         """Publish every record (QoS 1, PUBACK awaited); 503 unless the broker acknowledged all of them.
 
@@ -405,7 +325,7 @@ class Gateway:
                 await self._publish_record(battery, telemetry, correlation, timeout)
             except BusUnavailable as exc:
                 raise ApiError(503, f"MQTT broker unavailable: the record was not accepted ({exc}); "
-                               + _RESEND_IS_SAFE) from None
+                               + RESEND_IS_SAFE) from None
             return
         results = await asyncio.gather(
             *(
@@ -437,31 +357,12 @@ class Gateway:
         self, batch: list[tuple[str, Telemetry]], expectation: Expectation | None, *, single: bool
     ) -> tuple[int, dict[str, Any]]:
         """The status code and the outcome fields of the answer (or a 422 when the database refused records)."""
-        n = len(batch)
-        if expectation is None:
-            return 202, {"status": "accepted", "ack": "broker", "stored": None, "unconfirmed": None,
-                         "note": "accepted by the broker (PUBACK), not confirmed stored: ?ack=broker does not wait "
-                         "for the database"}
-        stored, unconfirmed = len(expectation.stored), expectation.unconfirmed()
-        self.counters["stored_confirmed"] += stored
-        self.counters["stored_unconfirmed"] += len(unconfirmed)
-        if expectation.rejected:
-            self.counters["stored_refused"] += len(expectation.rejected)
-            index, reason = min(expectation.rejected.items())
-            which = "the record" if single else f"{len(expectation.rejected)} of {n} records (first: [{index}])"
-            rest = "" if single else f"; {stored} stored, {len(unconfirmed)} not confirmed"
-            raise ApiError(422, f"the database refused {which}: {reason[:300]}{rest}; re-sending it unchanged will "
-                           "be refused again", None if single else f"[{index}]")
-        if not unconfirmed:
-            return 200, {"status": "stored", "ack": "stored", "stored": stored, "unconfirmed": [],
-                         "note": "stored: the recorder confirmed every record in the database"}
-        timeout = self.settings.stored_timeout_s
-        return 202, {
-            "status": "accepted", "ack": "stored", "stored": stored, "unconfirmed": unconfirmed,
-            "note": f"accepted by the broker (PUBACK), but {len(unconfirmed)} of {n} records were not confirmed "
-            f"stored within {timeout:g} s (is the recorder running, is InfluxDB up?): they may yet be stored, or be "
-            f"lost if the broker crashes before delivering them; {_RESEND_IS_SAFE}",
-        }
+        if expectation is not None:
+            self.counters["stored_confirmed"] += len(expectation.stored)
+            self.counters["stored_unconfirmed"] += len(expectation.unconfirmed())
+            if expectation.rejected:
+                self.counters["stored_refused"] += len(expectation.rejected)
+        return write_outcome(len(batch), expectation, single=single, stored_timeout_s=self.settings.stored_timeout_s)
 
     async def read(self, request: web.Request) -> web.Response:
         """``GET /read``: ask the recorder, answer with records in the shape they were written (or CSV)."""

@@ -29,12 +29,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 
 from nodes.contract.messages import BatterySpec, BatteryState, ControlMode, Telemetry
 from nodes.contract.topics import CONTROL, HISTORY, SPEC, STATE, TELEMETRY
-from nodes.gateway.app import Gateway, GatewaySettings, create_app
-from nodes.gateway.config import GatewayConfig
+from nodes.gateway.app import Gateway, create_app
+from nodes.gateway.config import GatewayConfig, settings_from, ssl_context
 from nodes.gateway.fleet import Fleet
 from nodes.gateway.receipts import Receipts
 from nodes.gateway.specs import SpecBook
@@ -44,35 +43,6 @@ from nodes.runtime.http_serve import HttpLimits, Listener, ListenError
 from nodes.runtime.node import Service
 
 log = logging.getLogger("bess.gateway")
-
-
-def settings_from(config: GatewayConfig, node: str = "gateway") -> GatewaySettings:
-    """The HTTP settings of a gateway configuration."""
-    return GatewaySettings(
-        default_battery=config.default_battery,
-        command_lease_s=config.command_lease_s,
-        token=config.gateway_token,
-        read_token=config.gateway_read_token,
-        max_body_bytes=config.gateway_max_body_bytes,
-        body_timeout_s=config.gateway_body_timeout_s,
-        read_timeout_s=config.read_timeout_s,
-        max_read_rows=config.max_read_rows,
-        publish_timeout_s=config.publish_timeout_s,
-        write_ack=config.write_ack,
-        stored_timeout_s=config.write_stored_timeout_s,
-        node=node,
-        command_rate_per_min=config.command_rate_per_min,
-        command_burst=config.command_burst,
-    )
-
-
-def ssl_context(config: GatewayConfig) -> ssl.SSLContext | None:
-    """A server TLS context when a certificate and key are configured."""
-    if not config.gateway_tls_cert or not config.gateway_tls_key:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(config.gateway_tls_cert, config.gateway_tls_key)
-    return context
 
 
 class GatewayService(Service[GatewayConfig]):

@@ -84,7 +84,7 @@ def document() -> dict[str, Any]:
     schemas, components = msgspec.json.schema_components(types, ref_template=_REF)
     (write_req, published_t, published_b, command_req, published_c, prices_req, published_p, records, health,
      error, control_req, published_control, control_state) = schemas
-    battery = _param("battery", "query", f"battery id ({ID_SHAPE}); default BESS_DEFAULT_BATTERY",
+    battery = _param("battery", "query", f"battery id ({ID_SHAPE}); default BESS_GATEWAY_DEFAULT_BATTERY",
                      {"type": "string", "pattern": ID_REGEX})
     secured: list[dict[str, list[str]]] = [{"bearer": []}, {}]
 
@@ -114,10 +114,11 @@ def document() -> dict[str, Any]:
         write_req,
         _json_body(written, "accepted by the broker (PUBACK) but not confirmed stored: with ack=broker nothing was "
                    "waited for; with ack=stored (the default) the recorder did not confirm the records listed in "
-                   "unconfirmed within BESS_WRITE_STORED_TIMEOUT_S. They may yet be stored, or be lost if the "
+                   "unconfirmed within BESS_GATEWAY_WRITE_STORED_TIMEOUT_S. They may yet be stored, or be lost if the "
                    "broker crashes before delivering them; re-sending them is safe"),
-        params=[battery, _param("ack", "query", "what the answer waits for: stored (default, BESS_WRITE_ACK): the "
-                                "recorder's confirmation that every record is in the database; broker: the "
+        params=[battery, _param("ack", "query", "what the answer waits for: stored (default, "
+                                "BESS_GATEWAY_WRITE_ACK): the recorder's confirmation that every record is in the "
+                                "database; broker: the "
                                 "broker's acknowledgement only (faster; a broker crash can still lose the records)",
                                 {"type": "string", "enum": ["stored", "broker"]})],
         example={"SOC": 700, "target_discharge": 50, "target_charge": 100, "timestamp": "2025-01-16T10:00:00Z"},

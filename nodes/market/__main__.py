@@ -2,7 +2,8 @@
 
 import sys
 
-from nodes.market.node import Market, MarketConfig
+from nodes.market.config import MarketConfig
+from nodes.market.node import Market
 from nodes.runtime.node import main
 
 if __name__ == "__main__":

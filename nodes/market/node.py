@@ -35,7 +35,7 @@ __all__ = ["Market", "MarketConfig", "make_source"]
 def make_source(config: MarketConfig) -> PriceSource:
     """The configured offline price source (synthetic or CSV replay)."""
     if config.source == "csv" and config.market_csv:
-        from nodes.planner.prices_csv import read_prices
+        from nodes.market.prices_csv import read_prices
 
         path = Path(config.market_csv)
         return ReplaySource(read_prices(path), name=f"replay of {path.name}")

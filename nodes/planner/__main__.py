@@ -7,7 +7,8 @@ if __name__ == "__main__":
         from nodes.planner.cli import main as cli_main
 
         raise SystemExit(cli_main(sys.argv[1:]))
-    from nodes.planner.node import Planner, PlannerConfig
+    from nodes.planner.config import PlannerConfig
+    from nodes.planner.node import Planner
     from nodes.runtime.node import main
 
     raise SystemExit(main("planner", PlannerConfig, Planner))

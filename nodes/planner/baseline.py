@@ -1,8 +1,8 @@
 """Reference strategies to compare the optimiser with, and the one scorer every strategy is judged by.
 
-Pure: no I/O, no clock. The physics is the optimiser's (:func:`soc_after`): charge and discharge powers are
-grid-side kW, the round-trip efficiency is split evenly between the two directions (``sqrt(eta)`` each way),
-and a slot's SOC is the state of charge at the slot's end.
+Pure: no I/O, no clock. The physics is the optimiser's and the device's (:mod:`nodes.contract.energy`): charge
+and discharge powers are grid-side kW, the round-trip efficiency is split evenly between the two directions
+(``sqrt(eta)`` each way), and a slot's SOC is the state of charge at the slot's end.
 
 Both strategies keep the same promise as the optimiser: by the end of the horizon the SOC is back at (at
 least) the terminal target, which defaults to the starting SOC. That makes every baseline dispatch a
@@ -19,6 +19,9 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 
+from nodes.contract import energy
+from nodes.contract.energy import slot_hours as hours
+from nodes.contract.energy import soc_after
 from nodes.contract.messages import BatterySpec, PriceSlot, Schedule
 
 DEFAULT_TZ = "Europe/Berlin"
@@ -64,17 +67,6 @@ class Evaluation(msgspec.Struct, kw_only=True, frozen=True):
         return self.soc_kwh[-1] if self.soc_kwh else math.nan
 
 
-def hours(slot: PriceSlot) -> float:
-    """Length of a slot in hours."""
-    return (slot.end - slot.start).total_seconds() / 3600.0
-
-
-def soc_after(soc_kwh: float, charge_kw: float, discharge_kw: float, hours: float, efficiency: float) -> float:
-    """SOC at the end of a slot: ``soc + sqrt(eta)*c*h - d*h/sqrt(eta)``."""
-    root = math.sqrt(efficiency)
-    return soc_kwh + root * charge_kw * hours - discharge_kw * hours / root
-
-
 def evaluate(
     slots: Sequence[PriceSlot],
     powers: Powers,
@@ -105,20 +97,20 @@ def evaluate(
         socs.append(soc)
         charged += charge * h
         discharged += discharge * h
-        buy_eur += slot.price_eur_per_mwh * charge * h / 1000.0
-        sell_eur += slot.price_eur_per_mwh * discharge * h / 1000.0
+        buy_eur += energy.value_eur(charge * h, slot.price_eur_per_mwh)
+        sell_eur += energy.value_eur(discharge * h, slot.price_eur_per_mwh)
     market = sell_eur - buy_eur
-    cycle_cost = spec.cycle_cost_eur_per_mwh * discharged / 1000.0
-    usable = spec.soc_max_kwh - spec.soc_min_kwh
+    cycle_cost = energy.value_eur(discharged, spec.cycle_cost_eur_per_mwh)
+    cycles = energy.full_cycles(energy.drawn_kwh(discharged, spec.roundtrip_efficiency), spec)
     return Evaluation(
         revenue_eur=market - cycle_cost,
         market_revenue_eur=market,
         cycle_cost_eur=cycle_cost,
         charged_kwh=charged,
         discharged_kwh=discharged,
-        full_cycles=discharged / math.sqrt(spec.roundtrip_efficiency) / usable if usable > 0 else 0.0,
-        avg_buy_price_eur_per_mwh=buy_eur * 1000.0 / charged if charged > 0 else None,
-        avg_sell_price_eur_per_mwh=sell_eur * 1000.0 / discharged if discharged > 0 else None,
+        full_cycles=0.0 if cycles is None else cycles,
+        avg_buy_price_eur_per_mwh=buy_eur * energy.KWH_PER_MWH / charged if charged > 0 else None,
+        avg_sell_price_eur_per_mwh=sell_eur * energy.KWH_PER_MWH / discharged if discharged > 0 else None,
         efficiency_loss_kwh=charged - discharged - (soc - soc_initial_kwh),
         soc_kwh=socs,
         violations=violations,
@@ -182,15 +174,15 @@ def top_n_daily(
     charge slots still to come could not bring the SOC back to the terminal target.
     """
     intents: list[Intent] = ["idle"] * len(slots)
-    root = math.sqrt(spec.roundtrip_efficiency)
-    usable = spec.soc_max_kwh - spec.soc_min_kwh
+    eta = spec.roundtrip_efficiency
+    usable = energy.usable_kwh(spec)
     if usable > 0 and spec.max_charge_kw > 0 and spec.max_discharge_kw > 0:
         for day in _local_days(slots, tz):
             ascending = sorted(day, key=lambda i: (slots[i].price_eur_per_mwh, i))
-            charge = _take(ascending, lambda i: root * spec.max_charge_kw * hours(slots[i]), usable)
+            charge = _take(ascending, lambda i: energy.stored_kwh(spec.max_charge_kw * hours(slots[i]), eta), usable)
             taken = set(charge)
             rest = [i for i in reversed(ascending) if i not in taken]
-            discharge = _take(rest, lambda i: spec.max_discharge_kw * hours(slots[i]) / root, usable)
+            discharge = _take(rest, lambda i: energy.drawn_kwh(spec.max_discharge_kw * hours(slots[i]), eta), usable)
             if charge and discharge and _pays(
                 [slots[i].price_eur_per_mwh for i in charge],
                 [slots[i].price_eur_per_mwh for i in discharge],
@@ -274,16 +266,16 @@ def _simulate(
     ``target + (energy the remaining discharge slots can take out)``: energy above that could only be sold
     after the horizon, and locking it in would raise every later day's target.
     """
-    root = math.sqrt(spec.roundtrip_efficiency)
+    eta = spec.roundtrip_efficiency
     can_add = [0.0] * len(slots)  # battery-side energy the later charge slots can add
     can_take = [0.0] * len(slots)  # battery-side energy the later discharge slots can take out
     add = take = 0.0
     for i in reversed(range(len(slots))):
         can_add[i], can_take[i] = add, take
         if intents[i] == "charge":
-            add += root * spec.max_charge_kw * hours(slots[i])
+            add += energy.stored_kwh(spec.max_charge_kw * hours(slots[i]), eta)
         elif intents[i] == "discharge":
-            take += spec.max_discharge_kw * hours(slots[i]) / root
+            take += energy.drawn_kwh(spec.max_discharge_kw * hours(slots[i]), eta)
     soc = soc_initial_kwh
     powers: list[tuple[float, float]] = []
     for i, (slot, intent) in enumerate(zip(slots, intents, strict=True)):
@@ -291,10 +283,10 @@ def _simulate(
         charge = discharge = 0.0
         if intent == "charge":
             ceiling = min(spec.soc_max_kwh, target + can_take[i])
-            charge = min(spec.max_charge_kw, max(0.0, (ceiling - soc) / (root * h)))
+            charge = min(spec.max_charge_kw, max(0.0, energy.charge_kw_for(ceiling - soc, h, eta)))
         elif intent == "discharge":
             floor = max(spec.soc_min_kwh, target - can_add[i])
-            discharge = min(spec.max_discharge_kw, max(0.0, (soc - floor) * root / h))
-        soc = soc_after(soc, charge, discharge, h, spec.roundtrip_efficiency)
+            discharge = min(spec.max_discharge_kw, max(0.0, energy.discharge_kw_for(soc - floor, h, eta)))
+        soc = soc_after(soc, charge, discharge, h, eta)
         powers.append((charge, discharge))
     return Dispatch(slots=list(slots), powers=powers, soc_initial_kwh=soc_initial_kwh)

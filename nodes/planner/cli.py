@@ -21,10 +21,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
+from nodes.contract.energy import slot_hours
 from nodes.contract.messages import BatterySpec, PriceSlot
+from nodes.market.prices_csv import DEFAULT_TZ, PriceCsvError, read_prices, select, split_days
 from nodes.planner import baseline, report
 from nodes.planner.model import PlanError, PlanOptions, plan
-from nodes.planner.prices_csv import DEFAULT_TZ, PriceCsvError, read_prices, select, split_days
 
 
 class InputError(ValueError):
@@ -188,7 +189,7 @@ def run_backtest(
         )
     return report.Backtest(
         source=source, spec=spec, days=[day for day, _ in days], runs=runs, solve_ms=solve_ms, plan_ms=plan_ms,
-        tz=tz, day_hours=[sum(baseline.hours(slot) for slot in slots) for _, slots in days],
+        tz=tz, day_hours=[sum(slot_hours(slot) for slot in slots) for _, slots in days],
     )
 
 

@@ -10,6 +10,7 @@ The model, per slot t of length h_t hours (taken from each slot, so hourly and 1
     c_t in [0, Pc], d_t in [0, Pd]     grid-side charge / discharge power (kW)
     y_t in {0, 1}                      direction: c_t <= Pc*y_t and d_t <= Pd*(1 - y_t), so never both
     s_t = s_{t-1} + r*c_t*h_t - d_t*h_t/r     r = sqrt(roundtrip_efficiency), s_{-1} = soc_initial
+                                       (the rule of :mod:`nodes.contract.energy`, the device's too)
     soc_min <= s_t <= soc_max,  s_{T-1} >= terminal target (default: the starting SOC)
     maximise  sum_t price_t*(d_t - c_t)*h_t/1000 - cycle_cost*sum_t d_t*h_t/1000  (EUR)
               - switch_penalty * (number of direction changes)
@@ -33,9 +34,10 @@ from typing import Literal
 import msgspec
 import pulp
 
+from nodes.contract import energy
+from nodes.contract.energy import slot_hours, soc_after
 from nodes.contract.messages import BatterySpec, PriceSlot, Schedule, ScheduleSlot
 from nodes.planner import baseline
-from nodes.planner.baseline import hours, soc_after
 
 SolverName = Literal["cbc", "highs"]
 
@@ -203,9 +205,9 @@ def _validate(
     if not (math.isfinite(soc_initial_kwh) and lo - 1e-9 <= soc_initial_kwh <= hi + 1e-9):
         raise PlanError(f"initial SOC {soc_initial_kwh} kWh is outside [soc_min {lo}, soc_max {hi}] kWh")
     soc0 = min(max(soc_initial_kwh, lo), hi)
-    lengths = [hours(slot) for slot in prices]
+    lengths = [slot_hours(slot) for slot in prices]
     target = soc0 if options.terminal_soc_kwh is None else max(options.terminal_soc_kwh, lo)
-    reachable = min(hi, soc0 + math.sqrt(spec.roundtrip_efficiency) * spec.max_charge_kw * sum(lengths))
+    reachable = min(hi, soc0 + energy.stored_kwh(spec.max_charge_kw * sum(lengths), spec.roundtrip_efficiency))
     if target > reachable + 1e-9:
         raise PlanError(
             f"terminal target {target} kWh is unreachable: at most {reachable:.6g} kWh "
@@ -247,11 +249,10 @@ def _full_windows(
     every = options.full_charge_every_slots
     if every is None:
         return []
-    gain = math.sqrt(spec.roundtrip_efficiency) * spec.max_charge_kw
     earliest: int | None = None
     soc = soc0
     for i, h in enumerate(lengths):
-        soc += gain * h
+        soc += energy.stored_kwh(spec.max_charge_kw * h, spec.roundtrip_efficiency)
         if soc >= spec.soc_max_kwh - 1e-9:
             earliest = i
             break
@@ -302,7 +303,7 @@ def _build(p: _Problem, spec: BatterySpec, options: PlanOptions, *, binary: bool
     ``+`` and ``*``, which would build a new expression object per operator (build time matters in a
     365-day backtest)."""
     n = len(p.prices)
-    root = math.sqrt(spec.roundtrip_efficiency)
+    eta = spec.roundtrip_efficiency
     pc, pd = spec.max_charge_kw, spec.max_discharge_kw
     lo, hi = spec.soc_min_kwh, spec.soc_max_kwh
     prob = pulp.LpProblem("battery_dispatch", pulp.LpMaximize)
@@ -315,11 +316,12 @@ def _build(p: _Problem, spec: BatterySpec, options: PlanOptions, *, binary: bool
     objective: list[tuple[pulp.LpVariable, float]] = []
     for t in range(n):
         h = p.hours[t]
-        objective.append((charge[t], -p.prices[t] * h / 1000.0))
-        objective.append((discharge[t], (p.prices[t] - spec.cycle_cost_eur_per_mwh) * h / 1000.0))
+        objective.append((charge[t], -energy.value_eur(h, p.prices[t])))
+        objective.append((discharge[t], energy.value_eur(h, p.prices[t] - spec.cycle_cost_eur_per_mwh)))
         _row(prob, f"cy_{t}", [(charge[t], 1.0), (direction[t], -pc)], pulp.LpConstraintLE, 0.0)
         _row(prob, f"dy_{t}", [(discharge[t], 1.0), (direction[t], pd)], pulp.LpConstraintLE, pd)
-        balance = [(soc[t], 1.0), (charge[t], -root * h), (discharge[t], h / root)]
+        # kWh of SOC per kW of the slot's power, each way
+        balance = [(soc[t], 1.0), (charge[t], -energy.stored_kwh(h, eta)), (discharge[t], energy.drawn_kwh(h, eta))]
         if t:
             balance.append((soc[t - 1], -1.0))
         _row(prob, f"soc_{t}", balance, pulp.LpConstraintEQ, 0.0 if t else p.soc_initial)
@@ -427,7 +429,7 @@ def _publishable(
     range, below the terminal target or below soc_max at a balancing slot; the repair moves the power of that
     slot (or of the latest earlier active slot with room) by that hair, and refuses anything larger.
     """
-    eta, root = spec.roundtrip_efficiency, math.sqrt(spec.roundtrip_efficiency)
+    eta = spec.roundtrip_efficiency
     pc, pd, lo, hi = spec.max_charge_kw, spec.max_discharge_kw, spec.soc_min_kwh, spec.soc_max_kwh
     powers: list[tuple[float, float]] = []
     socs: list[float] = []
@@ -444,9 +446,9 @@ def _publishable(
         d = 0.0 if charging else _snap(_value(lp.discharge[t]), pd)
         nxt = soc_after(soc, c, d, h, eta)
         if nxt > hi and c > 0:
-            c, moved = _shift(c, -(nxt - hi) / (root * h), pc, moved, root * h)
+            c, moved = _shift(c, -energy.charge_kw_for(nxt - hi, h, eta), pc, moved, energy.stored_kwh(h, eta))
         elif nxt < lo and d > 0:
-            d, moved = _shift(d, -(lo - nxt) * root / h, pd, moved, h / root)
+            d, moved = _shift(d, -energy.discharge_kw_for(lo - nxt, h, eta), pd, moved, energy.drawn_kwh(h, eta))
         soc = min(max(soc_after(soc, c, d, h, eta), lo), hi)
         powers.append((c, d))
         socs.append(soc)
@@ -467,7 +469,7 @@ def _raise(
     deficit = level - socs[t]
     if deficit <= 0:
         return 0.0
-    eta, root, hi = spec.roundtrip_efficiency, math.sqrt(spec.roundtrip_efficiency), spec.soc_max_kwh
+    eta, hi = spec.roundtrip_efficiency, spec.soc_max_kwh
     headroom = min(hi - s for s in socs[t:])
     moved = 0.0
     for j in range(t, -1, -1):
@@ -476,11 +478,12 @@ def _raise(
             break
         c, d = powers[j]
         h = p.hours[j]
-        room = (spec.max_charge_kw - c) * root * h if c > 0 else d * h / root
+        room = energy.stored_kwh(spec.max_charge_kw - c, eta) * h if c > 0 else energy.drawn_kwh(d * h, eta)
         delta = min(deficit, headroom, room)
         if delta <= 0:
             continue
-        powers[j] = (c + delta / (root * h), d) if c > 0 else (c, d - delta * root / h)
+        powers[j] = ((c + energy.charge_kw_for(delta, h, eta), d) if c > 0
+                     else (c, d - energy.discharge_kw_for(delta, h, eta)))
         soc = p.soc_initial if j == 0 else socs[j - 1]
         for k in range(j, len(powers)):
             soc = min(max(soc_after(soc, *powers[k], p.hours[k], eta), spec.soc_min_kwh), hi)

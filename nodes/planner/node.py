@@ -32,10 +32,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-
-import msgspec
 
 from nodes.contract.messages import (
     BatterySpec,
@@ -43,17 +40,17 @@ from nodes.contract.messages import (
     ControlMode,
     ControlModeName,
     PriceForecast,
-    PriceSlot,
     Schedule,
     Telemetry,
 )
-from nodes.contract.topics import COMMAND, CONTROL, PRICES, SCHEDULE, SPEC, TELEMETRY, id_problems
+from nodes.contract.topics import COMMAND, CONTROL, PRICES, SCHEDULE, SPEC, TELEMETRY
 from nodes.planner import autopilot as pilot
+from nodes.planner import inputs as known
 from nodes.planner import policy
+from nodes.planner.config import PlannerConfig
+from nodes.planner.inputs import BatteryInputs, horizon
 from nodes.planner.model import PlanError, PlanOptions, plan
-from nodes.runtime import command_rate
-from nodes.runtime.command_rate import DEFAULT_BURST, DEFAULT_RATE_PER_MIN, CommandRateLimit
-from nodes.runtime.config import MqttSettings
+from nodes.runtime.command_rate import CommandRateLimit
 from nodes.runtime.core import MessageBus
 from nodes.runtime.dispatch import Delivery
 from nodes.runtime.node import Service
@@ -61,109 +58,12 @@ from nodes.runtime.node import Service
 log = logging.getLogger("bess.planner")
 
 
-class PlannerConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
-    """``BESS_PLANNER_*`` settings."""
-
-    planner_zone: str = "de-lu"
-    planner_autopilot: bool = False
-    planner_autopilot_off: list[str] = msgspec.field(default_factory=list)
-    planner_drift_kwh: float | None = None
-    planner_max_telemetry_age_s: float = 300.0
-    planner_switch_penalty_eur: float = 0.0
-    planner_solver: str = "cbc"
-    planner_min_replan_interval_s: float = 1.0
-    planner_lease_s: float = 300.0
-    #: how long a lease outlasts its run of slots, so the next run's command, sent at the boundary, takes over
-    #: without a moment uncovered (a planner dying at the boundary holds the old setpoint this long at most);
-    #: at most a quarter of the lease is used (a 4 s lease gets 1 s)
-    planner_handover_s: float = 5.0
-    command_rate_per_min: float = DEFAULT_RATE_PER_MIN
-    command_burst: int = DEFAULT_BURST
-    #: a device reading this recent makes the device feed "live": HTTP writes for that battery are ignored
-    planner_device_feed_window_s: float = 600.0
-
-    def problems(self) -> list[str]:
-        """Invalid settings, reported at start-up (exit 2)."""
-        found = id_problems(self.planner_zone, "BESS_PLANNER_ZONE")
-        if self.planner_lease_s < 2:
-            found.append("BESS_PLANNER_LEASE_S must be at least 2 seconds")
-        if self.planner_handover_s <= 0:
-            found.append("BESS_PLANNER_HANDOVER_S must be > 0")
-        if self.planner_max_telemetry_age_s <= 0:
-            found.append("BESS_PLANNER_MAX_TELEMETRY_AGE_S must be > 0")
-        found += command_rate.problems(self.command_rate_per_min, self.command_burst)
-        if self.planner_solver not in ("cbc", "highs"):
-            found.append("BESS_PLANNER_SOLVER must be cbc or highs")
-        if self.planner_device_feed_window_s <= 0:
-            found.append("BESS_PLANNER_DEVICE_FEED_WINDOW_S must be > 0")
-        found += [
-            f"BESS_PLANNER_AUTOPILOT_OFF: {problem}"
-            for battery in self.planner_autopilot_off
-            for problem in id_problems(battery, "battery")
-        ]
-        return found
-
-
 MAX_DETAILS = 50
 """Most per-battery notes in the status (a fleet of thousands must not make a huge status message)."""
 
 
-@dataclass
-class BatteryInputs:
-    """What the planner knows about one battery."""
-
-    spec: BatterySpec | None = None
-    #: why the last spec received was refused (None when the spec is valid or none came)
-    spec_problem: str | None = None
-    #: the newest reading of the battery's own feed (``source == "device"``)
-    device_telemetry: Telemetry | None = None
-    #: the newest reading from anywhere else (the gateway's HTTP writes)
-    other_telemetry: Telemetry | None = None
-    schedule: Schedule | None = None
-    last_command: Command | None = None
-    #: the control mode the autopilot last acted under (to log pauses and resumptions once)
-    mode: ControlModeName | None = None
-    #: when the autopilot must look at this battery again (a renewal, the boundary); None: nothing pending
-    wake_at: datetime | None = None
-    #: when the trusted telemetry turns stale (the autopilot stops then); None: it is stale or absent
-    stale_after: datetime | None = None
-    #: the autopilot stopped this battery on stale telemetry and waits for a fresh reading
-    stale_stopped: bool = False
-    #: ... and sent it IDLE to stop the lease it was running
-    stale_idle_sent: bool = False
-
-
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-MIN_SLOT = timedelta(seconds=1)
-"""A trimmed current slot shorter than this is left out of the horizon."""
-
-
-def horizon(forecast: PriceForecast, now: datetime) -> list[PriceSlot]:
-    """The forecast's slots from ``now`` on; the current slot is trimmed to start at ``now``."""
-    slots: list[PriceSlot] = []
-    for slot in forecast.slots:
-        if slot.end <= now:
-            continue
-        start = max(slot.start, now)
-        slots.append(PriceSlot(start=start, end=slot.end, price_eur_per_mwh=slot.price_eur_per_mwh))
-    # The current slot stays however little of it is left (a second at least): the autopilot follows the slot
-    # containing now, and a plan that starts at the next boundary would leave it nothing to follow until then
-    # (with 1-minute slots and a re-plan a second after the boundary, that was every slot).
-    return [s for s in slots if s.end - s.start >= MIN_SLOT]
-
-
-def planned_soc_at(schedule: Schedule, now: datetime) -> float | None:
-    """The plan's SOC at ``now`` (linear within a slot), or None outside the plan."""
-    previous = schedule.soc_initial_kwh
-    for slot in schedule.slots:
-        if slot.start <= now < slot.end:
-            share = (now - slot.start) / (slot.end - slot.start)
-            return previous + (slot.soc_kwh - previous) * share
-        previous = slot.soc_kwh
-    return None
 
 
 class Planner(Service[PlannerConfig]):
@@ -280,12 +180,8 @@ class Planner(Service[PlannerConfig]):
         if inputs.schedule is None:
             self._mark(name)
             return
-        planned = planned_soc_at(inputs.schedule, telemetry.ts)
-        spec = inputs.spec
-        tolerance = self.config.planner_drift_kwh
-        if tolerance is None:
-            tolerance = 0.05 * spec.capacity_kwh if spec else 10.0
-        if planned is not None and abs(planned - telemetry.soc_kwh) > tolerance:
+        planned = known.drifted(inputs.schedule, telemetry, inputs.spec, self.config.planner_drift_kwh)
+        if planned is not None:
             log.info("%s: SOC %.1f kWh drifted from plan %.1f kWh; re-planning", name, telemetry.soc_kwh, planned)
             self._mark(name)
 
@@ -293,24 +189,13 @@ class Planner(Service[PlannerConfig]):
 
     def _node_problem(self, now: datetime) -> str | None:
         """A problem that stops every battery from being planned (the node is degraded while it lasts)."""
-        if self.forecast is None:
-            return f"no price forecast for zone {self.config.planner_zone} yet"
-        if not horizon(self.forecast, now):
-            return f"price forecast for {self.config.planner_zone} ends at {self.forecast.slots[-1].end.isoformat()}"
-        return None
+        return known.forecast_problem(self.forecast, self.config.planner_zone, now)
 
     def _battery_problem(self, name: str, inputs: BatteryInputs, now: datetime) -> str | None:
         """Why this one battery cannot be planned (a note in the status details; the node stays online)."""
         if inputs.spec is None:
             return inputs.spec_problem or "monitored, not planned: no spec received"
-        telemetry = self.telemetry_of(inputs, now)
-        if telemetry is None:
-            return "not planned: no telemetry received"
-        age = (now - telemetry.ts).total_seconds()
-        if age > self.config.planner_max_telemetry_age_s:
-            return (f"not planned: latest {telemetry.source} telemetry is {age:.0f} s old "
-                    f"(limit BESS_PLANNER_MAX_TELEMETRY_AGE_S={self.config.planner_max_telemetry_age_s:g})")
-        return None
+        return known.telemetry_problem(self.telemetry_of(inputs, now), now, self.config.planner_max_telemetry_age_s)
 
     def _report(self, name: str, note: str | None, node_problem: str | None) -> None:
         """Degraded only for a node-wide problem; per-battery notes go into the status details."""
@@ -496,17 +381,7 @@ class Planner(Service[PlannerConfig]):
         return min(candidates)
 
     def _next_boundary(self, now: datetime) -> datetime:
-        # slot starts too: a plan may begin at a later boundary than now (a gap in the prices)
-        boundaries = [
-            edge
-            for inputs in self.batteries.values()
-            if inputs.schedule is not None
-            for slot in inputs.schedule.slots
-            for edge in (slot.start, slot.end)
-            if edge > now
-        ]
-        hour = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
-        return min([*boundaries, hour])
+        return known.next_boundary((inputs.schedule for inputs in self.batteries.values()), now)
 
     async def step(self) -> datetime:
         """One pass of the loop: re-plan what needs it, let the autopilot act, say when to run next.
@@ -545,3 +420,6 @@ class Planner(Service[PlannerConfig]):
             timeout = (wake_at - self.clock()).total_seconds() + 0.001
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout=max(timeout, 0.001))
+
+
+__all__ = ["BatteryInputs", "Planner", "PlannerConfig"]

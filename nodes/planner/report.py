@@ -17,6 +17,7 @@ import msgspec
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from nodes.contract.energy import hours_between, slot_hours
 from nodes.contract.messages import BatterySpec, Schedule, ScheduleSlot
 from nodes.planner.baseline import DEFAULT_TZ, Dispatch, Evaluation
 
@@ -58,7 +59,7 @@ def local_day_hours(day: date, tz: str) -> float:
     zone = ZoneInfo(tz)
     start = datetime.combine(day, time(), zone).astimezone(UTC)
     end = datetime.combine(day + timedelta(days=1), time(), zone).astimezone(UTC)
-    return (end - start).total_seconds() / 3600.0
+    return hours_between(start, end)
 
 
 def days_line(backtest: Backtest) -> str:
@@ -286,8 +287,8 @@ def plan_summary(schedule: Schedule) -> str:
         .rstrip()
         for row in rows
     ]
-    charged = sum(s.charge_kw * _hours(s) for s in slots)
-    discharged = sum(s.discharge_kw * _hours(s) for s in slots)
+    charged = sum(s.charge_kw * slot_hours(s) for s in slots)
+    discharged = sum(s.discharge_kw * slot_hours(s) for s in slots)
     baseline = ("" if schedule.baseline_revenue_eur is None else
                 f" (top-N daily baseline on the same prices: EUR {schedule.baseline_revenue_eur:,.2f})")
     lines += [
@@ -303,10 +304,6 @@ def plan_summary(schedule: Schedule) -> str:
 
 def _align(cell: str, width: int, *, left: bool) -> str:
     return cell.ljust(width) if left else cell.rjust(width)
-
-
-def _hours(slot: ScheduleSlot) -> float:
-    return (slot.end - slot.start).total_seconds() / 3600.0
 
 
 def _action(slot: ScheduleSlot) -> tuple[str, float]:

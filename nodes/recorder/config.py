@@ -1,9 +1,16 @@
-"""The recorder's configuration (``BESS_*`` environment variables, see :mod:`nodes.runtime.config`)."""
+"""The recorder's configuration (``BESS_*`` environment variables, see :mod:`nodes.runtime.config`).
+
+The database settings (``BESS_STORE``, ``BESS_INFLUX_*``) are shared with ``deploy/up``; the recorder's own are
+``BESS_RECORDER_*``. Renamed in this release (the old names work until the next one, with a warning; the attributes
+keep them until then): ``BESS_BATCH_MAX_POINTS``, ``BESS_BATCH_MAX_DELAY_MS``, ``BESS_BATCH_AWAITED_DELAY_MS``,
+``BESS_HISTORY_MAX_ROWS``, ``BESS_SHUTDOWN_FLUSH_S`` (now ``BESS_RECORDER_*``).
+"""
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
+import msgspec
 from msgspec import Meta
 
 from nodes.runtime.config import MqttSettings
@@ -24,11 +31,17 @@ class RecorderConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
     influx_username: str | None = None
     influx_password: str | None = None
     influx_timeout_s: Annotated[float, Meta(gt=0, le=600)] = 10.0
-    batch_max_points: Annotated[int, Meta(ge=1, le=100_000)] = 5000
-    batch_max_delay_ms: Annotated[int, Meta(ge=0, le=60_000)] = 200
+    batch_max_points: Annotated[int, Meta(ge=1, le=100_000)] = msgspec.field(
+        default=5000, name="recorder_batch_max_points"
+    )
+    batch_max_delay_ms: Annotated[int, Meta(ge=0, le=60_000)] = msgspec.field(
+        default=200, name="recorder_batch_max_delay_ms"
+    )
     #: how long a batch holding a message someone waits for (a durable HTTP write) may wait before it is written;
     #: 0: as soon as the write before it is done (under load such messages are still written in groups)
-    batch_awaited_delay_ms: Annotated[int, Meta(ge=0, le=60_000)] = 0
+    batch_awaited_delay_ms: Annotated[int, Meta(ge=0, le=60_000)] = msgspec.field(
+        default=0, name="recorder_batch_awaited_delay_ms"
+    )
     #: publish battery/{battery}/stored (StoredUpTo) for devices that keep their readings until stored
     recorder_confirm_devices: bool = True
     #: at most one StoredUpTo per battery per this many ms
@@ -37,8 +50,12 @@ class RecorderConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
     #: 0 = automatic: 2 x batch_max_points, at least 10000 (capped at 65535).
     recorder_receive_maximum: Annotated[int, Meta(ge=0, le=RECEIVE_MAXIMUM_LIMIT)] = 0
     recorder_share_group: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")] | None = None
-    history_max_rows: Annotated[int, Meta(ge=1, le=10_000_000)] = 100_000
-    shutdown_flush_s: Annotated[float, Meta(ge=0, le=600)] = 10.0
+    history_max_rows: Annotated[int, Meta(ge=1, le=10_000_000)] = msgspec.field(
+        default=100_000, name="recorder_history_max_rows"
+    )
+    shutdown_flush_s: Annotated[float, Meta(ge=0, le=600)] = msgspec.field(
+        default=10.0, name="recorder_shutdown_flush_s"
+    )
 
     def problems(self) -> list[str]:
         """Cross-field checks (called by ``load_or_exit``)."""

@@ -1,6 +1,6 @@
 """A checked history plan -> Flux, the InfluxDB 2.x equivalent of :mod:`nodes.recorder.influxql` (pure).
 
-The same guarantees hold: names come from :data:`nodes.recorder.points.SERIES`, the tag value is a checked id
+The same guarantees hold: names come from :data:`nodes.recorder.table.SERIES`, the tag value is a checked id
 written as an escaped Flux string, times are RFC 3339 literals made from datetimes, durations and limits are
 integers. The result has the same shape as the InfluxQL one: one row per timestamp (``pivot``), all series
 merged (``group()``), ascending time, at most ``limit + 1`` rows. Downsampling uses ``aggregateWindow`` with
@@ -31,7 +31,7 @@ def to_flux(checked: Plan, bucket: str) -> str:
     series = checked.series
     # raw: the columns and the absent mask (the store applies it); means: the numeric columns
     fields = checked.columns if checked.every_s else checked.query_columns
-    field_test = " or ".join(f"r._field == {string(name)}" for name in fields if name != "plan_id")
+    field_test = " or ".join(f"r._field == {string(name)}" for name in fields if name not in series.tag_columns)
     lines = [
         f"from(bucket: {string(bucket)})",
         f"  |> range(start: {time(checked.begin)}, stop: {time(checked.end)})",

@@ -1,6 +1,6 @@
 """HistoryQuery -> InfluxQL, built so that no part of a request can change the query's shape (pure).
 
-* Identifiers (measurement, tag key, field names) come from :data:`nodes.recorder.points.SERIES` by ``kind``,
+* Identifiers (measurement, tag key, field names) come from :data:`nodes.recorder.table.SERIES` by ``kind``,
   never from the request, and are double-quoted anyway.
 * The one tag value (``battery`` or ``zone``) must be an id (``[a-z0-9_-]{1,64}``) **and** is written as an
   escaped single-quoted string literal: the check alone would be enough, the quoting keeps it safe if the check
@@ -28,7 +28,8 @@ from datetime import UTC, datetime
 
 from nodes.contract.messages import HistoryQuery
 from nodes.contract.topics import id_problems
-from nodes.recorder.points import MASK, SERIES, Series, query_time
+from nodes.recorder.points import MASK, query_time
+from nodes.recorder.table import SERIES, Series
 
 
 class QueryError(ValueError):
@@ -83,7 +84,7 @@ def plan(query: HistoryQuery, limit: int | None = None) -> Plan:
     series = SERIES.get(query.kind)
     if series is None:
         raise QueryError(f"unknown history kind {query.kind!r}; use one of {sorted(SERIES)}")
-    tag_value = query.zone if series.tag == "zone" else query.battery
+    tag_value = getattr(query, series.tag, None)  # the name comes from the table, never from the request
     if tag_value is None:
         raise QueryError(f"kind {query.kind!r} needs {series.tag!r}")
     problems = id_problems(tag_value, series.tag) if isinstance(tag_value, str) else [f"{series.tag} must be text"]

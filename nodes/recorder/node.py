@@ -1,8 +1,9 @@
 """The recorder node: every telemetry, command, state, schedule and price message ends up in InfluxDB.
 
 Consumes (QoS 1, persistent session, optionally as the MQTT 5 shared subscription ``$share/<group>/...``):
-    ``battery/+/telemetry``, ``battery/+/set`` (commands), ``battery/+/state``, ``battery/+/schedule``,
-    ``market/+/prices``: each becomes line protocol (:mod:`nodes.recorder.points`) written in batches;
+    every topic of :data:`nodes.recorder.table.TABLE` (``battery/+/telemetry``, ``battery/+/set`` (commands),
+    ``battery/+/state``, ``battery/+/schedule``, ``market/+/prices``): each message becomes line protocol by its
+    row's point builder (:mod:`nodes.recorder.points`), written in batches;
     ``history/request``: a :class:`HistoryQuery`, answered from the store.
 Produces:
     ``history/response/{client}`` (the request's MQTT 5 response topic, correlation data echoed): a
@@ -35,7 +36,7 @@ Lifecycle::
     serve      handlers add lines and wait for their batch; the flusher writes (retrying while the store is
                down, status degraded) and releases the batch, whose messages are then acknowledged and
                confirmed (receipts at once, device marks every confirm interval)
-    SIGTERM    flush what is pending (BESS_SHUTDOWN_FLUSH_S, default 10 s); anything not written stays
+    SIGTERM    flush what is pending (BESS_RECORDER_SHUTDOWN_FLUSH_S, default 10 s); anything not written stays
                unacknowledged and is redelivered to the next instance; close the store; bus offline
 """
 
@@ -44,41 +45,26 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import msgspec
 
-from nodes.contract.messages import (
-    BatteryState,
-    Command,
-    HistoryQuery,
-    HistoryResult,
-    PriceForecast,
-    Schedule,
-    Telemetry,
-)
-from nodes.contract.topics import (
-    COMMAND,
-    HISTORY,
-    PRICES,
-    SCHEDULE,
-    STATE,
-    STORED,
-    STORED_RESPONSE,
-    TELEMETRY,
-)
-from nodes.recorder import points
+from nodes.contract.messages import HistoryQuery, HistoryResult
+from nodes.contract.topics import HISTORY, STORED, STORED_RESPONSE
 from nodes.recorder.batcher import Batcher
 from nodes.recorder.config import RecorderConfig
 from nodes.recorder.confirm import Confirmations, correlation_text
 from nodes.recorder.influxql import QueryError
 from nodes.recorder.store import Store, StoreError, StoreUnavailable, make_store
+from nodes.recorder.table import TABLE, Stored
 from nodes.runtime.core import MessageBus
 from nodes.runtime.dispatch import Delivery
 from nodes.runtime.errors import BusUnavailable
 from nodes.runtime.node import Service
 
 log = logging.getLogger("bess.recorder")
+M = TypeVar("M", bound=msgspec.Struct)
 
 
 class Recorder(Service[RecorderConfig]):
@@ -119,11 +105,8 @@ class Recorder(Service[RecorderConfig]):
         if self.config.recorder_confirm_devices and share is not None:
             log.info("no device confirmations (battery/+/stored) on a shared subscription: the broker deals one "
                      "battery's readings to several replicas, so none of them sees a contiguous range")
-        bus.subscribe(TELEMETRY, self._on_telemetry, share_group=share)
-        bus.subscribe(COMMAND, self._on_command, share_group=share)
-        bus.subscribe(STATE, self._on_state, share_group=share)
-        bus.subscribe(SCHEDULE, self._on_schedule, share_group=share)
-        bus.subscribe(PRICES, self._on_prices, share_group=share)
+        for row in TABLE:
+            bus.subscribe(row.topic, self._handler(row), share_group=share)
         bus.serve(HISTORY, self._answer_history, share_group=share)
         bus.set_counters_source(self.counters)
         self.batcher.start()
@@ -161,39 +144,26 @@ class Recorder(Service[RecorderConfig]):
         _quiet_abandoned_acks(asyncio.get_running_loop())
         await self.store.close()
 
-    # -- data messages: one line builder each, then wait for the batch -------------------------------------------
+    # -- data messages: one handler per row of the table, each waits for its batch ---------------------------
 
-    async def _store(self, lines: list[str], delivery: Delivery) -> None:
-        assert self.batcher is not None
-        self.messages += 1
-        awaited = delivery.response_topic is not None
-        refused = await self.batcher.add(lines, urgent=awaited)
-        if awaited:
-            self._confirm(delivery, refused)
+    def _handler(self, row: Stored[M]) -> Callable[[dict[str, str], M, Delivery], Awaitable[None]]:
+        """The handler of one stored topic: its row's lines, then wait until the batch holding them is written."""
+        lines, tag, device_reading = row.lines, row.series.tag, row.device_reading
 
-    async def _on_telemetry(self, params: dict[str, str], msg: Telemetry, delivery: Delivery) -> None:
-        # The hot path, so no helper coroutine in between: one line, then wait for its batch.
-        assert self.batcher is not None
-        self.messages += 1
-        awaited = delivery.response_topic is not None
-        refused = await self.batcher.add([points.telemetry_line(params["battery"], msg)], urgent=awaited)
-        if awaited:
-            self._confirm(delivery, refused)
-        # a retained copy is a replay of the latest reading, not part of the ordered stream the mark vouches for
-        if self.device_marks and msg.source == "device" and not delivery.retain:
-            self.confirmations.device_reading(params["battery"], msg.ts)
+        async def store(params: dict[str, str], msg: M, delivery: Delivery) -> None:
+            assert self.batcher is not None
+            self.messages += 1
+            awaited = delivery.response_topic is not None
+            refused = await self.batcher.add(lines(params[tag], msg), urgent=awaited)
+            if awaited:
+                self._confirm(delivery, refused)
+            # a retained copy is a replay of the latest reading, not part of the ordered stream a mark vouches for
+            if device_reading is not None and self.device_marks and not delivery.retain:
+                ts = device_reading(msg)
+                if ts is not None:
+                    self.confirmations.device_reading(params[tag], ts)
 
-    async def _on_command(self, params: dict[str, str], msg: Command, delivery: Delivery) -> None:
-        await self._store(points.command_lines(params["battery"], msg), delivery)
-
-    async def _on_state(self, params: dict[str, str], msg: BatteryState, delivery: Delivery) -> None:
-        await self._store(points.state_lines(params["battery"], msg), delivery)
-
-    async def _on_schedule(self, params: dict[str, str], msg: Schedule, delivery: Delivery) -> None:
-        await self._store(points.schedule_lines(params["battery"], msg), delivery)
-
-    async def _on_prices(self, params: dict[str, str], msg: PriceForecast, delivery: Delivery) -> None:
-        await self._store(points.prices_lines(params["zone"], msg), delivery)
+        return store
 
     # -- stored confirmations -----------------------------------------------------------------------------------
 
@@ -251,7 +221,7 @@ class Recorder(Service[RecorderConfig]):
     # -- history ----------------------------------------------------------------------------------------------
 
     async def history(self, query: HistoryQuery) -> HistoryResult:
-        """Answer ``query`` (its limit capped by ``BESS_HISTORY_MAX_ROWS``); failures become ``ok=False``."""
+        """Answer ``query`` (its limit capped by ``BESS_RECORDER_HISTORY_MAX_ROWS``); failures become ``ok=False``."""
         self.history_requests += 1
         capped = msgspec.structs.replace(query, limit=min(query.limit, self.config.history_max_rows))
         try:

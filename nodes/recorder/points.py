@@ -1,23 +1,7 @@
 """Messages -> InfluxDB line protocol (pure: no I/O, no clock).
 
-One function per message type returns the lines to write. The layout of every measurement is declared once in
-:data:`SERIES`, which the query side (:mod:`nodes.recorder.influxql`, :mod:`nodes.recorder.flux`) reads too:
-
-=============  =================  ===========================================================  ==============
-measurement    tags               fields                                                       time
-=============  =================  ===========================================================  ==============
-telemetry      battery            soc_kwh, power_kw, target_charge_kw, target_discharge_kw,    ``ts``
-                                  source
-command        battery            action, power_kw, command_id, source, valid_until, plan_id,  ``issued_at``
-                                  text
-state          battery            mode, power_kw, command_id, command_source, valid_until,     ``ts``
-                                  limits_hit (comma-joined), reason
-schedule       battery, plan_id   price_eur_per_mwh, charge_kw, discharge_kw, soc_kwh, end,    slot ``start``
-                                  created_at (one point per slot)
-plan           battery            plan_id, expected_revenue_eur, baseline_revenue_eur,         ``created_at``
-                                  soc_initial_kwh, slots, zone, solver, solve_ms, reason
-prices         zone               price_eur_per_mwh, end, issued_at, source (one per slot)     slot ``start``
-=============  =================  ===========================================================  ==============
+One function per message type returns the lines to write. Which topic each serves, and the layout of every
+measurement (its tags, fields and time), is declared once in :mod:`nodes.recorder.table`.
 
 Why it is written this way:
 
@@ -47,18 +31,10 @@ this only guards against a malformed ``plan_id``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
-from nodes.contract.messages import (
-    BatteryState,
-    Command,
-    HistoryKind,
-    PriceForecast,
-    Schedule,
-    Telemetry,
-)
+from nodes.contract.messages import BatteryState, Command, PriceForecast, Schedule, Telemetry
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
@@ -67,56 +43,8 @@ _isfinite = math.isfinite
 _TAG_SPECIAL = frozenset(",= \n\r\\")
 
 
-@dataclass(frozen=True)
-class Series:
-    """How one history kind is stored: measurement, the tag a query filters on, and its columns."""
-
-    measurement: str
-    tag: str
-    columns: tuple[str, ...]
-    """Raw query columns in order (fields, plus tags such as ``plan_id`` that are worth returning)."""
-    numeric: tuple[str, ...]
-    """The float fields, the only ones a downsampled (mean) query returns."""
-    optional: tuple[str, ...] = ()
-    """Float fields a message may leave out; each point names the ones it left out in its :data:`MASK` field."""
-    blank_is_none: tuple[str, ...] = ()
-    """Text fields a message may leave out: written as ``""`` (so a later record clears an earlier value), read as
-    absent."""
-
-
 MASK = "absent"
 """The string field naming the optional float fields a point's message left out (comma-joined, ``""`` if none)."""
-
-SERIES: dict[HistoryKind, Series] = {
-    "telemetry": Series(
-        "telemetry",
-        "battery",
-        ("soc_kwh", "power_kw", "target_charge_kw", "target_discharge_kw", "source"),
-        ("soc_kwh", "power_kw", "target_charge_kw", "target_discharge_kw"),
-        optional=("power_kw", "target_charge_kw", "target_discharge_kw"),
-    ),
-    "command": Series(
-        "command",
-        "battery",
-        ("action", "power_kw", "command_id", "source", "valid_until", "plan_id", "text"),
-        ("power_kw",),
-        blank_is_none=("plan_id", "text"),
-    ),
-    "state": Series(
-        "state",
-        "battery",
-        ("mode", "power_kw", "command_id", "command_source", "valid_until", "limits_hit", "reason"),
-        ("power_kw",),
-        blank_is_none=("command_id", "command_source", "valid_until"),
-    ),
-    "schedule": Series(
-        "schedule",
-        "battery",
-        ("plan_id", "price_eur_per_mwh", "charge_kw", "discharge_kw", "soc_kwh", "end", "created_at"),
-        ("price_eur_per_mwh", "charge_kw", "discharge_kw", "soc_kwh"),
-    ),
-    "prices": Series("prices", "zone", ("price_eur_per_mwh", "end", "issued_at", "source"), ("price_eur_per_mwh",)),
-}
 
 
 # -- scalars ---------------------------------------------------------------------------------------------------
@@ -370,8 +298,6 @@ def prices_lines(zone: str, msg: PriceForecast) -> list[str]:
 
 __all__ = [
     "MASK",
-    "SERIES",
-    "Series",
     "command_lines",
     "epoch_us",
     "escape_key",

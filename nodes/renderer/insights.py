@@ -14,6 +14,7 @@ from typing import Literal
 import msgspec
 import numpy as np
 
+from nodes.contract import energy
 from nodes.contract.messages import BatterySpec, Schedule
 from nodes.renderer import ledger
 from nodes.renderer.ledger import MAX_HOLD_S, MAX_SPAN_S, Totals
@@ -89,13 +90,13 @@ def plan_revenue_eur(schedule: Schedule, begin_s: float | None = None, end_s: fl
             end = min(end, end_s)
         if end > start:
             net_kw = slot.discharge_kw - slot.charge_kw
-            total += net_kw * (end - start) / 3600.0 * slot.price_eur_per_mwh / 1000.0
+            total += energy.value_eur(energy.energy_kwh(net_kw, end - start), slot.price_eur_per_mwh)
     return total
 
 
 def _ratio_price(eur: float, kwh: float) -> float | None:
     # EUR / kWh * 1000 = EUR/MWh; nothing moved means no average price, not 0
-    return eur / kwh * 1000.0 if kwh > 1e-9 else None
+    return eur / kwh * energy.KWH_PER_MWH if kwh > 1e-9 else None
 
 
 def _source(measured_kwh: float, derived_kwh: float) -> PowerSource:
@@ -136,9 +137,9 @@ def insights_from_totals(
 
     cycles = cycle_cost = None
     if spec is not None:
-        usable = spec.soc_max_kwh - spec.soc_min_kwh
-        cycles = discharged / usable if usable > 0 else None
-        cycle_cost = discharged / 1000.0 * spec.cycle_cost_eur_per_mwh
+        # what the meter saw leave the battery, over the usable range (the planner counts what left the cells)
+        cycles = energy.full_cycles(discharged, spec)
+        cycle_cost = energy.value_eur(discharged, spec.cycle_cost_eur_per_mwh)
 
     plan_to_date = None
     if schedule is not None and sums.begin_s is not None and sums.end_s is not None and sums.end_s > sums.begin_s:

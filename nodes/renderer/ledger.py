@@ -16,10 +16,10 @@ The energy model, interval by interval (``[t_k, t_k+1)`` between consecutive sam
 3. **not covered**: otherwise nothing is integrated and the interval counts as a data gap.
 
 Each interval is split at price-slot and bucket boundaries, so each piece is paid at its own slot's price:
-revenue = power x hours x price / 1000 (kW x h x EUR/MWh -> EUR), + when discharging (selling), - when
-charging (buying). Efficiency loss is additive too: over a measured piece it is charged - discharged - the
-SOC change along the piece (SOC interpolated linearly between the samples); derived pieces have none by
-construction.
+revenue = power x hours x price / 1000 (kW x h x EUR/MWh -> EUR, :func:`nodes.contract.energy.value_eur`),
++ when discharging (selling), - when charging (buying). Efficiency loss is additive too: over a measured piece it
+is charged - discharged - the SOC change along the piece (SOC interpolated linearly between the samples); derived
+pieces have none by construction.
 
 Chunks: a UTC day's buckets depend only on the samples within :data:`MAX_SPAN_S` of the day (an interval
 longer than that is never integrated), so a day computed from the raw rows of
@@ -36,6 +36,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
+from nodes.contract import energy
 from nodes.renderer.series import FloatArray, PriceSeries, TelemetrySeries
 
 MAX_HOLD_S: Final = 900.0
@@ -75,18 +76,25 @@ class Buckets:
         return int(self.sums.shape[0])
 
 
-def _intervals(
-    series: TelemetrySeries, max_hold_s: float, max_span_s: float
+def interval_power(
+    time_s: FloatArray,
+    soc_kwh: FloatArray,
+    power_kw: FloatArray,
+    max_hold_s: float = MAX_HOLD_S,
+    max_span_s: float = MAX_SPAN_S,
 ) -> tuple[FloatArray, npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
-    """Per interval between consecutive samples: power (kW, + discharge; NaN if not covered), measured?,
-    derived?"""
-    t, soc, power = series.time_s, series.soc_kwh, series.power_kw
-    dt = np.diff(t)
-    measured = np.isfinite(power[:-1]) & (dt <= max_hold_s)
-    dsoc = np.diff(soc)
+    """The energy model of the module docstring, per interval between consecutive samples (sorted by time):
+    power (kW, + discharge; NaN if not covered), measured?, derived from SOC?
+
+    The one place that decides what a battery did between two readings: the KPIs integrate it and the power
+    figure draws it (:func:`nodes.renderer.figures.power_intervals`).
+    """
+    dt = np.diff(time_s)
+    measured = np.isfinite(power_kw[:-1]) & (dt <= max_hold_s)
+    dsoc = np.diff(soc_kwh)
     derived = ~measured & np.isfinite(dsoc) & (dt <= max_span_s) & (dt > 0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        rate = np.where(measured, power[:-1], np.where(derived, -dsoc / (dt / 3600.0), np.nan))
+        rate = np.where(measured, power_kw[:-1], np.where(derived, energy.power_from_soc_kw(dsoc, dt), np.nan))
     return rate, measured, derived
 
 
@@ -123,7 +131,7 @@ def integrate(
     if t.size < 2:
         return out
 
-    rate, measured, derived = _intervals(series, max_hold_s, max_span_s)
+    rate, measured, derived = interval_power(series.time_s, series.soc_kwh, series.power_kw, max_hold_s, max_span_s)
     lo, hi = max(float(t[0]), float(edges[0])), min(float(t[-1]), float(edges[-1]))
     if hi <= lo:
         return out
@@ -136,12 +144,12 @@ def integrate(
     k = np.clip(np.searchsorted(t, start, side="right") - 1, 0, rate.size - 1)
     bucket = np.searchsorted(edges, start, side="right") - 1
     ok = np.isfinite(rate[k])
-    energy = np.where(ok, rate[k], 0.0) * seconds / 3600.0  # kWh, + discharged
+    moved = energy.energy_kwh(np.where(ok, rate[k], 0.0), seconds)  # kWh, + discharged
     price = prices.price_at(start)
     priced = np.isfinite(price) & ok
     price0 = np.where(priced, price, 0.0)
-    charged = np.where(energy < 0, -energy, 0.0)
-    discharged = np.where(energy > 0, energy, 0.0)
+    charged = np.where(moved < 0, -moved, 0.0)
+    discharged = np.where(moved > 0, moved, 0.0)
     # Efficiency loss along measured pieces: energy in - energy out - SOC gained along the piece.
     dt = np.diff(t)
     soc_step = np.diff(series.soc_kwh)
@@ -155,13 +163,13 @@ def integrate(
 
     add(CHARGED, charged)
     add(DISCHARGED, discharged)
-    add(DERIVED, np.where(derived[k], np.abs(energy), 0.0))
-    add(REVENUE, energy * price0 / 1000.0)
-    add(BUY_EUR, charged * price0 / 1000.0)
+    add(DERIVED, np.where(derived[k], np.abs(moved), 0.0))
+    add(REVENUE, energy.value_eur(moved, price0))
+    add(BUY_EUR, energy.value_eur(charged, price0))
     add(PRICED_CHARGED, np.where(priced, charged, 0.0))
-    add(SELL_EUR, discharged * price0 / 1000.0)
+    add(SELL_EUR, energy.value_eur(discharged, price0))
     add(PRICED_DISCHARGED, np.where(priced, discharged, 0.0))
-    add(UNPRICED, np.where(ok & ~priced, np.abs(energy), 0.0))
+    add(UNPRICED, np.where(ok & ~priced, np.abs(moved), 0.0))
     add(GAP_S, np.where(ok, 0.0, seconds))
     add(COVERED_S, np.where(ok, seconds, 0.0))
     add(LOSS, loss)

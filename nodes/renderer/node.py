@@ -4,18 +4,18 @@ Consumes: ``battery/+/telemetry``, ``battery/+/spec``, ``battery/+/state``, ``ba
 ``battery/+/schedule``, ``market/{zone}/prices``, ``node/+/status``; history from the recorder over
 ``history/request`` (never the database directly).
 Produces: ``battery/{battery}/figure/{soc|power|prices|schedule|insights}`` (retained Plotly JSON) for the
-default window (the last 24 h) whenever a battery's inputs change (at most every ``BESS_RENDER_INTERVAL_S``),
+default window (the last 24 h) whenever a battery's inputs change (at most every ``BESS_RENDERER_INTERVAL_S``),
 and the dashboard on ``BESS_DASHBOARD_PORT``, where every viewer picks its own window (figures for other
-windows are computed on demand and cached for ``BESS_FIGURE_CACHE_S``).
+windows are computed on demand and cached for ``BESS_RENDERER_FIGURE_CACHE_S``).
 
 Two kinds of history:
 
-* for drawing, the recorder's answer for the window: raw rows when they fit ``BESS_MAX_POINTS``, else means
-  per bucket (each drawn over the bucket it stands for), re-read every ``BESS_HISTORY_REFRESH_S`` with live
+* for drawing, the recorder's answer for the window: raw rows when they fit ``BESS_RENDERER_MAX_POINTS``, else means
+  per bucket (each drawn over the bucket it stands for), re-read every ``BESS_RENDERER_HISTORY_REFRESH_S`` with live
   telemetry appended in between;
 * for KPIs, raw rows only, integrated exactly into 15-minute rollups (:mod:`nodes.renderer.ledger`): the
   days still open are kept raw and refreshed incrementally, final days are read once in the background (at
-  most ``BESS_KPI_MAX_ROWS`` rows per window; beyond that the page says so instead of showing a guess).
+  most ``BESS_RENDERER_KPI_MAX_ROWS`` rows per window; beyond that the page says so instead of showing a guess).
 
 If the recorder does not answer, the figures are drawn from live data alone and the node reports ``degraded``.
 Lifecycle: the common node lifecycle (nodes.runtime.node); the web server starts in ``run`` and stops (closing
@@ -56,16 +56,18 @@ from nodes.contract.topics import (
     STATE,
     STATUS,
     TELEMETRY,
-    id_problems,
 )
-from nodes.renderer.auth import DashboardAuth
-from nodes.renderer.figures import FIGURE_IDS, render_all, to_message
+from nodes.renderer import history as hist
+from nodes.renderer.config import RendererConfig
+from nodes.renderer.dashboard import DashboardState, WindowFigures
+from nodes.renderer.draw import Drawing, Scene, draw
+from nodes.renderer.figures import FIGURE_IDS
+from nodes.renderer.history import DisplayHistory, bucket_seconds
 from nodes.renderer.insights import Insights, insights_from_totals, pending
 from nodes.renderer.kpis import DayFiller, KpiBook, compute_day, runs
 from nodes.renderer.series import PriceSeries, TelemetrySeries, downsample, to_datetime
-from nodes.renderer.web import DashboardState, WindowFigures, build_app
+from nodes.renderer.web import build_app
 from nodes.renderer.windows import DEFAULT_WINDOW, TimeWindow
-from nodes.runtime.config import MqttSettings
 from nodes.runtime.core import MessageBus
 from nodes.runtime.dispatch import Delivery
 from nodes.runtime.errors import BusUnavailable
@@ -76,70 +78,6 @@ log = logging.getLogger("bess.renderer")
 
 FILL_RUN_DAYS = 7
 """Background KPI reads go newest first in runs of this many days, so recent windows are ready first."""
-
-
-class RendererConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
-    """``BESS_*`` settings of the renderer."""
-
-    dashboard_host: str = "127.0.0.1"
-    dashboard_port: int = 8050
-    renderer_zone: str = "de-lu"
-    render_interval_s: float = 1.0
-    history_refresh_s: float = 60.0
-    history_timeout_s: float = 10.0
-    max_points: int = 2000
-    live_buffer: int = 20_000
-    history_page_rows: int = 20_000
-    kpi_max_rows: int = 5_000_000
-    figure_cache_s: float = 10.0
-    dashboard_token: str | None = None
-    gateway_token: str | None = None
-    """``BESS_GATEWAY_TOKEN``: the dashboard's token when ``BESS_DASHBOARD_TOKEN`` is not set."""
-    gateway_read_token: str | None = None
-    """``BESS_GATEWAY_READ_TOKEN``: may view (never write) when the dashboard uses the gateway's token."""
-    dashboard_view_token_required: bool = True
-
-    def problems(self) -> list[str]:
-        """Invalid settings, reported at start-up (exit 2)."""
-        found = id_problems(self.renderer_zone, "BESS_RENDERER_ZONE")
-        if not 0 < self.dashboard_port < 65536:
-            found.append("BESS_DASHBOARD_PORT must be a port number")
-        if self.max_points < 10 or self.render_interval_s <= 0:
-            found.append("BESS_MAX_POINTS must be >= 10 and BESS_RENDER_INTERVAL_S > 0")
-        if not 100 <= self.history_page_rows <= 100_000:
-            found.append("BESS_HISTORY_PAGE_ROWS must be 100 to 100000 (the recorder answers at most 100000 rows)")
-        if self.kpi_max_rows < 1 or self.figure_cache_s < 0:
-            found.append("BESS_KPI_MAX_ROWS must be >= 1 and BESS_FIGURE_CACHE_S >= 0")
-        if self.dashboard_token is not None and not self.dashboard_token.strip():
-            found.append("BESS_DASHBOARD_TOKEN is empty: unset it or give a token")
-        return found
-
-    def auth(self) -> DashboardAuth | None:
-        """The dashboard's token check: its own token, else the gateway's ("one token for both")."""
-        own = (self.dashboard_token or "").strip() or None
-        token = own or (self.gateway_token or "").strip() or None
-        if token is None:
-            return None
-        view = None if own else (self.gateway_read_token or "").strip() or None
-        return DashboardAuth(token, self.dashboard_view_token_required, view)
-
-
-def bucket_seconds(begin: datetime, end: datetime, max_points: int) -> int | None:
-    """Downsampling bucket for a window: None (raw) when raw data fits, else whole seconds per point."""
-    span_s = (end - begin).total_seconds()
-    every = math.ceil(span_s / max_points)
-    return None if every <= 2 else every
-
-
-@dataclass
-class DisplayHistory:
-    """The history drawn for one window, as last read from the recorder."""
-
-    series: TelemetrySeries
-    begin_s: float
-    until_s: float
-    read_at: float
-    """``time.monotonic()`` of the read."""
 
 
 @dataclass
@@ -298,13 +236,12 @@ class Renderer(Service[RendererConfig]):
 
     async def _ensure_prices(self, begin_s: float, end_s: float) -> None:
         """Raw price history over ``[begin_s, end_s)`` merged into :attr:`price_history` (re-read when recent)."""
-        begin_s = math.floor(begin_s / 86400) * 86400.0
-        end_s = math.ceil(end_s / 86400) * 86400.0
+        begin_s, end_s = hist.price_days(begin_s, end_s)
         now = time.monotonic()
-        recent = end_s > time.time() - 2 * 86400
-        for lo, hi, read_at in self.price_ranges:
-            if lo <= begin_s and hi >= end_s and (not recent or now - read_at < self.config.history_refresh_s):
-                return
+        recent = end_s > time.time() - 2 * hist.DAY_S
+        if hist.covered(self.price_ranges, begin_s, end_s, recent=recent, now=now,
+                         refresh_s=self.config.history_refresh_s):
+            return
         parts = [
             PriceSeries.from_history(r)
             async for r, _ in self._raw_pages("prices", begin_s, end_s, zone=self.config.renderer_zone)
@@ -332,13 +269,6 @@ class Renderer(Service[RendererConfig]):
         view.book.merge_open(rows, begin_s, until_s, now_s)
         view.open_read_at = time.monotonic()
 
-    def _density(self, view: BatteryView) -> float | None:
-        """Raw rows per second lately (from the open range), to decide between raw rows and means."""
-        series = view.book.open_raw
-        if len(series) < 2:
-            return None
-        return len(series) / max(float(series.time_s[-1] - series.time_s[0]), 1.0)
-
     async def _display_history(
         self, battery: str, view: BatteryView, window: TimeWindow, begin: datetime, end: datetime
     ) -> DisplayHistory:
@@ -346,10 +276,9 @@ class Renderer(Service[RendererConfig]):
         if cached is not None and time.monotonic() - cached.read_at <= self.config.history_refresh_s:
             return cached
         every = bucket_seconds(begin, end, self.config.max_points)
-        density = self._density(view)
         span_s = (end - begin).total_seconds()
         series: TelemetrySeries | None = None
-        if every is None or density is None or density * span_s <= self.config.max_points:
+        if hist.raw_may_fit(every, hist.density(view.book.open_raw), span_s, self.config.max_points):
             raw = await self._history(
                 "telemetry", begin, end, every_s=None, limit=self.config.max_points, battery=battery
             )
@@ -362,33 +291,14 @@ class Renderer(Service[RendererConfig]):
             # a bucket mean stands for its bucket, but never for time before the first or after the last sample
             first = await self._history("telemetry", begin, end, every_s=None, limit=1, battery=battery)
             lo = TelemetrySeries.from_history(first).time_s[:1]
-            latest = view.book.latest_s()
-            series = TelemetrySeries.from_history(
-                means,
-                bucket_s=every or 3,
-                begin_s=max(begin.timestamp(), float(lo[0]) if lo.size else -math.inf),
-                end_s=min(end.timestamp(), latest + 1e-6) if latest is not None else end.timestamp(),
-            )
+            begin_s, end_s = hist.means_range(begin.timestamp(), end.timestamp(),
+                                               float(lo[0]) if lo.size else None, view.book.latest_s())
+            series = TelemetrySeries.from_history(means, bucket_s=every or 3, begin_s=begin_s, end_s=end_s)
         history = DisplayHistory(series, begin.timestamp(), end.timestamp(), time.monotonic())
         view.display[window.key] = history
         while len(view.display) > 16:
             del view.display[next(iter(view.display))]
         return history
-
-    def _with_live(self, view: BatteryView, history: DisplayHistory | None, begin_s: float, end_s: float
-                   ) -> TelemetrySeries:
-        since = history.until_s if history is not None else -math.inf
-        live = []
-        for message in reversed(view.live):
-            ts = message.ts.timestamp()
-            if ts < since - 300:  # arrival order is time order, give or take late deliveries
-                break
-            if since <= ts < end_s and ts >= begin_s:
-                live.append(message)
-        live_series = TelemetrySeries.from_telemetry(live)
-        if history is None:
-            return live_series
-        return history.series.between(begin_s, end_s).concat(live_series)
 
     # -- KPIs -------------------------------------------------------------------------------------------------
 
@@ -435,7 +345,7 @@ class Renderer(Service[RendererConfig]):
         except _TooManyRows:
             view.fill_error = (
                 f"not computed: this window has more than {self.config.kpi_max_rows:,} raw samples "
-                f"(BESS_KPI_MAX_ROWS); {done} of {len(days)} days are read, choose a shorter window"
+                f"(BESS_RENDERER_KPI_MAX_ROWS); {done} of {len(days)} days are read, choose a shorter window"
             )
             view.fill_blocked_until = time.monotonic() + 600
         except (TimeoutError, BusUnavailable, RuntimeError) as exc:
@@ -453,8 +363,8 @@ class Renderer(Service[RendererConfig]):
 
     # -- drawing ----------------------------------------------------------------------------------------------
 
-    async def build(self, battery: str, window: TimeWindow) -> WindowFigures:
-        """Every figure of ``battery`` over ``window``, encoded as contract Figures."""
+    async def build(self, battery: str, window: TimeWindow) -> Drawing:
+        """Every figure of ``battery`` over ``window`` (contract Figures, drawn in a worker thread)."""
         view = self._view(battery)
         now = datetime.now(UTC)
         now_s = now.timestamp()
@@ -469,23 +379,23 @@ class Renderer(Service[RendererConfig]):
                 self._degraded(exc)
             else:
                 self.bus.set_state("online")
-        telemetry = self._with_live(view, history, begin.timestamp(), end.timestamp() + (1.0 if live else 0.0))
-        insights = self._insights(battery, view, begin.timestamp(), end.timestamp(), now_s)
+        telemetry = hist.with_live(view.live, history, begin.timestamp(), end.timestamp() + (1.0 if live else 0.0))
         x_end = end + (end - begin) / 2 if live else end
-        prices = downsample(self._prices().window(begin, x_end), self.config.max_points)
-        figures = await asyncio.to_thread(
-            render_all, telemetry, prices, view.schedule, view.spec, insights,
-            now=now, x_range=(begin, x_end), live=live, plan_note=self.dashboard.notes_for(battery).get("planner"),
+        scene = Scene(
+            battery=battery,
+            telemetry=telemetry,
+            prices=downsample(self._prices().window(begin, x_end), self.config.max_points),
+            schedule=view.schedule,
+            spec=view.spec,
+            insights=self._insights(battery, view, begin.timestamp(), end.timestamp(), now_s),
+            now=now,
+            x_range=(begin, x_end),
+            live=live,
+            plan_note=self.dashboard.notes_for(battery).get("planner"),
         )
-        encoded = {fid: FIGURE.encode(to_message(fig, fid, battery, now)) for fid, fig in figures.items()}
+        drawing = await asyncio.to_thread(draw, scene, self.config.figure_cache_s)
         self.bus.counters["renders"] += 1
-        if insights.status == "computing":
-            refresh: float | None = 2.0
-        elif live:
-            refresh = max(self.config.figure_cache_s, 10.0)
-        else:
-            refresh = None
-        return WindowFigures(encoded, refresh)
+        return drawing
 
     async def figures_for(self, battery: str, window: TimeWindow) -> WindowFigures:
         """The dashboard's provider: figures for a viewer's window, cached briefly, one build per key at a time."""
@@ -502,7 +412,8 @@ class Renderer(Service[RendererConfig]):
         future: asyncio.Future[WindowFigures] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         try:
-            answer = await self.build(battery, window)
+            drawing = await self.build(battery, window)
+            answer = WindowFigures.of(drawing.figures, drawing.refresh_s)
             future.set_result(answer)
         except Exception as exc:
             future.set_exception(exc)
@@ -516,14 +427,11 @@ class Renderer(Service[RendererConfig]):
         return answer
 
     async def render(self, battery: str) -> None:
-        """Build the default window's figures for ``battery`` and publish them (MQTT and the dashboard)."""
-        answer = await self.build(battery, DEFAULT_WINDOW)
-        for figure_id, payload in answer.figures.items():  # all at once: a page never sees half a set
-            self.dashboard.set_figure_json(battery, figure_id, payload)
-        for figure_id, payload in answer.figures.items():
-            await self.bus.publish_bytes(
-                self.bus.name(FIGURE, battery=battery, figure=figure_id), payload, qos=FIGURE.qos, retain=FIGURE.retain
-            )
+        """Draw the default window of ``battery`` and fan the figures out: the dashboard, then the bus (typed)."""
+        drawing = await self.build(battery, DEFAULT_WINDOW)
+        self.dashboard.set_figures(battery, drawing.figures)  # all at once: a page never sees half a set
+        for figure in drawing.figures:
+            await self.bus.publish(FIGURE, figure, battery=battery, figure=figure.figure)
 
     # -- lifecycle --------------------------------------------------------------------------------------------
 
@@ -562,3 +470,6 @@ class Renderer(Service[RendererConfig]):
         if self._listener is not None:
             with contextlib.suppress(Exception):
                 await self._listener.stop()
+
+
+__all__ = ["Renderer", "RendererConfig"]

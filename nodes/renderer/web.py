@@ -1,9 +1,9 @@
 """The live dashboard over HTTP (aiohttp): pages, a JSON API and a server-sent-events stream. No MQTT here.
 
-The renderer's node shell owns the bus and feeds a :class:`DashboardState` (``set_figure``, ``set_status``,
-``set_state``, ``set_control``, ``set_telemetry``); every change is stored as the latest value and fanned out
-to the connected browsers. A browser opens ``GET /events?battery=...``, first receives the current statuses
-and states (and, on the default window, the figures), then live updates, and redraws with ``Plotly.react``.
+The renderer's node shell owns the bus and feeds a :class:`~nodes.renderer.dashboard.DashboardState` (what the
+dashboard shows and the fan-out to browsers). A browser opens ``GET /events?battery=...``, first receives the
+current statuses and states (and, on the default window, the figures), then live updates, and redraws with
+``Plotly.react``.
 Plotly.js is served from the installed Python package (``/static/plotly.min.js``), never from a CDN.
 
 The time window belongs to the viewer: it is in the page's URL (``?window=7d``, ``?begin=..&end=..``, see
@@ -25,14 +25,7 @@ Routes::
     GET  /events[?battery=id][&figures=0]  text/event-stream; events: figure, status, state, control, telemetry
     GET  /login, POST /login      only with a dashboard token (:mod:`nodes.renderer.auth`)
 
-Event data is one JSON envelope: ``{"kind": ..., "battery": ... | null, "data": <payload>}``. A node status
-belongs to the topic it arrived on: ``set_status(node, status)`` keys it by that name, never by the name
-inside the payload (a node cannot report for another).
-
-Slow browsers: each SSE client has a bounded queue keyed by what the event is about (figure id, node,
-battery); a newer value replaces a queued older one (all events are latest-value), and when the queue is
-still full the oldest entry is dropped and counted. A stalled browser therefore costs bounded memory and, on
-catching up, sees the latest state rather than a backlog.
+Events and how slow browsers are handled: :mod:`nodes.renderer.dashboard`.
 
 Lifecycle: ``build_app(state)`` -> run it (``web.AppRunner``) -> on shutdown ``state.close()`` ends every
 open event stream so the server stops promptly.
@@ -46,288 +39,36 @@ import hashlib
 import html
 import logging
 import re
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC
 from functools import cache
 from importlib import resources
-from itertools import count
 from typing import Any, Final
 
 import msgspec
 import plotly
 from aiohttp import web
 
-from nodes.contract.messages import BatteryState, ControlMode, Figure, NodeStatus, Telemetry
-from nodes.contract.names import ID_PATTERN, ID_RULE, ID_SHAPE
+from nodes.contract.messages import NodeStatus
+from nodes.contract.names import ID_PATTERN, ID_RULE
 from nodes.renderer import auth as dashboard_auth
+from nodes.renderer.dashboard import (
+    DashboardState,
+    control_summary,
+    figure_order,
+)
 from nodes.renderer.figures import FIGURE_IDS
 from nodes.renderer.windows import DEFAULT_WINDOW, WINDOW_PRESETS, TimeWindow, WindowError, parse_window
 
 log = logging.getLogger(__name__)
+_encoder = msgspec.json.Encoder()
 
-ID_RE: Final = ID_PATTERN
 STATIC_FILES: Final = {"dashboard.js": "application/javascript", "dashboard.css": "text/css"}
 INDEX_KINDS: Final = frozenset({"status", "state", "control", "telemetry"})
 
 
-@dataclass(frozen=True)
-class WindowFigures:
-    """Figures for one window: encoded contract Figures by id, and when the page should ask again."""
-
-    figures: dict[str, bytes]
-    refresh_s: float | None
-
-
-FigureProvider = Callable[[str, TimeWindow], Awaitable[WindowFigures]]
-"""``provider(battery, window)``: the figures of a battery for a viewer's window (computed on demand)."""
-
-_encoder = msgspec.json.Encoder()
-
-EventKey = tuple[str, str | None, str]
-
-
-@dataclass(eq=False)
-class EventClient:
-    """One connected event stream: a bounded queue of frames keyed by what they are about."""
-
-    battery: str | None
-    limit: int
-    kinds: frozenset[str] | None = None
-    pending: OrderedDict[EventKey, bytes] = field(default_factory=OrderedDict)
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    dropped: int = 0
-    closed: bool = False
-
-    def push(self, key: EventKey, frame: bytes) -> None:
-        if key in self.pending:
-            self.pending[key] = frame
-            self.pending.move_to_end(key)
-        else:
-            self.pending[key] = frame
-            while len(self.pending) > self.limit:
-                self.pending.popitem(last=False)
-                self.dropped += 1
-        self.wake.set()
-
-    def drain(self) -> list[bytes]:
-        frames = list(self.pending.values())
-        self.pending.clear()
-        self.wake.clear()
-        return frames
-
-    def wants(self, kind: str, battery: str | None) -> bool:
-        if self.kinds is not None and kind not in self.kinds:
-            return False
-        return self.battery is None or battery is None or battery == self.battery
-
-
-def sse_frame(kind: str, battery: str | None, payload: bytes) -> bytes:
-    """One server-sent event: ``event: kind`` and the envelope ``{"kind", "battery", "data": payload}``.
-
-    ``payload`` must be one JSON value; it is spliced in as bytes (never re-encoded, figures are large).
-    """
-    envelope = b'{"kind":%s,"battery":%s,"data":%s}' % (_encoder.encode(kind), _encoder.encode(battery), payload)
-    lines = envelope.split(b"\n")  # msgspec never emits raw newlines; a pretty-printed payload might
-    return b"event: " + kind.encode() + b"\n" + b"".join(b"data: " + line + b"\n" for line in lines) + b"\n"
-
-
-def control_summary(control: ControlMode | None, now: datetime) -> dict[str, Any]:
-    """What the status strip and the index say about who commands a battery (from the CONTROL topic)."""
-    if control is None:
-        return {"mode": None, "text": "Control: planner default (no mode set)", "until": None}
-    active = control.mode_at(now)
-    if active is None:
-        until = control.until.astimezone(UTC).strftime("%H:%M UTC") if control.until else ""
-        return {"mode": None, "text": f"Control: planner default ({control.mode} ended {until})", "until": None}
-    text = f"Control: {control.mode}"
-    if control.until is not None:
-        text += f" until {control.until.astimezone(UTC):%H:%M} UTC"
-    why = control.reason or (f"set by {control.source}" if control.source else "")
-    if why:
-        text += f" ({why})"
-    return {"mode": control.mode, "text": text, "until": control.until}
-
-
-class DashboardState:
-    """Latest values for the dashboard and the fan-out of live events to browsers.
-
-    Call its setters from the event loop that runs the web app (they do not block and are not thread-safe).
-    ``figure_provider`` builds figures for a window other than the default (None: only the default exists).
-    """
-
-    def __init__(
-        self,
-        *,
-        figure_provider: FigureProvider | None = None,
-        auth: dashboard_auth.DashboardAuth | None = None,
-        queue_size: int = 64,
-        keepalive_s: float = 15.0,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-    ) -> None:
-        self.figure_provider = figure_provider
-        self.auth = auth
-        self.queue_size = queue_size
-        self.keepalive_s = keepalive_s
-        self.clock = clock
-        self.figures: dict[str, dict[str, bytes]] = {}
-        """battery -> figure id -> the contract Figure of the default window as JSON bytes (ready to send)."""
-        self.statuses: dict[str, NodeStatus] = {}
-        """node (from the status topic) -> its latest status."""
-        self.states: dict[str, BatteryState] = {}
-        self.controls: dict[str, ControlMode] = {}
-        self.telemetry: dict[str, Telemetry] = {}
-        self.batteries: set[str] = set()
-        self._clients: set[EventClient] = set()
-        self._unkeyed = count()
-        self.events_published = 0
-
-    # -- inputs (called by the node shell) ----------------------------------------------------------------
-
-    def add_battery(self, battery: str) -> None:
-        """Make a battery known (listed on the index) before anything arrives for it."""
-        if not ID_RE.fullmatch(battery):
-            raise ValueError(f"battery id {battery!r} is not {ID_SHAPE}")
-        self.batteries.add(battery)
-
-    def set_figure(self, figure: Figure) -> None:
-        """Store a rendered figure (of the default window) and push it to the browsers showing its battery."""
-        self.set_figure_json(figure.battery, figure.figure, _encoder.encode(figure))
-
-    def set_figure_json(self, battery: str, figure_id: str, payload: bytes) -> None:
-        """As :meth:`set_figure`, for a Figure already encoded as JSON (e.g. the bytes just published)."""
-        self.add_battery(battery)
-        self.figures.setdefault(battery, {})[figure_id] = payload
-        self.publish_event("figure", battery, payload, key=figure_id)
-
-    def set_status(self, node: str, status: NodeStatus) -> None:
-        """Store the status that arrived on ``node``'s status topic and push it to every browser.
-
-        The key is the topic's node, not ``status.node``: a node's payload cannot speak for another node.
-        """
-        if status.node != node:
-            log.warning("status on node/%s/status names node %r: shown as %r", node, status.node[:64], node)
-            status = msgspec.structs.replace(status, node=node)
-        self.statuses[node] = status
-        self.publish_event("status", None, _encoder.encode(status), key=node)
-
-    def set_state(self, battery: str, state: BatteryState) -> None:
-        """Store what a battery is doing (mode, command lease) and push it."""
-        self.add_battery(battery)
-        self.states[battery] = state
-        self.publish_event("state", battery, _encoder.encode(state), key="state")
-
-    def set_control(self, battery: str, control: ControlMode) -> None:
-        """Store who commands a battery (autopilot, manual, idle) and push it."""
-        self.add_battery(battery)
-        self.controls[battery] = control
-        self.publish_event("control", battery, self._control_payload(battery), key="control")
-
-    def set_telemetry(self, battery: str, telemetry: Telemetry) -> None:
-        """Store the latest measurement (the live readout and ``data-ts``) and push it."""
-        self.add_battery(battery)
-        previous = self.telemetry.get(battery)
-        if previous is not None and previous.ts > telemetry.ts:
-            return  # a back-dated write is history, not the latest reading
-        self.telemetry[battery] = telemetry
-        self.publish_event("telemetry", battery, _encoder.encode(telemetry), key="telemetry")
-
-    # -- derived views -------------------------------------------------------------------------------------
-
-    def notes_for(self, battery: str) -> dict[str, str]:
-        """Per-battery notes from the nodes' statuses (``NodeStatus.details``), by node."""
-        return {node: s.details[battery] for node, s in sorted(self.statuses.items()) if battery in s.details}
-
-    def _control_payload(self, battery: str) -> bytes:
-        control = self.controls.get(battery)
-        summary = control_summary(control, self.clock())
-        return _encoder.encode({"control": control, **summary})
-
-    def summary(self, battery: str) -> dict[str, Any]:
-        """One battery's state for the index: SOC, power, modes, telemetry age, notes."""
-        now = self.clock()
-        telemetry = self.telemetry.get(battery)
-        state = self.states.get(battery)
-        control = control_summary(self.controls.get(battery), now)
-        return {
-            "battery": battery,
-            "href": f"/battery/{battery}",
-            "figures": _figure_order(self.figures.get(battery, {})),
-            "mode": state.mode if state else None,
-            "control_mode": control["mode"],
-            "control": control["text"],
-            "soc_kwh": telemetry.soc_kwh if telemetry else None,
-            "power_kw": telemetry.power_kw if telemetry else None,
-            "telemetry_ts": telemetry.ts if telemetry else None,
-            "telemetry_age_s": round((now - telemetry.ts).total_seconds(), 1) if telemetry else None,
-            "notes": self.notes_for(battery),
-        }
-
-    # -- fan-out -------------------------------------------------------------------------------------------
-
-    def publish_event(self, kind: str, battery: str | None, payload_bytes: bytes, *, key: str | None = None) -> None:
-        """Push one event to every connected client that shows ``battery`` (``None``: to all clients).
-
-        ``payload_bytes`` is one JSON value. Events with the same ``(kind, battery, key)`` replace each
-        other in a slow client's queue; without a key an event never replaces another. A full queue drops
-        its oldest event.
-        """
-        frame = sse_frame(kind, battery, payload_bytes)
-        event_key: EventKey = (kind, battery, key if key is not None else f"#{next(self._unkeyed)}")
-        self.events_published += 1
-        for client in self._clients:
-            if client.wants(kind, battery):
-                client.push(event_key, frame)
-
-    def snapshot_frames(self, battery: str | None, *, figures: bool = True) -> list[bytes]:
-        """What a new client sees first: statuses, battery states, control modes and latest telemetry, then
-        figures (of the default window, when ``figures``)."""
-        frames = [sse_frame("status", None, _encoder.encode(s)) for s in self.statuses.values()]
-        for name, state in self.states.items():
-            if battery is None or name == battery:
-                frames.append(sse_frame("state", name, _encoder.encode(state)))
-        for name in self.controls:
-            if battery is None or name == battery:
-                frames.append(sse_frame("control", name, self._control_payload(name)))
-        for name, telemetry in self.telemetry.items():
-            if battery is None or name == battery:
-                frames.append(sse_frame("telemetry", name, _encoder.encode(telemetry)))
-        if battery is not None and figures:
-            for figure_id in _figure_order(self.figures.get(battery, {})):
-                frames.append(sse_frame("figure", battery, self.figures[battery][figure_id]))
-        return frames
-
-    def subscribe(self, battery: str | None, kinds: frozenset[str] | None = None) -> EventClient:
-        """Register an event-stream client (pair with :meth:`unsubscribe`)."""
-        client = EventClient(battery=battery, limit=self.queue_size, kinds=kinds)
-        self._clients.add(client)
-        return client
-
-    def unsubscribe(self, client: EventClient) -> None:
-        """Forget a client; its queue is dropped."""
-        self._clients.discard(client)
-        if client.dropped:
-            log.info("event client for %s dropped %d events (slow reader)", client.battery, client.dropped)
-
-    @property
-    def client_count(self) -> int:
-        """Connected event-stream clients."""
-        return len(self._clients)
-
-    def close(self) -> None:
-        """End every open event stream (call on shutdown so the server does not wait for browsers)."""
-        for client in self._clients:
-            client.closed = True
-            client.wake.set()
-
-
 STATE_KEY: Final = web.AppKey("dashboard_state", DashboardState)
-
-
-def _figure_order(figures: dict[str, bytes]) -> list[str]:
-    known = [f for f in FIGURE_IDS if f in figures]
-    return known + sorted(f for f in figures if f not in FIGURE_IDS)
 
 
 # -- static assets -----------------------------------------------------------------------------------------
@@ -401,7 +142,7 @@ def validation_field(message: str) -> str | None:
 def _battery_param(value: str | None) -> str | None:
     if value is None or value == "":
         return None
-    if not ID_RE.fullmatch(value):
+    if not ID_PATTERN.fullmatch(value):
         raise ValueError(value)
     return value
 
@@ -498,7 +239,7 @@ def _window_or_error(request: web.Request) -> TimeWindow | web.Response:
 async def _battery_page(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
     battery = request.match_info["battery"]
-    if not ID_RE.fullmatch(battery):
+    if not ID_PATTERN.fullmatch(battery):
         raise web.HTTPNotFound(text="no such battery id")
     window = _window_or_error(request)
     if isinstance(window, web.Response):
@@ -543,7 +284,7 @@ async def _api_batteries(request: web.Request) -> web.Response:
 
 
 def _figures_body(battery: str, window: TimeWindow, figures: dict[str, bytes], refresh_s: float | None) -> bytes:
-    parts = [_encoder.encode(f) + b":" + figures[f] for f in _figure_order(figures)]
+    parts = [_encoder.encode(f) + b":" + figures[f] for f in figure_order(figures)]
     return (
         b'{"battery":' + _encoder.encode(battery)
         + b',"window":' + _encoder.encode(window)
@@ -555,7 +296,7 @@ def _figures_body(battery: str, window: TimeWindow, figures: dict[str, bytes], r
 async def _api_figures(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
     battery = request.match_info["battery"]
-    if not ID_RE.fullmatch(battery):
+    if not ID_PATTERN.fullmatch(battery):
         return json_error(422, f"battery id must be {ID_RULE}", "battery")
     if battery not in state.batteries:
         return json_error(404, f"unknown battery {battery!r}", "battery")

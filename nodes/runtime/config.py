@@ -5,10 +5,17 @@ msgspec converts them (``strict=False``) and validates the result, so ``BESS_MQT
 variable's name instead of crashing later. Lists are comma-separated (``BESS_GATEWAY_PORTS=5000,5003``).
 An invalid configuration is a one-line message and exit status 2 (see :func:`load_or_exit`).
 :class:`MqttSettings` (``BESS_MQTT_*``, the topic root, the node id) is embedded in every node's config.
+
+Renamed settings: a field declared with a msgspec name other than its attribute
+(``read_timeout_s: float = msgspec.field(default=10.0, name="gateway_history_timeout_s")``) is read from
+``BESS_<NAME>`` (``BESS_GATEWAY_HISTORY_TIMEOUT_S``); the old ``BESS_<ATTRIBUTE>`` (``BESS_READ_TIMEOUT_S``) still
+works for one release, with a warning on the log (the new name wins when both are set). :func:`env_names` lists
+both, so whoever records a node's settings (``deploy/up``) sees either spelling.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Mapping
@@ -18,6 +25,7 @@ import msgspec
 
 PREFIX = "BESS_"
 C = TypeVar("C", bound=msgspec.Struct)
+log = logging.getLogger("bess.config")
 
 
 class MqttSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -60,6 +68,30 @@ def env_name(field: str) -> str:
     return PREFIX + field.upper()
 
 
+def _fields(cls: type[msgspec.Struct]) -> list[tuple[str, str, str | None]]:
+    """``(attribute, msgspec name, deprecated variable or None)`` for every field of ``cls``."""
+    info = msgspec.inspect.type_info(cls)
+    assert isinstance(info, msgspec.inspect.StructType)
+    return [(f.name, f.encode_name, env_name(f.name) if f.encode_name != f.name else None) for f in info.fields]
+
+
+def env_names(cls: type[msgspec.Struct]) -> list[str]:
+    """Every ``BESS_*`` variable ``cls`` reads: the current names and the deprecated ones still honoured."""
+    return sorted({name for _, key, old in _fields(cls) for name in (env_name(key), old) if name is not None})
+
+
+def _read(environ: Mapping[str, str], variable: str, old: str | None) -> tuple[str | None, str]:
+    """The value of a setting and the variable it came from (the deprecated name only when the new is unset)."""
+    value = environ.get(variable)
+    if old is None or old not in environ:
+        return value, variable
+    if value is None:
+        log.warning("%s is deprecated and will be removed in the next release: set %s instead", old, variable)
+        return environ[old], old
+    log.warning("%s is ignored: %s, its new name, is set too", old, variable)
+    return value, variable
+
+
 def _is_sequence(annotation: Any) -> bool:
     origin = get_origin(annotation)
     if origin in (list, tuple):
@@ -72,14 +104,12 @@ def load(cls: type[C], environ: Mapping[str, str] | None = None) -> C:
     """Build ``cls`` from ``BESS_*`` variables; raise :class:`ConfigError` naming the variable on a bad value."""
     environ = os.environ if environ is None else environ
     raw: dict[str, Any] = {}
-    info = msgspec.inspect.type_info(cls)
-    assert isinstance(info, msgspec.inspect.StructType)
-    hints = {f.name: f for f in info.fields}
+    given: dict[str, str] = {}  # msgspec name -> the variable its value came from
     annotations: dict[str, Any] = {}
     for klass in reversed(cls.__mro__):
         annotations.update(getattr(klass, "__annotations__", {}))
-    for name in hints:
-        value = environ.get(env_name(name))
+    for name, key, old in _fields(cls):
+        value, given[key] = _read(environ, env_name(key), old)
         if value is None:
             continue
         annotation = annotations.get(name)
@@ -88,7 +118,7 @@ def load(cls: type[C], environ: Mapping[str, str] | None = None) -> C:
             is_seq = annotation.startswith(("list[", "tuple[")) or "list[" in annotation
         else:
             is_seq = _is_sequence(annotation)
-        raw[name] = [part.strip() for part in value.split(",") if part.strip()] if is_seq else value
+        raw[key] = [part.strip() for part in value.split(",") if part.strip()] if is_seq else value
     try:
         return msgspec.convert(raw, cls, strict=False)
     except msgspec.ValidationError as exc:
@@ -97,7 +127,7 @@ def load(cls: type[C], environ: Mapping[str, str] | None = None) -> C:
         if "at `$." in message:
             text, _, path = message.rpartition(" - at `$.")
             field = path.rstrip("`").split(".")[0].split("[")[0]
-            raise ConfigError(f"{env_name(field)}: {text}") from exc
+            raise ConfigError(f"{given.get(field, env_name(field))}: {text}") from exc
         raise ConfigError(message) from exc
 
 

@@ -4,20 +4,18 @@ It behaves like a device: it obeys Commands within its limits (clamps power to t
 limits), treats every command as a lease (after ``valid_until`` it goes idle, so a dead controller cannot leave
 it discharging), caps every lease at a maximum counted from when it arrived (:class:`LeaseCaps`: a few minutes
 for the autopilot, 24 h for operators; a far-future ``valid_until`` is not obeyed for ever) and integrates SOC
-with the same efficiency model the planner uses::
-
-    charging    soc += sqrt(eta) * p * dt        (p = grid-side power, kW; dt in hours)
-    discharging soc -= p * dt / sqrt(eta)
+with the same efficiency rule the planner uses (:func:`nodes.contract.energy.soc_after_power`: ``sqrt(eta)`` of
+the round-trip efficiency each way).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import msgspec
 
+from nodes.contract import energy
 from nodes.contract.messages import BatterySpec, BatteryState, Command, Mode, Telemetry
 
 _EPS_KWH = 1e-9
@@ -129,12 +127,9 @@ class SimBattery:
         self._settle(now)
         if self.power_kw == 0.0 or dt_s <= 0:
             return
-        dt_h = dt_s / 3600.0
-        root_eta = math.sqrt(self.spec.roundtrip_efficiency)
-        if self.power_kw < 0:  # charging
-            self.soc_kwh = min(self.soc_kwh + root_eta * -self.power_kw * dt_h, self.spec.soc_max_kwh)
-        else:
-            self.soc_kwh = max(self.soc_kwh - self.power_kw * dt_h / root_eta, self.spec.soc_min_kwh)
+        soc = energy.soc_after_power(self.soc_kwh, self.power_kw, dt_s / energy.SECONDS_PER_HOUR,
+                                     self.spec.roundtrip_efficiency)
+        self.soc_kwh = min(max(soc, self.spec.soc_min_kwh), self.spec.soc_max_kwh)
         self._settle(now)
 
     # -- reports ----------------------------------------------------------------------------------------------

@@ -22,69 +22,17 @@ import logging
 import time
 from datetime import UTC, datetime
 
-import msgspec
-
-from nodes.contract.messages import BatterySpec, Command, StoredUpTo, Telemetry
-from nodes.contract.topics import COMMAND, SPEC, STATE, STORED, TELEMETRY, id_problems
-from nodes.runtime.config import MqttSettings
+from nodes.contract.messages import Command, StoredUpTo, Telemetry
+from nodes.contract.topics import COMMAND, SPEC, STATE, STORED, TELEMETRY
 from nodes.runtime.core import MessageBus
 from nodes.runtime.dispatch import Delivery
 from nodes.runtime.errors import BusUnavailable
 from nodes.runtime.node import Service
 from nodes.simulator.battery import LeaseCaps, SimBattery
+from nodes.simulator.config import SimulatorConfig
 from nodes.simulator.outbox import Outbox
 
 log = logging.getLogger("bess.simulator")
-
-
-class SimulatorConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
-    """``BESS_*`` settings of the simulator."""
-
-    batteries: list[str] = msgspec.field(default_factory=lambda: ["battery-1"])
-    sim_capacity_kwh: float = 1000.0
-    sim_soc_min_kwh: float = 100.0
-    sim_soc_max_kwh: float = 950.0
-    sim_max_charge_kw: float = 250.0
-    sim_max_discharge_kw: float = 250.0
-    sim_roundtrip_efficiency: float = 0.9
-    sim_soc_initial_kwh: float | None = None
-    sim_telemetry_interval_s: float = 2.0
-    sim_speed: float = 1.0
-    #: readings per battery kept until the recorder confirms them stored (battery/{battery}/stored); 0: none
-    sim_keep_unconfirmed: int = 10_000
-    #: the longest autopilot (planner) lease obeyed, from arrival; longer ones are cut and the state says so
-    max_lease_s: float = 600.0
-    #: the longest lease of any other source (gateway, operators, bridges): the gateway's own maximum
-    max_operator_lease_s: float = 86_400.0
-
-    def problems(self) -> list[str]:
-        """Invalid combinations, reported at start-up (exit 2)."""
-        found = [f"BESS_BATTERIES: {problem}" for b in self.batteries for problem in id_problems(b, "battery")]
-        try:
-            found += self.spec().problems()
-        except msgspec.ValidationError as exc:
-            found.append(f"battery spec: {exc}")
-        if not 0 < self.max_lease_s <= self.max_operator_lease_s:
-            found.append("BESS_MAX_LEASE_S must be > 0 and at most BESS_MAX_OPERATOR_LEASE_S")
-        if self.sim_telemetry_interval_s <= 0 or self.sim_speed <= 0:
-            found.append("BESS_SIM_TELEMETRY_INTERVAL_S and BESS_SIM_SPEED must be > 0")
-        if not 0 <= self.sim_keep_unconfirmed <= 1_000_000:
-            found.append("BESS_SIM_KEEP_UNCONFIRMED must be between 0 and 1000000")
-        return found
-
-    def spec(self) -> BatterySpec:
-        """The BatterySpec every simulated battery publishes (validated like a wire message)."""
-        return msgspec.convert(
-            {
-                "capacity_kwh": self.sim_capacity_kwh,
-                "soc_min_kwh": self.sim_soc_min_kwh,
-                "soc_max_kwh": self.sim_soc_max_kwh,
-                "max_charge_kw": self.sim_max_charge_kw,
-                "max_discharge_kw": self.sim_max_discharge_kw,
-                "roundtrip_efficiency": self.sim_roundtrip_efficiency,
-            },
-            BatterySpec,
-        )
 
 
 class Simulator(Service[SimulatorConfig]):
@@ -195,3 +143,6 @@ class Simulator(Service[SimulatorConfig]):
         if force or self._published_state.get(name) != key:
             self._published_state[name] = key
             await self.bus.publish(STATE, battery.state(now), battery=name)
+
+
+__all__ = ["Simulator", "SimulatorConfig"]

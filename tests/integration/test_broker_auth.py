@@ -389,7 +389,7 @@ def test_stored_confirmations_pass_the_generated_acl(
     env = {
         "BESS_MQTT_HOST": b.broker.host, "BESS_MQTT_PORT": str(b.broker.port), "BESS_TOPIC_ROOT": b.root,
         "BESS_INFLUX_URL": services.influx_url, "BESS_INFLUX_DB": influx_db,
-        "BESS_GATEWAY_PORTS": str(stack.free_port()), "BESS_WRITE_STORED_TIMEOUT_S": "5",
+        "BESS_GATEWAY_PORTS": str(stack.free_port()), "BESS_GATEWAY_WRITE_STORED_TIMEOUT_S": "5",
         "BESS_RECORDER_CONFIRM_INTERVAL_MS": "100",
     }
     procs = [start_node(name, {**env, **b.credentials.node_env(name)}, log_dir=tmp_path / name)

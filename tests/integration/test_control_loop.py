@@ -11,7 +11,7 @@ import pytest
 
 from nodes.contract.messages import Command, PriceForecast, PriceSlot, Schedule, Telemetry
 from nodes.contract.topics import COMMAND, CONTROL, PRICES, SCHEDULE, SPEC, STATE, STATUS, TELEMETRY
-from nodes.planner.node import planned_soc_at
+from nodes.planner.inputs import planned_soc_at
 from nodes.runtime.bus import Bus, Delivery, MqttSettings
 from tests.integration.test_gateway import http_json, start_gateway
 from tests.support.services import Services

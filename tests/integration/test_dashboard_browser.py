@@ -45,7 +45,7 @@ async def test_dashboard_renders_live_figures(
         "BESS_BATTERIES": battery_id,
         "BESS_SIM_TELEMETRY_INTERVAL_S": "1",
         "BESS_PLANNER_AUTOPILOT": "true",
-        "BESS_RENDER_INTERVAL_S": "0.5",
+        "BESS_RENDERER_INTERVAL_S": "0.5",
     }
     simulator = run_node("simulator", env)
     for name in ("recorder", "market", "planner", "gateway"):

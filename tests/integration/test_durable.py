@@ -154,9 +154,9 @@ async def test_broker_and_recorder_sigkilled_together_mid_stream(
     common = {**node_env, "BESS_MQTT_RECONNECT_DELAY_S": "0.2", "BESS_STATUS_INTERVAL_S": "0.5"}
     recorder_env = {**common, "BESS_NODE_ID": f"recorder-{tag}",
                     # device readings wait up to 1 s in a batch, unacknowledged: what a crash catches in flight
-                    "BESS_BATCH_MAX_DELAY_MS": "1000", "BESS_RECORDER_CONFIRM_INTERVAL_MS": "100"}
-    gateway_env = {**common, "BESS_NODE_ID": f"gateway-{tag}", "BESS_WRITE_STORED_TIMEOUT_S": "3",
-                   "BESS_PUBLISH_TIMEOUT_S": "2"}
+                    "BESS_RECORDER_BATCH_MAX_DELAY_MS": "1000", "BESS_RECORDER_CONFIRM_INTERVAL_MS": "100"}
+    gateway_env = {**common, "BESS_NODE_ID": f"gateway-{tag}", "BESS_GATEWAY_WRITE_STORED_TIMEOUT_S": "3",
+                   "BESS_GATEWAY_PUBLISH_TIMEOUT_S": "2"}
     sim = {**common, "BESS_SIM_TELEMETRY_INTERVAL_S": str(INTERVAL_S)}
     kept_env = {**sim, "BESS_NODE_ID": f"simulator-kept-{tag}", "BESS_BATTERIES": kept}
     unkept_env = {**sim, "BESS_NODE_ID": f"simulator-unkept-{tag}", "BESS_BATTERIES": unkept,

@@ -67,12 +67,12 @@ def start_gateway(run_node: RunNode, services: Services, env: dict[str, str]) ->
 
 #: these tests look at what reaches the broker, without a recorder: writes answer at the PUBACK (the durable
 #: default, with the recorder's confirmation, is tested in test_read_round_trip_through_the_recorder)
-BROKER_ACK = {"BESS_WRITE_ACK": "broker"}
+BROKER_ACK = {"BESS_GATEWAY_WRITE_ACK": "broker"}
 
 
 @pytest.fixture
 def gateway(run_node: RunNode, services: Services, node_env: dict[str, str]) -> list[str]:
-    return start_gateway(run_node, services, {**node_env, "BESS_READ_TIMEOUT_S": "1", **BROKER_ACK})[1]
+    return start_gateway(run_node, services, {**node_env, "BESS_GATEWAY_HISTORY_TIMEOUT_S": "1", **BROKER_ACK})[1]
 
 
 def test_command_arrives_on_the_set_topic(
@@ -222,7 +222,7 @@ def test_read_round_trip_through_the_recorder(
 def test_durable_write_without_a_recorder_is_202_not_confirmed(
     run_node: RunNode, services: Services, node_env: dict[str, str], battery_id: str
 ) -> None:
-    base = start_gateway(run_node, services, {**node_env, "BESS_WRITE_STORED_TIMEOUT_S": "0.5"})[1][0]
+    base = start_gateway(run_node, services, {**node_env, "BESS_GATEWAY_WRITE_STORED_TIMEOUT_S": "0.5"})[1][0]
     status, body = http_json("POST", f"{base}/write?battery={battery_id}", [SEED, {**SEED, "SOC": 1}])
     assert (status, body["status"], body["ack"], body["stored"], body["unconfirmed"]) == (
         202, "accepted", "stored", 0, [0, 1])
@@ -232,7 +232,7 @@ def test_durable_write_without_a_recorder_is_202_not_confirmed(
 
 
 def test_token_protects_writes_and_reads(run_node: RunNode, services: Services, node_env: dict[str, str]) -> None:
-    env = {**node_env, "BESS_GATEWAY_TOKEN": "t0ken", "BESS_READ_TIMEOUT_S": "1", **BROKER_ACK}
+    env = {**node_env, "BESS_GATEWAY_TOKEN": "t0ken", "BESS_GATEWAY_HISTORY_TIMEOUT_S": "1", **BROKER_ACK}
     base = start_gateway(run_node, services, env)[1][0]
     assert http_json("POST", base + "/write", SEED)[0] == 401
     assert http_json("POST", base + "/write", SEED, headers={"Authorization": "Bearer t0ken"})[0] == 202
@@ -247,7 +247,7 @@ def test_token_protects_writes_and_reads(run_node: RunNode, services: Services, 
 
 
 def test_a_separate_read_token(run_node: RunNode, services: Services, node_env: dict[str, str]) -> None:
-    env = {**node_env, "BESS_GATEWAY_TOKEN": "w", "BESS_GATEWAY_READ_TOKEN": "r", "BESS_READ_TIMEOUT_S": "1"}
+    env = {**node_env, "BESS_GATEWAY_TOKEN": "w", "BESS_GATEWAY_READ_TOKEN": "r", "BESS_GATEWAY_HISTORY_TIMEOUT_S": "1"}
     base = start_gateway(run_node, services, env)[1][0]
     read = base + "/read?begin=2025-01-16T09:00:00Z&end=2025-01-16T11:00:00Z"
     assert http_json("GET", read, headers={"Authorization": "Bearer r"})[0] == 504

@@ -241,7 +241,7 @@ async def test_malformed_payloads_are_counted_and_valid_ones_still_stored(rig: R
 
 async def test_sigterm_flushes_pending_points_and_says_offline(rig: Rig, publisher: Bus) -> None:
     # A long batch delay: the points are still pending when SIGTERM arrives and must be flushed, not lost.
-    rig.env["BESS_BATCH_MAX_DELAY_MS"] = "30000"
+    rig.env["BESS_RECORDER_BATCH_MAX_DELAY_MS"] = "30000"
     proc = rig.start()
     await publish_telemetry(publisher, rig.battery, range(50))
     await wait_for_async(lambda: rig.counter("pending") == 50, 10, 0.1, what="50 pending points")

@@ -83,7 +83,7 @@ async def test_broker_restart_mid_stream_loses_nothing(rig: Rig, publisher: Bus,
 async def test_sigterm_while_influxd_is_down_leaves_the_rest_for_the_next_instance(
     rig: Rig, publisher: Bus, services: Services
 ) -> None:
-    rig.env["BESS_SHUTDOWN_FLUSH_S"] = "1"
+    rig.env["BESS_RECORDER_SHUTDOWN_FLUSH_S"] = "1"
     first = rig.start()
     services.stop_influx()
     await publish_telemetry(publisher, rig.battery, range(300))

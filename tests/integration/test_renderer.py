@@ -79,9 +79,9 @@ async def window_insights(http: aiohttp.ClientSession, base: str, battery: str, 
 def renderer_env(node_env: dict[str, str]) -> dict[str, str]:
     return {
         **node_env,
-        "BESS_RENDER_INTERVAL_S": "0.2",
-        "BESS_HISTORY_PAGE_ROWS": "500",  # several pages per read: the paging is part of what is tested
-        "BESS_FIGURE_CACHE_S": "0",
+        "BESS_RENDERER_INTERVAL_S": "0.2",
+        "BESS_RENDERER_HISTORY_PAGE_ROWS": "500",  # several pages per read: the paging is part of what is tested
+        "BESS_RENDERER_FIGURE_CACHE_S": "0",
     }
 
 

@@ -132,7 +132,7 @@ def test_readme_control_lines(
         pytest.skip(f"ports {taken} are taken on 127.0.0.1; the README's curl lines need 5000 and 5003")
     # no recorder here: the write answers at the broker's PUBACK (202) instead of waiting for a confirmation
     start_gateway(run_node, services, {**node_env, "BESS_GATEWAY_PORTS": ",".join(map(str, PORTS)),
-                                       "BESS_WRITE_ACK": "broker"})
+                                       "BESS_GATEWAY_WRITE_ACK": "broker"})
     assert curl(WRITE_1, curl_home)[0] == 202  # battery-1 exists now (as the seed's first line makes it)
     set_line, get_line = lines
     status, body = curl(set_line, curl_home)

@@ -17,7 +17,9 @@ from typing import Any
 
 from nodes.contract.messages import BatterySpec, Command, PriceForecast, PriceSlot, Telemetry
 from nodes.contract.topics import COMMAND
-from nodes.planner.node import Planner, PlannerConfig, planned_soc_at
+from nodes.planner.config import PlannerConfig
+from nodes.planner.inputs import planned_soc_at
+from nodes.planner.node import Planner
 from nodes.runtime.dispatch import Delivery
 from nodes.runtime.memory import MemoryBus
 

@@ -11,7 +11,7 @@ from nodes.gateway.app import Gateway, GatewaySettings, create_app
 from nodes.gateway.config import GatewayConfig
 from nodes.gateway.fleet import Fleet
 from nodes.gateway.specs import SpecBook
-from nodes.planner.node import PlannerConfig
+from nodes.planner.config import PlannerConfig
 from nodes.runtime.command_rate import CommandRateLimit
 from nodes.runtime.config import ConfigError, load
 from nodes.runtime.memory import MemoryBus

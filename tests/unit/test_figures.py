@@ -280,7 +280,7 @@ def test_prices_figure_two_axes_and_correlation_in_title() -> None:
 def test_steps_break_at_gaps() -> None:
     start = np.array([0.0, 3600.0, 3 * 3600.0])
     end = np.array([3600.0, 7200.0, 4 * 3600.0])
-    x, y = rf._steps(start, end, np.array([1.0, 2.0, 3.0]))
+    x, y = rf.look.steps(start, end, np.array([1.0, 2.0, 3.0]))
     assert y[:3].tolist() == [1.0, 2.0, 2.0]
     assert math.isnan(y[3])
     assert y[4:].tolist() == [3.0, 3.0]
@@ -447,8 +447,8 @@ def test_insights_figure_numbers_with_how_they_are_computed() -> None:
     fig = rf.insights_figure(ins)
     texts = {t.name: t for t in fig.data}
     assert list(texts["headline"].text) == [
-        f"<b>{rf._money(ins.realised_revenue_eur)}</b>",
-        f"<b>{rf._money(ins.plan_revenue_to_date_eur)}</b>",
+        f"<b>{rf.look.money(ins.realised_revenue_eur)}</b>",
+        f"<b>{rf.look.money(ins.plan_revenue_to_date_eur)}</b>",
         f"<b>{ins.full_cycles:.2f}</b>",
         f"<b>{ins.spread_eur_per_mwh:,.2f}</b>",  # the unit is in its label
     ]

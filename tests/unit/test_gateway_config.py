@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from nodes.gateway.config import GatewayConfig
-from nodes.gateway.node import settings_from, ssl_context
+from nodes.gateway.config import GatewayConfig, settings_from, ssl_context
 from nodes.runtime.config import ConfigError, load, load_or_exit
 
 

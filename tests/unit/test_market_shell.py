@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 
 from nodes.contract.messages import PriceForecast
 from nodes.contract.topics import PRICES, STATUS
-from nodes.market.node import Market, MarketConfig
+from nodes.market.config import MarketConfig
+from nodes.market.node import Market
 from nodes.runtime.dispatch import Delivery
 from nodes.runtime.memory import MemoryBroker, MemoryBus
 from tests.support.waiting import wait_for_async

@@ -86,7 +86,7 @@ def test_every_topic_has_a_finite_bound() -> None:
 
 
 def test_a_history_answer_at_the_recorders_default_row_limit_fits_the_bulk_bound() -> None:
-    # the recorder answers at most BESS_HISTORY_MAX_ROWS (default 100,000) rows
+    # the recorder answers at most BESS_RECORDER_HISTORY_MAX_ROWS (default 100,000) rows
     row = ["2025-01-16T10:00:00.123456Z", 9_999_999.123456789, -9_999_999.123456789, 1e7, 1e7, "device"]
     answer = HistoryResult(ok=True, columns=["time", "soc_kwh", "power_kw", "target_charge_kw",
                                              "target_discharge_kw", "source"], rows=[row] * 100_000)

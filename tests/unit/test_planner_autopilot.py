@@ -13,7 +13,8 @@ import pytest
 
 from nodes.contract.messages import Telemetry
 from nodes.contract.topics import COMMAND
-from nodes.planner.node import Planner, PlannerConfig
+from nodes.planner.config import PlannerConfig
+from nodes.planner.node import Planner
 from nodes.runtime.memory import MemoryBus
 from tests.support.autopilot_sim import (
     BATTERY,

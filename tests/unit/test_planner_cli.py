@@ -14,9 +14,9 @@ import msgspec
 import pytest
 
 from nodes.contract.messages import Schedule
+from nodes.market.prices_csv import PriceCsvError, parse_prices, read_prices, select, split_days
 from nodes.planner import cli
 from nodes.planner import report as report_module
-from nodes.planner.prices_csv import PriceCsvError, parse_prices, read_prices, select, split_days
 
 pytestmark = pytest.mark.filterwarnings("ignore:PULP_CBC_CMD is deprecated:DeprecationWarning")
 

@@ -21,7 +21,8 @@ from nodes.contract.messages import (
 )
 from nodes.contract.topics import COMMAND, SCHEDULE
 from nodes.planner import policy
-from nodes.planner.node import MAX_DETAILS, Planner, PlannerConfig
+from nodes.planner.config import PlannerConfig
+from nodes.planner.node import MAX_DETAILS, Planner
 from nodes.runtime.dispatch import Delivery
 from nodes.runtime.memory import MemoryBus
 from tests.support.waiting import wait_for_async

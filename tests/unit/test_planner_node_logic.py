@@ -9,7 +9,7 @@ import pytest
 
 from nodes.contract.messages import Command, PriceForecast, PriceSlot, Schedule, ScheduleSlot
 from nodes.planner import autopilot
-from nodes.planner.node import horizon, planned_soc_at
+from nodes.planner.inputs import horizon, planned_soc_at
 
 T0 = datetime(2025, 1, 16, 10, 0, tzinfo=UTC)
 H = timedelta(hours=1)

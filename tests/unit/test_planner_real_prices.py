@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from nodes.contract.messages import BatterySpec, PriceSlot, Schedule
+from nodes.market.prices_csv import read_prices, split_days
 from nodes.planner import baseline
 from nodes.planner.model import PlanOptions, SolverName, plan
-from nodes.planner.prices_csv import read_prices, split_days
 
 pytestmark = pytest.mark.filterwarnings("ignore:PULP_CBC_CMD is deprecated:DeprecationWarning")
 

@@ -21,7 +21,8 @@ from nodes.contract.messages import (
     Telemetry,
 )
 from nodes.contract.topics import COMMAND, CONTROL, PRICES, SCHEDULE, SPEC, STATUS, TELEMETRY
-from nodes.planner.node import Planner, PlannerConfig
+from nodes.planner.config import PlannerConfig
+from nodes.planner.node import Planner
 from nodes.runtime.dispatch import Delivery
 from nodes.runtime.memory import MemoryBroker, MemoryBus
 from tests.support.autopilot_sim import FakeClock

@@ -26,7 +26,7 @@ from nodes.contract.messages import (
     Telemetry,
 )
 from nodes.contract.topics import COMMAND, PRICES, SCHEDULE, STATE, TELEMETRY
-from nodes.recorder import points
+from nodes.recorder import points, table
 
 T0 = datetime(2025, 1, 16, 10, 0, tzinfo=UTC)
 T0_US = 1_737_021_600_000_000
@@ -221,7 +221,7 @@ def test_command_example_without_optional_fields_writes_them_blank() -> None:
     (line,) = points.command_lines("b1", msg)
     _, _, fields, stamp = parse_line(line)
     assert (fields["text"], fields["plan_id"]) == ("", "")
-    assert set(points.SERIES["command"].blank_is_none) == {"text", "plan_id"}
+    assert set(table.SERIES["command"].blank_is_none) == {"text", "plan_id"}
     assert stamp == points.epoch_us(msg.issued_at)
 
 
@@ -322,7 +322,7 @@ def test_series_columns_match_what_is_written() -> None:
         "prices": points.prices_lines("z", PRICES.example),
     }
     for kind, lines in written.items():
-        series = points.SERIES[kind]  # type: ignore[index]
+        series = table.SERIES[kind]  # type: ignore[index]
         for measurement, tags, fields, _ in parse(lines):
             assert measurement == series.measurement
             assert series.tag in tags

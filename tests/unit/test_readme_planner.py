@@ -15,8 +15,8 @@ import msgspec
 import pytest
 
 from nodes.contract.messages import Schedule
+from nodes.market.prices_csv import read_prices
 from nodes.planner.cli import load_battery
-from nodes.planner.prices_csv import read_prices
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = (ROOT / "README.md", ROOT / "examples" / "README.md")

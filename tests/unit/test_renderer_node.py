@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from nodes.contract.messages import ControlMode, NodeStatus
-from nodes.renderer.node import Renderer, RendererConfig
+from nodes.renderer.config import RendererConfig
+from nodes.renderer.node import Renderer
 from nodes.runtime.config import load
 from nodes.runtime.memory import MemoryBus
 

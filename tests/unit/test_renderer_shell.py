@@ -14,8 +14,9 @@ from nodes.contract.messages import (
     Telemetry,
 )
 from nodes.contract.topics import FIGURE, HISTORY, SPEC, STATUS, TELEMETRY
+from nodes.renderer.config import RendererConfig
 from nodes.renderer.figures import FIGURE_IDS
-from nodes.renderer.node import Renderer, RendererConfig
+from nodes.renderer.node import Renderer
 from nodes.runtime.dispatch import Delivery
 from nodes.runtime.memory import MemoryBroker, MemoryBus
 

@@ -16,8 +16,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from nodes.contract.messages import BatteryState, ControlMode, Figure, NodeStatus, Telemetry
 from nodes.renderer import figures as rf
 from nodes.renderer.auth import COOKIE, DashboardAuth
+from nodes.renderer.dashboard import DashboardState, WindowFigures, control_summary, sse_frame
 from nodes.renderer.series import TelemetrySeries
-from nodes.renderer.web import DashboardState, WindowFigures, build_app, control_summary, sse_frame, validation_field
+from nodes.renderer.web import build_app, validation_field
 from nodes.renderer.windows import DEFAULT_WINDOW, TimeWindow, WindowError, parse_window
 
 NOW = datetime(2025, 1, 16, 12, 0, tzinfo=UTC)

@@ -11,7 +11,8 @@ from nodes.contract.messages import BatterySpec, Command
 from nodes.runtime.config import load
 from nodes.runtime.memory import MemoryBus
 from nodes.simulator.battery import LeaseCaps, SimBattery
-from nodes.simulator.node import Simulator, SimulatorConfig
+from nodes.simulator.config import SimulatorConfig
+from nodes.simulator.node import Simulator
 
 T0 = datetime(2025, 1, 16, 10, 0, tzinfo=UTC)
 SPEC = BatterySpec(

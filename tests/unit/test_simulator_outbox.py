@@ -9,7 +9,8 @@ import pytest
 from nodes.contract.messages import StoredUpTo, Telemetry
 from nodes.contract.topics import STORED, TELEMETRY
 from nodes.runtime.memory import MemoryBus
-from nodes.simulator.node import Simulator, SimulatorConfig
+from nodes.simulator.config import SimulatorConfig
+from nodes.simulator.node import Simulator
 from nodes.simulator.outbox import Outbox
 
 T0 = datetime(2025, 1, 16, 10, tzinfo=UTC)

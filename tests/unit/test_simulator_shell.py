@@ -10,7 +10,8 @@ from nodes.contract.messages import BatteryState, Command, Telemetry
 from nodes.contract.topics import COMMAND, SPEC, STATE, TELEMETRY
 from nodes.runtime.dispatch import Delivery
 from nodes.runtime.memory import MemoryBroker, MemoryBus
-from nodes.simulator.node import Simulator, SimulatorConfig
+from nodes.simulator.config import SimulatorConfig
+from nodes.simulator.node import Simulator
 from tests.support.waiting import wait_for_async
 
 

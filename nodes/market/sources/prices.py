@@ -95,6 +95,11 @@ def parse_time(text: str, *, assume: timezone | None = None, what: str = "time")
     return moment.astimezone(UTC)
 
 
+def plausible_price(price: float) -> bool:
+    """A finite price within the sanity limit: the one rule every price source applies (the CSV files too)."""
+    return math.isfinite(price) and abs(price) <= PRICE_SANITY_LIMIT
+
+
 def parse_price(value: object, what: str) -> float:
     """A finite price within the sanity limit (numbers, or numeric strings as in XML/CSV)."""
     if isinstance(value, bool) or not isinstance(value, int | float | str):
@@ -103,7 +108,7 @@ def parse_price(value: object, what: str) -> float:
         price = float(value)
     except ValueError:
         raise ParseError(f"{what} is not a number: {str(value)[:40]!r}") from None
-    if not math.isfinite(price) or abs(price) > PRICE_SANITY_LIMIT:
+    if not plausible_price(price):
         raise ParseError(f"{what} is not a plausible price per MWh: {value!r}")
     return price
 

@@ -1,13 +1,14 @@
 """Day-ahead prices from a ``timestamp,price`` CSV into PriceSlots, and slicing them into local delivery days.
 
-The format is the one of ``shared/data/prices/*.csv``: a header ``timestamp,price``, then one row per
+The market's file format: the feed replays such a file (``BESS_MARKET_CSV``) and the planner's offline CLI
+(``python -m nodes.planner plan|backtest``) plans and backtests on one. The format is the one of
+``shared/data/prices/*.csv``: a header ``timestamp,price``, then one row per
 delivery period with its UTC start (ISO-8601 with ``Z``) and the price in EUR/MWh. A slot ends where the
 next one starts, so a file may change resolution (hourly to 15-min); the last slot gets the most common step.
 """
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
@@ -16,12 +17,13 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from nodes.contract.messages import PriceSlot
+from nodes.market.sources.prices import PRICE_SANITY_LIMIT, plausible_price
 
 HEADER = ("timestamp", "price")
 MAX_STEP = timedelta(hours=1)
 """No market has periods longer than an hour; a longer step is missing rows, not a long slot."""
-PRICE_BOUND = 1e5
-"""The wire's bound on ``price_eur_per_mwh``."""
+PRICE_BOUND = PRICE_SANITY_LIMIT
+"""The bound every price source applies (the wire's bound on ``price_eur_per_mwh``)."""
 DEFAULT_TZ = "Europe/Berlin"
 
 
@@ -112,6 +114,6 @@ def _price(text: str, where: str) -> float:
         value = float(text)
     except ValueError:
         raise PriceCsvError(f"{where}: bad price {text!r} (want a number in EUR/MWh)") from None
-    if not math.isfinite(value) or abs(value) > PRICE_BOUND:
+    if not plausible_price(value):
         raise PriceCsvError(f"{where}: price {text!r} is outside [-{PRICE_BOUND:g}, {PRICE_BOUND:g}] EUR/MWh")
     return value

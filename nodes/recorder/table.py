@@ -1,0 +1,147 @@
+"""What the recorder stores: one row per stored topic (pure declarations, no I/O).
+
+Each row says: the message topic the recorder subscribes to, the point builder that turns a message into line
+protocol (:mod:`nodes.recorder.points`), and the series the query side reads back (measurement, the tag a query
+filters on, its columns). Everything else is built from :data:`TABLE`: the node's subscriptions and handlers
+(:mod:`nodes.recorder.node`), the history kinds and their queries (:data:`SERIES`, read by
+:mod:`nodes.recorder.influxql` and :mod:`nodes.recorder.flux`). A new stored topic is one row here (and its point
+builder; a new history kind is also a value of :data:`nodes.contract.messages.HistoryKind`).
+
+=============  =================  ===========================================================  ==============
+measurement    tags               fields                                                       time
+=============  =================  ===========================================================  ==============
+telemetry      battery            soc_kwh, power_kw, target_charge_kw, target_discharge_kw,    ``ts``
+                                  source
+command        battery            action, power_kw, command_id, source, valid_until, plan_id,  ``issued_at``
+                                  text
+state          battery            mode, power_kw, command_id, command_source, valid_until,     ``ts``
+                                  limits_hit (comma-joined), reason
+schedule       battery, plan_id   price_eur_per_mwh, charge_kw, discharge_kw, soc_kwh, end,    slot ``start``
+                                  created_at (one point per slot)
+plan           battery            plan_id, expected_revenue_eur, baseline_revenue_eur,         ``created_at``
+                                  soc_initial_kwh, slots, zone, solver, solve_ms, reason
+                                  (written with each schedule, not a history kind)
+prices         zone               price_eur_per_mwh, end, issued_at, source (one per slot)     slot ``start``
+=============  =================  ===========================================================  ==============
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+import msgspec
+
+from nodes.contract.messages import HistoryKind, Telemetry
+from nodes.contract.topics import COMMAND, PRICES, SCHEDULE, STATE, TELEMETRY, Topic
+from nodes.recorder import points
+
+M = TypeVar("M", bound=msgspec.Struct)
+
+
+@dataclass(frozen=True)
+class Series:
+    """How one history kind is stored: measurement, the tag a query filters on, and its columns."""
+
+    measurement: str
+    tag: str
+    """The point's tag that names what it is about: the topic parameter it is taken from, and the
+    :class:`~nodes.contract.messages.HistoryQuery` field a query names it in."""
+    columns: tuple[str, ...]
+    """Raw query columns in order (fields, plus tags such as ``plan_id`` that are worth returning)."""
+    numeric: tuple[str, ...]
+    """The float fields, the only ones a downsampled (mean) query returns."""
+    optional: tuple[str, ...] = ()
+    """Float fields a message may leave out; each point names the ones it left out in its
+    :data:`~nodes.recorder.points.MASK` field."""
+    blank_is_none: tuple[str, ...] = ()
+    """Text fields a message may leave out: written as ``""`` (so a later record clears an earlier value), read as
+    absent."""
+    tag_columns: tuple[str, ...] = ()
+    """Columns that are tags, not fields (a Flux query filters fields by name, and tags are not among them)."""
+
+
+@dataclass(frozen=True)
+class Stored(Generic[M]):
+    """One stored topic: where messages come from, how they become points, how they are read back."""
+
+    kind: HistoryKind
+    """The history kind a :class:`~nodes.contract.messages.HistoryQuery` names to read this series."""
+    topic: Topic[M]
+    lines: Callable[[str, M], list[str]]
+    """``lines(tag value, message)``: the line-protocol points of one message."""
+    series: Series
+    device_reading: Callable[[M], datetime | None] | None = None
+    """The time of a device's own reading, for the ``battery/{battery}/stored`` marks (None: not one)."""
+
+
+def _device_reading(message: Telemetry) -> datetime | None:
+    return message.ts if message.source == "device" else None
+
+
+TABLE: tuple[Stored[Any], ...] = (
+    Stored(
+        "telemetry",
+        TELEMETRY,
+        points.telemetry_lines,
+        Series(
+            "telemetry",
+            "battery",
+            ("soc_kwh", "power_kw", "target_charge_kw", "target_discharge_kw", "source"),
+            ("soc_kwh", "power_kw", "target_charge_kw", "target_discharge_kw"),
+            optional=("power_kw", "target_charge_kw", "target_discharge_kw"),
+        ),
+        device_reading=_device_reading,
+    ),
+    Stored(
+        "command",
+        COMMAND,
+        points.command_lines,
+        Series(
+            "command",
+            "battery",
+            ("action", "power_kw", "command_id", "source", "valid_until", "plan_id", "text"),
+            ("power_kw",),
+            blank_is_none=("plan_id", "text"),
+        ),
+    ),
+    Stored(
+        "state",
+        STATE,
+        points.state_lines,
+        Series(
+            "state",
+            "battery",
+            ("mode", "power_kw", "command_id", "command_source", "valid_until", "limits_hit", "reason"),
+            ("power_kw",),
+            blank_is_none=("command_id", "command_source", "valid_until"),
+        ),
+    ),
+    Stored(
+        "schedule",
+        SCHEDULE,
+        points.schedule_lines,
+        Series(
+            "schedule",
+            "battery",
+            ("plan_id", "price_eur_per_mwh", "charge_kw", "discharge_kw", "soc_kwh", "end", "created_at"),
+            ("price_eur_per_mwh", "charge_kw", "discharge_kw", "soc_kwh"),
+            tag_columns=("plan_id",),
+        ),
+    ),
+    Stored(
+        "prices",
+        PRICES,
+        points.prices_lines,
+        Series("prices", "zone", ("price_eur_per_mwh", "end", "issued_at", "source"), ("price_eur_per_mwh",)),
+    ),
+)
+"""Every stored topic, in the order the recorder subscribes to them."""
+
+SERIES: dict[HistoryKind, Series] = {row.kind: row.series for row in TABLE}
+"""The query side's view of :data:`TABLE`: history kind -> how it is stored."""
+
+
+__all__ = ["SERIES", "TABLE", "Series", "Stored"]
