@@ -61,15 +61,15 @@ def check(root: Path, node: str, env: Mapping[str, str]) -> dict[str, Any]:
     if found is None:
         return {"error": None, "variables": None}
     module_name, class_name = found
-    import msgspec  # the project's dependencies only once a node is really checked
 
-    from nodes.runtime.config import env_name, load_or_exit
+    from nodes.runtime.config import env_names, load_or_exit  # the project's dependencies only once a node is checked
 
     try:
         cls = getattr(importlib.import_module(module_name), class_name)
     except Exception as exc:  # a broken node must not stop the others: it starts and fails visibly on its own
         return {"error": None, "variables": None, "unchecked": f"cannot import {module_name}.{class_name}: {exc}"}
-    variables = sorted({*(env_name(f.name) for f in msgspec.structs.fields(cls)), *EXTRA_VARIABLES})
+    # the current names and the deprecated ones a node still honours: a change of either restarts it
+    variables = sorted({*env_names(cls), *EXTRA_VARIABLES})
     complaint = io.StringIO()
     error: str | None = None
     with contextlib.redirect_stderr(complaint):

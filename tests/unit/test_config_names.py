@@ -83,3 +83,15 @@ def test_the_variables_a_config_reads_include_the_old_names() -> None:
     assert {"BESS_RECORDER_SHUTDOWN_FLUSH_S", "BESS_SHUTDOWN_FLUSH_S", "BESS_MQTT_HOST"} <= set(names)
     assert "BESS_RECORDER_SHARE_GROUP" in names
     assert "BESS_RECORDER_RECORDER_SHARE_GROUP" not in names
+
+
+def test_deploy_records_the_new_and_the_deprecated_names_of_a_nodes_settings() -> None:
+    """`deploy/up` restarts a node when a variable it reads changed: both spellings of a renamed setting count."""
+    from pathlib import Path
+
+    from deploy import check_config
+
+    root = Path(__file__).resolve().parents[2]
+    variables = check_config.check(root, "gateway", {})["variables"]
+    assert "BESS_GATEWAY_HISTORY_TIMEOUT_S" in variables
+    assert "BESS_READ_TIMEOUT_S" in variables
