@@ -23,6 +23,8 @@ from typing import Annotated, Any, TypeVar, get_args, get_origin
 
 import msgspec
 
+from nodes.contract.names import DEFAULT_ROOT
+
 PREFIX = "BESS_"
 C = TypeVar("C", bound=msgspec.Struct)
 log = logging.getLogger("bess.config")
@@ -46,7 +48,7 @@ class MqttSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     mqtt_max_payload_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 256 * 1024
     #: the bound for payloads the contract does not bound: Plotly figures and history answers
     mqtt_max_bulk_payload_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 32 * 1024 * 1024
-    topic_root: str = "bess/v1"
+    topic_root: str = DEFAULT_ROOT
     node_id: str | None = None
     status_interval_s: float = 30.0
 

@@ -29,7 +29,7 @@ from typing import Any, TypeVar, cast
 
 import msgspec
 
-from nodes.contract.topics import Topic
+from nodes.contract.topics import DEFAULT_ROOT, Topic
 from nodes.runtime.config import MqttSettings
 from nodes.runtime.core import MessageBus, Outgoing
 from nodes.runtime.dispatch import Delivery, Subscription
@@ -72,7 +72,7 @@ class MemoryBroker:
         """Connect ``client`` to this broker (done by the bus itself)."""
         self.clients.append(client)
 
-    def retained_message(self, topic: Topic[P], root: str = "bess/v1", **params: str) -> P | None:
+    def retained_message(self, topic: Topic[P], root: str = DEFAULT_ROOT, **params: str) -> P | None:
         """The retained message on ``topic`` (decoded), or None."""
         kept = self.retained.get(topic.name(root=root, **params))
         return topic.decode(kept[0]) if kept is not None and kept[0] else None
