@@ -86,9 +86,9 @@ def power_from_soc_kw(soc_change_kwh: N, seconds: N | float) -> N:
     return -soc_change_kwh / (seconds / SECONDS_PER_HOUR)
 
 
-def value_eur(energy: N, price_eur_per_mwh: N | float) -> N:
-    """What ``energy`` kWh is worth at ``price_eur_per_mwh`` (kWh x EUR/MWh / 1000)."""
-    return energy * price_eur_per_mwh / KWH_PER_MWH
+def value_at(energy: N, price_per_mwh: N | float) -> N:
+    """What ``energy`` kWh is worth at ``price_per_mwh`` (kWh x EUR/MWh / 1000)."""
+    return energy * price_per_mwh / KWH_PER_MWH
 
 
 # -- the efficiency rule -----------------------------------------------------------------------------------
@@ -164,5 +164,5 @@ __all__ = [
     "soc_after_power",
     "stored_kwh",
     "usable_kwh",
-    "value_eur",
+    "value_at",
 ]

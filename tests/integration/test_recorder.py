@@ -137,13 +137,13 @@ async def test_every_message_kind_is_stored_at_its_own_timestamp(rig: Rig, publi
     state = BatteryState(ts=T0 + timedelta(seconds=2), mode="discharging", power_kw=50, command_id="c-1",
                          limits_hit=["soc_min", "max_discharge_kw"], reason="clipped")
     schedule = Schedule(
-        plan_id="p-1", created_at=T0 - timedelta(minutes=5), soc_initial_kwh=500, expected_revenue_eur=22.13,
-        baseline_revenue_eur=18,
-        slots=[ScheduleSlot(start=T0 + i * hour, end=T0 + (i + 1) * hour, price_eur_per_mwh=40 + i, charge_kw=0,
+        plan_id="p-1", created_at=T0 - timedelta(minutes=5), soc_initial_kwh=500, expected_revenue=22.13,
+        baseline_revenue=18,
+        slots=[ScheduleSlot(start=T0 + i * hour, end=T0 + (i + 1) * hour, price_per_mwh=40 + i, charge_kw=0,
                             discharge_kw=250, soc_kwh=500 - i) for i in range(3)],
     )
     prices = PriceForecast(zone="de-lu", issued_at=T0 - hour, slots=[
-        PriceSlot(start=T0 + i * hour, end=T0 + (i + 1) * hour, price_eur_per_mwh=-5.5 + i) for i in range(4)
+        PriceSlot(start=T0 + i * hour, end=T0 + (i + 1) * hour, price_per_mwh=-5.5 + i) for i in range(4)
     ])
     await publisher.publish(
         TELEMETRY,
@@ -162,7 +162,7 @@ async def test_every_message_kind_is_stored_at_its_own_timestamp(rig: Rig, publi
             and rig.count("state", "mode") == 1
             and rig.count("schedule", "soc_kwh") == 3
             and rig.count("plan", "plan_id") == 1
-            and rig.count("prices", "price_eur_per_mwh") == 4
+            and rig.count("prices", "price_per_mwh") == 4
         )
 
     await wait_for_async(stored, 15, 0.1, what="every point in InfluxDB")
@@ -179,10 +179,10 @@ async def test_every_message_kind_is_stored_at_its_own_timestamp(rig: Rig, publi
     rows = rig.select("SELECT * FROM schedule")
     assert [(r["time"], r["plan_id"]) for r in rows] == [(epoch_us(s.start), "p-1") for s in schedule.slots]
     (row,) = rig.select("SELECT * FROM plan")
-    assert (row["time"], row["expected_revenue_eur"]) == (epoch_us(schedule.created_at), 22.13)
+    assert (row["time"], row["expected_revenue"]) == (epoch_us(schedule.created_at), 22.13)
     rows = rig.select("SELECT * FROM prices")
-    assert [(r["time"], r["zone"], r["price_eur_per_mwh"]) for r in rows] == [
-        (epoch_us(s.start), "de-lu", s.price_eur_per_mwh) for s in prices.slots
+    assert [(r["time"], r["zone"], r["price_per_mwh"]) for r in rows] == [
+        (epoch_us(s.start), "de-lu", s.price_per_mwh) for s in prices.slots
     ]
     # A field's type is fixed by its first write: JSON integers must have been stored as floats.
     assert {r["fieldKey"]: r["fieldType"] for r in rig.select("SHOW FIELD KEYS FROM telemetry")}["soc_kwh"] == "float"

@@ -43,7 +43,7 @@ def hourly_price_lines(zone: str, begin: datetime, hours: int) -> list[str]:
     start = begin.replace(minute=0, second=0, microsecond=0)
     slots = [
         PriceSlot(start=start + timedelta(hours=h), end=start + timedelta(hours=h + 1),
-                  price_eur_per_mwh=80.0 + 60.0 * math.sin(2 * math.pi * h / 24))
+                  price_per_mwh=80.0 + 60.0 * math.sin(2 * math.pi * h / 24))
         for h in range(hours)
     ]
     return prices_lines(zone, PriceForecast(zone=zone, issued_at=begin, slots=slots))
@@ -132,7 +132,7 @@ async def test_kpis_agree_across_windows_and_the_seed_battery_is_drawn(
         assert reference["energy_discharged_kwh"] > 50
         assert reference["samples"] == 600
         for window, ins in results.items():
-            for key in ("energy_charged_kwh", "energy_discharged_kwh", "realised_revenue_eur", "full_cycles",
+            for key in ("energy_charged_kwh", "energy_discharged_kwh", "realised_revenue", "full_cycles",
                         "efficiency_loss_kwh", "samples"):
                 assert ins[key] == pytest.approx(reference[key], rel=1e-9, abs=1e-9), (window, key)
         assert reference["efficiency_loss_kwh"] >= 0

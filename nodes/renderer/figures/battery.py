@@ -260,7 +260,7 @@ def _slot_pairs(prices: PriceSeries, telemetry: TelemetrySeries) -> tuple[FloatA
     weights = np.bincount(idx[inside], weights=weight[inside], minlength=n)
     sums = np.bincount(idx[inside], weights=p[inside] * weight[inside], minlength=n)
     used = weights > 0
-    return prices.price_eur_per_mwh[used], sums[used] / weights[used]
+    return prices.price_per_mwh[used], sums[used] / weights[used]
 
 
 def _pearson(x: FloatArray, y: FloatArray) -> float | None:
@@ -340,7 +340,7 @@ def prices_figure(
     layout["margin"] = {"r": 64, "t": 96}
     data: list[Trace] = []
     if len(prices):
-        data.append(price_trace(prices.start_s, prices.end_s, prices.price_eur_per_mwh))
+        data.append(price_trace(prices.start_s, prices.end_s, prices.price_per_mwh))
     start, end, power, derived = power_intervals(telemetry, now=now)
     if start.size:
         x, y = steps(start, end, power)

@@ -223,7 +223,7 @@ def plan_arrays(schedule: Schedule) -> tuple[FloatArray, FloatArray, FloatArray,
     n = len(slots)
     start = np.fromiter((s.start.timestamp() for s in slots), dtype=np.float64, count=n)
     end = np.fromiter((s.end.timestamp() for s in slots), dtype=np.float64, count=n)
-    price = np.fromiter((s.price_eur_per_mwh for s in slots), dtype=np.float64, count=n)
+    price = np.fromiter((s.price_per_mwh for s in slots), dtype=np.float64, count=n)
     net = np.fromiter((s.discharge_kw - s.charge_kw for s in slots), dtype=np.float64, count=n)
     soc = np.fromiter((s.soc_kwh for s in slots), dtype=np.float64, count=n)
     return start, end, price, net, soc

@@ -54,7 +54,7 @@ def schedule_table(schedule: Schedule) -> dict[str, list[str]]:
     for slot in schedule.slots:
         net = slot.discharge_kw - slot.charge_kw
         columns["slot (UTC)"].append(_slot_label(slot.start, slot.end))
-        columns["price (EUR/MWh)"].append(f"{slot.price_eur_per_mwh:.2f}")
+        columns["price (EUR/MWh)"].append(f"{slot.price_per_mwh:.2f}")
         columns["action"].append(action_of(net))
         columns["power (kW)"].append(f"{net:.1f}" if abs(net) > EPS_KW else "0.0")
         columns["SOC at end (kWh)"].append(f"{slot.soc_kwh:.1f}")
@@ -125,10 +125,10 @@ def schedule_figure(
 
     start, end, price, net, _soc = plan_arrays(schedule)
     title = (
-        f"Current plan · next {_hours(schedule):.0f} h · expected revenue {money(schedule.expected_revenue_eur)}"
+        f"Current plan · next {_hours(schedule):.0f} h · expected revenue {money(schedule.expected_revenue)}"
     )
-    if schedule.baseline_revenue_eur is not None:
-        title += f" (simple rule: {money(schedule.baseline_revenue_eur)})"
+    if schedule.baseline_revenue is not None:
+        title += f" (simple rule: {money(schedule.baseline_revenue)})"
     time_axis = {"type": "date", "hoverformat": HOVER_TIME, "anchor": "y2"}
     layout = {
         "template": TEMPLATE,
