@@ -15,8 +15,9 @@ import msgspec
 import numpy as np
 
 from nodes.contract import energy
-from nodes.contract.messages import BatterySpec, Schedule
+from nodes.contract.messages import DEFAULT_CURRENCY, BatterySpec, Schedule
 from nodes.renderer import ledger
+from nodes.renderer.currency import mixed_currencies
 from nodes.renderer.ledger import MAX_HOLD_S, MAX_SPAN_S, Totals
 from nodes.renderer.series import PriceSeries, TelemetrySeries, to_datetime
 
@@ -70,6 +71,8 @@ class Insights(msgspec.Struct, kw_only=True, frozen=True):
     horizon, for comparison."""
     status: Literal["ok", "computing", "unavailable"] = "ok"
     note: str = ""
+    currency: str = DEFAULT_CURRENCY
+    """ISO 4217 code of every amount and price above: the prices' (and the plan's, which must agree)."""
 
     @property
     def spread_per_mwh(self) -> float | None:
@@ -80,7 +83,7 @@ class Insights(msgspec.Struct, kw_only=True, frozen=True):
 
 
 def plan_revenue(schedule: Schedule, begin_s: float | None = None, end_s: float | None = None) -> float:
-    """Market revenue of the plan's slots, optionally only their part inside ``[begin_s, end_s)`` (EUR)."""
+    """Market revenue of the plan's slots, optionally only their part inside ``[begin_s, end_s)`` (plan currency)."""
     total = 0.0
     for slot in schedule.slots:
         start, end = slot.start.timestamp(), slot.end.timestamp()
@@ -95,7 +98,7 @@ def plan_revenue(schedule: Schedule, begin_s: float | None = None, end_s: float 
 
 
 def _ratio_price(eur: float, kwh: float) -> float | None:
-    # EUR / kWh * 1000 = EUR/MWh; nothing moved means no average price, not 0
+    # money / kWh * 1000 = money/MWh (one currency); nothing moved means no average price, not 0
     return eur / kwh * energy.KWH_PER_MWH if kwh > 1e-9 else None
 
 
@@ -109,8 +112,13 @@ def insights_from_totals(
     sums: Totals,
     spec: BatterySpec | None = None,
     schedule: Schedule | None = None,
+    currency: str | None = None,
 ) -> Insights:
-    """The :class:`Insights` of ledger sums over a period."""
+    """The :class:`Insights` of ledger sums over a period, priced in ``currency`` (default: the plan's).
+
+    The caller checks that the prices behind ``sums`` and the plan share that currency
+    (:func:`nodes.renderer.currency.mixed_currencies`); the sums themselves do not know it.
+    """
     charged, discharged = sums[ledger.CHARGED], sums[ledger.DISCHARGED]
     derived = sums[ledger.DERIVED]
     throughput = charged + discharged
@@ -168,6 +176,7 @@ def insights_from_totals(
         plan_revenue_to_date=plan_to_date,
         expected_revenue=None if schedule is None else schedule.expected_revenue,
         baseline_revenue=None if schedule is None else schedule.baseline_revenue,
+        currency=currency or (DEFAULT_CURRENCY if schedule is None else schedule.currency),
     )
 
 
@@ -181,13 +190,18 @@ def compute_insights(
     max_span_s: float = MAX_SPAN_S,
 ) -> Insights:
     """Realised revenue, energy, cycles, average prices and efficiency loss from the first to the last sample
-    of a raw ``telemetry`` series (the same integrals as the ledger's)."""
+    of a raw ``telemetry`` series (the same integrals as the ledger's). Prices in several currencies, or in
+    another than the plan's, give ``unavailable`` with the reason, never a sum across currencies."""
+    problem = mixed_currencies(prices.currencies, schedule)
+    if problem is not None:
+        return pending("unavailable", problem, schedule)
+    code = next(iter(prices.currencies), None)
     if len(telemetry) == 0:
-        return insights_from_totals(ledger.totals([]), spec, schedule)
+        return insights_from_totals(ledger.totals([]), spec, schedule, code)
     first, last = float(telemetry.time_s[0]), float(telemetry.time_s[-1])
     edges = np.array([first, np.nextafter(last, np.inf)])
     buckets = ledger.integrate(telemetry, prices, edges, max_hold_s=max_hold_s, max_span_s=max_span_s)
-    return insights_from_totals(ledger.totals([buckets]), spec, schedule)
+    return insights_from_totals(ledger.totals([buckets]), spec, schedule, code)
 
 
 def pending(status: Literal["computing", "unavailable"], note: str, schedule: Schedule | None = None) -> Insights:
@@ -198,4 +212,5 @@ def pending(status: Literal["computing", "unavailable"], note: str, schedule: Sc
         plan_id=None if schedule is None else schedule.plan_id,
         expected_revenue=None if schedule is None else schedule.expected_revenue,
         baseline_revenue=None if schedule is None else schedule.baseline_revenue,
+        currency=DEFAULT_CURRENCY if schedule is None else schedule.currency,
     )

@@ -264,10 +264,10 @@ def test_prices_figure_two_axes_and_correlation_in_title() -> None:
     fig = rf.prices_figure(prices(), tel, schedule())
     assert names(fig) == ["price", "net power (actual)", "net power (plan)"]
     assert [t.yaxis for t in fig.data] == [None, "y2", "y2"]
-    assert axis_title(fig.layout.yaxis) == "price (EUR/MWh)"
+    assert axis_title(fig.layout.yaxis) == "price (€/MWh)"
     assert "kW" in axis_title(fig.layout.yaxis2)
     assert fig.layout.yaxis2.overlaying == "y"
-    assert "EUR/MWh" in fig.data[0].hovertemplate
+    assert "€/MWh" in fig.data[0].hovertemplate
     r = rf.price_power_correlation(prices(), tel)
     assert r == pytest.approx(float(np.corrcoef([42.5, 80.0, 131.0], [-150.0, 10.0, 200.0])[0, 1]))
     # said in words, not as "r = n/a": the question, the answer, the number and what it is based on
@@ -329,7 +329,7 @@ def test_every_figure_has_template_uirevision_units_and_meta() -> None:
         for trace in fig.data:
             is_text = trace.type == "scatter" and trace.mode == "text"
             if trace.type in {"scatter", "scattergl", "bar"} and not is_text:
-                assert any(unit in trace.hovertemplate for unit in ("kW", "kWh", "EUR/MWh")), trace.name
+                assert any(unit in trace.hovertemplate for unit in ("kW", "kWh", "€/MWh")), trace.name
             if is_text:  # the KPI texts: each says how it is computed
                 assert all(len(h) > 20 for h in trace.hovertext), trace.name
         for axis_name in ("yaxis", "yaxis2", "yaxis3"):
@@ -405,7 +405,7 @@ def test_schedule_table_contents() -> None:
     table = rf.schedule_table(schedule())
     assert table == {
         "slot (UTC)": ["01-16 10:00–11:00", "01-16 11:00–12:00", "01-16 12:00–13:00"],
-        "price (EUR/MWh)": ["42.50", "80.00", "131.00"],
+        "price (€/MWh)": ["42.50", "80.00", "131.00"],
         "action": ["charge", "idle", "discharge"],
         "power (kW)": ["-250.0", "0.0", "250.0"],
         "SOC at end (kWh)": ["737.2", "737.2", "500.0"],
@@ -421,7 +421,7 @@ def test_schedule_figure_chart_and_table() -> None:
     assert list(discharge.width) == [3600_000.0]
     assert soc.yaxis == "y3"
     assert discharge.yaxis == "y2"
-    assert "EUR/MWh" in price.hovertemplate
+    assert "€/MWh" in price.hovertemplate
     assert [h.replace("<b>", "").replace("</b>", "") for h in table.header.values] == list(
         rf.schedule_table(schedule())
     )
