@@ -36,7 +36,10 @@ PricePerMwh = Annotated[
 Money = Annotated[float, Meta(ge=-1e12, le=1e12, description="an amount of money in the message's currency")]
 CURRENCY_PATTERN = "^[A-Z]{3}$"
 CURRENCY_RE = re.compile(CURRENCY_PATTERN)
-Currency = Annotated[str, Meta(pattern=CURRENCY_PATTERN, description="ISO 4217 currency code, e.g. EUR, GBP, AUD")]
+Currency = Annotated[
+    str,
+    Meta(min_length=3, max_length=3, pattern=CURRENCY_PATTERN, description="ISO 4217 currency code, e.g. EUR, AUD"),
+]
 DEFAULT_CURRENCY = "EUR"
 """The currency of a price or plan message that names none (what every message meant before ``currency``)."""
 Efficiency = Annotated[float, Meta(gt=0.0, le=1.0, description="fraction in (0, 1]")]

@@ -113,7 +113,7 @@ def _price(text: str, where: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise PriceCsvError(f"{where}: bad price {text!r} (want a number in EUR/MWh)") from None
+        raise PriceCsvError(f"{where}: bad price {text!r} (want a number per MWh)") from None
     if not plausible_price(value):
-        raise PriceCsvError(f"{where}: price {text!r} is outside [-{PRICE_BOUND:g}, {PRICE_BOUND:g}] EUR/MWh")
+        raise PriceCsvError(f"{where}: price {text!r} is outside [-{PRICE_BOUND:g}, {PRICE_BOUND:g}] per MWh")
     return value

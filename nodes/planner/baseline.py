@@ -150,7 +150,9 @@ def audit(
     if scored.soc_kwh and scored.soc_final_kwh < target - tolerance:
         found.append(f"final SOC {scored.soc_final_kwh} kWh is below the terminal target {target} kWh")
     if abs(scored.revenue - schedule.expected_revenue) > tolerance * max(1.0, abs(scored.revenue)):
-        found.append(f"expected revenue {schedule.expected_revenue} EUR but the powers earn {scored.revenue}")
+        found.append(
+            f"expected revenue {schedule.expected_revenue} {schedule.currency} but the powers earn {scored.revenue}"
+        )
     return found
 
 

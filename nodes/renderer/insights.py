@@ -97,9 +97,9 @@ def plan_revenue(schedule: Schedule, begin_s: float | None = None, end_s: float 
     return total
 
 
-def _ratio_price(eur: float, kwh: float) -> float | None:
+def _ratio_price(money: float, kwh: float) -> float | None:
     # money / kWh * 1000 = money/MWh (one currency); nothing moved means no average price, not 0
-    return eur / kwh * energy.KWH_PER_MWH if kwh > 1e-9 else None
+    return money / kwh * energy.KWH_PER_MWH if kwh > 1e-9 else None
 
 
 def _source(measured_kwh: float, derived_kwh: float) -> PowerSource:

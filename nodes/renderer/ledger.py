@@ -16,7 +16,8 @@ The energy model, interval by interval (``[t_k, t_k+1)`` between consecutive sam
 3. **not covered**: otherwise nothing is integrated and the interval counts as a data gap.
 
 Each interval is split at price-slot and bucket boundaries, so each piece is paid at its own slot's price:
-revenue = power x hours x price / 1000 (kW x h x EUR/MWh -> EUR, :func:`nodes.contract.energy.value_at`),
+revenue = power x hours x price / 1000 (kW x h x price/MWh -> money in the prices' currency,
+:func:`nodes.contract.energy.value_at`),
 + when discharging (selling), - when charging (buying). Efficiency loss is additive too: over a measured piece it
 is charged - discharged - the SOC change along the piece (SOC interpolated linearly between the samples); derived
 pieces have none by construction.
