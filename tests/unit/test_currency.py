@@ -21,6 +21,7 @@ from nodes.renderer import currency
 from nodes.renderer.figures import render_all
 from nodes.renderer.insights import compute_insights
 from nodes.renderer.series import PriceSeries, TelemetrySeries
+from nodes.runtime.config import load
 from nodes.runtime.dispatch import Delivery
 from nodes.runtime.memory import MemoryBroker, MemoryBus
 from tests.support.autopilot_sim import FakeClock
@@ -175,3 +176,9 @@ def test_price_history_rows_carry_their_currency() -> None:
     # points stored before prices named a currency were EUR, as their messages were
     legacy = HistoryResult(ok=True, columns=["time", "price_per_mwh"], rows=[["2025-01-15T00:00:00Z", 1.0]])
     assert PriceSeries.from_history(legacy).currencies == {"EUR"}
+
+
+def test_the_switch_penalty_setting_lost_its_eur_and_the_old_name_still_works(caplog: pytest.LogCaptureFixture) -> None:
+    assert load(PlannerConfig, {"BESS_PLANNER_SWITCH_PENALTY": "2.5"}).planner_switch_penalty_eur == 2.5
+    assert load(PlannerConfig, {"BESS_PLANNER_SWITCH_PENALTY_EUR": "1.5"}).planner_switch_penalty_eur == 1.5
+    assert "BESS_PLANNER_SWITCH_PENALTY_EUR is deprecated" in caplog.text
