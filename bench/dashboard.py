@@ -81,7 +81,7 @@ def price_lines(end: datetime, days: int) -> list[str]:
         PriceSlot(
             start=start + timedelta(hours=h),
             end=start + timedelta(hours=h + 1),
-            price_eur_per_mwh=80.0 + 60.0 * math.sin(2 * math.pi * h / 24.0),
+            price_per_mwh=80.0 + 60.0 * math.sin(2 * math.pi * h / 24.0),
         )
         for h in range(hours)
     ]

@@ -48,7 +48,7 @@ def horizon(n: int, minutes: int) -> list[PriceSlot]:
     hours_of_day = np.arange(n) * minutes / 60 % 24
     prices = 90 - 60 * np.cos(2 * np.pi * (hours_of_day - 3) / 24) + rng.normal(0, 25, n)
     return [
-        PriceSlot(start=start + i * step, end=start + (i + 1) * step, price_eur_per_mwh=round(float(p), 2))
+        PriceSlot(start=start + i * step, end=start + (i + 1) * step, price_per_mwh=round(float(p), 2))
         for i, p in enumerate(prices)
     ]
 
@@ -80,7 +80,7 @@ def time_plans(repeat: int) -> None:
                     schedule = plan(prices, SPEC, 0.0, created_at=NOW, options=PlanOptions(solver=solver))
                 total.append((time.perf_counter() - started) * 1000)
                 solve.append(schedule.solve_ms)
-                revenue = schedule.expected_revenue_eur
+                revenue = schedule.expected_revenue
             t, s = statistics.median(total), statistics.median(solve)
             totals[solver] = t
             print(f"{n:>6} {minutes:>4}min {solver:>6} {t:>9.1f} {s:>9.1f} {t - s:>17.1f} {revenue:>10.2f}")
@@ -97,16 +97,16 @@ def time_backtest(path: Path) -> None:
         with quiet_fd1():
             result = run_backtest(days, SPEC, 0.0, options=PlanOptions(solver=solver), source=path.name)
         elapsed = time.perf_counter() - started
-        revenues = "  ".join(f"{run.name} {run.evaluation.revenue_eur:,.2f} EUR" for run in result.runs)
+        revenues = "  ".join(f"{run.name} {run.evaluation.revenue:,.2f} EUR" for run in result.runs)
         print(
             f"backtest {path.name} ({len(days)} days, {solver}): {elapsed:.2f} s wall, "
             f"solver {sum(result.solve_ms) / 1000:.2f} s, mean {statistics.mean(result.solve_ms):.1f} ms/day"
         )
         print(f"  {revenues}")
         ratios = "  ".join(
-            f"optimiser/{run.name} {result.runs[0].evaluation.revenue_eur / run.evaluation.revenue_eur:.3f}"
+            f"optimiser/{run.name} {result.runs[0].evaluation.revenue / run.evaluation.revenue:.3f}"
             for run in result.runs[1:]
-            if run.evaluation.revenue_eur > 0
+            if run.evaluation.revenue > 0
         )
         print(f"  {ratios}")
 

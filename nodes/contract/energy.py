@@ -7,8 +7,8 @@ battery`), the planner (:mod:`nodes.planner.model`, :mod:`nodes.planner.baseline
 proves feasible runs into a limit on the device, and the dashboard counts energy the planner never planned.
 
 Units are in the names: power in kW (grid side, what a meter at the inverter reads), energy in kWh, time in
-seconds or hours as the name says, prices in EUR/MWh, money in EUR. A signed power is + discharging (to the
-grid), - charging.
+seconds or hours as the name says, prices per MWh and money in the currency their message names. A signed
+power is + discharging (to the grid), - charging.
 
 The efficiency rule: the round-trip efficiency ``eta`` is split evenly between the two directions, so one kWh
 bought and sold again returns ``eta`` kWh::
@@ -86,9 +86,9 @@ def power_from_soc_kw(soc_change_kwh: N, seconds: N | float) -> N:
     return -soc_change_kwh / (seconds / SECONDS_PER_HOUR)
 
 
-def value_eur(energy: N, price_eur_per_mwh: N | float) -> N:
-    """What ``energy`` kWh is worth at ``price_eur_per_mwh`` (kWh x EUR/MWh / 1000)."""
-    return energy * price_eur_per_mwh / KWH_PER_MWH
+def value_at(energy: N, price_per_mwh: N | float) -> N:
+    """What ``energy`` kWh is worth at ``price_per_mwh`` (kWh x price/MWh / 1000, in the price's currency)."""
+    return energy * price_per_mwh / KWH_PER_MWH
 
 
 # -- the efficiency rule -----------------------------------------------------------------------------------
@@ -164,5 +164,5 @@ __all__ = [
     "soc_after_power",
     "stored_kwh",
     "usable_kwh",
-    "value_eur",
+    "value_at",
 ]

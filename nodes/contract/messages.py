@@ -2,7 +2,8 @@
 
 Wire Structs are forward compatible: new fields get defaults and unknown fields are ignored, so an older node
 keeps reading what a newer node publishes. Units live in field names (``soc_kwh``, ``power_kw``,
-``price_eur_per_mwh``); timestamps are timezone-aware (``Meta(tz=True)``) and published as UTC.
+``price_per_mwh``); money and prices are in the ``currency`` (ISO 4217) the message names; timestamps are
+timezone-aware (``Meta(tz=True)``) and published as UTC.
 
 Numbers carry bounds on purpose: JSON allows ``1e400`` (infinity after decoding), and a bound turns that,
 NaN and negative energies into a validation error at the boundary instead of a corrupt point in the database.
@@ -10,6 +11,7 @@ NaN and negative energies into a validation error at the boundary instead of a c
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -28,8 +30,18 @@ PowerKw = Annotated[float, Meta(ge=0.0, le=1e7, description="power in kW")]
 SignedPowerKw = Annotated[
     float, Meta(ge=-1e7, le=1e7, description="power in kW: + discharging (to the grid), - charging")
 ]
-PriceEurPerMwh = Annotated[float, Meta(ge=-1e5, le=1e5, description="price in EUR/MWh (may be negative)")]
-MoneyEur = Annotated[float, Meta(ge=-1e12, le=1e12, description="money in EUR")]
+PricePerMwh = Annotated[
+    float, Meta(ge=-1e5, le=1e5, description="price per MWh in the message's currency (may be negative)")
+]
+Money = Annotated[float, Meta(ge=-1e12, le=1e12, description="an amount of money in the message's currency")]
+CURRENCY_PATTERN = "^[A-Z]{3}$"
+CURRENCY_RE = re.compile(CURRENCY_PATTERN)
+Currency = Annotated[
+    str,
+    Meta(min_length=3, max_length=3, pattern=CURRENCY_PATTERN, description="ISO 4217 currency code, e.g. EUR, AUD"),
+]
+DEFAULT_CURRENCY = "EUR"
+"""The currency of a price or plan message that names none (what every message meant before ``currency``)."""
 Efficiency = Annotated[float, Meta(gt=0.0, le=1.0, description="fraction in (0, 1]")]
 Identifier = Annotated[str, Meta(pattern=ID_REGEX, description=f"id: {ID_SHAPE}")]
 # Every string and list on the wire is bounded: one schema-valid message carrying a 26 MB string once made
@@ -67,7 +79,8 @@ class BatterySpec(Struct, kw_only=True, omit_defaults=True):
     max_charge_kw: PowerKw
     max_discharge_kw: PowerKw
     roundtrip_efficiency: Efficiency = 0.9
-    cycle_cost_eur_per_mwh: Annotated[float, Meta(ge=0.0, le=1e5)] = 0.0
+    cycle_cost_per_mwh: Annotated[float, Meta(ge=0.0, le=1e5)] = 0.0
+    """Wear cost per MWh discharged, in the currency of the prices the battery is planned on."""
 
     def problems(self) -> list[str]:
         """Cross-field checks msgspec cannot express; empty when the spec is consistent."""
@@ -110,7 +123,7 @@ class ScheduleSlot(Struct, kw_only=True, omit_defaults=True):
 
     start: UtcDatetime
     end: UtcDatetime
-    price_eur_per_mwh: PriceEurPerMwh
+    price_per_mwh: PricePerMwh
     charge_kw: PowerKw
     discharge_kw: PowerKw
     soc_kwh: EnergyKwh
@@ -123,8 +136,10 @@ class Schedule(Struct, kw_only=True, omit_defaults=True):
     created_at: UtcDatetime
     soc_initial_kwh: EnergyKwh
     slots: Annotated[list[ScheduleSlot], Meta(max_length=MAX_SLOTS)]
-    expected_revenue_eur: MoneyEur
-    baseline_revenue_eur: MoneyEur | None = None
+    expected_revenue: Money
+    baseline_revenue: Money | None = None
+    currency: Currency = DEFAULT_CURRENCY
+    """Currency of every price and amount of this plan: the currency of the forecast it was planned on."""
     zone: ShortText | None = None
     solver: ShortText = ""
     solve_ms: Annotated[float, Meta(ge=0.0, le=1e9)] = 0.0
@@ -136,7 +151,7 @@ class PriceSlot(Struct, kw_only=True, omit_defaults=True):
 
     start: UtcDatetime
     end: UtcDatetime
-    price_eur_per_mwh: PriceEurPerMwh
+    price_per_mwh: PricePerMwh
 
 
 class PriceForecast(Struct, kw_only=True, omit_defaults=True):
@@ -145,7 +160,8 @@ class PriceForecast(Struct, kw_only=True, omit_defaults=True):
     zone: Identifier
     issued_at: UtcDatetime
     slots: Annotated[list[PriceSlot], Meta(max_length=MAX_SLOTS)]
-    currency: Literal["EUR"] = "EUR"
+    currency: Currency = DEFAULT_CURRENCY
+    """ISO 4217 code of every ``price_per_mwh`` of this forecast."""
     source: ShortText = ""
 
 

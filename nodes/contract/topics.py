@@ -275,19 +275,19 @@ SCHEDULE: Topic[Schedule] = Topic(
         zone="de-lu",
         slots=[
             ScheduleSlot(
-                start=_T0, end=_T0 + _HOUR, price_eur_per_mwh=42.5, charge_kw=250.0, discharge_kw=0.0, soc_kwh=737.2
+                start=_T0, end=_T0 + _HOUR, price_per_mwh=42.5, charge_kw=250.0, discharge_kw=0.0, soc_kwh=737.2
             ),
             ScheduleSlot(
                 start=_T0 + _HOUR,
                 end=_T0 + 2 * _HOUR,
-                price_eur_per_mwh=131.0,
+                price_per_mwh=131.0,
                 charge_kw=0.0,
                 discharge_kw=250.0,
                 soc_kwh=500.0,
             ),
         ],
-        expected_revenue_eur=22.13,
-        baseline_revenue_eur=18.0,
+        expected_revenue=22.13,
+        baseline_revenue=18.0,
         solver="PULP_CBC_CMD",
         solve_ms=31.0,
     ),
@@ -325,8 +325,8 @@ PRICES: Topic[PriceForecast] = Topic(
         zone="de-lu",
         issued_at=_T0,
         slots=[
-            PriceSlot(start=_T0, end=_T0 + _HOUR, price_eur_per_mwh=42.5),
-            PriceSlot(start=_T0 + _HOUR, end=_T0 + 2 * _HOUR, price_eur_per_mwh=131.0),
+            PriceSlot(start=_T0, end=_T0 + _HOUR, price_per_mwh=42.5),
+            PriceSlot(start=_T0 + _HOUR, end=_T0 + 2 * _HOUR, price_per_mwh=131.0),
         ],
         source="day-ahead csv",
     ),

@@ -16,14 +16,16 @@ import msgspec
 from msgspec import Meta, Struct
 
 from nodes.contract.messages import (
+    DEFAULT_CURRENCY,
     Command,
     ControlMode,
     ControlModeName,
+    Currency,
     EnergyKwh,
     Identifier,
     PowerKw,
-    PriceEurPerMwh,
     PriceForecast,
+    PricePerMwh,
     SignedPowerKw,
     Telemetry,
     UtcDatetime,
@@ -99,7 +101,7 @@ class PriceSlotBody(Struct, kw_only=True, forbid_unknown_fields=True):
 
     start: UtcDatetime
     end: UtcDatetime
-    price_eur_per_mwh: PriceEurPerMwh
+    price_per_mwh: PricePerMwh
 
 
 class PricesBody(Struct, kw_only=True, forbid_unknown_fields=True):
@@ -108,7 +110,7 @@ class PricesBody(Struct, kw_only=True, forbid_unknown_fields=True):
     zone: Identifier
     issued_at: UtcDatetime
     slots: Annotated[list[PriceSlotBody], Meta(min_length=1, max_length=MAX_PRICE_SLOTS)]
-    currency: Literal["EUR"] = "EUR"
+    currency: Currency = DEFAULT_CURRENCY
     source: Annotated[str, Meta(max_length=64)] = ""
 
 

@@ -50,7 +50,7 @@ def to_price_forecast(body: PricesBody) -> PriceForecast:
         zone=body.zone,
         issued_at=body.issued_at.astimezone(UTC),
         slots=[
-            PriceSlot(start=s.start.astimezone(UTC), end=s.end.astimezone(UTC), price_eur_per_mwh=s.price_eur_per_mwh)
+            PriceSlot(start=s.start.astimezone(UTC), end=s.end.astimezone(UTC), price_per_mwh=s.price_per_mwh)
             for s in body.slots
         ],
         currency=body.currency,

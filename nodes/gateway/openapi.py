@@ -217,7 +217,7 @@ def document() -> dict[str, Any]:
             _json_body(published_p, "published and acknowledged by the broker"),
             params=[],
             example={"zone": "de-lu", "issued_at": "2025-01-16T09:00:00Z", "slots": [
-                {"start": "2025-01-16T10:00:00Z", "end": "2025-01-16T11:00:00Z", "price_eur_per_mwh": 42.5}]},
+                {"start": "2025-01-16T10:00:00Z", "end": "2025-01-16T11:00:00Z", "price_per_mwh": 42.5}]},
         ),
         "/health": {
             "get": {

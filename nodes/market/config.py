@@ -20,7 +20,6 @@ from nodes.market.sources import energidataservice as eds_source
 from nodes.market.sources import energy_charts as energy_charts_source
 from nodes.market.sources import entsoe as entsoe_source
 from nodes.market.sources import nordpool as nordpool_source
-from nodes.market.sources.convert import currency_problem
 from nodes.market.sources.zones import ZONES
 from nodes.runtime.config import MqttSettings
 
@@ -145,10 +144,6 @@ class MarketConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
             found.append(f"BESS_MARKET_CURRENCY does not apply to {name} (it answers in the zone's own currency)")
         elif spec.currencies and self.currency not in spec.currencies:
             found.append(f"BESS_MARKET_CURRENCY={self.currency}: {name} offers {', '.join(spec.currencies)}")
-        elif spec.currencies:
-            problem = currency_problem(self.currency)
-            if problem:
-                found.append(f"BESS_MARKET_SOURCE={name}: {problem}")
         if name == "entsoe":
             found.extend(self._token_problems())
         url = self.base_url() or (awattar.default_url(zone) if zone is not None and zone.awattar else "")

@@ -75,7 +75,7 @@ class ReplaySource:
                 continue
             if start >= end:
                 break
-            out.append(PriceSlot(start=start, end=slot.end + shift, price_eur_per_mwh=slot.price_eur_per_mwh))
+            out.append(PriceSlot(start=start, end=slot.end + shift, price_per_mwh=slot.price_per_mwh))
         return out
 
 

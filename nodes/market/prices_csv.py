@@ -23,7 +23,7 @@ HEADER = ("timestamp", "price")
 MAX_STEP = timedelta(hours=1)
 """No market has periods longer than an hour; a longer step is missing rows, not a long slot."""
 PRICE_BOUND = PRICE_SANITY_LIMIT
-"""The bound every price source applies (the wire's bound on ``price_eur_per_mwh``)."""
+"""The bound every price source applies (the wire's bound on ``price_per_mwh``)."""
 DEFAULT_TZ = "Europe/Berlin"
 
 
@@ -76,7 +76,7 @@ def parse_prices(text: str, *, source: str = "<prices>") -> list[PriceSlot]:
     common = Counter(b - a for a, b in pairwise(starts)).most_common(1)[0][0]
     ends = [*starts[1:], starts[-1] + common]
     return [
-        PriceSlot(start=start, end=end, price_eur_per_mwh=price)
+        PriceSlot(start=start, end=end, price_per_mwh=price)
         for start, end, price in zip(starts, ends, prices, strict=True)
     ]
 
@@ -113,7 +113,7 @@ def _price(text: str, where: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise PriceCsvError(f"{where}: bad price {text!r} (want a number in EUR/MWh)") from None
+        raise PriceCsvError(f"{where}: bad price {text!r} (want a number per MWh)") from None
     if not plausible_price(value):
-        raise PriceCsvError(f"{where}: price {text!r} is outside [-{PRICE_BOUND:g}, {PRICE_BOUND:g}] EUR/MWh")
+        raise PriceCsvError(f"{where}: price {text!r} is outside [-{PRICE_BOUND:g}, {PRICE_BOUND:g}] per MWh")
     return value

@@ -55,6 +55,6 @@ def synthetic_slots(begin: datetime, end: datetime, step: timedelta = timedelta(
         here = day_prices[local.hour]
         nxt = day_prices[(local.hour + 1) % 24]
         price = here + (nxt - here) * (local.minute / 60.0)
-        slots.append(PriceSlot(start=cursor, end=cursor + step, price_eur_per_mwh=round(price, 2)))
+        slots.append(PriceSlot(start=cursor, end=cursor + step, price_per_mwh=round(price, 2)))
         cursor += step
     return slots

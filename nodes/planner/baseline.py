@@ -44,18 +44,18 @@ class Dispatch(msgspec.Struct, kw_only=True, frozen=True):
 class Evaluation(msgspec.Struct, kw_only=True, frozen=True):
     """The figures a dispatch earns and costs; ``violations`` is empty when it respects every limit."""
 
-    revenue_eur: float
+    revenue: float
     """Market revenue minus cycle cost: the optimiser's objective without switch penalties."""
-    market_revenue_eur: float
-    cycle_cost_eur: float
+    market_revenue: float
+    cycle_cost: float
     charged_kwh: float
     """Energy bought from the grid (grid side)."""
     discharged_kwh: float
     """Energy sold to the grid (grid side)."""
     full_cycles: float
     """Energy drawn from the cells (discharged / sqrt(eta)) divided by the usable range soc_max - soc_min."""
-    avg_buy_price_eur_per_mwh: float | None
-    avg_sell_price_eur_per_mwh: float | None
+    avg_buy_price_per_mwh: float | None
+    avg_sell_price_per_mwh: float | None
     efficiency_loss_kwh: float
     """charged - discharged - (final SOC - initial SOC): what the round trip burnt."""
     soc_kwh: list[float]
@@ -81,7 +81,7 @@ def evaluate(
     soc = soc_initial_kwh
     socs: list[float] = []
     violations: list[str] = []
-    charged = discharged = buy_eur = sell_eur = 0.0
+    charged = discharged = buy_money = sell_money = 0.0
     for i, (slot, (charge, discharge)) in enumerate(zip(slots, powers, strict=True)):
         h = hours(slot)
         where = f"slot {i} ({slot.start:%Y-%m-%dT%H:%MZ})"
@@ -97,20 +97,20 @@ def evaluate(
         socs.append(soc)
         charged += charge * h
         discharged += discharge * h
-        buy_eur += energy.value_eur(charge * h, slot.price_eur_per_mwh)
-        sell_eur += energy.value_eur(discharge * h, slot.price_eur_per_mwh)
-    market = sell_eur - buy_eur
-    cycle_cost = energy.value_eur(discharged, spec.cycle_cost_eur_per_mwh)
+        buy_money += energy.value_at(charge * h, slot.price_per_mwh)
+        sell_money += energy.value_at(discharge * h, slot.price_per_mwh)
+    market = sell_money - buy_money
+    cycle_cost = energy.value_at(discharged, spec.cycle_cost_per_mwh)
     cycles = energy.full_cycles(energy.drawn_kwh(discharged, spec.roundtrip_efficiency), spec)
     return Evaluation(
-        revenue_eur=market - cycle_cost,
-        market_revenue_eur=market,
-        cycle_cost_eur=cycle_cost,
+        revenue=market - cycle_cost,
+        market_revenue=market,
+        cycle_cost=cycle_cost,
         charged_kwh=charged,
         discharged_kwh=discharged,
         full_cycles=0.0 if cycles is None else cycles,
-        avg_buy_price_eur_per_mwh=buy_eur * energy.KWH_PER_MWH / charged if charged > 0 else None,
-        avg_sell_price_eur_per_mwh=sell_eur * energy.KWH_PER_MWH / discharged if discharged > 0 else None,
+        avg_buy_price_per_mwh=buy_money * energy.KWH_PER_MWH / charged if charged > 0 else None,
+        avg_sell_price_per_mwh=sell_money * energy.KWH_PER_MWH / discharged if discharged > 0 else None,
         efficiency_loss_kwh=charged - discharged - (soc - soc_initial_kwh),
         soc_kwh=socs,
         violations=violations,
@@ -125,7 +125,7 @@ def evaluate_dispatch(dispatch: Dispatch, spec: BatterySpec) -> Evaluation:
 def dispatch_of(schedule: Schedule) -> Dispatch:
     """The optimiser's Schedule as a Dispatch, to score it like any other strategy."""
     return Dispatch(
-        slots=[PriceSlot(start=s.start, end=s.end, price_eur_per_mwh=s.price_eur_per_mwh) for s in schedule.slots],
+        slots=[PriceSlot(start=s.start, end=s.end, price_per_mwh=s.price_per_mwh) for s in schedule.slots],
         powers=[(s.charge_kw, s.discharge_kw) for s in schedule.slots],
         soc_initial_kwh=schedule.soc_initial_kwh,
     )
@@ -138,7 +138,7 @@ def audit(
 
     Checks the limits (:func:`evaluate`), that each published ``soc_kwh`` is what the powers imply, that the
     horizon ends at or above the terminal target (default: the initial SOC) and that
-    ``expected_revenue_eur`` is the revenue of the published powers.
+    ``expected_revenue`` is the revenue of the published powers.
     """
     dispatch = dispatch_of(schedule)
     scored = evaluate_dispatch(dispatch, spec)
@@ -149,8 +149,10 @@ def audit(
     target = _target(spec, schedule.soc_initial_kwh, terminal_soc_kwh)
     if scored.soc_kwh and scored.soc_final_kwh < target - tolerance:
         found.append(f"final SOC {scored.soc_final_kwh} kWh is below the terminal target {target} kWh")
-    if abs(scored.revenue_eur - schedule.expected_revenue_eur) > tolerance * max(1.0, abs(scored.revenue_eur)):
-        found.append(f"expected revenue {schedule.expected_revenue_eur} EUR but the powers earn {scored.revenue_eur}")
+    if abs(scored.revenue - schedule.expected_revenue) > tolerance * max(1.0, abs(scored.revenue)):
+        found.append(
+            f"expected revenue {schedule.expected_revenue} {schedule.currency} but the powers earn {scored.revenue}"
+        )
     return found
 
 
@@ -178,14 +180,14 @@ def top_n_daily(
     usable = energy.usable_kwh(spec)
     if usable > 0 and spec.max_charge_kw > 0 and spec.max_discharge_kw > 0:
         for day in _local_days(slots, tz):
-            ascending = sorted(day, key=lambda i: (slots[i].price_eur_per_mwh, i))
+            ascending = sorted(day, key=lambda i: (slots[i].price_per_mwh, i))
             charge = _take(ascending, lambda i: energy.stored_kwh(spec.max_charge_kw * hours(slots[i]), eta), usable)
             taken = set(charge)
             rest = [i for i in reversed(ascending) if i not in taken]
             discharge = _take(rest, lambda i: energy.drawn_kwh(spec.max_discharge_kw * hours(slots[i]), eta), usable)
             if charge and discharge and _pays(
-                [slots[i].price_eur_per_mwh for i in charge],
-                [slots[i].price_eur_per_mwh for i in discharge],
+                [slots[i].price_per_mwh for i in charge],
+                [slots[i].price_per_mwh for i in discharge],
                 spec,
             ):
                 for i in charge:
@@ -216,13 +218,13 @@ def threshold(
         raise ValueError(f"quantile must be in [0, 0.5], got {quantile}")
     intents: list[Intent] = ["idle"] * len(slots)
     for day in _local_days(slots, tz):
-        prices = sorted(slots[i].price_eur_per_mwh for i in day)
+        prices = sorted(slots[i].price_per_mwh for i in day)
         low = buy_below if buy_below is not None else prices[math.floor(quantile * (len(prices) - 1))]
         high = sell_above if sell_above is not None else prices[math.ceil((1 - quantile) * (len(prices) - 1))]
         if not _pays([low], [high], spec):
             continue
         for i in day:
-            price = slots[i].price_eur_per_mwh
+            price = slots[i].price_per_mwh
             intents[i] = "charge" if price <= low else "discharge" if price >= high else "idle"
     return _simulate(slots, intents, spec, soc_initial_kwh, _target(spec, soc_initial_kwh, terminal_soc_kwh))
 
@@ -236,7 +238,7 @@ def _pays(buy: Sequence[float], sell: Sequence[float], spec: BatterySpec) -> boo
     # 1 MWh bought becomes eta MWh sold, and wear is paid on what is sold
     mean_buy = sum(buy) / len(buy)
     mean_sell = sum(sell) / len(sell)
-    return spec.roundtrip_efficiency * (mean_sell - spec.cycle_cost_eur_per_mwh) > mean_buy
+    return spec.roundtrip_efficiency * (mean_sell - spec.cycle_cost_per_mwh) > mean_buy
 
 
 def _take(order: Sequence[int], energy: Callable[[int], float], needed: float) -> list[int]:

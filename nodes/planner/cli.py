@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import msgspec
 
 from nodes.contract.energy import slot_hours
-from nodes.contract.messages import BatterySpec, PriceSlot
+from nodes.contract.messages import CURRENCY_RE, DEFAULT_CURRENCY, BatterySpec, PriceSlot
 from nodes.market.prices_csv import DEFAULT_TZ, PriceCsvError, read_prices, select, split_days
 from nodes.planner import baseline, report
 from nodes.planner.model import PlanError, PlanOptions, plan
@@ -80,14 +80,15 @@ def _plan(args: argparse.Namespace) -> int:
         raise InputError(f"{args.prices}: no price slots between {args.begin} and {args.end}")
     options = PlanOptions(
         terminal_soc_kwh=args.terminal_soc_kwh,
-        switch_penalty_eur=args.switch_penalty_eur,
+        switch_penalty=args.switch_penalty,
         min_dwell_slots=args.min_dwell_slots,
         full_charge_every_slots=args.full_charge_every_slots,
         solver=args.solver,
         time_limit_s=args.time_limit_s,
     )
     with _native_stdout_to_stderr():
-        schedule = plan(slots, spec, args.soc_initial_kwh, created_at=datetime.now(UTC), options=options)
+        schedule = plan(slots, spec, args.soc_initial_kwh, created_at=datetime.now(UTC), options=options,
+                        currency=args.currency)
     sys.stdout.write(msgspec.json.encode(schedule).decode() + "\n")
     sys.stdout.flush()
     if not args.quiet:
@@ -111,12 +112,12 @@ def _backtest(args: argparse.Namespace) -> int:
     if not days:
         raise InputError(f"{args.prices}: no days to backtest")
     soc0 = spec.soc_min_kwh if args.soc_initial_kwh is None else args.soc_initial_kwh
-    options = PlanOptions(switch_penalty_eur=args.switch_penalty_eur, solver=args.solver)
+    options = PlanOptions(switch_penalty=args.switch_penalty, solver=args.solver)
     progress = _Progress(len(days)) if sys.stderr.isatty() else None
     started = time.perf_counter()
     with _native_stdout_to_stderr():
         result = run_backtest(days, spec, soc0, options=options, source=Path(args.prices).name, progress=progress,
-                              tz=args.tz)
+                              tz=args.tz, currency=args.currency)
     elapsed = time.perf_counter() - started
     if progress is not None:
         progress.done()
@@ -140,6 +141,7 @@ def run_backtest(
     source: str = "",
     progress: Callable[[int], None] | None = None,
     tz: str = DEFAULT_TZ,
+    currency: str = DEFAULT_CURRENCY,
 ) -> report.Backtest:
     """Plan each local day (of ``tz``, as ``days`` were split) with that day's prices only, carrying each
     strategy's SOC to the next day.
@@ -162,7 +164,8 @@ def run_backtest(
     for n, (day, slots) in enumerate(days, start=1):
         started = time.perf_counter()
         schedule = plan(
-            slots, spec, socs["optimiser"], created_at=slots[0].start, options=options, plan_id=f"backtest-{day}"
+            slots, spec, socs["optimiser"], created_at=slots[0].start, options=options, plan_id=f"backtest-{day}",
+            currency=currency,
         )
         plan_ms.append((time.perf_counter() - started) * 1000.0)
         solve_ms.append(schedule.solve_ms)
@@ -170,7 +173,7 @@ def run_backtest(
         dispatches.update({name: run(slots, socs[name]) for name, run in strategies.items()})
         for name, dispatch in dispatches.items():
             scored = baseline.evaluate_dispatch(dispatch, spec)
-            daily[name].append(scored.revenue_eur)
+            daily[name].append(scored.revenue)
             powers[name].extend(dispatch.powers)
             socs[name] = scored.soc_final_kwh
         all_slots.extend(slots)
@@ -184,12 +187,12 @@ def run_backtest(
                 name=name,
                 dispatch=dispatch,
                 evaluation=baseline.evaluate_dispatch(dispatch, spec),
-                daily_revenue_eur=daily[name],
+                daily_revenue=daily[name],
             )
         )
     return report.Backtest(
         source=source, spec=spec, days=[day for day, _ in days], runs=runs, solve_ms=solve_ms, plan_ms=plan_ms,
-        tz=tz, day_hours=[sum(slot_hours(slot) for slot in slots) for _, slots in days],
+        tz=tz, day_hours=[sum(slot_hours(slot) for slot in slots) for _, slots in days], currency=currency,
     )
 
 
@@ -257,12 +260,21 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--prices", required=True, type=Path, help="CSV with header timestamp,price (UTC, EUR/MWh)")
+    p.add_argument("--prices", required=True, type=Path,
+                   help="CSV with header timestamp,price (UTC, per MWh in --currency)")
+    p.add_argument("--currency", type=_currency, default=DEFAULT_CURRENCY,
+                   help="ISO 4217 code of the CSV's prices; amounts are printed in it (default: %(default)s)")
     p.add_argument("--battery", required=True, type=Path, help="JSON with the BatterySpec fields")
     p.add_argument("--solver", choices=("cbc", "highs"), default="cbc", help="MILP solver (default: %(default)s)")
-    p.add_argument("--switch-penalty-eur", type=float, default=0.0, help="EUR per change of direction")
+    p.add_argument("--switch-penalty", type=float, default=0.0, help="money per change of direction, in --currency")
     p.add_argument("--begin", type=_utc, help="first slot start to use (ISO-8601 with zone)")
     p.add_argument("--end", type=_utc, help="last slot end to use (ISO-8601 with zone)")
+
+
+def _currency(text: str) -> str:
+    if not CURRENCY_RE.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"not an ISO 4217 currency code: {text!r} (3 capital letters, e.g. AUD)")
+    return text
 
 
 def _utc(text: str) -> datetime:

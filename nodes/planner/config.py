@@ -18,7 +18,9 @@ class PlannerConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
     planner_autopilot_off: list[str] = msgspec.field(default_factory=list)
     planner_drift_kwh: float | None = None
     planner_max_telemetry_age_s: float = 300.0
-    planner_switch_penalty_eur: float = 0.0
+    #: per change of direction, in the forecast's currency; BESS_PLANNER_SWITCH_PENALTY_EUR is the deprecated name
+    #: (the attribute keeps it until that variable is removed, as the gateway's renamed settings do)
+    planner_switch_penalty_eur: float = msgspec.field(default=0.0, name="planner_switch_penalty")
     planner_solver: str = "cbc"
     planner_min_replan_interval_s: float = 1.0
     planner_lease_s: float = 300.0

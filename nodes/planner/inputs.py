@@ -54,7 +54,7 @@ def horizon(forecast: PriceForecast, now: datetime) -> list[PriceSlot]:
         if slot.end <= now:
             continue
         start = max(slot.start, now)
-        slots.append(PriceSlot(start=start, end=slot.end, price_eur_per_mwh=slot.price_eur_per_mwh))
+        slots.append(PriceSlot(start=start, end=slot.end, price_per_mwh=slot.price_per_mwh))
     # The current slot stays however little of it is left (a second at least): the autopilot follows the slot
     # containing now, and a plan that starts at the next boundary would leave it nothing to follow until then
     # (with 1-minute slots and a re-plan a second after the boundary, that was every slot).

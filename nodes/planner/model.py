@@ -12,12 +12,12 @@ The model, per slot t of length h_t hours (taken from each slot, so hourly and 1
     s_t = s_{t-1} + r*c_t*h_t - d_t*h_t/r     r = sqrt(roundtrip_efficiency), s_{-1} = soc_initial
                                        (the rule of :mod:`nodes.contract.energy`, the device's too)
     soc_min <= s_t <= soc_max,  s_{T-1} >= terminal target (default: the starting SOC)
-    maximise  sum_t price_t*(d_t - c_t)*h_t/1000 - cycle_cost*sum_t d_t*h_t/1000  (EUR)
+    maximise  sum_t price_t*(d_t - c_t)*h_t/1000 - cycle_cost*sum_t d_t*h_t/1000  (in the prices' currency)
               - switch_penalty * (number of direction changes)
 
 Without the binary, negative prices would make charging and discharging in the same slot "profitable" (the
 round-trip loss burns energy one is paid to take); the binary forbids it. The MILP is solved to proven
-optimality (relative gap 0); anything else is a :class:`PlanError`. ``expected_revenue_eur`` is the objective
+optimality (relative gap 0); anything else is a :class:`PlanError`. ``expected_revenue`` is the objective
 without the switch penalty, recomputed from the published powers.
 """
 
@@ -36,7 +36,7 @@ import pulp
 
 from nodes.contract import energy
 from nodes.contract.energy import slot_hours, soc_after
-from nodes.contract.messages import BatterySpec, PriceSlot, Schedule, ScheduleSlot
+from nodes.contract.messages import DEFAULT_CURRENCY, BatterySpec, PriceSlot, Schedule, ScheduleSlot
 from nodes.planner import baseline
 
 SolverName = Literal["cbc", "highs"]
@@ -57,8 +57,9 @@ class PlanOptions(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
 
     terminal_soc_kwh: float | None = None
     """SOC the horizon must end at or above; None means the starting SOC. Above soc_max is a PlanError."""
-    switch_penalty_eur: float = 0.0
-    """EUR charged per change of direction between consecutive slots, so the battery does not flap.
+    switch_penalty: float = 0.0
+    """Money (in the prices' currency) charged per change of direction between consecutive slots, so the
+    battery does not flap.
 
     A direction is charging-side or discharging-side (the binary y_t). An idle slot takes whatever direction
     is cheaper, so charge-idle-charge costs nothing and charge-idle-discharge costs one switch: the penalty
@@ -93,11 +94,14 @@ def plan(
     options: PlanOptions = DEFAULT_OPTIONS,
     plan_id: str | None = None,
     zone: str | None = None,
+    currency: str = DEFAULT_CURRENCY,
 ) -> Schedule:
     """Optimal charge/discharge Schedule over ``prices`` (contiguous slots, sorted, any length each).
 
     ``plan_id`` defaults to a hash of the inputs (prices, spec, SOC, options), so the same inputs give the
-    same id. ``baseline_revenue_eur`` is the :func:`baseline.top_n_daily` revenue on the same horizon, and
+    same id. Every price and amount is in ``currency``, the forecast's (the Schedule names it); the spec's
+    ``cycle_cost_per_mwh`` and ``options.switch_penalty`` are read in that currency too. ``baseline_revenue``
+    is the :func:`baseline.top_n_daily` revenue on the same horizon, and
     ``solve_ms`` the solver call alone (model build and publishing excluded).
     Raises :class:`PlanError` with the reason for invalid or infeasible inputs and for a solver that did
     not prove optimality.
@@ -108,13 +112,13 @@ def plan(
     # optimum of a relaxation, optimal for it; otherwise exactly the offending slots become binary and the
     # model is solved again. Positive prices almost never tempt the relaxation, so a week of 15-minute slots
     # usually solves as one LP.
-    lazy = options.switch_penalty_eur <= 0 and options.min_dwell_slots <= 1
+    lazy = options.switch_penalty <= 0 and options.min_dwell_slots <= 1
     lp = _build(problem, spec, options, binary=not lazy)
     if lazy:
         # where the price is not positive, burning energy pays and the relaxation would nearly always do it:
         # make those slots binary from the start instead of solving twice
         for t, slot in enumerate(prices):
-            if slot.price_eur_per_mwh <= 0.0:
+            if slot.price_per_mwh <= 0.0:
                 lp.direction[t].cat = pulp.LpInteger
     started = time.perf_counter()
     _solve(lp, options)
@@ -139,16 +143,17 @@ def plan(
             ScheduleSlot(
                 start=slot.start,
                 end=slot.end,
-                price_eur_per_mwh=slot.price_eur_per_mwh,
+                price_per_mwh=slot.price_per_mwh,
                 charge_kw=charge,
                 discharge_kw=discharge,
                 soc_kwh=soc,
             )
             for slot, (charge, discharge), soc in zip(prices, powers, socs, strict=True)
         ],
-        expected_revenue_eur=score.revenue_eur,
-        baseline_revenue_eur=baseline.evaluate_dispatch(reference, spec).revenue_eur,
+        expected_revenue=score.revenue,
+        baseline_revenue=baseline.evaluate_dispatch(reference, spec).revenue,
         zone=zone,
+        currency=currency,
         solver=options.solver,
         solve_ms=solve_ms,
     )
@@ -186,8 +191,8 @@ def _validate(
             problems.append(f"{name} must be a finite number >= 0, got {value}")
     if not 0 < spec.roundtrip_efficiency <= 1:
         problems.append(f"roundtrip_efficiency must be in (0, 1], got {spec.roundtrip_efficiency}")
-    if not (math.isfinite(spec.cycle_cost_eur_per_mwh) and spec.cycle_cost_eur_per_mwh >= 0):
-        problems.append(f"cycle_cost_eur_per_mwh must be >= 0, got {spec.cycle_cost_eur_per_mwh}")
+    if not (math.isfinite(spec.cycle_cost_per_mwh) and spec.cycle_cost_per_mwh >= 0):
+        problems.append(f"cycle_cost_per_mwh must be >= 0, got {spec.cycle_cost_per_mwh}")
     if problems:
         raise PlanError("invalid battery spec: " + "; ".join(problems))
     _check_options(options)
@@ -199,7 +204,7 @@ def _validate(
                 f"slots must be sorted and contiguous: slot {i} starts at {slot.start.isoformat()} "
                 f"but slot {i - 1} ends at {prices[i - 1].end.isoformat()}"
             )
-        if not math.isfinite(slot.price_eur_per_mwh):
+        if not math.isfinite(slot.price_per_mwh):
             raise PlanError(f"slot {i} ({slot.start.isoformat()}) has a non-finite price")
     lo, hi = spec.soc_min_kwh, spec.soc_max_kwh
     if not (math.isfinite(soc_initial_kwh) and lo - 1e-9 <= soc_initial_kwh <= hi + 1e-9):
@@ -214,7 +219,7 @@ def _validate(
             f"(soc_max {hi}, full-power charging from {soc0} kWh over {sum(lengths):.6g} h)"
         )
     return _Problem(
-        prices=[slot.price_eur_per_mwh for slot in prices],
+        prices=[slot.price_per_mwh for slot in prices],
         hours=lengths,
         soc_initial=soc0,
         target=min(target, hi),
@@ -223,8 +228,8 @@ def _validate(
 
 
 def _check_options(options: PlanOptions) -> None:
-    if not (math.isfinite(options.switch_penalty_eur) and options.switch_penalty_eur >= 0):
-        raise PlanError(f"switch_penalty_eur must be >= 0, got {options.switch_penalty_eur}")
+    if not (math.isfinite(options.switch_penalty) and options.switch_penalty >= 0):
+        raise PlanError(f"switch_penalty must be >= 0, got {options.switch_penalty}")
     if options.min_dwell_slots < 1:
         raise PlanError(f"min_dwell_slots must be >= 1, got {options.min_dwell_slots}")
     if options.full_charge_every_slots is not None and options.full_charge_every_slots < 1:
@@ -316,8 +321,8 @@ def _build(p: _Problem, spec: BatterySpec, options: PlanOptions, *, binary: bool
     objective: list[tuple[pulp.LpVariable, float]] = []
     for t in range(n):
         h = p.hours[t]
-        objective.append((charge[t], -energy.value_eur(h, p.prices[t])))
-        objective.append((discharge[t], energy.value_eur(h, p.prices[t] - spec.cycle_cost_eur_per_mwh)))
+        objective.append((charge[t], -energy.value_at(h, p.prices[t])))
+        objective.append((discharge[t], energy.value_at(h, p.prices[t] - spec.cycle_cost_per_mwh)))
         _row(prob, f"cy_{t}", [(charge[t], 1.0), (direction[t], -pc)], pulp.LpConstraintLE, 0.0)
         _row(prob, f"dy_{t}", [(discharge[t], 1.0), (direction[t], pd)], pulp.LpConstraintLE, pd)
         # kWh of SOC per kW of the slot's power, each way
@@ -357,7 +362,7 @@ def _switching(
     from, so the indicators start at slot 1.
     """
     dwell = options.min_dwell_slots
-    if options.switch_penalty_eur <= 0 and dwell <= 1:
+    if options.switch_penalty <= 0 and dwell <= 1:
         return []
     n = len(direction)
     up = {t: _variable(prob, f"up_{t}", 0, 1) for t in range(1, n)}
@@ -374,7 +379,7 @@ def _switching(
             recent = range(max(1, t - dwell + 1), t + 1)
             _row(prob, f"dwu_{t}", [(up[k], 1.0) for k in recent] + [(direction[t], -1.0)], pulp.LpConstraintLE, 0)
             _row(prob, f"dwd_{t}", [(down[k], 1.0) for k in recent] + [(direction[t], 1.0)], pulp.LpConstraintLE, 1)
-    penalty = options.switch_penalty_eur
+    penalty = options.switch_penalty
     return [(v, -penalty) for t in range(1, n) for v in (up[t], down[t])] if penalty > 0 else []
 
 

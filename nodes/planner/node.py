@@ -233,14 +233,15 @@ class Planner(Service[PlannerConfig]):
         spec, soc = inputs.spec, telemetry.soc_kwh
         soc = min(max(soc, spec.soc_min_kwh), spec.soc_max_kwh)
         options = PlanOptions(
-            switch_penalty_eur=self.config.planner_switch_penalty_eur,
+            switch_penalty=self.config.planner_switch_penalty_eur,
             solver=self.config.planner_solver,  # type: ignore[arg-type]
         )
         slots = horizon(self.forecast, now)
         plan_id = f"p-{now.strftime('%Y%m%dT%H%M%S')}-{name}"
         try:
             schedule = await asyncio.to_thread(
-                plan, slots, spec, soc, options=options, created_at=now, plan_id=plan_id, zone=self.forecast.zone
+                plan, slots, spec, soc, options=options, created_at=now, plan_id=plan_id, zone=self.forecast.zone,
+                currency=self.forecast.currency,
             )
         except PlanError as exc:
             self.bus.counters["plan_errors"] += 1
@@ -249,8 +250,8 @@ class Planner(Service[PlannerConfig]):
         inputs.schedule = schedule
         await self.bus.publish(SCHEDULE, schedule, battery=name)
         self.bus.counters["plans"] += 1
-        log.info("%s: plan %s over %d slots, expected %.2f EUR (baseline %s) in %.0f ms", name, plan_id,
-                 len(schedule.slots), schedule.expected_revenue_eur, schedule.baseline_revenue_eur,
+        log.info("%s: plan %s over %d slots, expected %.2f %s (baseline %s) in %.0f ms", name, plan_id,
+                 len(schedule.slots), schedule.expected_revenue, schedule.currency, schedule.baseline_revenue,
                  schedule.solve_ms)
         return schedule
 

@@ -18,7 +18,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from nodes.contract.energy import hours_between, slot_hours
-from nodes.contract.messages import BatterySpec, Schedule, ScheduleSlot
+from nodes.contract.messages import DEFAULT_CURRENCY, BatterySpec, Schedule, ScheduleSlot
 from nodes.planner.baseline import DEFAULT_TZ, Dispatch, Evaluation
 
 COLOURS = ("#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a")
@@ -34,7 +34,7 @@ class StrategyRun(msgspec.Struct, kw_only=True, frozen=True):
     name: str
     dispatch: Dispatch
     evaluation: Evaluation
-    daily_revenue_eur: list[float]
+    daily_revenue: list[float]
 
 
 class Backtest(msgspec.Struct, kw_only=True, frozen=True):
@@ -52,6 +52,8 @@ class Backtest(msgspec.Struct, kw_only=True, frozen=True):
     """Time zone of the delivery days."""
     day_hours: list[float] = msgspec.field(default_factory=list)
     """Hours of prices in each day (a day at either end of the file may be partial)."""
+    currency: str = DEFAULT_CURRENCY
+    """ISO 4217 code of the prices, so of every amount of the report."""
 
 
 def local_day_hours(day: date, tz: str) -> float:
@@ -86,7 +88,7 @@ def summary_table(backtest: Backtest) -> str:
         f"backtest {backtest.source}: {days_line(backtest)}\n"
         f"battery {spec.soc_min_kwh:g}-{spec.soc_max_kwh:g} kWh, charge {spec.max_charge_kw:g} kW, "
         f"discharge {spec.max_discharge_kw:g} kW, eta {spec.roundtrip_efficiency:g}, "
-        f"cycle cost {spec.cycle_cost_eur_per_mwh:g} EUR/MWh"
+        f"cycle cost {spec.cycle_cost_per_mwh:g} {backtest.currency}/MWh"
     )
     rows = _rows(backtest)
     width = max(len(label) for label, _ in rows)
@@ -100,17 +102,18 @@ def summary_table(backtest: Backtest) -> str:
 
 
 def _rows(backtest: Backtest) -> list[tuple[str, Callable[[StrategyRun], str]]]:
-    optimiser = backtest.runs[0].evaluation.revenue_eur
+    optimiser = backtest.runs[0].evaluation.revenue
+    code = backtest.currency
     return [
-        ("revenue EUR", lambda r: f"{r.evaluation.revenue_eur:,.2f}"),
+        (f"revenue {code}", lambda r: f"{r.evaluation.revenue:,.2f}"),
         ("full cycles", lambda r: f"{r.evaluation.full_cycles:,.1f}"),
-        ("avg buy price EUR/MWh", lambda r: _price(r.evaluation.avg_buy_price_eur_per_mwh)),
-        ("avg sell price EUR/MWh", lambda r: _price(r.evaluation.avg_sell_price_eur_per_mwh)),
+        (f"avg buy price {code}/MWh", lambda r: _price(r.evaluation.avg_buy_price_per_mwh)),
+        (f"avg sell price {code}/MWh", lambda r: _price(r.evaluation.avg_sell_price_per_mwh)),
         ("energy bought kWh", lambda r: f"{r.evaluation.charged_kwh:,.0f}"),
         ("energy sold kWh", lambda r: f"{r.evaluation.discharged_kwh:,.0f}"),
         ("lost to efficiency kWh", lambda r: f"{r.evaluation.efficiency_loss_kwh:,.0f}"),
         ("limit violations", lambda r: str(len(r.evaluation.violations))),
-        ("optimiser / this", lambda r: _ratio(optimiser, r.evaluation.revenue_eur)),
+        ("optimiser / this", lambda r: _ratio(optimiser, r.evaluation.revenue)),
     ]
 
 
@@ -136,7 +139,7 @@ def figure(backtest: Backtest) -> go.Figure:
         cols=1,
         shared_xaxes=True,
         vertical_spacing=0.06,
-        subplot_titles=("cumulative revenue (EUR)", soc_title, "price (EUR/MWh)"),
+        subplot_titles=(f"cumulative revenue ({backtest.currency})", soc_title, f"price ({backtest.currency}/MWh)"),
     )
     for i, run in enumerate(backtest.runs):
         visible = True if i == 0 else "legendonly"
@@ -144,7 +147,7 @@ def figure(backtest: Backtest) -> go.Figure:
         fig.add_trace(
             go.Scatter(
                 x=[str(day) for day in backtest.days],
-                y=list(accumulate(run.daily_revenue_eur)),
+                y=list(accumulate(run.daily_revenue)),
                 name=f"{run.name} revenue",
                 mode="lines",
                 line={"color": colour},
@@ -172,7 +175,7 @@ def figure(backtest: Backtest) -> go.Figure:
     fig.add_trace(
         go.Scatter(
             x=[slot.start.isoformat() for slot in slots],
-            y=[slot.price_eur_per_mwh for slot in slots],
+            y=[slot.price_per_mwh for slot in slots],
             name="price",
             mode="lines",
             line={"shape": "hv", "width": 1, "color": "grey"},
@@ -245,7 +248,7 @@ def html_page(backtest: Backtest) -> str:
     title = f"Backtest {backtest.source}"
     battery = (f"battery {spec.soc_min_kwh:g}-{spec.soc_max_kwh:g} kWh, charge {spec.max_charge_kw:g} kW, "
                f"discharge {spec.max_discharge_kw:g} kW, round-trip efficiency {spec.roundtrip_efficiency:g}, "
-               f"cycle cost {spec.cycle_cost_eur_per_mwh:g} EUR/MWh")
+               f"cycle cost {spec.cycle_cost_per_mwh:g} {backtest.currency}/MWh")
     notes = ("Each day is planned with that day's prices only, the SOC carried over to the next day; every "
              "strategy must end each day at or above the SOC it started with. top-N daily: charge in the cheapest "
              "and discharge in the dearest slots of each day; threshold: charge at or below the day's 25 % price "
@@ -272,11 +275,11 @@ def plan_summary(schedule: Schedule) -> str:
     slots = schedule.slots
     if not slots:
         return "empty plan"
-    rows = [("start (UTC)", "end", "action", "power kW", "price EUR/MWh", "SOC at end kWh")]
+    rows = [("start (UTC)", "end", "action", "power kW", f"price {schedule.currency}/MWh", "SOC at end kWh")]
     for run in _runs(slots):
         first, last = run[0], run[-1]
         action, power = _action(first)
-        prices = [s.price_eur_per_mwh for s in run]
+        prices = [s.price_per_mwh for s in run]
         price = f"{prices[0]:.2f}" if min(prices) == max(prices) else f"{min(prices):.2f} .. {max(prices):.2f}"
         end_format = "%H:%M" if last.end.date() == first.start.date() else "%Y-%m-%d %H:%M"
         rows.append((f"{first.start:%Y-%m-%d %H:%M}", f"{last.end:{end_format}}", action, f"{power:,.1f}", price,
@@ -289,14 +292,14 @@ def plan_summary(schedule: Schedule) -> str:
     ]
     charged = sum(s.charge_kw * slot_hours(s) for s in slots)
     discharged = sum(s.discharge_kw * slot_hours(s) for s in slots)
-    baseline = ("" if schedule.baseline_revenue_eur is None else
-                f" (top-N daily baseline on the same prices: EUR {schedule.baseline_revenue_eur:,.2f})")
+    baseline = ("" if schedule.baseline_revenue is None else
+                f" (top-N daily baseline on the same prices: {schedule.currency} {schedule.baseline_revenue:,.2f})")
     lines += [
         "",
         f"{len(slots)} slots {slots[0].start:%Y-%m-%d %H:%M} .. {slots[-1].end:%Y-%m-%d %H:%M} UTC in "
         f"{len(rows) - 1} runs; SOC {schedule.soc_initial_kwh:,.1f} -> {slots[-1].soc_kwh:,.1f} kWh",
         f"energy bought {charged:,.1f} kWh, sold {discharged:,.1f} kWh (grid side)",
-        f"expected revenue EUR {schedule.expected_revenue_eur:,.2f}{baseline}",
+        f"expected revenue {schedule.currency} {schedule.expected_revenue:,.2f}{baseline}",
         f"solver {schedule.solver}, {schedule.solve_ms:.0f} ms; the Schedule JSON is on stdout",
     ]
     return "\n".join(lines)

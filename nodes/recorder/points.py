@@ -248,12 +248,13 @@ def schedule_lines(battery: str, msg: Schedule) -> list[str]:
             "schedule",
             tags,
             _Fields()
-            .num("price_eur_per_mwh", slot.price_eur_per_mwh)
+            .num("price_per_mwh", slot.price_per_mwh)
             .num("charge_kw", slot.charge_kw)
             .num("discharge_kw", slot.discharge_kw)
             .num("soc_kwh", slot.soc_kwh)
             .time("end", slot.end)
-            .text("created_at", created_at),
+            .text("created_at", created_at)
+            .text("currency", msg.currency),
             slot.start,
         )
         for slot in msg.slots
@@ -263,8 +264,9 @@ def schedule_lines(battery: str, msg: Schedule) -> list[str]:
         {"battery": battery},
         _Fields()
         .text("plan_id", msg.plan_id)
-        .num("expected_revenue_eur", msg.expected_revenue_eur)
-        .num("baseline_revenue_eur", msg.baseline_revenue_eur)
+        .num("expected_revenue", msg.expected_revenue)
+        .num("baseline_revenue", msg.baseline_revenue)
+        .text("currency", msg.currency)
         .num("soc_initial_kwh", msg.soc_initial_kwh)
         .num("slots", float(len(msg.slots)))
         .text("zone", msg.zone)
@@ -285,10 +287,11 @@ def prices_lines(zone: str, msg: PriceForecast) -> list[str]:
                 "prices",
                 {"zone": zone},
                 _Fields()
-                .num("price_eur_per_mwh", slot.price_eur_per_mwh)
+                .num("price_per_mwh", slot.price_per_mwh)
                 .time("end", slot.end)
                 .text("issued_at", issued_at)
-                .text("source", msg.source),
+                .text("source", msg.source)
+                .text("currency", msg.currency),
                 slot.start,
             )
             for slot in msg.slots

@@ -16,12 +16,12 @@ command        battery            action, power_kw, command_id, source, valid_un
                                   text
 state          battery            mode, power_kw, command_id, command_source, valid_until,     ``ts``
                                   limits_hit (comma-joined), reason
-schedule       battery, plan_id   price_eur_per_mwh, charge_kw, discharge_kw, soc_kwh, end,    slot ``start``
-                                  created_at (one point per slot)
-plan           battery            plan_id, expected_revenue_eur, baseline_revenue_eur,         ``created_at``
+schedule       battery, plan_id   price_per_mwh, charge_kw, discharge_kw, soc_kwh, end,        slot ``start``
+                                  created_at, currency (one point per slot)
+plan           battery            plan_id, expected_revenue, baseline_revenue, currency,       ``created_at``
                                   soc_initial_kwh, slots, zone, solver, solve_ms, reason
                                   (written with each schedule, not a history kind)
-prices         zone               price_eur_per_mwh, end, issued_at, source (one per slot)     slot ``start``
+prices         zone               price_per_mwh, end, issued_at, source, currency (per slot)   slot ``start``
 =============  =================  ===========================================================  ==============
 """
 
@@ -126,8 +126,8 @@ TABLE: tuple[Stored[Any], ...] = (
         Series(
             "schedule",
             "battery",
-            ("plan_id", "price_eur_per_mwh", "charge_kw", "discharge_kw", "soc_kwh", "end", "created_at"),
-            ("price_eur_per_mwh", "charge_kw", "discharge_kw", "soc_kwh"),
+            ("plan_id", "price_per_mwh", "charge_kw", "discharge_kw", "soc_kwh", "end", "created_at", "currency"),
+            ("price_per_mwh", "charge_kw", "discharge_kw", "soc_kwh"),
             tag_columns=("plan_id",),
         ),
     ),
@@ -135,7 +135,9 @@ TABLE: tuple[Stored[Any], ...] = (
         "prices",
         PRICES,
         points.prices_lines,
-        Series("prices", "zone", ("price_eur_per_mwh", "end", "issued_at", "source"), ("price_eur_per_mwh",)),
+        Series(
+            "prices", "zone", ("price_per_mwh", "end", "issued_at", "source", "currency"), ("price_per_mwh",)
+        ),
     ),
 )
 """Every stored topic, in the order the recorder subscribes to them."""

@@ -16,7 +16,8 @@ The energy model, interval by interval (``[t_k, t_k+1)`` between consecutive sam
 3. **not covered**: otherwise nothing is integrated and the interval counts as a data gap.
 
 Each interval is split at price-slot and bucket boundaries, so each piece is paid at its own slot's price:
-revenue = power x hours x price / 1000 (kW x h x EUR/MWh -> EUR, :func:`nodes.contract.energy.value_eur`),
+revenue = power x hours x price / 1000 (kW x h x price/MWh -> money in the prices' currency,
+:func:`nodes.contract.energy.value_at`),
 + when discharging (selling), - when charging (buying). Efficiency loss is additive too: over a measured piece it
 is charged - discharged - the SOC change along the piece (SOC interpolated linearly between the samples); derived
 pieces have none by construction.
@@ -49,7 +50,7 @@ DAY_S: Final = 86_400
 BUCKETS_PER_DAY: Final = DAY_S // BUCKET_S
 
 # Additive columns of a bucket row.
-CHARGED, DISCHARGED, DERIVED, REVENUE, BUY_EUR, PRICED_CHARGED, SELL_EUR, PRICED_DISCHARGED = range(8)
+CHARGED, DISCHARGED, DERIVED, REVENUE, BUY_MONEY, PRICED_CHARGED, SELL_MONEY, PRICED_DISCHARGED = range(8)
 UNPRICED, GAP_S, COVERED_S, LOSS, SAMPLES = range(8, 13)
 N_COLUMNS: Final = 13
 
@@ -164,10 +165,10 @@ def integrate(
     add(CHARGED, charged)
     add(DISCHARGED, discharged)
     add(DERIVED, np.where(derived[k], np.abs(moved), 0.0))
-    add(REVENUE, energy.value_eur(moved, price0))
-    add(BUY_EUR, energy.value_eur(charged, price0))
+    add(REVENUE, energy.value_at(moved, price0))
+    add(BUY_MONEY, energy.value_at(charged, price0))
     add(PRICED_CHARGED, np.where(priced, charged, 0.0))
-    add(SELL_EUR, energy.value_eur(discharged, price0))
+    add(SELL_MONEY, energy.value_at(discharged, price0))
     add(PRICED_DISCHARGED, np.where(priced, discharged, 0.0))
     add(UNPRICED, np.where(ok & ~priced, np.abs(moved), 0.0))
     add(GAP_S, np.where(ok, 0.0, seconds))

@@ -59,6 +59,7 @@ from nodes.contract.topics import (
 )
 from nodes.renderer import history as hist
 from nodes.renderer.config import RendererConfig
+from nodes.renderer.currency import mixed_currencies
 from nodes.renderer.dashboard import DashboardState, WindowFigures
 from nodes.renderer.draw import Drawing, Scene, draw
 from nodes.renderer.figures import FIGURE_IDS
@@ -305,14 +306,18 @@ class Renderer(Service[RendererConfig]):
     def _insights(self, battery: str, view: BatteryView, begin_s: float, end_s: float, now_s: float) -> Insights:
         if view.book.open_start_s is None:
             return pending("unavailable", "history unavailable: the recorder did not answer", view.schedule)
-        result = view.book.window(begin_s, end_s, now_s, self._prices(), self.prices_version)
+        prices = self._prices()
+        problem = mixed_currencies(prices.window(to_datetime(begin_s), to_datetime(end_s)).currencies, view.schedule)
+        if problem is not None:
+            return pending("unavailable", problem, view.schedule)
+        result = view.book.window(begin_s, end_s, now_s, prices, self.prices_version)
         if isinstance(result, list):
             if view.fill_error and time.monotonic() < view.fill_blocked_until:
                 return pending("unavailable", view.fill_error, view.schedule)
             self._start_fill(battery, view, result)
             note = view.fill_note or f"reading the raw history of {len(result)} day(s)"
             return pending("computing", note, view.schedule)
-        return insights_from_totals(result, view.spec, view.schedule)
+        return insights_from_totals(result, view.spec, view.schedule, next(iter(prices.currencies), None))
 
     def _start_fill(self, battery: str, view: BatteryView, days: list[int]) -> None:
         if view.fill_task is not None and not view.fill_task.done():

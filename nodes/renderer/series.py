@@ -20,14 +20,22 @@ from typing import Any, overload
 import numpy as np
 import numpy.typing as npt
 
-from nodes.contract.messages import HistoryResult, PriceForecast, PriceSlot, Schedule, ScheduleSlot, Telemetry
+from nodes.contract.messages import (
+    DEFAULT_CURRENCY,
+    HistoryResult,
+    PriceForecast,
+    PriceSlot,
+    Schedule,
+    ScheduleSlot,
+    Telemetry,
+)
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 TimeArray = npt.NDArray[np.datetime64]
 
 TELEMETRY_COLUMNS = ("time", "soc_kwh", "power_kw", "target_charge_kw", "target_discharge_kw")
-PRICE_COLUMNS = ("time", "price_eur_per_mwh")
+PRICE_COLUMNS = ("time", "price_per_mwh", "currency")
 DEFAULT_SLOT_S = 3600.0
 """Length given to the last price slot of a history answer when it cannot be inferred (one row only)."""
 
@@ -304,68 +312,100 @@ class TelemetrySeries:
 
 @dataclass(frozen=True, slots=True, eq=False)
 class PriceSeries:
-    """Price slots ``[start, end)`` as columns, sorted by start, not overlapping."""
+    """Price slots ``[start, end)`` as columns, sorted by start, not overlapping.
+
+    Each slot knows its currency: ``currency_ix`` indexes ``codes`` (None: every slot is in ``codes[0]``), so a
+    window keeps only the currencies of its own slots and a zone whose source changed currency is not mixed up.
+    """
 
     start_s: FloatArray
     end_s: FloatArray
-    price_eur_per_mwh: FloatArray
+    price_per_mwh: FloatArray
+    currency_ix: FloatArray | None = None
+    codes: tuple[str, ...] = (DEFAULT_CURRENCY,)
 
     def __post_init__(self) -> None:
         n = self.start_s.shape[0]
-        if self.end_s.shape[0] != n or self.price_eur_per_mwh.shape[0] != n:
+        if self.end_s.shape[0] != n or self.price_per_mwh.shape[0] != n:
             raise ValueError("PriceSeries columns must have the same length")
+        if self.currency_ix is not None and self.currency_ix.shape[0] != n:
+            raise ValueError("PriceSeries columns must have the same length")
+        if not self.codes:
+            raise ValueError("PriceSeries needs at least one currency code")
 
     @classmethod
     def empty(cls) -> PriceSeries:
         """No prices known."""
         return cls(_EMPTY, _EMPTY, _EMPTY)
 
+    def _ix(self) -> FloatArray:
+        return np.zeros(len(self)) if self.currency_ix is None else self.currency_ix
+
+    @property
+    def currencies(self) -> frozenset[str]:
+        """The currencies of the slots (empty for no slots)."""
+        return frozenset(self.codes[int(i)] for i in np.unique(self._ix()))
+
     @classmethod
-    def from_arrays(cls, start_s: npt.ArrayLike, end_s: npt.ArrayLike, price_eur_per_mwh: npt.ArrayLike) -> PriceSeries:
+    def from_arrays(
+        cls,
+        start_s: npt.ArrayLike,
+        end_s: npt.ArrayLike,
+        price_per_mwh: npt.ArrayLike,
+        currency_ix: npt.ArrayLike | None = None,
+        codes: tuple[str, ...] = (DEFAULT_CURRENCY,),
+    ) -> PriceSeries:
         """Build from array-likes; sorted by start, a later duplicate start wins, empty slots are dropped."""
         start = np.asarray(start_s, dtype=np.float64)
         end = np.asarray(end_s, dtype=np.float64)
-        price = np.asarray(price_eur_per_mwh, dtype=np.float64)
+        price = np.asarray(price_per_mwh, dtype=np.float64)
+        ix = np.zeros(start.shape) if currency_ix is None else np.asarray(currency_ix, dtype=np.float64)
         keep = np.isfinite(end) & (end > start)
-        start, (end, price) = _sorted_unique(start[keep], [end[keep], price[keep]])
+        start, (end, price, ix) = _sorted_unique(start[keep], [end[keep], price[keep], ix[keep]])
         # Overlaps (a revised forecast with other slot lengths): a slot ends where the next one starts.
         if start.size > 1:
             end = np.minimum(end, np.append(start[1:], np.inf))
-        return cls(start, end, price)
+        return cls(start, end, price, None if len(codes) == 1 else ix, codes)
 
     @classmethod
-    def from_slots(cls, slots: Iterable[PriceSlot | ScheduleSlot]) -> PriceSeries:
-        """Build from forecast slots or plan slots (both carry ``start``, ``end``, ``price_eur_per_mwh``)."""
+    def from_slots(cls, slots: Iterable[PriceSlot | ScheduleSlot], currency: str = DEFAULT_CURRENCY) -> PriceSeries:
+        """Build from forecast slots or plan slots (both carry ``start``, ``end``, ``price_per_mwh``)."""
         items = list(slots)
         return cls.from_arrays(
             [s.start.timestamp() for s in items],
             [s.end.timestamp() for s in items],
-            [s.price_eur_per_mwh for s in items],
+            [s.price_per_mwh for s in items],
+            codes=(currency,),
         )
 
     @classmethod
     def from_forecast(cls, forecast: PriceForecast) -> PriceSeries:
         """Build from a live price forecast."""
-        return cls.from_slots(forecast.slots)
+        return cls.from_slots(forecast.slots, forecast.currency)
 
     @classmethod
     def from_schedule(cls, schedule: Schedule) -> PriceSeries:
         """The prices a plan was made with (a fallback when no forecast has been received)."""
-        return cls.from_slots(schedule.slots)
+        return cls.from_slots(schedule.slots, schedule.currency)
 
     @classmethod
     def from_history(cls, result: HistoryResult, slot_s: float | None = None) -> PriceSeries:
-        """Build from a recorder answer with columns ``time`` and ``price_eur_per_mwh``.
+        """Build from a recorder answer with columns ``time``, ``price_per_mwh`` and ``currency``.
 
         History rows only carry the slot start: each slot ends at the next start, but no later than
         ``slot_s`` after its own start (a gap in the data stays a gap). ``slot_s`` defaults to the median
-        spacing of the rows (or :data:`DEFAULT_SLOT_S` for a single row).
+        spacing of the rows (or :data:`DEFAULT_SLOT_S` for a single row). A row without a currency (stored
+        before prices named theirs) is in :data:`~nodes.contract.messages.DEFAULT_CURRENCY`, as its message was.
         """
         start = _history_times(result)
-        price = _column(result, "price_eur_per_mwh")
+        price = _column(result, "price_per_mwh")
+        named = _column_values(result, "currency") or [None] * start.shape[0]
+        row_codes = [c if isinstance(c, str) and c else DEFAULT_CURRENCY for c in named]
+        codes = tuple(sorted(set(row_codes))) or (DEFAULT_CURRENCY,)
+        ix = np.array([codes.index(c) for c in row_codes], dtype=np.float64)
         ends = _column_values(result, "end")
         stored_end = np.full(start.shape, np.nan) if ends is None else parse_times(ends)
-        start, (price, stored_end) = _sorted_unique(start, [price, stored_end])
+        start, (price, stored_end, ix) = _sorted_unique(start, [price, stored_end, ix])
         if start.size == 0:
             return cls.empty()
         # Spacing and slot ends come from every row, priced or not: a row without a price is a slot
@@ -376,7 +416,7 @@ class PriceSeries:
         # A raw answer carries each slot's own end: exact, also for a lone slot or mixed slot lengths.
         end = np.where(np.isfinite(stored_end) & (stored_end > start), stored_end, end)
         keep = np.isfinite(price)
-        return cls.from_arrays(start[keep], end[keep], price[keep])
+        return cls.from_arrays(start[keep], end[keep], price[keep], ix[keep], codes)
 
     def __len__(self) -> int:
         return int(self.start_s.shape[0])
@@ -384,10 +424,14 @@ class PriceSeries:
     def merge(self, *newer: PriceSeries) -> PriceSeries:
         """One series from several (history, then the live forecast): a newer slot wins on the same start."""
         parts = (self, *newer)
+        codes = tuple(sorted({c for p in parts for c in p.codes}))
+        ix = [np.array([codes.index(p.codes[int(i)]) for i in p._ix()], dtype=np.float64) for p in parts]
         return PriceSeries.from_arrays(
             np.concatenate([p.start_s for p in parts]),
             np.concatenate([p.end_s for p in parts]),
-            np.concatenate([p.price_eur_per_mwh for p in parts]),
+            np.concatenate([p.price_per_mwh for p in parts]),
+            np.concatenate(ix),
+            codes,
         )
 
     def slot_index(self, time_s: FloatArray) -> IntArray:
@@ -399,11 +443,11 @@ class PriceSeries:
         return np.where(inside, idx, -1)
 
     def price_at(self, time_s: FloatArray) -> FloatArray:
-        """Price of the slot containing each time (EUR/MWh), NaN outside every slot."""
+        """Price of the slot containing each time (per MWh, in the slot's currency), NaN outside every slot."""
         idx = self.slot_index(time_s)
         if len(self) == 0:
             return np.full(time_s.shape, np.nan)
-        return np.where(idx >= 0, self.price_eur_per_mwh[np.clip(idx, 0, None)], np.nan)
+        return np.where(idx >= 0, self.price_per_mwh[np.clip(idx, 0, None)], np.nan)
 
     def window(self, begin: datetime | None = None, end: datetime | None = None) -> PriceSeries:
         """Slots overlapping ``[begin, end)``."""
@@ -412,7 +456,8 @@ class PriceSeries:
             keep &= self.end_s > begin.timestamp()
         if end is not None:
             keep &= self.start_s < end.timestamp()
-        return PriceSeries(self.start_s[keep], self.end_s[keep], self.price_eur_per_mwh[keep])
+        ix = None if self.currency_ix is None else self.currency_ix[keep]
+        return PriceSeries(self.start_s[keep], self.end_s[keep], self.price_per_mwh[keep], ix, self.codes)
 
 
 def _buckets(time_s: FloatArray, max_points: int) -> tuple[IntArray, int]:
@@ -447,6 +492,8 @@ def downsample(series: TelemetrySeries | PriceSeries, max_points: int) -> Teleme
         raise ValueError("max_points must be >= 1")
     if len(series) <= max_points:
         return series
+    if isinstance(series, PriceSeries) and len(series.currencies) > 1:
+        return series  # a bucket must not average two currencies; the figures refuse a mixed series anyway
     if isinstance(series, TelemetrySeries):
         bucket, n = _buckets(series.time_s, max_points)
         counts = np.bincount(bucket, minlength=n)
@@ -464,5 +511,5 @@ def downsample(series: TelemetrySeries | PriceSeries, max_points: int) -> Teleme
     np.minimum.at(first, bucket, series.start_s)
     last = np.full(n, -np.inf)
     np.maximum.at(last, bucket, series.end_s)
-    price = _nanmean(bucket, n, series.price_eur_per_mwh, weights=series.end_s - series.start_s)
-    return PriceSeries(first[used], last[used], price[used])
+    price = _nanmean(bucket, n, series.price_per_mwh, weights=series.end_s - series.start_s)
+    return PriceSeries(first[used], last[used], price[used], codes=tuple(series.currencies) or series.codes)

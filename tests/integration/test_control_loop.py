@@ -45,7 +45,7 @@ def test_planner_plans_and_drives_the_simulated_battery(
     assert len(slots) >= 24, "the plan covers the rest of today and tomorrow"
     assert all(not (s["charge_kw"] > 1e-6 and s["discharge_kw"] > 1e-6) for s in slots)
     assert all(100.0 - 1e-6 <= s["soc_kwh"] <= 950.0 + 1e-6 for s in slots)  # the simulator's default spec
-    assert schedule["expected_revenue_eur"] >= (schedule.get("baseline_revenue_eur") or 0.0) - 1e-6
+    assert schedule["expected_revenue"] >= (schedule.get("baseline_revenue") or 0.0) - 1e-6
 
     # the autopilot sends the current slot's command; the battery reports following it, with a lease that ends
     # at the slot's end or one planner lease (300 s by default) after it was issued, whichever is sooner
@@ -109,7 +109,7 @@ def test_a_dead_planner_leaves_the_battery_idle_when_its_lease_runs_out(
         issued_at=now,
         slots=[
             PriceSlot(start=now + timedelta(hours=h), end=now + timedelta(hours=h + 1),
-                      price_eur_per_mwh=900.0 if h == 0 else 5.0)
+                      price_per_mwh=900.0 if h == 0 else 5.0)
             for h in range(6)
         ],
     )
@@ -178,7 +178,7 @@ async def test_in_autopilot_the_battery_soc_follows_the_plan(
             issued_at=now,
             slots=[
                 PriceSlot(start=now + timedelta(minutes=2 * i), end=now + timedelta(minutes=2 * (i + 1)),
-                          price_eur_per_mwh=price)
+                          price_per_mwh=price)
                 for i, price in enumerate(prices)
             ],
         )
@@ -268,7 +268,7 @@ def _discharge_now(now: datetime) -> PriceForecast:
         issued_at=now,
         slots=[
             PriceSlot(start=now + timedelta(hours=h), end=now + timedelta(hours=h + 1),
-                      price_eur_per_mwh=900.0 if h == 0 else 5.0)
+                      price_per_mwh=900.0 if h == 0 else 5.0)
             for h in range(6)
         ],
     )

@@ -118,9 +118,9 @@ def test_entsoe_feed_publishes_today_then_tomorrow_as_retained_prices(
     # only what the market answered: today, and no made-up tomorrow
     assert first["slots"][-1]["end"] == today[1].strftime("%Y-%m-%dT%H:%M:%SZ")
     assert len(first["slots"]) == (today[1] - today[0]) // Q
-    assert {s["start"]: s["price_eur_per_mwh"] for s in first["slots"]} == {k: market.expected[k] for k in starts}
-    assert -500.0 in [s["price_eur_per_mwh"] for s in first["slots"]]
-    assert 4000.0 in [s["price_eur_per_mwh"] for s in first["slots"]]
+    assert {s["start"]: s["price_per_mwh"] for s in first["slots"]} == {k: market.expected[k] for k in starts}
+    assert -500.0 in [s["price_per_mwh"] for s in first["slots"]]
+    assert 4000.0 in [s["price_per_mwh"] for s in first["slots"]]
 
     requests_before = len(server.seen("/api"))
     market.tomorrow_published.set()
@@ -133,7 +133,7 @@ def test_entsoe_feed_publishes_today_then_tomorrow_as_retained_prices(
     days = cet_days(today[0], today[0] + timedelta(days=1, hours=25))[:2]
     assert second["slots"][-1]["end"] == days[1][1].strftime("%Y-%m-%dT%H:%M:%SZ")
     assert len(second["slots"]) == (days[1][1] - days[0][0]) // Q
-    assert {s["start"]: s["price_eur_per_mwh"] for s in second["slots"]} == {
+    assert {s["start"]: s["price_per_mwh"] for s in second["slots"]} == {
         s["start"]: market.expected[s["start"]] for s in second["slots"]
     }
     assert second["issued_at"] > first["issued_at"]

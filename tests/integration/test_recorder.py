@@ -28,6 +28,7 @@ from nodes.contract.messages import (
 )
 from nodes.contract.topics import COMMAND, HISTORY, PRICES, SCHEDULE, STATE, TELEMETRY
 from nodes.recorder.points import epoch_us
+from nodes.renderer.series import PriceSeries
 from nodes.runtime.bus import Bus, MqttSettings
 from tests.support.nodes import NodeProcess
 from tests.support.services import Services
@@ -137,13 +138,13 @@ async def test_every_message_kind_is_stored_at_its_own_timestamp(rig: Rig, publi
     state = BatteryState(ts=T0 + timedelta(seconds=2), mode="discharging", power_kw=50, command_id="c-1",
                          limits_hit=["soc_min", "max_discharge_kw"], reason="clipped")
     schedule = Schedule(
-        plan_id="p-1", created_at=T0 - timedelta(minutes=5), soc_initial_kwh=500, expected_revenue_eur=22.13,
-        baseline_revenue_eur=18,
-        slots=[ScheduleSlot(start=T0 + i * hour, end=T0 + (i + 1) * hour, price_eur_per_mwh=40 + i, charge_kw=0,
+        plan_id="p-1", created_at=T0 - timedelta(minutes=5), soc_initial_kwh=500, expected_revenue=22.13,
+        baseline_revenue=18,
+        slots=[ScheduleSlot(start=T0 + i * hour, end=T0 + (i + 1) * hour, price_per_mwh=40 + i, charge_kw=0,
                             discharge_kw=250, soc_kwh=500 - i) for i in range(3)],
     )
     prices = PriceForecast(zone="de-lu", issued_at=T0 - hour, slots=[
-        PriceSlot(start=T0 + i * hour, end=T0 + (i + 1) * hour, price_eur_per_mwh=-5.5 + i) for i in range(4)
+        PriceSlot(start=T0 + i * hour, end=T0 + (i + 1) * hour, price_per_mwh=-5.5 + i) for i in range(4)
     ])
     await publisher.publish(
         TELEMETRY,
@@ -162,7 +163,7 @@ async def test_every_message_kind_is_stored_at_its_own_timestamp(rig: Rig, publi
             and rig.count("state", "mode") == 1
             and rig.count("schedule", "soc_kwh") == 3
             and rig.count("plan", "plan_id") == 1
-            and rig.count("prices", "price_eur_per_mwh") == 4
+            and rig.count("prices", "price_per_mwh") == 4
         )
 
     await wait_for_async(stored, 15, 0.1, what="every point in InfluxDB")
@@ -179,10 +180,10 @@ async def test_every_message_kind_is_stored_at_its_own_timestamp(rig: Rig, publi
     rows = rig.select("SELECT * FROM schedule")
     assert [(r["time"], r["plan_id"]) for r in rows] == [(epoch_us(s.start), "p-1") for s in schedule.slots]
     (row,) = rig.select("SELECT * FROM plan")
-    assert (row["time"], row["expected_revenue_eur"]) == (epoch_us(schedule.created_at), 22.13)
+    assert (row["time"], row["expected_revenue"]) == (epoch_us(schedule.created_at), 22.13)
     rows = rig.select("SELECT * FROM prices")
-    assert [(r["time"], r["zone"], r["price_eur_per_mwh"]) for r in rows] == [
-        (epoch_us(s.start), "de-lu", s.price_eur_per_mwh) for s in prices.slots
+    assert [(r["time"], r["zone"], r["price_per_mwh"]) for r in rows] == [
+        (epoch_us(s.start), "de-lu", s.price_per_mwh) for s in prices.slots
     ]
     # A field's type is fixed by its first write: JSON integers must have been stored as floats.
     assert {r["fieldKey"]: r["fieldType"] for r in rig.select("SHOW FIELD KEYS FROM telemetry")}["soc_kwh"] == "float"
@@ -222,6 +223,46 @@ async def test_history_request_returns_raw_and_downsampled_rows(rig: Rig, publis
     bad: HistoryResult = await publisher.request(HISTORY, HistoryQuery(kind="prices", **span))
     assert not bad.ok
     assert "zone" in (bad.error or "")
+
+
+async def test_prices_and_schedules_are_stored_and_read_back_with_their_currency(rig: Rig, publisher: Bus) -> None:
+    rig.start()
+    hour = timedelta(hours=1)
+    prices = PriceForecast(zone="nsw1", issued_at=T0 - hour, currency="AUD", slots=[
+        PriceSlot(start=T0 + i * hour, end=T0 + (i + 1) * hour, price_per_mwh=85.0 + i) for i in range(3)
+    ])
+    schedule = Schedule(
+        plan_id="p-aud", created_at=T0 - timedelta(minutes=5), soc_initial_kwh=500, expected_revenue=7.5,
+        currency="AUD",
+        slots=[ScheduleSlot(start=T0 + i * hour, end=T0 + (i + 1) * hour, price_per_mwh=85.0 + i, charge_kw=0,
+                            discharge_kw=100, soc_kwh=500 - 100 * (i + 1)) for i in range(3)],
+    )
+    await publisher.publish(PRICES, prices, zone="nsw1")
+    await publisher.publish(SCHEDULE, schedule, battery=rig.battery)
+    await wait_for_async(
+        lambda: rig.count("prices", "price_per_mwh") == 3 and rig.count("schedule", "soc_kwh") == 3
+        and rig.count("plan", "plan_id") == 1,
+        15, 0.1, what="AUD prices and plan in InfluxDB",
+    )
+    assert {r["currency"] for r in rig.select("SELECT * FROM prices")} == {"AUD"}
+    (row,) = rig.select("SELECT * FROM plan")
+    assert row["currency"] == "AUD"
+
+    span: dict[str, Any] = {"begin": T0, "end": T0 + 3 * hour}
+    answer: HistoryResult = await publisher.request(HISTORY, HistoryQuery(kind="prices", zone="nsw1", **span))
+    assert answer.ok, answer.error
+    column = answer.columns.index("currency")
+    assert [(r[0], r[answer.columns.index("price_per_mwh")], r[column]) for r in answer.rows] == [
+        ("2025-01-16T10:00:00Z", 85.0, "AUD"), ("2025-01-16T11:00:00Z", 86.0, "AUD"),
+        ("2025-01-16T12:00:00Z", 87.0, "AUD"),
+    ]
+    # the renderer's reading of that answer keeps the currency
+    assert PriceSeries.from_history(answer).currencies == {"AUD"}
+    planned: HistoryResult = await publisher.request(
+        HISTORY, HistoryQuery(kind="schedule", battery=rig.battery, **span)
+    )
+    assert planned.ok, planned.error
+    assert {r[planned.columns.index("currency")] for r in planned.rows} == {"AUD"}
 
 
 async def test_malformed_payloads_are_counted_and_valid_ones_still_stored(rig: Rig, publisher: Bus) -> None:

@@ -43,7 +43,7 @@ def hourly_price_lines(zone: str, begin: datetime, hours: int) -> list[str]:
     start = begin.replace(minute=0, second=0, microsecond=0)
     slots = [
         PriceSlot(start=start + timedelta(hours=h), end=start + timedelta(hours=h + 1),
-                  price_eur_per_mwh=80.0 + 60.0 * math.sin(2 * math.pi * h / 24))
+                  price_per_mwh=80.0 + 60.0 * math.sin(2 * math.pi * h / 24))
         for h in range(hours)
     ]
     return prices_lines(zone, PriceForecast(zone=zone, issued_at=begin, slots=slots))
@@ -132,7 +132,7 @@ async def test_kpis_agree_across_windows_and_the_seed_battery_is_drawn(
         assert reference["energy_discharged_kwh"] > 50
         assert reference["samples"] == 600
         for window, ins in results.items():
-            for key in ("energy_charged_kwh", "energy_discharged_kwh", "realised_revenue_eur", "full_cycles",
+            for key in ("energy_charged_kwh", "energy_discharged_kwh", "realised_revenue", "full_cycles",
                         "efficiency_loss_kwh", "samples"):
                 assert ins[key] == pytest.approx(reference[key], rel=1e-9, abs=1e-9), (window, key)
         assert reference["efficiency_loss_kwh"] >= 0
@@ -230,3 +230,69 @@ async def test_dashboard_token_defaults_to_the_gateway_token(
                                          headers={"Authorization": "Bearer one-token-for-both"})
         assert status == 200
     assert "one-token-for-both" not in renderer.log_text()  # never in the logs
+
+
+async def test_an_aud_price_series_plans_stores_and_draws_in_aud_end_to_end(
+    run_node: Callable[..., NodeProcess],
+    renderer_env: dict[str, str],
+    services: Services,
+    topic_root: str,
+    influx_db: str,
+) -> None:
+    """AEMO-style AUD prices through POST /prices: the planner plans in AUD, the recorder stores AUD, the
+    dashboard draws A$ (issue 11 part B)."""
+    env = {**renderer_env, "BESS_PLANNER_ZONE": "nsw1", "BESS_RENDERER_ZONE": "nsw1"}
+    for name in ("recorder", "gateway", "planner"):
+        run_node(name, env)
+    renderer = run_node("renderer", env)
+    renderer.wait_online(services.mqtt_host, services.mqtt_port, topic_root)
+    gateway_port = env["BESS_GATEWAY_PORTS"].split(",")[0]
+    base = f"http://127.0.0.1:{env['BESS_DASHBOARD_PORT']}"
+    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    prices = {
+        "zone": "nsw1", "issued_at": now.isoformat().replace("+00:00", "Z"), "currency": "AUD", "source": "aemo",
+        "slots": [
+            {"start": (now + timedelta(hours=h)).isoformat().replace("+00:00", "Z"),
+             "end": (now + timedelta(hours=h + 1)).isoformat().replace("+00:00", "Z"),
+             "price_per_mwh": 300.0 if h in (0, 1) else 20.0}
+            for h in range(8)
+        ],
+    }
+    bus = await probe(services, topic_root, "probe-aud")
+    try:
+        await bus.publish(SPEC, BatterySpec(capacity_kwh=1000.0, soc_min_kwh=100.0, soc_max_kwh=900.0,
+                                            max_charge_kw=250.0, max_discharge_kw=250.0),
+                          retain=True, wait_ack=True, battery="aud")
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"http://127.0.0.1:{gateway_port}/prices", json=prices) as response:
+                assert response.status == 202, await response.text()
+            await bus.publish(TELEMETRY, Telemetry(ts=datetime.now(UTC), soc_kwh=800.0, power_kw=0.0),
+                              wait_ack=True, battery="aud")
+
+            def stored() -> bool:
+                rows = stack.influx_query(services.influx_url, 'SELECT "currency" FROM "prices" WHERE "zone"=\'nsw1\'',
+                                          influx_db, epoch="u")["results"][0].get("series") or []
+                plans = stack.influx_query(services.influx_url, 'SELECT "currency" FROM "plan"', influx_db,
+                                           epoch="u")["results"][0].get("series") or []
+                return (sum(len(s["values"]) for s in rows) == 8 and bool(plans)
+                        and {v[1] for s in rows + plans for v in s["values"]} == {"AUD"})
+
+            await wait_for_async(stored, timeout=60, what="AUD prices and an AUD plan in InfluxDB")
+
+            answer: dict[str, Any] = {}
+
+            async def drawn() -> bool:
+                nonlocal answer
+                status, answer = await get_json(http, f"{base}/api/figures/aud", params={"window": "6h"})
+                return status == 200 and "A$" in answer["figures"]["schedule"]["layout"]["title"]["text"]
+
+            await wait_for_async(drawn, timeout=60, what="the AUD plan on the dashboard")
+            figures = answer["figures"]
+            assert figures["prices"]["layout"]["yaxis"]["title"]["text"] == "price (A$/MWh)"
+            assert any("A$/MWh" in t.get("hovertemplate", "") for t in figures["prices"]["data"])
+            assert figures["schedule"]["layout"]["yaxis"]["title"]["text"] == "price (A$/MWh)"
+            assert "€" not in figures["schedule"]["layout"]["title"]["text"]
+            insights = await window_insights(http, base, "aud", "6h")
+            assert insights["currency"] == "AUD"
+    finally:
+        await bus.stop()

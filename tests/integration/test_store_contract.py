@@ -219,9 +219,9 @@ async def test_tag_values_round_trip(store: Store, battery: str) -> None:
     plan_ids = [p for p in plan_ids if not p.endswith("\\")] + ["ends with\\"]  # the last one comes back as "_"
     lines: list[str] = []
     for i, plan_id in enumerate(plan_ids):
-        slot = ScheduleSlot(start=T0 + timedelta(minutes=i), end=T0 + timedelta(minutes=i + 1), price_eur_per_mwh=1,
+        slot = ScheduleSlot(start=T0 + timedelta(minutes=i), end=T0 + timedelta(minutes=i + 1), price_per_mwh=1,
                             charge_kw=0, discharge_kw=0, soc_kwh=1)
-        schedule = Schedule(plan_id=plan_id, created_at=T0, soc_initial_kwh=0, slots=[slot], expected_revenue_eur=0)
+        schedule = Schedule(plan_id=plan_id, created_at=T0, soc_initial_kwh=0, slots=[slot], expected_revenue=0)
         lines += points.schedule_lines(battery, schedule)
     outcome = await store.write(lines)
     assert outcome.rejected == ()

@@ -302,7 +302,7 @@ def valid_messages(fuzz: str, zone: str) -> list[Valid]:
         return {"ts": ts if isinstance(ts, str) else iso(ts), "soc_kwh": soc, **extra}
 
     slots = [{"start": iso(T + timedelta(hours=h)), "end": iso(T + timedelta(hours=h + 1)),
-              "price_eur_per_mwh": -500.0 + h, "charge_kw": 0.0, "discharge_kw": 1e7, "soc_kwh": 0.0} for h in (1, 2)]
+              "price_per_mwh": -500.0 + h, "charge_kw": 0.0, "discharge_kw": 1e7, "soc_kwh": 0.0} for h in (1, 2)]
     return [
         Valid("telemetry", "telemetry/fuzz", tel(T, 1.0)),
         Valid("unknown fields (forward compatible)", "telemetry/fuzz",
@@ -340,15 +340,15 @@ def valid_messages(fuzz: str, zone: str) -> list[Valid]:
                "reason": 'r"\\\n' + "é" * 496, "unknown": {"x": 1}}),
         Valid("schedule with numbers at their bounds", "schedule/fuzz",
               {"plan_id": "p-fuzz", "created_at": iso(T + 13 * s), "soc_initial_kwh": 0.0, "slots": slots,
-               "expected_revenue_eur": -1e12, "solve_ms": 1e9}),
+               "expected_revenue": -1e12, "solve_ms": 1e9}),
         Valid("prices with an unknown field", "prices/fuzz",
               {"zone": zone, "issued_at": iso(T), "source": "fuzz", "tariff": {"x": [1]},
                "slots": [{"start": iso(T + timedelta(hours=h)), "end": iso(T + timedelta(hours=h + 1)),
-                          "price_eur_per_mwh": 1e5 - h} for h in range(3)]}),
+                          "price_per_mwh": 1e5 - h} for h in range(3)]}),
         Valid("prices issued in year 1", "prices/fuzz",
               {"zone": zone, "issued_at": "0001-01-01T00:00:00Z",
                "slots": [{"start": iso(T + timedelta(hours=10)), "end": iso(T + timedelta(hours=11)),
-                          "price_eur_per_mwh": 0}]}),
+                          "price_per_mwh": 0}]}),
         Valid("history query over years 1..9999 (no response topic: nothing to answer)", "history/request",
               {"kind": "telemetry", "battery": fuzz, "begin": "0001-01-01T00:00:00Z",
                "end": "9999-12-31T23:59:59Z", "every_s": 86400}),
@@ -532,7 +532,7 @@ def test_bad_payloads_on_every_topic_are_counted_dropped_and_never_stored(
     assert len(select(services, db, f"SELECT soc_kwh FROM schedule WHERE battery = '{fuzz}'")) == 2
     (plan,) = select(services, db, f"SELECT * FROM plan WHERE battery = '{fuzz}'")
     assert plan["solve_ms"] == 1e9
-    assert len(select(services, db, f"SELECT price_eur_per_mwh FROM prices WHERE zone = '{zone}'")) == 4
+    assert len(select(services, db, f"SELECT price_per_mwh FROM prices WHERE zone = '{zone}'")) == 4
 
     # Unstorable valid messages are counted, never silently lost, and never wedge the recorder.
     recorder = after_counters["recorder"]

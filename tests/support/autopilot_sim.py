@@ -49,7 +49,7 @@ def daily_prices(start: datetime, hours: int, slot_minutes: int) -> PriceForecas
             PriceSlot(
                 start=start + i * step,
                 end=start + (i + 1) * step,
-                price_eur_per_mwh=round(80 + 60 * math.sin(2 * math.pi * (i * slot_minutes / 60) / 24 - 1.0)
+                price_per_mwh=round(80 + 60 * math.sin(2 * math.pi * (i * slot_minutes / 60) / 24 - 1.0)
                                         + 15 * math.sin(i * 1.7), 2),
             )
             for i in range(count)

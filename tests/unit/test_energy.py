@@ -15,7 +15,7 @@ from nodes.contract.messages import BatterySpec, Command, PriceSlot, Schedule, S
 from nodes.planner import baseline
 from nodes.planner.model import plan
 from nodes.renderer.figures import power_intervals
-from nodes.renderer.insights import plan_revenue_eur
+from nodes.renderer.insights import plan_revenue
 from nodes.renderer.ledger import interval_power
 from nodes.renderer.series import TelemetrySeries
 from nodes.simulator.battery import SimBattery
@@ -31,11 +31,11 @@ NODES = Path(__file__).resolve().parents[2] / "nodes"
 
 
 def test_slot_hours_and_energy_units() -> None:
-    slot = PriceSlot(start=T0, end=T0 + timedelta(minutes=15), price_eur_per_mwh=80.0)
+    slot = PriceSlot(start=T0, end=T0 + timedelta(minutes=15), price_per_mwh=80.0)
     assert energy.slot_hours(slot) == 0.25
     assert energy.hours_between(T0, T0 + timedelta(hours=25)) == 25.0
     assert energy.energy_kwh(100.0, 1800.0) == 50.0  # 100 kW for half an hour
-    assert energy.value_eur(50.0, 80.0) == 4.0  # 50 kWh at 80 EUR/MWh
+    assert energy.value_at(50.0, 80.0) == 4.0  # 50 kWh at 80 EUR/MWh
     assert energy.power_from_soc_kw(-25.0, 900.0) == 100.0  # the SOC fell 25 kWh in 15 min: 100 kW out
 
 
@@ -73,7 +73,7 @@ def test_arrays_and_floats_alike() -> None:
     power = np.array([100.0, -50.0])
     seconds = np.array([1800.0, 3600.0])
     assert energy.energy_kwh(power, seconds).tolist() == [50.0, -50.0]
-    assert energy.value_eur(np.array([50.0, -50.0]), 80.0).tolist() == [4.0, -4.0]
+    assert energy.value_at(np.array([50.0, -50.0]), 80.0).tolist() == [4.0, -4.0]
 
 
 def test_the_device_follows_the_plan_the_planner_made() -> None:
@@ -81,7 +81,7 @@ def test_the_device_follows_the_plan_the_planner_made() -> None:
     the planner's model and the device integrate with one rule."""
     prices = [30.0, 10.0, 90.0, 120.0, 20.0, 150.0]
     slots = [PriceSlot(start=T0 + timedelta(minutes=30 * i), end=T0 + timedelta(minutes=30 * (i + 1)),
-                       price_eur_per_mwh=p) for i, p in enumerate(prices)]
+                       price_per_mwh=p) for i, p in enumerate(prices)]
     schedule = plan(slots, SPEC, 500.0, created_at=T0, plan_id="p-energy")
     device = SimBattery(SPEC, 500.0)
     moved = False
@@ -97,16 +97,16 @@ def test_the_device_follows_the_plan_the_planner_made() -> None:
 
 def test_the_planners_scorer_counts_energy_as_the_dashboard_does() -> None:
     """Revenue of a dispatch: the planner's scorer and the plan-revenue of the dashboard's insights agree."""
-    slots = [PriceSlot(start=T0 + timedelta(hours=i), end=T0 + timedelta(hours=i + 1), price_eur_per_mwh=p)
+    slots = [PriceSlot(start=T0 + timedelta(hours=i), end=T0 + timedelta(hours=i + 1), price_per_mwh=p)
              for i, p in enumerate([40.0, 100.0])]
     powers = [(200.0, 0.0), (0.0, 150.0)]
     scored = baseline.evaluate(slots, powers, SPEC, 500.0)
-    schedule = Schedule(plan_id="p", created_at=T0, soc_initial_kwh=500.0, expected_revenue_eur=0.0,
-                        slots=[ScheduleSlot(start=s.start, end=s.end, price_eur_per_mwh=s.price_eur_per_mwh,
+    schedule = Schedule(plan_id="p", created_at=T0, soc_initial_kwh=500.0, expected_revenue=0.0,
+                        slots=[ScheduleSlot(start=s.start, end=s.end, price_per_mwh=s.price_per_mwh,
                                             charge_kw=c, discharge_kw=d, soc_kwh=0.0)
                                for s, (c, d) in zip(slots, powers, strict=True)])
-    assert plan_revenue_eur(schedule) == pytest.approx(scored.market_revenue_eur)
-    assert scored.market_revenue_eur == pytest.approx(150 * 0.1 - 200 * 0.04)
+    assert plan_revenue(schedule) == pytest.approx(scored.market_revenue)
+    assert scored.market_revenue == pytest.approx(150 * 0.1 - 200 * 0.04)
 
 
 def test_the_power_figure_draws_the_intervals_the_kpis_integrate() -> None:

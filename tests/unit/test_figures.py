@@ -48,22 +48,22 @@ def schedule() -> Schedule:
         soc_initial_kwh=500.0,
         slots=[
             ScheduleSlot(
-                start=T0, end=T0 + H, price_eur_per_mwh=42.5, charge_kw=250.0, discharge_kw=0.0, soc_kwh=737.2
+                start=T0, end=T0 + H, price_per_mwh=42.5, charge_kw=250.0, discharge_kw=0.0, soc_kwh=737.2
             ),
             ScheduleSlot(
-                start=T0 + H, end=T0 + 2 * H, price_eur_per_mwh=80.0, charge_kw=0.0, discharge_kw=0.0, soc_kwh=737.2
+                start=T0 + H, end=T0 + 2 * H, price_per_mwh=80.0, charge_kw=0.0, discharge_kw=0.0, soc_kwh=737.2
             ),
             ScheduleSlot(
                 start=T0 + 2 * H,
                 end=T0 + 3 * H,
-                price_eur_per_mwh=131.0,
+                price_per_mwh=131.0,
                 charge_kw=0.0,
                 discharge_kw=250.0,
                 soc_kwh=500.0,
             ),
         ],
-        expected_revenue_eur=22.13,
-        baseline_revenue_eur=18.0,
+        expected_revenue=22.13,
+        baseline_revenue=18.0,
         solver="HiGHS",
         solve_ms=31.0,
     )
@@ -141,12 +141,12 @@ def test_price_series_from_forecast_and_history() -> None:
         zone="de-lu",
         issued_at=T0,
         slots=[
-            PriceSlot(start=T0 + H, end=T0 + 2 * H, price_eur_per_mwh=131.0),
-            PriceSlot(start=T0, end=T0 + H, price_eur_per_mwh=42.5),
+            PriceSlot(start=T0 + H, end=T0 + 2 * H, price_per_mwh=131.0),
+            PriceSlot(start=T0, end=T0 + H, price_per_mwh=42.5),
         ],
     )
     series = PriceSeries.from_forecast(forecast)
-    assert series.price_eur_per_mwh.tolist() == [42.5, 131.0]
+    assert series.price_per_mwh.tolist() == [42.5, 131.0]
     t = np.array([T0.timestamp() - 1, T0.timestamp(), (T0 + 1.5 * H).timestamp(), (T0 + 2 * H).timestamp()])
     price = series.price_at(t)
     assert np.isnan(price[0])
@@ -156,7 +156,7 @@ def test_price_series_from_forecast_and_history() -> None:
     history = PriceSeries.from_history(
         HistoryResult(
             ok=True,
-            columns=["time", "price_eur_per_mwh"],
+            columns=["time", "price_per_mwh"],
             rows=[
                 ["2025-01-16T10:00:00Z", 1.0],
                 ["2025-01-16T11:00:00Z", 2.0],
@@ -170,14 +170,14 @@ def test_price_series_from_forecast_and_history() -> None:
     assert (
         PriceSeries.from_history(
             history_result := HistoryResult(
-                ok=True, columns=["time", "price_eur_per_mwh"], rows=[["2025-01-16T10:00:00Z", 1.0]]
+                ok=True, columns=["time", "price_per_mwh"], rows=[["2025-01-16T10:00:00Z", 1.0]]
             )
         ).end_s[0]
         == T0.timestamp() + 3600.0
     )
     assert history_result.ok
     merged = history.merge(series)  # the newer forecast wins on the same start
-    assert merged.price_eur_per_mwh.tolist() == [42.5, 131.0, 3.0]
+    assert merged.price_per_mwh.tolist() == [42.5, 131.0, 3.0]
 
 
 def test_downsample_bucket_means() -> None:
@@ -194,7 +194,7 @@ def test_downsample_bucket_means() -> None:
         downsample(series, 0)
     hourly = PriceSeries.from_arrays(np.arange(48) * 3600.0, np.arange(1, 49) * 3600.0, np.arange(48.0))
     daily = downsample(hourly, 2)
-    assert daily.price_eur_per_mwh.tolist() == [11.5, 35.5]
+    assert daily.price_per_mwh.tolist() == [11.5, 35.5]
     assert daily.end_s.tolist() == [86400.0, 172800.0]
 
 
@@ -264,10 +264,10 @@ def test_prices_figure_two_axes_and_correlation_in_title() -> None:
     fig = rf.prices_figure(prices(), tel, schedule())
     assert names(fig) == ["price", "net power (actual)", "net power (plan)"]
     assert [t.yaxis for t in fig.data] == [None, "y2", "y2"]
-    assert axis_title(fig.layout.yaxis) == "price (EUR/MWh)"
+    assert axis_title(fig.layout.yaxis) == "price (€/MWh)"
     assert "kW" in axis_title(fig.layout.yaxis2)
     assert fig.layout.yaxis2.overlaying == "y"
-    assert "EUR/MWh" in fig.data[0].hovertemplate
+    assert "€/MWh" in fig.data[0].hovertemplate
     r = rf.price_power_correlation(prices(), tel)
     assert r == pytest.approx(float(np.corrcoef([42.5, 80.0, 131.0], [-150.0, 10.0, 200.0])[0, 1]))
     # said in words, not as "r = n/a": the question, the answer, the number and what it is based on
@@ -329,7 +329,7 @@ def test_every_figure_has_template_uirevision_units_and_meta() -> None:
         for trace in fig.data:
             is_text = trace.type == "scatter" and trace.mode == "text"
             if trace.type in {"scatter", "scattergl", "bar"} and not is_text:
-                assert any(unit in trace.hovertemplate for unit in ("kW", "kWh", "EUR/MWh")), trace.name
+                assert any(unit in trace.hovertemplate for unit in ("kW", "kWh", "€/MWh")), trace.name
             if is_text:  # the KPI texts: each says how it is computed
                 assert all(len(h) > 20 for h in trace.hovertext), trace.name
         for axis_name in ("yaxis", "yaxis2", "yaxis3"):
@@ -405,7 +405,7 @@ def test_schedule_table_contents() -> None:
     table = rf.schedule_table(schedule())
     assert table == {
         "slot (UTC)": ["01-16 10:00–11:00", "01-16 11:00–12:00", "01-16 12:00–13:00"],
-        "price (EUR/MWh)": ["42.50", "80.00", "131.00"],
+        "price (€/MWh)": ["42.50", "80.00", "131.00"],
         "action": ["charge", "idle", "discharge"],
         "power (kW)": ["-250.0", "0.0", "250.0"],
         "SOC at end (kWh)": ["737.2", "737.2", "500.0"],
@@ -421,7 +421,7 @@ def test_schedule_figure_chart_and_table() -> None:
     assert list(discharge.width) == [3600_000.0]
     assert soc.yaxis == "y3"
     assert discharge.yaxis == "y2"
-    assert "EUR/MWh" in price.hovertemplate
+    assert "€/MWh" in price.hovertemplate
     assert [h.replace("<b>", "").replace("</b>", "") for h in table.header.values] == list(
         rf.schedule_table(schedule())
     )
@@ -447,10 +447,10 @@ def test_insights_figure_numbers_with_how_they_are_computed() -> None:
     fig = rf.insights_figure(ins)
     texts = {t.name: t for t in fig.data}
     assert list(texts["headline"].text) == [
-        f"<b>{rf.look.money(ins.realised_revenue_eur)}</b>",
-        f"<b>{rf.look.money(ins.plan_revenue_to_date_eur)}</b>",
+        f"<b>{rf.look.money(ins.realised_revenue)}</b>",
+        f"<b>{rf.look.money(ins.plan_revenue_to_date)}</b>",
         f"<b>{ins.full_cycles:.2f}</b>",
-        f"<b>{ins.spread_eur_per_mwh:,.2f}</b>",  # the unit is in its label
+        f"<b>{ins.spread_per_mwh:,.2f}</b>",  # the unit is in its label
     ]
     labels = [label for t in fig.data if t.name == "metric" for label in t.text]
     values = [value for t in fig.data if t.name == "value" for value in t.text]

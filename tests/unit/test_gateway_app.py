@@ -406,8 +406,8 @@ async def test_prices_published(client: TestClient[Any, Any], bus: MemoryBus) ->
         "zone": "de-lu",
         "issued_at": "2025-01-16T09:00:00Z",
         "slots": [
-            {"start": "2025-01-16T10:00:00Z", "end": "2025-01-16T11:00:00Z", "price_eur_per_mwh": 42.5},
-            {"start": "2025-01-16T11:00:00Z", "end": "2025-01-16T12:00:00Z", "price_eur_per_mwh": -3},
+            {"start": "2025-01-16T10:00:00Z", "end": "2025-01-16T11:00:00Z", "price_per_mwh": 42.5},
+            {"start": "2025-01-16T11:00:00Z", "end": "2025-01-16T12:00:00Z", "price_per_mwh": -3},
         ],
     }
     response = await client.post("/prices", json=body)
@@ -415,7 +415,16 @@ async def test_prices_published(client: TestClient[Any, Any], bus: MemoryBus) ->
     assert (await response.json())["topic"] == "bess/v1/market/de-lu/prices"
     [published] = bus.published
     assert isinstance(published.message, PriceForecast)
-    assert [s.price_eur_per_mwh for s in published.message.slots] == [42.5, -3.0]
+    assert [s.price_per_mwh for s in published.message.slots] == [42.5, -3.0]
+    assert published.message.currency == "EUR"  # the default when the body names none
+
+
+async def test_prices_in_another_currency_keep_it(client: TestClient[Any, Any], bus: MemoryBus) -> None:
+    response = await client.post("/prices", json=_prices(zone="nsw1", currency="AUD"))
+    assert response.status == 202
+    [published] = bus.published
+    assert isinstance(published.message, PriceForecast)
+    assert published.message.currency == "AUD"
 
 
 async def test_health(client: TestClient[Any, Any], bus: MemoryBus) -> None:
@@ -555,7 +564,7 @@ def _seed(**changes: Any) -> dict[str, Any]:
 PRICES = {
     "zone": "de-lu",
     "issued_at": "2025-01-16T09:00:00Z",
-    "slots": [{"start": "2025-01-16T10:00:00Z", "end": "2025-01-16T11:00:00Z", "price_eur_per_mwh": 42.5}],
+    "slots": [{"start": "2025-01-16T10:00:00Z", "end": "2025-01-16T11:00:00Z", "price_per_mwh": 42.5}],
 }
 
 
@@ -760,13 +769,13 @@ BAD = [
     Bad("prices slots overlap", "/prices", _prices(slots=[_slot(), _slot()]), 422, "slots[1].start", "time order"),
     Bad("prices no slots", "/prices", _prices(slots=[]), 422, "slots", "length >= 1"),
     Bad("prices zone upper case", "/prices", _prices(zone="DE"), 422, "zone", "[a-z0-9_-]"),
-    Bad("prices currency", "/prices", _prices(currency="USD"), 422, "currency", "invalid enum value 'USD'"),
+    Bad("prices currency", "/prices", _prices(currency="usd"), 422, "currency", "^[A-Z]{3}$"),
     Bad(
         "prices price out of range",
         "/prices",
-        _prices(slots=[_slot(price_eur_per_mwh=1e9)]),
+        _prices(slots=[_slot(price_per_mwh=1e9)]),
         422,
-        "slots[0].price_eur_per_mwh",
+        "slots[0].price_per_mwh",
         "<= 100000",
     ),
     Bad(

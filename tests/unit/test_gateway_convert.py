@@ -36,8 +36,8 @@ def test_an_implausible_timestamp_is_a_422_on_the_records_field() -> None:
 def test_overlapping_price_slots_are_refused_with_the_slot() -> None:
     hour = timedelta(hours=1)
     body = PricesBody(zone="de-lu", issued_at=NOW, slots=[
-        PriceSlotBody(start=NOW, end=NOW + hour, price_eur_per_mwh=10.0),
-        PriceSlotBody(start=NOW + hour / 2, end=NOW + 2 * hour, price_eur_per_mwh=20.0),
+        PriceSlotBody(start=NOW, end=NOW + hour, price_per_mwh=10.0),
+        PriceSlotBody(start=NOW + hour / 2, end=NOW + 2 * hour, price_per_mwh=20.0),
     ])
     with pytest.raises(ApiError) as info:
         to_price_forecast(body)

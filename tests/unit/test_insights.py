@@ -8,7 +8,7 @@ import msgspec
 import pytest
 
 from nodes.contract.messages import BatterySpec, HistoryResult, Schedule, ScheduleSlot, Telemetry
-from nodes.renderer.insights import Insights, compute_insights, plan_revenue_eur
+from nodes.renderer.insights import Insights, compute_insights, plan_revenue
 from nodes.renderer.series import PriceSeries, TelemetrySeries
 
 T0 = datetime(2025, 1, 16, 0, 0, tzinfo=UTC)
@@ -21,7 +21,7 @@ SPEC = BatterySpec(
     soc_max_kwh=600.0,
     max_charge_kw=250.0,
     max_discharge_kw=250.0,
-    cycle_cost_eur_per_mwh=10.0,
+    cycle_cost_per_mwh=10.0,
 )
 
 
@@ -43,13 +43,13 @@ def test_buy_low_sell_high_by_hand() -> None:
     tel = samples((0 * H, 500.0, -100.0), (1 * H, 590.0, -100.0), (2 * H, 680.0, 150.0), (3 * H, 530.0, 0.0))
     ins = compute_insights(tel, hourly_prices(20.0, 30.0, 100.0), SPEC, max_hold_s=HOUR_HOLD)
     # revenue = (-100*20 - 100*30 + 150*100) / 1000 = (-2000 - 3000 + 15000) / 1000 = 10 EUR
-    assert ins.realised_revenue_eur == pytest.approx(10.0)
+    assert ins.realised_revenue == pytest.approx(10.0)
     assert ins.energy_charged_kwh == pytest.approx(200.0)
     assert ins.energy_discharged_kwh == pytest.approx(150.0)
     # energy-weighted: buy (100*20 + 100*30) / 200 = 25; sell 100
-    assert ins.avg_buy_price_eur_per_mwh == pytest.approx(25.0)
-    assert ins.avg_sell_price_eur_per_mwh == pytest.approx(100.0)
-    assert ins.spread_eur_per_mwh == pytest.approx(75.0)
+    assert ins.avg_buy_price_per_mwh == pytest.approx(25.0)
+    assert ins.avg_sell_price_per_mwh == pytest.approx(100.0)
+    assert ins.spread_per_mwh == pytest.approx(75.0)
     # cycles = discharged / (soc_max - soc_min) = 150 / 500
     assert ins.full_cycles == pytest.approx(0.3)
     # lost = charged - discharged - SOC gained = 200 - 150 - (530 - 500) = 20 kWh
@@ -57,7 +57,7 @@ def test_buy_low_sell_high_by_hand() -> None:
     assert ins.soc_end_kwh == 530.0
     assert ins.efficiency_loss_kwh == pytest.approx(20.0)
     # wear = 150 kWh = 0.15 MWh x 10 EUR/MWh
-    assert ins.cycle_cost_eur == pytest.approx(1.5)
+    assert ins.cycle_cost == pytest.approx(1.5)
     assert ins.begin == T0
     assert ins.end == T0 + 3 * H
     assert ins.samples == 4
@@ -66,8 +66,8 @@ def test_buy_low_sell_high_by_hand() -> None:
     assert ins.derived_energy_kwh == 0.0
     assert ins.power_source == "measured"
     assert ins.plan_id is None
-    assert ins.expected_revenue_eur is None
-    assert ins.plan_revenue_to_date_eur is None
+    assert ins.expected_revenue is None
+    assert ins.plan_revenue_to_date is None
 
 
 def test_a_hold_is_split_at_price_slot_boundaries() -> None:
@@ -75,11 +75,11 @@ def test_a_hold_is_split_at_price_slot_boundaries() -> None:
     tel = samples((0 * H, 500.0, -60.0), (2 * H, 620.0, 0.0))
     ins = compute_insights(tel, hourly_prices(10.0, 50.0), None, max_hold_s=HOUR_HOLD)
     # 60 kWh at 10 EUR/MWh + 60 kWh at 50 EUR/MWh = -(0.6 + 3.0) EUR
-    assert ins.realised_revenue_eur == pytest.approx(-3.6)
-    assert ins.avg_buy_price_eur_per_mwh == pytest.approx(30.0)
-    assert ins.avg_sell_price_eur_per_mwh is None  # never sold: unknown, not 0
+    assert ins.realised_revenue == pytest.approx(-3.6)
+    assert ins.avg_buy_price_per_mwh == pytest.approx(30.0)
+    assert ins.avg_sell_price_per_mwh is None  # never sold: unknown, not 0
     assert ins.full_cycles is None
-    assert ins.cycle_cost_eur is None
+    assert ins.cycle_cost is None
     # 120 kWh in, nothing out, SOC +120: nothing lost
     assert ins.efficiency_loss_kwh == pytest.approx(0.0)
 
@@ -89,8 +89,8 @@ def test_energy_without_a_price_counts_as_energy_not_revenue() -> None:
     ins = compute_insights(tel, hourly_prices(80.0), SPEC, max_hold_s=HOUR_HOLD)  # only the first hour is priced
     assert ins.energy_discharged_kwh == pytest.approx(200.0)
     assert ins.unpriced_energy_kwh == pytest.approx(100.0)
-    assert ins.realised_revenue_eur == pytest.approx(8.0)  # 100 kWh x 80 EUR/MWh
-    assert ins.avg_sell_price_eur_per_mwh == pytest.approx(80.0)
+    assert ins.realised_revenue == pytest.approx(8.0)  # 100 kWh x 80 EUR/MWh
+    assert ins.avg_sell_price_per_mwh == pytest.approx(80.0)
 
 
 def test_long_gaps_fall_back_to_the_soc_change_and_very_long_ones_are_not_integrated() -> None:
@@ -109,7 +109,7 @@ def test_long_gaps_fall_back_to_the_soc_change_and_very_long_ones_are_not_integr
     assert ins.derived_energy_kwh == pytest.approx(10.0)
     assert ins.power_source == "measured and derived from SOC"
     assert ins.gap_s == pytest.approx(7 * 3600 - 60)
-    assert ins.realised_revenue_eur == pytest.approx(-0.13)
+    assert ins.realised_revenue == pytest.approx(-0.13)
 
 
 def test_missing_power_is_derived_from_the_soc_change() -> None:
@@ -119,7 +119,7 @@ def test_missing_power_is_derived_from_the_soc_change() -> None:
     # 50 kWh at 200 EUR/MWh
     assert ins.energy_discharged_kwh == pytest.approx(100.0)
     assert ins.derived_energy_kwh == pytest.approx(50.0)
-    assert ins.realised_revenue_eur == pytest.approx(15.0)
+    assert ins.realised_revenue == pytest.approx(15.0)
     assert ins.samples == 3
 
 
@@ -147,33 +147,33 @@ def test_schedule_numbers() -> None:
         soc_initial_kwh=300.0,
         slots=[
             ScheduleSlot(
-                start=T0, end=T0 + H, price_eur_per_mwh=20.0, charge_kw=100.0, discharge_kw=0.0, soc_kwh=395.0
+                start=T0, end=T0 + H, price_per_mwh=20.0, charge_kw=100.0, discharge_kw=0.0, soc_kwh=395.0
             ),
             ScheduleSlot(
-                start=T0 + H, end=T0 + 2 * H, price_eur_per_mwh=120.0, charge_kw=0.0, discharge_kw=100.0, soc_kwh=300.0
+                start=T0 + H, end=T0 + 2 * H, price_per_mwh=120.0, charge_kw=0.0, discharge_kw=100.0, soc_kwh=300.0
             ),
         ],
-        expected_revenue_eur=10.0,
-        baseline_revenue_eur=4.0,
+        expected_revenue=10.0,
+        baseline_revenue=4.0,
     )
     # Whole plan: -100 kWh x 20 + 100 kWh x 120 = (-2000 + 12000) / 1000 = 10 EUR
-    assert plan_revenue_eur(plan) == pytest.approx(10.0)
+    assert plan_revenue(plan) == pytest.approx(10.0)
     # Only 00:30-01:30: -50 kWh x 20 + 50 kWh x 120 = 5 EUR
-    assert plan_revenue_eur(plan, (T0 + 0.5 * H).timestamp(), (T0 + 1.5 * H).timestamp()) == pytest.approx(5.0)
+    assert plan_revenue(plan, (T0 + 0.5 * H).timestamp(), (T0 + 1.5 * H).timestamp()) == pytest.approx(5.0)
 
     tel = samples((0.5 * H, 350.0, -100.0), (1 * H, 395.0, 100.0), (1.5 * H, 345.0, 0.0))
     ins = compute_insights(tel, PriceSeries.from_schedule(plan), SPEC, plan, max_hold_s=HOUR_HOLD)
     assert ins.plan_id == "p-7"
-    assert ins.expected_revenue_eur == 10.0
-    assert ins.baseline_revenue_eur == 4.0
-    assert ins.plan_revenue_to_date_eur == pytest.approx(5.0)  # the plan over the telemetry window
-    assert ins.realised_revenue_eur == pytest.approx(5.0)  # -50 kWh x 20 + 50 kWh x 120
+    assert ins.expected_revenue == 10.0
+    assert ins.baseline_revenue == 4.0
+    assert ins.plan_revenue_to_date == pytest.approx(5.0)  # the plan over the telemetry window
+    assert ins.realised_revenue == pytest.approx(5.0)  # -50 kWh x 20 + 50 kWh x 120
 
 
 def test_empty_inputs() -> None:
     ins = compute_insights(TelemetrySeries.empty(), PriceSeries.empty(), SPEC, None)
-    assert ins == Insights(samples=0, full_cycles=0.0, cycle_cost_eur=0.0)
-    assert ins.spread_eur_per_mwh is None
+    assert ins == Insights(samples=0, full_cycles=0.0, cycle_cost=0.0)
+    assert ins.spread_per_mwh is None
     one = compute_insights(samples((0 * H, 500.0, 10.0)), hourly_prices(10.0), None)
     assert one.energy_discharged_kwh == 0.0
     assert one.efficiency_loss_kwh is None
@@ -202,7 +202,7 @@ def test_history_and_messages_give_the_same_insights() -> None:
     prices = PriceSeries.from_history(
         HistoryResult(
             ok=True,
-            columns=["time", "price_eur_per_mwh"],
+            columns=["time", "price_per_mwh"],
             rows=[["2025-01-16T00:00:00Z", 20.0], ["2025-01-16T01:00:00Z", 30.0], ["2025-01-16T02:00:00Z", 100.0]],
         )
     )
@@ -214,7 +214,7 @@ def test_history_and_messages_give_the_same_insights() -> None:
         max_hold_s=HOUR_HOLD,
     )
     assert from_history == from_messages
-    assert from_history.realised_revenue_eur == pytest.approx(10.0)
+    assert from_history.realised_revenue == pytest.approx(10.0)
 
 
 def test_insights_encode_as_json() -> None:
@@ -223,4 +223,4 @@ def test_insights_encode_as_json() -> None:
     )
     decoded = msgspec.json.decode(msgspec.json.encode(ins), type=Insights)
     assert decoded == ins
-    assert decoded.realised_revenue_eur == pytest.approx(0.5)
+    assert decoded.realised_revenue == pytest.approx(0.5)

@@ -74,14 +74,14 @@ def test_every_window_over_the_same_data_gives_the_same_energy_and_revenue() -> 
     for name, ins in results.items():
         assert ins.energy_charged_kwh == pytest.approx(reference.energy_charged_kwh, rel=1e-12), name
         assert ins.energy_discharged_kwh == pytest.approx(reference.energy_discharged_kwh, rel=1e-12), name
-        assert ins.realised_revenue_eur == pytest.approx(reference.realised_revenue_eur, rel=1e-12), name
+        assert ins.realised_revenue == pytest.approx(reference.realised_revenue, rel=1e-12), name
         assert ins.efficiency_loss_kwh == pytest.approx(reference.efficiency_loss_kwh, rel=1e-9), name
         assert ins.full_cycles == pytest.approx(reference.full_cycles, rel=1e-12), name
         assert ins.samples == reference.samples == len(series)
     # and they are the raw integral: the same numbers as integrating the raw samples directly
     direct = compute_insights(series, prices, SPEC)
     assert reference.energy_discharged_kwh == pytest.approx(direct.energy_discharged_kwh, rel=1e-12)
-    assert reference.realised_revenue_eur == pytest.approx(direct.realised_revenue_eur, rel=1e-12)
+    assert reference.realised_revenue == pytest.approx(direct.realised_revenue, rel=1e-12)
     assert reference.efficiency_loss_kwh is not None
     assert reference.efficiency_loss_kwh > 0
 

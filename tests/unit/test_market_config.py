@@ -61,9 +61,6 @@ def test_entsoe_needs_a_token_and_never_prints_it(tmp_path: Path) -> None:
         ({"market_source": "awattar", "market_zone": "fr"}, "awattar has no prices for zone fr (it serves: de-lu, at)"),
         ({"market_source": "energy-charts", "market_zone": "xx"}, "not in the zone table"),
         ({"market_source": "nordpool", "market_zone": "se3", "market_currency": "USD"}, "nordpool offers EUR"),
-        ({"market_source": "nordpool", "market_zone": "se3", "market_currency": "SEK"},
-         "carries only EUR until the currency-aware contract"),
-        ({"market_source": "aemo", "market_zone": "nsw1"}, "prices are in AUD"),
         ({"market_source": "energy-charts", "market_speed": "10"}, "BESS_MARKET_SPEED applies to the synthetic"),
         ({"market_source": "energy-charts", "market_dayahead_at": "25:00"}, "BESS_MARKET_DAYAHEAD_AT must be HH:MM"),
         ({"market_source": "energy-charts", "market_stale_after_h": "0"}, "BESS_MARKET_STALE_AFTER_H must be > 0"),
@@ -87,3 +84,15 @@ def test_live_settings_are_derived() -> None:
     assert cfg.base_url() == "http://127.0.0.1:9/"
     # no offline source behind a live one: nothing can be replayed
     assert Market(cfg, MemoryBus("market")).source is None
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"market_source": "aemo", "market_zone": "nsw1"},
+        {"market_source": "nordpool", "market_zone": "se3", "market_currency": "SEK"},
+        {"market_source": "energidataservice", "market_zone": "dk1", "market_currency": "DKK"},
+    ],
+)
+def test_non_eur_sources_are_accepted_now_that_the_contract_carries_any_currency(env: dict[str, str]) -> None:
+    assert config(**env).problems() == []

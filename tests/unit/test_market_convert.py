@@ -1,4 +1,4 @@
-"""ParsedPrices -> contract PriceForecast: EUR today, a clear refusal for other currencies until part B."""
+"""ParsedPrices -> contract PriceForecast, in the series' own currency."""
 
 from __future__ import annotations
 
@@ -9,10 +9,7 @@ import pytest
 from nodes.contract.messages import PriceForecast
 from nodes.contract.topics import PRICES
 from nodes.market.sources.convert import (
-    CONTRACT_CURRENCIES,
-    PRICE_FIELD,
     ContractViolation,
-    UnsupportedCurrency,
     to_price_forecast,
 )
 from nodes.market.sources.prices import ParsedPrices, ParseError, Slot, finish
@@ -31,7 +28,7 @@ def test_eur_prices_become_a_valid_forecast() -> None:
     forecast = to_price_forecast(parsed(), issued_at=T0, source="ENTSO-E A44 day-ahead")
     assert isinstance(forecast, PriceForecast)
     assert forecast.currency == "EUR"
-    assert [getattr(s, PRICE_FIELD) for s in forecast.slots] == [-500.0, 1750.0, 4000.0]
+    assert [s.price_per_mwh for s in forecast.slots] == [-500.0, 1750.0, 4000.0]
     assert forecast.slots[0].start == T0
     # it survives the wire: encode with the topic's encoder, decode with its decoder
     assert PRICES.decode(PRICES.encode(forecast)) == forecast
@@ -42,10 +39,10 @@ def test_the_window_keeps_overlapping_slots_only() -> None:
     assert [s.start for s in forecast.slots] == [T0 + H, T0 + 2 * H]
 
 
-def test_other_currencies_are_refused_until_the_contract_carries_them() -> None:
-    assert frozenset({"EUR"}) == CONTRACT_CURRENCIES  # today's contract; part B makes this None (any ISO 4217)
-    with pytest.raises(UnsupportedCurrency, match="prices are in AUD but the PriceForecast contract carries only EUR"):
-        to_price_forecast(parsed("AUD"), issued_at=T0)
+def test_other_currencies_are_carried_not_refused() -> None:
+    forecast = to_price_forecast(parsed("AUD"), issued_at=T0)
+    assert forecast.currency == "AUD"
+    assert PRICES.decode(PRICES.encode(forecast)).currency == "AUD"
 
 
 def test_contract_bounds_still_apply() -> None:

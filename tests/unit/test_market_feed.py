@@ -29,7 +29,7 @@ def test_synthetic_series_is_contiguous_deterministic_and_day_shaped() -> None:
     assert len(slots) == 48
     assert all(a.end == b.start for a, b in pairwise(slots))
     assert slots == synthetic_slots(begin, begin + timedelta(days=2))
-    day = [s.price_eur_per_mwh for s in slots[:24]]
+    day = [s.price_per_mwh for s in slots[:24]]
     assert max(day[16:21]) > max(day[0:5])  # evening peak above the night
 
 
@@ -51,7 +51,7 @@ def test_replay_shifts_by_whole_weeks_and_keeps_prices() -> None:
     first = datetime(2023, 1, 2, 0, 0, tzinfo=UTC)  # a Monday
     hours = 24 * 7 * 3
     slots = [
-        PriceSlot(start=first + timedelta(hours=h), end=first + timedelta(hours=h + 1), price_eur_per_mwh=float(h))
+        PriceSlot(start=first + timedelta(hours=h), end=first + timedelta(hours=h + 1), price_per_mwh=float(h))
         for h in range(hours)
     ]
     source = ReplaySource(slots, "test")
@@ -59,15 +59,15 @@ def test_replay_shifts_by_whole_weeks_and_keeps_prices() -> None:
     out = source.slots(begin, begin + timedelta(days=2))
     assert len(out) == 48
     assert out[0].start == begin
-    shift = begin - slots[int(out[0].price_eur_per_mwh)].start
+    shift = begin - slots[int(out[0].price_per_mwh)].start
     assert shift % timedelta(days=7) == timedelta(0)
-    assert [s.price_eur_per_mwh for s in out] == [out[0].price_eur_per_mwh + i for i in range(48)]
+    assert [s.price_per_mwh for s in out] == [out[0].price_per_mwh + i for i in range(48)]
 
 
 def test_replay_needs_a_week() -> None:
     t = datetime(2023, 1, 2, tzinfo=UTC)
     with pytest.raises(ValueError, match="week"):
-        ReplaySource([PriceSlot(start=t, end=t + timedelta(hours=1), price_eur_per_mwh=1.0)] * 2, "x")
+        ReplaySource([PriceSlot(start=t, end=t + timedelta(hours=1), price_per_mwh=1.0)] * 2, "x")
 
 
 def test_next_hour() -> None:

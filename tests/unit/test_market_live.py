@@ -8,7 +8,6 @@ import pytest
 
 from nodes.contract.messages import NodeState, PriceForecast
 from nodes.market.live import FeedTimeline, LiveFeed
-from nodes.market.sources.convert import PRICE_FIELD
 from nodes.market.sources.http import SourceRefused, SourceUnavailable
 from nodes.market.sources.prices import NotYetPublished, ParsedPrices, ParseError, Slot, finish
 from nodes.market.sources.zones import zone
@@ -93,7 +92,7 @@ async def test_today_then_tomorrow_once_published_and_never_a_made_up_tomorrow()
     assert len(rig.published) == 2
     second = rig.published[1]
     assert len(second.slots) == 48
-    assert [getattr(s, PRICE_FIELD) for s in second.slots[24:26]] == [50.0, 51.0]
+    assert [s.price_per_mwh for s in second.slots[24:26]] == [50.0, 51.0]
     assert due == datetime(2025, 1, 17, 11, 45, tzinfo=UTC)  # next: the day after tomorrow's publication
 
 
@@ -142,13 +141,12 @@ async def test_rate_limit_waits_at_least_retry_after() -> None:
     assert due == rig.now + H
 
 
-async def test_other_currencies_are_not_published_until_the_contract_carries_them() -> None:
+async def test_other_currencies_are_published_in_their_own_currency() -> None:
     rig = Rig(datetime(2025, 1, 16, 8, tzinfo=UTC))
     rig.provider.answers = [day(DAY0, 10.0, currency="AUD")]
     await rig.feed.poll()
-    assert rig.published == []
-    assert rig.status.state == "degraded"
-    assert "prices are in AUD" in rig.status.reason
+    assert [f.currency for f in rig.published] == ["AUD"]
+    assert [s.price_per_mwh for s in rig.published[0].slots[:2]] == [10.0, 11.0]
 
 
 async def test_unreadable_answer_is_counted_and_retried() -> None:

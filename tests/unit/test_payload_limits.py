@@ -38,7 +38,7 @@ def _limit(payload: type[msgspec.Struct]) -> int:
 
 def _largest_valid() -> list[msgspec.Struct]:
     """A message at every bound of the contract: the longest strings (all escaped), the longest lists."""
-    slot = ScheduleSlot(start=T, end=T + timedelta(minutes=15), price_eur_per_mwh=-99_999.123456789,
+    slot = ScheduleSlot(start=T, end=T + timedelta(minutes=15), price_per_mwh=-99_999.123456789,
                         charge_kw=9_999_999.123456789, discharge_kw=9_999_999.123456789, soc_kwh=9_999_999.123456789)
     return [
         Telemetry(ts=T, soc_kwh=9_999_999.5, power_kw=-9_999_999.123456789, target_charge_kw=1e7,
@@ -49,10 +49,10 @@ def _largest_valid() -> list[msgspec.Struct]:
                      valid_until=T, limits_hit=[NASTY * 64] * 32, reason=NASTY * 500),
         ControlMode(mode="autopilot", set_at=T, until=T, source=NASTY * 64, reason=NASTY * 500),
         Schedule(plan_id=NASTY * 64, created_at=T, soc_initial_kwh=1e7, slots=[slot] * MAX_SLOTS,
-                 expected_revenue_eur=-1e12, baseline_revenue_eur=-1e12, zone=NASTY * 64, solver=NASTY * 64,
-                 solve_ms=1e9, reason=NASTY * 500),
-        PriceForecast(zone="z" * 64, issued_at=T, source=NASTY * 64,
-                      slots=[PriceSlot(start=T, end=T, price_eur_per_mwh=-99_999.123456789)] * MAX_SLOTS),
+                 expected_revenue=-1e12, baseline_revenue=-1e12, zone=NASTY * 64, solver=NASTY * 64,
+                 solve_ms=1e9, reason=NASTY * 500, currency="AUD"),
+        PriceForecast(zone="z" * 64, issued_at=T, source=NASTY * 64, currency="AUD",
+                      slots=[PriceSlot(start=T, end=T, price_per_mwh=-99_999.123456789)] * MAX_SLOTS),
         HistoryQuery(kind="schedule", battery="b" * 64, zone="z" * 64, begin=T, end=T, every_s=366 * 86400,
                      limit=1_000_000),
         NodeStatus(node=NASTY * 64, state="degraded", since=T, version=NASTY * 64, reason=NASTY * 4000,

@@ -65,7 +65,7 @@ def test_plan_prints_a_schedule(files: tuple[Path, Path], capsys: pytest.Capture
     assert len(schedule.slots) == 72
     assert schedule.soc_initial_kwh == 200.0
     assert schedule.slots[-1].soc_kwh >= 200.0 - 1e-6
-    assert schedule.expected_revenue_eur > 0
+    assert schedule.expected_revenue > 0
     assert schedule.solver == "cbc"
 
 
@@ -74,7 +74,7 @@ def test_plan_with_window_and_options(files: tuple[Path, Path], capsys: pytest.C
     code = cli.main([
         "plan", "--prices", str(prices), "--battery", str(battery), "--soc-initial-kwh", "0",
         "--begin", "2023-01-02T23:00:00Z", "--end", "2023-01-03T23:00:00+00:00",
-        "--terminal-soc-kwh", "500", "--switch-penalty-eur", "1.5", "--solver", "highs",
+        "--terminal-soc-kwh", "500", "--switch-penalty", "1.5", "--solver", "highs",
     ])
 
     schedule = msgspec.json.decode(capsys.readouterr().out, type=Schedule)
@@ -202,7 +202,7 @@ def test_plan_prints_a_summary_for_people_on_stderr(
     assert any(" charge " in row for row in rows)
     assert any(" discharge " in row for row in rows)
     assert f"SOC 200.0 -> {schedule.slots[-1].soc_kwh:,.1f} kWh" in captured.err
-    assert f"expected revenue EUR {schedule.expected_revenue_eur:,.2f}" in captured.err
+    assert f"expected revenue EUR {schedule.expected_revenue:,.2f}" in captured.err
     charged = sum(s.charge_kw * (s.end - s.start).total_seconds() / 3600 for s in schedule.slots)
     assert f"energy bought {charged:,.1f} kWh" in captured.err
 
@@ -263,13 +263,13 @@ def test_run_backtest_carries_soc_and_beats_the_baselines(files: tuple[Path, Pat
 
     assert [run.name for run in result.runs] == ["optimiser", "top-N daily", "threshold"]
     optimiser, *baselines = result.runs
-    assert len(optimiser.daily_revenue_eur) == len(days) == 3
-    assert sum(optimiser.daily_revenue_eur) == pytest.approx(optimiser.evaluation.revenue_eur)
+    assert len(optimiser.daily_revenue) == len(days) == 3
+    assert sum(optimiser.daily_revenue) == pytest.approx(optimiser.evaluation.revenue)
     for run in result.runs:
         assert run.evaluation.violations == []
         assert len(run.dispatch.powers) == 72
     for run in baselines:
-        for ours, theirs in zip(optimiser.daily_revenue_eur, run.daily_revenue_eur, strict=True):
+        for ours, theirs in zip(optimiser.daily_revenue, run.daily_revenue, strict=True):
             assert ours >= theirs - 1e-6
 
 
@@ -279,7 +279,7 @@ def test_run_backtest_carries_soc_and_beats_the_baselines(files: tuple[Path, Pat
 def test_parse_prices_slot_ends_and_last_step() -> None:
     slots = parse_prices("timestamp,price\n2025-10-01T00:00:00Z,1.5\n2025-10-01T00:15:00Z,-2\n")
 
-    assert [(s.start.minute, s.end.minute, s.price_eur_per_mwh) for s in slots] == [(0, 15, 1.5), (15, 30, -2.0)]
+    assert [(s.start.minute, s.end.minute, s.price_per_mwh) for s in slots] == [(0, 15, 1.5), (15, 30, -2.0)]
     assert slots[0].start.tzinfo is UTC
 
 
@@ -336,5 +336,5 @@ def test_select_keeps_slots_inside_the_window() -> None:
     slots = parse_prices("timestamp,price\n" + "\n".join(f"2023-01-01T{h:02d}:00:00Z,{h}" for h in range(6)))
     begin, end = datetime(2023, 1, 1, 1, tzinfo=UTC), datetime(2023, 1, 1, 4, tzinfo=UTC)
 
-    assert [s.price_eur_per_mwh for s in select(slots, begin, end)] == [1, 2, 3]
+    assert [s.price_per_mwh for s in select(slots, begin, end)] == [1, 2, 3]
     assert len(select(slots, None, None)) == 6

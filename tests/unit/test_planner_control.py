@@ -49,7 +49,7 @@ def forecast(start: datetime = T0, hours: int = 6) -> PriceForecast:
     return PriceForecast(
         zone="de-lu",
         issued_at=start,
-        slots=[PriceSlot(start=start + i * H, end=start + (i + 1) * H, price_eur_per_mwh=900.0 if i == 0 else 5.0)
+        slots=[PriceSlot(start=start + i * H, end=start + (i + 1) * H, price_per_mwh=900.0 if i == 0 else 5.0)
                for i in range(hours)],
     )
 

@@ -10,10 +10,10 @@ from nodes.planner.inputs import drifted, forecast_problem, next_boundary, telem
 T0 = datetime(2025, 1, 16, 10, tzinfo=UTC)
 HOUR = timedelta(hours=1)
 SPEC = BatterySpec(capacity_kwh=1000, soc_min_kwh=100, soc_max_kwh=900, max_charge_kw=250, max_discharge_kw=250)
-PLAN = Schedule(plan_id="p", created_at=T0, soc_initial_kwh=500.0, expected_revenue_eur=0.0, slots=[
-    ScheduleSlot(start=T0, end=T0 + HOUR, price_eur_per_mwh=10.0, charge_kw=200.0, discharge_kw=0.0,
+PLAN = Schedule(plan_id="p", created_at=T0, soc_initial_kwh=500.0, expected_revenue=0.0, slots=[
+    ScheduleSlot(start=T0, end=T0 + HOUR, price_per_mwh=10.0, charge_kw=200.0, discharge_kw=0.0,
                  soc_kwh=700.0),
-    ScheduleSlot(start=T0 + 2 * HOUR, end=T0 + 3 * HOUR, price_eur_per_mwh=90.0, charge_kw=0.0,
+    ScheduleSlot(start=T0 + 2 * HOUR, end=T0 + 3 * HOUR, price_per_mwh=90.0, charge_kw=0.0,
                  discharge_kw=200.0, soc_kwh=500.0),
 ])
 
@@ -29,7 +29,7 @@ def test_drift_is_measured_against_the_plan_at_the_readings_time() -> None:
 def test_what_stops_planning() -> None:
     assert forecast_problem(None, "de-lu", T0) == "no price forecast for zone de-lu yet"
     old = PriceForecast(zone="de-lu", issued_at=T0, slots=[PriceSlot(start=T0 - 2 * HOUR, end=T0 - HOUR,
-                                                                     price_eur_per_mwh=1.0)])
+                                                                     price_per_mwh=1.0)])
     assert "ends at" in (forecast_problem(old, "de-lu", T0) or "")
     assert telemetry_problem(None, T0, 300) == "not planned: no telemetry received"
     stale = telemetry_problem(Telemetry(ts=T0 - timedelta(seconds=400), soc_kwh=1.0), T0, 300)

@@ -26,7 +26,7 @@ NOW = datetime(2024, 2, 29, 12, tzinfo=UTC)
 def slots(prices: Sequence[float], minutes: int = 60, start: datetime = T0) -> list[PriceSlot]:
     step = timedelta(minutes=minutes)
     return [
-        PriceSlot(start=start + i * step, end=start + (i + 1) * step, price_eur_per_mwh=float(p))
+        PriceSlot(start=start + i * step, end=start + (i + 1) * step, price_per_mwh=float(p))
         for i, p in enumerate(prices)
     ]
 
@@ -77,7 +77,7 @@ def test_buys_in_the_cheap_slots_and_sells_in_the_dear_ones() -> None:
     schedule = solve([10, 50, 20, 80], battery(), 0.0)
 
     # 50 kWh bought at 10 and 20, sold at 50 and 80: (50*50 + 50*80 - 50*10 - 50*20) / 1000
-    assert schedule.expected_revenue_eur == pytest.approx(5.0)
+    assert schedule.expected_revenue == pytest.approx(5.0)
     assert powers(schedule) == [(50.0, 0.0), (0.0, 50.0), (50.0, 0.0), (0.0, 50.0)]
     assert [s.soc_kwh for s in schedule.slots] == pytest.approx([50, 0, 50, 0])
     assert schedule.solver == "cbc"
@@ -92,7 +92,7 @@ def test_negative_prices_never_charge_and_discharge_in_the_same_slot() -> None:
     schedule = solve([-100, -100], spec, 100.0)
 
     assert all(c == 0 or d == 0 for c, d in powers(schedule))
-    assert schedule.expected_revenue_eur == pytest.approx(0.95, abs=1e-6)
+    assert schedule.expected_revenue == pytest.approx(0.95, abs=1e-6)
     assert powers(schedule) == [pytest.approx((0.0, 40.5)), pytest.approx((50.0, 0.0))]
 
 
@@ -101,14 +101,14 @@ def test_soc_max_binds() -> None:
     schedule = solve([0, 0, 0, 100], spec, 0.0)
 
     assert max(s.soc_kwh for s in schedule.slots) == pytest.approx(60.0)
-    assert schedule.expected_revenue_eur == pytest.approx(6.0)
+    assert schedule.expected_revenue == pytest.approx(6.0)
 
 
 @pytest.mark.parametrize(("target", "revenue", "final"), [(None, 5.0, 50.0), (75.0, 2.5, 75.0), (100.0, 0.0, 100.0)])
 def test_terminal_target_binds(target: float | None, revenue: float, final: float) -> None:
     schedule = solve([100, 0], battery(), 50.0, terminal_soc_kwh=target)
 
-    assert schedule.expected_revenue_eur == pytest.approx(revenue)
+    assert schedule.expected_revenue == pytest.approx(revenue)
     assert schedule.slots[-1].soc_kwh == pytest.approx(final)
 
 
@@ -116,7 +116,7 @@ def test_terminal_target_below_soc_min_is_just_soc_min() -> None:
     schedule = solve([100, 100], battery(soc_min_kwh=10.0), 50.0, terminal_soc_kwh=0.0)
 
     assert schedule.slots[-1].soc_kwh == pytest.approx(10.0)
-    assert schedule.expected_revenue_eur == pytest.approx(4.0)
+    assert schedule.expected_revenue == pytest.approx(4.0)
 
 
 def test_efficiency_makes_a_small_spread_unprofitable() -> None:
@@ -126,16 +126,16 @@ def test_efficiency_makes_a_small_spread_unprofitable() -> None:
     wide = solve([100, 120], spec, 0.0)  # 0.9 * 120 = 108 > 100
 
     assert powers(flat) == [(0.0, 0.0), (0.0, 0.0)]
-    assert flat.expected_revenue_eur == 0.0
+    assert flat.expected_revenue == 0.0
     # buy 50 kWh, store 50*sqrt(.9), sell 50*0.9 kWh: 45*120 - 50*100
-    assert wide.expected_revenue_eur == pytest.approx((45 * 120 - 50 * 100) / 1000)
+    assert wide.expected_revenue == pytest.approx((45 * 120 - 50 * 100) / 1000)
     assert wide.slots[-1].soc_kwh == pytest.approx(0.0, abs=1e-9)
 
 
 def test_cycle_cost_is_paid_on_discharged_energy() -> None:
-    assert solve([50, 100], battery(cycle_cost_eur_per_mwh=60.0), 0.0).expected_revenue_eur == 0.0
+    assert solve([50, 100], battery(cycle_cost_per_mwh=60.0), 0.0).expected_revenue == 0.0
     # 50 kWh: 50 * (100 - 50) / 1000 - 40 * 50 / 1000
-    assert solve([50, 100], battery(cycle_cost_eur_per_mwh=40.0), 0.0).expected_revenue_eur == pytest.approx(0.5)
+    assert solve([50, 100], battery(cycle_cost_per_mwh=40.0), 0.0).expected_revenue == pytest.approx(0.5)
 
 
 def test_quarter_hour_slots_scale_energy_by_their_length() -> None:
@@ -144,7 +144,7 @@ def test_quarter_hour_slots_scale_energy_by_their_length() -> None:
 
     assert quarter.slots[0].soc_kwh == pytest.approx(25.0)  # 100 kW for 15 min
     assert [s.soc_kwh for s in quarter.slots] == pytest.approx([25, 50, 75, 100, 75, 50, 25, 0])
-    assert quarter.expected_revenue_eur == pytest.approx(hourly.expected_revenue_eur) == pytest.approx(10.0)
+    assert quarter.expected_revenue == pytest.approx(hourly.expected_revenue) == pytest.approx(10.0)
 
 
 def test_slots_of_mixed_length_use_their_own_length() -> None:
@@ -154,19 +154,19 @@ def test_slots_of_mixed_length_use_their_own_length() -> None:
 
     assert schedule.slots[1].soc_kwh == pytest.approx(100.0)  # 50 kW for 2 h
     assert [s.discharge_kw for s in schedule.slots[2:]] == pytest.approx([100] * 4)  # 100 kWh in 4 x 15 min
-    assert schedule.expected_revenue_eur == pytest.approx(10.0)
+    assert schedule.expected_revenue == pytest.approx(10.0)
 
 
 def test_switch_penalty_reduces_direction_changes() -> None:
     prices = [0, 100, 0, 100, 0, 100]
     free = solve(prices, battery(soc_max_kwh=50.0), 0.0)
     # each cycle earns 5 EUR and k cycles need 2k - 1 reversals: 4 EUR each makes one cycle best (5 - 4)
-    damped = solve(prices, battery(soc_max_kwh=50.0), 0.0, switch_penalty_eur=4.0)
+    damped = solve(prices, battery(soc_max_kwh=50.0), 0.0, switch_penalty=4.0)
 
     assert len(reversals(free)) == 5
-    assert free.expected_revenue_eur == pytest.approx(15.0)
+    assert free.expected_revenue == pytest.approx(15.0)
     assert len(reversals(damped)) == 1
-    assert damped.expected_revenue_eur == pytest.approx(5.0)  # published revenue excludes the penalty
+    assert damped.expected_revenue == pytest.approx(5.0)  # published revenue excludes the penalty
 
 
 def test_switch_penalty_ignores_idle_gaps() -> None:
@@ -174,9 +174,9 @@ def test_switch_penalty_ignores_idle_gaps() -> None:
     prices = [0, 90, 0, 100, 100]
     spec = battery(max_charge_kw=25.0, max_discharge_kw=25.0)
     free = solve(prices, spec, 0.0)
-    damped = solve(prices, spec, 0.0, switch_penalty_eur=1.0)
+    damped = solve(prices, spec, 0.0, switch_penalty=1.0)
 
-    assert damped.expected_revenue_eur == pytest.approx(free.expected_revenue_eur) == pytest.approx(5.0)
+    assert damped.expected_revenue == pytest.approx(free.expected_revenue) == pytest.approx(5.0)
     assert len(reversals(damped)) == 1
 
 
@@ -190,8 +190,8 @@ def test_min_dwell_keeps_a_direction(dwell: int) -> None:
     # and must then stay for `dwell` slots: two reversals (a1, b1), (a2, b2) need b2 - a1 - 1 >= dwell
     for (a1, _), (_, b2) in itertools.pairwise(reversals(held)):
         assert b2 - a1 - 1 >= dwell
-    assert held.expected_revenue_eur < free.expected_revenue_eur
-    assert held.expected_revenue_eur == pytest.approx(brute_force_dwell(prices, dwell))
+    assert held.expected_revenue < free.expected_revenue
+    assert held.expected_revenue == pytest.approx(brute_force_dwell(prices, dwell))
 
 
 def brute_force_dwell(prices: Sequence[float], dwell: int) -> float:
@@ -216,7 +216,7 @@ def test_periodic_full_charge_reaches_soc_max_in_every_window() -> None:
     socs = [s.soc_kwh for s in schedule.slots]
     for k in range(len(socs) - 12 + 1):
         assert max(socs[k : k + 12]) == pytest.approx(100.0, abs=1e-9), f"window starting at slot {k}"
-    assert schedule.expected_revenue_eur < 0  # balancing costs the round-trip loss
+    assert schedule.expected_revenue < 0  # balancing costs the round-trip loss
 
 
 def test_full_charge_carried_in_and_overdue() -> None:
@@ -247,7 +247,7 @@ def test_full_charge_due_but_unreachable_is_an_error() -> None:
 def _gap() -> list[PriceSlot]:
     first, second = slots([1, 2])
     later = timedelta(hours=1)
-    return [first, PriceSlot(start=second.start + later, end=second.end + later, price_eur_per_mwh=2)]
+    return [first, PriceSlot(start=second.start + later, end=second.end + later, price_per_mwh=2)]
 
 
 @pytest.mark.parametrize(
@@ -262,7 +262,7 @@ def _gap() -> list[PriceSlot]:
         (list(reversed(slots([1, 2]))), battery(), 0.0, PlanOptions(), "sorted and contiguous"),
         (slots([1, 2]), battery(), 0.0, PlanOptions(terminal_soc_kwh=150.0), "target 150.0 kWh is unreachable"),
         (slots([1]), battery(), 0.0, PlanOptions(terminal_soc_kwh=60.0), "unreachable: at most 50 kWh"),
-        (slots([1]), battery(), 0.0, PlanOptions(switch_penalty_eur=-1.0), "switch_penalty_eur must be >= 0"),
+        (slots([1]), battery(), 0.0, PlanOptions(switch_penalty=-1.0), "switch_penalty must be >= 0"),
         (slots([1]), battery(), 0.0, PlanOptions(min_dwell_slots=0), "min_dwell_slots must be >= 1"),
         (slots([1]), battery(), 0.0, PlanOptions(solver="glpk"), "unknown solver 'glpk'"),  # type: ignore[arg-type]
         (slots([math.nan]), battery(), 0.0, PlanOptions(), "non-finite price"),
@@ -309,12 +309,12 @@ def test_cbc_and_highs_reach_the_same_objective(seed: int) -> None:
     rng = np.random.default_rng(seed)
     prices = rng.uniform(-60, 200, size=48).round(2).tolist()
     spec = battery(capacity_kwh=1000.0, soc_min_kwh=50.0, soc_max_kwh=950.0, max_charge_kw=250.0,
-                   max_discharge_kw=300.0, roundtrip_efficiency=0.88, cycle_cost_eur_per_mwh=5.0)
+                   max_discharge_kw=300.0, roundtrip_efficiency=0.88, cycle_cost_per_mwh=5.0)
     penalty = 2.0 if seed % 2 else 0.0
     results = [
-        solve(prices, spec, 400.0, solver=name, switch_penalty_eur=penalty) for name in ("cbc", "highs")
+        solve(prices, spec, 400.0, solver=name, switch_penalty=penalty) for name in ("cbc", "highs")
     ]
-    objectives = [s.expected_revenue_eur - penalty * len(reversals(s)) for s in results]
+    objectives = [s.expected_revenue - penalty * len(reversals(s)) for s in results]
     assert objectives[0] == pytest.approx(objectives[1], abs=1e-4)
     assert [s.solver for s in results] == ["cbc", "highs"]
 
@@ -337,8 +337,8 @@ def test_schedule_survives_the_wire_with_its_bounds() -> None:
     decoded = msgspec.json.decode(msgspec.json.encode(schedule), type=Schedule)
 
     assert decoded == schedule
-    assert decoded.baseline_revenue_eur is not None
-    assert decoded.expected_revenue_eur >= decoded.baseline_revenue_eur - 1e-9
+    assert decoded.baseline_revenue is not None
+    assert decoded.expected_revenue >= decoded.baseline_revenue - 1e-9
 
 
 def test_published_powers_carry_no_solver_noise() -> None:
@@ -366,7 +366,7 @@ def brute_force(prices: Sequence[float], spec: BatterySpec, soc0: float) -> floa
             revenue -= action * power * price / 1000
             ok = ok and spec.soc_min_kwh - 1e-9 <= soc <= spec.soc_max_kwh + 1e-9
         if ok and soc >= soc0 - 1e-9:
-            best = max(best, revenue - spec.cycle_cost_eur_per_mwh * power_out(actions, spec) / 1000)
+            best = max(best, revenue - spec.cycle_cost_per_mwh * power_out(actions, spec) / 1000)
     return best
 
 
@@ -382,13 +382,13 @@ def test_matches_brute_force_on_tiny_instances(seed: int) -> None:
     power = 50.0
     levels = int(rng.integers(1, 4))
     spec = battery(capacity_kwh=power * levels, soc_max_kwh=power * levels, max_charge_kw=power,
-                   max_discharge_kw=power, cycle_cost_eur_per_mwh=float(rng.choice([0.0, 10.0])))
+                   max_discharge_kw=power, cycle_cost_per_mwh=float(rng.choice([0.0, 10.0])))
     soc0 = power * int(rng.integers(0, levels + 1))
     prices = rng.integers(-80, 150, size=4).astype(float).tolist()
 
     schedule = solve(prices, spec, soc0)
 
-    assert schedule.expected_revenue_eur == pytest.approx(brute_force(prices, spec, soc0), abs=1e-6)
+    assert schedule.expected_revenue == pytest.approx(brute_force(prices, spec, soc0), abs=1e-6)
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -401,22 +401,22 @@ def test_never_worse_than_brute_force_off_the_grid(seed: int) -> None:
 
     schedule = solve(prices, spec, soc0)
 
-    assert schedule.expected_revenue_eur >= brute_force(prices, spec, soc0) - 1e-6
+    assert schedule.expected_revenue >= brute_force(prices, spec, soc0) - 1e-6
 
 
 # -- baselines and the scorer ------------------------------------------------------------------------------
 
 
 def test_evaluate_figures_by_hand() -> None:
-    spec = battery(roundtrip_efficiency=0.81, cycle_cost_eur_per_mwh=10.0)
+    spec = battery(roundtrip_efficiency=0.81, cycle_cost_per_mwh=10.0)
     scored = baseline.evaluate(slots([20, 100]), [(50.0, 0.0), (0.0, 40.5)], spec, 0.0)
 
     assert scored.soc_kwh == pytest.approx([45.0, 0.0])
-    assert scored.market_revenue_eur == pytest.approx((40.5 * 100 - 50 * 20) / 1000)
-    assert scored.cycle_cost_eur == pytest.approx(40.5 * 10 / 1000)
-    assert scored.revenue_eur == pytest.approx(scored.market_revenue_eur - scored.cycle_cost_eur)
+    assert scored.market_revenue == pytest.approx((40.5 * 100 - 50 * 20) / 1000)
+    assert scored.cycle_cost == pytest.approx(40.5 * 10 / 1000)
+    assert scored.revenue == pytest.approx(scored.market_revenue - scored.cycle_cost)
     assert scored.full_cycles == pytest.approx(0.45)  # 45 kWh out of the cells / 100 kWh usable
-    assert (scored.avg_buy_price_eur_per_mwh, scored.avg_sell_price_eur_per_mwh) == (20.0, 100.0)
+    assert (scored.avg_buy_price_per_mwh, scored.avg_sell_price_per_mwh) == (20.0, 100.0)
     assert scored.efficiency_loss_kwh == pytest.approx(9.5)
     assert scored.violations == []
 
@@ -437,7 +437,7 @@ def test_top_n_daily_charges_cheapest_and_discharges_dearest() -> None:
     dispatch = baseline.top_n_daily(prices, spec, 0.0)
 
     assert dispatch.powers == [(0, 0), (50, 0), (50, 0), (0, 50), (0, 50), (0, 0)]
-    assert baseline.evaluate_dispatch(dispatch, spec).revenue_eur == pytest.approx((50 * 170 - 50 * 30) / 1000)
+    assert baseline.evaluate_dispatch(dispatch, spec).revenue == pytest.approx((50 * 170 - 50 * 30) / 1000)
 
 
 def test_baselines_skip_days_whose_spread_does_not_pay() -> None:
@@ -455,7 +455,7 @@ def test_baselines_keep_the_terminal_target() -> None:
         scored = baseline.evaluate_dispatch(dispatch, spec)
         assert scored.violations == []
         assert scored.soc_final_kwh >= 100.0 - 1e-9
-        assert scored.revenue_eur > 0
+        assert scored.revenue > 0
 
 
 def test_threshold_uses_fixed_thresholds_when_given() -> None:
@@ -469,7 +469,7 @@ def test_threshold_uses_fixed_thresholds_when_given() -> None:
 def test_optimiser_never_earns_less_than_the_baselines(seed: int) -> None:
     rng = np.random.default_rng(500 + seed)
     spec = battery(capacity_kwh=1000.0, soc_min_kwh=100.0, soc_max_kwh=900.0, max_charge_kw=200.0,
-                   max_discharge_kw=300.0, roundtrip_efficiency=0.85, cycle_cost_eur_per_mwh=3.0)
+                   max_discharge_kw=300.0, roundtrip_efficiency=0.85, cycle_cost_per_mwh=3.0)
     prices = rng.normal(90, 60, size=24).round(2).tolist()
     soc0 = float(rng.uniform(100, 900))
     schedule = solve(prices, spec, soc0)
@@ -478,4 +478,4 @@ def test_optimiser_never_earns_less_than_the_baselines(seed: int) -> None:
         scored = baseline.evaluate_dispatch(dispatch, spec)
         assert scored.violations == []
         assert scored.soc_final_kwh >= soc0 - 1e-9
-        assert schedule.expected_revenue_eur >= scored.revenue_eur - 1e-6
+        assert schedule.expected_revenue >= scored.revenue - 1e-6

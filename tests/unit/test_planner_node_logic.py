@@ -20,7 +20,7 @@ def forecast(hours: int = 3) -> PriceForecast:
         zone="de-lu",
         issued_at=T0,
         slots=[
-            PriceSlot(start=T0 + i * H, end=T0 + (i + 1) * H, price_eur_per_mwh=10.0 * (i + 1))
+            PriceSlot(start=T0 + i * H, end=T0 + (i + 1) * H, price_per_mwh=10.0 * (i + 1))
             for i in range(hours)
         ],
     )
@@ -31,12 +31,12 @@ def schedule() -> Schedule:
         plan_id="p1",
         created_at=T0,
         soc_initial_kwh=100.0,
-        expected_revenue_eur=1.0,
+        expected_revenue=1.0,
         slots=[
-            ScheduleSlot(start=T0, end=T0 + H, price_eur_per_mwh=1, charge_kw=50, discharge_kw=0, soc_kwh=150),
-            ScheduleSlot(start=T0 + H, end=T0 + 2 * H, price_eur_per_mwh=9, charge_kw=0, discharge_kw=50, soc_kwh=90),
+            ScheduleSlot(start=T0, end=T0 + H, price_per_mwh=1, charge_kw=50, discharge_kw=0, soc_kwh=150),
+            ScheduleSlot(start=T0 + H, end=T0 + 2 * H, price_per_mwh=9, charge_kw=0, discharge_kw=50, soc_kwh=90),
             ScheduleSlot(start=T0 + 2 * H, end=T0 + 3 * H,
-                          price_eur_per_mwh=5, charge_kw=0, discharge_kw=0, soc_kwh=90),
+                          price_per_mwh=5, charge_kw=0, discharge_kw=0, soc_kwh=90),
         ],
     )
 
@@ -46,7 +46,7 @@ def test_horizon_drops_past_slots_and_trims_the_current_one() -> None:
     slots = horizon(forecast(), now)
     assert [s.start for s in slots] == [now, T0 + 2 * H]
     assert slots[0].end == T0 + 2 * H
-    assert slots[0].price_eur_per_mwh == 20.0
+    assert slots[0].price_per_mwh == 20.0
 
 
 def test_horizon_keeps_what_is_left_of_the_current_slot_and_is_empty_after_the_end() -> None:
@@ -77,7 +77,7 @@ def test_setpoint_is_the_slot_containing_now(minutes: int, action: str, power: f
 
 def test_setpoint_spans_contiguous_slots_with_the_same_action_and_power() -> None:
     plan = schedule()
-    same = ScheduleSlot(start=T0 + 3 * H, end=T0 + 4 * H, price_eur_per_mwh=5, charge_kw=0, discharge_kw=0, soc_kwh=90)
+    same = ScheduleSlot(start=T0 + 3 * H, end=T0 + 4 * H, price_per_mwh=5, charge_kw=0, discharge_kw=0, soc_kwh=90)
     plan = msgspec.structs.replace(plan, slots=[*plan.slots, same])
     setpoint = autopilot.setpoint_at(plan, T0 + 2 * H)
     assert setpoint is not None

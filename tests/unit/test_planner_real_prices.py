@@ -28,7 +28,7 @@ BATTERIES = {
     ),
     "asym": BatterySpec(
         capacity_kwh=1000, soc_min_kwh=100, soc_max_kwh=900, max_charge_kw=200, max_discharge_kw=300,
-        roundtrip_efficiency=0.85, cycle_cost_eur_per_mwh=8.0,
+        roundtrip_efficiency=0.85, cycle_cost_per_mwh=8.0,
     ),
 }
 EVENTS = {
@@ -62,7 +62,7 @@ def check_plan(schedule: Schedule, prices: list[PriceSlot], spec: BatterySpec, s
     soc = soc0
     revenue = 0.0
     for slot, price in zip(schedule.slots, prices, strict=True):
-        assert (slot.start, slot.end, slot.price_eur_per_mwh) == (price.start, price.end, price.price_eur_per_mwh)
+        assert (slot.start, slot.end, slot.price_per_mwh) == (price.start, price.end, price.price_per_mwh)
         c, d = slot.charge_kw, slot.discharge_kw
         assert 0 <= c <= spec.max_charge_kw
         assert 0 <= d <= spec.max_discharge_kw
@@ -71,9 +71,9 @@ def check_plan(schedule: Schedule, prices: list[PriceSlot], spec: BatterySpec, s
         soc = soc + root * c * h - d * h / root
         assert slot.soc_kwh == pytest.approx(soc, abs=TOL)
         assert spec.soc_min_kwh - TOL <= slot.soc_kwh <= spec.soc_max_kwh + TOL
-        revenue += slot.price_eur_per_mwh * (d - c) * h / 1000 - spec.cycle_cost_eur_per_mwh * d * h / 1000
+        revenue += slot.price_per_mwh * (d - c) * h / 1000 - spec.cycle_cost_per_mwh * d * h / 1000
     assert schedule.slots[-1].soc_kwh >= target - TOL
-    assert schedule.expected_revenue_eur == pytest.approx(revenue, abs=TOL)
+    assert schedule.expected_revenue == pytest.approx(revenue, abs=TOL)
 
 
 @pytest.mark.parametrize("battery_name", sorted(BATTERIES))
@@ -90,9 +90,9 @@ def test_sampled_days_meet_every_constraint_and_beat_the_baselines(file_name: st
         for dispatch in (baseline.top_n_daily(prices, spec, soc0), baseline.threshold(prices, spec, soc0)):
             scored = baseline.evaluate_dispatch(dispatch, spec)
             assert scored.violations == [], day
-            assert schedule.expected_revenue_eur >= scored.revenue_eur - TOL, day
-        assert schedule.baseline_revenue_eur is not None
-        assert schedule.expected_revenue_eur >= schedule.baseline_revenue_eur - TOL
+            assert schedule.expected_revenue >= scored.revenue - TOL, day
+        assert schedule.baseline_revenue is not None
+        assert schedule.expected_revenue >= schedule.baseline_revenue - TOL
 
 
 def test_the_minus_500_day_is_exploited() -> None:
@@ -102,10 +102,10 @@ def test_the_minus_500_day_is_exploited() -> None:
     schedule = plan(prices, spec, 0.0, created_at=NOW)
     check_plan(schedule, prices, spec, 0.0, 0.0)
 
-    worst = min(range(len(prices)), key=lambda i: prices[i].price_eur_per_mwh)
-    assert prices[worst].price_eur_per_mwh == -500.0
+    worst = min(range(len(prices)), key=lambda i: prices[i].price_per_mwh)
+    assert prices[worst].price_per_mwh == -500.0
     assert schedule.slots[worst].charge_kw == spec.max_charge_kw  # paid 125 EUR to take 250 kWh
-    assert schedule.expected_revenue_eur > 100
+    assert schedule.expected_revenue > 100
 
 
 @pytest.mark.parametrize("solver", ["cbc", "highs"])
@@ -114,7 +114,7 @@ def test_multi_day_quarter_hour_horizon_with_options(solver: SolverName) -> None
     days = dict(_days("de_lu_dayahead_2025-10_2026-08_15min.csv"))
     prices = days[date(2026, 4, 30)] + days[date(2026, 5, 1)]  # 192 quarter-hours around the -499.99 slot
     spec = BATTERIES["asym"]
-    options = PlanOptions(solver=solver, switch_penalty_eur=1.0, full_charge_every_slots=96, terminal_soc_kwh=500.0)
+    options = PlanOptions(solver=solver, switch_penalty=1.0, full_charge_every_slots=96, terminal_soc_kwh=500.0)
     schedule = plan(prices, spec, 300.0, created_at=NOW, options=options)
 
     check_plan(schedule, prices, spec, 300.0, 500.0)

@@ -38,7 +38,7 @@ SPEC_B1 = BatterySpec(capacity_kwh=1000, soc_min_kwh=100, soc_max_kwh=950, max_c
 def forecast(first_price: float = 900.0) -> PriceForecast:
     # dear now, cheap later: the plan discharges in the first slot
     return PriceForecast(zone="de-lu", issued_at=T0, slots=[
-        PriceSlot(start=T0 + i * H, end=T0 + (i + 1) * H, price_eur_per_mwh=first_price if i == 0 else 5.0)
+        PriceSlot(start=T0 + i * H, end=T0 + (i + 1) * H, price_per_mwh=first_price if i == 0 else 5.0)
         for i in range(6)
     ])
 

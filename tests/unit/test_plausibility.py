@@ -49,7 +49,7 @@ def test_the_rule(ts: datetime, ok: bool) -> None:
 def test_forecasts_are_not_measurements() -> None:
     ahead = NOW + timedelta(days=30)
     prices = PriceForecast(zone="z", issued_at=ahead, slots=[PriceSlot(start=ahead, end=ahead + timedelta(hours=1),
-                                                                        price_eur_per_mwh=1)])
+                                                                        price_per_mwh=1)])
     assert plausibility.message_problem(prices, NOW) is None
 
 

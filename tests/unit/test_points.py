@@ -262,30 +262,32 @@ def test_schedule_lines_one_per_slot_plus_plan() -> None:
     for slot, (measurement, slot_tags, fields, stamp) in zip(msg.slots, lines, strict=False):
         assert (measurement, slot_tags, stamp) == ("schedule", tags, points.epoch_us(slot.start))
         assert fields == {
-            "price_eur_per_mwh": slot.price_eur_per_mwh,
+            "price_per_mwh": slot.price_per_mwh,
             "charge_kw": slot.charge_kw,
             "discharge_kw": slot.discharge_kw,
             "soc_kwh": slot.soc_kwh,
             "end": points.rfc3339(slot.end),
             "created_at": "2025-01-16T10:00:00Z",
+            "currency": "EUR",
         }
     measurement, plan_tags, fields, stamp = lines[-1]
     assert (measurement, plan_tags, stamp) == ("plan", {"battery": "battery-1"}, points.epoch_us(msg.created_at))
     assert fields["plan_id"] == msg.plan_id
-    assert fields["expected_revenue_eur"] == 22.13
-    assert fields["baseline_revenue_eur"] == 18.0
+    assert fields["expected_revenue"] == 22.13
+    assert fields["baseline_revenue"] == 18.0
     assert fields["slots"] == 2.0
+    assert fields["currency"] == "EUR"
 
 
 def test_schedule_without_baseline_and_with_odd_plan_id() -> None:
     slot = ScheduleSlot(
-        start=T0, end=T0 + timedelta(hours=1), price_eur_per_mwh=-5, charge_kw=1, discharge_kw=0, soc_kwh=10
+        start=T0, end=T0 + timedelta(hours=1), price_per_mwh=-5, charge_kw=1, discharge_kw=0, soc_kwh=10
     )
-    msg = Schedule(plan_id="plan 1,a=b", created_at=T0, soc_initial_kwh=0, slots=[slot], expected_revenue_eur=0)
+    msg = Schedule(plan_id="plan 1,a=b", created_at=T0, soc_initial_kwh=0, slots=[slot], expected_revenue=0)
     lines = parse(points.schedule_lines("b1", msg))
     assert lines[0][1] == {"battery": "b1", "plan_id": "plan 1,a=b"}
-    assert lines[0][2]["price_eur_per_mwh"] == -5.0
-    assert "baseline_revenue_eur" not in lines[1][2]
+    assert lines[0][2]["price_per_mwh"] == -5.0
+    assert "baseline_revenue" not in lines[1][2]
 
 
 def test_empty_plan_id_leaves_the_tag_out() -> None:
@@ -300,16 +302,24 @@ def test_prices_lines_one_per_slot() -> None:
         ("prices", {"zone": "de-lu"}, points.epoch_us(slot.start)) for slot in msg.slots
     ]
     assert lines[1][2] == {
-        "price_eur_per_mwh": 131.0,
+        "price_per_mwh": 131.0,
         "end": "2025-01-16T12:00:00Z",
         "issued_at": "2025-01-16T10:00:00Z",
         "source": "day-ahead csv",
+        "currency": "EUR",
     }
+
+
+def test_prices_and_schedule_points_carry_their_currency() -> None:
+    aud = msgspec.structs.replace(PRICES.example, currency="AUD")
+    assert {fields["currency"] for _, _, fields, _ in parse(points.prices_lines("nsw1", aud))} == {"AUD"}
+    plan = msgspec.structs.replace(SCHEDULE.example, currency="AUD")
+    assert {fields["currency"] for _, _, fields, _ in parse(points.schedule_lines("b1", plan))} == {"AUD"}
 
 
 def test_empty_forecast_has_no_lines() -> None:
     assert points.prices_lines("z", PriceForecast(zone="z", issued_at=T0, slots=[])) == []
-    msg = PriceForecast(zone="z", issued_at=T0, slots=[PriceSlot(start=T0, end=T0, price_eur_per_mwh=1)])
+    msg = PriceForecast(zone="z", issued_at=T0, slots=[PriceSlot(start=T0, end=T0, price_per_mwh=1)])
     assert len(points.prices_lines("z", msg)) == 1
 
 

@@ -70,7 +70,7 @@ def test_the_sample_is_what_its_readme_says() -> None:
     assert "CC BY 4.0" in readme
     assert "Bundesnetzagentur | SMARD.de" in readme
     slots = read_prices(SAMPLE)
-    prices = sorted(s.price_eur_per_mwh for s in slots)
+    prices = sorted(s.price_per_mwh for s in slots)
     assert len(slots) == 28 * 24
     assert f"{slots[0].start:%Y-%m-%dT%H:%M:%SZ}" == "2023-06-18T22:00:00Z"
     assert f"{slots[-1].start:%Y-%m-%dT%H:%M:%SZ}" == "2023-07-16T21:00:00Z"

@@ -37,7 +37,7 @@ async def test_each_row_stores_its_messages_with_its_point_builder() -> None:
     command = Command(command_id="c-1", action="charge", power_kw=5.0, issued_at=T0, valid_until=T0 + timedelta(1))
     state = BatteryState(ts=T0, mode="charging", power_kw=-5.0)
     forecast = PriceForecast(zone="de-lu", issued_at=T0, slots=[
-        PriceSlot(start=T0, end=T0 + timedelta(hours=1), price_eur_per_mwh=50.0)])
+        PriceSlot(start=T0, end=T0 + timedelta(hours=1), price_per_mwh=50.0)])
     await peer.publish(COMMAND, command, battery="b1")
     await peer.publish(STATE, state, battery="b1")
     await peer.publish(PRICES, forecast, zone="de-lu")

@@ -13,7 +13,8 @@ import numpy as np
 import numpy.typing as npt
 import plotly.graph_objects as go
 
-from nodes.contract.messages import BatterySpec, Schedule
+from nodes.contract.messages import DEFAULT_CURRENCY, BatterySpec, Schedule
+from nodes.renderer.currency import mixed_currencies, per_mwh
 from nodes.renderer.figures.look import (
     COLORS,
     WAITING_PRICES,
@@ -260,7 +261,7 @@ def _slot_pairs(prices: PriceSeries, telemetry: TelemetrySeries) -> tuple[FloatA
     weights = np.bincount(idx[inside], weights=weight[inside], minlength=n)
     sums = np.bincount(idx[inside], weights=p[inside] * weight[inside], minlength=n)
     used = weights > 0
-    return prices.price_eur_per_mwh[used], sums[used] / weights[used]
+    return prices.price_per_mwh[used], sums[used] / weights[used]
 
 
 def _pearson(x: FloatArray, y: FloatArray) -> float | None:
@@ -319,11 +320,15 @@ def prices_figure(
     uirevision: str | None = None,
     x_range: tuple[datetime, datetime] | None = None,
 ) -> go.Figure:
-    """Price (EUR/MWh, left axis) and net battery power (kW, right axis) over time, with a plain-words answer
-    to "does it sell when prices are high?" (:func:`price_power_correlation`) and the plan's own answer."""
+    """Price (per MWh in the prices' currency, left axis) and net battery power (kW, right axis) over time,
+    with a plain-words answer to "does it sell when prices are high?" (:func:`price_power_correlation`) and
+    the plan's own answer."""
     r = price_power_correlation(prices, telemetry)
     slots = _slot_pairs(prices, telemetry)[0].size
-    layout = base_layout("prices", "Price vs battery power", "price (EUR/MWh)", uirevision, 420)
+    problem = mixed_currencies(prices.currencies, schedule)
+    code = next(iter(prices.currencies), None) or (DEFAULT_CURRENCY if schedule is None else schedule.currency)
+    unit = "price" if problem else f"price ({per_mwh(code)})"
+    layout = base_layout("prices", "Price vs battery power", unit, uirevision, 420)
     layout["shapes"] = now_shapes(now)
     view_axis(layout, x_range)
     schedule = clip_schedule(schedule, *(x_range or (None, None)))
@@ -339,8 +344,8 @@ def prices_figure(
     }
     layout["margin"] = {"r": 64, "t": 96}
     data: list[Trace] = []
-    if len(prices):
-        data.append(price_trace(prices.start_s, prices.end_s, prices.price_eur_per_mwh))
+    if len(prices) and problem is None:
+        data.append(price_trace(prices.start_s, prices.end_s, prices.price_per_mwh, code))
     start, end, power, derived = power_intervals(telemetry, now=now)
     if start.size:
         x, y = steps(start, end, power)
@@ -367,6 +372,8 @@ def prices_figure(
     layout["title"]["subtitle"] = {"text": note, "font": {"size": 11, "color": COLORS["muted"]}}
     layout["annotations"].append(info("how?", CORRELATION_HELP))
     messages = ([] if len(prices) else [WAITING_PRICES]) + ([] if len(telemetry) else [WAITING_TELEMETRY])
+    if problem is not None:
+        messages.insert(0, f"prices not drawn: {problem}")
     return finish(data, layout, messages, last_ts(telemetry))
 
 

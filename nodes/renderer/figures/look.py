@@ -22,7 +22,8 @@ import msgspec
 import numpy as np
 import plotly.graph_objects as go
 
-from nodes.contract.messages import Schedule
+from nodes.contract.messages import DEFAULT_CURRENCY, Schedule
+from nodes.renderer import currency
 from nodes.renderer.series import FloatArray, TelemetrySeries, TimeArray, to_datetime64
 
 WAITING_TELEMETRY = "waiting for telemetry"
@@ -223,7 +224,7 @@ def plan_arrays(schedule: Schedule) -> tuple[FloatArray, FloatArray, FloatArray,
     n = len(slots)
     start = np.fromiter((s.start.timestamp() for s in slots), dtype=np.float64, count=n)
     end = np.fromiter((s.end.timestamp() for s in slots), dtype=np.float64, count=n)
-    price = np.fromiter((s.price_eur_per_mwh for s in slots), dtype=np.float64, count=n)
+    price = np.fromiter((s.price_per_mwh for s in slots), dtype=np.float64, count=n)
     net = np.fromiter((s.discharge_kw - s.charge_kw for s in slots), dtype=np.float64, count=n)
     soc = np.fromiter((s.soc_kwh for s in slots), dtype=np.float64, count=n)
     return start, end, price, net, soc
@@ -246,7 +247,9 @@ def line_type(n: int) -> str:
     return "scattergl" if n > 20_000 else "scatter"
 
 
-def price_trace(start_s: FloatArray, end_s: FloatArray, price: FloatArray, **extra: Any) -> Trace:
+def price_trace(
+    start_s: FloatArray, end_s: FloatArray, price: FloatArray, code: str = DEFAULT_CURRENCY, **extra: Any
+) -> Trace:
     x, y = steps(start_s, end_s, price)
     return {
         "type": "scatter",
@@ -255,7 +258,7 @@ def price_trace(start_s: FloatArray, end_s: FloatArray, price: FloatArray, **ext
         "mode": "lines",
         "line": {"color": COLORS["price"], "width": 2, "shape": "hv"},
         "name": "price",
-        "hovertemplate": "price %{y:.2f} EUR/MWh<extra></extra>",
+        "hovertemplate": f"price %{{y:.2f}} {currency.per_mwh(code)}<extra></extra>",
     } | extra
 
 
@@ -368,10 +371,9 @@ def info(text: str, help_text: str, x: float = 1.0, y: float = 1.0, **extra: Any
     } | extra
 
 
-def money(value: float | None) -> str:
-    if value is None:
-        return "—"
-    return f"€{value:,.2f}" if value >= 0 else f"−€{-value:,.2f}"
+def money(value: float | None, code: str = DEFAULT_CURRENCY) -> str:
+    """An amount in ``code`` with its symbol (:func:`nodes.renderer.currency.money`)."""
+    return currency.money(value, code)
 
 
 def number(value: float | None, fmt: str, unit: str = "") -> str:

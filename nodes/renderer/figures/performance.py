@@ -13,6 +13,7 @@ import msgspec
 import plotly.graph_objects as go
 
 from nodes.contract.energy import SECONDS_PER_HOUR
+from nodes.renderer.currency import per_mwh
 from nodes.renderer.figures.look import (
     BASELINE_HELP,
     COLORS,
@@ -44,6 +45,7 @@ HOLD_RULE = (
 def insights_rows(insights: Insights) -> list[tuple[str, str, str]]:
     """(label, value with unit, how it is computed) rows of the market-performance panel, the period first."""
     ins = insights
+    code, unit = ins.currency, per_mwh(ins.currency)
     loss = ins.efficiency_loss_kwh
     loss_text = number(loss, ",.1f", "kWh")
     if loss is not None and ins.energy_charged_kwh > 0:
@@ -58,13 +60,13 @@ def insights_rows(insights: Insights) -> list[tuple[str, str, str]]:
     return [
         ("period", _period(ins.begin, ins.end),
          "The time these numbers cover: the window, starting on the 15-minute grid, up to the latest reading."),
-        ("realised revenue", money(ins.realised_revenue_eur),
+        ("realised revenue", money(ins.realised_revenue, code),
          "Money from selling minus money spent buying: Σ power × time × the price of the slot it fell in; "
          + HOLD_RULE + "."),
-        ("plan, same period", money(ins.plan_revenue_to_date_eur),
+        ("plan, same period", money(ins.plan_revenue_to_date, code),
          "What the current plan's slots earn over the same period (only where the plan covers it)."),
-        ("plan expected (whole plan)", money(ins.expected_revenue_eur), EXPECTED_HELP),
-        ("simple rule (whole plan)", money(ins.baseline_revenue_eur), BASELINE_HELP),
+        ("plan expected (whole plan)", money(ins.expected_revenue, code), EXPECTED_HELP),
+        ("simple rule (whole plan)", money(ins.baseline_revenue, code), BASELINE_HELP),
         ("energy charged", number(ins.energy_charged_kwh, ",.1f", "kWh"),
          "Energy into the battery in the period: Σ charging power × time; " + HOLD_RULE + "."),
         ("energy discharged", number(ins.energy_discharged_kwh, ",.1f", "kWh"),
@@ -74,15 +76,15 @@ def insights_rows(insights: Insights) -> list[tuple[str, str, str]]:
          "apart): the net change between two readings, so conversion losses are not visible in it."),
         ("full cycles", number(ins.full_cycles, ".2f"),
          "Energy discharged ÷ usable capacity (SOC max − SOC min from the battery's spec)."),
-        ("average buy price", number(ins.avg_buy_price_eur_per_mwh, ",.2f", "EUR/MWh"),
+        ("average buy price", number(ins.avg_buy_price_per_mwh, ",.2f", unit),
          "Price paid per MWh charged, weighted by the energy charged in each price slot."),
-        ("average sell price", number(ins.avg_sell_price_eur_per_mwh, ",.2f", "EUR/MWh"),
+        ("average sell price", number(ins.avg_sell_price_per_mwh, ",.2f", unit),
          "Price earned per MWh discharged, weighted by the energy discharged in each price slot."),
-        ("spread (sell − buy)", number(ins.spread_eur_per_mwh, ",.2f", "EUR/MWh"),
+        ("spread (sell − buy)", number(ins.spread_per_mwh, ",.2f", unit),
          "Average sell price − average buy price: what each MWh cycled earns before losses."),
         ("lost to efficiency", loss_text, loss_help),
-        ("cycle wear cost", money(ins.cycle_cost_eur),
-         "Energy discharged × the battery's cycle cost (EUR/MWh, from its spec)."),
+        ("cycle wear cost", money(ins.cycle_cost, code),
+         f"Energy discharged × the battery's cycle cost ({unit}, from its spec)."),
         ("energy without price", number(ins.unpriced_energy_kwh, ",.1f", "kWh"),
          "Energy moved while no price slot was known: counted in the energy totals, not in the revenue."),
         ("not covered", number(ins.gap_s / SECONDS_PER_HOUR, ",.1f", "h"),
@@ -137,7 +139,7 @@ def insights_figure(insights: Insights | None, *, uirevision: str | None = None)
     }
     if insights is not None:
         # the numbers as data, for subscribers and tests (the texts below are for people)
-        layout["meta"]["insights"] = msgspec.to_builtins(insights) | {"spread_eur_per_mwh": insights.spread_eur_per_mwh}
+        layout["meta"]["insights"] = msgspec.to_builtins(insights) | {"spread_per_mwh": insights.spread_per_mwh}
     if insights is None or insights.status != "ok":
         note = WAITING_TELEMETRY if insights is None else insights.note
         prefix = "computing: " if insights is not None and insights.status == "computing" else ""
@@ -145,15 +147,16 @@ def insights_figure(insights: Insights | None, *, uirevision: str | None = None)
         return finish([], layout, [prefix + note], None)
 
     rows = insights_rows(insights)
+    unit = per_mwh(insights.currency)
     by_label = {label: (value, how) for label, value, how in rows}
     headline = [
         ("realised revenue", "realised revenue"),
         ("plan, same period", "plan, same period"),
         ("full cycles", "full cycles"),
-        ("spread (sell − buy)", "spread sell − buy (EUR/MWh)"),
+        ("spread (sell − buy)", f"spread sell − buy ({unit})"),
     ]
     xs = [0.125, 0.375, 0.625, 0.875]
-    big = [by_label[k][0].removesuffix(" EUR/MWh") for k, _ in headline]
+    big = [by_label[k][0].removesuffix(f" {unit}") for k, _ in headline]
     data = [
         _text_trace(
             x=xs, y=[0.93] * 4, text=[f"<b>{v}</b>" for v in big],

@@ -9,6 +9,7 @@ import plotly.graph_objects as go
 
 from nodes.contract.energy import hours_between
 from nodes.contract.messages import Schedule
+from nodes.renderer.currency import per_mwh
 from nodes.renderer.figures.look import (
     ACTION_FILL,
     BASELINE_HELP,
@@ -44,9 +45,10 @@ def schedule_table(schedule: Schedule) -> dict[str, list[str]]:
 
     ``power (kW)`` is the net planned power with the dashboard's sign: + discharge, - charge.
     """
+    price_column = f"price ({per_mwh(schedule.currency)})"
     columns: dict[str, list[str]] = {
         "slot (UTC)": [],
-        "price (EUR/MWh)": [],
+        price_column: [],
         "action": [],
         "power (kW)": [],
         "SOC at end (kWh)": [],
@@ -54,7 +56,7 @@ def schedule_table(schedule: Schedule) -> dict[str, list[str]]:
     for slot in schedule.slots:
         net = slot.discharge_kw - slot.charge_kw
         columns["slot (UTC)"].append(_slot_label(slot.start, slot.end))
-        columns["price (EUR/MWh)"].append(f"{slot.price_eur_per_mwh:.2f}")
+        columns[price_column].append(f"{slot.price_per_mwh:.2f}")
         columns["action"].append(action_of(net))
         columns["power (kW)"].append(f"{net:.1f}" if abs(net) > EPS_KW else "0.0")
         columns["SOC at end (kWh)"].append(f"{slot.soc_kwh:.1f}")
@@ -125,10 +127,11 @@ def schedule_figure(
 
     start, end, price, net, _soc = plan_arrays(schedule)
     title = (
-        f"Current plan · next {_hours(schedule):.0f} h · expected revenue {money(schedule.expected_revenue_eur)}"
+        f"Current plan · next {_hours(schedule):.0f} h · "
+        f"expected revenue {money(schedule.expected_revenue, schedule.currency)}"
     )
-    if schedule.baseline_revenue_eur is not None:
-        title += f" (simple rule: {money(schedule.baseline_revenue_eur)})"
+    if schedule.baseline_revenue is not None:
+        title += f" (simple rule: {money(schedule.baseline_revenue, schedule.currency)})"
     time_axis = {"type": "date", "hoverformat": HOVER_TIME, "anchor": "y2"}
     layout = {
         "template": TEMPLATE,
@@ -141,7 +144,7 @@ def schedule_figure(
         "meta": {"figure": "schedule"},
         # Rows by hand (cheaper than make_subplots): price on top, power + SOC in the middle, table below.
         "xaxis": time_axis | {"anchor": "y", "matches": "x2", "showticklabels": False},
-        "yaxis": {"domain": [0.80, 1.0], "title": {"text": "price (EUR/MWh)"}},
+        "yaxis": {"domain": [0.80, 1.0], "title": {"text": f"price ({per_mwh(schedule.currency)})"}},
         "xaxis2": time_axis | {"title": {"text": TIME_TITLE}},
         "yaxis2": {"domain": [0.44, 0.74], "title": {"text": "power (kW): + discharge"}, "zeroline": True},
         "yaxis3": {
