@@ -16,10 +16,10 @@ import numpy as np
 
 from nodes.contract import energy
 from nodes.contract.messages import BatterySpec
+from nodes.diagnostics.commanded import tolerance_kw
 from nodes.diagnostics.history import History, Intervals, limit_stops
 from nodes.diagnostics.options import DiagnosticsOptions
 from nodes.diagnostics.result import Result, hours, kwh, not_enough, pct, spec_pct
-from nodes.diagnostics.tracking import tolerance_kw
 
 SECONDS_PER_DAY = 86_400.0
 MOVING_RATIO = 4.0
@@ -59,7 +59,7 @@ def soc_consistency(history: History, iv: Intervals, spec: BatterySpec,
     use = iv.measured & ~limit_stops(history, iv, spec.soc_min_kwh, spec.soc_max_kwh, margin)
     residual = iv.soc_change_kwh - explained_soc_change_kwh(iv, spec.roundtrip_efficiency)
     used_s = float(iv.dt_s[use].sum())
-    tol = tolerance_kw(spec, options)
+    tol = tolerance_kw(spec, options.tracking_tolerance_pct)
     with np.errstate(invalid="ignore"):
         rest = use & (np.abs(iv.power_kw) <= tol)
     rest_s = float(iv.dt_s[rest].sum())

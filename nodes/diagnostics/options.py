@@ -13,6 +13,7 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
+from nodes.diagnostics.commanded import SOC_LIMIT_MARGIN_PCT, TOLERANCE_PCT
 from nodes.diagnostics.history import MAX_HOLD_S
 
 Positive = Annotated[float, Meta(gt=0.0)]
@@ -34,9 +35,9 @@ class DiagnosticsOptions(msgspec.Struct, kw_only=True, frozen=True, forbid_unkno
     """Equivalent full cycles of discharge the closed cycles must hold (shallow swings amplify SOC rounding)."""
     min_capacity_swing_pct: Share = 50.0
     """SOC swing, in each direction, the capacity estimate needs (summed over full or partial cycles)."""
-    soc_limit_tolerance_pct: Annotated[float, Meta(ge=0.0, le=100.0)] = 0.5
+    soc_limit_tolerance_pct: Annotated[float, Meta(ge=0.0, le=100.0)] = SOC_LIMIT_MARGIN_PCT
     """Within this of an SOC limit the battery counts as at the limit (it may refuse to go further)."""
-    tracking_tolerance_pct: Share = 5.0
+    tracking_tolerance_pct: Share = TOLERANCE_PCT
     """Actual power within this of the commanded power follows the command."""
     min_tracking_s: Positive = 600.0
     """Seconds under a known command the tracking error needs."""

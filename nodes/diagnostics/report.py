@@ -13,6 +13,7 @@ from datetime import datetime
 import msgspec
 
 from nodes.contract.messages import BatterySpec
+from nodes.diagnostics.commanded import CommandLike
 from nodes.diagnostics.consistency import ConsistencyResult, soc_consistency
 from nodes.diagnostics.cycles import (
     CapacityResult,
@@ -27,7 +28,6 @@ from nodes.diagnostics.history import History, intervals, to_datetime
 from nodes.diagnostics.options import DiagnosticsOptions
 from nodes.diagnostics.result import Result
 from nodes.diagnostics.tracking import (
-    CommandLike,
     ResponseResult,
     TrackingResult,
     command_tracking,

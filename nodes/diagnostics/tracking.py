@@ -14,14 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Protocol
 
 import msgspec
 import numpy as np
 
 from nodes.contract import energy
 from nodes.contract.messages import BatterySpec
+from nodes.diagnostics import commanded
+from nodes.diagnostics.commanded import CommandLike
 from nodes.diagnostics.history import BoolArray, FloatArray, History, Intervals
 from nodes.diagnostics.options import DiagnosticsOptions
 from nodes.diagnostics.result import Result, hours, not_enough, pct
@@ -41,31 +41,6 @@ RESPONSE_METHOD = (
     "the next one counts as not reached. The median over changes is the response delay; it is resolved to one "
     "reading interval."
 )
-
-
-class CommandLike(Protocol):
-    """What tracking needs of a command; :class:`~nodes.contract.messages.Command` is one."""
-
-    @property
-    def action(self) -> str: ...
-
-    @property
-    def power_kw(self) -> float: ...
-
-    @property
-    def issued_at(self) -> datetime: ...
-
-    @property
-    def valid_until(self) -> datetime: ...
-
-
-def signed_power_kw(command: CommandLike) -> float:
-    """The power a command asks for, signed like telemetry: + discharging, - charging, 0 idle."""
-    if command.action == "charge":
-        return -command.power_kw
-    if command.action == "discharge":
-        return command.power_kw
-    return 0.0
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -92,7 +67,7 @@ def timeline(commands: Iterable[CommandLike]) -> CommandTimeline:
         return CommandTimeline(np.empty(0), np.empty(0), 0)
     issued = np.array([c.issued_at.timestamp() for c in valid])
     until = np.array([c.valid_until.timestamp() for c in valid])
-    power = np.array([signed_power_kw(c) for c in valid])
+    power = np.array([commanded.signed_power_kw(c) for c in valid])
     change = np.unique(np.concatenate((issued, until)))
     latest = np.searchsorted(issued, change, side="right") - 1  # >= 0: every change is at or after issued[0]
     value = np.where(change < until[latest], power[latest], 0.0)
@@ -131,29 +106,21 @@ class _Expected:
     limited: BoolArray
 
 
-def tolerance_kw(spec: BatterySpec, options: DiagnosticsOptions) -> float:
-    """Power within this of the expected one follows the command."""
-    return options.tracking_tolerance_pct / 100.0 * max(spec.max_charge_kw, spec.max_discharge_kw)
-
-
-def _limited(expected_kw: FloatArray, soc_kwh: FloatArray, spec: BatterySpec, options: DiagnosticsOptions) -> BoolArray:
-    margin = options.soc_limit_tolerance_pct / 100.0 * energy.usable_kwh(spec)
-    return ((expected_kw < 0) & (soc_kwh >= spec.soc_max_kwh - margin)) | (
-        (expected_kw > 0) & (soc_kwh <= spec.soc_min_kwh + margin)
-    )
+def _tolerance_kw(spec: BatterySpec, options: DiagnosticsOptions) -> float:
+    return commanded.tolerance_kw(spec, options.tracking_tolerance_pct)
 
 
 def _expected(line: CommandTimeline, time_s: FloatArray, soc_kwh: FloatArray, spec: BatterySpec,
               options: DiagnosticsOptions) -> _Expected:
-    known, commanded = line.at(time_s)
-    expected = np.clip(commanded, -spec.max_charge_kw, spec.max_discharge_kw)
-    return _Expected(known, expected, _limited(expected, soc_kwh, spec, options))
+    known, power = line.at(time_s)
+    expected = commanded.expected_power_kw(power, spec)
+    return _Expected(known, expected, commanded.at_soc_limit(expected, soc_kwh, spec, options.soc_limit_tolerance_pct))
 
 
 def command_tracking(history: History, iv: Intervals, line: CommandTimeline, spec: BatterySpec,
                      options: DiagnosticsOptions) -> TrackingResult:
     """Mean absolute error and share of time not following, over readings under a known command."""
-    tol = tolerance_kw(spec, options)
+    tol = _tolerance_kw(spec, options)
     n = len(iv.dt_s)
     method = TRACKING_METHOD.format(hold=options.max_hold_s, tolerance_pct=options.tracking_tolerance_pct)
     if n == 0 or line.commands == 0:
@@ -189,13 +156,13 @@ def command_tracking(history: History, iv: Intervals, line: CommandTimeline, spe
 def response_delay(history: History, iv: Intervals, line: CommandTimeline, spec: BatterySpec,
                    options: DiagnosticsOptions) -> ResponseResult:
     """Median delay from a change of the commanded power to the first reading that follows it."""
-    tol = tolerance_kw(spec, options)
+    tol = _tolerance_kw(spec, options)
     t, power = history.time_s, history.power_kw
     resolution = history.sample_period_s()
     delays: list[float] = []
     not_reached = 0
     if line.commands and len(history) > 1:
-        expected = np.clip(line.power_kw, -spec.max_charge_kw, spec.max_discharge_kw)
+        expected = commanded.expected_power_kw(line.power_kw, spec)
         steps = np.flatnonzero(np.append(True, np.abs(np.diff(expected)) > tol))
         # a silence longer than the hold breaks the chain of readings (segment ids per reading)
         segment = np.concatenate(([0], np.cumsum(iv.dt_s > options.max_hold_s)))
@@ -208,7 +175,8 @@ def response_delay(history: History, iv: Intervals, line: CommandTimeline, spec:
                 continue  # nothing known of the power before the change
             if abs(float(power[before]) - target) <= tol:
                 continue  # the battery was already there: no step to respond to
-            if bool(_limited(np.array([target]), history.soc_kwh[before:before + 1], spec, options)[0]):
+            if bool(commanded.at_soc_limit(target, float(history.soc_kwh[before]), spec,
+                                           options.soc_limit_tolerance_pct)):
                 continue
             after = int(np.searchsorted(t, stop, side="left"))
             window = slice(before + 1, after)
@@ -243,7 +211,5 @@ __all__ = [
     "TrackingResult",
     "command_tracking",
     "response_delay",
-    "signed_power_kw",
     "timeline",
-    "tolerance_kw",
 ]
