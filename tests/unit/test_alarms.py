@@ -343,3 +343,13 @@ def test_bad_settings_are_refused_naming_the_field(text: str, field: str, reason
     assert caught.value.field == field
     assert reason in caught.value.reason
     assert str(caught.value).startswith("BESS_ALARMS: ")
+
+
+def test_the_alarm_message_is_bounded_like_every_wire_message() -> None:
+    good = {"rule": "cell_temp_high", "state": "raised", "since": "2025-01-16T00:00:00Z", "severity": "critical",
+            "message": "hot"}
+    assert msgspec.convert(good, Alarm).state == "raised"
+    for bad in ({"state": "up"}, {"message": "x" * 501}, {"rule": "Cell Temp"}, {"value": 1e12},
+                {"since": "2025-01-16T00:00:00"}):
+        with pytest.raises(msgspec.ValidationError):
+            msgspec.json.decode(msgspec.json.encode({**good, **bad}), type=Alarm)

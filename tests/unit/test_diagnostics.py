@@ -333,3 +333,16 @@ def test_options_are_strict() -> None:
         msgspec.convert({"min_cycle_depth_pct": 0}, DiagnosticsOptions)
     with pytest.raises(msgspec.ValidationError):
         msgspec.convert({"min_cycles_typo": 3}, DiagnosticsOptions)
+
+
+def test_cycles_never_straddle_a_gap() -> None:
+    """Energy lost in a silence must not count as lost in the cells: each stretch of readings closes its own cycles."""
+    full = Cycler(efficiency=0.85).run(hours=30)
+    t = full.time_s - full.time_s[0]
+    keep = (t < 10 * 3600) | (t > 12.5 * 3600)
+    history = History.from_arrays(full.time_s[keep], full.soc_kwh[keep], full.power_kw[keep])
+    report = diagnose(history, SPEC)
+    assert report.efficiency.roundtrip_efficiency == pytest.approx(0.85, abs=0.005)
+    gap_start = T0 + timedelta(seconds=float(t[keep][t[keep] < 10 * 3600][-1]))
+    assert all(w.end <= gap_start or w.start > gap_start for w in report.efficiency.windows)
+    assert [g.duration_s for g in report.gaps.gaps] == [45_010.0 - 35_990.0]  # last reading before, first after
