@@ -99,7 +99,7 @@ def soc_kwh(value: float, reading: SocReading, capacity_kwh: float) -> float:
 def power_kw(value: float, reading: PowerReading) -> float:
     """A device's power in kW, + discharging (this project's sign)."""
     kw = value * reading.scale / (1000.0 if reading.unit == "W" else 1.0)
-    return -kw if reading.positive == "charge" else kw
+    return (-kw if reading.positive == "charge" else kw) + 0.0  # + 0.0: no -0.0 on the wire
 
 
 @dataclass

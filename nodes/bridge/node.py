@@ -120,12 +120,16 @@ class Bridge(Service[BridgeConfig]):
     # -- lifecycle ------------------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        now = self.clock()
-        await self.bus.publish(SPEC, self.device.spec, battery=self.battery)
-        await self._write(self.controller.start(now))
+        await self.begin(self.clock())
         while True:
             await self.step(self.clock())
             await asyncio.sleep(TICK_S)
+
+    async def begin(self, now: datetime) -> None:
+        """At start: the spec (retained), the device's idle write, the first state."""
+        await self.bus.publish(SPEC, self.device.spec, battery=self.battery)
+        await self._write(self.controller.start(now))
+        await self._publish_state(now, force=True)
 
     async def step(self, now: datetime) -> None:
         """One tick: keep-alive, lease, liveness, telemetry, state."""

@@ -170,10 +170,8 @@ def _where(exc: msgspec.ValidationError) -> str:
     message = str(exc)
     text, sep, path = message.rpartition(" - at `$")
     if not sep:
-        return message
-    field = path.rstrip("`").lstrip(".")
-    field = re.sub(r"\[(\d+)\]", r"[\1]", field)
-    return f"{field or '(top level)'}: {text}"
+        return f"(top level): {message}"
+    return f"{path.rstrip('`').lstrip('.') or '(top level)'}: {text}"
 
 
 def parse_profile(text: str, *, fmt: Literal["toml", "json"], source: str) -> Profile:
