@@ -51,6 +51,8 @@ NODE_NAMES: Final[tuple[str, ...]] = tuple(role.value for role in NODES)
 #: Nodes ``deploy/up`` starts only when their setting is set (after the others): the device bridge runs only for
 #: a real device (``BESS_BRIDGE_PROFILE``). Not in :data:`NODES`: a default stack never runs them.
 OPT_IN_NODES: Final[Mapping[str, str]] = {Role.BRIDGE.value: "BESS_BRIDGE_PROFILE"}
+#: Every node ``deploy/up`` may run: the default ones in start order, then the opt-in ones.
+ALL_NODE_NAMES: Final[tuple[str, ...]] = (*NODE_NAMES, *OPT_IN_NODES)
 
 #: What each role means, for topics.md (a node's is its package; the others are not processes of their own).
 ROLE_DOCS: Final[Mapping[Role, str]] = {
