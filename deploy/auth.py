@@ -81,7 +81,9 @@ EVERY_NODE = Role.EVERY_NODE  # each node its own {node}
 REQUESTER = Role.REQUESTER  # each asking client its own {client}
 #: Readers named in the contract that get no broker grant of their own: least privilege means only the named
 #: nodes read a topic ("anyone" may ask the monitor user); the dashboard is HTTP from the renderer, not MQTT.
-NO_GRANT_ROLES: frozenset[Role] = frozenset({Role.ANYONE, Role.DASHBOARD})
+#: The device bridge (an opt-in node, ``BESS_BRIDGE_PROFILE``) gets no user either: ``deploy/up`` refuses to start
+#: it in secure mode, because its device's own topics (``N/<portal id>/...``) are outside the contract's ACL.
+NO_GRANT_ROLES: frozenset[Role] = frozenset({Role.ANYONE, Role.DASHBOARD, Role.BRIDGE})
 #: A response topic's readers are the producers of its request topic (contract constant names). Stored receipts
 #: answer telemetry published with that response topic (the gateway's durable POST /write).
 RESPONSE_TO: Mapping[str, str] = {"HISTORY_RESPONSE": "HISTORY_REQUEST", "STORED_RESPONSE": "TELEMETRY"}

@@ -18,13 +18,13 @@ from deploy.accounts import process_user
 from deploy.apt import ensure_packages
 from deploy.errors import PortInUseError, SettingsError, StackError
 from deploy.influx_http import InfluxError, create_database, influx_ping, influx_statement
-from deploy.launch import RECORDER_ONLY, is_running, nodes_to_restart, start_node, wait_online
+from deploy.launch import RECORDER_ONLY, is_running, nodes_to_restart, plan_nodes, start_node, wait_online
 from deploy.mqtt_probe import MqttError, mqtt_connack, read_retained
 from deploy.node_settings import check_node_settings, node_python, node_settings, settings_problems
 from deploy.processes import HOST, read_live_pid, tail, terminate_pids
 from deploy.servers import Service, websockets_refusal
 from deploy.settings import UpConfig
-from nodes.contract.names import NODE_NAMES
+from nodes.contract.names import ALL_NODE_NAMES, NODE_NAMES, OPT_IN_NODES
 
 
 def _config_changed(service: Service) -> bool:
@@ -112,11 +112,14 @@ def cmd_up(cfg: UpConfig) -> int:
     if cfg.mqtt_ws_port is not None and not cfg.mqtt_auth:
         raise SettingsError(websockets_refusal(cfg.mqtt_ws_port))
     preflight.check_devices(cfg)
-    present = [name for name in NODE_NAMES if (cfg.root / "nodes" / name / "__main__.py").exists()]
-    absent = [name for name in NODE_NAMES if name not in present]
     base_env = {**cfg.environ, **cfg.node_env()}
+    preflight.check_bridge(cfg, base_env)
+    plan = plan_nodes(cfg.root, base_env, cfg.batteries)
+    present = list(plan.run)
+    absent = [name for name in NODE_NAMES if name not in present and name not in plan.skipped]
+    node_envs = {name: {**base_env, **plan.overrides.get(name, {})} for name in present}
     preflight.check_exposure(base_env)
-    checks = check_node_settings(cfg, dict.fromkeys(present, base_env))
+    checks = check_node_settings(cfg, node_envs)
     problems = settings_problems(checks)
     if problems:
         raise SettingsError("\n".join(problems))
@@ -152,19 +155,28 @@ def cmd_up(cfg: UpConfig) -> int:
         login = credentials.login(auth.PROBE_USER)
     wanted: dict[str, tuple[dict[str, str], dict[str, str]]] = {}  # name -> (process env, recorded settings)
     for name in present:
-        env = base_env if name == "recorder" else {k: v for k, v in base_env.items() if k not in RECORDER_ONLY}
+        node_env = node_envs[name]
+        env = node_env if name == "recorder" else {k: v for k, v in node_env.items() if k not in RECORDER_ONLY}
         if credentials is not None:
             env = {**env, **credentials.node_env(name)}
         if database is not None and name == "recorder":
             env = {**env, **database.recorder_env()}
         wanted[name] = (env, node_settings(env, checks.get(name)))
     running, notes, restart = nodes_to_restart(cfg, wanted)
+    for name in ALL_NODE_NAMES:  # a node that ran before and is not wanted now (the bridge took its battery, ...)
+        pid = read_live_pid(cfg.run_dir / f"{name}.pid", f"nodes.{name}")
+        if name not in wanted and pid is not None:
+            restart[name] = pid
+            why = plan.skipped.get(name) or (f"{OPT_IN_NODES[name]} is not set" if name in OPT_IN_NODES
+                                              else "not wanted with these settings")
+            notes[name] = f"stopped: {why} (was pid {pid})"
     if restart:
         killed = set(terminate_pids(restart.values(), timeout=15.0))
         for name, pid in restart.items():
             (cfg.run_dir / f"{name}.pid").unlink(missing_ok=True)
             if pid in killed:
                 notes[name] += " (the old process needed SIGKILL)"
+    stopped = {name: notes[name] for name in restart if name not in wanted}
     started_at: dict[str, float] = {}
     python = node_python(cfg.root)
     for name in present:
@@ -188,9 +200,13 @@ def cmd_up(cfg: UpConfig) -> int:
     database_auth = "authentication on" if database is not None else "no authentication (BESS_MQTT_AUTH=1: secure)"
     print(f"  influxdb   {cfg.influx_url}  db={cfg.influx_db}  -- {influx_note}; {database_auth}"
           + "".join(f"; {note}" for note in changed))
-    for name in (name for name in NODE_NAMES if name in running):
+    for name in (name for name in ALL_NODE_NAMES if name in running):
         log_path = cfg.log_dir / f"{name}.log"
         print(f"  {name:<10} pid {running[name]}: {outcome.get(name)}  ({notes[name]}; log {log_path})")
+    for name, why in {**plan.skipped, **stopped}.items():
+        print(f"  {name:<10} {why}")
+    if "bridge" in running and "simulator" in plan.overrides:
+        print(f"  simulator  simulates {plan.overrides['simulator']['BESS_BATTERIES']} (the bridge's battery is real)")
     if not running:
         print("  nodes      none yet: no nodes/<name>/__main__.py exists")
     if absent:
@@ -302,7 +318,7 @@ def cmd_status(cfg: UpConfig) -> int:
         statuses = read_retained(
             HOST, cfg.mqtt_port, f"{cfg.topic_root}/node/+/status", timeout=3.0, username=user, password=password
         )
-    for name in NODE_NAMES:
+    for name in ALL_NODE_NAMES:
         pid = read_live_pid(cfg.run_dir / f"{name}.pid", f"nodes.{name}")
         payload = statuses.get(f"{cfg.topic_root}/node/{name}/status", b"").decode("utf-8", "replace")
         if pid is None and not payload:

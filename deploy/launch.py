@@ -10,17 +10,66 @@ import json
 import subprocess
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 from deploy.accounts import CHILD_UMASK, open_log, write_atomic
 from deploy.mqtt_probe import MqttError, read_retained
 from deploy.node_settings import read_node_settings, settings_changes, write_node_settings
 from deploy.processes import HOST, pid_alive, read_live_pid
 from deploy.settings import UpConfig
-from nodes.contract.names import NODE_NAMES
+from nodes.contract.names import ALL_NODE_NAMES, NODE_NAMES, OPT_IN_NODES
 
 #: Settings only the recorder gets, whatever the caller's environment holds: no other node talks to the database.
 RECORDER_ONLY: tuple[str, ...] = ("BESS_INFLUX_USERNAME", "BESS_INFLUX_PASSWORD", "BESS_INFLUX_TOKEN")
+
+
+#: The battery a device bridge stands for when BESS_BRIDGE_BATTERY is not set (nodes/bridge/config.py's default).
+DEFAULT_BRIDGE_BATTERY = "battery-1"
+
+
+def bridged_battery(env: Mapping[str, str]) -> str | None:
+    """The battery id the device bridge runs as, or None when no bridge is asked for (BESS_BRIDGE_PROFILE unset)."""
+    if not env.get(OPT_IN_NODES["bridge"]):
+        return None
+    return env.get("BESS_BRIDGE_BATTERY") or DEFAULT_BRIDGE_BATTERY
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    """Which nodes ``up`` runs, the settings it changes for some of them, and why others do not run."""
+
+    #: the nodes to run, in start order (the opt-in ones after the others)
+    run: tuple[str, ...]
+    #: settings replaced for one node: ``{"simulator": {"BESS_BATTERIES": "battery-2"}}``
+    overrides: Mapping[str, Mapping[str, str]]
+    #: why a node that exists does not run: ``{"simulator": "battery-1 is the bridge's device"}``
+    skipped: Mapping[str, str]
+
+
+def plan_nodes(root: Path, env: Mapping[str, str], batteries: tuple[str, ...]) -> NodePlan:
+    """The nodes that exist under ``root`` and are wanted with ``env``.
+
+    An opt-in node (:data:`OPT_IN_NODES`) runs when its setting is set. The device bridge stands for one battery,
+    which the simulator then does not simulate (two devices on one battery's topics would both obey and both
+    report): it is dropped from the simulator's BESS_BATTERIES, and the simulator does not run when none is left.
+    """
+    run = [name for name in NODE_NAMES if (root / "nodes" / name / "__main__.py").exists()]
+    skipped: dict[str, str] = {}
+    overrides: dict[str, dict[str, str]] = {}
+    for name, setting in OPT_IN_NODES.items():
+        if env.get(setting) and (root / "nodes" / name / "__main__.py").exists():
+            run.append(name)
+    bridged = bridged_battery(env) if "bridge" in run else None
+    if bridged is not None and "simulator" in run and bridged in batteries:
+        left = [battery for battery in batteries if battery != bridged]
+        if left:
+            overrides["simulator"] = {"BESS_BATTERIES": ",".join(left)}
+        else:
+            run.remove("simulator")
+            skipped["simulator"] = f"not started: {bridged}, its only battery, is the bridge's device"
+    return NodePlan(tuple(run), overrides, skipped)
 
 
 def running_pids(cfg: UpConfig) -> dict[str, int]:
@@ -31,7 +80,7 @@ def running_pids(cfg: UpConfig) -> dict[str, int]:
         pid = read_live_pid(service.pid_path, str(service.config_path))
         if pid is not None:
             found[service.kind] = pid
-    for name in NODE_NAMES:
+    for name in ALL_NODE_NAMES:
         pid = read_live_pid(cfg.run_dir / f"{name}.pid", f"nodes.{name}")
         if pid is not None:
             found[name] = pid

@@ -20,6 +20,7 @@ import msgspec
 from msgspec import inspect as mi
 
 from nodes.contract import access, topics
+from nodes.contract.external import EXTERNAL_TOPICS
 from nodes.contract.messages import ALL_MESSAGES
 from nodes.contract.names import ID_SHAPE, ROLE_DOCS, Role
 from nodes.contract.topics import ALL_TOPICS, DEFAULT_ROOT, Topic
@@ -173,6 +174,24 @@ def _roles(roles: tuple[Role, ...]) -> str:
     return ", ".join(role.value for role in roles)
 
 
+def external_section() -> str:
+    """The foreign topics of the shipped device-bridge profiles (nodes/contract/external.py)."""
+    lines = [
+        "## External topics (device bridges)",
+        "",
+        "Topics of a device's own dialect, outside the root above, that `nodes/bridge` reads or writes for a shipped",
+        "profile (`nodes/bridge/profiles/<profile>.toml`; `{variables}` come from `BESS_BRIDGE_PORTAL_ID`,",
+        "`BESS_BRIDGE_DEVICE`, `BESS_BRIDGE_VARS` or the profile's defaults). The bridge publishes the battery's",
+        "`battery/{battery}/spec`, `telemetry` (source `device`) and `state` from them and turns its",
+        "`battery/{battery}/set` Commands into the writes below (never retained). Payload examples are literal.",
+        "",
+        "| profile | topic | direction | payload | meaning |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [f"| {t.profile} | `{t.template}` | {t.direction} | {t.payload} | {t.doc} |" for t in EXTERNAL_TOPICS]
+    return "\n".join(lines) + "\n"
+
+
 def render_topics_md() -> str:
     """The whole topics.md."""
     roles = "\n".join(f"| {role.value} | {ROLE_DOCS[role]} |" for role in Role)
@@ -182,7 +201,7 @@ def render_topics_md() -> str:
             f"| `{topic.template}` | {topic.payload.__name__} | {topic.qos} | {'yes' if topic.retain else 'no'} "
             f"| {_roles(topic.producers)} -> {_roles(topic.consumers)} |\n"
         )
-    return text + "\n" + "\n".join(topic_section(t) for t in ALL_TOPICS)
+    return text + "\n" + "\n".join(topic_section(t) for t in ALL_TOPICS) + "\n" + external_section()
 
 
 def render_schemas() -> dict[str, str]:

@@ -29,6 +29,7 @@ class Role(StrEnum):
     RENDERER = "renderer"
     MARKET = "market"
     SIMULATOR = "simulator"
+    BRIDGE = "bridge"
     EVERY_NODE = "every-node"
     REQUESTER = "requester"
     DASHBOARD = "dashboard"
@@ -47,6 +48,12 @@ NODES: Final[tuple[Role, ...]] = (
 #: The node names (``nodes/<name>``, broker users), in start order.
 NODE_NAMES: Final[tuple[str, ...]] = tuple(role.value for role in NODES)
 
+#: Nodes ``deploy/up`` starts only when their setting is set (after the others): the device bridge runs only for
+#: a real device (``BESS_BRIDGE_PROFILE``). Not in :data:`NODES`: a default stack never runs them.
+OPT_IN_NODES: Final[Mapping[str, str]] = {Role.BRIDGE.value: "BESS_BRIDGE_PROFILE"}
+#: Every node ``deploy/up`` may run: the default ones in start order, then the opt-in ones.
+ALL_NODE_NAMES: Final[tuple[str, ...]] = (*NODE_NAMES, *OPT_IN_NODES)
+
 #: What each role means, for topics.md (a node's is its package; the others are not processes of their own).
 ROLE_DOCS: Final[Mapping[Role, str]] = {
     Role.DEVICE: "a battery controller (the simulator plays one per simulated battery); with broker "
@@ -57,6 +64,8 @@ ROLE_DOCS: Final[Mapping[Role, str]] = {
     Role.RENDERER: "nodes/renderer: Plotly figures and the dashboard (port 8050)",
     Role.MARKET: "nodes/market: the price feed",
     Role.SIMULATOR: "nodes/simulator: simulated batteries (acts as their device)",
+    Role.BRIDGE: "nodes/bridge: a real device that speaks its own MQTT dialect, translated by a profile "
+    "(acts as its device; its foreign topics are listed under External topics)",
     Role.EVERY_NODE: "each node about itself only (`{node}` is its own name)",
     Role.REQUESTER: "the client that asked (`{client}` is its own name)",
     Role.DASHBOARD: "browsers, through the renderer's HTTP (not an MQTT client)",

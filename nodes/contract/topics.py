@@ -168,7 +168,7 @@ TELEMETRY: Topic[Telemetry] = Topic(
     payload=Telemetry,
     qos=1,
     retain=True,
-    producers=(Role.DEVICE, Role.SIMULATOR, Role.GATEWAY),
+    producers=(Role.DEVICE, Role.SIMULATOR, Role.BRIDGE, Role.GATEWAY),
     consumers=(Role.RECORDER, Role.PLANNER, Role.RENDERER, Role.GATEWAY),
     doc="A battery measurement. Devices publish it retained, so a new subscriber sees the latest reading at "
     "once; the gateway's HTTP writes are not retained (they are often backfills of older records). "
@@ -184,7 +184,7 @@ SPEC: Topic[BatterySpec] = Topic(
     payload=BatterySpec,
     qos=1,
     retain=True,
-    producers=(Role.DEVICE, Role.SIMULATOR),
+    producers=(Role.DEVICE, Role.SIMULATOR, Role.BRIDGE),
     consumers=(Role.PLANNER, Role.GATEWAY, Role.RENDERER),
     doc="What the battery can do. The gateway refuses commands beyond it; the planner plans within it.",
     example=BatterySpec(
@@ -204,7 +204,7 @@ COMMAND: Topic[Command] = Topic(
     qos=1,
     retain=False,
     producers=(Role.GATEWAY, Role.PLANNER),
-    consumers=(Role.DEVICE, Role.SIMULATOR, Role.RECORDER),
+    consumers=(Role.DEVICE, Role.SIMULATOR, Role.BRIDGE, Role.RECORDER),
     doc="An order to charge, discharge or idle, as a lease: at valid_until the device goes idle, "
     "so a dead controller cannot leave a battery discharging. Not retained: a stale command must not be "
     "replayed to a device that reconnects.",
@@ -225,7 +225,7 @@ STATE: Topic[BatteryState] = Topic(
     payload=BatteryState,
     qos=1,
     retain=True,
-    producers=(Role.DEVICE, Role.SIMULATOR),
+    producers=(Role.DEVICE, Role.SIMULATOR, Role.BRIDGE),
     consumers=(Role.RECORDER, Role.RENDERER, Role.GATEWAY),
     doc="What the device is doing and why: mode, the command it follows, its lease, limits it hit.",
     example=BatteryState(

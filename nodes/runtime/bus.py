@@ -35,7 +35,7 @@ from nodes.contract.topics import STATUS
 from nodes.runtime import gmqtt_internals as internals
 from nodes.runtime.config import MqttSettings
 from nodes.runtime.core import MessageBus, Outgoing
-from nodes.runtime.dispatch import Delivery, Handler, InvalidHandler, Subscription
+from nodes.runtime.dispatch import AnySubscription, Delivery, Handler, InvalidHandler
 from nodes.runtime.errors import BusRefused, BusUnavailable, PublishRefused, SubscriptionOverlap
 
 log = logging.getLogger("bess.bus")
@@ -98,11 +98,11 @@ class Bus(MessageBus):
 
     # -- subscribe --------------------------------------------------------------------------------------------
 
-    def _subscribed(self, sub: Subscription[Any]) -> None:
+    def _subscribed(self, sub: AnySubscription) -> None:
         if self.connected.is_set():
             self._send_subscribe([sub])
 
-    def _send_subscribe(self, subs: list[Subscription[Any]]) -> None:
+    def _send_subscribe(self, subs: list[AnySubscription]) -> None:
         for sub in subs:
             self._client.subscribe(gmqtt.Subscription(sub.broker_filter, qos=1, no_local=sub.no_local))
             log.debug("subscribed %s", sub.broker_filter)
@@ -147,7 +147,7 @@ class Bus(MessageBus):
         # First connection of the process: subscribe even if the session survived, because retained state
         # (spec, prices, schedule) is only delivered on subscribe and this process has none of it in memory.
         if not self._first_connect_done or not session_present:
-            self._send_subscribe(self._router.subscriptions)
+            self._send_subscribe(self._router.every_subscription())
         left_out = self._closed_socket.rearm()
         if self._first_connect_done:
             log.info("reconnected to broker (session present: %s)%s", bool(session_present),

@@ -29,7 +29,16 @@ import msgspec
 from nodes.contract.messages import NodeState, NodeStatus
 from nodes.contract.topics import STATUS, Request, Topic, check_root
 from nodes.runtime.config import MqttSettings
-from nodes.runtime.dispatch import Delivery, Handler, InvalidHandler, Router, Subscription
+from nodes.runtime.dispatch import (
+    AnySubscription,
+    Delivery,
+    ForeignSubscription,
+    Handler,
+    InvalidHandler,
+    RawHandler,
+    Router,
+    Subscription,
+)
 from nodes.runtime.errors import BusUnavailable
 from nodes.runtime.payload_limits import payload_limit
 from nodes.runtime.requests import Answerer, Requests
@@ -120,6 +129,18 @@ class MessageBus(abc.ABC):
         self._router.add(sub)
         self._subscribed(sub)
 
+    def subscribe_foreign(self, filter_: str, handler: RawHandler) -> None:
+        """Call ``handler(name, payload, delivery)`` for every message on ``filter_``, a topic filter outside the
+        contract and outside this bus's root (a device's own dialect, read by a bridge).
+
+        The payload is raw bytes (empty ones too); it is bounded by ``BESS_MQTT_MAX_PAYLOAD_BYTES``. The filter is
+        used as given: a device's topics are its own, not this deployment's. Overlaps are refused as for
+        :meth:`subscribe`.
+        """
+        sub = ForeignSubscription(filter_, handler, self.settings.mqtt_max_payload_bytes)
+        self._router.add_foreign(sub)
+        self._subscribed(sub)
+
     async def _receive(self, name: str, payload: bytes, delivery: Delivery) -> None:
         """A message from the transport: decoded, checked and handed to its subscription's handler."""
         await self._router.deliver(name, payload, delivery)
@@ -178,7 +199,7 @@ class MessageBus(abc.ABC):
         """Hand one message to the transport; with ``wait_ack`` return only once the broker acknowledged it."""
 
     @abc.abstractmethod
-    def _subscribed(self, sub: Subscription[Any]) -> None:
+    def _subscribed(self, sub: AnySubscription) -> None:
         """Tell the transport about a new subscription (sent at once when connected)."""
 
     # -- request / response -----------------------------------------------------------------------------------

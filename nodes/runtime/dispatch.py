@@ -12,6 +12,11 @@ declaration parses the name, then applies the project's receive rules so that no
   dropped, counted (``implausible``) and logged once a minute per topic.
 * A handler that raises is logged with its traceback and counted (``handler_errors``); the node stays up.
 
+Foreign subscriptions (:class:`ForeignSubscription`, :meth:`Router.add_foreign`) take topics outside the contract, a
+device's own dialect that a bridge translates (``N/<portal id>/...`` of a Victron GX): the handler gets the topic
+name and the raw bytes (an empty payload too: some devices say "gone" with one), after the size bound
+(``mqtt_max_payload_bytes``); its errors are caught and counted like a typed handler's.
+
 Overlapping subscriptions are refused when they are made (:class:`nodes.runtime.errors.SubscriptionOverlap`), so
 every message has at most one handler: "which of two handlers" never has to be decided, and a broker that delivers
 one copy per matching filter cannot make a node handle a message twice.
@@ -54,6 +59,8 @@ class Delivery:
 
 
 Handler = Callable[[dict[str, str], P, Delivery], Awaitable[None]]
+RawHandler = Callable[[str, bytes, Delivery], Awaitable[None]]
+"""Told ``(topic name, payload, delivery)`` for a message on a foreign subscription."""
 InvalidHandler = Callable[[dict[str, str], str], Awaitable[None]]
 """Told ``(params, error)`` when a payload on a subscribed topic fails to decode (after it was logged and counted)."""
 
@@ -77,6 +84,49 @@ class Subscription(Generic[P]):
         return f"$share/{self.share_group}/{self.filter}" if self.share_group else self.filter
 
 
+@dataclass
+class ForeignSubscription:
+    """One handler for topics outside the contract (a device's own dialect): an MQTT filter, raw bytes."""
+
+    filter: str
+    handler: RawHandler
+    max_payload_bytes: int
+    share_group: None = None
+    no_local: bool = False
+
+    @property
+    def broker_filter(self) -> str:
+        """The filter as the broker gets it (never shared: one bridge owns one device)."""
+        return self.filter
+
+
+AnySubscription = Subscription[Any] | ForeignSubscription
+
+
+def topic_matches(filter_: str, name: str) -> bool:
+    """MQTT topic matching: ``+`` is one level, a trailing ``#`` any number (names starting with ``$`` excluded)."""
+    if name.startswith("$") and filter_[:1] in ("+", "#"):
+        return False
+    levels, parts = filter_.split("/"), name.split("/")
+    for i, level in enumerate(levels):
+        if level == "#":
+            return True
+        if i >= len(parts) or (level != "+" and level != parts[i]):
+            return False
+    return len(levels) == len(parts)
+
+
+def filter_problems(filter_: str) -> list[str]:
+    """``[]`` for a valid MQTT subscription filter, else the one-line reason."""
+    if not filter_ or len(filter_) > 1024 or "\0" in filter_:
+        return [f"topic filter {filter_[:80]!r} must be 1-1024 characters without NUL"]
+    levels = filter_.split("/")
+    for i, level in enumerate(levels):
+        if ("#" in level and (level != "#" or i != len(levels) - 1)) or ("+" in level and level != "+"):
+            return [f"topic filter {filter_!r}: '+' must be a whole level and '#' the whole last level"]
+    return []
+
+
 def filters_overlap(a: str, b: str) -> bool:
     """True when some topic name matches both MQTT filters (``+`` one level, ``#`` the rest)."""
     left, right = a.split("/"), b.split("/")
@@ -97,17 +147,33 @@ class Router:
         #: the receiver's clock for the timestamp plausibility rule
         self.clock = clock
         self.subscriptions: list[Subscription[Any]] = []
+        self.foreign: list[ForeignSubscription] = []
         self._implausible_logged: dict[str, tuple[float, int]] = {}
+
+    def every_subscription(self) -> list[AnySubscription]:
+        """Typed and foreign subscriptions alike: what the transport subscribes at the broker."""
+        return [*self.subscriptions, *self.foreign]
 
     def add(self, sub: Subscription[Any]) -> None:
         """Register ``sub``; raises :class:`SubscriptionOverlap` if a topic could match it and another one."""
-        for other in self.subscriptions:
+        self._refuse_overlap(sub)
+        self.subscriptions.append(sub)
+
+    def add_foreign(self, sub: ForeignSubscription) -> None:
+        """Register a foreign subscription; overlaps are refused as for typed ones, bad filters too."""
+        problems = filter_problems(sub.filter)
+        if problems:
+            raise ValueError(problems[0])
+        self._refuse_overlap(sub)
+        self.foreign.append(sub)
+
+    def _refuse_overlap(self, sub: AnySubscription) -> None:
+        for other in self.every_subscription():
             if filters_overlap(sub.filter, other.filter):
                 raise SubscriptionOverlap(
                     f"subscription {sub.broker_filter} overlaps {other.broker_filter} (one handler per topic: pin "
                     "parameters so the two cannot match the same name, or handle both in one handler)"
                 )
-        self.subscriptions.append(sub)
 
     def match(self, name: str) -> tuple[Subscription[Any], dict[str, str]] | None:
         """The subscription that takes messages on ``name``, with the name's parameters."""
@@ -122,6 +188,10 @@ class Router:
         self.counters["received"] += 1
         found = self.match(name)
         if found is None:
+            foreign = next((f for f in self.foreign if topic_matches(f.filter, name)), None)
+            if foreign is not None:
+                await self._deliver_foreign(foreign, name, payload, delivery)
+                return
             self.counters["unrouted"] += 1
             log.debug("message on %s matches no subscription", name)
             return
@@ -181,6 +251,21 @@ class Router:
                 # DEBUG: while a database is down every waiting message takes long; one line each would flood
                 log.debug("handler for %s took %.1f s", name, elapsed)
 
+    async def _deliver_foreign(self, sub: ForeignSubscription, name: str, payload: bytes,
+                               delivery: Delivery) -> None:
+        if len(payload) > sub.max_payload_bytes:
+            self.counters["oversized"] += 1
+            log.warning("dropped oversized payload on %s: %d bytes, more than the %d allowed; starts with %r",
+                        name, len(payload), sub.max_payload_bytes, payload[:PAYLOAD_LOG_LIMIT])
+            return
+        try:
+            await sub.handler(name, payload, delivery)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self.counters["handler_errors"] += 1
+            log.exception("handler for %s failed on message %r", name, payload[:PAYLOAD_LOG_LIMIT])
+
     def _drop_implausible(self, name: str, problem: str, payload: bytes) -> None:
         # a device with a wrong clock publishes every second: one line per topic a minute, with the count
         self.counters["implausible"] += 1
@@ -197,4 +282,7 @@ class Router:
                     problem, more, len(payload), payload[:PAYLOAD_LOG_LIMIT])
 
 
-__all__ = ["PAYLOAD_LOG_LIMIT", "Delivery", "Handler", "InvalidHandler", "Router", "Subscription", "filters_overlap"]
+__all__ = [
+    "PAYLOAD_LOG_LIMIT", "AnySubscription", "Delivery", "ForeignSubscription", "Handler", "InvalidHandler",
+    "RawHandler", "Router", "Subscription", "filter_problems", "filters_overlap", "topic_matches",
+]

@@ -32,23 +32,10 @@ import msgspec
 from nodes.contract.topics import DEFAULT_ROOT, Topic
 from nodes.runtime.config import MqttSettings
 from nodes.runtime.core import MessageBus, Outgoing
-from nodes.runtime.dispatch import Delivery, Subscription
+from nodes.runtime.dispatch import AnySubscription, Delivery, topic_matches
 from nodes.runtime.errors import BusUnavailable
 
 P = TypeVar("P", bound=msgspec.Struct)
-
-
-def topic_matches(filter_: str, name: str) -> bool:
-    """MQTT topic matching: ``+`` is one level, a trailing ``#`` any number (names starting with ``$`` excluded)."""
-    if name.startswith("$") and filter_[:1] in ("+", "#"):
-        return False
-    levels, parts = filter_.split("/"), name.split("/")
-    for i, level in enumerate(levels):
-        if level == "#":
-            return True
-        if i >= len(parts) or (level != "+" and level != parts[i]):
-            return False
-    return len(levels) == len(parts)
 
 
 @dataclass(frozen=True)
@@ -100,7 +87,7 @@ class MemoryBroker:
             turn = next(self._turns.setdefault(group, itertools.count()))
             self._deliver(members[turn % len(members)], name, payload, False, properties)
 
-    def offer_retained(self, client: MemoryBus, sub: Subscription[Any]) -> None:
+    def offer_retained(self, client: MemoryBus, sub: AnySubscription) -> None:
         """A new subscription gets the retained messages it matches (not a shared one: MQTT 5 sends none there)."""
         if sub.share_group is not None:
             return
@@ -144,9 +131,9 @@ class MemoryBus(MessageBus):
         self._connections = 1
 
     @property
-    def subscriptions(self) -> list[Subscription[Any]]:
-        """This bus's subscriptions (what the broker routes by)."""
-        return self._router.subscriptions
+    def subscriptions(self) -> list[AnySubscription]:
+        """This bus's subscriptions, typed and foreign (what the broker routes by)."""
+        return self._router.every_subscription()
 
     # -- what a test looks at -----------------------------------------------------------------------------------
 
@@ -196,7 +183,7 @@ class MemoryBus(MessageBus):
             return
         self.broker.route(self, out.topic, out.payload, out.retain, out.properties)
 
-    def _subscribed(self, sub: Subscription[Any]) -> None:
+    def _subscribed(self, sub: AnySubscription) -> None:
         if self.connected.is_set():
             self.broker.offer_retained(self, sub)
 

@@ -16,32 +16,11 @@ from datetime import datetime, timedelta
 import msgspec
 
 from nodes.contract import energy
+from nodes.contract.leases import AUTOMATIC_SOURCES as AUTOMATIC_SOURCES  # noqa: PLC0414 (re-exported)
+from nodes.contract.leases import LeaseCaps as LeaseCaps  # noqa: PLC0414 (re-exported)
 from nodes.contract.messages import BatterySpec, BatteryState, Command, Mode, Telemetry
 
 _EPS_KWH = 1e-9
-
-AUTOMATIC_SOURCES = frozenset({"planner"})
-"""Sources whose commands are renewed by a program while it lives: their leases get the short cap."""
-
-
-@dataclass(frozen=True)
-class LeaseCaps:
-    """The longest lease the device obeys, from the moment a command arrives.
-
-    ``automatic_s`` (``BESS_MAX_LEASE_S``) for the autopilot, which renews its leases while it lives;
-    ``operator_s`` (``BESS_MAX_OPERATOR_LEASE_S``) for everyone else (gateway, operators, Home Assistant,
-    dashboard, bridges): the gateway's own maximum, 24 h.
-    """
-
-    automatic_s: float = 600.0
-    operator_s: float = 86_400.0
-
-    def cap_s(self, source: str) -> tuple[float, str]:
-        """The cap for a command from ``source`` and the setting that sets it."""
-        if source in AUTOMATIC_SOURCES:
-            return self.automatic_s, "BESS_MAX_LEASE_S"
-        return self.operator_s, "BESS_MAX_OPERATOR_LEASE_S"
-
 
 @dataclass
 class SimBattery:

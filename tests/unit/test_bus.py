@@ -281,3 +281,29 @@ async def test_status_is_published_retained_with_state_details_and_counters() ->
         pid=status.pid, counters={**status.counters, "published": status.counters["published"] + 1},
         details=status.details,
     )
+
+
+# -- foreign subscriptions (a device's own dialect) -------------------------------------------------------------
+
+
+async def test_a_foreign_subscription_gets_raw_bytes_outside_the_root_and_its_failures_are_counted() -> None:
+    broker = MemoryBroker()
+    bridge, device = MemoryBus("bridge", broker), MemoryBus("device", broker)
+    got: list[tuple[str, bytes]] = []
+
+    async def handler(name: str, payload: bytes, delivery: Delivery) -> None:
+        if payload == b"boom":
+            raise RuntimeError("handler bug")
+        got.append((name, payload))
+
+    bridge.subscribe_foreign("N/abc/+/0/Dc/Battery/Soc", handler)
+    for payload in (b'{"value": 55}', b"", b"boom", b"x" * (bridge.settings.mqtt_max_payload_bytes + 1)):
+        await device.publish_bytes("N/abc/system/0/Dc/Battery/Soc", payload)
+    await broker.idle()
+    # the empty payload is the device's "gone", handed on; the bug is caught; the oversized one never decoded
+    assert got == [("N/abc/system/0/Dc/Battery/Soc", b'{"value": 55}'), ("N/abc/system/0/Dc/Battery/Soc", b"")]
+    assert (bridge.counters["handler_errors"], bridge.counters["oversized"]) == (1, 1)
+    with pytest.raises(SubscriptionOverlap):
+        bridge.subscribe_foreign("N/abc/#", handler)
+    with pytest.raises(ValueError, match="whole level"):
+        bridge.subscribe_foreign("N/ab+c", handler)
