@@ -322,16 +322,15 @@ class Influx1Store:
             raise StoreError(f"query refused ({status}): {_error_text(body)}")
         try:
             results = msgspec.json.decode(body)["results"]
-            if not isinstance(results, list) or len(results) != len(statements):
-                raise TypeError("one answer per statement expected")
-        except (msgspec.DecodeError, KeyError, TypeError) as exc:
+            errors = [answer.get("error") for answer in results if isinstance(answer, dict)]
+        except (msgspec.DecodeError, KeyError, TypeError, AttributeError) as exc:
             raise StoreError(f"unexpected query answer: {body[:_ERROR_TEXT_LIMIT]!r}") from exc
-        for answer in results:
-            if not isinstance(answer, dict):
-                raise StoreError(f"unexpected query answer: {body[:_ERROR_TEXT_LIMIT]!r}")
-            if answer.get("error"):
-                raise StoreError(f"query failed: {answer['error']}")
-        return results
+        for error in errors:
+            if error:  # 1.x answers a request of several statements on a missing database with "not executed"
+                raise StoreError(f"query failed: {error}")
+        if len(errors) != len(statements) or len(results) != len(statements):
+            raise StoreError(f"unexpected query answer: {body[:_ERROR_TEXT_LIMIT]!r}")
+        return list(results)
 
     async def query(self, q: HistoryQuery) -> HistoryResult:
         """Run the InfluxQL for ``q`` (``q.limit`` rows at most) with ``epoch=u``; for means, also the stale values
