@@ -148,8 +148,8 @@ async def migrate_measurement(store: Influx1Store, rename: Rename, *, dry_run: b
     columns = [name for pair in rename.renames for name in pair] + [CURRENCY]
     select = ",".join(ident(name) for name in columns)
     cursor, last = bounds
-    pending: list[str] = []
     while cursor <= last:
+        pending: list[str] = []
         until = min(cursor + DAY // timedelta(microseconds=1), last + 1)
         (answer,) = await store.influxql([
             f"SELECT {select} FROM {ident(rename.measurement)} WHERE {_has(rename.marker)}"
@@ -163,10 +163,11 @@ async def migrate_measurement(store: Influx1Store, rename: Rename, *, dry_run: b
                 continue
             outcome.rewritten += 1
             pending.append(point)
-        if len(pending) >= BATCH or (pending and until > last):
-            if not dry_run:
-                await _write(store, pending)
-            pending = []
+        # written right after the day is read: a point the recorder rewrites meanwhile (with a currency) is
+        # clobbered only in that moment, not during the whole run
+        if not dry_run:
+            for start in range(0, len(pending), BATCH):
+                await _write(store, pending[start : start + BATCH])
         cursor = until
     return outcome
 
