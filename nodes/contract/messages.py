@@ -178,7 +178,11 @@ class HistoryQuery(Struct, kw_only=True, omit_defaults=True, forbid_unknown_fiel
 
 
 class HistoryResult(Struct, kw_only=True, omit_defaults=True):
-    """Rows in time order. ``columns[0]`` is ``time`` (RFC 3339 UTC); ``truncated`` means ``limit`` was hit."""
+    """Rows in time order. ``columns[0]`` is ``time`` (RFC 3339 UTC); ``truncated`` means ``limit`` was hit.
+
+    With ``every_s`` the rows are the means of the numeric columns over the bucket starting at ``time``; prices and
+    schedules add the ``currency`` of each mean, and a bucket holding two currencies is one row per currency.
+    """
 
     ok: bool
     columns: list[str] = msgspec.field(default_factory=list)

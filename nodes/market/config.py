@@ -13,6 +13,7 @@ from datetime import time, timedelta
 from pathlib import Path
 from typing import Literal
 
+from nodes.contract.messages import CURRENCY_RE, DEFAULT_CURRENCY
 from nodes.contract.topics import id_problems
 from nodes.market.sources import SOURCES, awattar, source
 from nodes.market.sources import aemo as aemo_source
@@ -37,7 +38,8 @@ class MarketConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
     market_csv: str | None = None
     market_step_s: int = 3600
     market_speed: float = 1.0
-    #: the currency to ask for where the provider offers several (nordpool, energidataservice)
+    #: the currency to ask for where the provider offers several (nordpool, energidataservice); for csv the
+    #: file's currency, for synthetic a label (ISO 4217, three capital letters; unset: the source's default)
     market_currency: str | None = None
     #: degraded when the known prices do not cover the next this many hours
     market_stale_after_h: float = 6.0
@@ -71,11 +73,11 @@ class MarketConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
 
     @property
     def currency(self) -> str:
-        """The currency asked for (the source's default when unset)."""
+        """The currency of the published prices: asked for, the file's, or the source's default when unset."""
         if self.market_currency:
-            return self.market_currency.upper()
+            return self.market_currency
         spec = SOURCES.get(self.source)
-        return spec.currencies[0] if spec and spec.currencies else "EUR"
+        return spec.currencies[0] if spec and spec.currencies else DEFAULT_CURRENCY
 
     @property
     def dayahead_at(self) -> time:
@@ -122,10 +124,13 @@ class MarketConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
             found.append("BESS_MARKET_SOURCE=csv needs BESS_MARKET_CSV")
         if self.market_csv and self.market_source not in (None, "csv"):
             found.append(f"BESS_MARKET_CSV is only read with BESS_MARKET_SOURCE=csv (not {self.market_source})")
+        if self.market_currency is not None and not CURRENCY_RE.fullmatch(self.market_currency):
+            found.append(
+                f"BESS_MARKET_CURRENCY={self.market_currency!r} is not an ISO 4217 code: three capital letters, "
+                "e.g. EUR, AUD, GBP"
+            )
         if self.live:
             found.extend(self._live_problems())
-        elif self.market_currency:
-            found.append(f"BESS_MARKET_CURRENCY does not apply to BESS_MARKET_SOURCE={self.source}")
         return found
 
     def _live_problems(self) -> list[str]:
@@ -142,7 +147,7 @@ class MarketConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
             found.append("BESS_MARKET_SPEED applies to the synthetic and csv sources only (a market runs in real time)")
         if self.market_currency and not spec.currencies:
             found.append(f"BESS_MARKET_CURRENCY does not apply to {name} (it answers in the zone's own currency)")
-        elif spec.currencies and self.currency not in spec.currencies:
+        elif spec.currencies and self.currency not in spec.currencies and CURRENCY_RE.fullmatch(self.currency):
             found.append(f"BESS_MARKET_CURRENCY={self.currency}: {name} offers {', '.join(spec.currencies)}")
         if name == "entsoe":
             found.extend(self._token_problems())

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from nodes.contract.messages import PriceForecast, PriceSlot
+from nodes.contract.messages import DEFAULT_CURRENCY, PriceForecast, PriceSlot
 from nodes.market.synthetic import MARKET_TZ, synthetic_slots
 
 WEEK = timedelta(days=7)
@@ -87,10 +87,13 @@ def forecast_window(now: datetime) -> tuple[datetime, datetime]:
     return day_start.astimezone(UTC), day_after.astimezone(UTC)
 
 
-def build_forecast(zone: str, source: PriceSource, now: datetime) -> PriceForecast:
-    """The forecast the feed publishes at ``now``."""
+def build_forecast(zone: str, source: PriceSource, now: datetime, currency: str = DEFAULT_CURRENCY) -> PriceForecast:
+    """The forecast the feed publishes at ``now``; ``currency`` names the prices' currency (the file's, for a
+    replay; a label for the synthetic series, whose numbers do not change with it)."""
     begin, end = forecast_window(now)
-    return PriceForecast(zone=zone, issued_at=now, slots=source.slots(begin, end), source=source.name)
+    return PriceForecast(
+        zone=zone, issued_at=now, slots=source.slots(begin, end), source=source.name, currency=currency
+    )
 
 
 def next_hour(now: datetime) -> datetime:

@@ -6,8 +6,8 @@ Source (``BESS_MARKET_SOURCE``, settings in :mod:`nodes.market.config`):
 
 - ``synthetic`` (default) / ``csv``: at start and at every hour boundary of the feed's clock, the prices from the
   start of the current local day to the end of the next: the bundled synthetic series, or ``BESS_MARKET_CSV``
-  (header ``timestamp,price``, EUR/MWh, slot starts in UTC, as in the shared price files) replayed onto the
-  current dates. ``BESS_MARKET_SPEED`` > 1 runs this clock faster for demos.
+  (header ``timestamp,price``, per MWh in ``BESS_MARKET_CURRENCY``, EUR by default, slot starts in UTC, as in the
+  shared price files) replayed onto the current dates. ``BESS_MARKET_SPEED`` > 1 runs this clock faster for demos.
 - ``entsoe`` | ``energy-charts`` | ``awattar`` | ``nordpool`` | ``energidataservice`` | ``aemo``: real prices,
   polled on the source's timeline and published when new slots exist (:mod:`nodes.market.live`).
 
@@ -55,13 +55,14 @@ class Market(Service[MarketConfig]):
     async def publish_now(self) -> None:
         """Publish the forecast for the feed's current time."""
         assert self.source is not None
-        forecast = build_forecast(self.config.market_zone, self.source, self.clock.now())
+        forecast = build_forecast(self.config.market_zone, self.source, self.clock.now(), self.config.currency)
         if not forecast.slots:
             self.bus.set_state("degraded", "the price source has no prices for today")
             return
         await self.bus.publish(PRICES, forecast, zone=self.config.market_zone)
         self.bus.counters["forecasts"] += 1
-        log.info("published %d slots for %s (%s .. %s)", len(forecast.slots), self.config.market_zone,
+        log.info("published %d %s slots for %s (%s .. %s)", len(forecast.slots), forecast.currency,
+                 self.config.market_zone,
                  forecast.slots[0].start.isoformat(), forecast.slots[-1].end.isoformat())
 
     async def run(self) -> None:

@@ -3,8 +3,10 @@
 The market's file format: the feed replays such a file (``BESS_MARKET_CSV``) and the planner's offline CLI
 (``python -m nodes.planner plan|backtest``) plans and backtests on one. The format is the one of
 ``shared/data/prices/*.csv``: a header ``timestamp,price``, then one row per
-delivery period with its UTC start (ISO-8601 with ``Z``) and the price in EUR/MWh. A slot ends where the
-next one starts, so a file may change resolution (hourly to 15-min); the last slot gets the most common step.
+delivery period with its UTC start (ISO-8601 with ``Z``) and the price per MWh. The file does not name its
+currency: the reader does (``BESS_MARKET_CURRENCY`` for the feed, ``--currency`` for the planner's CLI; EUR,
+as in the shared files, by default). A slot ends where the next one starts, so a file may change resolution
+(hourly to 15-min); the last slot gets the most common step.
 """
 
 from __future__ import annotations

@@ -29,8 +29,9 @@ def time(value: datetime) -> str:
 def to_flux(checked: Plan, bucket: str) -> str:
     """Render a checked :class:`Plan` as a Flux script reading ``bucket``."""
     series = checked.series
-    # raw: the columns and the absent mask (the store applies it); means: the numeric columns
-    fields = checked.columns if checked.every_s else checked.query_columns
+    # raw: the columns and the absent mask (the store applies it); means: the numeric columns (the currency of
+    # a series that has one is asked for on its own: split_values)
+    fields = series.numeric if checked.every_s else checked.query_columns
     field_test = " or ".join(f"r._field == {string(name)}" for name in fields if name not in series.tag_columns)
     lines = [
         f"from(bucket: {string(bucket)})",
@@ -56,4 +57,23 @@ def to_flux(checked: Plan, bucket: str) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["string", "time", "to_flux"]
+def split_values(checked: Plan, bucket: str) -> str:
+    """The distinct values of the series' :attr:`~nodes.recorder.table.Series.split_by` field (its currencies)
+    in the range, as ``_value`` (the InfluxQL store's ``SELECT DISTINCT``)."""
+    series = checked.series
+    if not series.split_by:
+        raise ValueError(f"{series.measurement} has no field to split means by")
+    return "\n".join([
+        f"from(bucket: {string(bucket)})",
+        f"  |> range(start: {time(checked.begin)}, stop: {time(checked.end)})",
+        f"  |> filter(fn: (r) => r._measurement == {string(series.measurement)}"
+        f" and r[{string(series.tag)}] == {string(checked.tag_value)})",
+        f"  |> filter(fn: (r) => r._field == {string(series.split_by)})",
+        '  |> keep(columns: ["_value"])',
+        "  |> group()",
+        '  |> distinct(column: "_value")',
+        "  |> limit(n: 100)",
+    ])
+
+
+__all__ = ["split_values", "string", "time", "to_flux"]

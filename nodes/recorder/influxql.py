@@ -18,6 +18,11 @@ Downsampled (``every_s`` set; means of the numeric fields, empty buckets left ou
     SELECT mean("soc_kwh") AS "soc_kwh",... FROM ... WHERE ... GROUP BY time(60s) fill(none) ORDER BY time ASC
     LIMIT n+1
 
+A series with a currency (:attr:`Series.split_by`: prices, schedule) is never averaged across currencies:
+:func:`split_values` lists the currencies in the range (``SELECT DISTINCT("currency")``); with one, the means
+are labelled with it; with several, each currency gets its own means query (``... AND "currency"='AUD'``, see
+:func:`to_influxql`), so a bucket that holds two currencies comes back as two rows (:mod:`nodes.recorder.split`).
+
 ``LIMIT n+1`` lets the caller see that more than ``n`` rows exist and set ``truncated``.
 """
 
@@ -49,8 +54,12 @@ class Plan:
 
     @property
     def columns(self) -> tuple[str, ...]:
-        """Result columns after ``time``: all raw columns, or the numeric ones when downsampled."""
-        return self.series.numeric if self.every_s else self.series.columns
+        """Result columns after ``time``: all raw columns, or the numeric ones when downsampled (and the
+        currency of the means, for a series that has one)."""
+        if not self.every_s:
+            return self.series.columns
+        split = self.series.split_by
+        return (*self.series.numeric, split) if split else self.series.numeric
 
     @property
     def query_columns(self) -> tuple[str, ...]:
@@ -58,7 +67,7 @@ class Plan:
         and the counts of the optional fields of a downsampled one (the store uses both, then drops them)."""
         series = self.series
         if self.every_s:
-            return (*series.numeric, *(count_column(name) for name in series.optional))
+            return (*series.numeric, *(count_column(name) for name in series.optional))  # the split value: added
         return (*series.columns, MASK) if series.optional else series.columns
 
 
@@ -114,6 +123,15 @@ def time_literal(value: datetime) -> str:
     return "'" + query_time(value) + "'"
 
 
+def _where(checked: Plan) -> str:
+    """The one tag value and the time range: the WHERE clause every statement of a query shares."""
+    series = checked.series
+    return (
+        f"{ident(series.tag)}={string_literal(checked.tag_value)}"
+        f" AND time >= {time_literal(checked.begin)} AND time < {time_literal(checked.end)}"
+    )
+
+
 def stale_values(checked: Plan) -> str | None:
     """For a downsampled query: the points whose ``absent`` names a field that still holds a value (an earlier
     write of the same point had it; the later write left it out, so it is not part of the record). The store takes
@@ -125,12 +143,8 @@ def stale_values(checked: Plan) -> str | None:
         f"({ident(MASK)} =~ /(^|,){name}(,|$)/ AND ({ident(name)} >= 0 OR {ident(name)} < 0))"
         for name in series.optional
     )
-    where = (
-        f"{ident(series.tag)}={string_literal(checked.tag_value)}"
-        f" AND time >= {time_literal(checked.begin)} AND time < {time_literal(checked.end)}"
-    )
     select = ",".join(ident(name) for name in (MASK, *series.optional))
-    return f"SELECT {select} FROM {ident(series.measurement)} WHERE {where} AND ({stale})"
+    return f"SELECT {select} FROM {ident(series.measurement)} WHERE {_where(checked)} AND ({stale})"
 
 
 def build(query: HistoryQuery, limit: int | None = None) -> tuple[str, Plan]:
@@ -139,8 +153,18 @@ def build(query: HistoryQuery, limit: int | None = None) -> tuple[str, Plan]:
     return to_influxql(checked), checked
 
 
-def to_influxql(checked: Plan) -> str:
-    """Render a checked :class:`Plan` as one InfluxQL SELECT statement."""
+def split_values(checked: Plan) -> str | None:
+    """For a downsampled query of a series with :attr:`Series.split_by`: the statement listing the values (the
+    currencies) in the range, one row each; None otherwise."""
+    split = checked.series.split_by
+    if not checked.every_s or not split:
+        return None
+    return f"SELECT DISTINCT({ident(split)}) FROM {ident(checked.series.measurement)} WHERE {_where(checked)}"
+
+
+def to_influxql(checked: Plan, split_value: str | None = None) -> str:
+    """Render a checked :class:`Plan` as one InfluxQL SELECT statement; ``split_value``: the means of the points
+    whose :attr:`Series.split_by` field holds this value only (one currency)."""
     series = checked.series
     if checked.every_s:
         select = ",".join(
@@ -151,10 +175,11 @@ def to_influxql(checked: Plan) -> str:
     else:
         select = ",".join(ident(name) for name in checked.query_columns)
         group = ""
-    where = (
-        f"{ident(series.tag)}={string_literal(checked.tag_value)}"
-        f" AND time >= {time_literal(checked.begin)} AND time < {time_literal(checked.end)}"
-    )
+    where = _where(checked)
+    if split_value is not None:
+        if not (checked.every_s and series.split_by):
+            raise QueryError("only the means of a series with a currency are split by it")
+        where += f" AND {ident(series.split_by)}={string_literal(split_value)}"
     return (
         f"SELECT {select} FROM {ident(series.measurement)} WHERE {where}{group}"
         f" ORDER BY time ASC LIMIT {int(checked.limit) + 1}"
@@ -162,6 +187,6 @@ def to_influxql(checked: Plan) -> str:
 
 
 __all__ = [
-    "Plan", "QueryError", "build", "count_column", "ident", "plan", "stale_values", "string_literal", "time_literal",
-    "to_influxql",
+    "Plan", "QueryError", "build", "count_column", "ident", "plan", "split_values", "stale_values", "string_literal",
+    "time_literal", "to_influxql",
 ]

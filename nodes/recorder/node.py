@@ -18,7 +18,9 @@ Produces:
     InfluxDB refused, acknowledged so it holds up nothing), ``retries``, ``batches``, ``splits`` (batches split
     to isolate refused points), ``pending``, ``history_requests``, ``history_errors``, ``receipts`` (published),
     ``receipts_unsent`` (broker down), ``unconfirmable`` (a response topic or correlation data no receipt can
-    answer), ``marks`` (StoredUpTo published) next to the bus's own (``received``, ``decode_errors``, ...).
+    answer), ``marks`` (StoredUpTo published), ``unmigrated_points`` (only when some: prices and plans stored under
+    the field names of before currencies, see :mod:`nodes.recorder.migrate`) next to the bus's own (``received``,
+    ``decode_errors``, ...).
 
 At least once, nothing lost: a data message is acknowledged (PUBACK) only when its points are written, see
 :mod:`nodes.recorder.batcher`. Redeliveries are harmless because every point is keyed by the message's own
@@ -52,11 +54,12 @@ import msgspec
 
 from nodes.contract.messages import HistoryQuery, HistoryResult
 from nodes.contract.topics import HISTORY, STORED, STORED_RESPONSE
+from nodes.recorder import migrate
 from nodes.recorder.batcher import Batcher
 from nodes.recorder.config import RecorderConfig
 from nodes.recorder.confirm import Confirmations, correlation_text
 from nodes.recorder.influxql import QueryError
-from nodes.recorder.store import Store, StoreError, StoreUnavailable, make_store
+from nodes.recorder.store import Influx1Store, Store, StoreError, StoreUnavailable, make_store
 from nodes.recorder.table import TABLE, Stored
 from nodes.runtime.core import MessageBus
 from nodes.runtime.dispatch import Delivery
@@ -87,6 +90,8 @@ class Recorder(Service[RecorderConfig]):
         self.marks = 0
         self._receipts_due = False
         self._receipt_tasks: set[asyncio.Task[None]] = set()  # referenced until done (the loop keeps weak ones)
+        self.unmigrated = 0
+        self._migration_check: asyncio.Task[None] | None = None
 
     async def setup(self) -> None:
         """Open the store, subscribe to the data topics and history requests, start the flusher."""
@@ -110,6 +115,8 @@ class Recorder(Service[RecorderConfig]):
         bus.serve(HISTORY, self._answer_history, share_group=share)
         bus.set_counters_source(self.counters)
         self.batcher.start()
+        if isinstance(self.store, Influx1Store):
+            self._migration_check = asyncio.create_task(self._check_migration(), name="migration-check")
         _tune_gc()
         log.info(
             "recording to %s (%s), batches of %d points / %d ms, receive maximum %d%s",
@@ -134,10 +141,29 @@ class Recorder(Service[RecorderConfig]):
         }
         if self.batcher is not None:
             counters.update(self.batcher.counters())
+        if self.unmigrated:
+            counters["unmigrated_points"] = self.unmigrated
         return counters
+
+    async def _check_migration(self) -> None:
+        """Name the points that wait for ``python -m nodes.recorder migrate`` (once, at start): without it the
+        history from before the currency rename looks empty, and nothing else would say why."""
+        assert isinstance(self.store, Influx1Store)
+        try:
+            waiting = await migrate.pending(self.store)
+        except (StoreUnavailable, StoreError) as exc:
+            log.debug("could not look for points under the old field names: %s", exc)
+            return
+        if waiting:
+            self.unmigrated = sum(waiting.values())
+            log.warning("%s", migrate.hint(waiting))
+        else:
+            log.debug("no points wait for python -m nodes.recorder migrate")
 
     async def shutdown(self) -> None:
         """Flush pending points (bounded); what cannot be written stays unacknowledged for redelivery."""
+        if self._migration_check is not None:
+            self._migration_check.cancel()
         if self.batcher is not None:
             await self.batcher.close(self.config.shutdown_flush_s)
         # Handlers parked during shutdown (or of batches not written in time) are cancelled at exit, unacked.

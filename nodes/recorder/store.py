@@ -34,8 +34,17 @@ import aiohttp
 import msgspec
 
 from nodes.contract.messages import HistoryQuery, HistoryResult
-from nodes.recorder import flux
-from nodes.recorder.influxql import Plan, count_column, ident, plan, stale_values, to_influxql
+from nodes.recorder import flux, split
+from nodes.recorder.influxql import (
+    Plan,
+    QueryError,
+    count_column,
+    ident,
+    plan,
+    split_values,
+    stale_values,
+    to_influxql,
+)
 from nodes.recorder.points import MASK, epoch_us, rfc3339, rfc3339_from_us
 
 log = logging.getLogger("bess.recorder.store")
@@ -301,14 +310,9 @@ class Influx1Store:
         # 401/403 (credentials), 404 (still no database), 429, 5xx: keep the messages and retry.
         raise StoreUnavailable(f"InfluxDB write answered {status}: {text[:_ERROR_TEXT_LIMIT]}")
 
-    async def query(self, q: HistoryQuery) -> HistoryResult:
-        """Run the InfluxQL for ``q`` (``q.limit`` rows at most) with ``epoch=u``; for means, also the stale values
-        to take out of them, in the same request."""
-        checked = plan(q)
-        statements = [to_influxql(checked)]
-        stale = stale_values(checked)
-        if stale is not None:
-            statements.append(stale)
+    async def influxql(self, statements: list[str]) -> list[dict[str, Any]]:
+        """Run read statements in one request (``epoch=u``); the answer of each, in order. Raises
+        :class:`StoreUnavailable` (5xx, unreachable) or :class:`StoreError` (refused, or a statement failed)."""
         status, body = await self._post(
             "/query", params={"db": self.database, "epoch": "u"}, data={"q": ";".join(statements)}
         )
@@ -318,16 +322,41 @@ class Influx1Store:
             raise StoreError(f"query refused ({status}): {_error_text(body)}")
         try:
             results = msgspec.json.decode(body)["results"]
-            statement, extra = results[0], results[1:]
-        except (msgspec.DecodeError, KeyError, IndexError, TypeError) as exc:
+            errors = [answer.get("error") for answer in results if isinstance(answer, dict)]
+        except (msgspec.DecodeError, KeyError, TypeError, AttributeError) as exc:
             raise StoreError(f"unexpected query answer: {body[:_ERROR_TEXT_LIMIT]!r}") from exc
-        for answer in (statement, *extra):
-            if answer.get("error"):
-                raise StoreError(f"query failed: {answer['error']}")
+        for error in errors:
+            if error:  # 1.x answers a request of several statements on a missing database with "not executed"
+                raise StoreError(f"query failed: {error}")
+        if len(errors) != len(statements) or len(results) != len(statements):
+            raise StoreError(f"unexpected query answer: {body[:_ERROR_TEXT_LIMIT]!r}")
+        return list(results)
+
+    async def query(self, q: HistoryQuery) -> HistoryResult:
+        """Run the InfluxQL for ``q`` (``q.limit`` rows at most) with ``epoch=u``; for means, also the stale values
+        to take out of them and the currencies in the range, in the same request (:mod:`nodes.recorder.split`:
+        a second request only when the range holds several currencies)."""
+        checked = plan(q)
+        statements = [to_influxql(checked)]
+        stale = stale_values(checked)
+        if stale is not None:
+            statements.append(stale)
+        values = split_values(checked)
+        if values is not None:
+            statements.append(values)
+        statement, *extra = await self.influxql(statements)
         columns = ["time", *checked.query_columns]
         rows = _rows(statement, columns)
-        if extra:
+        if stale is not None:
             _take_out_stale(checked, columns, rows, _rows(extra[0], ["time", MASK, *checked.series.optional]))
+        if values is not None and checked.series.split_by:
+            found = split.values(_rows(extra[-1], ["time", "distinct"]))
+            if len(found) > 1:
+                parts = await self.influxql([to_influxql(checked, value) for value in found])
+                rows = split.merge({value: _rows(part, columns) for value, part in zip(found, parts, strict=True)})
+            else:
+                rows = split.label(rows, found[0] if found else None)
+            columns.append(checked.series.split_by)
         for row in rows:
             row[0] = rfc3339_from_us(int(row[0]))
         return _result(checked, columns, rows)
@@ -421,28 +450,46 @@ class Influx2Store:
 
     async def query(self, q: HistoryQuery) -> HistoryResult:
         """Run the Flux equivalent of the InfluxQL query."""
-        from influxdb_client.rest import ApiException
-
         checked = plan(q)
-        script = flux.to_flux(checked, self.bucket)
-        try:
-            tables = await self._require().query_api().query(script, org=self.org)
-        except ApiException as exc:
-            if int(exc.status or 0) >= 500:
-                raise StoreUnavailable(f"InfluxDB query answered {exc.status}") from exc
-            raise StoreError(f"query failed ({exc.status}): {exc.body!s:.300}") from exc
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise StoreUnavailable(f"InfluxDB at {self.url} unreachable: {exc}") from exc
+        split_by = checked.series.split_by if checked.every_s else None
+        found: list[str] = []
+        if split_by:
+            # means in one currency only: Flux has no cheap way to average each currency's points on their own
+            # here, so a range holding several is refused with the reason (never one mean over two currencies)
+            tables = await self._flux(flux.split_values(checked, self.bucket))
+            found = split.values([None, r.values.get("_value")] for t in tables for r in t.records)
+            if len(found) > 1:
+                raise QueryError(
+                    f"the range holds {checked.series.measurement} in {', '.join(found)}: InfluxDB 2.x means are "
+                    "in one currency only; ask for the raw rows (no every_s) or a range in one currency"
+                )
+        tables = await self._flux(flux.to_flux(checked, self.bucket))
         # raw rows carry the absent mask (applied by _result); Flux means are not corrected for values a later
         # write left out (the README says so): only the InfluxQL store runs the stale-values query
-        columns = ["time", *(checked.query_columns if not checked.every_s else checked.columns)]
+        columns = ["time", *(checked.query_columns if not checked.every_s else checked.series.numeric)]
         rows: list[tuple[int, list[Any]]] = []
         for table in tables:
             for record in table.records:
                 when = record.values["_time"]
                 rows.append((epoch_us(when), [rfc3339(when), *(record.values.get(c) for c in columns[1:])]))
         rows.sort(key=lambda item: item[0])
-        return _result(checked, columns, [row for _, row in rows])
+        shaped = [row for _, row in rows]
+        if split_by:
+            shaped = split.label(shaped, found[0] if found else None)
+            columns.append(split_by)
+        return _result(checked, columns, shaped)
+
+    async def _flux(self, script: str) -> Any:
+        from influxdb_client.rest import ApiException
+
+        try:
+            return await self._require().query_api().query(script, org=self.org)
+        except ApiException as exc:
+            if int(exc.status or 0) >= 500:
+                raise StoreUnavailable(f"InfluxDB query answered {exc.status}") from exc
+            raise StoreError(f"query failed ({exc.status}): {exc.body!s:.300}") from exc
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise StoreUnavailable(f"InfluxDB at {self.url} unreachable: {exc}") from exc
 
 
 def make_store(config: Any) -> Store:

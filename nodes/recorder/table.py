@@ -61,6 +61,16 @@ class Series:
     absent."""
     tag_columns: tuple[str, ...] = ()
     """Columns that are tags, not fields (a Flux query filters fields by name, and tags are not among them)."""
+    split_by: str | None = None
+    """A text field whose values are never averaged together: the ``currency`` of prices and plans. A downsampled
+    answer names it in every row and has one row per bucket and value (a bucket holding EUR and AUD prices is
+    two rows, each the mean of its own currency), never one mean over both."""
+
+
+    def __post_init__(self) -> None:
+        # the stale-values correction of means (optional fields) is not applied to per-currency means
+        if self.split_by and self.optional:
+            raise ValueError(f"{self.measurement}: a series split by {self.split_by} cannot have optional fields")
 
 
 @dataclass(frozen=True)
@@ -129,6 +139,7 @@ TABLE: tuple[Stored[Any], ...] = (
             ("plan_id", "price_per_mwh", "charge_kw", "discharge_kw", "soc_kwh", "end", "created_at", "currency"),
             ("price_per_mwh", "charge_kw", "discharge_kw", "soc_kwh"),
             tag_columns=("plan_id",),
+            split_by="currency",
         ),
     ),
     Stored(
@@ -136,7 +147,11 @@ TABLE: tuple[Stored[Any], ...] = (
         PRICES,
         points.prices_lines,
         Series(
-            "prices", "zone", ("price_per_mwh", "end", "issued_at", "source", "currency"), ("price_per_mwh",)
+            "prices",
+            "zone",
+            ("price_per_mwh", "end", "issued_at", "source", "currency"),
+            ("price_per_mwh",),
+            split_by="currency",
         ),
     ),
 )

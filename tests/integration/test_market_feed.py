@@ -8,72 +8,24 @@ forecast with tomorrow as soon as the "market" publishes it. The token is sent, 
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from nodes.market.sources.zones import PUBLICATION_TZ
-from tests.support.market_server import Answer, RecordedAnswers, Seen, a44_document
+from tests.support.market_server import QUARTER, DayAheadMarket, RecordedAnswers, cet_days
 from tests.support.nodes import NodeProcess
 from tests.support.services import Services
 from tests.support.waiting import wait_for
 
 TOKEN = "f3b0c1de-9a8b-4c7d-8e6f-integration"
 EIC = "10Y1001A1001A82H"
-Q = timedelta(minutes=15)
-
-
-def cet_days(start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
-    """The CET delivery days in [start, end)."""
-    days: list[tuple[datetime, datetime]] = []
-    day = start.astimezone(PUBLICATION_TZ).date()
-    while True:
-        begin = datetime.combine(day, datetime.min.time(), tzinfo=PUBLICATION_TZ).astimezone(UTC)
-        if begin >= end:
-            return days
-        day = day + timedelta(days=1)
-        days.append((begin, datetime.combine(day, datetime.min.time(), tzinfo=PUBLICATION_TZ).astimezone(UTC)))
-
-
-def day_prices(begin: datetime, end: datetime, offset: float) -> list[float]:
-    # negative at night, the SDAC extremes somewhere in the day: easy to recognise on the wire
-    count = (end - begin) // Q
-    prices = [round(offset - 40.0 + (i % 48) * 2.25, 2) for i in range(count)]
-    prices[count // 3] = -500.0
-    prices[2 * count // 3] = 4000.0
-    return prices
-
-
-class Market:
-    """What the local Transparency Platform knows: today always, tomorrow once ``publish_tomorrow`` is set."""
-
-    def __init__(self) -> None:
-        self.tomorrow_published = threading.Event()
-        self.expected: dict[str, float] = {}
-
-    def answer(self, seen: Seen) -> Answer:
-        if seen.query.get("securityToken") != TOKEN:
-            return Answer(401, b"Unauthorized")
-        start = datetime.strptime(seen.query["periodStart"], "%Y%m%d%H%M").replace(tzinfo=UTC)
-        end = datetime.strptime(seen.query["periodEnd"], "%Y%m%d%H%M").replace(tzinfo=UTC)
-        days = cet_days(start, end)
-        if not self.tomorrow_published.is_set():
-            days = days[:1]
-        periods = []
-        for n, (begin, finish) in enumerate(days):
-            prices = day_prices(begin, finish, 50.0 * n)
-            periods.append((begin, finish, Q, prices))
-            for i, price in enumerate(prices):
-                self.expected[(begin + i * Q).strftime("%Y-%m-%dT%H:%M:%SZ")] = price
-        return Answer(200, a44_document(EIC, datetime.now(UTC), periods), content_type="application/xml")
 
 
 @pytest.fixture
-def provider() -> Iterator[tuple[RecordedAnswers, Market]]:
-    market = Market()
+def provider() -> Iterator[tuple[RecordedAnswers, DayAheadMarket]]:
+    market = DayAheadMarket(TOKEN, EIC)
     with RecordedAnswers() as server:
         server.respond("GET", "/api", market.answer)
         yield server, market
@@ -89,7 +41,7 @@ def test_entsoe_feed_publishes_today_then_tomorrow_as_retained_prices(
     topic_root: str,
     node_env: dict[str, str],
     run_node: Callable[..., NodeProcess],
-    provider: tuple[RecordedAnswers, Market],
+    provider: tuple[RecordedAnswers, DayAheadMarket],
 ) -> None:
     server, market = provider
     env = {
@@ -102,6 +54,7 @@ def test_entsoe_feed_publishes_today_then_tomorrow_as_retained_prices(
         "BESS_MARKET_DAYAHEAD_AT": "00:00",
         "BESS_MARKET_RETRY_S": "1",
         "BESS_LOG_LEVEL": "DEBUG",
+        "BESS_STATUS_INTERVAL_S": "0.5",
     }
     node = run_node("market", env)
     node.wait_online(services.mqtt_host, services.mqtt_port, topic_root)
@@ -117,7 +70,7 @@ def test_entsoe_feed_publishes_today_then_tomorrow_as_retained_prices(
     assert starts[0] == today[0].strftime("%Y-%m-%dT%H:%M:%SZ")
     # only what the market answered: today, and no made-up tomorrow
     assert first["slots"][-1]["end"] == today[1].strftime("%Y-%m-%dT%H:%M:%SZ")
-    assert len(first["slots"]) == (today[1] - today[0]) // Q
+    assert len(first["slots"]) == (today[1] - today[0]) // QUARTER
     assert {s["start"]: s["price_per_mwh"] for s in first["slots"]} == {k: market.expected[k] for k in starts}
     assert -500.0 in [s["price_per_mwh"] for s in first["slots"]]
     assert 4000.0 in [s["price_per_mwh"] for s in first["slots"]]
@@ -132,7 +85,7 @@ def test_entsoe_feed_publishes_today_then_tomorrow_as_retained_prices(
     second = wait_for(with_tomorrow, 20, 0.2, what="a retained forecast with tomorrow")
     days = cet_days(today[0], today[0] + timedelta(days=1, hours=25))[:2]
     assert second["slots"][-1]["end"] == days[1][1].strftime("%Y-%m-%dT%H:%M:%SZ")
-    assert len(second["slots"]) == (days[1][1] - days[0][0]) // Q
+    assert len(second["slots"]) == (days[1][1] - days[0][0]) // QUARTER
     assert {s["start"]: s["price_per_mwh"] for s in second["slots"]} == {
         s["start"]: market.expected[s["start"]] for s in second["slots"]
     }
@@ -142,8 +95,9 @@ def test_entsoe_feed_publishes_today_then_tomorrow_as_retained_prices(
     seen = server.seen("/api")[0]
     assert seen.query["in_Domain"] == seen.query["out_Domain"] == EIC
     assert seen.query["securityToken"] == TOKEN
-    status = node.status(services.mqtt_host, services.mqtt_port, topic_root)
-    assert status["counters"]["forecasts"] >= 2
+    # counted in the periodic status (a state change alone may come before the count: online from the start)
+    wait_for(lambda: (node.status(services.mqtt_host, services.mqtt_port, topic_root) or {})
+             .get("counters", {}).get("forecasts", 0) >= 2, 10, 0.2, what="the status counting both forecasts")
     assert TOKEN not in node.log_text()
     assert "securityToken=***" in node.log_text()
 
@@ -153,7 +107,7 @@ def test_entsoe_feed_with_a_wrong_token_reports_degraded(
     topic_root: str,
     node_env: dict[str, str],
     run_node: Callable[..., NodeProcess],
-    provider: tuple[RecordedAnswers, Market],
+    provider: tuple[RecordedAnswers, DayAheadMarket],
 ) -> None:
     server, _ = provider
     wrong = "wrong-token-0000"

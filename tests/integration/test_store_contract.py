@@ -18,9 +18,19 @@ import msgspec
 import pytest
 
 from deploy import stack
-from nodes.contract.messages import Command, HistoryQuery, NodeState, Schedule, ScheduleSlot, Telemetry
+from nodes.contract.messages import (
+    Command,
+    HistoryQuery,
+    NodeState,
+    PriceForecast,
+    PriceSlot,
+    Schedule,
+    ScheduleSlot,
+    Telemetry,
+)
 from nodes.recorder import points
 from nodes.recorder.batcher import Batcher
+from nodes.recorder.influxql import QueryError
 from nodes.recorder.store import Influx1Store, Influx2Store, Store, StoreUnavailable
 from tests.support.services import Services, docker_available
 
@@ -199,6 +209,58 @@ async def test_points_written_before_the_mask_are_read_as_they_are(store: Store,
     if isinstance(store, Influx1Store):
         assert (await store.query(history(battery, every_s=60))).rows == [["2025-01-16T10:00:00Z", 5.0, -3.0,
                                                                              None, None]]
+
+
+def quarter_hours(start: datetime, count: int, first_price: float) -> list[PriceSlot]:
+    q = timedelta(minutes=15)
+    return [
+        PriceSlot(start=start + i * q, end=start + (i + 1) * q, price_per_mwh=first_price + i) for i in range(count)
+    ]
+
+
+async def test_means_name_their_currency_and_never_mix_two(store: Store, battery: str) -> None:
+    """Issue 11: a downsampled price read said no currency, and a bucket holding EUR and AUD prices was one mean
+    of both. Now every mean row names its currency, and such a bucket is one row per currency."""
+    zone = battery  # a fresh id: no other test's prices
+    eur = PriceForecast(zone=zone, issued_at=T0, slots=quarter_hours(T0, 10, 100.0))  # 10:00..12:30, EUR
+    aud = PriceForecast(zone=zone, issued_at=T0, currency="AUD",  # 12:30..14:00, after the source changed
+                        slots=quarter_hours(T0 + timedelta(hours=2, minutes=30), 6, 300.0))
+    await store.write([*points.prices_lines(zone, eur), *points.prices_lines(zone, aud)])
+    span = {"begin": T0, "end": T0 + 4 * HOUR}
+
+    one = await store.query(HistoryQuery(kind="prices", zone=zone, begin=T0, end=T0 + 2 * HOUR, every_s=3600))
+    assert one.columns == ["time", "price_per_mwh", "currency"]
+    assert one.rows == [["2025-01-16T10:00:00Z", 101.5, "EUR"], ["2025-01-16T11:00:00Z", 105.5, "EUR"]]
+
+    mixed = HistoryQuery(kind="prices", zone=zone, every_s=3600, **span)
+    if isinstance(store, Influx2Store):  # Flux means are in one currency only: refused, with the reason
+        with pytest.raises(QueryError, match="AUD, EUR"):
+            await store.query(mixed)
+        return
+    both = await store.query(mixed)
+    assert both.columns == ["time", "price_per_mwh", "currency"]
+    assert both.rows == [
+        ["2025-01-16T10:00:00Z", 101.5, "EUR"],
+        ["2025-01-16T11:00:00Z", 105.5, "EUR"],
+        ["2025-01-16T12:00:00Z", 300.5, "AUD"],  # 12:30, 12:45 in AUD
+        ["2025-01-16T12:00:00Z", 108.5, "EUR"],  # 12:00, 12:15 in EUR: not (108 + 109 + 300 + 301) / 4
+        ["2025-01-16T13:00:00Z", 303.5, "AUD"],
+    ]
+    assert not both.truncated
+    first = await store.query(HistoryQuery(kind="prices", zone=zone, every_s=3600, limit=3, **span))
+    assert (first.rows, first.truncated) == (both.rows[:3], True)
+    # raw rows name theirs too
+    raw = await store.query(HistoryQuery(kind="prices", zone=zone, **span))
+    assert {row[raw.columns.index("currency")] for row in raw.rows} == {"EUR", "AUD"}
+
+    # plans as well: a plan in AUD averages to AUD means
+    slot = ScheduleSlot(start=T0, end=T0 + HOUR, price_per_mwh=250.0, charge_kw=0, discharge_kw=50, soc_kwh=450)
+    plan = Schedule(plan_id="p-aud", created_at=T0, soc_initial_kwh=500, slots=[slot], expected_revenue=12.5,
+                    currency="AUD")
+    await store.write(points.schedule_lines(battery, plan))
+    means = await store.query(history(battery, "schedule", every_s=3600))
+    assert means.columns == ["time", "price_per_mwh", "charge_kw", "discharge_kw", "soc_kwh", "currency"]
+    assert means.rows == [["2025-01-16T10:00:00Z", 250.0, 0.0, 50.0, 450.0, "AUD"]]
 
 
 async def test_string_fields_round_trip(store: Store, battery: str) -> None:

@@ -10,6 +10,14 @@
 
 The last queued answer of a route is repeated; a route with no answer is a 404. ``Answer.delay_s`` holds the
 answer back (a provider that times out). Nothing here reaches the internet.
+
+:class:`DayAheadMarket` is a templated ENTSO-E answer: an A44 document for the CET delivery days the request
+asks for, made from the request itself, so it covers "today and tomorrow" of whatever moment a test runs at::
+
+    market = DayAheadMarket(token="...", eic="10Y1001A1001A82H", tomorrow=False)
+    server.respond("GET", "/api", market.answer)
+    market.tomorrow_published.set()                   # from now on the answer holds tomorrow too
+    market.expected                                   # every slot served: start (RFC 3339 Z) -> price
 """
 
 from __future__ import annotations
@@ -22,6 +30,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
+
+from nodes.market.sources.zones import PUBLICATION_TZ
+
+QUARTER = timedelta(minutes=15)
 
 
 @dataclass(frozen=True)
@@ -172,3 +184,61 @@ def a44_document(
         "<currency_Unit.name>EUR</currency_Unit.name><price_Measure_Unit.name>MWH</price_Measure_Unit.name>"
         f"<curveType>A01</curveType>{body}</TimeSeries></Publication_MarketDocument>"
     ).encode()
+
+
+def cet_days(start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
+    """The CET/CEST delivery days ``(begin, end)`` in UTC that start in [start, end) or hold ``start``."""
+    days: list[tuple[datetime, datetime]] = []
+    day = start.astimezone(PUBLICATION_TZ).date()
+    while True:
+        begin = datetime.combine(day, datetime.min.time(), tzinfo=PUBLICATION_TZ).astimezone(UTC)
+        if begin >= end:
+            return days
+        day = day + timedelta(days=1)
+        days.append((begin, datetime.combine(day, datetime.min.time(), tzinfo=PUBLICATION_TZ).astimezone(UTC)))
+
+
+def day_prices(begin: datetime, end: datetime, offset: float) -> list[float]:
+    """Quarter-hour prices for one delivery day: negative at night, the SDAC extremes (-500 and 4000 EUR/MWh)
+    somewhere in the day, every other price distinct within 48 quarter-hours: easy to recognise downstream."""
+    count = (end - begin) // QUARTER
+    prices = [round(offset - 40.0 + (i % 48) * 2.25, 2) for i in range(count)]
+    prices[count // 3] = -500.0
+    prices[2 * count // 3] = 4000.0
+    return prices
+
+
+class DayAheadMarket:
+    """A local ENTSO-E Transparency Platform: A44 day-ahead prices in quarter-hours for the requested CET days.
+
+    Today is always published; tomorrow once :attr:`tomorrow_published` is set (set at start with
+    ``tomorrow=True``). A request without the right ``securityToken`` gets the platform's 401.
+    """
+
+    def __init__(self, token: str, eic: str, *, tomorrow: bool = False) -> None:
+        self.token = token
+        self.eic = eic
+        self.tomorrow_published = threading.Event()
+        if tomorrow:
+            self.tomorrow_published.set()
+        self.expected: dict[str, float] = {}
+        """Every slot served so far: its start (``%Y-%m-%dT%H:%M:%SZ``) -> its price."""
+        self._lock = threading.Lock()
+
+    def answer(self, seen: Seen) -> Answer:
+        """The answer to one ``GET /api`` request (a :data:`Responder`)."""
+        if seen.query.get("securityToken") != self.token:
+            return Answer(401, b"Unauthorized")
+        start = datetime.strptime(seen.query["periodStart"], "%Y%m%d%H%M").replace(tzinfo=UTC)
+        end = datetime.strptime(seen.query["periodEnd"], "%Y%m%d%H%M").replace(tzinfo=UTC)
+        days = cet_days(start, end)
+        if not self.tomorrow_published.is_set():
+            days = days[:1]
+        periods = []
+        for n, (begin, finish) in enumerate(days):
+            prices = day_prices(begin, finish, 50.0 * n)
+            periods.append((begin, finish, QUARTER, prices))
+            with self._lock:
+                for i, price in enumerate(prices):
+                    self.expected[(begin + i * QUARTER).strftime("%Y-%m-%dT%H:%M:%SZ")] = price
+        return Answer(200, a44_document(self.eic, datetime.now(UTC), periods), content_type="application/xml")

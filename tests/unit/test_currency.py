@@ -126,6 +126,7 @@ def test_the_renderer_draws_aud_prices_and_plans_with_a_dollar_sign() -> None:
     schedule_fig = figures["schedule"]
     assert "expected revenue A$22.13" in schedule_fig.layout.title.text
     assert schedule_fig.layout.yaxis.title.text == "price (A$/MWh)"
+    assert "A$/MWh" in schedule_fig.data[0].hovertemplate  # the plan's price line says its currency on hover
     texts = " ".join(" ".join(t.text) for t in figures["insights"].data if t.text is not None)
     assert "A$" in texts
     assert "€" not in texts

@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 
 from nodes.contract.messages import HistoryQuery
 from nodes.contract.topics import HISTORY_REQUEST
-from nodes.recorder import flux, influxql
+from nodes.recorder import flux, influxql, split
 from nodes.recorder.influxql import QueryError, build
+from nodes.recorder.table import SERIES, Series
 
 T0 = datetime(2025, 1, 16, 9, 0, tzinfo=UTC)
 T1 = datetime(2025, 1, 16, 11, 0, tzinfo=UTC)
@@ -193,3 +194,47 @@ def test_flux_downsampled_labels_buckets_with_their_start() -> None:
 
 def test_flux_strings_escape_interpolation() -> None:
     assert flux.string('a"b\\c${x}') == '"a\\"b\\\\c\\${x}"'
+
+
+def test_price_means_are_asked_per_currency() -> None:
+    _, plan = build(query(kind="prices", zone="de-lu", every_s=3600))
+    assert plan.columns == ("price_per_mwh", "currency")  # the answer names the currency of every mean
+    where = "WHERE \"zone\"='de-lu' AND time >= '2025-01-16T09:00:00.000000Z' AND time < '2025-01-16T11:00:00.000000Z'"
+    assert influxql.split_values(plan) == f'SELECT DISTINCT("currency") FROM "prices" {where}'
+    assert influxql.to_influxql(plan, "it's") == (
+        f'SELECT mean("price_per_mwh") AS "price_per_mwh" FROM "prices" {where} AND "currency"=\'it\\\'s\' '
+        "GROUP BY time(3600s) fill(none) ORDER BY time ASC LIMIT 101"
+    )
+    assert influxql.stale_values(plan) is None
+    # raw rows carry the currency column anyway; telemetry has no currency to split by
+    _, raw = build(query(kind="prices", zone="de-lu"))
+    assert influxql.split_values(raw) is None
+    assert "currency" in raw.columns
+    _, telemetry = build(query(every_s=60))
+    assert influxql.split_values(telemetry) is None
+    with pytest.raises(QueryError, match="currency"):
+        influxql.to_influxql(telemetry, "EUR")
+
+
+def test_flux_means_of_a_series_with_a_currency_select_only_numbers_and_ask_the_currencies_apart() -> None:
+    _, plan = build(query(kind="prices", zone="de-lu", every_s=900))
+    script = flux.to_flux(plan, "bess")
+    assert '|> filter(fn: (r) => r._field == "price_per_mwh")' in script  # no mean of a text field
+    values = flux.split_values(plan, "bess")
+    assert '|> filter(fn: (r) => r._field == "currency")' in values
+    assert '|> distinct(column: "_value")' in values
+
+
+def test_means_of_several_currencies_stay_apart() -> None:
+    assert split.values([[0, "EUR"], [0, "AUD"], [0, ""], [0, None], [0, "EUR"]]) == ["AUD", "EUR"]
+    assert split.label([[1, 2.0]], "EUR") == [[1, 2.0, "EUR"]]
+    merged = split.merge({"EUR": [[0, 10.0], [3600, 11.0]], "AUD": [[3600, 300.0], [7200, 301.0]]})
+    assert merged == [[0, 10.0, "EUR"], [3600, 300.0, "AUD"], [3600, 11.0, "EUR"], [7200, 301.0, "AUD"]]
+
+
+def test_a_series_split_by_currency_has_no_optional_fields() -> None:
+    with pytest.raises(ValueError, match="optional"):
+        Series("prices", "zone", ("price_per_mwh", "currency"), ("price_per_mwh",), optional=("price_per_mwh",),
+               split_by="currency")
+    assert {SERIES["prices"].split_by, SERIES["schedule"].split_by} == {"currency"}
+    assert SERIES["telemetry"].split_by is None

@@ -66,7 +66,10 @@ def test_entsoe_needs_a_token_and_never_prints_it(tmp_path: Path) -> None:
         ({"market_source": "energy-charts", "market_stale_after_h": "0"}, "BESS_MARKET_STALE_AFTER_H must be > 0"),
         ({"market_source": "energy-charts", "energy_charts_url": "ftp://x"}, "must start with http"),
         ({"market_source": "entsoe", "entsoe_token": "t", "market_currency": "EUR"}, "does not apply to entsoe"),
-        ({"market_currency": "EUR"}, "does not apply to BESS_MARKET_SOURCE=synthetic"),
+        ({"market_currency": "eur"}, "BESS_MARKET_CURRENCY='eur' is not an ISO 4217 code: three capital letters"),
+        ({"market_currency": "EURO"}, "BESS_MARKET_CURRENCY='EURO' is not an ISO 4217 code"),
+        ({"market_source": "csv", "market_csv": str(CSV), "market_currency": "A$"}, "is not an ISO 4217 code"),
+        ({"market_source": "nordpool", "market_zone": "se3", "market_currency": "sek"}, "three capital letters"),
         ({"market_source": "entsoe", "entsoe_token": "t", "market_csv": str(CSV)}, "BESS_MARKET_CSV is only read"),
     ],
 )  # fmt: skip
@@ -96,3 +99,23 @@ def test_live_settings_are_derived() -> None:
 )
 def test_non_eur_sources_are_accepted_now_that_the_contract_carries_any_currency(env: dict[str, str]) -> None:
     assert config(**env).problems() == []
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"market_currency": "AUD"},
+        {"market_source": "synthetic", "market_currency": "GBP"},
+        {"market_source": "csv", "market_csv": str(CSV), "market_currency": "AUD"},
+        {"market_csv": str(CSV), "market_currency": "DKK"},
+    ],
+)
+def test_offline_sources_take_the_currency_of_their_prices(env: dict[str, str]) -> None:
+    cfg = config(**env)
+    assert cfg.problems() == []
+    assert cfg.currency == env["market_currency"]
+
+
+def test_offline_sources_default_to_eur() -> None:
+    assert config().currency == "EUR"
+    assert config(market_csv=str(CSV)).currency == "EUR"

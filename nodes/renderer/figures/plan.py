@@ -169,7 +169,7 @@ def schedule_figure(
     table = schedule_table(schedule)
     fills = [ACTION_FILL[a] for a in table["action"]]
     data = [
-        price_trace(start, end, price),
+        price_trace(start, end, price, schedule.currency),
         *signed_bars(to_datetime64(start), net, (end - start) * 1000.0, "plan", xaxis="x2", yaxis="y2"),
         planned_soc_trace(schedule, xaxis="x2", yaxis="y3"),
         _table(
