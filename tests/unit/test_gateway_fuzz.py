@@ -23,6 +23,9 @@ from nodes.runtime.memory import MemoryBus
 from tests.unit.test_gateway_app import SPEC, make_gateway
 
 ALLOWED = {200, 202, 400, 413, 415, 422}
+#: /mqtt/publish may also answer 429: hypothesis sends hundreds of valid commands to one battery within a
+#: second, beyond the per-battery command bound (a documented answer with the same JSON error shape)
+ALLOWED_COMMAND = ALLOWED | {429}
 Fuzz = tuple[asyncio.Runner, TestClient[Any, Any]]
 
 
@@ -87,6 +90,7 @@ command_like = st.fixed_dictionaries(
 
 
 def check(fuzz: Fuzz, path: str, data: bytes) -> None:
+    allowed = ALLOWED_COMMAND if path == "/mqtt/publish" else ALLOWED
     runner, client = fuzz
 
     async def call() -> tuple[int, Any]:
@@ -94,7 +98,7 @@ def check(fuzz: Fuzz, path: str, data: bytes) -> None:
         return response.status, await response.json()
 
     status, body = runner.run(call())
-    assert status in ALLOWED, (status, body, data[:300])
+    assert status in allowed, (status, body, data[:300])
     if status not in (200, 202):
         assert set(body) == {"error", "field"}
         assert isinstance(body["error"], str)
