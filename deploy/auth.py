@@ -59,6 +59,7 @@ if __package__ in (None, ""):  # run as `python3 deploy/auth.py`: make `nodes.co
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from deploy.accounts import private_dir, write_atomic
 from deploy.apt import find_binary
+from deploy.foreign_topics import foreign_filter_problems
 from deploy.mqtt_probe import PROBE_TOPIC_PREFIX
 from nodes.contract.access import AccessError, TopicAccess, load_access  # standard library only, like this module
 from nodes.contract.names import NODE_NAMES, NODES, Role, id_problems, root_problems
@@ -98,8 +99,6 @@ RESPONSE_TO: Mapping[str, str] = {"HISTORY_RESPONSE": "HISTORY_REQUEST", "STORED
 IDENTITY_PARAMS = frozenset({"node", "client"})
 #: Every role this module knows what to grant (a role added to the contract fails :func:`grants` until it is here).
 KNOWN_ROLES: frozenset[Role] = frozenset({*NODES, BRIDGE, DEVICE, EVERY_NODE, REQUESTER, *NO_GRANT_ROLES})
-#: Longest foreign topic filter put into the ACL (a profile's topics are a few levels, not a paragraph).
-FOREIGN_FILTER_MAX_CHARS = 512
 
 
 class AuthError(RuntimeError):
@@ -211,46 +210,6 @@ def _covers(broad: str, narrow: str) -> bool:
         if level != "+" and level != n_levels[index]:
             return False
     return len(b_levels) == len(n_levels)
-
-
-def _intersects(one: str, other: str) -> bool:
-    """True if some topic matches both filters."""
-    a_levels, b_levels = one.split("/"), other.split("/")
-    for a, b in zip(a_levels, b_levels, strict=False):
-        if "#" in (a, b):
-            return True
-        if a != b and "+" not in (a, b):
-            return False
-    if len(a_levels) == len(b_levels):
-        return True
-    longer = a_levels if len(a_levels) > len(b_levels) else b_levels
-    return longer[min(len(a_levels), len(b_levels))] == "#"  # "x/#" also matches "x"
-
-
-def foreign_filter_problems(topic_filter: str, root: str, *, wildcards: bool) -> list[str]:
-    """Why a device topic (filter) from a bridge profile cannot go into the ACL (empty when it can): one line of
-    the ACL file, a valid filter of the device's own namespace, never touching the topic root, ``$SYS`` or the
-    probe topic (a profile must not widen any user's rights on this project's own topics)."""
-    shown = repr(topic_filter[:80])
-    if not topic_filter or len(topic_filter) > FOREIGN_FILTER_MAX_CHARS:
-        return [f"device topic {shown}: must be 1-{FOREIGN_FILTER_MAX_CHARS} characters"]
-    if any(char.isspace() or not char.isprintable() for char in topic_filter):
-        return [f"device topic {shown}: no spaces or control characters (one ACL line each)"]
-    levels = topic_filter.split("/")
-    if any(not level for level in levels):
-        return [f"device topic {shown}: has an empty level"]
-    for index, level in enumerate(levels):
-        wild = "+" in level or "#" in level
-        if wild and not wildcards:
-            return [f"device topic {shown}: the bridge's topics are concrete (no '+' or '#')"]
-        if wild and (level not in ("+", "#") or (level == "#" and index != len(levels) - 1)):
-            return [f"device topic {shown}: '+' is a whole level and '#' only the whole last one"]
-    if levels[0] in ("+", "#") or levels[0].startswith("$"):
-        return [f"device topic {shown}: must start with a plain level of the device's namespace"]
-    for ours in (f"{root}/#", f"{PROBE_TOPIC_PREFIX}/#"):
-        if _intersects(topic_filter, ours):
-            return [f"device topic {shown}: overlaps {ours}, this project's own topics"]
-    return []
 
 
 def check_bridge_users(bridge_battery: str, device_user: str, devices: Iterable[str]) -> list[str]:

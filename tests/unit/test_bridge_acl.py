@@ -19,6 +19,7 @@ import pytest
 
 from deploy import auth, bridge_access
 from deploy.errors import SettingsError
+from deploy.foreign_topics import foreign_filter_problems, intersects
 from deploy.settings import UpConfig
 from nodes.bridge.acl import BrokerTopics, broker_topics, covers
 from nodes.bridge.config import BridgeConfig
@@ -217,9 +218,13 @@ def test_deploy_refuses_device_topics_outside_the_devices_namespace(bridge: auth
 
 
 def test_overlap_with_the_root_is_mqtt_matching_not_a_string_prefix() -> None:
-    assert auth.foreign_filter_problems("bess/v10/x", ROOT, wildcards=True) == []  # a sibling, not under the root
-    assert auth.foreign_filter_problems("bess/v1", ROOT, wildcards=False) != []  # bess/v1/# matches bess/v1 too
-    assert auth.foreign_filter_problems("bess/+/x", "site/bess", wildcards=True) == []
+    assert foreign_filter_problems("bess/v10/x", ROOT, wildcards=True) == []  # a sibling, not under the root
+    assert foreign_filter_problems("bess/v1", ROOT, wildcards=False) != []  # bess/v1/# matches bess/v1 too
+    assert foreign_filter_problems("bess/+/x", "site/bess", wildcards=True) == []
+    assert intersects("a/+/c", "a/b/#")
+    assert intersects("a/#", "a")
+    assert not intersects("a/b", "a/c/#")
+    assert not intersects("a/+", "a/b/c")
     assert covers(f"N/{PORTAL}/#", f"N/{PORTAL}/system/0/Dc/Battery/Soc")
     assert not covers("solar_assistant/+/+/state", "solar_assistant/total/battery_power/set")
 
