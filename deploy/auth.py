@@ -14,6 +14,11 @@ Users:
   ``BESS_MQTT_PASSWORD``;
 * one per device, named by its battery id (``BESS_BATTERIES``, default ``battery-1``): a real battery
   controller that may touch only its own battery's topics;
+* with a device bridge (``BESS_BRIDGE_PROFILE``, :class:`BridgeAccess`): the user ``bridge`` (its contract topics,
+  bound to its battery, plus exactly its profile's foreign topics) and the user of the device behind it
+  (``BESS_BRIDGE_DEVICE_USER``, default the bridged battery's id), which may use only its own dialect's topics
+  (Victron: publish ``N/<portal id>/#``, read the bridge's ``W/...`` writes and ``R/.../keepalive``); the bridged
+  battery has no contract device user then (the bridge is its device);
 * :data:`MONITOR_USER`, read-only: an operator's ``mosquitto_sub``;
 * :data:`PROBE_USER`, read-only like the monitor: ``deploy/up``'s readiness and status probes (``$SYS/#``, node
   statuses). A user of its own because the broker binds client ids to users (``use_username_as_clientid``, so
@@ -54,6 +59,7 @@ if __package__ in (None, ""):  # run as `python3 deploy/auth.py`: make `nodes.co
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from deploy.accounts import private_dir, write_atomic
 from deploy.apt import find_binary
+from deploy.foreign_topics import foreign_filter_problems
 from deploy.mqtt_probe import PROBE_TOPIC_PREFIX
 from nodes.contract.access import AccessError, TopicAccess, load_access  # standard library only, like this module
 from nodes.contract.names import NODE_NAMES, NODES, Role, id_problems, root_problems
@@ -81,9 +87,10 @@ EVERY_NODE = Role.EVERY_NODE  # each node its own {node}
 REQUESTER = Role.REQUESTER  # each asking client its own {client}
 #: Readers named in the contract that get no broker grant of their own: least privilege means only the named
 #: nodes read a topic ("anyone" may ask the monitor user); the dashboard is HTTP from the renderer, not MQTT.
-#: The device bridge (an opt-in node, ``BESS_BRIDGE_PROFILE``) gets no user either: ``deploy/up`` refuses to start
-#: it in secure mode, because its device's own topics (``N/<portal id>/...``) are outside the contract's ACL.
-NO_GRANT_ROLES: frozenset[Role] = frozenset({Role.ANYONE, Role.DASHBOARD, Role.BRIDGE})
+NO_GRANT_ROLES: frozenset[Role] = frozenset({Role.ANYONE, Role.DASHBOARD})
+#: The device bridge: an opt-in node, a broker user only when ``deploy/up`` runs one (:class:`BridgeAccess`).
+BRIDGE = Role.BRIDGE
+BRIDGE_USER = BRIDGE.value
 #: A response topic's readers are the producers of its request topic (contract constant names). Stored receipts
 #: answer telemetry published with that response topic (the gateway's durable POST /write).
 RESPONSE_TO: Mapping[str, str] = {"HISTORY_RESPONSE": "HISTORY_REQUEST", "STORED_RESPONSE": "TELEMETRY"}
@@ -91,11 +98,32 @@ RESPONSE_TO: Mapping[str, str] = {"HISTORY_RESPONSE": "HISTORY_REQUEST", "STORED
 #: roles EVERY_NODE (``node/{node}/status``) and REQUESTER (``history/response/{client}``).
 IDENTITY_PARAMS = frozenset({"node", "client"})
 #: Every role this module knows what to grant (a role added to the contract fails :func:`grants` until it is here).
-KNOWN_ROLES: frozenset[Role] = frozenset({*NODES, DEVICE, EVERY_NODE, REQUESTER, *NO_GRANT_ROLES})
+KNOWN_ROLES: frozenset[Role] = frozenset({*NODES, BRIDGE, DEVICE, EVERY_NODE, REQUESTER, *NO_GRANT_ROLES})
 
 
 class AuthError(RuntimeError):
     """Credentials or the ACL could not be made (bad battery id, broken credentials.json, no mosquitto_passwd)."""
+
+
+@dataclass(frozen=True)
+class BridgeAccess:
+    """The device bridge of this run and what its profile needs beyond the contract: the device's own topics,
+    filled in with the configured portal id / device (``python -m nodes.bridge acl``, :mod:`nodes.bridge.acl`)."""
+
+    #: the profile's name, for the ACL's comments
+    profile: str
+    #: the battery the bridge stands for (its contract topics are bound to it)
+    battery: str
+    #: the broker user of the device behind the bridge (a GX's link, a SolarAssistant unit)
+    device_user: str
+    #: concrete topics the bridge reads (the profile's readings)
+    bridge_read: tuple[str, ...]
+    #: concrete topics the bridge writes (the device's writes and keep-alive)
+    bridge_write: tuple[str, ...]
+    #: filters the device publishes on (its namespace, covering the readings)
+    device_publish: tuple[str, ...]
+    #: filters the device reads (covering the bridge's writes)
+    device_read: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -184,6 +212,30 @@ def _covers(broad: str, narrow: str) -> bool:
     return len(b_levels) == len(n_levels)
 
 
+def check_bridge_users(bridge_battery: str, device_user: str, devices: Iterable[str]) -> list[str]:
+    """The contract device users left when ``bridge_battery`` is bridged (it has none: the bridge is its device),
+    checked against the bridged device's user: a valid id that is nobody else's user name."""
+    for problem in id_problems(bridge_battery, "bridged battery id"):
+        raise AuthError(problem)
+    for problem in id_problems(device_user, "device user"):
+        raise AuthError(problem)
+    left = [device for device in devices if device != bridge_battery]
+    if device_user in (*NODE_USERS, BRIDGE_USER, *READ_ONLY_USERS, *left):
+        raise AuthError(f"device user {device_user!r} clashes with the broker user of the same name")
+    return left
+
+
+def check_bridge(bridge: BridgeAccess, devices: Sequence[str], root: str) -> list[str]:
+    """The contract devices left beside ``bridge`` (:func:`check_bridge_users`), after checking its topics."""
+    left = check_bridge_users(bridge.battery, bridge.device_user, devices)
+    topics = [(f, False) for f in (*bridge.bridge_read, *bridge.bridge_write)]
+    topics += [(f, True) for f in (*bridge.device_publish, *bridge.device_read)]
+    for topic_filter, wildcards in topics:
+        for problem in foreign_filter_problems(topic_filter, root, wildcards=wildcards):
+            raise AuthError(f"profile {bridge.profile}: {problem}")
+    return left
+
+
 class _Grants:
     """Filters per access for one user, in insertion order."""
 
@@ -216,36 +268,56 @@ def _target_filter(target: str, root: str, topics: Mapping[str, TopicAccess], bo
     return f"{root}/{target}"
 
 
-def grants(root: str, devices: Sequence[str]) -> dict[str, list[tuple[Access, str]]]:
-    """Every user's ACL lines, ``{user: [(access, topic filter), ...]}``: nodes, then devices, then the monitor.
+def _node_grants(node: Role, root: str, bound: Mapping[str, str]) -> _Grants:
+    """A node's contract grants: what it produces and consumes, its own status and answers; ``bound`` fixes
+    parameters for a node that serves one battery only (the bridge: ``{"battery": <its battery>}``)."""
+    decls = contract_topics()
+    by_name = {decl.name: decl for decl in decls}
+    requesters = {response: roles_of(by_name[request].producers) for response, request in RESPONSE_TO.items()}
+    acl = _Grants()
+    for decl in decls:
+        producers, consumers = roles_of(decl.producers), roles_of(decl.consumers)
+        own = {param: node.value for param in decl.params if param in IDENTITY_PARAMS}
+        fixed = {param: value for param, value in bound.items() if param in decl.params}
+        if node in producers:
+            acl.add("write", decl.filter(root, **fixed))
+        if node in consumers:
+            acl.add("read", decl.filter(root, **fixed))
+        if EVERY_NODE in producers:  # its own status: the status itself and its last will
+            acl.add("write", decl.filter(root, **own))
+            acl.add("read", decl.filter(root, **own))
+        if REQUESTER in consumers and node in requesters.get(decl.name, frozenset()):
+            acl.add("read", decl.filter(root, **own))
+    _adjust(acl, node, root, by_name, {})
+    return acl
 
-    Pure: the same root, devices and contract always give the same result.
+
+def grants(
+    root: str, devices: Sequence[str], bridge: BridgeAccess | None = None
+) -> dict[str, list[tuple[Access, str]]]:
+    """Every user's ACL lines, ``{user: [(access, topic filter), ...]}``: nodes, the bridge, devices, the device
+    behind the bridge, then the read-only users.
+
+    Pure: the same root, devices, bridge and contract always give the same result.
     """
     root = _check_root(root)
     devices = check_devices(devices)
+    if bridge is not None:
+        devices = check_bridge(bridge, devices, root)
     decls = contract_topics()
     by_name = {decl.name: decl for decl in decls}
-    requesters = {
-        response: roles_of(by_name[request].producers) for response, request in RESPONSE_TO.items()
-    }
     result: dict[str, list[tuple[Access, str]]] = {}
 
     for node in NODES:
-        acl = _Grants()
-        for decl in decls:
-            producers, consumers = roles_of(decl.producers), roles_of(decl.consumers)
-            own = {param: node.value for param in decl.params if param in IDENTITY_PARAMS}
-            if node in producers:
-                acl.add("write", decl.filter(root))
-            if node in consumers:
-                acl.add("read", decl.filter(root))
-            if EVERY_NODE in producers:  # its own status: the status itself and its last will
-                acl.add("write", decl.filter(root, **own))
-                acl.add("read", decl.filter(root, **own))
-            if REQUESTER in consumers and node in requesters.get(decl.name, frozenset()):
-                acl.add("read", decl.filter(root, **own))
-        _adjust(acl, node, root, by_name, {})
-        result[node.value] = acl.lines()
+        result[node.value] = _node_grants(node, root, {}).lines()
+
+    if bridge is not None:
+        acl = _node_grants(BRIDGE, root, {"battery": bridge.battery})
+        for topic in bridge.bridge_read:
+            acl.add("read", topic)
+        for topic in bridge.bridge_write:
+            acl.add("write", topic)
+        result[BRIDGE_USER] = acl.lines()
 
     for device in devices:
         acl = _Grants()
@@ -262,12 +334,22 @@ def grants(root: str, devices: Sequence[str]) -> dict[str, list[tuple[Access, st
         _adjust(acl, DEVICE, root, by_name, {"battery": device})
         result[device] = acl.lines()
 
+    if bridge is not None:
+        acl = _Grants()
+        for topic_filter in bridge.device_publish:
+            acl.add("write", topic_filter)
+        for topic_filter in bridge.device_read:
+            acl.add("read", topic_filter)
+        result[bridge.device_user] = acl.lines()
+
     for user in READ_ONLY_USERS:
         result[user] = [
             ("read", f"{root}/#"),
             ("read", "$SYS/#"),
             ("readwrite", f"{PROBE_TOPIC_PREFIX}/#"),
         ]
+    if bridge is not None:  # the operator watches the device too (README: check the signs with mosquitto_sub)
+        result[MONITOR_USER] += [("read", f) for f in (*bridge.device_publish, *bridge.device_read)]
     return result
 
 
@@ -280,8 +362,8 @@ def _adjust(acl: _Grants, role: Role, root: str, topics: Mapping[str, TopicAcces
             acl.add(adjustment.access, _target_filter(adjustment.target, root, topics, bound))
 
 
-def acl_text(root: str, devices: list[str]) -> str:
-    """The mosquitto ACL file for topic root ``root`` and these device (battery) ids."""
+def acl_text(root: str, devices: list[str], bridge: BridgeAccess | None = None) -> str:
+    """The mosquitto ACL file for topic root ``root``, these device (battery) ids and the device bridge."""
     lines = [
         f"# mosquitto ACL for topic root {root}, generated by deploy/auth.py from the roles of",
         "# nodes/contract/topics.py (as nodes/contract/access.json holds them).",
@@ -296,11 +378,21 @@ def acl_text(root: str, devices: list[str]) -> str:
         "# to expand %u in their head. Explicit blocks list exactly who may do what; the price is that this file",
         "# changes with BESS_BATTERIES, and deploy/up rewrites it on every start anyway.",
     ]
-    for user, entries in grants(root, devices).items():
+    for user, entries in grants(root, devices, bridge).items():
         lines.append("")
         role: str
         if user in NODE_USERS:
             role, title = user, f"node {user}"
+        elif bridge is not None and user == BRIDGE_USER:
+            role, title = user, (
+                f"node bridge: battery {bridge.battery} only, and exactly the device topics of profile "
+                f"{bridge.profile}\n#   it reads and writes (nodes/bridge/acl.py)"
+            )
+        elif bridge is not None and user == bridge.device_user:
+            role, title = user, (
+                f"device {user}: the {bridge.profile} device behind the bridge (battery {bridge.battery}), its own\n"
+                "#   dialect's topics only: it publishes its readings, it reads the bridge's writes"
+            )
         elif user in READ_ONLY_USERS:
             purpose = "an operator's mosquitto_sub" if user == MONITOR_USER else "deploy/up's and status's probes"
             role, title = user, (
@@ -310,6 +402,8 @@ def acl_text(root: str, devices: list[str]) -> str:
         else:
             role, title = DEVICE, f"device {user}: only its own battery"
         lines.append(f"# {title}")
+        if bridge is not None and user == MONITOR_USER:
+            lines.append(f"#   also reads the topics of the {bridge.profile} device behind the bridge")
         lines.extend(f"#   also {adj.access} {adj.target}: {adj.why}" for adj in ADDED if adj.role == role)
         lines.extend(f"#   not {adj.access} {adj.target}: {adj.why}" for adj in WITHHELD if adj.role == role)
         lines.append(f"user {user}")
@@ -327,7 +421,10 @@ class Credentials:
 
     directory: Path
     passwords: Mapping[str, str] = field(repr=False)  # never in a traceback or a test failure
+    #: the contract device users (battery ids; not the bridged battery)
     devices: tuple[str, ...] = ()
+    #: the device bridge of this run, whose users (``bridge`` and its device's) are in ``passwords``
+    bridge: BridgeAccess | None = None
 
     @property
     def credentials_file(self) -> Path:
@@ -393,27 +490,35 @@ def load_credentials(var_dir: Path, devices: Sequence[str] = ()) -> Credentials 
 
 
 def ensure_credentials(
-    var_dir: Path, root: str, devices: Sequence[str], *, mosquitto_passwd: str | None = None
+    var_dir: Path,
+    root: str,
+    devices: Sequence[str],
+    *,
+    bridge: BridgeAccess | None = None,
+    mosquitto_passwd: str | None = None,
 ) -> Credentials:
     """Make (first run) or reuse the credentials under ``<var_dir>/mqtt-auth`` and (re)write passwd and acl.
 
     Passwords already in credentials.json are kept; missing users get a new random one. The password file
     and the ACL list only the users of this run (a battery dropped from ``devices`` loses its access; its
-    password stays in credentials.json in case it comes back).
+    password stays in credentials.json in case it comes back; the same for the bridge and its device).
     """
     devices = check_devices(devices)
-    acl = acl_text(root, devices)  # validates root and devices before anything is written
+    acl = acl_text(root, devices, bridge)  # validates root, devices and bridge before anything is written
+    if bridge is not None:
+        devices = check_bridge(bridge, devices, root)
     passwd_bin = mosquitto_passwd or _find_mosquitto_passwd()
     directory = auth_dir(var_dir)
     private_dir(directory, 0o700)
     stored = read_passwords(directory)
-    users = [*NODE_USERS, *devices, *READ_ONLY_USERS]
+    bridged = [BRIDGE_USER, bridge.device_user] if bridge is not None else []
+    users = [*NODE_USERS, *bridged[:1], *devices, *bridged[1:], *READ_ONLY_USERS]
     passwords = dict(stored)
     for user in users:
         passwords.setdefault(user, secrets.token_urlsafe(24))
     if passwords != stored:
         write_atomic(directory / CREDENTIALS_FILE, json.dumps({"users": passwords}, indent=2) + "\n", mode=0o600)
-    creds = Credentials(directory, {user: passwords[user] for user in users}, tuple(devices))
+    creds = Credentials(directory, {user: passwords[user] for user in users}, tuple(devices), bridge)
 
     # mosquitto_passwd -U hashes a plain "user:password" file in place; unlike -b it never puts a password
     # on a command line (visible in ps). token_urlsafe passwords contain no ':' or newline.

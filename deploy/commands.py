@@ -16,6 +16,7 @@ import time
 from deploy import auth, influx_auth, preflight, seed
 from deploy.accounts import process_user
 from deploy.apt import ensure_packages
+from deploy.bridge_access import ask_bridge
 from deploy.errors import PortInUseError, SettingsError, StackError
 from deploy.influx_http import InfluxError, create_database, influx_ping, influx_statement
 from deploy.launch import RECORDER_ONLY, is_running, nodes_to_restart, plan_nodes, start_node, wait_online
@@ -72,11 +73,17 @@ def _print_auth_help(cfg: UpConfig, credentials: auth.Credentials, database: inf
     print("  mqtt auth  each node logs in as itself (BESS_MQTT_USERNAME/_PASSWORD); the client id is the user name")
     print("             (one connection per user: nobody takes over another's session)")
     print(f"             passwords {credentials.credentials_file} (0600), ACL {credentials.acl_file}")
+    devices = (f", devices {' '.join(credentials.devices)} (each only its own battery/<id>/...)"
+               if credentials.devices else "")
+    bridge = credentials.bridge
+    bridged = (f", {auth.BRIDGE_USER} (battery {bridge.battery} and its device's topics), device {bridge.device_user} "
+               f"(the {bridge.profile} device behind the bridge)" if bridge is not None else "")
     print(f"             users: {' '.join(auth.NODE_USERS)}, read-only {auth.MONITOR_USER} (you) and "
-          f"{auth.PROBE_USER} (deploy's probes), devices {' '.join(credentials.devices)} (each only its own "
-          "battery/<id>/...)")
+          f"{auth.PROBE_USER} (deploy's probes){devices}{bridged}")
     print(f"  watch      mosquitto_sub -p {cfg.mqtt_port} -u {auth.MONITOR_USER} "
           f"-P {password.format(user=auth.MONITOR_USER)} -t '{cfg.topic_root}/#' -v")
+    if bridge is not None:
+        _print_bridge_help(bridge, password.format(user=bridge.device_user), str(credentials.credentials_file))
     if credentials.devices:
         device = credentials.devices[0]
         print(f"  device     mosquitto_pub -p {cfg.mqtt_port} -u {device} -P {password.format(user=device)} -q 1 \\")
@@ -87,6 +94,16 @@ def _print_auth_help(cfg: UpConfig, credentials: auth.Credentials, database: inf
           f"{database.credentials_file} (0600)")
     print(f"  query      curl -G -u {influx_auth.MONITOR_USER}:{db_password} {cfg.influx_url}/query "
           f"--data-urlencode db={cfg.influx_db} --data-urlencode 'q=SHOW MEASUREMENTS'")
+
+
+def _print_bridge_help(bridge: auth.BridgeAccess, password: str, where: str) -> None:
+    """Who the bridge and its device are on the broker, and where the device's password is (never the password)."""
+    print(f"  bridge     logs in as {auth.BRIDGE_USER}: battery {bridge.battery} only; reads "
+          f"{' '.join(bridge.bridge_read)}; writes {' '.join(bridge.bridge_write)}")
+    print(f"  its device the {bridge.profile} device (or its broker link) logs in as {bridge.device_user}: publishes "
+          f"{' '.join(bridge.device_publish)}; reads {' '.join(bridge.device_read)}")
+    print(f"             password: {password} (kept in {where}, 0600; put it into the device's or the link's MQTT "
+          "settings)")
 
 
 def _open_database(cfg: UpConfig, database: influx_auth.InfluxCredentials | None) -> list[str]:
@@ -123,12 +140,16 @@ def cmd_up(cfg: UpConfig) -> int:
     problems = settings_problems(checks)
     if problems:
         raise SettingsError("\n".join(problems))
+    # secure mode: the device topics the bridge's profile needs, from the bridge package itself
+    bridge = ask_bridge(cfg, node_envs["bridge"]) if cfg.mqtt_auth and "bridge" in present else None
+    preflight.check_bridge_topics(cfg, bridge)
 
     ensure_packages()
     account, why_root = cfg.broker_account()
     cfg.prepare_var(account)
     credentials = (
-        auth.ensure_credentials(cfg.var_dir, cfg.topic_root, list(cfg.batteries)) if cfg.mqtt_auth else None
+        auth.ensure_credentials(cfg.var_dir, cfg.topic_root, list(cfg.batteries), bridge=bridge)
+        if cfg.mqtt_auth else None
     )
     database = influx_auth.ensure_credentials(cfg.var_dir) if cfg.secure else None
     mismatch = preflight.broker_auth_mismatch(cfg, credentials) or preflight.influx_mismatch(cfg)

@@ -1,7 +1,7 @@
 """What ``up`` refuses before it starts anything (exit 2 for a setting, 1 for a server that cannot serve): settings
 that contradict the running stack, HTTP listeners on the network without a token, battery ids that cannot be
-broker users, and a broker or database already answering with the other authentication mode. Standard library
-only.
+broker users (nor a bridge's device), device topics of a bridge profile outside the device's namespace, and a
+broker or database already answering with the other authentication mode. Standard library only.
 """
 
 from __future__ import annotations
@@ -10,12 +10,14 @@ import ipaddress
 from collections.abc import Mapping
 
 from deploy import auth
+from deploy.bridge_access import DEVICE_USER_SETTING, bridged_device_user
 from deploy.errors import SettingsError
 from deploy.influx_http import influx_ping, influx_statement
 from deploy.launch import bridged_battery, running_pids
 from deploy.mqtt_probe import mqtt_connack
 from deploy.processes import HOST, read_live_pid
 from deploy.settings import UpConfig
+from nodes.contract.names import id_problems
 
 
 def check_location(cfg: UpConfig) -> None:
@@ -114,7 +116,24 @@ def check_devices(cfg: UpConfig) -> None:
 
 
 def check_bridge(cfg: UpConfig, env: Mapping[str, str]) -> None:
-    """The bridge does not run in secure mode: its device's own topics are outside the ACL the contract yields."""
-    if bridged_battery(env) is not None and cfg.mqtt_auth:
-        raise SettingsError("BESS_BRIDGE_PROFILE: the device bridge does not run with BESS_MQTT_AUTH=1 yet (the "
-                            "device's own topics are not in the generated ACL); run it without broker auth")
+    """In secure mode the bridge and the device behind it get broker users: refuse a device user that cannot be
+    one (not an id, or the name of another user). The bridge's other settings are its own check's."""
+    battery, device_user = bridged_battery(env), bridged_device_user(env)
+    if battery is None or device_user is None or not cfg.mqtt_auth or id_problems(battery):
+        return
+    try:
+        auth.check_bridge_users(battery, device_user, cfg.batteries)
+    except auth.AuthError as exc:
+        default = "" if env.get(DEVICE_USER_SETTING, "").strip() else " (unset: the bridged battery's id)"
+        raise SettingsError(f"{DEVICE_USER_SETTING}{default}: {exc}") from None
+
+
+def check_bridge_topics(cfg: UpConfig, bridge: auth.BridgeAccess | None) -> None:
+    """The device topics a bridge profile asks for stay in the device's own namespace (never the topic root,
+    ``$SYS`` or a wildcard level first) and fit the ACL file: else the profile is refused (exit 2)."""
+    if bridge is None:
+        return
+    try:
+        auth.check_bridge(bridge, cfg.batteries, cfg.topic_root)
+    except auth.AuthError as exc:
+        raise SettingsError(f"BESS_BRIDGE_PROFILE: {exc}") from None

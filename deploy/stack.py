@@ -23,6 +23,8 @@ the virtualenv exists and imports cleanly from tests. One module per job:
 ``commands.py``        ``up``, ``down``, ``status``
 ``seed.py``            the user's four curl lines (banner, seed test, README check)
 ``auth.py``            broker users and the ACL from the contract; ``influx_auth.py``: the database's users
+``bridge_access.py``   secure mode's device bridge: its profile's device topics (``python -m nodes.bridge acl``)
+``foreign_topics.py``  those device topics checked before they go into the ACL (never under the topic root)
 =====================  ==========================================================================================
 
 This module is the command line and re-exports what tests and benchmarks use (``from deploy import stack``;

@@ -18,6 +18,7 @@ from typing import Annotated
 
 import msgspec
 
+from nodes.bridge.acl import broker_topics
 from nodes.bridge.profile import BoundProfile, Profile, ProfileError, bind, load_profile
 from nodes.contract.messages import BatterySpec
 from nodes.contract.topics import id_problems
@@ -88,6 +89,7 @@ class BridgeConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
         except ProfileError as exc:
             raise ProfileError(f"BESS_BRIDGE_PROFILE: {exc}") from None
         bound = bind(profile, self.variables(), settings=VARIABLE_SETTINGS)
+        broker_topics(bound)  # a device_account that leaves out a topic of the profile: refused here, in any mode
         return Device(bound, self.spec(profile))
 
     def spec(self, profile: Profile) -> BatterySpec:

@@ -19,6 +19,9 @@ What a profile says (``nodes/bridge/profiles/*.toml`` are complete examples):
   ``W``, ``kW`` or ``percent`` of the spec's maximum, signed when ``positive`` is given).
 * ``keepalive``: a message the device needs periodically to keep publishing (Victron's ``R/<portal id>/keepalive``).
 * ``spec``: defaults for the battery's BatterySpec; the ``BESS_BRIDGE_*`` settings override them.
+* ``device_account``: what the device itself may publish and read on this project's broker in secure mode
+  (``BESS_MQTT_AUTH=1``: its own broker user), as topic filters in its own namespace (Victron's
+  ``N/{portal_id}/#``); absent: exactly the profile's topics (:mod:`nodes.bridge.acl`).
 * ``vendor``, ``description``, ``verified``: for people: what was checked against the vendor's documentation.
 """
 
@@ -46,6 +49,8 @@ Direction = Literal["charge", "discharge"]
 Action = Literal["charge", "discharge", "idle"]
 Seconds = Annotated[float, Meta(gt=0.0, le=86_400.0)]
 Template = Annotated[str, Meta(min_length=1, max_length=512)]
+#: a topic filter template (``N/{portal_id}/#``): a template that may have MQTT wildcards
+FilterTemplate = Annotated[str, Meta(min_length=1, max_length=512)]
 DocText = Annotated[str, Meta(max_length=4000)]
 
 #: Where the shipped profiles live (``BESS_BRIDGE_PROFILE=victron`` is ``profiles/victron.toml``).
@@ -143,6 +148,19 @@ class SpecDefaults(Struct, kw_only=True, forbid_unknown_fields=True):
     roundtrip_efficiency: float | None = None
 
 
+class DeviceAccount(Struct, kw_only=True, forbid_unknown_fields=True):
+    """What the device itself may do on this project's broker in secure mode (its own user, whose ACL is these
+    filters): everything it publishes and subscribes to, in its own namespace. A device denied a publish is not
+    told (mosquitto drops it, and closes the connection after a denied QoS 1 publish), so a device that
+    publishes more than the bridge reads (a GX's full publish) needs its whole namespace here."""
+
+    #: what it publishes: must cover every reading topic
+    publishes: Annotated[list[FilterTemplate], Meta(min_length=1, max_length=16)]
+    #: what it may read: must cover every write and the keep-alive; absent: exactly those (a read grant is checked
+    #: per delivered message, so a device that subscribes to more simply gets only these)
+    reads: Annotated[list[FilterTemplate], Meta(min_length=1, max_length=16)] | None = None
+
+
 class Profile(Struct, kw_only=True, forbid_unknown_fields=True):
     """One device dialect."""
 
@@ -160,6 +178,8 @@ class Profile(Struct, kw_only=True, forbid_unknown_fields=True):
     readings: Readings
     writes: Writes
     spec: SpecDefaults = msgspec.field(default_factory=SpecDefaults)
+    #: the device's own broker user in secure mode; absent: exactly the profile's topics
+    device_account: DeviceAccount | None = None
 
 
 # -- loading ------------------------------------------------------------------------------------------------
@@ -249,6 +269,28 @@ def _topics(profile: Profile) -> Iterator[tuple[str, str]]:
         yield "keepalive.topic", profile.keepalive.topic
 
 
+def filter_problems(where: str, template: str, variables: Mapping[str, Variable]) -> list[str]:
+    """Why a ``device_account`` filter template cannot be one (empty when it can): a topic filter (``+`` a whole
+    level, ``#`` only the whole last one) with declared variables that starts with a plain level, so that it
+    stays in the device's namespace (never ``#``, ``+/...`` or ``$SYS``)."""
+    try:
+        names = template_names(template)
+    except ValueError as exc:
+        return [f"{where}: {template!r} is not a topic filter template ({exc})"]
+    found = [f"{where}: {{{name}}} is not one of the profile's variables ({', '.join(sorted(variables)) or 'none'})"
+             for name in names if name not in variables]
+    levels = template.split("/")
+    for index, level in enumerate(levels):
+        if not level:
+            found.append(f"{where}: {template!r} has an empty level")
+        elif ("#" in level and (level != "#" or index != len(levels) - 1)) or ("+" in level and level != "+"):
+            found.append(f"{where}: {template!r}: '+' is a whole level and '#' only the whole last one")
+    if levels[0] in ("+", "#") or levels[0].startswith("$"):
+        found.append(f"{where}: {template!r} must start with a plain level of the device's namespace "
+                     "(never '#', '+' or '$')")
+    return found
+
+
 def _path_problem(where: str, path: str, encoding: Encoding) -> str | None:
     if encoding == "json" and not path:
         return f"{where}.path: the json encoding needs the value's path in the object (e.g. battery.soc)"
@@ -295,6 +337,10 @@ def profile_problems(profile: Profile) -> list[str]:
             problem = _path_problem(where, step.path, profile.encoding)
             if problem:
                 found.append(problem)
+    if profile.device_account is not None:
+        for kind in ("publishes", "reads"):
+            for index, template in enumerate(getattr(profile.device_account, kind) or []):
+                found.extend(filter_problems(f"device_account.{kind}[{index}]", template, profile.variables))
     return found
 
 
@@ -315,8 +361,11 @@ class BoundProfile:
 
 def value_problems(name: str, value: str) -> list[str]:
     """``[]`` when ``value`` can fill a topic variable (no wildcards, no empty levels)."""
-    if not value or "+" in value or "#" in value or "\0" in value or value.startswith("/") or value.endswith("/"):
+    if not value or "+" in value or "#" in value or value.startswith("/") or value.endswith("/"):
         return [f"variable {name}={value!r}: must be non-empty, without '+', '#' or a leading/trailing '/'"]
+    if any(char.isspace() or not char.isprintable() for char in value):
+        # no id of a device has one, and the broker's ACL file (one filter a line) could not hold it
+        return [f"variable {name}={value!r}: must be without spaces or control characters"]
     return []
 
 
@@ -344,6 +393,7 @@ __all__ = [
     "PROFILES_DIR",
     "Action",
     "BoundProfile",
+    "DeviceAccount",
     "Direction",
     "Encoding",
     "Keepalive",
@@ -357,6 +407,7 @@ __all__ = [
     "WriteStep",
     "Writes",
     "bind",
+    "filter_problems",
     "load_profile",
     "parse_profile",
     "profile_problems",

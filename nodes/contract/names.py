@@ -65,7 +65,8 @@ ROLE_DOCS: Final[Mapping[Role, str]] = {
     Role.MARKET: "nodes/market: the price feed",
     Role.SIMULATOR: "nodes/simulator: simulated batteries (acts as their device)",
     Role.BRIDGE: "nodes/bridge: a real device that speaks its own MQTT dialect, translated by a profile "
-    "(acts as its device; its foreign topics are listed under External topics)",
+    "(acts as its device; its foreign topics are listed under External topics); with broker authentication the "
+    "user `bridge`, bound to its one battery, and the device behind it a user of its own (its dialect's topics only)",
     Role.EVERY_NODE: "each node about itself only (`{node}` is its own name)",
     Role.REQUESTER: "the client that asked (`{client}` is its own name)",
     Role.DASHBOARD: "browsers, through the renderer's HTTP (not an MQTT client)",

@@ -3,7 +3,8 @@ InfluxDB refuses anonymous clients and every node but the recorder, mosquitto ru
 deploy runs as root, and nothing deploy writes under ``var/`` is readable by others (logs 0640, secrets 0600).
 
 One stack serves the module: ``up`` in the default (open) mode first, a row written into its database, ``down``,
-then ``up`` again in secure mode on the same ``var/``, which is how an operator switches an existing stack over.
+then ``up`` again in secure mode on the same ``var/``, which is how an operator switches an existing stack over,
+with a device bridge for a Victron GX (battery ``victron-1``, its device's broker user ``gx``) as well.
 Its ``var/`` sits in a directory of its own under /tmp (0755): pytest's own temporary directories are 0700 and
 owned by root, so no unprivileged user could reach a ``var/`` inside them (deploy then keeps the broker running
 as root and says so; ``test_stack.py`` checks that warning).
@@ -19,6 +20,7 @@ import pwd
 import shutil
 import stat
 import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -31,13 +33,20 @@ from pathlib import Path
 import pytest
 
 from deploy import auth, stack
-from tests.integration.test_stack import LocalStack, _start_stack, run_stack, stack_env, stack_pids
+from tests.integration.test_stack import REPO, LocalStack, _start_stack, run_stack, stack_env, stack_pids
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
 #: A point written while the database was still open: switching to secure mode must keep it.
 OPEN_MODE_POINT = "telemetry,battery=before-secure soc_kwh=123.0 1736992800000000"
+PORTAL = "c0619ab1b2c3"
+#: The secure stack's device bridge: a Victron GX as battery victron-1, its broker link logging in as gx.
+BRIDGE_SETTINGS = {
+    "BESS_BRIDGE_PROFILE": "victron", "BESS_BRIDGE_PORTAL_ID": PORTAL, "BESS_BRIDGE_BATTERY": "victron-1",
+    "BESS_BRIDGE_DEVICE_USER": "gx", "BESS_BRIDGE_CAPACITY_KWH": "10", "BESS_BRIDGE_MAX_CHARGE_KW": "5",
+    "BESS_BRIDGE_MAX_DISCHARGE_KW": "5", "BESS_BRIDGE_TELEMETRY_INTERVAL_S": "1",
+}
 
 
 @dataclass(frozen=True)
@@ -107,6 +116,18 @@ def rows(url: str, q: str, login: tuple[str, str]) -> list[list[object]]:
     return [values for series in result.get("series") or [] for values in series["values"]]
 
 
+def gateway_post(s: SecureStack, path: str, body: dict[str, object]) -> tuple[int, object]:
+    """POST ``body`` as JSON to the stack's first gateway port: ``(status, decoded answer)``."""
+    request = urllib.request.Request(f"http://127.0.0.1:{s.local.ports['gateway_a']}{path}", method="POST",
+                                     data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request, timeout=10) as response:
+            return int(response.status), json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), json.loads(exc.read() or b"null")
+
+
 def broker_account() -> pwd.struct_passwd:
     """The account deploy runs mosquitto as when it runs as root (Debian's ``mosquitto``, else ``nobody``)."""
     for name in ("mosquitto", "nobody"):
@@ -128,7 +149,7 @@ def secure_stack() -> Iterator[SecureStack]:
         finally:
             down = run_stack("down", stack_env(var))
         assert down.returncode == 0, down.stderr
-        secured = _start_stack(var, opened.ports, BESS_MQTT_AUTH="1")
+        secured = _start_stack(var, opened.ports, BESS_MQTT_AUTH="1", **BRIDGE_SETTINGS)
         try:
             yield SecureStack(secured, opened.output)
         finally:
@@ -277,3 +298,55 @@ def test_a_secure_up_refuses_an_open_database_it_did_not_start(tmp_path: Path) -
         assert f"port {foreign.port}" in refused.stderr
         assert "accepts unauthenticated" in refused.stderr, refused.stderr
         assert "started" not in refused.stdout, "nothing was started"
+
+
+def test_a_bridged_device_and_the_bridge_log_in_as_themselves_and_nobody_else_sees_the_device(
+    secure_stack: SecureStack,
+) -> None:
+    """``up`` made the bridge's user and the GX's (``gx``, BESS_BRIDGE_DEVICE_USER) with the profile's topics: the
+    GX's values become battery victron-1's telemetry, an operator's command becomes the GX's setpoint write, and
+    the probe user, which reads everything of ours, sees none of the GX's topics."""
+    s = secure_stack
+    port = s.local.ports["mqtt"]
+    credentials = auth.load_credentials(s.var)
+    assert credentials is not None
+    up = s.local.output
+    assert "its device the victron device (or its broker link) logs in as gx: publishes N/c0619ab1b2c3/#" in up
+    assert f"password: \"$(python3 {REPO / 'deploy' / 'auth.py'} password gx {s.var / 'mqtt-auth'})\"" in up
+    acl = (s.var / "mqtt-auth" / "acl").read_text()
+    assert "user gx\ntopic read W/c0619ab1b2c3/settings/0/Settings/CGwacs/AcPowerSetPoint\n" in acl
+    assert "user victron-1" not in acl, "the bridge is victron-1's device: no contract device user of that name"
+
+    setpoint = f"W/{PORTAL}/settings/0/Settings/CGwacs/AcPowerSetPoint"
+    sentinel = f"bess-probe/{uuid.uuid4().hex}"
+    with stack.MiniMqtt("127.0.0.1", port, username="gx", password=credentials.password("gx")) as gx, \
+            stack.MiniMqtt("127.0.0.1", port, username=auth.PROBE_USER,
+                           password=credentials.password(auth.PROBE_USER)) as probe:
+        gx.subscribe([f"W/{PORTAL}/#", f"R/{PORTAL}/#"], qos=1)
+        probe.subscribe(["N/#", "W/#", "R/#", sentinel], qos=1)
+        for path, value in (("Soc", 50.0), ("Power", 1000.0)):
+            gx.publish(f"N/{PORTAL}/system/0/Dc/Battery/{path}", json.dumps({"value": value}).encode(), qos=1)
+        monitor = credentials.login(auth.MONITOR_USER)
+        topic = "bess/v1/battery/victron-1/telemetry"
+
+        def telemetry() -> dict[str, object] | None:
+            found = stack.read_retained("127.0.0.1", port, topic, timeout=3.0, username=monitor[0],
+                                        password=monitor[1]).get(topic)
+            reading = json.loads(found) if found else None
+            return reading if reading and reading.get("soc_kwh") == 5.0 else None
+
+        assert wait_for(telemetry, timeout=30, interval=0.2, what="the GX's values as victron-1's telemetry")
+        status, body = gateway_post(s, "/mqtt/publish", {"command": "DISCHARGE 3kW", "battery": "victron-1"})
+        assert status == 202, body
+        deadline = time.monotonic() + 15
+        writes: list[object] = []
+        while {"value": -3000} not in writes and time.monotonic() < deadline:
+            message = gx.receive(max(0.0, deadline - time.monotonic()))
+            if message is not None and message.topic == setpoint:
+                writes.append(json.loads(message.payload))
+        assert {"value": -3000} in writes, f"the GX got no -3 kW setpoint: {writes}"
+        probe.publish(sentinel, b".", qos=1)
+        seen = probe.receive(timeout=5)
+        assert seen is not None
+        assert seen.topic == sentinel, f"the probe user read a device topic: {seen.topic}"
+

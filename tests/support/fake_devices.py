@@ -7,8 +7,9 @@
   published every ``interval_s``; it records ``.../set`` writes and answers on
   ``solar_assistant/set/response_message/state`` as SolarAssistant does.
 
-Both are clients of the test broker through the project's own bus (its foreign subscriptions), under the test's
-topic root only for their own status (a device does not care about this project's tree).
+Both are plain MQTT clients of the test broker (:class:`DeviceClient`): like a real device they publish nothing under
+this project's topic root (no status, no last will), so they can log in as a device's own broker user in secure mode,
+whose ACL holds only its dialect's topics (``settings.mqtt_username`` / ``mqtt_password``).
 """
 
 from __future__ import annotations
@@ -16,9 +17,61 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from nodes.runtime.bus import Bus, Delivery, MqttSettings
+import gmqtt
+
+from nodes.bridge.acl import covers
+from nodes.runtime.bus import MqttSettings
+
+#: ``handler(topic, payload, retained)`` of a device subscription
+Handler = Callable[[str, bytes, bool], Awaitable[None]]
+
+
+class DeviceClient:
+    """A device's own MQTT connection (clean session, QoS 1): its subscriptions and publishes, nothing else."""
+
+    def __init__(self, settings: MqttSettings, client_id: str) -> None:
+        self.settings = settings
+        self.handlers: list[tuple[str, Handler]] = []
+        self.connected = asyncio.Event()
+        self._client = gmqtt.Client(client_id, clean_session=True)
+        if settings.mqtt_username:
+            self._client.set_auth_credentials(settings.mqtt_username, settings.mqtt_password)
+        self._client.on_connect = self._on_connect
+        self._client.on_message = self._on_message
+        self._client.on_disconnect = lambda *args: self.connected.clear()
+
+    def subscribe(self, topic_filter: str, handler: Handler) -> None:
+        """Call ``handler`` for every message on ``topic_filter`` (subscribed at every connect)."""
+        self.handlers.append((topic_filter, handler))
+
+    async def start(self) -> None:
+        """Connect and wait for the CONNACK."""
+        await self._client.connect(self.settings.mqtt_host, self.settings.mqtt_port)
+        await asyncio.wait_for(self.connected.wait(), timeout=15)
+
+    async def stop(self) -> None:
+        """Disconnect."""
+        with contextlib.suppress(Exception):
+            await self._client.disconnect()
+
+    async def publish(self, topic: str, payload: bytes) -> None:
+        """Publish at QoS 1, not retained (as dbus-flashmq and SolarAssistant do)."""
+        self._client.publish(topic, payload, qos=1)
+
+    def _on_connect(self, client: gmqtt.Client, flags: int, rc: int, properties: Any) -> None:
+        for topic_filter, _ in self.handlers:
+            client.subscribe(gmqtt.Subscription(topic_filter, qos=1))
+        self.connected.set()
+
+    async def _on_message(self, client: gmqtt.Client, topic: str, payload: bytes, qos: int, properties: Any) -> int:
+        for topic_filter, handler in self.handlers:
+            if covers(topic_filter, topic):
+                await handler(topic, payload, bool(properties.get("retain")))
+        return 0
 
 
 @dataclass
@@ -32,13 +85,13 @@ class FakeVictronGx:
     power_w: float = 0.0
     keepalives: list[bytes] = field(default_factory=list)
     writes: list[tuple[str, object]] = field(default_factory=list)
-    _bus: Bus | None = None
+    _bus: DeviceClient | None = None
 
     async def start(self) -> None:
         """Connect and listen for keep-alives and writes."""
-        self._bus = Bus(f"gx-{self.portal_id}", self.settings, persistent=False)
-        self._bus.subscribe_foreign(f"R/{self.portal_id}/keepalive", self._on_keepalive)
-        self._bus.subscribe_foreign(f"W/{self.portal_id}/#", self._on_write)
+        self._bus = DeviceClient(self.settings, self.settings.mqtt_username or f"gx-{self.portal_id}")
+        self._bus.subscribe(f"R/{self.portal_id}/keepalive", self._on_keepalive)
+        self._bus.subscribe(f"W/{self.portal_id}/#", self._on_write)
         await self._bus.start()
 
     async def stop(self) -> None:
@@ -46,13 +99,13 @@ class FakeVictronGx:
         if self._bus is not None:
             await self._bus.stop()
 
-    async def _on_keepalive(self, name: str, payload: bytes, delivery: Delivery) -> None:
+    async def _on_keepalive(self, name: str, payload: bytes, retained: bool) -> None:
         self.keepalives.append(payload)
         if not payload.strip():  # an empty keep-alive asks for every value (dbus-flashmq's full publish)
             await self.publish_all()
 
-    async def _on_write(self, name: str, payload: bytes, delivery: Delivery) -> None:
-        assert not delivery.retain, "dbus-flashmq's rule: write requests are never retained"
+    async def _on_write(self, name: str, payload: bytes, retained: bool) -> None:
+        assert not retained, "dbus-flashmq's rule: write requests are never retained"
         self.writes.append((name, json.loads(payload)))
 
     async def publish_all(self) -> None:
@@ -60,8 +113,8 @@ class FakeVictronGx:
         assert self._bus is not None
         for path, value in (("Dc/Battery/Soc", self.soc_percent), ("Dc/Battery/Power", self.power_w),
                             ("Dc/Battery/Voltage", 52.1)):
-            await self._bus.publish_bytes(f"N/{self.portal_id}/system/0/{path}", json.dumps({"value": value}).encode())
-        await self._bus.publish_bytes(f"N/{self.portal_id}/full_publish_completed", b'{"value": 1702459522}')
+            await self._bus.publish(f"N/{self.portal_id}/system/0/{path}", json.dumps({"value": value}).encode())
+        await self._bus.publish(f"N/{self.portal_id}/full_publish_completed", b'{"value": 1702459522}')
 
 
 @dataclass
@@ -77,13 +130,13 @@ class FakeSolarAssistant:
     power_w: float = 0.0
     interval_s: float = 0.5
     writes: list[tuple[str, str]] = field(default_factory=list)
-    _bus: Bus | None = None
+    _bus: DeviceClient | None = None
     _task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Connect, listen for setting writes and publish the values every ``interval_s``."""
-        self._bus = Bus(f"sa-{self.device}", self.settings, persistent=False)
-        self._bus.subscribe_foreign(f"solar_assistant/{self.inverter}/+/set", self._on_set)
+        self._bus = DeviceClient(self.settings, self.settings.mqtt_username or f"sa-{self.device}")
+        self._bus.subscribe(f"solar_assistant/{self.inverter}/+/set", self._on_set)
         await self._bus.start()
         self._task = asyncio.create_task(self._publish_loop())
 
@@ -96,17 +149,17 @@ class FakeSolarAssistant:
         if self._bus is not None:
             await self._bus.stop()
 
-    async def _on_set(self, name: str, payload: bytes, delivery: Delivery) -> None:
+    async def _on_set(self, name: str, payload: bytes, retained: bool) -> None:
         assert self._bus is not None
         self.writes.append((name, payload.decode()))
-        await self._bus.publish_bytes("solar_assistant/set/response_message/state", b"Saved")
+        await self._bus.publish("solar_assistant/set/response_message/state", b"Saved")
 
     async def _publish_loop(self) -> None:
         assert self._bus is not None
         while True:
             for metric, value in (("battery_state_of_charge", self.soc_percent), ("battery_power", self.power_w)):
-                await self._bus.publish_bytes(f"solar_assistant/{self.device}/{metric}/state", f"{value:g}".encode())
+                await self._bus.publish(f"solar_assistant/{self.device}/{metric}/state", f"{value:g}".encode())
             await asyncio.sleep(self.interval_s)
 
 
-__all__ = ["FakeSolarAssistant", "FakeVictronGx"]
+__all__ = ["DeviceClient", "FakeSolarAssistant", "FakeVictronGx"]

@@ -1,5 +1,6 @@
 """deploy/up and the device bridge: the bridge runs only with BESS_BRIDGE_PROFILE, the simulator then leaves the
-bridged battery alone (and does not run when that was its only one), and secure mode refuses the bridge."""
+bridged battery alone (and does not run when that was its only one); in secure mode the bridge's device gets a
+user of its own, and a profile's device topics are kept out of this project's tree."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy import preflight
+from deploy import auth, preflight
 from deploy.errors import SettingsError
 from deploy.launch import plan_nodes
 from deploy.settings import UpConfig
@@ -37,8 +38,30 @@ def test_the_simulator_keeps_simulating_the_other_batteries() -> None:
     assert plan_nodes(ROOT, env, ("battery-1",)).overrides == {}  # a battery it never simulated: nothing to drop
 
 
-def test_secure_mode_refuses_the_bridge_with_one_line(tmp_path: Path) -> None:
-    cfg = UpConfig.from_env(ROOT, {"BESS_VAR_DIR": str(tmp_path), "BESS_MQTT_AUTH": "1"})
+def test_secure_mode_runs_the_bridge_and_checks_its_devices_user(tmp_path: Path) -> None:
+    cfg = UpConfig.from_env(ROOT, {"BESS_VAR_DIR": str(tmp_path), "BESS_MQTT_AUTH": "1",
+                                   "BESS_BATTERIES": "battery-1,spare"})
     preflight.check_bridge(cfg, {})  # no bridge asked for: fine
-    with pytest.raises(SettingsError, match="BESS_BRIDGE_PROFILE: the device bridge does not run with BESS_MQTT_AUTH"):
-        preflight.check_bridge(cfg, {"BESS_BRIDGE_PROFILE": "victron"})
+    preflight.check_bridge(cfg, {"BESS_BRIDGE_PROFILE": "victron"})  # its device's user: battery-1, the default
+    preflight.check_bridge(cfg, {"BESS_BRIDGE_PROFILE": "victron", "BESS_BRIDGE_DEVICE_USER": "gx"})
+    with pytest.raises(SettingsError, match=r"^BESS_BRIDGE_DEVICE_USER: device user 'spare' clashes"):
+        preflight.check_bridge(cfg, {"BESS_BRIDGE_PROFILE": "victron", "BESS_BRIDGE_DEVICE_USER": "spare"})
+    with pytest.raises(SettingsError, match=r"^BESS_BRIDGE_DEVICE_USER \(unset: the bridged battery's id\): "
+                                            "device user 'recorder' clashes"):
+        preflight.check_bridge(cfg, {"BESS_BRIDGE_PROFILE": "victron", "BESS_BRIDGE_BATTERY": "recorder"})
+    with pytest.raises(SettingsError, match=r"^BESS_BRIDGE_DEVICE_USER: device user 'G X' is not a valid id"):
+        preflight.check_bridge(cfg, {"BESS_BRIDGE_PROFILE": "victron", "BESS_BRIDGE_DEVICE_USER": "G X"})
+    open_mode = UpConfig.from_env(ROOT, {"BESS_VAR_DIR": str(tmp_path)})
+    preflight.check_bridge(open_mode, {"BESS_BRIDGE_PROFILE": "victron", "BESS_BRIDGE_DEVICE_USER": "recorder"})
+
+
+def test_secure_mode_refuses_a_profile_whose_device_topics_reach_into_the_topic_root(tmp_path: Path) -> None:
+    cfg = UpConfig.from_env(ROOT, {"BESS_VAR_DIR": str(tmp_path), "BESS_MQTT_AUTH": "1"})
+    good = auth.BridgeAccess("mine", "battery-1", "battery-1", ("x/soc",), ("x/set",), ("x/#",), ("x/set",))
+    preflight.check_bridge_topics(cfg, good)
+    preflight.check_bridge_topics(cfg, None)
+    bad = auth.BridgeAccess("mine", "battery-1", "battery-1", ("x/soc",), ("bess/v1/battery/battery-2/set",),
+                            ("x/#",), ("x/set",))
+    with pytest.raises(SettingsError, match=r"^BESS_BRIDGE_PROFILE: profile mine: device topic "
+                                            r"'bess/v1/battery/battery-2/set': overlaps bess/v1/#"):
+        preflight.check_bridge_topics(cfg, bad)
