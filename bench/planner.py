@@ -22,7 +22,7 @@ import numpy as np
 
 from nodes.contract.messages import BatterySpec, PriceSlot
 from nodes.market.prices_csv import read_prices, split_days
-from nodes.planner.cli import run_backtest
+from nodes.planner.backtest import run_backtest
 from nodes.planner.model import PlanOptions, plan
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared/data/prices"

@@ -4,7 +4,9 @@
 (:class:`PlanError`), 2 unusable input (arguments, price CSV, battery JSON), each with one line on stderr.
 ``plan`` writes the Schedule JSON to stdout (for tools) and a summary for people to stderr (``--quiet``: none);
 ``backtest`` writes its table to stdout and progress to stderr. The backtest plans local delivery days of
-``--tz`` (Europe/Berlin, the day-ahead market's days) and says so, with the partial days at either end.
+``--tz`` (Europe/Berlin, the day-ahead market's days) and says so, with the partial days at either end; by
+default only on what was published at the time (``--foresight day-ahead``, :mod:`nodes.planner.backtest`),
+next to perfect foresight.
 """
 
 from __future__ import annotations
@@ -12,19 +14,21 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from datetime import UTC, date, datetime
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from datetime import time as clock_time
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
-from nodes.contract.energy import slot_hours
-from nodes.contract.messages import CURRENCY_RE, DEFAULT_CURRENCY, BatterySpec, PriceSlot
+from nodes.contract.messages import CURRENCY_RE, DEFAULT_CURRENCY, BatterySpec
 from nodes.market.prices_csv import DEFAULT_TZ, PriceCsvError, read_prices, select, split_days
-from nodes.planner import baseline, report
+from nodes.planner import report
+from nodes.planner.backtest import DEFAULT_PUBLISHED_AT, perfect_window, run_backtest, run_day_ahead_backtest
 from nodes.planner.model import PlanError, PlanOptions, plan
 
 
@@ -113,11 +117,21 @@ def _backtest(args: argparse.Namespace) -> int:
         raise InputError(f"{args.prices}: no days to backtest")
     soc0 = spec.soc_min_kwh if args.soc_initial_kwh is None else args.soc_initial_kwh
     options = PlanOptions(switch_penalty=args.switch_penalty, solver=args.solver)
-    progress = _Progress(len(days)) if sys.stderr.isatty() else None
+    day_ahead = args.foresight == "day-ahead"
+    published_at = _published_at(args.published_at, day_ahead=day_ahead)
+    window = _perfect_window(args.perfect_window_days, day_ahead=day_ahead,
+                             slot_count=sum(len(day_slots) for _, day_slots in days))
+    # per-day plans, then about one day-ahead plan per day
+    progress = _Progress(2 * len(days) if day_ahead else len(days)) if sys.stderr.isatty() else None
     started = time.perf_counter()
     with _native_stdout_to_stderr():
-        result = run_backtest(days, spec, soc0, options=options, source=Path(args.prices).name, progress=progress,
-                              tz=args.tz, currency=args.currency)
+        if day_ahead:
+            result = run_day_ahead_backtest(
+                days, spec, soc0, options=options, source=Path(args.prices).name, progress=progress, tz=args.tz,
+                currency=args.currency, published_at=published_at, perfect_window_days=window)
+        else:
+            result = run_backtest(days, spec, soc0, options=options, source=Path(args.prices).name,
+                                  progress=progress, tz=args.tz, currency=args.currency)
     elapsed = time.perf_counter() - started
     if progress is not None:
         progress.done()
@@ -132,68 +146,34 @@ def _backtest(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_backtest(
-    days: Sequence[tuple[date, list[PriceSlot]]],
-    spec: BatterySpec,
-    soc_initial_kwh: float,
-    *,
-    options: PlanOptions = PlanOptions(),  # noqa: B008 - frozen, never mutated
-    source: str = "",
-    progress: Callable[[int], None] | None = None,
-    tz: str = DEFAULT_TZ,
-    currency: str = DEFAULT_CURRENCY,
-) -> report.Backtest:
-    """Plan each local day (of ``tz``, as ``days`` were split) with that day's prices only, carrying each
-    strategy's SOC to the next day.
+def _published_at(text: str | None, *, day_ahead: bool) -> clock_time:
+    """``--published-at HH:MM`` (00:00 to 23:59), only with the day-ahead foresight."""
+    if text is None:
+        return DEFAULT_PUBLISHED_AT
+    if not day_ahead:
+        raise InputError("--published-at applies to --foresight day-ahead only")
+    match = re.fullmatch(r"(\d{1,2}):(\d{2})", text)
+    try:
+        if match is None:
+            raise ValueError(text)
+        return clock_time(int(match[1]), int(match[2]))
+    except ValueError:
+        raise InputError(f"--published-at {text!r} is not a time of day HH:MM, 00:00 to 23:59 "
+                         "(e.g. 12:45, the day before delivery)") from None
 
-    Every day the optimiser must end at or above the SOC it started the day with, and so must the baselines
-    (:func:`baseline.top_n_daily`, :func:`baseline.threshold`, which pick their slots per day of the same zone).
-    """
-    options = msgspec.structs.replace(options, terminal_soc_kwh=None)
-    strategies: dict[str, Callable[[list[PriceSlot], float], baseline.Dispatch]] = {
-        "top-N daily": lambda day, soc: baseline.top_n_daily(day, spec, soc, tz=tz),
-        "threshold": lambda day, soc: baseline.threshold(day, spec, soc, tz=tz),
-    }
-    names = ["optimiser", *strategies]
-    socs = dict.fromkeys(names, soc_initial_kwh)
-    powers: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
-    daily: dict[str, list[float]] = {name: [] for name in names}
-    solve_ms: list[float] = []
-    plan_ms: list[float] = []
-    all_slots: list[PriceSlot] = []
-    for n, (day, slots) in enumerate(days, start=1):
-        started = time.perf_counter()
-        schedule = plan(
-            slots, spec, socs["optimiser"], created_at=slots[0].start, options=options, plan_id=f"backtest-{day}",
-            currency=currency,
-        )
-        plan_ms.append((time.perf_counter() - started) * 1000.0)
-        solve_ms.append(schedule.solve_ms)
-        dispatches = {"optimiser": baseline.dispatch_of(schedule)}
-        dispatches.update({name: run(slots, socs[name]) for name, run in strategies.items()})
-        for name, dispatch in dispatches.items():
-            scored = baseline.evaluate_dispatch(dispatch, spec)
-            daily[name].append(scored.revenue)
-            powers[name].extend(dispatch.powers)
-            socs[name] = scored.soc_final_kwh
-        all_slots.extend(slots)
-        if progress is not None:
-            progress(n)
-    runs = []
-    for name in names:
-        dispatch = baseline.Dispatch(slots=all_slots, powers=powers[name], soc_initial_kwh=soc_initial_kwh)
-        runs.append(
-            report.StrategyRun(
-                name=name,
-                dispatch=dispatch,
-                evaluation=baseline.evaluate_dispatch(dispatch, spec),
-                daily_revenue=daily[name],
-            )
-        )
-    return report.Backtest(
-        source=source, spec=spec, days=[day for day, _ in days], runs=runs, solve_ms=solve_ms, plan_ms=plan_ms,
-        tz=tz, day_hours=[sum(slot_hours(slot) for slot in slots) for _, slots in days], currency=currency,
-    )
+
+def _perfect_window(text: str | None, *, day_ahead: bool, slot_count: int) -> int | None:
+    """``--perfect-window-days N|all`` (default: the whole file up to 10,000 slots, else 7 days)."""
+    if text is None:
+        return perfect_window(slot_count)
+    if not day_ahead:
+        raise InputError("--perfect-window-days applies to --foresight day-ahead only")
+    if text == "all":
+        return None
+    try:
+        return perfect_window(slot_count, int(text))
+    except ValueError:
+        raise InputError(f"--perfect-window-days {text!r} is not a number of days >= 1 or 'all'") from None
 
 
 class _Progress:
@@ -204,9 +184,10 @@ class _Progress:
         self.started = time.perf_counter()
 
     def __call__(self, done: int) -> None:
+        done = min(done, self.total)
         filled = round(30 * done / self.total)
         elapsed = time.perf_counter() - self.started
-        sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {done}/{self.total} days {elapsed:5.1f} s")
+        sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {done}/{self.total} plans {elapsed:5.1f} s")
         sys.stderr.flush()
 
     def done(self) -> None:
@@ -255,6 +236,14 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--days", type=int, help="only the first N days")
     b.add_argument("--report", type=Path, help="write an HTML report: table and Plotly figure (self-contained, no CDN)")
     b.add_argument("--tz", default=DEFAULT_TZ, help="time zone of the delivery days (default: %(default)s)")
+    b.add_argument("--foresight", choices=("day-ahead", "day"), default="day-ahead",
+                   help="day-ahead: plan only on what was published at the time, next to perfect foresight; "
+                        "day: each day alone with its own prices (default: %(default)s)")
+    b.add_argument("--published-at", metavar="HH:MM",
+                   help="when each day's prices are published, the day before, in --tz (default: 12:45)")
+    b.add_argument("--perfect-window-days", metavar="N|all",
+                   help="perfect foresight as a rolling plan knowing N days, or 'all': one plan over the whole "
+                        "file (default: all up to 10,000 slots, else 7)")
     b.set_defaults(command=_backtest)
     return parser
 

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import msgspec
 
 from nodes.contract.topics import id_problems
 from nodes.runtime import command_rate
 from nodes.runtime.command_rate import DEFAULT_BURST, DEFAULT_RATE_PER_MIN
 from nodes.runtime.config import MqttSettings
+
+MAX_STALE_AFTER_H = 168
+"""A week: no day-ahead feed publishes that far ahead, so a larger limit would keep the planner degraded forever."""
 
 
 class PlannerConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
@@ -32,6 +37,15 @@ class PlannerConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
     command_burst: int = DEFAULT_BURST
     #: a device reading this recent makes the device feed "live": HTTP writes for that battery are ignored
     planner_device_feed_window_s: float = 600.0
+    #: prices that do not cover every moment of the next this many hours are stale: the node is degraded (and
+    #: keeps planning on the real slots it has; see nodes.planner.coverage). The market feed's
+    #: BESS_MARKET_STALE_AFTER_H has the same default, so feed and planner turn degraded together.
+    planner_prices_stale_after_h: float = 6.0
+
+    @property
+    def prices_stale_after(self) -> timedelta:
+        """``planner_prices_stale_after_h`` as a duration."""
+        return timedelta(hours=self.planner_prices_stale_after_h)
 
     def problems(self) -> list[str]:
         """Invalid settings, reported at start-up (exit 2)."""
@@ -47,6 +61,9 @@ class PlannerConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
             found.append("BESS_PLANNER_SOLVER must be cbc or highs")
         if self.planner_device_feed_window_s <= 0:
             found.append("BESS_PLANNER_DEVICE_FEED_WINDOW_S must be > 0")
+        if not 0 < self.planner_prices_stale_after_h <= MAX_STALE_AFTER_H:  # NaN and inf too
+            found.append(f"BESS_PLANNER_PRICES_STALE_AFTER_H must be > 0 and at most {MAX_STALE_AFTER_H} hours "
+                         "(a feed publishes today and tomorrow: 24 to 48 h ahead)")
         found += [
             f"BESS_PLANNER_AUTOPILOT_OFF: {problem}"
             for battery in self.planner_autopilot_off

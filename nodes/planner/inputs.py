@@ -2,9 +2,10 @@
 
 * :class:`BatteryInputs`: the latest spec, telemetry (per source), plan, command and autopilot bookkeeping of one
   battery, as the node shell collects them from the bus.
-* :func:`horizon`: the forecast's slots from now on (the current slot trimmed to start now).
+* :func:`horizon`: the unbroken run of the forecast's slots from now on (the current slot trimmed to start now;
+  a gap ends it).
 * :func:`planned_soc_at` and :func:`drifted`: how far the measured SOC is from the plan (a re-plan when too far).
-* :func:`forecast_problem` and :func:`telemetry_problem`: why nothing, or one battery, cannot be planned now.
+* :func:`telemetry_problem`: why one battery cannot be planned now (prices: :mod:`nodes.planner.coverage`).
 * :func:`next_boundary`: the next slot edge of any plan (the loop re-plans there, receding horizon).
 """
 
@@ -45,16 +46,25 @@ class BatteryInputs:
     stale_stopped: bool = False
     #: ... and sent it IDLE to stop the lease it was running
     stale_idle_sent: bool = False
+    #: the autopilot's note once the plan ran out (prices ended): set with the one IDLE, cleared by a new setpoint
+    plan_end_note: str | None = None
 
 
 def horizon(forecast: PriceForecast, now: datetime) -> list[PriceSlot]:
-    """The forecast's slots from ``now`` on; the current slot is trimmed to start at ``now``."""
+    """The unbroken run of the forecast's slots from ``now`` on; the current slot is trimmed to start at ``now``.
+
+    Empty when no slot covers ``now``. A gap ends the run: the planner plans up to it and never across it (the
+    optimiser needs contiguous slots, and bridging a hole would mean inventing its prices).
+    """
     slots: list[PriceSlot] = []
-    for slot in forecast.slots:
+    cursor: datetime | None = None
+    for slot in sorted(forecast.slots, key=lambda s: s.start):
         if slot.end <= now:
             continue
-        start = max(slot.start, now)
-        slots.append(PriceSlot(start=start, end=slot.end, price_per_mwh=slot.price_per_mwh))
+        if (cursor is None and slot.start > now) or (cursor is not None and slot.start != cursor):
+            break  # nothing covers now, or a gap (an overlap too: a malformed forecast is not guessed at)
+        slots.append(PriceSlot(start=max(slot.start, now), end=slot.end, price_per_mwh=slot.price_per_mwh))
+        cursor = slot.end
     # The current slot stays however little of it is left (a second at least): the autopilot follows the slot
     # containing now, and a plan that starts at the next boundary would leave it nothing to follow until then
     # (with 1-minute slots and a re-plan a second after the boundary, that was every slot).
@@ -83,15 +93,6 @@ def drifted(schedule: Schedule, telemetry: Telemetry, spec: BatterySpec | None, 
         tolerance_kwh = DEFAULT_DRIFT_SHARE * spec.capacity_kwh if spec else 10.0
     if planned is not None and abs(planned - telemetry.soc_kwh) > tolerance_kwh:
         return planned
-    return None
-
-
-def forecast_problem(forecast: PriceForecast | None, zone: str, now: datetime) -> str | None:
-    """A problem that stops every battery from being planned (the node is degraded while it lasts)."""
-    if forecast is None:
-        return f"no price forecast for zone {zone} yet"
-    if not horizon(forecast, now):
-        return f"price forecast for {zone} ends at {forecast.slots[-1].end.isoformat()}"
     return None
 
 
@@ -127,7 +128,6 @@ __all__ = [
     "MIN_SLOT",
     "BatteryInputs",
     "drifted",
-    "forecast_problem",
     "horizon",
     "next_boundary",
     "planned_soc_at",

@@ -18,10 +18,23 @@ the planner keeps planning but sends nothing, and at ``until`` it wakes and send
 at once. Telemetry: the device's own feed when it is live, HTTP writes only for batteries without one.
 
 Re-plans (receding horizon) when a forecast arrives, a spec changes, the SOC drifts from the plan by more than
-``BESS_PLANNER_DRIFT_KWH``, and at every slot boundary. Node-wide problems (no prices, prices ending before now)
-make the node ``degraded`` with the reason. A battery's own problem (no spec, a rejected spec, no or old
-telemetry) does not: it is a note in the status ``details`` under the battery's id, and that battery is not
-planned. The solver runs in a worker thread so the bus keeps acknowledging messages while it works.
+``BESS_PLANNER_DRIFT_KWH``, and at every slot boundary. Node-wide problems (no prices, stale prices) make the node
+``degraded`` with the reason. A battery's own problem (no spec, a rejected spec, no or old telemetry) does not:
+it is a note in the status ``details`` under the battery's id, and that battery is not planned. The solver runs
+in a worker thread so the bus keeps acknowledging messages while it works.
+
+When prices go stale (:mod:`nodes.planner.coverage`): prices are stale while the forecast does not cover every
+moment of the next ``BESS_PLANNER_PRICES_STALE_AFTER_H`` hours (6); the node is ``degraded`` with a reason naming
+the zone, the end of the known prices and the setting, and what it does about it:
+
+1. *Short horizon*: it keeps planning, on the real slots only, up to the first gap (never across it, never on
+   invented or replayed prices), so every plan ends where the known prices end.
+2. *No price covers now*: the last plan's remaining slots are held (``holding plan p-... until HH:MMZ, then
+   idle`` in the reason and the battery's details); when a plan runs out, the autopilot sends one IDLE (its
+   ``text`` says why; the details say when) and nothing more until a new plan has a setpoint.
+3. *Fresh prices*: a new forecast re-plans every battery at once, and the node is ``online`` again as soon as
+   the prices cover the next N hours. The loop also wakes at the instant fresh prices turn stale and at the next
+   known price after a gap.
 Lifecycle: the common node lifecycle (nodes.runtime.node).
 """
 
@@ -45,10 +58,10 @@ from nodes.contract.messages import (
 )
 from nodes.contract.topics import COMMAND, CONTROL, PRICES, SCHEDULE, SPEC, TELEMETRY
 from nodes.planner import autopilot as pilot
+from nodes.planner import coverage, policy
 from nodes.planner import inputs as known
-from nodes.planner import policy
 from nodes.planner.config import PlannerConfig
-from nodes.planner.inputs import BatteryInputs, horizon
+from nodes.planner.inputs import BatteryInputs
 from nodes.planner.model import PlanError, PlanOptions, plan
 from nodes.runtime.command_rate import CommandRateLimit
 from nodes.runtime.core import MessageBus
@@ -93,6 +106,8 @@ class Planner(Service[PlannerConfig]):
         self.notes: dict[str, str] = {}
         #: per-battery notes of the autopilot (stopped on stale telemetry), merged into the details
         self.autopilot_notes: dict[str, str] = {}
+        #: per-battery notes while prices are stale: what happens to the battery's plan (coverage.battery_note)
+        self.price_notes: dict[str, str] = {}
         self._boundary = datetime.min.replace(tzinfo=UTC)
         self._last_plan: dict[str, datetime] = {}
         self.node_problem: str | None = None
@@ -187,9 +202,9 @@ class Planner(Service[PlannerConfig]):
 
     # -- planning ---------------------------------------------------------------------------------------------
 
-    def _node_problem(self, now: datetime) -> str | None:
-        """A problem that stops every battery from being planned (the node is degraded while it lasts)."""
-        return known.forecast_problem(self.forecast, self.config.planner_zone, now)
+    def cover(self, now: datetime) -> coverage.Cover:
+        """The prices the planner may plan on at ``now``, and whether they are stale (:mod:`coverage`)."""
+        return coverage.cover(self.forecast, self.config.planner_zone, now, self.config.prices_stale_after)
 
     def _battery_problem(self, name: str, inputs: BatteryInputs, now: datetime) -> str | None:
         """Why this one battery cannot be planned (a note in the status details; the node stays online)."""
@@ -197,34 +212,58 @@ class Planner(Service[PlannerConfig]):
             return inputs.spec_problem or "monitored, not planned: no spec received"
         return known.telemetry_problem(self.telemetry_of(inputs, now), now, self.config.planner_max_telemetry_age_s)
 
-    def _report(self, name: str, note: str | None, node_problem: str | None) -> None:
-        """Degraded only for a node-wide problem; per-battery notes go into the status details."""
+    def _report(self, name: str, note: str | None, state: coverage.Cover, now: datetime) -> None:
+        """Degraded only for a node-wide problem (no or stale prices); per-battery notes go into the details."""
         if note is None:
             self.notes.pop(name, None)
         else:
             self.notes[name] = note
-        self.node_problem = node_problem
+        self._set_price_note(name, coverage.battery_note(state, self._battery(name).schedule, now))
         self.bus.counters["batteries_not_planned"] = len(self.notes)
         self._publish_details()
-        if node_problem is not None:
-            self.bus.set_state("degraded", node_problem)
+        self._set_node_state(state, now)
+
+    def _set_price_note(self, name: str, note: str | None) -> None:
+        if note is None:
+            self.price_notes.pop(name, None)
+        else:
+            self.price_notes[name] = note
+
+    def _set_node_state(self, state: coverage.Cover, now: datetime) -> None:
+        # the plans matter only while no price covers now (which are held); a fleet's dict is not built per plan
+        held = state.problem is not None and not state.slots
+        schedules = {name: inputs.schedule for name, inputs in self.batteries.items()} if held else {}
+        self.node_problem = coverage.node_reason(state, schedules, now)
+        if self.node_problem is not None:
+            self.bus.set_state("degraded", self.node_problem)
         else:
             self.bus.set_state("online")
 
+    def _refresh_prices(self, now: datetime) -> None:
+        """Once a pass: the node's state and every battery's price note as they stand after planning and the
+        autopilot (a plan held or ended since the last pass; fresh prices clear them all)."""
+        state = self.cover(now)
+        for name, inputs in self.batteries.items():
+            self._set_price_note(name, coverage.battery_note(state, inputs.schedule, now))
+        self._publish_details()
+        self._set_node_state(state, now)
+
     def _publish_details(self) -> None:
-        """The planning notes, with the autopilot's note appended for a battery that has both."""
+        """The planning notes, then the price note and the autopilot's note, joined for a battery with several."""
         merged = dict(self.notes)
-        for name, note in self.autopilot_notes.items():
-            merged[name] = f"{merged[name]}; {note}" if name in merged else note
+        for notes in (self.price_notes, self.autopilot_notes):
+            for name, note in notes.items():
+                merged[name] = f"{merged[name]}; {note}" if name in merged else note
         self.bus.set_details(policy.bounded_details(merged, MAX_DETAILS))
 
     async def plan_battery(self, name: str, now: datetime) -> Schedule | None:
         """Plan one battery now; publishes the Schedule, or reports why it could not."""
         inputs = self._battery(name)
         note = self._battery_problem(name, inputs, now)
-        node_problem = self._node_problem(now)
-        self._report(name, note, node_problem)
-        if note is not None or node_problem is not None:
+        state = self.cover(now)
+        self._report(name, note, state, now)
+        if note is not None or not state.slots:
+            # no price covers now: the last plan (if any) is held as it is, the autopilot follows it to its end
             return None
         assert self.forecast is not None
         assert inputs.spec is not None
@@ -236,7 +275,7 @@ class Planner(Service[PlannerConfig]):
             switch_penalty=self.config.planner_switch_penalty_eur,
             solver=self.config.planner_solver,  # type: ignore[arg-type]
         )
-        slots = horizon(self.forecast, now)
+        slots = state.slots  # real slots only, up to the first gap: stale prices are planned on, never invented
         plan_id = f"p-{now.strftime('%Y%m%dT%H%M%S')}-{name}"
         try:
             schedule = await asyncio.to_thread(
@@ -245,9 +284,11 @@ class Planner(Service[PlannerConfig]):
             )
         except PlanError as exc:
             self.bus.counters["plan_errors"] += 1
-            self._report(name, f"not planned: {exc}", None)
+            self._report(name, f"not planned: {exc}", state, now)
             return None
         inputs.schedule = schedule
+        self._set_price_note(name, coverage.battery_note(state, schedule, now))
+        self._publish_details()
         await self.bus.publish(SCHEDULE, schedule, battery=name)
         self.bus.counters["plans"] += 1
         log.info("%s: plan %s over %d slots, expected %.2f %s (baseline %s) in %.0f ms", name, plan_id,
@@ -255,29 +296,30 @@ class Planner(Service[PlannerConfig]):
                  schedule.solve_ms)
         return schedule
 
-    async def autopilot(self, name: str, now: datetime) -> None:
+    async def autopilot(self, name: str, now: datetime, *, final: bool = True) -> None:
         """In autopilot mode, send the current setpoint's command when :func:`autopilot.decide` says so (a
         change, a new run of slots, or a renewal that really extends the lease). Stale telemetry stops it
-        (:meth:`_stop_if_stale`). In any other mode send nothing, and forget the last command so that the
-        autopilot commands at once when it resumes."""
+        (:meth:`_stop_if_stale`); a plan that ran out stops it too (:meth:`_idle_at_plan_end`, only when
+        ``final``: not in the pass before a re-plan, which may bring the next setpoint). In any other mode send
+        nothing, and forget the last command so that the autopilot commands at once when it resumes."""
         inputs = self._battery(name)
         mode = self.mode_of(name, now)
         if mode != inputs.mode:
             self._log_mode(name, inputs.mode, mode)
             inputs.mode = mode
         if mode != "autopilot":
-            inputs.last_command, inputs.wake_at = None, None
+            inputs.last_command, inputs.wake_at, inputs.plan_end_note = None, None, None
             self._set_autopilot_note(name, None)
             return
         if await self._stop_if_stale(name, inputs, now):
             return
-        if inputs.schedule is None:
-            inputs.wake_at = None
-            return
-        setpoint = pilot.setpoint_at(inputs.schedule, now)
+        setpoint = pilot.setpoint_at(inputs.schedule, now) if inputs.schedule is not None else None
         if setpoint is None:
             inputs.wake_at = None
+            if final:
+                await self._idle_at_plan_end(name, inputs, now)
             return
+        inputs.plan_end_note = None
         lease_s = self.config.planner_lease_s
         handover_s = min(self.config.planner_handover_s, lease_s / 4)
         decision = pilot.decide(inputs.last_command, setpoint, now, lease_s, handover_s)
@@ -353,6 +395,37 @@ class Planner(Service[PlannerConfig]):
         log.warning("%s: %s", name, note)
         return True
 
+    async def _idle_at_plan_end(self, name: str, inputs: BatteryInputs, now: datetime) -> None:
+        """The plan ran out (its last slot ended: the known prices end there): one IDLE, then nothing until a new
+        plan has a setpoint.
+
+        Why an explicit IDLE rather than letting the lease run out: the lease outlasts its run by
+        ``BESS_PLANNER_HANDOVER_S``, so without it the battery would keep charging or discharging for that long
+        on a moment without a price, and a lease that simply ends is invisible. The IDLE is recorded like every
+        command, carries the reason in its ``text``, and the battery's note in the status details says when it
+        was sent; it is the same stop as the one on stale telemetry (:meth:`_stop_if_stale`).
+        """
+        end = coverage.plan_end(inputs.schedule)
+        if inputs.schedule is None or end is None or end > now:
+            return  # no plan, or one that starts later (e.g. the current slot under 1 s): the lease covers it
+        if inputs.plan_end_note is None:
+            held, inputs.last_command = inputs.last_command, None
+            running = held is not None and held.valid_until > now and held.action != "idle"
+            done = f"sent IDLE at {coverage.hhmm(now)}" if running else "no lease of the autopilot was moving it"
+            inputs.plan_end_note = (f"autopilot: plan {inputs.schedule.plan_id} ended at {coverage.hhmm(end)}: "
+                                    f"{done}; idle until a new plan")
+            if running:
+                why = f"plan {inputs.schedule.plan_id} ended at {coverage.hhmm(end)}: no prices after it"
+                idle = Command(command_id=f"a-{uuid.uuid4().hex[:12]}", action="idle", power_kw=0.0, issued_at=now,
+                               valid_until=now + timedelta(seconds=self.config.planner_lease_s), source="planner",
+                               plan_id=inputs.schedule.plan_id, text=why[:500])
+                await self.bus.publish(COMMAND, idle, battery=name)
+                self.rate.take(name, "idle", self.monotonic())
+                self.bus.counters["commands"] += 1
+                self.bus.counters["autopilot_plan_end_stops"] += 1
+            log.warning("%s: %s", name, inputs.plan_end_note)
+        self._set_autopilot_note(name, inputs.plan_end_note)
+
     def _set_autopilot_note(self, name: str, note: str | None) -> None:
         if self.autopilot_notes.get(name) == note:
             return
@@ -379,6 +452,9 @@ class Planner(Service[PlannerConfig]):
         for inputs in self.batteries.values():
             candidates += [t for t in (inputs.wake_at, inputs.stale_after) if t is not None and t > now]
         candidates += [t for c in self.controls.values() if (t := policy.control_expiry(c, now)) is not None]
+        # prices turning stale (to say so at once), and the next known price after a gap (to plan from it)
+        state = self.cover(now)
+        candidates += [t for t in (state.stale_at, state.next_start) if t is not None and t > now]
         return min(candidates)
 
     def _next_boundary(self, now: datetime) -> datetime:
@@ -395,7 +471,7 @@ class Planner(Service[PlannerConfig]):
         if at_boundary:
             self.dirty.update(self.batteries)  # receding horizon: re-plan at every boundary
             for name in list(self.batteries):
-                await self.autopilot(name, now)
+                await self.autopilot(name, now, final=False)
         for name in sorted(self.dirty):
             previous = self._last_plan.get(name)
             if previous and (now - previous).total_seconds() < self.config.planner_min_replan_interval_s:
@@ -406,6 +482,7 @@ class Planner(Service[PlannerConfig]):
         now = self.clock()
         for name in list(self.batteries):
             await self.autopilot(name, now)
+        self._refresh_prices(now)
         self._boundary = self._next_boundary(now)
         wake_at = self.next_wake(now)
         if self.dirty:

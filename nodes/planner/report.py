@@ -37,8 +37,23 @@ class StrategyRun(msgspec.Struct, kw_only=True, frozen=True):
     daily_revenue: list[float]
 
 
+class Foresight(msgspec.Struct, kw_only=True, frozen=True):
+    """How a day-ahead backtest planned (:func:`nodes.planner.backtest.run_day_ahead_backtest`)."""
+
+    published_at: str
+    """When each day's prices were taken as published, the day before delivery (HH:MM in the backtest's tz)."""
+    plans: int
+    """Day-ahead plans made (one at the start, then one per publication)."""
+    perfect_window_days: int | None
+    """None: perfect foresight is one plan over the whole file; N: a rolling plan knowing N days, daily."""
+    perfect_solve_ms: float
+    perfect_plans: int
+    per_day_solve_ms: float
+
+
 class Backtest(msgspec.Struct, kw_only=True, frozen=True):
-    """Everything a backtest produced; ``runs[0]`` is the optimiser, the others are baselines."""
+    """Everything a backtest produced; ``runs[0]`` is the optimiser, the others are baselines. With
+    ``foresight``, ``runs[0]`` is the day-ahead (realistic) optimiser and ``runs[1]`` perfect foresight."""
 
     source: str
     spec: BatterySpec
@@ -54,6 +69,8 @@ class Backtest(msgspec.Struct, kw_only=True, frozen=True):
     """Hours of prices in each day (a day at either end of the file may be partial)."""
     currency: str = DEFAULT_CURRENCY
     """ISO 4217 code of the prices, so of every amount of the report."""
+    foresight: Foresight | None = None
+    """Set for a day-ahead backtest; None: each day planned alone (``solve_ms`` per day)."""
 
 
 def local_day_hours(day: date, tz: str) -> float:
@@ -81,6 +98,28 @@ def days_line(backtest: Backtest) -> str:
     return text
 
 
+def foresight_line(backtest: Backtest) -> str:
+    """What the optimiser knew when it planned."""
+    how = backtest.foresight
+    if how is None:
+        return "foresight per day: each local day planned alone with its own prices, the SOC carried over"
+    slots = len(backtest.runs[0].dispatch.slots)
+    perfect = (f"one plan over all {slots:,} slots" if how.perfect_window_days is None else
+               f"a rolling plan re-made each day knowing the next {how.perfect_window_days} days")
+    return (f"foresight day-ahead: re-planned at each publication ({how.published_at} {backtest.tz} the day before "
+            f"delivery) on the rest of today and all of tomorrow, {how.plans:,} plans; perfect foresight: {perfect}")
+
+
+def ratio_line(backtest: Backtest) -> str | None:
+    """``day-ahead / perfect foresight: 0.912 (EUR 1.00 of EUR 1.10)`` for a day-ahead backtest, else None."""
+    if backtest.foresight is None:
+        return None
+    real, perfect = (run.evaluation.revenue for run in backtest.runs[:2])
+    code = backtest.currency
+    return (f"{backtest.runs[0].name} / {backtest.runs[1].name}: {_share(real, perfect)} "
+            f"({code} {real:,.2f} of {code} {perfect:,.2f})")
+
+
 def summary_table(backtest: Backtest) -> str:
     """The backtest's figures as an aligned text table, one column per strategy."""
     spec = backtest.spec
@@ -88,7 +127,8 @@ def summary_table(backtest: Backtest) -> str:
         f"backtest {backtest.source}: {days_line(backtest)}\n"
         f"battery {spec.soc_min_kwh:g}-{spec.soc_max_kwh:g} kWh, charge {spec.max_charge_kw:g} kW, "
         f"discharge {spec.max_discharge_kw:g} kW, eta {spec.roundtrip_efficiency:g}, "
-        f"cycle cost {spec.cycle_cost_per_mwh:g} {backtest.currency}/MWh"
+        f"cycle cost {spec.cycle_cost_per_mwh:g} {backtest.currency}/MWh\n"
+        f"{foresight_line(backtest)}"
     )
     rows = _rows(backtest)
     width = max(len(label) for label, _ in rows)
@@ -97,13 +137,20 @@ def summary_table(backtest: Backtest) -> str:
     lines = [head, "", " " * width + "".join(f"  {run.name:>{w}}" for run, w in pairs)]
     lines.extend(f"{label:<{width}}" + "".join(f"  {cell(run):>{w}}" for run, w in pairs) for label, cell in rows)
     lines.append("")
+    if (ratio := ratio_line(backtest)) is not None:
+        lines.append(ratio)
     lines.append(_timing(backtest))
     return "\n".join(lines)
 
 
 def _rows(backtest: Backtest) -> list[tuple[str, Callable[[StrategyRun], str]]]:
-    optimiser = backtest.runs[0].evaluation.revenue
+    first = backtest.runs[0]
+    optimiser = first.evaluation.revenue
     code = backtest.currency
+    perfect: list[tuple[str, Callable[[StrategyRun], str]]] = []
+    if backtest.foresight is not None:
+        best = backtest.runs[1].evaluation.revenue
+        perfect = [(f"share of {backtest.runs[1].name}", lambda r: _share(r.evaluation.revenue, best))]
     return [
         (f"revenue {code}", lambda r: f"{r.evaluation.revenue:,.2f}"),
         ("full cycles", lambda r: f"{r.evaluation.full_cycles:,.1f}"),
@@ -113,7 +160,8 @@ def _rows(backtest: Backtest) -> list[tuple[str, Callable[[StrategyRun], str]]]:
         ("energy sold kWh", lambda r: f"{r.evaluation.discharged_kwh:,.0f}"),
         ("lost to efficiency kWh", lambda r: f"{r.evaluation.efficiency_loss_kwh:,.0f}"),
         ("limit violations", lambda r: str(len(r.evaluation.violations))),
-        ("optimiser / this", lambda r: _ratio(optimiser, r.evaluation.revenue)),
+        (f"{first.name} / this", lambda r: _ratio(optimiser, r.evaluation.revenue)),
+        *perfect,
     ]
 
 
@@ -121,8 +169,14 @@ def _timing(backtest: Backtest) -> str:
     total = sum(backtest.solve_ms) / 1000.0
     mean = sum(backtest.solve_ms) / len(backtest.solve_ms) if backtest.solve_ms else 0.0
     planning = sum(backtest.plan_ms) / 1000.0
-    return (f"optimiser solve time: total {total:.2f} s, mean {mean:.1f} ms per day "
-            f"(with model build and publishing: {planning:.2f} s)")
+    how = backtest.foresight
+    if how is None:
+        return (f"optimiser solve time: total {total:.2f} s, mean {mean:.1f} ms per day "
+                f"(with model build and publishing: {planning:.2f} s)")
+    return (f"day-ahead solve time: total {total:.2f} s, mean {mean:.1f} ms per plan (with model build and "
+            f"publishing: {planning:.2f} s); perfect foresight {how.perfect_solve_ms / 1000.0:.2f} s "
+            f"({how.perfect_plans:,} plan{'s' if how.perfect_plans != 1 else ''}); "
+            f"per-day optimiser {how.per_day_solve_ms / 1000.0:.2f} s")
 
 
 def figure(backtest: Backtest) -> go.Figure:
@@ -249,10 +303,19 @@ def html_page(backtest: Backtest) -> str:
     battery = (f"battery {spec.soc_min_kwh:g}-{spec.soc_max_kwh:g} kWh, charge {spec.max_charge_kw:g} kW, "
                f"discharge {spec.max_discharge_kw:g} kW, round-trip efficiency {spec.roundtrip_efficiency:g}, "
                f"cycle cost {spec.cycle_cost_per_mwh:g} {backtest.currency}/MWh")
-    notes = ("Each day is planned with that day's prices only, the SOC carried over to the next day; every "
-             "strategy must end each day at or above the SOC it started with. top-N daily: charge in the cheapest "
+    per_day = ("Each day is planned with that day's prices only, the SOC carried over to the next day; every "
+               "strategy must end each day at or above the SOC it started with.")
+    if backtest.foresight is not None:
+        per_day = (f"{foresight_line(backtest)}. The day-ahead optimiser knows only what was published: at each "
+                   "publication it re-plans from the SOC its executed plan reached and executes from the first slot "
+                   "starting at or after the publication until the next one; its plans and the perfect plan end at "
+                   "or above the initial SOC. The per-day column plans each day with that day's prices only, "
+                   "the SOC carried over; it and the baselines end each day at or above the SOC it started with.")
+    notes = (f"{per_day} top-N daily: charge in the cheapest "
              "and discharge in the dearest slots of each day; threshold: charge at or below the day's 25 % price "
              "quantile, discharge at or above its 75 % quantile. Revenue is market revenue minus cycle cost.")
+    ratio = ratio_line(backtest)
+    summary = f"<p><strong>{html.escape(ratio)}</strong></p>\n" if ratio else ""
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         f"<title>{html.escape(title)}</title>"
@@ -260,8 +323,9 @@ def html_page(backtest: Backtest) -> str:
         "th,td{border:1px solid #ccc;padding:.3em .7em}td{text-align:right;font-variant-numeric:tabular-nums}"
         "thead th{background:#f3f3f3}</style></head><body>\n"
         f"<h1>{html.escape(title)}</h1>\n"
-        f"<p>{html.escape(days_line(backtest))}<br>{html.escape(battery)}</p>\n"
-        f"<table><thead><tr><th></th>{head}</tr></thead><tbody>{body}</tbody></table>\n"
+        f"<p>{html.escape(days_line(backtest))}<br>{html.escape(battery)}<br>"
+        f"{html.escape(foresight_line(backtest))}</p>\n"
+        f"<table><thead><tr><th></th>{head}</tr></thead><tbody>{body}</tbody></table>\n{summary}"
         f"<p>{html.escape(notes)}<br>{html.escape(_timing(backtest))}</p>\n"
         f"{plot}\n</body></html>\n"
     )
@@ -332,3 +396,8 @@ def _price(value: float | None) -> str:
 
 def _ratio(optimiser: float, other: float) -> str:
     return f"{optimiser / other:.3f}" if other > 0 else "-"
+
+
+def _share(revenue: float, perfect: float) -> str:
+    """``revenue / perfect`` (perfect foresight earns the most; nothing to compare with when it earns nothing)."""
+    return f"{revenue / perfect:.3f}" if perfect > 0 else "-"

@@ -110,7 +110,7 @@ def test_a_dead_planner_leaves_the_battery_idle_when_its_lease_runs_out(
         slots=[
             PriceSlot(start=now + timedelta(hours=h), end=now + timedelta(hours=h + 1),
                       price_per_mwh=900.0 if h == 0 else 5.0)
-            for h in range(6)
+            for h in range(12)  # more than BESS_PLANNER_PRICES_STALE_AFTER_H (6): fresh prices, planner online
         ],
     )
     with services.mqtt_client() as client:
@@ -269,7 +269,7 @@ def _discharge_now(now: datetime) -> PriceForecast:
         slots=[
             PriceSlot(start=now + timedelta(hours=h), end=now + timedelta(hours=h + 1),
                       price_per_mwh=900.0 if h == 0 else 5.0)
-            for h in range(6)
+            for h in range(12)  # more than BESS_PLANNER_PRICES_STALE_AFTER_H (6): fresh prices, planner online
         ],
     )
 

@@ -15,7 +15,7 @@ import pytest
 
 from nodes.contract.messages import Schedule
 from nodes.market.prices_csv import PriceCsvError, parse_prices, read_prices, select, split_days
-from nodes.planner import cli
+from nodes.planner import backtest, cli
 from nodes.planner import report as report_module
 
 pytestmark = pytest.mark.filterwarnings("ignore:PULP_CBC_CMD is deprecated:DeprecationWarning")
@@ -163,11 +163,12 @@ def test_backtest_prints_the_summary_and_writes_the_report(
     report = tmp_path / "report.html"
 
     code = cli.main(["backtest", "--prices", str(prices), "--battery", str(battery), "--days", "2",
-                     "--report", str(report)])
+                     "--report", str(report), "--foresight", "day"])
 
     out = capsys.readouterr().out
     assert code == 0
     assert "2 delivery days 2023-01-02 .. 2023-01-03 in Europe/Berlin" in out
+    assert "foresight per day: each local day planned alone with its own prices, the SOC carried over" in out
     for label in ("revenue EUR", "full cycles", "avg buy price", "avg sell price", "lost to efficiency",
                   "optimiser / this", "solve time: total"):
         assert label in out
@@ -236,8 +237,8 @@ def test_long_backtests_draw_the_soc_per_day(tmp_path: Path) -> None:
     battery = tmp_path / "battery.json"
     battery.write_text(json.dumps(BATTERY))
     spec = cli.load_battery(battery)
-    long = cli.run_backtest(split_days(read_prices(prices)), spec, 0.0)
-    short = cli.run_backtest(split_days(read_prices(prices))[:3], spec, 0.0)
+    long = backtest.run_backtest(split_days(read_prices(prices)), spec, 0.0)
+    short = backtest.run_backtest(split_days(read_prices(prices))[:3], spec, 0.0)
 
     def soc_traces(result: report_module.Backtest) -> list[Any]:
         return [t for t in report_module.figure(result).data if "SOC" in t.name]
@@ -259,7 +260,7 @@ def test_run_backtest_carries_soc_and_beats_the_baselines(files: tuple[Path, Pat
     spec = cli.load_battery(battery)
     days = split_days(read_prices(prices))
 
-    result = cli.run_backtest(days, spec, 0.0)
+    result = backtest.run_backtest(days, spec, 0.0)
 
     assert [run.name for run in result.runs] == ["optimiser", "top-N daily", "threshold"]
     optimiser, *baselines = result.runs

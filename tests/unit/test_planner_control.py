@@ -44,8 +44,8 @@ class Clock:
         return self.now
 
 
-def forecast(start: datetime = T0, hours: int = 6) -> PriceForecast:
-    # dear now, cheap later: the plan discharges in the first slot
+def forecast(start: datetime = T0, hours: int = 24) -> PriceForecast:
+    # dear now, cheap later: the plan discharges in the first slot; a day of prices, so they are not stale
     return PriceForecast(
         zone="de-lu",
         issued_at=start,
@@ -160,10 +160,10 @@ async def test_no_prices_is_a_node_wide_problem() -> None:
     assert await planner.plan_battery("battery-1", clock.now) is None
     assert (bus.state, bus.reason) == ("degraded", "no price forecast for zone de-lu yet")
     assert bus.details == {}
-    await planner.on_prices({"zone": "de-lu"}, forecast(T0 - 10 * H), DELIVERY)  # ended hours ago
+    await planner.on_prices({"zone": "de-lu"}, forecast(T0 - 10 * H, hours=6), DELIVERY)  # ended hours ago
     await planner.plan_battery("battery-1", clock.now)
     assert bus.state == "degraded"
-    assert bus.reason.startswith("price forecast for de-lu ends at")
+    assert bus.reason.startswith("no prices for zone de-lu after 2025-01-16T06:00Z")
 
 
 async def test_a_fleet_of_2000_unplanned_batteries_keeps_the_status_small() -> None:

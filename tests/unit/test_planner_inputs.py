@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from nodes.contract.messages import BatterySpec, PriceForecast, PriceSlot, Schedule, ScheduleSlot, Telemetry
-from nodes.planner.inputs import drifted, forecast_problem, next_boundary, telemetry_problem
+from nodes.contract.messages import BatterySpec, Schedule, ScheduleSlot, Telemetry
+from nodes.planner.inputs import drifted, next_boundary, telemetry_problem
 
 T0 = datetime(2025, 1, 16, 10, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -27,10 +27,6 @@ def test_drift_is_measured_against_the_plan_at_the_readings_time() -> None:
 
 
 def test_what_stops_planning() -> None:
-    assert forecast_problem(None, "de-lu", T0) == "no price forecast for zone de-lu yet"
-    old = PriceForecast(zone="de-lu", issued_at=T0, slots=[PriceSlot(start=T0 - 2 * HOUR, end=T0 - HOUR,
-                                                                     price_per_mwh=1.0)])
-    assert "ends at" in (forecast_problem(old, "de-lu", T0) or "")
     assert telemetry_problem(None, T0, 300) == "not planned: no telemetry received"
     stale = telemetry_problem(Telemetry(ts=T0 - timedelta(seconds=400), soc_kwh=1.0), T0, 300)
     assert stale is not None

@@ -36,10 +36,11 @@ SPEC_B1 = BatterySpec(capacity_kwh=1000, soc_min_kwh=100, soc_max_kwh=950, max_c
 
 
 def forecast(first_price: float = 900.0) -> PriceForecast:
-    # dear now, cheap later: the plan discharges in the first slot
+    # dear now, cheap later: the plan discharges in the first slot; 12 h of prices, more than the 6 h of
+    # BESS_PLANNER_PRICES_STALE_AFTER_H, so they are fresh
     return PriceForecast(zone="de-lu", issued_at=T0, slots=[
         PriceSlot(start=T0 + i * H, end=T0 + (i + 1) * H, price_per_mwh=first_price if i == 0 else 5.0)
-        for i in range(6)
+        for i in range(12)
     ])
 
 

@@ -58,6 +58,10 @@ def test_readme_planner_line_runs_as_written(doc: str, line: str, tmp_path: Path
         assert "expected revenue EUR" in done.stderr
     else:
         assert "delivery days" in done.stdout
+        # the README quotes the day-ahead / perfect foresight line of the sample: it must be what is printed
+        [ratio] = [line for line in done.stdout.splitlines() if line.startswith("day-ahead / perfect foresight")]
+        if doc == "README.md":
+            assert f"`{ratio}`" in " ".join((ROOT / doc).read_text().split()), ratio
         report = argv[argv.index("--report") + 1]
         assert "<table>" in (clone / report).read_text()
 
