@@ -14,7 +14,7 @@ telemetry alarm says what is wrong then.
 
 Inputs are a small Struct on purpose (:class:`AlarmInputs`): the node that wires the rules fills it from the
 bus; :func:`reading_from` takes any Telemetry, including the optional BMS fields (``cell_temp_max_c``,
-``cell_temp_min_c``, ``cell_voltage_max_v``, ``cell_voltage_min_v``, ``bms_alarms``) once the contract has them.
+``cell_temp_min_c``, ``cell_voltage_max_v``, ``cell_voltage_min_v``, ``bms_alarms``).
 """
 
 from __future__ import annotations
@@ -51,7 +51,8 @@ class AlarmReading(msgspec.Struct, kw_only=True, frozen=True):
     cell_temp_min_c: float | None = None
     cell_voltage_max_v: float | None = None
     cell_voltage_min_v: float | None = None
-    bms_alarms: tuple[str, ...] = ()
+    bms_alarms: tuple[str, ...] | None = None
+    """None: the device does not report codes (the BMS rule cannot judge); ``()``: it reports none."""
 
 
 def reading_from(telemetry: object) -> AlarmReading:
@@ -230,7 +231,7 @@ def cell_voltage_low(inputs: AlarmInputs, settings: AlarmSettings, now: datetime
 def bms_alarm(inputs: AlarmInputs, settings: AlarmSettings, now: datetime) -> Observation:
     """The BMS reports alarm codes (other than the ignored ones)."""
     reading, rule = fresh_reading(inputs, settings, now), settings.bms_alarm
-    if reading is None:
+    if reading is None or reading.bms_alarms is None:
         return UNKNOWN
     codes = _codes(reading, rule)
     if codes:
@@ -239,7 +240,7 @@ def bms_alarm(inputs: AlarmInputs, settings: AlarmSettings, now: datetime) -> Ob
 
 
 def _codes(reading: AlarmReading, rule: BmsAlarmSettings) -> list[str]:
-    return sorted(set(reading.bms_alarms) - set(rule.ignore_codes))
+    return sorted(set(reading.bms_alarms or ()) - set(rule.ignore_codes))
 
 
 def _watched(inputs: AlarmInputs, rule: NodeSettings) -> list[tuple[str, NodeStatus | None]]:

@@ -50,6 +50,15 @@ ShortText = Annotated[str, Meta(max_length=64, description="short text, at most 
 Text = Annotated[str, Meta(max_length=500, description="text, at most 500 characters")]
 LongText = Annotated[str, Meta(max_length=4000, description="text, at most 4000 characters")]
 MAX_SLOTS = 20_000
+# What a BMS reports (optional Telemetry fields): bounds wide enough for any real pack, tight enough to refuse junk.
+PackVolts = Annotated[float, Meta(ge=0.0, le=1e5, description="pack voltage in V")]
+PackAmps = Annotated[float, Meta(ge=-1e6, le=1e6, description="pack current in A: + discharging, - charging")]
+CellVolts = Annotated[float, Meta(ge=0.0, le=10.0, description="cell voltage in V")]
+Celsius = Annotated[float, Meta(ge=-100.0, le=200.0, description="temperature in °C")]
+SohPercent = Annotated[float, Meta(ge=0.0, le=150.0, description="state of health in % of the new capacity")]
+LifetimeKwh = Annotated[float, Meta(ge=0.0, le=1e12, description="lifetime energy counter in kWh")]
+MAX_BMS_CODES = 32
+BmsCode = Annotated[str, Meta(min_length=1, max_length=32, description="a BMS alarm or warning code, as the BMS names it")]
 
 Action = Literal["charge", "discharge", "idle"]
 ControlModeName = Literal["autopilot", "manual", "idle"]
@@ -68,6 +77,36 @@ class Telemetry(Struct, kw_only=True, omit_defaults=True):
     target_discharge_kw: PowerKw | None = None
     #: who measured it: ``device`` (the battery's own feed) or ``gateway`` (an HTTP write, set by the gateway)
     source: ShortText = "device"
+    # -- what a BMS reports, when the device has it (every field optional: older devices send none of them) --
+    pack_voltage_v: PackVolts | None = None
+    pack_current_a: PackAmps | None = None
+    """+ discharging, - charging, like ``power_kw``."""
+    cell_voltage_min_v: CellVolts | None = None
+    cell_voltage_max_v: CellVolts | None = None
+    cell_temp_min_c: Celsius | None = None
+    cell_temp_max_c: Celsius | None = None
+    soh_pct: SohPercent | None = None
+    """State of health as the BMS reports it (its own estimate of usable capacity against new)."""
+    bms_alarms: Annotated[list[BmsCode], Meta(max_length=MAX_BMS_CODES)] | None = None
+    """Alarm and warning codes the BMS reports now; ``[]``: none; absent: the device does not report codes."""
+    energy_charged_kwh_total: LifetimeKwh | None = None
+    """Lifetime counter: energy taken in since commissioning (grows monotonically)."""
+    energy_discharged_kwh_total: LifetimeKwh | None = None
+    """Lifetime counter: energy given out since commissioning."""
+
+
+BMS_NUMBERS: tuple[str, ...] = (
+    "pack_voltage_v",
+    "pack_current_a",
+    "cell_voltage_min_v",
+    "cell_voltage_max_v",
+    "cell_temp_min_c",
+    "cell_temp_max_c",
+    "soh_pct",
+    "energy_charged_kwh_total",
+    "energy_discharged_kwh_total",
+)
+"""The optional BMS number fields of :class:`Telemetry`, in declaration order (stored, read and drawn alike)."""
 
 
 class BatterySpec(Struct, kw_only=True, omit_defaults=True):

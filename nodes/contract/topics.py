@@ -172,9 +172,14 @@ TELEMETRY: Topic[Telemetry] = Topic(
     consumers=(Role.RECORDER, Role.PLANNER, Role.RENDERER, Role.GATEWAY),
     doc="A battery measurement. Devices publish it retained, so a new subscriber sees the latest reading at "
     "once; the gateway's HTTP writes are not retained (they are often backfills of older records). "
-    "power_kw is + when discharging (to the grid) and - when charging.",
+    "power_kw is + when discharging (to the grid) and - when charging. The BMS fields (pack voltage and current, "
+    "min/max cell voltage and temperature, state of health, alarm codes, lifetime energy counters) are optional: "
+    "a device sends those it has.",
     example=Telemetry(
-        ts=_T0, soc_kwh=700.0, power_kw=-50.0, target_charge_kw=100.0, target_discharge_kw=50.0, source="device"
+        ts=_T0, soc_kwh=700.0, power_kw=-50.0, target_charge_kw=100.0, target_discharge_kw=50.0, source="device",
+        pack_voltage_v=812.4, pack_current_a=-61.5, cell_voltage_min_v=3.301, cell_voltage_max_v=3.334,
+        cell_temp_min_c=24.5, cell_temp_max_c=29.0, soh_pct=97.5, bms_alarms=[],
+        energy_charged_kwh_total=182_340.0, energy_discharged_kwh_total=161_904.0,
     ),
     example_params={"battery": "battery-1"},
 )
