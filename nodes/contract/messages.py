@@ -58,7 +58,9 @@ Celsius = Annotated[float, Meta(ge=-100.0, le=200.0, description="temperature in
 SohPercent = Annotated[float, Meta(ge=0.0, le=150.0, description="state of health in % of the new capacity")]
 LifetimeKwh = Annotated[float, Meta(ge=0.0, le=1e12, description="lifetime energy counter in kWh")]
 MAX_BMS_CODES = 32
-BmsCode = Annotated[str, Meta(min_length=1, max_length=32, description="a BMS alarm or warning code, as the BMS names it")]
+BmsCode = Annotated[
+    str, Meta(min_length=1, max_length=32, pattern="^[^,]+$", description="a BMS alarm or warning code (no comma)")
+]
 
 Action = Literal["charge", "discharge", "idle"]
 ControlModeName = Literal["autopilot", "manual", "idle"]

@@ -218,6 +218,18 @@ class ReadRecord(Struct, kw_only=True, omit_defaults=True):
     target_charge_kw: float | None = msgspec.field(default=None, name="target_charge")
     timestamp: Annotated[str, Meta(description="RFC 3339 UTC", extra_json_schema={"format": "date-time"})]
     power_kw: float | None = None
+    # what a BMS reports (Telemetry's optional fields, from devices over MQTT): left out when not reported
+    pack_voltage_v: float | None = None
+    pack_current_a: float | None = None
+    cell_voltage_min_v: float | None = None
+    cell_voltage_max_v: float | None = None
+    cell_temp_min_c: float | None = None
+    cell_temp_max_c: float | None = None
+    soh_pct: float | None = None
+    energy_charged_kwh_total: float | None = None
+    energy_discharged_kwh_total: float | None = None
+    bms_alarms: Annotated[list[str], Meta(description="BMS alarm codes reported with the reading (raw rows only; "
+                                          "[]: none; absent: not reported)")] | None = None
 
 
 class Health(Struct, kw_only=True):

@@ -11,7 +11,11 @@ builder; a new history kind is also a value of :data:`nodes.contract.messages.Hi
 measurement    tags               fields                                                       time
 =============  =================  ===========================================================  ==============
 telemetry      battery            soc_kwh, power_kw, target_charge_kw, target_discharge_kw,    ``ts``
-                                  source
+                                  source, and the BMS fields when the device reports them:
+                                  pack_voltage_v, pack_current_a, cell_voltage_min/max_v,
+                                  cell_temp_min/max_c, soh_pct, energy_(dis)charged_kwh_total,
+                                  bms_alarms (comma-joined); a point without any of them says
+                                  ``bms`` in its ``absent`` mask instead of naming all ten
 command        battery            action, power_kw, command_id, source, valid_until, plan_id,  ``issued_at``
                                   text
 state          battery            mode, power_kw, command_id, command_source, valid_until,     ``ts``
@@ -28,13 +32,13 @@ prices         zone               price_per_mwh, end, issued_at, source, currenc
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 import msgspec
 
-from nodes.contract.messages import HistoryKind, Telemetry
+from nodes.contract.messages import BMS_NUMBERS, HistoryKind, Telemetry
 from nodes.contract.topics import COMMAND, PRICES, SCHEDULE, STATE, TELEMETRY, Topic
 from nodes.recorder import points
 
@@ -61,6 +65,21 @@ class Series:
     absent."""
     tag_columns: tuple[str, ...] = ()
     """Columns that are tags, not fields (a Flux query filters fields by name, and tags are not among them)."""
+    mask_groups: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Words of the ``absent`` mask that stand for several columns (``bms``: every BMS field), so a point of a
+    device without a BMS does not spell out ten names."""
+
+    def masked(self, mask: str) -> set[str]:
+        """The columns an ``absent`` mask names, its group words expanded."""
+        names = set(mask.split(",")) if mask else set()
+        for word, columns in self.mask_groups.items():
+            if word in names:
+                names.update(columns)
+        return names
+
+    def mask_words(self, name: str) -> tuple[str, ...]:
+        """The mask words that take column ``name`` out: its own name and any group holding it."""
+        return (name, *(word for word, columns in self.mask_groups.items() if name in columns))
 
 
 @dataclass(frozen=True)
@@ -89,9 +108,11 @@ TABLE: tuple[Stored[Any], ...] = (
         Series(
             "telemetry",
             "battery",
-            ("soc_kwh", "power_kw", "target_charge_kw", "target_discharge_kw", "source"),
-            ("soc_kwh", "power_kw", "target_charge_kw", "target_discharge_kw"),
-            optional=("power_kw", "target_charge_kw", "target_discharge_kw"),
+            ("soc_kwh", "power_kw", "target_charge_kw", "target_discharge_kw", "source", *BMS_NUMBERS,
+             "bms_alarms"),
+            ("soc_kwh", "power_kw", "target_charge_kw", "target_discharge_kw", *BMS_NUMBERS),
+            optional=("power_kw", "target_charge_kw", "target_discharge_kw", *BMS_NUMBERS),
+            mask_groups={points.BMS_MASK: (*BMS_NUMBERS, "bms_alarms")},
         ),
         device_reading=_device_reading,
     ),
