@@ -29,6 +29,7 @@ class Role(StrEnum):
     RENDERER = "renderer"
     MARKET = "market"
     SIMULATOR = "simulator"
+    ALARMS = "alarms"
     EVERY_NODE = "every-node"
     REQUESTER = "requester"
     DASHBOARD = "dashboard"
@@ -43,6 +44,7 @@ NODES: Final[tuple[Role, ...]] = (
     Role.RENDERER,
     Role.MARKET,
     Role.SIMULATOR,
+    Role.ALARMS,
 )
 #: The node names (``nodes/<name>``, broker users), in start order.
 NODE_NAMES: Final[tuple[str, ...]] = tuple(role.value for role in NODES)
@@ -57,6 +59,7 @@ ROLE_DOCS: Final[Mapping[Role, str]] = {
     Role.RENDERER: "nodes/renderer: Plotly figures and the dashboard (port 8050)",
     Role.MARKET: "nodes/market: the price feed",
     Role.SIMULATOR: "nodes/simulator: simulated batteries (acts as their device)",
+    Role.ALARMS: "nodes/alarms: raises and clears each battery's alarms (rules with hysteresis)",
     Role.EVERY_NODE: "each node about itself only (`{node}` is its own name)",
     Role.REQUESTER: "the client that asked (`{client}` is its own name)",
     Role.DASHBOARD: "browsers, through the renderer's HTTP (not an MQTT client)",
