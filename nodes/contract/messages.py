@@ -66,7 +66,7 @@ Action = Literal["charge", "discharge", "idle"]
 ControlModeName = Literal["autopilot", "manual", "idle"]
 Mode = Literal["idle", "charging", "discharging", "offline"]
 NodeState = Literal["online", "degraded", "offline"]
-HistoryKind = Literal["telemetry", "command", "state", "schedule", "prices"]
+HistoryKind = Literal["telemetry", "command", "state", "schedule", "prices", "alarms"]
 
 
 class Telemetry(Struct, kw_only=True, omit_defaults=True):

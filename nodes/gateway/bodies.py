@@ -232,6 +232,21 @@ class ReadRecord(Struct, kw_only=True, omit_defaults=True):
                                           "[]: none; absent: not reported)")] | None = None
 
 
+class AlarmRecord(Struct, kw_only=True, omit_defaults=True):
+    """One stored alarm transition of ``GET /alarms`` (oldest first): a raise, or the clear that ended it."""
+
+    time: Annotated[str, Meta(description="when the alarm took this state (RFC 3339 UTC)",
+                              extra_json_schema={"format": "date-time"})]
+    rule: str
+    state: Literal["raised", "cleared"]
+    severity: Literal["info", "warning", "critical"]
+    message: str
+    value: float | None = None
+    threshold: float | None = None
+    unit: str | None = None
+    raised_at: Annotated[str, Meta(description="for a clear: when it was raised (RFC 3339 UTC)")] | None = None
+
+
 class Health(Struct, kw_only=True):
     """``GET /health``: 200 when the broker is connected, 503 otherwise."""
 
@@ -248,6 +263,7 @@ __all__ = [
     "MAX_BATCH",
     "MAX_CONTROL_S",
     "MAX_RECORD_BYTES",
+    "AlarmRecord",
     "CommandBody",
     "CommandControl",
     "ControlBody",

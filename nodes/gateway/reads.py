@@ -15,13 +15,13 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
 
 from nodes.contract.messages import HistoryResult, UtcDatetime
-from nodes.gateway.bodies import ReadRecord
+from nodes.gateway.bodies import AlarmRecord, ReadRecord
 from nodes.gateway.errors import ApiError, check_battery
 
 ALLOWED = frozenset({"begin", "end", "battery", "every", "format", "limit"})
@@ -131,6 +131,48 @@ def parse_read_query(
     )
 
 
+ALARM_PARAMS = frozenset({"begin", "end", "battery", "limit"})
+ALARMS_DEFAULT_S = 86_400
+
+
+def parse_alarms_query(
+    pairs: Iterable[tuple[str, str]], *, now: datetime, default_battery: str, max_rows: int
+) -> ReadQuery:
+    """Validate ``GET /alarms`` (``begin`` defaults to a day before ``end``); 422 naming the parameter."""
+    params: dict[str, str] = {}
+    for key, value in pairs:
+        if key not in ALARM_PARAMS:
+            raise ApiError(422, f"unknown query parameter {key!r} (allowed: {', '.join(sorted(ALARM_PARAMS))})", key)
+        if key in params:
+            raise ApiError(422, f"query parameter {key!r} is given more than once", key)
+        params[key] = value
+    end = parse_time(params["end"], "end") if "end" in params else now
+    begin = parse_time(params["begin"], "begin") if "begin" in params else end - timedelta(seconds=ALARMS_DEFAULT_S)
+    if begin >= end:
+        raise ApiError(422, f"begin ({begin.isoformat()}) must be before end ({end.isoformat()})", "begin")
+    limit = max_rows
+    if "limit" in params:
+        raw = params["limit"]
+        if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= max_rows:
+            raise ApiError(422, f"limit={raw!r}: use a whole number from 1 to {max_rows}", "limit")
+        limit = int(raw)
+    battery = check_battery(params.get("battery", default_battery))
+    return ReadQuery(battery=battery, begin=begin, end=end, limit=limit, limit_given="limit" in params)
+
+
+def to_alarm_records(result: HistoryResult) -> list[AlarmRecord]:
+    """The recorder's ``alarms`` rows as records (oldest first); a row that is not an alarm is skipped."""
+    records: list[AlarmRecord] = []
+    for row in result.rows:
+        values = dict(zip(result.columns, row, strict=False))
+        values["time"] = values.get("time")
+        try:
+            records.append(msgspec.convert(values, AlarmRecord))
+        except msgspec.ValidationError:
+            continue  # not written by this recorder's alarm points (a hand-made point): nothing to show
+    return records
+
+
 def _number(value: Any) -> float | None:
     # JSON numbers from the recorder; bool is an int subclass and is not a measurement.
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -176,6 +218,6 @@ def to_csv(records: list[ReadRecord]) -> str:
 
 
 __all__ = [
-    "CSV_COLUMNS", "CSV_HEADER", "SEED_COLUMNS", "ReadQuery", "parse_every", "parse_read_query", "parse_time",
-    "to_csv", "to_records",
+    "CSV_COLUMNS", "CSV_HEADER", "SEED_COLUMNS", "ReadQuery", "parse_alarms_query", "parse_every",
+    "parse_read_query", "parse_time", "to_alarm_records", "to_csv", "to_records",
 ]

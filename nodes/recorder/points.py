@@ -34,7 +34,7 @@ import math
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
-from nodes.contract.messages import BMS_NUMBERS, BatteryState, Command, PriceForecast, Schedule, Telemetry
+from nodes.contract.messages import BMS_NUMBERS, Alarm, BatteryState, Command, PriceForecast, Schedule, Telemetry
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
@@ -329,9 +329,29 @@ def prices_lines(zone: str, msg: PriceForecast) -> list[str]:
     )
 
 
+def alarm_lines(battery: str, msg: Alarm) -> list[str]:
+    """``alarms,battery=..,rule=..`` at ``since``: one point per transition (raised, cleared; an update of a raised
+    alarm keeps its ``since`` and replaces that point). ``value``/``threshold`` left out are named in ``absent``."""
+    missing = ",".join(name for name, value in (("value", msg.value), ("threshold", msg.threshold))
+                       if value is None or number(value) is None)
+    fields = (
+        _Fields()
+        .text("state", msg.state)
+        .text("severity", msg.severity)
+        .text("message", msg.message)
+        .num("value", msg.value)
+        .num("threshold", msg.threshold)
+        .text("unit", msg.unit)
+        .text("raised_at", "" if msg.raised_at is None else rfc3339(msg.raised_at))
+        .text(MASK, missing)
+    )
+    return _present(line("alarms", {"battery": battery, "rule": msg.rule}, fields, msg.since))
+
+
 __all__ = [
     "BMS_MASK",
     "MASK",
+    "alarm_lines",
     "bms_fields",
     "command_lines",
     "epoch_us",

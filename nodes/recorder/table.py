@@ -26,6 +26,8 @@ plan           battery            plan_id, expected_revenue, baseline_revenue, c
                                   soc_initial_kwh, slots, zone, solver, solve_ms, reason
                                   (written with each schedule, not a history kind)
 prices         zone               price_per_mwh, end, issued_at, source, currency (per slot)   slot ``start``
+alarms         battery, rule      state, severity, message, value, threshold, unit, raised_at  ``since``
+                                  (one point per transition: raised, cleared)
 =============  =================  ===========================================================  ==============
 """
 
@@ -39,7 +41,7 @@ from typing import Any, Generic, TypeVar
 import msgspec
 
 from nodes.contract.messages import BMS_NUMBERS, HistoryKind, Telemetry
-from nodes.contract.topics import COMMAND, PRICES, SCHEDULE, STATE, TELEMETRY, Topic
+from nodes.contract.topics import ALARM, COMMAND, PRICES, SCHEDULE, STATE, TELEMETRY, Topic
 from nodes.recorder import points
 
 M = TypeVar("M", bound=msgspec.Struct)
@@ -158,6 +160,20 @@ TABLE: tuple[Stored[Any], ...] = (
         points.prices_lines,
         Series(
             "prices", "zone", ("price_per_mwh", "end", "issued_at", "source", "currency"), ("price_per_mwh",)
+        ),
+    ),
+    Stored(
+        "alarms",
+        ALARM,
+        points.alarm_lines,
+        Series(
+            "alarms",
+            "battery",
+            ("rule", "state", "severity", "message", "value", "threshold", "unit", "raised_at"),
+            ("value", "threshold"),
+            optional=("value", "threshold"),
+            blank_is_none=("unit", "raised_at"),
+            tag_columns=("rule",),
         ),
     ),
 )

@@ -17,6 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from nodes.contract.messages import (
+    Alarm,
     BatteryState,
     Command,
     PriceForecast,
@@ -448,3 +449,21 @@ def test_extreme_but_valid_times_neither_crash_nor_corrupt() -> None:
     assert points.query_time(datetime(1, 1, 1, tzinfo=UTC)) == "1677-09-22T00:00:00.000000Z"
     assert points.query_time(far) == "2262-04-11T00:00:00.000000Z"
     assert points.query_time(datetime(2025, 1, 16, 10, tzinfo=UTC)) == "2025-01-16T10:00:00.000000Z"
+
+
+def test_alarm_lines_one_point_per_transition_at_its_since() -> None:
+    raised = Alarm(rule="cell_temp_high", state="raised", since=T0, severity="critical",
+                   message='max cell "hot" 57.2 °C above 55 °C', value=57.2, threshold=55.0, unit="°C")
+    (line,) = points.alarm_lines("b1", raised)
+    assert parse_line(line) == (
+        "alarms", {"battery": "b1", "rule": "cell_temp_high"},
+        {"state": "raised", "severity": "critical", "message": 'max cell "hot" 57.2 °C above 55 °C', "value": 57.2,
+         "threshold": 55.0, "unit": "°C", "raised_at": "", "absent": ""}, T0_US,
+    )
+    cleared = Alarm(rule="node_offline", state="cleared", since=T0 + timedelta(minutes=5), severity="critical",
+                    message="all watched nodes online", raised_at=T0)
+    (line,) = points.alarm_lines("b1", cleared)
+    _, tags, fields, stamp = parse_line(line)
+    assert (tags["rule"], stamp) == ("node_offline", T0_US + 300_000_000)
+    assert (fields["raised_at"], fields["absent"]) == ("2025-01-16T10:00:00Z", "value,threshold")
+    assert "value" not in fields
