@@ -15,7 +15,8 @@ those: no polling. One lock orders evaluation and publication, so a raised messa
 Restart: the retained alarms are the book. After connecting the node waits ``BESS_ALARMS_RESTORE_WAIT_S`` for
 them before judging anything, so a raised alarm is neither raised again nor left standing once its cause is gone
 (it is cleared with the usual hysteresis); a retained alarm arriving later is adopted the same way.
-Counters: ``alarms_raised``, ``alarms_cleared``, ``alarms_updated``, ``alarms_active``, ``batteries``.
+Counters: ``alarms_raised``, ``alarms_cleared``, ``alarms_updated``, ``alarms_active``, ``batteries``,
+``evaluations`` (one battery's rules judged once).
 Lifecycle: the common node lifecycle (:mod:`nodes.runtime.node`).
 """
 
@@ -130,6 +131,7 @@ class Alarms(Service[AlarmsConfig]):
             result = evaluate(watch.book, watch.inputs(battery, self.nodes, self.prices_until),
                               self.rules.for_battery(battery), now)
             watch.book = result.book
+            self.bus.counters["evaluations"] += 1
             if result.next_due != watch.next_due:
                 watch.next_due = result.next_due
                 self.wake.set()
