@@ -128,6 +128,8 @@ class Alarms(Service[AlarmsConfig]):
         async with self._lock:
             now = now or self.clock()
             watch = self.watches[battery]
+            if watch.since is None:
+                watch.since = now
             result = evaluate(watch.book, watch.inputs(battery, self.nodes, self.prices_until),
                               self.rules.for_battery(battery), now)
             watch.book = result.book

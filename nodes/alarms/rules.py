@@ -74,6 +74,9 @@ class AlarmInputs(msgspec.Struct, kw_only=True, frozen=True):
     """End of the last slot of the price forecast the battery is planned on (None: no forecast)."""
     plan_problem: str | None = None
     """Why the planner could not plan this battery (its status details say ``not planned: ...``); None: planned."""
+    watched_since: datetime | None = None
+    """When the judge began watching this battery: one never heard from is stale ``stale_after_s`` after that
+    (not at once, so a stack that starts does not raise an alarm for a device that reports a second later)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +171,16 @@ def telemetry_stale(inputs: AlarmInputs, settings: AlarmSettings, now: datetime)
     """No reading for more than ``stale_after_s`` (or none at all)."""
     limit = settings.telemetry_stale.stale_after_s
     if inputs.reading is None:
-        return Observation("on", "no telemetry received", None, limit)
+        since = inputs.watched_since
+        if since is None:
+            return Observation("on", "no telemetry received", None, limit)
+        stale_at = since + timedelta(seconds=limit)
+        waited = (now - since).total_seconds()
+        if waited <= limit:
+            return Observation("unknown", f"no telemetry yet, watched for {waited:.0f} s (limit {limit:g} s)",
+                               flips_at=stale_at + timedelta(microseconds=1))
+        return Observation("on", f"no telemetry received since {_iso(since)} (limit {limit:g} s)", waited, limit,
+                           began_at=stale_at)
     ts = inputs.reading.ts
     age = (now - ts).total_seconds()
     stale_at = ts + timedelta(seconds=limit)

@@ -28,6 +28,8 @@ class Watch:
     command: Command | None = None
     book: dict[str, RuleState] = field(default_factory=dict)
     next_due: datetime | None = None
+    since: datetime | None = None
+    """When the node began judging this battery (a battery never heard from is stale only a while after)."""
 
     def take(self, telemetry: Telemetry) -> bool:
         """Keep ``telemetry`` if it is the newest reading; True when it was kept."""
@@ -39,7 +41,8 @@ class Watch:
     def inputs(self, battery: str, nodes: Mapping[str, NodeStatus], prices_until: datetime | None) -> AlarmInputs:
         """The rules' inputs for this battery now."""
         return AlarmInputs(reading=self.reading, spec=self.spec, command=self.command, nodes=dict(nodes),
-                           prices_until=prices_until, plan_problem=plan_problem(battery, nodes))
+                           prices_until=prices_until, plan_problem=plan_problem(battery, nodes),
+                           watched_since=self.since)
 
 
 def plan_problem(battery: str, nodes: Mapping[str, NodeStatus]) -> str | None:
