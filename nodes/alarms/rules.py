@@ -14,7 +14,7 @@ telemetry alarm says what is wrong then.
 
 Inputs are a small Struct on purpose (:class:`AlarmInputs`): the node that wires the rules fills it from the
 bus; :func:`reading_from` takes any Telemetry, including the optional BMS fields (``cell_temp_max_c``,
-``cell_temp_min_c``, ``cell_voltage_max_v``, ``cell_voltage_min_v``, ``bms_alarms``) once the contract has them.
+``cell_temp_min_c``, ``cell_voltage_max_v``, ``cell_voltage_min_v``, ``bms_alarms``).
 """
 
 from __future__ import annotations
@@ -51,7 +51,8 @@ class AlarmReading(msgspec.Struct, kw_only=True, frozen=True):
     cell_temp_min_c: float | None = None
     cell_voltage_max_v: float | None = None
     cell_voltage_min_v: float | None = None
-    bms_alarms: tuple[str, ...] = ()
+    bms_alarms: tuple[str, ...] | None = None
+    """None: the device does not report codes (the BMS rule cannot judge); ``()``: it reports none."""
 
 
 def reading_from(telemetry: object) -> AlarmReading:
@@ -73,6 +74,9 @@ class AlarmInputs(msgspec.Struct, kw_only=True, frozen=True):
     """End of the last slot of the price forecast the battery is planned on (None: no forecast)."""
     plan_problem: str | None = None
     """Why the planner could not plan this battery (its status details say ``not planned: ...``); None: planned."""
+    watched_since: datetime | None = None
+    """When the judge began watching this battery: one never heard from is stale ``stale_after_s`` after that
+    (not at once, so a stack that starts does not raise an alarm for a device that reports a second later)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +171,16 @@ def telemetry_stale(inputs: AlarmInputs, settings: AlarmSettings, now: datetime)
     """No reading for more than ``stale_after_s`` (or none at all)."""
     limit = settings.telemetry_stale.stale_after_s
     if inputs.reading is None:
-        return Observation("on", "no telemetry received", None, limit)
+        since = inputs.watched_since
+        if since is None:
+            return Observation("on", "no telemetry received", None, limit)
+        stale_at = since + timedelta(seconds=limit)
+        waited = (now - since).total_seconds()
+        if waited <= limit:
+            return Observation("unknown", f"no telemetry yet, watched for {waited:.0f} s (limit {limit:g} s)",
+                               flips_at=stale_at + timedelta(microseconds=1))
+        return Observation("on", f"no telemetry received since {_iso(since)} (limit {limit:g} s)", waited, limit,
+                           began_at=stale_at)
     ts = inputs.reading.ts
     age = (now - ts).total_seconds()
     stale_at = ts + timedelta(seconds=limit)
@@ -230,7 +243,7 @@ def cell_voltage_low(inputs: AlarmInputs, settings: AlarmSettings, now: datetime
 def bms_alarm(inputs: AlarmInputs, settings: AlarmSettings, now: datetime) -> Observation:
     """The BMS reports alarm codes (other than the ignored ones)."""
     reading, rule = fresh_reading(inputs, settings, now), settings.bms_alarm
-    if reading is None:
+    if reading is None or reading.bms_alarms is None:
         return UNKNOWN
     codes = _codes(reading, rule)
     if codes:
@@ -239,7 +252,7 @@ def bms_alarm(inputs: AlarmInputs, settings: AlarmSettings, now: datetime) -> Ob
 
 
 def _codes(reading: AlarmReading, rule: BmsAlarmSettings) -> list[str]:
-    return sorted(set(reading.bms_alarms) - set(rule.ignore_codes))
+    return sorted(set(reading.bms_alarms or ()) - set(rule.ignore_codes))
 
 
 def _watched(inputs: AlarmInputs, rule: NodeSettings) -> list[tuple[str, NodeStatus | None]]:

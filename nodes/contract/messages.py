@@ -50,12 +50,23 @@ ShortText = Annotated[str, Meta(max_length=64, description="short text, at most 
 Text = Annotated[str, Meta(max_length=500, description="text, at most 500 characters")]
 LongText = Annotated[str, Meta(max_length=4000, description="text, at most 4000 characters")]
 MAX_SLOTS = 20_000
+# What a BMS reports (optional Telemetry fields): bounds wide enough for any real pack, tight enough to refuse junk.
+PackVolts = Annotated[float, Meta(ge=0.0, le=1e5, description="pack voltage in V")]
+PackAmps = Annotated[float, Meta(ge=-1e6, le=1e6, description="pack current in A: + discharging, - charging")]
+CellVolts = Annotated[float, Meta(ge=0.0, le=10.0, description="cell voltage in V")]
+Celsius = Annotated[float, Meta(ge=-100.0, le=200.0, description="temperature in °C")]
+SohPercent = Annotated[float, Meta(ge=0.0, le=150.0, description="state of health in % of the new capacity")]
+LifetimeKwh = Annotated[float, Meta(ge=0.0, le=1e12, description="lifetime energy counter in kWh")]
+MAX_BMS_CODES = 32
+BmsCode = Annotated[
+    str, Meta(min_length=1, max_length=32, pattern="^[^,]+$", description="a BMS alarm or warning code (no comma)")
+]
 
 Action = Literal["charge", "discharge", "idle"]
 ControlModeName = Literal["autopilot", "manual", "idle"]
 Mode = Literal["idle", "charging", "discharging", "offline"]
 NodeState = Literal["online", "degraded", "offline"]
-HistoryKind = Literal["telemetry", "command", "state", "schedule", "prices"]
+HistoryKind = Literal["telemetry", "command", "state", "schedule", "prices", "alarms"]
 
 
 class Telemetry(Struct, kw_only=True, omit_defaults=True):
@@ -68,6 +79,36 @@ class Telemetry(Struct, kw_only=True, omit_defaults=True):
     target_discharge_kw: PowerKw | None = None
     #: who measured it: ``device`` (the battery's own feed) or ``gateway`` (an HTTP write, set by the gateway)
     source: ShortText = "device"
+    # -- what a BMS reports, when the device has it (every field optional: older devices send none of them) --
+    pack_voltage_v: PackVolts | None = None
+    pack_current_a: PackAmps | None = None
+    """+ discharging, - charging, like ``power_kw``."""
+    cell_voltage_min_v: CellVolts | None = None
+    cell_voltage_max_v: CellVolts | None = None
+    cell_temp_min_c: Celsius | None = None
+    cell_temp_max_c: Celsius | None = None
+    soh_pct: SohPercent | None = None
+    """State of health as the BMS reports it (its own estimate of usable capacity against new)."""
+    bms_alarms: Annotated[list[BmsCode], Meta(max_length=MAX_BMS_CODES)] | None = None
+    """Alarm and warning codes the BMS reports now; ``[]``: none; absent: the device does not report codes."""
+    energy_charged_kwh_total: LifetimeKwh | None = None
+    """Lifetime counter: energy taken in since commissioning (grows monotonically)."""
+    energy_discharged_kwh_total: LifetimeKwh | None = None
+    """Lifetime counter: energy given out since commissioning."""
+
+
+BMS_NUMBERS: tuple[str, ...] = (
+    "pack_voltage_v",
+    "pack_current_a",
+    "cell_voltage_min_v",
+    "cell_voltage_max_v",
+    "cell_temp_min_c",
+    "cell_temp_max_c",
+    "soh_pct",
+    "energy_charged_kwh_total",
+    "energy_discharged_kwh_total",
+)
+"""The optional BMS number fields of :class:`Telemetry`, in declaration order (stored, read and drawn alike)."""
 
 
 class BatterySpec(Struct, kw_only=True, omit_defaults=True):
@@ -279,6 +320,43 @@ class Figure(Struct, kw_only=True, omit_defaults=True):
     layout: dict[str, Any]
 
 
+# -- alarms ----------------------------------------------------------------------------------------------------
+
+AlarmState = Literal["raised", "cleared"]
+Severity = Literal["info", "warning", "critical"]
+SEVERITIES: tuple[Severity, ...] = ("info", "warning", "critical")
+"""In rising order of urgency (a banner shows the most urgent first)."""
+
+AlarmValue = Annotated[float, Meta(ge=-1e9, le=1e9, description="the measured value, in the alarm's unit")]
+
+
+class Alarm(Struct, kw_only=True, omit_defaults=True):
+    """An alarm of one battery: raised, or cleared again (retained on ``battery/{battery}/alarm/{rule}``).
+
+    Why retained and one topic per rule: a dashboard or Home Assistant that connects later must see every alarm
+    that is up now (a binary sensor per topic), and a cleared alarm must replace its raised message rather than
+    leave it standing; ``state: cleared`` does that.
+    """
+
+    rule: Identifier
+    """The rule's id, as in the topic (``cell_temp_high``)."""
+    state: AlarmState
+    since: UtcDatetime
+    """When the alarm took this state (raised or cleared)."""
+    severity: Severity
+    message: Text
+    """What is wrong, in words, with the value and the threshold (``max cell temperature 57.2 °C above 55 °C``)."""
+    value: AlarmValue | None = None
+    """The value that raised it (or, when cleared, the value that cleared it); None for a rule without one."""
+    threshold: AlarmValue | None = None
+    """The threshold the value crossed (for a cleared alarm: the one it came back past)."""
+    unit: ShortText = ""
+    """Unit of ``value`` and ``threshold`` (``°C``, ``V``, ``kWh``, ``s``, ``kW``, ``codes``, ``nodes``)."""
+    raised_at: UtcDatetime | None = None
+    """For a cleared alarm: when it was raised (a history table shows how long it lasted)."""
+
+
+
 ALL_MESSAGES: tuple[type[Struct], ...] = (
     Telemetry,
     BatterySpec,
@@ -293,4 +371,5 @@ ALL_MESSAGES: tuple[type[Struct], ...] = (
     Figure,
     StoredReceipt,
     StoredUpTo,
+    Alarm,
 )

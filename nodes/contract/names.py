@@ -30,6 +30,7 @@ class Role(StrEnum):
     MARKET = "market"
     SIMULATOR = "simulator"
     BRIDGE = "bridge"
+    ALARMS = "alarms"
     EVERY_NODE = "every-node"
     REQUESTER = "requester"
     DASHBOARD = "dashboard"
@@ -44,6 +45,7 @@ NODES: Final[tuple[Role, ...]] = (
     Role.RENDERER,
     Role.MARKET,
     Role.SIMULATOR,
+    Role.ALARMS,
 )
 #: The node names (``nodes/<name>``, broker users), in start order.
 NODE_NAMES: Final[tuple[str, ...]] = tuple(role.value for role in NODES)
@@ -67,6 +69,7 @@ ROLE_DOCS: Final[Mapping[Role, str]] = {
     Role.BRIDGE: "nodes/bridge: a real device that speaks its own MQTT dialect, translated by a profile "
     "(acts as its device; its foreign topics are listed under External topics); with broker authentication the "
     "user `bridge`, bound to its one battery, and the device behind it a user of its own (its dialect's topics only)",
+    Role.ALARMS: "nodes/alarms: raises and clears each battery's alarms (rules with hysteresis)",
     Role.EVERY_NODE: "each node about itself only (`{node}` is its own name)",
     Role.REQUESTER: "the client that asked (`{client}` is its own name)",
     Role.DASHBOARD: "browsers, through the renderer's HTTP (not an MQTT client)",

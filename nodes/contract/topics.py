@@ -16,6 +16,7 @@ from typing import Any, Generic, TypeVar
 import msgspec
 
 from nodes.contract.messages import (
+    Alarm,
     BatterySpec,
     BatteryState,
     Command,
@@ -169,12 +170,17 @@ TELEMETRY: Topic[Telemetry] = Topic(
     qos=1,
     retain=True,
     producers=(Role.DEVICE, Role.SIMULATOR, Role.BRIDGE, Role.GATEWAY),
-    consumers=(Role.RECORDER, Role.PLANNER, Role.RENDERER, Role.GATEWAY),
+    consumers=(Role.RECORDER, Role.PLANNER, Role.RENDERER, Role.GATEWAY, Role.ALARMS),
     doc="A battery measurement. Devices publish it retained, so a new subscriber sees the latest reading at "
     "once; the gateway's HTTP writes are not retained (they are often backfills of older records). "
-    "power_kw is + when discharging (to the grid) and - when charging.",
+    "power_kw is + when discharging (to the grid) and - when charging. The BMS fields (pack voltage and current, "
+    "min/max cell voltage and temperature, state of health, alarm codes, lifetime energy counters) are optional: "
+    "a device sends those it has.",
     example=Telemetry(
-        ts=_T0, soc_kwh=700.0, power_kw=-50.0, target_charge_kw=100.0, target_discharge_kw=50.0, source="device"
+        ts=_T0, soc_kwh=700.0, power_kw=-50.0, target_charge_kw=100.0, target_discharge_kw=50.0, source="device",
+        pack_voltage_v=812.4, pack_current_a=-61.5, cell_voltage_min_v=3.301, cell_voltage_max_v=3.334,
+        cell_temp_min_c=24.5, cell_temp_max_c=29.0, soh_pct=97.5, bms_alarms=[],
+        energy_charged_kwh_total=182_340.0, energy_discharged_kwh_total=161_904.0,
     ),
     example_params={"battery": "battery-1"},
 )
@@ -185,7 +191,7 @@ SPEC: Topic[BatterySpec] = Topic(
     qos=1,
     retain=True,
     producers=(Role.DEVICE, Role.SIMULATOR, Role.BRIDGE),
-    consumers=(Role.PLANNER, Role.GATEWAY, Role.RENDERER),
+    consumers=(Role.PLANNER, Role.GATEWAY, Role.RENDERER, Role.ALARMS),
     doc="What the battery can do. The gateway refuses commands beyond it; the planner plans within it.",
     example=BatterySpec(
         capacity_kwh=1000.0,
@@ -204,7 +210,7 @@ COMMAND: Topic[Command] = Topic(
     qos=1,
     retain=False,
     producers=(Role.GATEWAY, Role.PLANNER),
-    consumers=(Role.DEVICE, Role.SIMULATOR, Role.BRIDGE, Role.RECORDER),
+    consumers=(Role.DEVICE, Role.SIMULATOR, Role.BRIDGE, Role.RECORDER, Role.ALARMS),
     doc="An order to charge, discharge or idle, as a lease: at valid_until the device goes idle, "
     "so a dead controller cannot leave a battery discharging. Not retained: a stale command must not be "
     "replayed to a device that reconnects.",
@@ -319,7 +325,7 @@ PRICES: Topic[PriceForecast] = Topic(
     qos=1,
     retain=True,
     producers=(Role.MARKET, Role.GATEWAY),
-    consumers=(Role.PLANNER, Role.RECORDER, Role.RENDERER),
+    consumers=(Role.PLANNER, Role.RECORDER, Role.RENDERER, Role.ALARMS),
     doc="Forecast or day-ahead prices for a market zone, hourly or 15-minute slots.",
     example=PriceForecast(
         zone="de-lu",
@@ -411,7 +417,7 @@ STATUS: Topic[NodeStatus] = Topic(
     qos=1,
     retain=True,
     producers=(Role.EVERY_NODE,),
-    consumers=(Role.ANYONE, Role.RENDERER),
+    consumers=(Role.ANYONE, Role.RENDERER, Role.ALARMS),
     doc="A node's health: online, degraded (with the reason) or offline. The broker publishes offline as "
     "the node's last will when it dies without saying goodbye. The renderer shows every node's status in the "
     "dashboard's status strip.",
@@ -424,6 +430,32 @@ STATUS: Topic[NodeStatus] = Topic(
         counters={"received": 1200, "stored": 1200, "decode_errors": 0},
     ),
     example_params={"node": "recorder"},
+)
+
+ALARM: Topic[Alarm] = Topic(
+    path="battery/{battery}/alarm/{rule}",
+    payload=Alarm,
+    qos=1,
+    retain=True,
+    producers=(Role.ALARMS,),
+    consumers=(Role.RECORDER, Role.RENDERER, Role.ALARMS, Role.ANYONE),
+    doc="One alarm of one battery: raised (with since, severity, the message, the value and the threshold) or "
+    "cleared again, one topic per rule (soc_below_min, soc_above_max, telemetry_stale, command_not_followed, "
+    "cell_temp_high, cell_temp_low, cell_voltage_high, cell_voltage_low, bms_alarm, node_offline, node_degraded, "
+    "prices_stale, plan_infeasible). Retained: whoever subscribes later sees every alarm that is up now, and a "
+    "cleared message replaces the raised one. The alarms node reads its own retained alarms at start, so a "
+    "restart neither raises an alarm again nor forgets one. Raised and cleared with hysteresis (README, Alarms).",
+    example=Alarm(
+        rule="cell_temp_high",
+        state="raised",
+        since=_T0,
+        severity="critical",
+        message="max cell temperature 57.2 °C above 55 °C",
+        value=57.2,
+        threshold=55.0,
+        unit="°C",
+    ),
+    example_params={"battery": "battery-1", "rule": "cell_temp_high"},
 )
 
 ALL_REQUESTS: tuple[Request[Any, Any], ...] = (HISTORY,)
@@ -442,4 +474,5 @@ ALL_TOPICS: tuple[Topic[Any], ...] = (
     STORED_RESPONSE,
     STORED,
     STATUS,
+    ALARM,
 )

@@ -4,6 +4,7 @@
 ``POST /write``        one record (or an array) -> Telemetry on ``battery/{battery}/telemetry`` -> 200 stored
                        (the recorder confirmed it), 202 accepted (broker only, or not confirmed in time)
 ``GET /read``          HistoryQuery to the recorder (MQTT 5 request/response) -> records as written, or CSV
+``GET /alarms``        the stored alarm transitions of ``?battery=`` (raised, cleared) from the recorder, JSON
 ``POST /mqtt/publish`` ``{"command": "DISCHARGE 50kW"}`` -> ControlMode manual until the lease ends on
                        ``battery/{battery}/control``, then the Command on ``battery/{battery}/set`` -> 202
 ``POST /control``      ``{"mode": "autopilot"|"manual"|"idle"}`` -> retained ControlMode (+ IDLE for idle) -> 202
@@ -399,6 +400,30 @@ class Gateway:
             return web.Response(text=reads.to_csv(records), content_type="text/csv", headers=headers)
         return web.Response(body=_ENCODER.encode(records), content_type=_JSON, headers=headers)
 
+    async def alarms(self, request: web.Request) -> web.Response:
+        """``GET /alarms``: the stored alarm transitions of a battery (raised and cleared), oldest first."""
+        self._authorize_read(request)
+        s = self.settings
+        query = reads.parse_alarms_query(
+            request.query.items(), now=self.clock(), default_battery=s.default_battery, max_rows=s.max_read_rows
+        )
+        ask = HistoryQuery(kind="alarms", battery=query.battery, begin=query.begin.astimezone(UTC),
+                           end=query.end.astimezone(UTC), limit=query.limit)
+        try:
+            answer = await self.bus.request(HISTORY, ask, timeout=s.read_timeout_s)
+        except TimeoutError:
+            raise ApiError(
+                504, f"the recorder did not answer within {s.read_timeout_s:g} s (is the recorder node running?)"
+            ) from None
+        except BusUnavailable as exc:
+            raise ApiError(503, f"MQTT broker unavailable: {exc}") from None
+        if not answer.ok:
+            raise ApiError(502, f"the recorder could not answer: {answer.error or 'no reason given'}")
+        self.counters["reads"] += 1
+        headers = {"X-Truncated": "true"} if answer.truncated else None
+        return web.Response(body=_ENCODER.encode(reads.to_alarm_records(answer)), content_type=_JSON,
+                            headers=headers)
+
     async def command(self, request: web.Request) -> web.Response:
         """``POST /mqtt/publish``: command text -> manual mode until the lease ends, then the Command -> 202.
 
@@ -531,6 +556,7 @@ def create_app(gateway: Gateway, *, openapi: bytes | None = None) -> web.Applica
                           client_max_size=gateway.settings.max_body_bytes)
     app.router.add_post("/write", gateway.write)
     app.router.add_get("/read", gateway.read)
+    app.router.add_get("/alarms", gateway.alarms)
     app.router.add_post("/mqtt/publish", gateway.command)
     app.router.add_post("/control", gateway.set_control)
     app.router.add_get("/control", gateway.get_control)

@@ -218,6 +218,33 @@ class ReadRecord(Struct, kw_only=True, omit_defaults=True):
     target_charge_kw: float | None = msgspec.field(default=None, name="target_charge")
     timestamp: Annotated[str, Meta(description="RFC 3339 UTC", extra_json_schema={"format": "date-time"})]
     power_kw: float | None = None
+    # what a BMS reports (Telemetry's optional fields, from devices over MQTT): left out when not reported
+    pack_voltage_v: float | None = None
+    pack_current_a: float | None = None
+    cell_voltage_min_v: float | None = None
+    cell_voltage_max_v: float | None = None
+    cell_temp_min_c: float | None = None
+    cell_temp_max_c: float | None = None
+    soh_pct: float | None = None
+    energy_charged_kwh_total: float | None = None
+    energy_discharged_kwh_total: float | None = None
+    bms_alarms: Annotated[list[str], Meta(description="BMS alarm codes reported with the reading (raw rows only; "
+                                          "[]: none; absent: not reported)")] | None = None
+
+
+class AlarmRecord(Struct, kw_only=True, omit_defaults=True):
+    """One stored alarm transition of ``GET /alarms`` (oldest first): a raise, or the clear that ended it."""
+
+    time: Annotated[str, Meta(description="when the alarm took this state (RFC 3339 UTC)",
+                              extra_json_schema={"format": "date-time"})]
+    rule: str
+    state: Literal["raised", "cleared"]
+    severity: Literal["info", "warning", "critical"]
+    message: str
+    value: float | None = None
+    threshold: float | None = None
+    unit: str | None = None
+    raised_at: Annotated[str, Meta(description="for a clear: when it was raised (RFC 3339 UTC)")] | None = None
 
 
 class Health(Struct, kw_only=True):
@@ -236,6 +263,7 @@ __all__ = [
     "MAX_BATCH",
     "MAX_CONTROL_S",
     "MAX_RECORD_BYTES",
+    "AlarmRecord",
     "CommandBody",
     "CommandControl",
     "ControlBody",

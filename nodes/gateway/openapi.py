@@ -19,6 +19,7 @@ from nodes.gateway.bodies import (
     DEFAULT_MAX_BODY_BYTES,
     MAX_BATCH,
     MAX_RECORD_BYTES,
+    AlarmRecord,
     CommandBody,
     ControlBody,
     ControlState,
@@ -80,10 +81,11 @@ def document() -> dict[str, Any]:
     types: list[Any] = [
         WriteRequest, PublishedTelemetry, PublishedBatch, CommandBody, PublishedCommand, PricesBody,
         PublishedPrices, list[ReadRecord], Health, ErrorBody, ControlBody, PublishedControl, ControlState,
+        list[AlarmRecord],
     ]
     schemas, components = msgspec.json.schema_components(types, ref_template=_REF)
     (write_req, published_t, published_b, command_req, published_c, prices_req, published_p, records, health,
-     error, control_req, published_control, control_state) = schemas
+     error, control_req, published_control, control_state, alarm_records) = schemas
     battery = _param("battery", "query", f"battery id ({ID_SHAPE}); default BESS_GATEWAY_DEFAULT_BATTERY",
                      {"type": "string", "pattern": ID_REGEX})
     secured: list[dict[str, list[str]]] = [{"bearer": []}, {}]
@@ -164,6 +166,32 @@ def document() -> dict[str, Any]:
                     "401": _error(_READ_401, error),
                     "422": _error("invalid parameter, begin not before end, or too many rows without every=",
                                   error),
+                    "502": _error("the recorder failed to query the database", error),
+                    "503": _error("MQTT broker unreachable", error),
+                    "504": _error("the recorder did not answer in time", error),
+                },
+            }
+        },
+        "/alarms": {
+            "get": {
+                "summary": "The stored alarm transitions of a battery (raised, cleared), oldest first",
+                "description": "What the alarms node published on battery/{battery}/alarm/{rule}, as the recorder "
+                "stored it: one record per raise and per clear (a clear names when it was raised). An alarm "
+                "raised and not cleared is up now.",
+                "security": secured,
+                "parameters": [
+                    _param("begin", "query", "RFC 3339 with a zone; default one day before end",
+                           {"type": "string", "format": "date-time"}, example="2025-01-16T09:00:00Z"),
+                    _param("end", "query", "RFC 3339 with a zone; default now; must be after begin",
+                           {"type": "string", "format": "date-time"}),
+                    battery,
+                    _param("limit", "query", "return only the first N records (header X-Truncated: true if more)",
+                           {"type": "integer", "minimum": 1}),
+                ],
+                "responses": {
+                    "200": _json_body(alarm_records, "alarm transitions, oldest first"),
+                    "401": _error(_READ_401, error),
+                    "422": _error("invalid parameter, or begin not before end", error),
                     "502": _error("the recorder failed to query the database", error),
                     "503": _error("MQTT broker unreachable", error),
                     "504": _error("the recorder did not answer in time", error),

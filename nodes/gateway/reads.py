@@ -15,13 +15,13 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
 
 from nodes.contract.messages import HistoryResult, UtcDatetime
-from nodes.gateway.bodies import ReadRecord
+from nodes.gateway.bodies import AlarmRecord, ReadRecord
 from nodes.gateway.errors import ApiError, check_battery
 
 ALLOWED = frozenset({"begin", "end", "battery", "every", "format", "limit"})
@@ -40,10 +40,15 @@ CSV_COLUMNS: tuple[tuple[str, str], ...] = tuple(  # (CSV header / JSON key, Rea
     for f in sorted(_FIELDS, key=lambda f: _CSV_FIRST.index(f.encode_name) if f.encode_name in _CSV_FIRST
                     else len(_CSV_FIRST) + _FIELDS.index(f))
 )
-CSV_HEADER = ",".join(header for header, _ in CSV_COLUMNS)
+_BMS_ATTRS = frozenset({"pack_voltage_v", "pack_current_a", "cell_voltage_min_v", "cell_voltage_max_v",
+                        "cell_temp_min_c", "cell_temp_max_c", "soh_pct", "energy_charged_kwh_total",
+                        "energy_discharged_kwh_total", "bms_alarms"})
+SEED_COLUMNS = tuple(c for c in CSV_COLUMNS if c[1] not in _BMS_ATTRS)
+"""The columns of every CSV answer; the BMS columns follow only when a record of the answer has one."""
+CSV_HEADER = ",".join(header for header, _ in SEED_COLUMNS)
 
 # recorder column -> ReadRecord attribute: the record's value attributes are named as the recorder's columns
-_COLUMNS = {f.name: f.name for f in _FIELDS if f.name != "timestamp"}
+_COLUMNS = {f.name: f.name for f in _FIELDS if f.name not in ("timestamp", "bms_alarms")}
 
 
 class ReadQuery(msgspec.Struct, frozen=True, kw_only=True):
@@ -126,6 +131,48 @@ def parse_read_query(
     )
 
 
+ALARM_PARAMS = frozenset({"begin", "end", "battery", "limit"})
+ALARMS_DEFAULT_S = 86_400
+
+
+def parse_alarms_query(
+    pairs: Iterable[tuple[str, str]], *, now: datetime, default_battery: str, max_rows: int
+) -> ReadQuery:
+    """Validate ``GET /alarms`` (``begin`` defaults to a day before ``end``); 422 naming the parameter."""
+    params: dict[str, str] = {}
+    for key, value in pairs:
+        if key not in ALARM_PARAMS:
+            raise ApiError(422, f"unknown query parameter {key!r} (allowed: {', '.join(sorted(ALARM_PARAMS))})", key)
+        if key in params:
+            raise ApiError(422, f"query parameter {key!r} is given more than once", key)
+        params[key] = value
+    end = parse_time(params["end"], "end") if "end" in params else now
+    begin = parse_time(params["begin"], "begin") if "begin" in params else end - timedelta(seconds=ALARMS_DEFAULT_S)
+    if begin >= end:
+        raise ApiError(422, f"begin ({begin.isoformat()}) must be before end ({end.isoformat()})", "begin")
+    limit = max_rows
+    if "limit" in params:
+        raw = params["limit"]
+        if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= max_rows:
+            raise ApiError(422, f"limit={raw!r}: use a whole number from 1 to {max_rows}", "limit")
+        limit = int(raw)
+    battery = check_battery(params.get("battery", default_battery))
+    return ReadQuery(battery=battery, begin=begin, end=end, limit=limit, limit_given="limit" in params)
+
+
+def to_alarm_records(result: HistoryResult) -> list[AlarmRecord]:
+    """The recorder's ``alarms`` rows as records (oldest first); a row that is not an alarm is skipped."""
+    records: list[AlarmRecord] = []
+    for row in result.rows:
+        values = dict(zip(result.columns, row, strict=False))
+        values["time"] = values.get("time")
+        try:
+            records.append(msgspec.convert(values, AlarmRecord))
+        except msgspec.ValidationError:
+            continue  # not written by this recorder's alarm points (a hand-made point): nothing to show
+    return records
+
+
 def _number(value: Any) -> float | None:
     # JSON numbers from the recorder; bool is an int subclass and is not a measurement.
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -138,28 +185,39 @@ def to_records(result: HistoryResult) -> list[ReadRecord]:
     index = {name.removeprefix("mean_"): i for i, name in enumerate(result.columns)}
     time_at = index.get("time", 0)
     picks = [(attr, index[col]) for col, attr in _COLUMNS.items() if col in index]
+    codes_at = index.get("bms_alarms")
     records: list[ReadRecord] = []
     for row in result.rows:
         values = {attr: _number(row[i]) for attr, i in picks if i < len(row)}
         if time_at >= len(row) or all(v is None for v in values.values()):
             continue
-        records.append(ReadRecord(timestamp=str(row[time_at]), **values))
+        codes = row[codes_at] if codes_at is not None and codes_at < len(row) else None
+        # the recorder stores the codes comma-joined (a code has no comma); "" is "none reported"
+        alarms = (codes.split(",") if codes else []) if isinstance(codes, str) else None
+        records.append(ReadRecord(timestamp=str(row[time_at]), bms_alarms=alarms, **values))
     return records
 
 
-def _cell(value: str | float | None) -> str:
+def _cell(value: str | float | list[str] | None) -> str:
+    if isinstance(value, list):
+        text = ",".join(value)  # one cell, quoted as RFC 4180 says when it holds a comma
+        return f'"{text}"' if "," in text else text
     return "" if value is None else str(value)
 
 
 def to_csv(records: list[ReadRecord]) -> str:
-    """CSV with the header :data:`CSV_HEADER` (the JSON record's keys; empty cells for missing values)."""
+    """CSV with the header :data:`CSV_HEADER` (the JSON record's keys; empty cells for missing values), then the
+    BMS columns any record has (a device without a BMS gets the seed's columns, nothing more)."""
+    reported = {attr for r in records for attr in _BMS_ATTRS if getattr(r, attr) is not None}
+    columns = [c for c in CSV_COLUMNS if c[1] not in _BMS_ATTRS or c[1] in reported]
     out = io.StringIO()
-    out.write(CSV_HEADER + "\n")
+    out.write(",".join(header for header, _ in columns) + "\n")
     for r in records:
-        out.write(",".join(_cell(getattr(r, attr)) for _, attr in CSV_COLUMNS) + "\n")
+        out.write(",".join(_cell(getattr(r, attr)) for _, attr in columns) + "\n")
     return out.getvalue()
 
 
 __all__ = [
-    "CSV_COLUMNS", "CSV_HEADER", "ReadQuery", "parse_every", "parse_read_query", "parse_time", "to_csv", "to_records",
+    "CSV_COLUMNS", "CSV_HEADER", "SEED_COLUMNS", "ReadQuery", "parse_alarms_query", "parse_every",
+    "parse_read_query", "parse_time", "to_alarm_records", "to_csv", "to_records",
 ]

@@ -140,7 +140,8 @@ def stale_values(checked: Plan) -> str | None:
     if not checked.every_s or not series.optional:
         return None
     stale = " OR ".join(
-        f"({ident(MASK)} =~ /(^|,){name}(,|$)/ AND ({ident(name)} >= 0 OR {ident(name)} < 0))"
+        f"({ident(MASK)} =~ /(^|,)({'|'.join(series.mask_words(name))})(,|$)/"
+        f" AND ({ident(name)} >= 0 OR {ident(name)} < 0))"
         for name in series.optional
     )
     select = ",".join(ident(name) for name in (MASK, *series.optional))

@@ -34,7 +34,7 @@ import math
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
-from nodes.contract.messages import BatteryState, Command, PriceForecast, Schedule, Telemetry
+from nodes.contract.messages import BMS_NUMBERS, Alarm, BatteryState, Command, PriceForecast, Schedule, Telemetry
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
@@ -176,7 +176,9 @@ def telemetry_line(battery: str, msg: Telemetry) -> str:
 
     Each number field is ``key=1.5,`` when present and finite, else nothing and its name goes into ``absent``;
     ``source`` and ``absent`` always end the fields, so a later write of the same point replaces all of it.
-    Decoded messages are finite by the contract's bounds; the checks guard Structs built in code.
+    The BMS fields (:func:`bms_fields`) come before ``source`` when the device reports any; a reading without
+    any of them says :data:`BMS_MASK` in ``absent`` (one word for all ten). Decoded messages are finite by the
+    contract's bounds; the checks guard Structs built in code.
     """
     s, p, c, d = msg.soc_kwh, msg.power_kw, msg.target_charge_kw, msg.target_discharge_kw
     source = msg.source
@@ -188,14 +190,42 @@ def telemetry_line(battery: str, msg: Telemetry) -> str:
     has_c = c is not None and _isfinite(c)
     has_d = d is not None and _isfinite(d)
     absent = "" if has_p and has_c and has_d else _absent(has_p, has_c, has_d)
+    bms, missing = bms_fields(msg)
+    absent = f"{absent},{missing}" if absent and missing else absent or missing
     return (
         f"telemetry,battery={escape_tag(battery)} "
         f"{f'soc_kwh={float(s)!r},' if _isfinite(s) else ''}"
         f"{f'power_kw={float(p)!r},' if has_p else ''}"  # type: ignore[arg-type]
         f"{f'target_charge_kw={float(c)!r},' if has_c else ''}"  # type: ignore[arg-type]
         f"{f'target_discharge_kw={float(d)!r},' if has_d else ''}"  # type: ignore[arg-type]
-        f'source="{source}",{MASK}="{absent}" {stamp}'
+        f'{bms}source="{source}",{MASK}="{absent}" {stamp}'
     )
+
+
+BMS_MASK = "bms"
+"""The ``absent`` word of a telemetry point without any BMS field (the BMS numbers and ``bms_alarms``)."""
+
+
+def bms_fields(msg: Telemetry) -> tuple[str, str]:
+    """The BMS fields of a reading as line protocol (``"pack_voltage_v=812.4,...,"``) and the mask of those it
+    leaves out: :data:`BMS_MASK` when it has none at all (every device without a BMS), else their names."""
+    values = [getattr(msg, name) for name in BMS_NUMBERS]
+    codes = msg.bms_alarms
+    if codes is None and all(v is None for v in values):
+        return "", BMS_MASK
+    parts: list[str] = []
+    missing: list[str] = []
+    for name, value in zip(BMS_NUMBERS, values, strict=True):
+        text = None if value is None else number(value)
+        if text is None:
+            missing.append(name)
+        else:
+            parts.append(f"{name}={text},")
+    if codes is None:
+        missing.append("bms_alarms")
+    else:
+        parts.append(f"bms_alarms={quote_string(','.join(codes))},")
+    return "".join(parts), ",".join(missing)
 
 
 @lru_cache(maxsize=8)
@@ -299,8 +329,30 @@ def prices_lines(zone: str, msg: PriceForecast) -> list[str]:
     )
 
 
+def alarm_lines(battery: str, msg: Alarm) -> list[str]:
+    """``alarms,battery=..,rule=..`` at ``since``: one point per transition (raised, cleared; an update of a raised
+    alarm keeps its ``since`` and replaces that point). ``value``/``threshold`` left out are named in ``absent``."""
+    missing = ",".join(name for name, value in (("value", msg.value), ("threshold", msg.threshold))
+                       if value is None or number(value) is None)
+    fields = (
+        _Fields()
+        .text("state", msg.state)
+        .text("severity", msg.severity)
+        .text("message", msg.message)
+        .num("value", msg.value)
+        .num("threshold", msg.threshold)
+        .text("unit", msg.unit)
+        .text("raised_at", "" if msg.raised_at is None else rfc3339(msg.raised_at))
+        .text(MASK, missing)
+    )
+    return _present(line("alarms", {"battery": battery, "rule": msg.rule}, fields, msg.since))
+
+
 __all__ = [
+    "BMS_MASK",
     "MASK",
+    "alarm_lines",
+    "bms_fields",
     "command_lines",
     "epoch_us",
     "escape_key",

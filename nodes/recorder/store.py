@@ -157,7 +157,7 @@ def _result(checked: Plan, columns: list[str], rows: list[list[Any]]) -> History
             if row[i] == "":
                 row[i] = None
         if mask is not None and row[mask]:
-            for name in str(row[mask]).split(","):
+            for name in series.masked(str(row[mask])):
                 if name in position:
                     row[position[name]] = None
     keep = [position[name] for name in ("time", *checked.columns)]
@@ -183,7 +183,7 @@ def _take_out_stale(checked: Plan, columns: list[str], rows: list[list[Any]], st
         bucket = by_bucket.get(int(point[0]) - int(point[0]) % every_us)
         if bucket is None:
             continue
-        absent = str(point[1] or "").split(",")
+        absent = checked.series.masked(str(point[1] or ""))
         for offset, name in enumerate(optional):
             value = point[2 + offset]
             if name not in absent or value is None:

@@ -11,7 +11,11 @@ builder; a new history kind is also a value of :data:`nodes.contract.messages.Hi
 measurement    tags               fields                                                       time
 =============  =================  ===========================================================  ==============
 telemetry      battery            soc_kwh, power_kw, target_charge_kw, target_discharge_kw,    ``ts``
-                                  source
+                                  source, and the BMS fields when the device reports them:
+                                  pack_voltage_v, pack_current_a, cell_voltage_min/max_v,
+                                  cell_temp_min/max_c, soh_pct, energy_(dis)charged_kwh_total,
+                                  bms_alarms (comma-joined); a point without any of them says
+                                  ``bms`` in its ``absent`` mask instead of naming all ten
 command        battery            action, power_kw, command_id, source, valid_until, plan_id,  ``issued_at``
                                   text
 state          battery            mode, power_kw, command_id, command_source, valid_until,     ``ts``
@@ -22,20 +26,22 @@ plan           battery            plan_id, expected_revenue, baseline_revenue, c
                                   soc_initial_kwh, slots, zone, solver, solve_ms, reason
                                   (written with each schedule, not a history kind)
 prices         zone               price_per_mwh, end, issued_at, source, currency (per slot)   slot ``start``
+alarms         battery, rule      state, severity, message, value, threshold, unit, raised_at  ``since``
+                                  (one point per transition: raised, cleared)
 =============  =================  ===========================================================  ==============
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 import msgspec
 
-from nodes.contract.messages import HistoryKind, Telemetry
-from nodes.contract.topics import COMMAND, PRICES, SCHEDULE, STATE, TELEMETRY, Topic
+from nodes.contract.messages import BMS_NUMBERS, HistoryKind, Telemetry
+from nodes.contract.topics import ALARM, COMMAND, PRICES, SCHEDULE, STATE, TELEMETRY, Topic
 from nodes.recorder import points
 
 M = TypeVar("M", bound=msgspec.Struct)
@@ -65,7 +71,21 @@ class Series:
     """A text field whose values are never averaged together: the ``currency`` of prices and plans. A downsampled
     answer names it in every row and has one row per bucket and value (a bucket holding EUR and AUD prices is
     two rows, each the mean of its own currency), never one mean over both."""
+    mask_groups: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Words of the ``absent`` mask that stand for several columns (``bms``: every BMS field), so a point of a
+    device without a BMS does not spell out ten names."""
 
+    def masked(self, mask: str) -> set[str]:
+        """The columns an ``absent`` mask names, its group words expanded."""
+        names = set(mask.split(",")) if mask else set()
+        for word, columns in self.mask_groups.items():
+            if word in names:
+                names.update(columns)
+        return names
+
+    def mask_words(self, name: str) -> tuple[str, ...]:
+        """The mask words that take column ``name`` out: its own name and any group holding it."""
+        return (name, *(word for word, columns in self.mask_groups.items() if name in columns))
 
     def __post_init__(self) -> None:
         # the stale-values correction of means (optional fields) is not applied to per-currency means
@@ -99,9 +119,11 @@ TABLE: tuple[Stored[Any], ...] = (
         Series(
             "telemetry",
             "battery",
-            ("soc_kwh", "power_kw", "target_charge_kw", "target_discharge_kw", "source"),
-            ("soc_kwh", "power_kw", "target_charge_kw", "target_discharge_kw"),
-            optional=("power_kw", "target_charge_kw", "target_discharge_kw"),
+            ("soc_kwh", "power_kw", "target_charge_kw", "target_discharge_kw", "source", *BMS_NUMBERS,
+             "bms_alarms"),
+            ("soc_kwh", "power_kw", "target_charge_kw", "target_discharge_kw", *BMS_NUMBERS),
+            optional=("power_kw", "target_charge_kw", "target_discharge_kw", *BMS_NUMBERS),
+            mask_groups={points.BMS_MASK: (*BMS_NUMBERS, "bms_alarms")},
         ),
         device_reading=_device_reading,
     ),
@@ -152,6 +174,20 @@ TABLE: tuple[Stored[Any], ...] = (
             ("price_per_mwh", "end", "issued_at", "source", "currency"),
             ("price_per_mwh",),
             split_by="currency",
+        ),
+    ),
+    Stored(
+        "alarms",
+        ALARM,
+        points.alarm_lines,
+        Series(
+            "alarms",
+            "battery",
+            ("rule", "state", "severity", "message", "value", "threshold", "unit", "raised_at"),
+            ("value", "threshold"),
+            optional=("value", "threshold"),
+            blank_is_none=("unit", "raised_at"),
+            tag_columns=("rule",),
         ),
     ),
 )

@@ -1,8 +1,8 @@
 """What the dashboard shows, and the fan-out of every change to the connected browsers (no HTTP, no MQTT here).
 
 The renderer's node shell feeds a :class:`DashboardState` (``set_figures``, ``set_status``, ``set_state``,
-``set_control``, ``set_telemetry``); every change is stored as the latest value and pushed to the event streams
-of the browsers that show it (:mod:`nodes.renderer.web` serves them). A figure provider
+``set_control``, ``set_telemetry``, ``set_alarm``); every change is stored as the latest value and pushed to the
+event streams of the browsers that show it (:mod:`nodes.renderer.web` serves them). A figure provider
 (:data:`FigureProvider`) draws windows other than the default one on demand.
 
 Event data is one JSON envelope: ``{"kind": ..., "battery": ... | null, "data": <payload>}``. A node status
@@ -28,7 +28,7 @@ from typing import Any
 
 import msgspec
 
-from nodes.contract.messages import BatteryState, ControlMode, Figure, NodeStatus, Telemetry
+from nodes.contract.messages import SEVERITIES, Alarm, BatteryState, ControlMode, Figure, NodeStatus, Telemetry
 from nodes.contract.names import ID_PATTERN, ID_SHAPE
 from nodes.renderer import auth as dashboard_auth
 from nodes.renderer.figures import FIGURE_IDS
@@ -148,6 +148,8 @@ class DashboardState:
         self.states: dict[str, BatteryState] = {}
         self.controls: dict[str, ControlMode] = {}
         self.telemetry: dict[str, Telemetry] = {}
+        self.alarms: dict[str, dict[str, Alarm]] = {}
+        """battery -> rule -> the latest alarm message (raised or cleared) from its retained topic."""
         self.batteries: set[str] = set()
         self._clients: set[EventClient] = set()
         self._unkeyed = count()
@@ -208,7 +210,19 @@ class DashboardState:
         self.telemetry[battery] = telemetry
         self.publish_event("telemetry", battery, _encoder.encode(telemetry), key="telemetry")
 
+    def set_alarm(self, battery: str, alarm: Alarm, rule: str | None = None) -> None:
+        """Store a battery's alarm (by the rule of its topic) and push it: the banners show the raised ones."""
+        self.add_battery(battery)
+        key = rule or alarm.rule
+        self.alarms.setdefault(battery, {})[key] = alarm
+        self.publish_event("alarm", battery, _encoder.encode(alarm), key=key)
+
     # -- derived views -------------------------------------------------------------------------------------
+
+    def active_alarms(self, battery: str) -> list[Alarm]:
+        """The battery's alarms up now, most urgent first (then the oldest first)."""
+        raised = [a for a in self.alarms.get(battery, {}).values() if a.state == "raised"]
+        return sorted(raised, key=lambda a: (-SEVERITIES.index(a.severity), a.since))
 
     def notes_for(self, battery: str) -> dict[str, str]:
         """Per-battery notes from the nodes' statuses (``NodeStatus.details``), by node."""
@@ -237,6 +251,7 @@ class DashboardState:
             "telemetry_ts": telemetry.ts if telemetry else None,
             "telemetry_age_s": round((now - telemetry.ts).total_seconds(), 1) if telemetry else None,
             "notes": self.notes_for(battery),
+            "alarms": self.active_alarms(battery),
         }
 
     # -- fan-out -------------------------------------------------------------------------------------------
@@ -256,8 +271,8 @@ class DashboardState:
                 client.push(event_key, frame)
 
     def snapshot_frames(self, battery: str | None, *, figures: bool = True) -> list[bytes]:
-        """What a new client sees first: statuses, battery states, control modes and latest telemetry, then
-        figures (of the default window, when ``figures``)."""
+        """What a new client sees first: statuses, battery states, control modes, latest telemetry and alarms,
+        then figures (of the default window, when ``figures``)."""
         frames = [sse_frame("status", None, _encoder.encode(s)) for s in self.statuses.values()]
         for name, state in self.states.items():
             if battery is None or name == battery:
@@ -268,6 +283,9 @@ class DashboardState:
         for name, telemetry in self.telemetry.items():
             if battery is None or name == battery:
                 frames.append(sse_frame("telemetry", name, _encoder.encode(telemetry)))
+        for name, by_rule in self.alarms.items():
+            if battery is None or name == battery:
+                frames += [sse_frame("alarm", name, _encoder.encode(alarm)) for alarm in by_rule.values()]
         if battery is not None and figures:
             for figure_id in figure_order(self.figures.get(battery, {})):
                 frames.append(sse_frame("figure", battery, self.figures[battery][figure_id]))

@@ -8,10 +8,11 @@ list to the dashboard. :func:`refresh_s` says when a page showing the window sho
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from nodes.contract.messages import BatterySpec, Figure, Schedule
+from nodes.contract.messages import Alarm, BatterySpec, Figure, Schedule
 from nodes.renderer.figures.battery import render_all
 from nodes.renderer.figures.wire import to_message
 from nodes.renderer.insights import Insights
@@ -39,6 +40,10 @@ class Scene:
     live: bool
     plan_note: str | None = None
     """What the planner says about this battery (its status details), shown when there is no plan."""
+    alarms: Sequence[Alarm] = ()
+    """The stored alarm transitions of the window (the alarm history table)."""
+    alarms_note: str | None = None
+    """Why the alarm history could not be read (shown instead of the table)."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,7 @@ def draw(scene: Scene, figure_cache_s: float) -> Drawing:
     figures = render_all(
         scene.telemetry, scene.prices, scene.schedule, scene.spec, scene.insights,
         now=scene.now, x_range=scene.x_range, live=scene.live, plan_note=scene.plan_note,
+        alarms=scene.alarms, alarms_note=scene.alarms_note,
     )
     messages = [to_message(figure, figure_id, scene.battery, scene.now) for figure_id, figure in figures.items()]
     return Drawing(messages, refresh_s(scene.insights, scene.live, figure_cache_s))

@@ -1,9 +1,10 @@
 """The renderer: Plotly figures on MQTT and the live dashboard.
 
 Consumes: ``battery/+/telemetry``, ``battery/+/spec``, ``battery/+/state``, ``battery/+/control``,
-``battery/+/schedule``, ``market/{zone}/prices``, ``node/+/status``; history from the recorder over
-``history/request`` (never the database directly).
-Produces: ``battery/{battery}/figure/{soc|power|prices|schedule|insights}`` (retained Plotly JSON) for the
+``battery/+/schedule``, ``battery/+/alarm/+``, ``market/{zone}/prices``, ``node/+/status``; history from the
+recorder over ``history/request`` (never the database directly), the stored alarms too.
+Produces: ``battery/{battery}/figure/{soc|power|prices|cells|schedule|insights|alarms}`` (retained Plotly JSON) for
+the
 default window (the last 24 h) whenever a battery's inputs change (at most every ``BESS_RENDERER_INTERVAL_S``),
 and the dashboard on ``BESS_DASHBOARD_PORT``, where every viewer picks its own window (figures for other
 windows are computed on demand and cached for ``BESS_RENDERER_FIGURE_CACHE_S``).
@@ -35,6 +36,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from nodes.contract.messages import (
+    Alarm,
     BatterySpec,
     BatteryState,
     ControlMode,
@@ -47,6 +49,7 @@ from nodes.contract.messages import (
     Telemetry,
 )
 from nodes.contract.topics import (
+    ALARM,
     CONTROL,
     FIGURE,
     HISTORY,
@@ -62,7 +65,7 @@ from nodes.renderer.config import RendererConfig
 from nodes.renderer.currency import mixed_currencies
 from nodes.renderer.dashboard import DashboardState, WindowFigures
 from nodes.renderer.draw import Drawing, Scene, draw
-from nodes.renderer.figures import FIGURE_IDS
+from nodes.renderer.figures import FIGURE_IDS, alarms_from_history
 from nodes.renderer.history import DisplayHistory, bucket_seconds
 from nodes.renderer.insights import Insights, insights_from_totals, pending
 from nodes.renderer.kpis import DayFiller, KpiBook, compute_day, runs
@@ -78,6 +81,8 @@ from nodes.runtime.node import Service
 log = logging.getLogger("bess.renderer")
 
 FILL_RUN_DAYS = 7
+ALARM_ROWS = 1000
+"""At most this many stored alarm transitions are read for one window's history table."""
 """Background KPI reads go newest first in runs of this many days, so recent windows are ready first."""
 
 
@@ -96,6 +101,11 @@ class BatteryView:
     fill_note: str = ""
     fill_error: str = ""
     fill_blocked_until: float = 0.0
+    alarm_history: list[Alarm] = field(default_factory=list)
+    """The stored alarm transitions of the last window read, and when (``alarm_read``: monotonic, and its key)."""
+    alarm_read: tuple[str, float] | None = None
+    live_alarms: deque[Alarm] = field(default_factory=lambda: deque(maxlen=200))
+    """Transitions received since: the table shows them before the recorder has stored them."""
 
 
 class _TooManyRows(Exception):
@@ -134,6 +144,7 @@ class Renderer(Service[RendererConfig]):
         bus.subscribe(SCHEDULE, self.on_schedule)
         bus.subscribe(PRICES, self.on_prices, zone=self.config.renderer_zone)
         bus.subscribe(STATUS, self.on_status)
+        bus.subscribe(ALARM, self.on_alarm)
 
     def _view(self, battery: str) -> BatteryView:
         if battery not in self.views:
@@ -190,6 +201,16 @@ class Renderer(Service[RendererConfig]):
         self.forecast = message
         self.prices_version += 1
         self._mark(*self.views)
+
+    async def on_alarm(self, params: dict[str, str], message: Alarm, delivery: Delivery) -> None:
+        """An alarm raised or cleared: the banners at once, the history table at the next render."""
+        battery = params["battery"]
+        view = self._view(battery)
+        self.dashboard.set_alarm(battery, message, params["rule"])
+        if not delivery.retain:
+            view.live_alarms.append(message)
+        self._forget_windows(battery)
+        self._mark(battery)
 
     async def on_status(self, params: dict[str, str], message: NodeStatus, delivery: Delivery) -> None:
         """Node health for the status strip, keyed by the topic it came on (never the payload's own name)."""
@@ -301,6 +322,24 @@ class Renderer(Service[RendererConfig]):
             del view.display[next(iter(view.display))]
         return history
 
+    async def _alarm_history(self, battery: str, view: BatteryView, window: TimeWindow, begin: datetime,
+                             end: datetime) -> tuple[list[Alarm], str | None]:
+        """The window's stored alarm transitions (re-read every history_refresh_s) with the live ones since."""
+        fresh = view.alarm_read is not None and view.alarm_read[0] == window.key and (
+            time.monotonic() - view.alarm_read[1] <= self.config.history_refresh_s)
+        note = None
+        if not fresh:
+            try:
+                result = await self._history("alarms", begin, end, every_s=None, limit=ALARM_ROWS, battery=battery)
+            except (TimeoutError, BusUnavailable, RuntimeError) as exc:
+                note = f"alarm history unavailable ({exc or 'the recorder did not answer'})"
+            else:
+                view.alarm_history = alarms_from_history(result)
+                view.alarm_read = (window.key, time.monotonic())
+        seen = {(a.rule, a.state, a.since) for a in view.alarm_history}
+        live = [a for a in view.live_alarms if begin <= a.since < end and (a.rule, a.state, a.since) not in seen]
+        return [*view.alarm_history, *live], note
+
     # -- KPIs -------------------------------------------------------------------------------------------------
 
     def _insights(self, battery: str, view: BatteryView, begin_s: float, end_s: float, now_s: float) -> Insights:
@@ -376,14 +415,18 @@ class Renderer(Service[RendererConfig]):
         begin, end = window.resolve(now)
         live = window.is_live(now)
         history: DisplayHistory | None = None
+        alarms_note: str | None
         async with view.lock:
             try:
                 await self._refresh_open(battery, view, now_s)
                 history = await self._display_history(battery, view, window, begin, end)
             except (TimeoutError, BusUnavailable, RuntimeError) as exc:
                 self._degraded(exc)
+                # the recorder did not answer: do not wait for it a second time for the alarms
+                alarms, alarms_note = list(view.live_alarms), f"alarm history unavailable ({exc or 'no answer'})"
             else:
                 self.bus.set_state("online")
+                alarms, alarms_note = await self._alarm_history(battery, view, window, begin, end)
         telemetry = hist.with_live(view.live, history, begin.timestamp(), end.timestamp() + (1.0 if live else 0.0))
         x_end = end + (end - begin) / 2 if live else end
         scene = Scene(
@@ -397,6 +440,8 @@ class Renderer(Service[RendererConfig]):
             x_range=(begin, x_end),
             live=live,
             plan_note=self.dashboard.notes_for(battery).get("planner"),
+            alarms=alarms,
+            alarms_note=alarms_note,
         )
         drawing = await asyncio.to_thread(draw, scene, self.config.figure_cache_s)
         self.bus.counters["renders"] += 1

@@ -12,8 +12,8 @@ fallback when the recorder did not aggregate: equal-time buckets, NaN-aware mean
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, overload
 
@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from nodes.contract.messages import (
+    BMS_NUMBERS,
     DEFAULT_CURRENCY,
     HistoryResult,
     PriceForecast,
@@ -156,6 +157,9 @@ class TelemetrySeries:
     target_charge_kw: FloatArray
     target_discharge_kw: FloatArray
     span_s: FloatArray | None = None
+    bms: dict[str, FloatArray] = field(default_factory=dict)
+    """The BMS number columns (:data:`~nodes.contract.messages.BMS_NUMBERS`) the battery reported in this
+    series, by name; a column the battery never reported is not here at all."""
 
     def __post_init__(self) -> None:
         n = self.time_s.shape[0]
@@ -163,6 +167,14 @@ class TelemetrySeries:
             column = getattr(self, name)
             if column is not None and column.shape[0] != n:
                 raise ValueError(f"TelemetrySeries.{name} has {column.shape[0]} values, time has {n}")
+        for name, column in self.bms.items():
+            if column.shape[0] != n:
+                raise ValueError(f"TelemetrySeries.bms[{name!r}] has {column.shape[0]} values, time has {n}")
+
+    def column(self, name: str) -> FloatArray:
+        """A BMS column by name (all NaN when the battery did not report it)."""
+        found = self.bms.get(name)
+        return np.full(len(self), np.nan) if found is None else found
 
     @property
     def spans(self) -> FloatArray:
@@ -193,27 +205,37 @@ class TelemetrySeries:
         power_kw: npt.ArrayLike | None = None,
         target_charge_kw: npt.ArrayLike | None = None,
         target_discharge_kw: npt.ArrayLike | None = None,
+        *,
+        bms: Mapping[str, npt.ArrayLike] | None = None,
     ) -> TelemetrySeries:
-        """Build from array-likes (None entries become NaN); rows are sorted by time and de-duplicated."""
+        """Build from array-likes (None entries become NaN); rows are sorted by time and de-duplicated.
+
+        ``bms``: BMS columns by name; a column without any value is left out."""
         t = np.asarray(time_s, dtype=np.float64)
         n = t.shape[0]
 
         def col(values: npt.ArrayLike | None) -> FloatArray:
             return np.full(n, np.nan) if values is None else np.asarray(values, dtype=np.float64)
 
-        t, cols = _sorted_unique(t, [col(soc_kwh), col(power_kw), col(target_charge_kw), col(target_discharge_kw)])
-        return cls(t, *cols)
+        extra = {name: col(values) for name, values in (bms or {}).items()}
+        names = [name for name, values in extra.items() if np.isfinite(values).any()]
+        t, cols = _sorted_unique(t, [col(soc_kwh), col(power_kw), col(target_charge_kw), col(target_discharge_kw),
+                                     *(extra[name] for name in names)])
+        soc, power, charge, discharge = cols[:4]
+        return cls(t, soc, power, charge, discharge, bms=dict(zip(names, cols[4:], strict=True)))
 
     @classmethod
     def from_telemetry(cls, items: Iterable[Telemetry]) -> TelemetrySeries:
         """Build from live messages (any order; a later message with the same ``ts`` wins)."""
         rows = list(items)
+        reported = [name for name in BMS_NUMBERS if any(getattr(m, name) is not None for m in rows)]
         return cls.from_arrays(
             [m.ts.timestamp() for m in rows],
             [m.soc_kwh for m in rows],
             _floats([m.power_kw for m in rows]),
             _floats([m.target_charge_kw for m in rows]),
             _floats([m.target_discharge_kw for m in rows]),
+            bms={name: _floats([getattr(m, name) for m in rows]) for name in reported},
         )
 
     @classmethod
@@ -233,7 +255,9 @@ class TelemetrySeries:
         Raises ``ValueError`` when the answer is an error or has no ``time`` column.
         """
         t = _history_times(result)
-        series = cls.from_arrays(t, *[_column(result, name) for name in TELEMETRY_COLUMNS[1:]])
+        bms = {name: _column(result, name) for name in BMS_NUMBERS if name in result.columns}
+        soc, power, charge, discharge = (_column(result, name) for name in TELEMETRY_COLUMNS[1:])
+        series = cls.from_arrays(t, soc, power, charge, discharge, bms=bms)
         if not bucket_s or len(series) == 0:
             return series
         start = series.time_s
@@ -249,6 +273,7 @@ class TelemetrySeries:
             series.target_charge_kw,
             series.target_discharge_kw,
             np.maximum(end - start, 0.0),
+            series.bms,
         )
 
     def __len__(self) -> int:
@@ -289,11 +314,13 @@ class TelemetrySeries:
             self.target_charge_kw[index],
             self.target_discharge_kw[index],
             None if self.span_s is None else self.span_s[index],
+            {name: column[index] for name, column in self.bms.items()},
         )
 
     def concat(self, *others: TelemetrySeries) -> TelemetrySeries:
         """History plus live rows in one series: sorted, a later duplicate timestamp wins."""
         parts = (self, *others)
+        names = [name for name in BMS_NUMBERS if any(name in p.bms for p in parts)]
         t, cols = _sorted_unique(
             np.concatenate([p.time_s for p in parts]),
             [
@@ -302,11 +329,13 @@ class TelemetrySeries:
                 np.concatenate([p.target_charge_kw for p in parts]),
                 np.concatenate([p.target_discharge_kw for p in parts]),
                 np.concatenate([p.spans for p in parts]),
+                *(np.concatenate([p.column(name) for p in parts]) for name in names),
             ],
         )
-        soc, power, target_charge, target_discharge, spans = cols
+        soc, power, target_charge, target_discharge, spans = cols[:5]
         return TelemetrySeries(
-            t, soc, power, target_charge, target_discharge, spans if np.isfinite(spans).any() else None
+            t, soc, power, target_charge, target_discharge, spans if np.isfinite(spans).any() else None,
+            dict(zip(names, cols[5:], strict=True)),
         )
 
 
@@ -503,7 +532,9 @@ def downsample(series: TelemetrySeries | PriceSeries, max_points: int) -> Teleme
             _nanmean(bucket, n, c)[used]
             for c in (series.soc_kwh, series.power_kw, series.target_charge_kw, series.target_discharge_kw)
         ]
-        return TelemetrySeries(t, *cols)
+        bms = {name: _nanmean(bucket, n, c)[used] for name, c in series.bms.items()}
+        soc, power, charge, discharge = cols
+        return TelemetrySeries(t, soc, power, charge, discharge, bms=bms)
     bucket, n = _buckets(series.start_s, max_points)
     counts = np.bincount(bucket, minlength=n)
     used = counts > 0

@@ -22,7 +22,8 @@ Routes::
     GET  /api/batteries           {"batteries": [{"battery", "href", "figures", "mode", "soc_kwh", ...}]}
     GET  /api/figures/{battery}   {"battery", "window", "refresh_s", "figures": {figure_id: Figure}}
     GET  /api/status              {"nodes": {node: NodeStatus}, "batteries": {battery: BatteryState}, ...}
-    GET  /events[?battery=id][&figures=0]  text/event-stream; events: figure, status, state, control, telemetry
+    GET  /events[?battery=id][&figures=0]  text/event-stream; events: figure, status, state, control, telemetry,
+                                  alarm
     GET  /login, POST /login      only with a dashboard token (:mod:`nodes.renderer.auth`)
 
 Events and how slow browsers are handled: :mod:`nodes.renderer.dashboard`.
@@ -65,7 +66,10 @@ log = logging.getLogger(__name__)
 _encoder = msgspec.json.Encoder()
 
 STATIC_FILES: Final = {"dashboard.js": "application/javascript", "dashboard.css": "text/css"}
-INDEX_KINDS: Final = frozenset({"status", "state", "control", "telemetry"})
+INDEX_KINDS: Final = frozenset({"status", "state", "control", "telemetry", "alarm"})
+WIDE_FIGURES: Final = ("schedule", "alarms")
+"""Panels that take the whole width (last, so the half-width ones pair up on a two-column screen)."""
+WAITING: Final = {"schedule": "waiting for a schedule", "alarms": "waiting for the alarm history"}
 
 
 STATE_KEY: Final = web.AppKey("dashboard_state", DashboardState)
@@ -207,8 +211,16 @@ def _battery_card(summary: dict[str, Any]) -> str:
         f'<dd data-field="power">{power_text}</dd></div>'
         f'<div title="time since the latest telemetry (its own timestamp)"><dt>telemetry</dt>'
         f'<dd data-field="age" data-ts="{ts_text}">{"none yet" if ts is None else ts_text}</dd></div>'
-        f"</dl>{notes}</a>"
+        f"</dl>{notes}{_card_alarms(summary['alarms'])}</a>"
     )
+
+
+def _card_alarms(alarms: list[Any]) -> str:
+    """The card's alarm chip: how many are up and the most urgent severity (the page script keeps it current)."""
+    top = alarms[0].severity if alarms else "none"
+    text = f"{len(alarms)} alarm{'s' if len(alarms) != 1 else ''}" if alarms else "no alarm"
+    return (f'<span class="chip chip-alarm" data-field="alarms" data-count="{len(alarms)}" data-severity="{top}" '
+            f'title="alarms up now (battery/{{battery}}/alarm/+)">{text}</span>')
 
 
 # -- handlers ------------------------------------------------------------------------------------------------
@@ -245,10 +257,9 @@ async def _battery_page(request: web.Request) -> web.Response:
     if isinstance(window, web.Response):
         return window
     panels = []
-    # The wide schedule panel goes last so the half-width panels pair up on a two-column screen.
-    for figure_id in sorted(FIGURE_IDS, key=lambda f: f == "schedule"):
-        wide = " panel-wide" if figure_id == "schedule" else ""
-        waiting = "waiting for a schedule" if figure_id == "schedule" else "waiting for telemetry"
+    for figure_id in sorted(FIGURE_IDS, key=lambda f: f in WIDE_FIGURES):
+        wide = " panel-wide" if figure_id in WIDE_FIGURES else ""
+        waiting = WAITING.get(figure_id, "waiting for telemetry")
         panels.append(
             f'<section class="panel{wide}" id="panel-{figure_id}" data-figure="{figure_id}" '
             f'data-state="waiting" data-points="0" data-traces="0" data-last-update="" data-ts="">'
@@ -327,6 +338,7 @@ async def _api_status(request: web.Request) -> web.Response:
             "batteries": dict(sorted(state.states.items())),
             "control": {b: control_summary(c, now) | {"control": c} for b, c in sorted(state.controls.items())},
             "telemetry": dict(sorted(state.telemetry.items())),
+            "alarms": {b: state.active_alarms(b) for b in sorted(state.alarms)},
         }
     )
 

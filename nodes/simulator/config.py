@@ -7,6 +7,7 @@ import msgspec
 from nodes.contract.messages import BatterySpec
 from nodes.contract.topics import id_problems
 from nodes.runtime.config import MqttSettings
+from nodes.simulator.faults import FaultError, FaultPlan, parse_faults
 
 
 class SimulatorConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
@@ -28,6 +29,10 @@ class SimulatorConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
     max_lease_s: float = 600.0
     #: the longest lease of any other source (gateway, operators, bridges): the gateway's own maximum
     max_operator_lease_s: float = 86_400.0
+    #: report what a BMS does (cell voltages and temperatures, SOH, codes, lifetime counters) with each reading
+    sim_bms: bool = True
+    #: fault injection for tests and demos (JSON, see nodes/simulator/faults.py); unset: none
+    sim_fault: str | None = None
 
     def problems(self) -> list[str]:
         """Invalid combinations, reported at start-up (exit 2)."""
@@ -42,7 +47,15 @@ class SimulatorConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
             found.append("BESS_SIM_TELEMETRY_INTERVAL_S and BESS_SIM_SPEED must be > 0")
         if not 0 <= self.sim_keep_unconfirmed <= 1_000_000:
             found.append("BESS_SIM_KEEP_UNCONFIRMED must be between 0 and 1000000")
+        try:
+            self.faults()
+        except FaultError as exc:
+            found.append(str(exc))
         return found
+
+    def faults(self) -> FaultPlan:
+        """The injected faults (``BESS_SIM_FAULT``); raises :class:`~nodes.simulator.faults.FaultError`."""
+        return parse_faults(self.sim_fault, self.batteries)
 
     def spec(self) -> BatterySpec:
         """The BatterySpec every simulated battery publishes (validated like a wire message)."""

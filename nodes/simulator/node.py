@@ -13,6 +13,10 @@ loses none of these. Counters: ``unconfirmed`` (kept now), ``resent``, ``unconfi
 Lifecycle: the common node lifecycle (nodes.runtime.node); a tick loop advances every battery in real time,
 with ``BESS_SIM_SPEED`` multiplying the energy moved per second so demos show SOC moving.
 Several batteries run in one process: ``BESS_BATTERIES=a,b,c``.
+BMS: with ``BESS_SIM_BMS`` (default on) every reading carries what a BMS reports (:mod:`nodes.simulator.cells`);
+the lifetime counters resume from the retained reading like the SOC. Fault injection: ``BESS_SIM_FAULT``
+(:mod:`nodes.simulator.faults`) makes a battery's power stuck, a cell hot or its telemetry stop for a while,
+counted from the start of ``run``; each fault's start and end is logged.
 """
 
 from __future__ import annotations
@@ -22,13 +26,14 @@ import logging
 import time
 from datetime import UTC, datetime
 
-from nodes.contract.messages import Command, StoredUpTo, Telemetry
+from nodes.contract.messages import BatterySpec, Command, StoredUpTo, Telemetry
 from nodes.contract.topics import COMMAND, SPEC, STATE, STORED, TELEMETRY
 from nodes.runtime.core import MessageBus
 from nodes.runtime.dispatch import Delivery
 from nodes.runtime.errors import BusUnavailable
 from nodes.runtime.node import Service
 from nodes.simulator.battery import LeaseCaps, SimBattery
+from nodes.simulator.cells import PackModel
 from nodes.simulator.config import SimulatorConfig
 from nodes.simulator.outbox import Outbox
 
@@ -47,11 +52,20 @@ class Simulator(Service[SimulatorConfig]):
         if start is None:
             start = (spec.soc_min_kwh + spec.soc_max_kwh) / 2
         caps = LeaseCaps(automatic_s=config.max_lease_s, operator_s=config.max_operator_lease_s)
-        self.batteries = {b: SimBattery(spec, start, caps=caps) for b in config.batteries}
+        self.batteries = {b: SimBattery(spec, start, caps=caps, pack=self._pack(spec)) for b in config.batteries}
+        self.faults = config.faults()
+        self._faulty: dict[str, set[str]] = {b: set() for b in config.batteries}
+        """battery -> the fault kinds in force at the last tick (to log each start and end once)."""
         keep = config.sim_keep_unconfirmed
         self.outboxes = {b: Outbox(keep) for b in config.batteries} if keep else {}
         self._resumed: set[str] = set()
         self._published_state: dict[str, tuple[object, ...]] = {}
+
+    def _pack(self, spec: BatterySpec) -> PackModel | None:
+        if not self.config.sim_bms:
+            return None
+        return PackModel(capacity_kwh=spec.capacity_kwh, max_power_kw=max(spec.max_charge_kw, spec.max_discharge_kw,
+                                                                           1e-6))
 
     async def setup(self) -> None:
         bus = self.bus
@@ -96,25 +110,48 @@ class Simulator(Service[SimulatorConfig]):
         if name in self._resumed or not delivery.retain or message.source != "device":
             return
         self._resumed.add(name)
+        battery = self.batteries[name]
         if self.config.sim_soc_initial_kwh is None:
-            battery = self.batteries[name]
             battery.soc_kwh = min(max(message.soc_kwh, battery.spec.soc_min_kwh), battery.spec.soc_max_kwh)
             log.info("%s: resumed at %.1f kWh", name, battery.soc_kwh)
+        if battery.pack is not None:  # lifetime counters never go back
+            battery.pack.charged_kwh_total = message.energy_charged_kwh_total or 0.0
+            battery.pack.discharged_kwh_total = message.energy_discharged_kwh_total or 0.0
 
     async def run(self) -> None:
         bus = self.bus
         for name, battery in self.batteries.items():
             await bus.publish(SPEC, battery.spec, battery=name)
-        last = time.monotonic()
+        started = last = time.monotonic()
         while True:
             now = datetime.now(UTC)
             elapsed = time.monotonic() - last
             last = time.monotonic()
             for name, battery in self.batteries.items():
+                gap = self._apply_faults(name, battery, last - started, now)
                 battery.step(elapsed * self.config.sim_speed, now)
+                if gap:
+                    continue  # the battery works on, but nothing reaches the bus
                 await self._publish_telemetry(name, battery.telemetry(now))
                 await self._publish_state(name, now)
             await asyncio.sleep(self.config.sim_telemetry_interval_s)
+
+    def _apply_faults(self, name: str, battery: SimBattery, elapsed_s: float, now: datetime) -> bool:
+        """Put the faults in force at ``elapsed_s`` on the battery (log each start and end); True: a telemetry gap."""
+        stuck = self.faults.active(name, elapsed_s, "stuck_power")
+        hot = self.faults.active(name, elapsed_s, "hot_cell")
+        gap = self.faults.active(name, elapsed_s, "telemetry_gap")
+        active: set[str] = {f.kind for f in (stuck, hot, gap) if f is not None}
+        for kind in sorted(active ^ self._faulty[name]):
+            log.warning("%s: fault %s %s", name, kind, "begins" if kind in active else "ends")
+        self._faulty[name] = active
+        if stuck is None:
+            battery.stuck_kw = None
+        elif battery.stuck_kw is None:
+            battery.stuck_kw = battery.power_kw if stuck.power_kw is None else stuck.power_kw
+        battery.hot_cell_c = None if hot is None else hot.hot_cell_c
+        battery.step(0.0, now)  # settle: a stuck power (or its end) applies now
+        return gap is not None
 
     async def _publish_telemetry(self, name: str, reading: Telemetry) -> None:
         """Publish a reading (retained), after re-sending the kept ones (not retained) on a new connection."""

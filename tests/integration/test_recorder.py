@@ -16,6 +16,7 @@ import pytest
 
 from deploy import stack
 from nodes.contract.messages import (
+    BMS_NUMBERS,
     BatteryState,
     Command,
     HistoryQuery,
@@ -169,7 +170,7 @@ async def test_every_message_kind_is_stored_at_its_own_timestamp(rig: Rig, publi
     await wait_for_async(stored, 15, 0.1, what="every point in InfluxDB")
     assert rig.select("SELECT * FROM telemetry") == [
         {"time": epoch_us(T0), "battery": rig.battery, "soc_kwh": 700, "power_kw": -50, "target_charge_kw": 100,
-         "target_discharge_kw": 50, "source": "device", "absent": ""}  # absent: the fields it left out (none)
+         "target_discharge_kw": 50, "source": "device", "absent": "bms"}  # absent: the fields it left out (no BMS)
     ]
     (row,) = rig.select("SELECT * FROM command")
     assert (row["time"], row["text"], row["valid_until"]) == (
@@ -197,11 +198,13 @@ async def test_history_request_returns_raw_and_downsampled_rows(rig: Rig, publis
     span: dict[str, Any] = {"battery": rig.battery, "begin": T0, "end": T0 + timedelta(hours=1)}
     raw: HistoryResult = await publisher.request(HISTORY, HistoryQuery(kind="telemetry", limit=10, **span))
     assert raw.ok, raw.error
-    assert raw.columns == ["time", "soc_kwh", "power_kw", "target_charge_kw", "target_discharge_kw", "source"]
+    assert raw.columns == ["time", "soc_kwh", "power_kw", "target_charge_kw", "target_discharge_kw", "source",
+                           *BMS_NUMBERS, "bms_alarms"]
     assert raw.truncated
+    no_bms = [None] * (len(BMS_NUMBERS) + 1)
     assert raw.rows[:2] == [
-        ["2025-01-16T10:00:00Z", 0.0, 2.0, None, None, "device"],
-        ["2025-01-16T10:00:30Z", 1.0, 2.0, None, None, "device"],
+        ["2025-01-16T10:00:00Z", 0.0, 2.0, None, None, "device", *no_bms],
+        ["2025-01-16T10:00:30Z", 1.0, 2.0, None, None, "device", *no_bms],
     ]
     assert len(raw.rows) == 10
 
@@ -210,7 +213,7 @@ async def test_history_request_returns_raw_and_downsampled_rows(rig: Rig, publis
 
     means: HistoryResult = await publisher.request(HISTORY, HistoryQuery(kind="telemetry", every_s=600, **span))
     assert means.ok, means.error
-    assert means.columns == ["time", "soc_kwh", "power_kw", "target_charge_kw", "target_discharge_kw"]
+    assert means.columns == ["time", "soc_kwh", "power_kw", "target_charge_kw", "target_discharge_kw", *BMS_NUMBERS]
     assert [row[0] for row in means.rows] == [f"2025-01-16T10:{m}0:00Z" for m in range(6)]
     assert means.rows[0][1:3] == [9.5, 2.0]  # mean of 0..19
     assert means.rows[5][1] == 109.5

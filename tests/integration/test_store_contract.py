@@ -19,6 +19,7 @@ import pytest
 
 from deploy import stack
 from nodes.contract.messages import (
+    BMS_NUMBERS,
     Command,
     HistoryQuery,
     NodeState,
@@ -40,6 +41,9 @@ T0 = datetime(2025, 1, 16, 10, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
 NO_DOCKER = "no Docker engine: InfluxDB 2.x cannot run here"
 V2_ORG, V2_BUCKET, V2_TOKEN = "bess", "bess", "bess-contract-token"
+NO_BMS = [None] * (len(BMS_NUMBERS) + 1)
+"""A raw telemetry row's BMS columns (the numbers and bms_alarms) of a device without a BMS."""
+NO_BMS_MEANS = [None] * len(BMS_NUMBERS)
 
 WEIRD = [
     "plain",
@@ -139,8 +143,9 @@ async def test_write_then_query_raw(store: Store, battery: str) -> None:
     assert (outcome.written, outcome.rejected) == (30, ())
     result = await store.query(history(battery, limit=1000))
     assert result.ok
-    assert result.columns == ["time", "soc_kwh", "power_kw", "target_charge_kw", "target_discharge_kw", "source"]
-    assert result.rows[0] == ["2025-01-16T10:00:00Z", 0.0, -1.5, None, None, "device"]
+    assert result.columns == ["time", "soc_kwh", "power_kw", "target_charge_kw", "target_discharge_kw", "source",
+                              *BMS_NUMBERS, "bms_alarms"]
+    assert result.rows[0] == ["2025-01-16T10:00:00Z", 0.0, -1.5, None, None, "device", *NO_BMS]
     assert [row[1] for row in result.rows] == [float(i) for i in range(30)]
     assert not result.truncated
 
@@ -153,7 +158,7 @@ async def test_downsampled_means(store: Store, battery: str) -> None:
     await store.write(telemetry_lines(battery, 120, step_s=30))  # an hour, every 30 s
     result = await store.query(history(battery, every_s=900))
     assert result.ok
-    assert result.columns == ["time", "soc_kwh", "power_kw", "target_charge_kw", "target_discharge_kw"]
+    assert result.columns == ["time", "soc_kwh", "power_kw", "target_charge_kw", "target_discharge_kw", *BMS_NUMBERS]
     assert [row[0] for row in result.rows] == [
         "2025-01-16T10:00:00Z", "2025-01-16T10:15:00Z", "2025-01-16T10:30:00Z", "2025-01-16T10:45:00Z"
     ]
@@ -183,15 +188,15 @@ async def test_a_repeated_timestamp_replaces_the_whole_record(store: Store, batt
     await store.write([*points.telemetry_lines(battery, first), *points.telemetry_lines(battery, other)])
     await store.write(points.telemetry_lines(battery, resent))
     rows = (await store.query(history(battery, limit=10))).rows
-    assert rows[0] == ["2025-01-16T10:00:00Z", 650.0, None, 100.0, 0.0, "gateway"]
+    assert rows[0] == ["2025-01-16T10:00:00Z", 650.0, None, 100.0, 0.0, "gateway", *NO_BMS]
     assert rows[1][2] == 20.0
     if isinstance(store, Influx1Store):  # the Flux adapter does not correct means (README, InfluxDB 2.x)
         means = (await store.query(history(battery, every_s=60))).rows
-        assert means == [["2025-01-16T10:00:00Z", 625.0, 20.0, 50.0, 0.0]], "the -100 nobody wrote is not in it"
+        assert means == [["2025-01-16T10:00:00Z", 625.0, 20.0, 50.0, 0.0, *NO_BMS_MEANS]], "no -100 nobody wrote"
         one_second = HistoryQuery(kind="telemetry", battery=battery, begin=T0, end=T0 + timedelta(seconds=1),
                                   every_s=60)
         only_stale = (await store.query(one_second)).rows
-        assert only_stale == [["2025-01-16T10:00:00Z", 650.0, None, 100.0, 0.0]]
+        assert only_stale == [["2025-01-16T10:00:00Z", 650.0, None, 100.0, 0.0, *NO_BMS_MEANS]]
     await store.write(points.telemetry_lines(battery, first))  # and the full record again
     assert (await store.query(history(battery, limit=10))).rows[0][1:3] == [700.0, -100.0]
     # text fields too: a command re-sent without its text does not keep the earlier text
@@ -202,13 +207,43 @@ async def test_a_repeated_timestamp_replaces_the_whole_record(store: Store, batt
     assert (row[6], row[7]) == (None, None)
 
 
+async def test_bms_fields_round_trip_and_a_rewrite_without_them_leaves_none_behind(store: Store, battery: str) -> None:
+    """The BMS fields are stored and read back by name; a later write of the same reading from a device without
+    a BMS (the one word ``bms`` in its mask) replaces them all, raw and in means."""
+    rich = Telemetry(ts=T0, soc_kwh=700, power_kw=-50, pack_voltage_v=812.5, pack_current_a=-61.5,
+                     cell_voltage_min_v=3.301, cell_voltage_max_v=3.334, cell_temp_min_c=24.5, cell_temp_max_c=29.0,
+                     soh_pct=97.5, bms_alarms=["OVT", "FAN"], energy_charged_kwh_total=1200.0,
+                     energy_discharged_kwh_total=1100.0)
+    later = Telemetry(ts=T0 + timedelta(seconds=30), soc_kwh=690, power_kw=-50, cell_temp_max_c=31.0, bms_alarms=[])
+    await store.write([*points.telemetry_lines(battery, rich), *points.telemetry_lines(battery, later)])
+    result = await store.query(history(battery, limit=10))
+    first = dict(zip(result.columns, result.rows[0], strict=True))
+    assert {name: first[name] for name in BMS_NUMBERS} == {name: getattr(rich, name) for name in BMS_NUMBERS}
+    assert first["bms_alarms"] == "OVT,FAN"
+    second = dict(zip(result.columns, result.rows[1], strict=True))
+    assert (second["cell_temp_max_c"], second["cell_temp_min_c"], second["bms_alarms"]) == (31.0, None, "")
+    if isinstance(store, Influx1Store):
+        averaged = await store.query(history(battery, every_s=60))
+        assert dict(zip(averaged.columns, averaged.rows[0], strict=True))["cell_temp_max_c"] == 30.0
+    plain = Telemetry(ts=T0, soc_kwh=700, power_kw=-50)  # the same reading re-sent without the BMS fields
+    await store.write(points.telemetry_lines(battery, plain))
+    row = (await store.query(history(battery, limit=10))).rows[0]
+    assert row == ["2025-01-16T10:00:00Z", 700.0, -50.0, None, None, "device", *NO_BMS]
+    if isinstance(store, Influx1Store):
+        averaged = await store.query(history(battery, every_s=60))
+        by_name = dict(zip(averaged.columns, averaged.rows[0], strict=True))
+        assert by_name["cell_temp_max_c"] == 31.0, "the 29.0 the re-sent reading left out is not in the mean"
+        assert by_name["pack_voltage_v"] is None
+
+
 async def test_points_written_before_the_mask_are_read_as_they_are(store: Store, battery: str) -> None:
     old = f"telemetry,battery={battery} soc_kwh=5.0,power_kw=-3.0,source=\"device\" {points.epoch_us(T0)}"
     await store.write([old])
-    assert (await store.query(history(battery))).rows == [["2025-01-16T10:00:00Z", 5.0, -3.0, None, None, "device"]]
+    assert (await store.query(history(battery))).rows == [["2025-01-16T10:00:00Z", 5.0, -3.0, None, None, "device",
+                                                            *NO_BMS]]
     if isinstance(store, Influx1Store):
         assert (await store.query(history(battery, every_s=60))).rows == [["2025-01-16T10:00:00Z", 5.0, -3.0,
-                                                                             None, None]]
+                                                                             None, None, *NO_BMS_MEANS]]
 
 
 def quarter_hours(start: datetime, count: int, first_price: float) -> list[PriceSlot]:

@@ -34,7 +34,8 @@ def at(seconds: float) -> datetime:
 
 def reading(ts: datetime, **fields: object) -> AlarmReading:
     values: dict[str, object] = {"soc_kwh": 50.0, "power_kw": 0.0, "cell_temp_max_c": 25.0,
-                                 "cell_temp_min_c": 20.0, "cell_voltage_max_v": 3.35, "cell_voltage_min_v": 3.30}
+                                 "cell_temp_min_c": 20.0, "cell_voltage_max_v": 3.35, "cell_voltage_min_v": 3.30,
+                                 "bms_alarms": ()}
     values.update(fields)
     return msgspec.convert({"ts": ts, **values}, AlarmReading)
 
@@ -278,18 +279,20 @@ def test_the_alarm_message_is_a_valid_wire_message() -> None:
     assert decoded.threshold == 3600
 
 
-def test_rules_read_any_telemetry_and_the_bms_fields_it_will_carry() -> None:
+def test_rules_read_any_telemetry_with_its_bms_fields() -> None:
     assert reading_from(Telemetry(ts=T0, soc_kwh=12.0)) == AlarmReading(ts=T0, soc_kwh=12.0)
-
-    @dataclass
-    class RicherTelemetry:  # a Telemetry with the optional BMS fields the contract will add
-        ts: datetime
-        soc_kwh: float
-        cell_temp_max_c: float
-        bms_alarms: list[str]
-
-    rich = reading_from(RicherTelemetry(ts=T0, soc_kwh=12.0, cell_temp_max_c=41.5, bms_alarms=["OVT"]))
+    rich = reading_from(Telemetry(ts=T0, soc_kwh=12.0, cell_temp_max_c=41.5, bms_alarms=["OVT"], pack_voltage_v=800))
     assert (rich.cell_temp_max_c, rich.bms_alarms, rich.power_kw) == (41.5, ("OVT",), None)
+
+
+def test_a_device_that_reports_no_codes_neither_raises_nor_clears_the_bms_alarm() -> None:
+    silent = _with_reading(healthy(T0), bms_alarms=None)
+    result = evaluate({}, silent, DEFAULTS, T0)
+    assert result.observations["bms_alarm"].level == "unknown"
+    raised = evaluate({}, _with_reading(healthy(T0), bms_alarms=("OVT",)), DEFAULTS, T0)
+    assert [t.kind for t in raised.transitions if t.rule == "bms_alarm"] == ["raised"]
+    later = evaluate(raised.book, _with_reading(healthy(at(60)), bms_alarms=None), DEFAULTS, at(60))
+    assert later.book["bms_alarm"].active, "codes no longer reported: not a reason to clear"
 
 
 def test_the_rule_table_and_the_settings_name_the_same_rules() -> None:

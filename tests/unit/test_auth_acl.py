@@ -170,6 +170,7 @@ EXPECTED: dict[str, dict[str, str]] = {
         t("battery/+/schedule"): "read",
         t("battery/+/control"): "read",
         t("market/+/prices"): "read",
+        t("battery/+/alarm/+"): "read",
         t("history/request"): "read",
         t("history/response/+"): "write",
         t("stored/+"): "write",
@@ -209,6 +210,15 @@ EXPECTED: dict[str, dict[str, str]] = {
     "market": {
         t("market/+/prices"): "write",
         t("node/market/status"): "readwrite",
+    },
+    "alarms": {
+        t("battery/+/telemetry"): "read",
+        t("battery/+/spec"): "read",
+        t("battery/+/set"): "read",
+        t("market/+/prices"): "read",
+        t("node/+/status"): "read",
+        t("battery/+/alarm/+"): "readwrite",
+        t("node/alarms/status"): "readwrite",
     },
     "simulator": {
         t("battery/+/telemetry"): "readwrite",
@@ -276,11 +286,12 @@ def test_no_node_may_write_another_nodes_status(acl: Acl) -> None:
             assert not acl.allowed(user, "write", topics.STATUS.name(root=ROOT, node=owner))
 
 
-def test_only_the_renderer_and_the_read_only_users_read_every_status(acl: Acl) -> None:
+def test_only_the_renderer_the_alarms_and_the_read_only_users_read_every_status(acl: Acl) -> None:
     status = topics.STATUS.name(root=ROOT, node="recorder")
     users = [*auth.NODE_USERS, *DEVICES, *auth.READ_ONLY_USERS]
     readers = {user for user in users if acl.allowed(user, "read", status)}
-    assert readers == {"recorder", "renderer", auth.MONITOR_USER, auth.PROBE_USER}
+    # the alarms node raises node_offline/node_degraded (and plan_infeasible from the planner's details)
+    assert readers == {"recorder", "renderer", "alarms", auth.MONITOR_USER, auth.PROBE_USER}
 
 
 # -- devices: only their own battery ------------------------------------------------------------------------------

@@ -346,6 +346,31 @@ async def test_read_returns_records_in_the_written_shape(
     )
 
 
+async def test_alarms_returns_the_stored_transitions_of_a_battery(
+    client: TestClient[Any, Any], bus: MemoryBus, recorder: RecorderDouble
+) -> None:
+    columns = ["time", "rule", "state", "severity", "message", "value", "threshold", "unit", "raised_at"]
+    recorder.answer = result(
+        ["2025-01-16T10:00:11Z", "cell_temp_high", "raised", "critical", "max cell temperature 58.0 °C above 55 °C",
+         58.0, 55.0, "°C", None],
+        ["2025-01-16T10:01:30Z", "cell_temp_high", "cleared", "critical", "max cell temperature 44.0 °C below 50 °C",
+         44.0, 50.0, "°C", "2025-01-16T10:00:11Z"],
+        columns=columns,
+    )
+    response = await client.get("/alarms?battery=b-2")
+    assert response.status == 200
+    raised, cleared = await response.json()
+    assert raised == {"time": "2025-01-16T10:00:11Z", "rule": "cell_temp_high", "state": "raised",
+                      "severity": "critical", "message": "max cell temperature 58.0 °C above 55 °C", "value": 58.0,
+                      "threshold": 55.0, "unit": "°C"}
+    assert (cleared["state"], cleared["raised_at"]) == ("cleared", "2025-01-16T10:00:11Z")
+    [query] = bus.sent(HISTORY_REQUEST)
+    assert (query.kind, query.battery, query.begin, query.end) == (
+        "alarms", "b-2", datetime(2025, 1, 15, 12, tzinfo=UTC), NOW), "by default the last day"
+    response = await client.get("/alarms?every=1m")
+    assert (response.status, (await response.json())["field"]) == (422, "every")
+
+
 async def test_read_downsampled_csv_with_defaults(
     client: TestClient[Any, Any], bus: MemoryBus, recorder: RecorderDouble
 ) -> None:

@@ -113,3 +113,22 @@ def test_csv_has_every_value_the_json_answer_has() -> None:
     as_csv = dict(zip(header, row, strict=True))
     assert set(as_csv) == set(as_json) == {"timestamp", "SOC", "target_charge", "target_discharge", "power_kw"}
     assert {key: str(value) for key, value in as_json.items()} == as_csv
+
+
+def test_bms_columns_come_back_by_name_and_the_csv_has_them_only_when_reported() -> None:
+    columns = ["time", "soc_kwh", "power_kw", "cell_temp_max_c", "soh_pct", "bms_alarms"]
+    result = HistoryResult(ok=True, columns=columns, rows=[
+        ["2025-01-16T10:00:00Z", 700.0, -20.0, 31.5, 97.0, "OVT,FAN"],
+        ["2025-01-16T10:00:02Z", 699.0, -20.0, 31.0, 97.0, ""],
+        ["2025-01-16T10:00:04Z", 698.0, -20.0, None, None, None],
+    ])
+    first, second, third = to_records(result)
+    assert (first.cell_temp_max_c, first.soh_pct, first.bms_alarms) == (31.5, 97.0, ["OVT", "FAN"])
+    assert (second.bms_alarms, third.bms_alarms, third.cell_temp_max_c) == ([], None, None)
+    [as_json, *_] = msgspec.json.decode(msgspec.json.encode([first]))
+    assert as_json["bms_alarms"] == ["OVT", "FAN"]
+    assert "pack_voltage_v" not in as_json
+    lines = to_csv([first, second, third]).splitlines()
+    assert lines[0] == "timestamp,SOC,target_charge,target_discharge,power_kw,cell_temp_max_c,soh_pct,bms_alarms"
+    assert lines[1] == '2025-01-16T10:00:00Z,700.0,,,-20.0,31.5,97.0,"OVT,FAN"'
+    assert lines[3] == "2025-01-16T10:00:04Z,698.0,,,-20.0,,,"

@@ -18,6 +18,8 @@ from nodes.recorder.table import SERIES, Series
 
 T0 = datetime(2025, 1, 16, 9, 0, tzinfo=UTC)
 T1 = datetime(2025, 1, 16, 11, 0, tzinfo=UTC)
+BMS = ("pack_voltage_v", "pack_current_a", "cell_voltage_min_v", "cell_voltage_max_v", "cell_temp_min_c",
+       "cell_temp_max_c", "soh_pct", "energy_charged_kwh_total", "energy_discharged_kwh_total")
 
 
 def query(**changes: Any) -> HistoryQuery:
@@ -28,30 +30,36 @@ def query(**changes: Any) -> HistoryQuery:
 
 def test_raw_query() -> None:
     text, plan = build(query())
+    bms = "".join(f'"{name}",' for name in BMS)
     assert text == (
-        'SELECT "soc_kwh","power_kw","target_charge_kw","target_discharge_kw","source","absent" FROM "telemetry" '
-        "WHERE \"battery\"='b1' AND time >= '2025-01-16T09:00:00.000000Z' AND time < '2025-01-16T11:00:00.000000Z' "
-        "ORDER BY time ASC LIMIT 101"
+        f'SELECT "soc_kwh","power_kw","target_charge_kw","target_discharge_kw","source",{bms}"bms_alarms","absent" '
+        "FROM \"telemetry\" WHERE \"battery\"='b1' AND time >= '2025-01-16T09:00:00.000000Z' "
+        "AND time < '2025-01-16T11:00:00.000000Z' ORDER BY time ASC LIMIT 101"
     )
-    assert plan.columns == ("soc_kwh", "power_kw", "target_charge_kw", "target_discharge_kw", "source")
+    assert plan.columns == ("soc_kwh", "power_kw", "target_charge_kw", "target_discharge_kw", "source", *BMS,
+                            "bms_alarms")
     assert influxql.stale_values(plan) is None
 
 
 def test_downsampled_query() -> None:
     text, plan = build(query(every_s=60))
+    means = "".join(f',mean("{name}") AS "{name}"' for name in BMS)
+    counts = "".join(f',count("{name}") AS "{name}__count"' for name in BMS)
     assert text == (
         'SELECT mean("soc_kwh") AS "soc_kwh",mean("power_kw") AS "power_kw",'
-        'mean("target_charge_kw") AS "target_charge_kw",mean("target_discharge_kw") AS "target_discharge_kw",'
+        f'mean("target_charge_kw") AS "target_charge_kw",mean("target_discharge_kw") AS "target_discharge_kw"{means},'
         'count("power_kw") AS "power_kw__count",count("target_charge_kw") AS "target_charge_kw__count",'
-        'count("target_discharge_kw") AS "target_discharge_kw__count" '
+        f'count("target_discharge_kw") AS "target_discharge_kw__count"{counts} '
         "FROM \"telemetry\" WHERE \"battery\"='b1' AND time >= '2025-01-16T09:00:00.000000Z' "
         "AND time < '2025-01-16T11:00:00.000000Z' GROUP BY time(60s) fill(none) ORDER BY time ASC LIMIT 101"
     )
-    assert plan.columns == ("soc_kwh", "power_kw", "target_charge_kw", "target_discharge_kw")
+    assert plan.columns == ("soc_kwh", "power_kw", "target_charge_kw", "target_discharge_kw", *BMS)
     stale = influxql.stale_values(plan)
     assert stale is not None
-    assert stale.startswith('SELECT "absent","power_kw","target_charge_kw","target_discharge_kw" FROM "telemetry" ')
-    assert """("absent" =~ /(^|,)power_kw(,|$)/ AND ("power_kw" >= 0 OR "power_kw" < 0))""" in stale
+    assert stale.startswith('SELECT "absent","power_kw","target_charge_kw","target_discharge_kw","pack_voltage_v",')
+    assert """("absent" =~ /(^|,)(power_kw)(,|$)/ AND ("power_kw" >= 0 OR "power_kw" < 0))""" in stale
+    # a BMS value is stale when its own name or the word for "no BMS field at all" is in the mask
+    assert """("absent" =~ /(^|,)(soh_pct|bms)(,|$)/ AND ("soh_pct" >= 0 OR "soh_pct" < 0))""" in stale
 
 
 @pytest.mark.parametrize(
@@ -175,7 +183,9 @@ def test_flux_raw() -> None:
             "  |> range(start: 2025-01-16T09:00:00.000000Z, stop: 2025-01-16T11:00:00.000000Z)",
             '  |> filter(fn: (r) => r._measurement == "telemetry" and r["battery"] == "b1")',
             '  |> filter(fn: (r) => r._field == "soc_kwh" or r._field == "power_kw" or r._field == "target_charge_kw"'
-            ' or r._field == "target_discharge_kw" or r._field == "source" or r._field == "absent")',
+            ' or r._field == "target_discharge_kw" or r._field == "source"'
+            + "".join(f' or r._field == "{name}"' for name in BMS)
+            + ' or r._field == "bms_alarms" or r._field == "absent")',
             '  |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")',
             "  |> group()",
             '  |> sort(columns: ["_time"])',

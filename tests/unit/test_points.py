@@ -17,6 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from nodes.contract.messages import (
+    Alarm,
     BatteryState,
     Command,
     PriceForecast,
@@ -158,18 +159,38 @@ def test_telemetry_line() -> None:
     (line,) = points.telemetry_lines("battery-1", msg)
     assert line == (
         "telemetry,battery=battery-1 soc_kwh=700.0,power_kw=-50.0,target_charge_kw=100.0,"
-        f'target_discharge_kw=50.0,source="device",absent="" {T0_US}'
-    )
+        f'target_discharge_kw=50.0,source="device",absent="bms" {T0_US}'
+    ), "a reading without a BMS says so with one word"
 
 
 def test_telemetry_names_the_fields_it_leaves_out() -> None:
     (line,) = points.telemetry_lines("b1", Telemetry(ts=T0, soc_kwh=1.5, source="gateway"))
     assert parse_line(line) == (
         "telemetry", {"battery": "b1"},
-        {"soc_kwh": 1.5, "source": "gateway", "absent": "power_kw,target_charge_kw,target_discharge_kw"}, T0_US,
+        {"soc_kwh": 1.5, "source": "gateway", "absent": "power_kw,target_charge_kw,target_discharge_kw,bms"}, T0_US,
     )
     (seed,) = points.telemetry_lines("b1", Telemetry(ts=T0, soc_kwh=1.5, target_charge_kw=1, target_discharge_kw=0))
-    assert parse_line(seed)[2]["absent"] == "power_kw"
+    assert parse_line(seed)[2]["absent"] == "power_kw,bms"
+
+
+def test_telemetry_with_bms_fields_writes_them_and_names_the_ones_it_lacks() -> None:
+    msg = Telemetry(ts=T0, soc_kwh=700, power_kw=-50.0, target_charge_kw=100.0, target_discharge_kw=0.0,
+                    pack_voltage_v=812, cell_temp_min_c=21.5, cell_temp_max_c=29.25, soh_pct=97.5,
+                    bms_alarms=["OVT", "W 12"])
+    (line,) = points.telemetry_lines("b1", msg)
+    _, _, fields, stamp = parse_line(line)
+    assert stamp == T0_US
+    assert (fields["pack_voltage_v"], fields["cell_temp_min_c"], fields["cell_temp_max_c"], fields["soh_pct"]) == (
+        812.0, 21.5, 29.25, 97.5)
+    assert fields["bms_alarms"] == "OVT,W 12"
+    assert fields["absent"].split(",") == [
+        "pack_current_a", "cell_voltage_min_v", "cell_voltage_max_v", "energy_charged_kwh_total",
+        "energy_discharged_kwh_total",
+    ], "each missing BMS field by name, and no 'bms': the device has a BMS"
+    (quiet,) = points.telemetry_lines("b1", msgspec.structs.replace(msg, bms_alarms=[]))
+    assert parse_line(quiet)[2]["bms_alarms"] == "", "no codes reported is an empty text, not an absent field"
+    (silent,) = points.telemetry_lines("b1", msgspec.structs.replace(msg, bms_alarms=None))
+    assert "bms_alarms" in parse_line(silent)[2]["absent"].split(",")
 
 
 def test_integer_json_values_are_written_as_floats() -> None:
@@ -428,3 +449,21 @@ def test_extreme_but_valid_times_neither_crash_nor_corrupt() -> None:
     assert points.query_time(datetime(1, 1, 1, tzinfo=UTC)) == "1677-09-22T00:00:00.000000Z"
     assert points.query_time(far) == "2262-04-11T00:00:00.000000Z"
     assert points.query_time(datetime(2025, 1, 16, 10, tzinfo=UTC)) == "2025-01-16T10:00:00.000000Z"
+
+
+def test_alarm_lines_one_point_per_transition_at_its_since() -> None:
+    raised = Alarm(rule="cell_temp_high", state="raised", since=T0, severity="critical",
+                   message='max cell "hot" 57.2 °C above 55 °C', value=57.2, threshold=55.0, unit="°C")
+    (line,) = points.alarm_lines("b1", raised)
+    assert parse_line(line) == (
+        "alarms", {"battery": "b1", "rule": "cell_temp_high"},
+        {"state": "raised", "severity": "critical", "message": 'max cell "hot" 57.2 °C above 55 °C', "value": 57.2,
+         "threshold": 55.0, "unit": "°C", "raised_at": "", "absent": ""}, T0_US,
+    )
+    cleared = Alarm(rule="node_offline", state="cleared", since=T0 + timedelta(minutes=5), severity="critical",
+                    message="all watched nodes online", raised_at=T0)
+    (line,) = points.alarm_lines("b1", cleared)
+    _, tags, fields, stamp = parse_line(line)
+    assert (tags["rule"], stamp) == ("node_offline", T0_US + 300_000_000)
+    assert (fields["raised_at"], fields["absent"]) == ("2025-01-16T10:00:00Z", "value,threshold")
+    assert "value" not in fields

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from aiohttp import web
 
-from nodes.contract.messages import HistoryQuery
+from nodes.contract.messages import BMS_NUMBERS, HistoryQuery
 from nodes.recorder.config import RecorderConfig
 from nodes.recorder.store import (
     Influx1Store,
@@ -119,10 +119,12 @@ async def test_v2_query_rows(fake: tuple[FakeV2, str], v2: Influx2Store) -> None
     q = HistoryQuery(kind="telemetry", battery="b1", begin=T0 - timedelta(hours=1), end=T0 + timedelta(days=1))
     result = await v2.query(q)
     assert result.ok
-    assert result.columns == ["time", "soc_kwh", "power_kw", "target_charge_kw", "target_discharge_kw", "source"]
+    assert result.columns[:6] == ["time", "soc_kwh", "power_kw", "target_charge_kw", "target_discharge_kw", "source"]
+    assert result.columns[6:] == [*BMS_NUMBERS, "bms_alarms"]
+    no_bms = [None] * (len(BMS_NUMBERS) + 1)
     assert result.rows == [
-        ["2025-01-16T10:00:00Z", 1.0, -1.5, None, None, "gateway"],
-        ["2025-01-16T10:00:01Z", 2.0, -1.5, None, None, "device"],
+        ["2025-01-16T10:00:00Z", 1.0, -1.5, None, None, "gateway", *no_bms],
+        ["2025-01-16T10:00:01Z", 2.0, -1.5, None, None, "device", *no_bms],
     ]
     assert 'from(bucket: "bkt")' in fake[0].flux[0]
 

@@ -293,9 +293,9 @@ async def test_events_snapshot_then_live_updates(client: TestClient[Any, Any], s
     response = await client.get("/events", params={"battery": "b1"})
     assert response.status == 200
     assert response.headers["Content-Type"].startswith("text/event-stream")
-    snapshot = [await read_event(response) for _ in range(10)]
+    snapshot = [await read_event(response) for _ in range(5 + len(rf.FIGURE_IDS))]
     kinds = [kind for kind, _ in snapshot]
-    assert kinds == ["status", "status", "state", "control", "telemetry", *["figure"] * 5]
+    assert kinds == ["status", "status", "state", "control", "telemetry", *["figure"] * len(rf.FIGURE_IDS)]
     assert snapshot[3][1]["data"]["text"] == "Control: manual until 12:05 UTC (operator command)"
     figure = msgspec.convert(snapshot[5][1]["data"], Figure)
     assert figure.figure == "soc"
@@ -602,3 +602,48 @@ async def test_every_dashboard_error_is_json_pages_too(client: TestClient[Any, A
     wrong_method = await client.delete("/")
     assert wrong_method.status == 405
     assert wrong_method.content_type == "application/json"
+
+
+# -- alarms ------------------------------------------------------------------------------------------------
+
+
+def _alarm(rule: str, state: str = "raised", severity: str = "critical", since_s: float = 0) -> Any:
+    from nodes.contract.messages import Alarm
+
+    return Alarm(rule=rule, state=state, since=NOW + timedelta(seconds=since_s), severity=severity,  # type: ignore[arg-type]
+                 message=f"{rule} is {state}")
+
+
+async def test_alarms_reach_the_index_card_the_api_and_the_event_streams(
+    client: TestClient[Any, Any], state: DashboardState
+) -> None:
+    state.set_alarm("b1", _alarm("node_degraded", severity="warning", since_s=-60))
+    state.set_alarm("b1", _alarm("cell_temp_high", since_s=-30))
+    state.set_alarm("b1", _alarm("bms_alarm", state="cleared"))
+    assert [a.rule for a in state.active_alarms("b1")] == ["cell_temp_high", "node_degraded"], "critical first"
+    page = await (await client.get("/")).text()
+    assert 'data-field="alarms" data-count="2" data-severity="critical"' in page
+    assert 'data-field="alarms" data-count="0" data-severity="none"' in page, "b2 has none"
+    batteries = (await (await client.get("/api/batteries")).json())["batteries"]
+    assert [a["rule"] for a in batteries[0]["alarms"]] == ["cell_temp_high", "node_degraded"]
+    assert (await (await client.get("/api/status")).json())["alarms"]["b1"][0]["rule"] == "cell_temp_high"
+
+    index = await client.get("/events")
+    kinds = [(await read_event(index))[0] for _ in range(8)]
+    assert kinds[-3:] == ["alarm"] * 3, "the index gets every battery's alarms in its snapshot"
+    battery_page = await client.get("/events", params={"battery": "b2"})
+    await read_event(battery_page)  # two statuses, then nothing about b1's alarms
+    await read_event(battery_page)
+    state.set_alarm("b2", _alarm("telemetry_stale"))
+    kind, envelope = await read_event(battery_page)
+    assert (kind, envelope["battery"], envelope["data"]["state"]) == ("alarm", "b2", "raised")
+    index.close()
+    battery_page.close()
+
+
+async def test_the_battery_page_has_the_banner_and_the_new_panels(client: TestClient[Any, Any]) -> None:
+    page = await (await client.get("/battery/b1")).text()
+    assert 'id="alarm-banner"' in page
+    assert 'id="panel-cells"' in page
+    assert 'class="panel panel-wide" id="panel-alarms"' in page
+    assert page.index('id="panel-insights"') < page.index('id="panel-schedule"') < page.index('id="panel-alarms"')

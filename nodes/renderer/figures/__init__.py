@@ -6,12 +6,15 @@ One module per job:
 * :mod:`~nodes.renderer.figures.battery`: state of charge, power, price against power, and :func:`render_all`;
 * :mod:`~nodes.renderer.figures.plan`: the plan with its slot table;
 * :mod:`~nodes.renderer.figures.performance`: the market-performance panel;
+* :mod:`~nodes.renderer.figures.cells`: the battery (BMS) panel: cell temperatures and voltages, SOH;
+* :mod:`~nodes.renderer.figures.alarms`: the alarm history table;
 * :mod:`~nodes.renderer.figures.wire`: a figure as the contract's ``Figure`` message (:func:`to_message`).
 
 This package namespace is the figures' public face: everything a caller needs is importable from here.
 """
 
-from nodes.renderer.figures import battery, look, performance, plan, wire
+from nodes.renderer.figures import alarms, battery, cells, look, performance, plan, wire
+from nodes.renderer.figures.alarms import alarm_history_figure, alarms_from_history
 from nodes.renderer.figures.battery import (
     FIGURE_IDS,
     plan_price_correlation,
@@ -22,6 +25,7 @@ from nodes.renderer.figures.battery import (
     render_all,
     soc_figure,
 )
+from nodes.renderer.figures.cells import cells_figure
 from nodes.renderer.figures.look import (
     COLORS,
     EMPTY_STATE_NAME,
@@ -46,7 +50,12 @@ __all__ = [
     "WAITING_PRICES",
     "WAITING_SCHEDULE",
     "WAITING_TELEMETRY",
+    "alarm_history_figure",
+    "alarms",
+    "alarms_from_history",
     "battery",
+    "cells",
+    "cells_figure",
     "clip_schedule",
     "insights_figure",
     "insights_rows",

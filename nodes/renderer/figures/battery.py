@@ -1,20 +1,24 @@
 """The battery's own figures: state of charge, power, and price against power (pure: series in, figures out).
 
 No I/O and no clock: ``now`` is passed in. :func:`render_all` draws every dashboard figure of one battery
-(these three, the plan :mod:`~nodes.renderer.figures.plan` and the market performance
-:mod:`~nodes.renderer.figures.performance`) from one set of inputs.
+(these three, the battery's BMS panel :mod:`~nodes.renderer.figures.cells`, the plan
+:mod:`~nodes.renderer.figures.plan`, the market performance :mod:`~nodes.renderer.figures.performance` and the
+alarm history :mod:`~nodes.renderer.figures.alarms`) from one set of inputs.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import numpy as np
 import numpy.typing as npt
 import plotly.graph_objects as go
 
-from nodes.contract.messages import DEFAULT_CURRENCY, BatterySpec, Schedule
+from nodes.contract.messages import DEFAULT_CURRENCY, Alarm, BatterySpec, Schedule
 from nodes.renderer.currency import mixed_currencies, per_mwh
+from nodes.renderer.figures.alarms import alarm_history_figure
+from nodes.renderer.figures.cells import cells_figure
 from nodes.renderer.figures.look import (
     COLORS,
     WAITING_PRICES,
@@ -41,7 +45,7 @@ from nodes.renderer.insights import Insights
 from nodes.renderer.ledger import MAX_HOLD_S, interval_power
 from nodes.renderer.series import FloatArray, PriceSeries, TelemetrySeries, to_datetime64
 
-FIGURE_IDS = ("soc", "power", "prices", "schedule", "insights")
+FIGURE_IDS = ("soc", "power", "prices", "cells", "schedule", "insights", "alarms")
 """The figures the renderer publishes, in dashboard order."""
 
 
@@ -388,6 +392,8 @@ def render_all(
     x_range: tuple[datetime, datetime] | None = None,
     live: bool = True,
     plan_note: str | None = None,
+    alarms: Sequence[Alarm] = (),
+    alarms_note: str | None = None,
 ) -> dict[str, go.Figure]:
     """Every dashboard figure by id (:data:`FIGURE_IDS` order), from one set of inputs.
 
@@ -403,6 +409,8 @@ def render_all(
         "soc": soc_figure(telemetry, schedule, spec, now=shown_now, x_range=x_range),
         "power": power_figure(telemetry, schedule, now=shown_now, x_range=x_range),
         "prices": prices_figure(prices, telemetry, schedule, now=shown_now, x_range=x_range),
+        "cells": cells_figure(telemetry, now=shown_now, x_range=x_range),
         "schedule": schedule_figure(schedule, now=now, note=plan_note),
         "insights": insights_figure(insights),
+        "alarms": alarm_history_figure(alarms, now or datetime.now(UTC), note=alarms_note),
     }

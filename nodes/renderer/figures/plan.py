@@ -63,7 +63,8 @@ def schedule_table(schedule: Schedule) -> dict[str, list[str]]:
     return columns
 
 
-def _table(columns: dict[str, list[str]], align: list[str], widths: list[float], **cells: Any) -> Trace:
+def table_trace(columns: dict[str, list[str]], align: list[str], widths: list[float], **cells: Any) -> Trace:
+    """A Plotly table of display strings in the figures' look (bold header, light rules)."""
     return {
         "type": "table",
         "header": {
@@ -172,7 +173,7 @@ def schedule_figure(
         price_trace(start, end, price, schedule.currency),
         *signed_bars(to_datetime64(start), net, (end - start) * 1000.0, "plan", xaxis="x2", yaxis="y2"),
         planned_soc_trace(schedule, xaxis="x2", yaxis="y3"),
-        _table(
+        table_trace(
             table,
             ["left", "right", "left", "right", "right"],
             [1.6, 1, 1, 1, 1.2],

@@ -2,7 +2,7 @@
  *
  * Every event's data is {"kind", "battery", "data"}. Kinds: figure (a contract Figure: Plotly data +
  * layout, default window only), status (NodeStatus), state (BatteryState), control ({control, mode, text,
- * until}), telemetry (Telemetry).
+ * until}), telemetry (Telemetry), alarm (Alarm: raised or cleared, the latest of each rule).
  *
  * The time window is this viewer's own and lives in the URL (?window=7d or ?begin=..&end=..). On the default
  * window (last 24 h) the page takes the live figure events; on any other it asks
@@ -18,7 +18,9 @@
  *   #mode[data-mode], #control[data-control], #lease[data-valid-until][data-remaining-s], #readout[data-ts],
  *   #notes                                         per-battery notes from the nodes (e.g. "not planned")
  *   #window-presets [data-window][aria-pressed]    the time-window selector (links)
- *   index: #battery-{id} [data-field=soc|power|age|mode|control]
+ *   index: #battery-{id} [data-field=soc|power|age|mode|control|alarms]
+ *   #alarm-banner[data-count][data-severity]       the alarms up now (this battery's, or every battery's on the
+ *     .alarm[data-battery][data-rule][data-severity][data-since]   index), most urgent first; hidden when none
  * Data is never parsed as HTML: ids and reasons are set with textContent.
  */
 (function () {
@@ -39,6 +41,8 @@
   let pollTimer = null;
   let source = null;
   const notes = {}; // node -> note about this battery
+  const alarms = {}; // battery -> rule -> the latest Alarm (raised or cleared)
+  const SEVERITY_RANK = { critical: 3, warning: 2, info: 1 };
 
   const $ = (id) => document.getElementById(id);
 
@@ -247,6 +251,57 @@
     });
   }
 
+  // -- alarms ------------------------------------------------------------------------------------------
+
+  function activeAlarms(only) {
+    const up = [];
+    for (const [name, byRule] of Object.entries(alarms)) {
+      if (only && name !== only) continue;
+      for (const a of Object.values(byRule)) if (a.state === "raised") up.push([name, a]);
+    }
+    return up.sort((x, y) => (SEVERITY_RANK[y[1].severity] || 0) - (SEVERITY_RANK[x[1].severity] || 0) ||
+      Date.parse(x[1].since) - Date.parse(y[1].since));
+  }
+
+  function renderAlarm(name, alarm) {
+    (alarms[name] = alarms[name] || {})[alarm.rule] = alarm;
+    renderBanner();
+    if (page === "index") renderCardAlarms(name);
+  }
+
+  function renderBanner() {
+    const banner = $("alarm-banner");
+    if (!banner) return;
+    const up = activeAlarms(page === "battery" ? battery : null);
+    banner.hidden = up.length === 0;
+    banner.dataset.count = String(up.length);
+    banner.dataset.severity = up.length ? up[0][1].severity : "";
+    const head = el("div", { class: "alarm-head" }, up.length + (up.length === 1 ? " alarm" : " alarms") + " up now");
+    banner.replaceChildren(head, ...up.map(([name, a]) => {
+      const item = el("div", { class: "alarm alarm-" + a.severity, title: "battery/" + name + "/alarm/" + a.rule,
+        dataset: { battery: name, rule: a.rule, severity: a.severity, since: a.since } });
+      item.append(el("span", { class: "sev" }, a.severity));
+      if (page !== "battery") item.append(el("a", { href: "/battery/" + encodeURIComponent(name) }, name));
+      item.append(el("b", {}, a.rule.replace(/_/g, " ")), document.createTextNode(a.message),
+        el("span", { class: "since", dataset: { ts: a.since } }, "since " + fmtTime(a.since) + " (" + fmtAge(a.since) + ")"));
+      return item;
+    }));
+  }
+
+  function renderCardAlarms(name) {
+    const card = ensureCard(name);
+    let chip = card.querySelector('[data-field="alarms"]');
+    if (!chip) {
+      chip = el("span", { class: "chip chip-alarm", dataset: { field: "alarms" } });
+      card.append(chip);
+    }
+    const up = activeAlarms(name);
+    chip.dataset.count = String(up.length);
+    chip.dataset.severity = up.length ? up[0][1].severity : "none";
+    chip.textContent = up.length ? up.length + (up.length === 1 ? " alarm" : " alarms") : "no alarm";
+    chip.title = up.map(([, a]) => a.severity + ": " + a.message).join("\n") || "alarms up now";
+  }
+
   // -- figures -----------------------------------------------------------------------------------------
 
   function tracePoints(trace) {
@@ -309,6 +364,8 @@
       });
       const meta = fig.layout.meta || {};
       const empty = (fig.layout.annotations || []).some((a) => a.name === "empty-state");
+      panel.hidden = meta.absent === true; // e.g. the battery panel of a battery without a BMS
+      panel.dataset.absent = meta.absent === true ? "true" : "false";
       panel.dataset.state = "rendered";
       panel.dataset.points = String(total);
       panel.dataset.traces = String(fig.data.length);
@@ -469,6 +526,7 @@
     on("state", (m) => renderState(m.battery, m.data));
     on("control", (m) => renderControl(m.battery, m.data));
     on("telemetry", (m) => renderTelemetry(m.battery, m.data));
+    on("alarm", (m) => renderAlarm(m.battery, m.data));
   }
 
   if (page === "battery") {
@@ -476,10 +534,14 @@
     setInterval(() => {
       tickLease();
       tickControl();
+      renderBanner(); // the "since ... ago" texts
     }, 1000);
     applyWindow(queryOf(location.search), false);
   } else {
-    setInterval(tickAges, 1000);
+    setInterval(() => {
+      tickAges();
+      renderBanner();
+    }, 1000);
     tickAges();
     connect();
   }
