@@ -54,15 +54,17 @@ def _unescape_key(text: str) -> str:
 
 
 def _split_fields(text: str) -> list[str]:
-    """Split ``k=v,k2="a,b"`` on commas outside quotes (a backslash inside quotes escapes the next char)."""
+    """Split ``k=v,k2="a,b"`` on commas outside quoted values (a backslash inside quotes escapes the next char)."""
     parts, start, quoted, i = [], 0, False, 0
     while i < len(text):
         char = text[i]
         if quoted and char == "\\":
             i += 2
             continue
-        if char == '"':
-            quoted = not quoted
+        if quoted and char == '"':
+            quoted = False
+        elif not quoted and char == '"' and i > 0 and text[i - 1] == "=" and text[i - 2 : i - 1] != "\\":
+            quoted = True  # a string value opens right after its key's "="; a quote inside a key is literal
         elif char == "," and not quoted and text[i - 1] != "\\":
             parts.append(text[start:i])
             start = i + 1
