@@ -14,6 +14,9 @@ Users:
   ``BESS_MQTT_PASSWORD``;
 * one per device, named by its battery id (``BESS_BATTERIES``, default ``battery-1``): a real battery
   controller that may touch only its own battery's topics;
+* :data:`HASS_USER`: Home Assistant itself (its MQTT integration's username), with the rights of the contract's
+  ``hass`` role (read what its entities show, write its controls' request topics and ``<prefix>/status``) and
+  read on its discovery prefix (``BESS_HA_DISCOVERY_PREFIX``: Home Assistant subscribes ``<prefix>/#``);
 * :data:`MONITOR_USER`, read-only: an operator's ``mosquitto_sub``;
 * :data:`PROBE_USER`, read-only like the monitor: ``deploy/up``'s readiness and status probes (``$SYS/#``, node
   statuses). A user of its own because the broker binds client ids to users (``use_username_as_clientid``, so
@@ -25,7 +28,9 @@ roles (:class:`nodes.contract.names.Role`, values, not prose), so a node may wri
 produces and read exactly the ones it consumes, with the topic parameters bound as tightly as the contract allows
 (``node/{node}/status`` to the node itself, ``history/response/{client}`` to the client that asked,
 ``battery/{battery}/...`` to the device itself). The few places where least privilege differs from those lists
-are spelled out, with the reason, in :data:`ADDED` and :data:`WITHHELD`. This module is standard library only
+are spelled out, with the reason, in :data:`ADDED` and :data:`WITHHELD`. Topics outside the root (Home
+Assistant's discovery) are granted under the prefix their setting names (``prefixes``). This module is standard
+library only
 (like ``deploy/stack.py``, it runs before the virtualenv exists), so it reads the roles from
 ``nodes/contract/access.json``, which ``python -m nodes.contract`` generates from ``topics.py`` (a test fails when
 it is stale), and the node list and id rule from ``nodes/contract/names.py`` (standard library only too).
@@ -60,6 +65,8 @@ from nodes.contract.names import NODE_NAMES, NODES, Role, id_problems, root_prob
 
 #: Every node that gets its own broker user, in start order (the contract's node list).
 NODE_USERS: tuple[str, ...] = NODE_NAMES
+#: Home Assistant's broker user (the contract's role ``hass``).
+HASS_USER = "hass"
 #: The read-only user of an operator's mosquitto_sub.
 MONITOR_USER = "monitor"
 #: The read-only user of deploy/up's and deploy/status's probes (same rights as the monitor, its own connection).
@@ -88,8 +95,10 @@ RESPONSE_TO: Mapping[str, str] = {"HISTORY_RESPONSE": "HISTORY_REQUEST", "STORED
 #: Parameters that name the client itself: bound to the user's own name, never a wildcard, for the
 #: roles EVERY_NODE (``node/{node}/status``) and REQUESTER (``history/response/{client}``).
 IDENTITY_PARAMS = frozenset({"node", "client"})
+#: Home Assistant itself: one user (:data:`HASS_USER`) with exactly the contract's ``hass`` rights.
+HASS = Role.HASS
 #: Every role this module knows what to grant (a role added to the contract fails :func:`grants` until it is here).
-KNOWN_ROLES: frozenset[Role] = frozenset({*NODES, DEVICE, EVERY_NODE, REQUESTER, *NO_GRANT_ROLES})
+KNOWN_ROLES: frozenset[Role] = frozenset({*NODES, DEVICE, EVERY_NODE, REQUESTER, HASS, *NO_GRANT_ROLES})
 
 
 class AuthError(RuntimeError):
@@ -145,6 +154,12 @@ def roles_of(roles: Iterable[Role]) -> frozenset[Role]:
     return found - NO_GRANT_ROLES
 
 
+def prefixes_from(environ: Mapping[str, str]) -> dict[str, str]:
+    """The prefixes of the topics outside the root, as ``environ`` sets them (``BESS_HA_DISCOVERY_PREFIX``)."""
+    settings = {decl.prefix_setting for decl in contract_topics() if decl.prefix_setting is not None}
+    return {name: environ[name] for name in sorted(settings) if environ.get(name)}
+
+
 # --------------------------------------------------------------------------------------------------------------
 # grants and the ACL file
 
@@ -155,7 +170,7 @@ def check_devices(devices: Iterable[str]) -> list[str]:
     for device in devices:
         for problem in id_problems(device, "battery id"):
             raise AuthError(problem)
-        if device in NODE_USERS or device in READ_ONLY_USERS:
+        if device in NODE_USERS or device in READ_ONLY_USERS or device == HASS_USER:
             raise AuthError(f"battery id {device!r} clashes with the broker user of the same name")
         if device in result:
             raise AuthError(f"battery id {device!r} is listed twice")
@@ -214,13 +229,18 @@ def _target_filter(target: str, root: str, topics: Mapping[str, TopicAccess], bo
     return f"{root}/{target}"
 
 
-def grants(root: str, devices: Sequence[str]) -> dict[str, list[tuple[Access, str]]]:
-    """Every user's ACL lines, ``{user: [(access, topic filter), ...]}``: nodes, then devices, then the monitor.
+def grants(
+    root: str, devices: Sequence[str], prefixes: Mapping[str, str] | None = None
+) -> dict[str, list[tuple[Access, str]]]:
+    """Every user's ACL lines, ``{user: [(access, topic filter), ...]}``: nodes, then devices, Home Assistant,
+    then the read-only users. ``prefixes`` maps the settings of topics outside the root to their prefix
+    (``{"BESS_HA_DISCOVERY_PREFIX": "homeassistant"}``; unset: each topic's default).
 
-    Pure: the same root, devices and contract always give the same result.
+    Pure: the same root, devices, prefixes and contract always give the same result.
     """
     root = _check_root(root)
     devices = check_devices(devices)
+    prefixes = {key: _check_root(value) for key, value in (prefixes or {}).items()}
     decls = contract_topics()
     by_name = {decl.name: decl for decl in decls}
     requesters = {
@@ -233,15 +253,16 @@ def grants(root: str, devices: Sequence[str]) -> dict[str, list[tuple[Access, st
         for decl in decls:
             producers, consumers = roles_of(decl.producers), roles_of(decl.consumers)
             own = {param: node.value for param in decl.params if param in IDENTITY_PARAMS}
+            where = decl.root_of(root, prefixes)
             if node in producers:
-                acl.add("write", decl.filter(root))
+                acl.add("write", decl.filter(where))
             if node in consumers:
-                acl.add("read", decl.filter(root))
+                acl.add("read", decl.filter(where))
             if EVERY_NODE in producers:  # its own status: the status itself and its last will
-                acl.add("write", decl.filter(root, **own))
-                acl.add("read", decl.filter(root, **own))
+                acl.add("write", decl.filter(where, **own))
+                acl.add("read", decl.filter(where, **own))
             if REQUESTER in consumers and node in requesters.get(decl.name, frozenset()):
-                acl.add("read", decl.filter(root, **own))
+                acl.add("read", decl.filter(where, **own))
         _adjust(acl, node, root, by_name, {})
         result[node.value] = acl.lines()
 
@@ -259,6 +280,17 @@ def grants(root: str, devices: Sequence[str]) -> dict[str, list[tuple[Access, st
                 acl.add("read", decl.filter(root, battery=device))
         _adjust(acl, DEVICE, root, by_name, {"battery": device})
         result[device] = acl.lines()
+
+    hass = _Grants()
+    for decl in decls:
+        where = decl.root_of(root, prefixes)
+        if HASS in roles_of(decl.producers):
+            hass.add("write", decl.filter(where))
+        if HASS in roles_of(decl.consumers):
+            hass.add("read", decl.filter(where))
+        if decl.prefix_setting is not None:  # Home Assistant subscribes its whole discovery prefix
+            hass.add("read", f"{where}/#")
+    result[HASS_USER] = hass.lines()
 
     for user in READ_ONLY_USERS:
         result[user] = [
@@ -278,8 +310,9 @@ def _adjust(acl: _Grants, role: Role, root: str, topics: Mapping[str, TopicAcces
             acl.add(adjustment.access, _target_filter(adjustment.target, root, topics, bound))
 
 
-def acl_text(root: str, devices: list[str]) -> str:
-    """The mosquitto ACL file for topic root ``root`` and these device (battery) ids."""
+def acl_text(root: str, devices: list[str], prefixes: Mapping[str, str] | None = None) -> str:
+    """The mosquitto ACL file for topic root ``root``, these device (battery) ids and the prefixes of the topics
+    outside the root (see :func:`grants`)."""
     lines = [
         f"# mosquitto ACL for topic root {root}, generated by deploy/auth.py from the roles of",
         "# nodes/contract/topics.py (as nodes/contract/access.json holds them).",
@@ -294,11 +327,15 @@ def acl_text(root: str, devices: list[str]) -> str:
         "# to expand %u in their head. Explicit blocks list exactly who may do what; the price is that this file",
         "# changes with BESS_BATTERIES, and deploy/up rewrites it on every start anyway.",
     ]
-    for user, entries in grants(root, devices).items():
+    for user, entries in grants(root, devices, prefixes).items():
         lines.append("")
         role: str
         if user in NODE_USERS:
             role, title = user, f"node {user}"
+        elif user == HASS_USER:
+            role, title = HASS, (
+                "Home Assistant: what its entities read, its controls' request topics, its discovery prefix"
+            )
         elif user in READ_ONLY_USERS:
             purpose = "an operator's mosquitto_sub" if user == MONITOR_USER else "deploy/up's and status's probes"
             role, title = user, (
@@ -391,7 +428,12 @@ def load_credentials(var_dir: Path, devices: Sequence[str] = ()) -> Credentials 
 
 
 def ensure_credentials(
-    var_dir: Path, root: str, devices: Sequence[str], *, mosquitto_passwd: str | None = None
+    var_dir: Path,
+    root: str,
+    devices: Sequence[str],
+    *,
+    mosquitto_passwd: str | None = None,
+    prefixes: Mapping[str, str] | None = None,
 ) -> Credentials:
     """Make (first run) or reuse the credentials under ``<var_dir>/mqtt-auth`` and (re)write passwd and acl.
 
@@ -400,12 +442,12 @@ def ensure_credentials(
     password stays in credentials.json in case it comes back).
     """
     devices = check_devices(devices)
-    acl = acl_text(root, devices)  # validates root and devices before anything is written
+    acl = acl_text(root, devices, prefixes)  # validates root, devices and prefixes before anything is written
     passwd_bin = mosquitto_passwd or _find_mosquitto_passwd()
     directory = auth_dir(var_dir)
     private_dir(directory, 0o700)
     stored = read_passwords(directory)
-    users = [*NODE_USERS, *devices, *READ_ONLY_USERS]
+    users = [*NODE_USERS, *devices, HASS_USER, *READ_ONLY_USERS]
     passwords = dict(stored)
     for user in users:
         passwords.setdefault(user, secrets.token_urlsafe(24))

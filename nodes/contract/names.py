@@ -29,6 +29,8 @@ class Role(StrEnum):
     RENDERER = "renderer"
     MARKET = "market"
     SIMULATOR = "simulator"
+    HOMEASSISTANT = "homeassistant"
+    HASS = "hass"
     EVERY_NODE = "every-node"
     REQUESTER = "requester"
     DASHBOARD = "dashboard"
@@ -41,6 +43,7 @@ NODES: Final[tuple[Role, ...]] = (
     Role.PLANNER,
     Role.GATEWAY,
     Role.RENDERER,
+    Role.HOMEASSISTANT,
     Role.MARKET,
     Role.SIMULATOR,
 )
@@ -57,6 +60,9 @@ ROLE_DOCS: Final[Mapping[Role, str]] = {
     Role.RENDERER: "nodes/renderer: Plotly figures and the dashboard (port 8050)",
     Role.MARKET: "nodes/market: the price feed",
     Role.SIMULATOR: "nodes/simulator: simulated batteries (acts as their device)",
+    Role.HOMEASSISTANT: "nodes/homeassistant: Home Assistant MQTT discovery configs and the values they need "
+    "that no other topic carries",
+    Role.HASS: "Home Assistant itself (not a node of this project): with broker authentication the `hass` user",
     Role.EVERY_NODE: "each node about itself only (`{node}` is its own name)",
     Role.REQUESTER: "the client that asked (`{client}` is its own name)",
     Role.DASHBOARD: "browsers, through the renderer's HTTP (not an MQTT client)",

@@ -16,16 +16,23 @@ from typing import Any, Generic, TypeVar
 import msgspec
 
 from nodes.contract.messages import (
+    BatteryOutlook,
     BatterySpec,
     BatteryState,
     Command,
     ControlMode,
+    DayRevenue,
     Figure,
     HistoryQuery,
     HistoryResult,
+    ModeRequest,
     NodeStatus,
+    OutlookSlot,
+    PowerRequest,
     PriceForecast,
     PriceSlot,
+    ReplanRequest,
+    RequestResult,
     Schedule,
     ScheduleSlot,
     StoredReceipt,
@@ -169,7 +176,7 @@ TELEMETRY: Topic[Telemetry] = Topic(
     qos=1,
     retain=True,
     producers=(Role.DEVICE, Role.SIMULATOR, Role.GATEWAY),
-    consumers=(Role.RECORDER, Role.PLANNER, Role.RENDERER, Role.GATEWAY),
+    consumers=(Role.RECORDER, Role.PLANNER, Role.RENDERER, Role.GATEWAY, Role.HOMEASSISTANT, Role.HASS),
     doc="A battery measurement. Devices publish it retained, so a new subscriber sees the latest reading at "
     "once; the gateway's HTTP writes are not retained (they are often backfills of older records). "
     "power_kw is + when discharging (to the grid) and - when charging.",
@@ -185,7 +192,7 @@ SPEC: Topic[BatterySpec] = Topic(
     qos=1,
     retain=True,
     producers=(Role.DEVICE, Role.SIMULATOR),
-    consumers=(Role.PLANNER, Role.GATEWAY, Role.RENDERER),
+    consumers=(Role.PLANNER, Role.GATEWAY, Role.RENDERER, Role.HOMEASSISTANT),
     doc="What the battery can do. The gateway refuses commands beyond it; the planner plans within it.",
     example=BatterySpec(
         capacity_kwh=1000.0,
@@ -226,7 +233,7 @@ STATE: Topic[BatteryState] = Topic(
     qos=1,
     retain=True,
     producers=(Role.DEVICE, Role.SIMULATOR),
-    consumers=(Role.RECORDER, Role.RENDERER, Role.GATEWAY),
+    consumers=(Role.RECORDER, Role.RENDERER, Role.GATEWAY, Role.HASS),
     doc="What the device is doing and why: mode, the command it follows, its lease, limits it hit.",
     example=BatteryState(
         ts=_T0,
@@ -245,7 +252,7 @@ CONTROL: Topic[ControlMode] = Topic(
     qos=1,
     retain=True,
     producers=(Role.GATEWAY,),
-    consumers=(Role.PLANNER, Role.GATEWAY, Role.RENDERER, Role.RECORDER),
+    consumers=(Role.PLANNER, Role.GATEWAY, Role.RENDERER, Role.RECORDER, Role.HOMEASSISTANT),
     doc="Who commands the battery: autopilot (the planner sends each slot's command), manual (operator "
     "commands only; the planner keeps planning but sends nothing) or idle. An operator command through the "
     "gateway sets manual until its lease ends; POST /control sets any mode (with an optional end). Retained: "
@@ -266,7 +273,7 @@ SCHEDULE: Topic[Schedule] = Topic(
     qos=1,
     retain=True,
     producers=(Role.PLANNER,),
-    consumers=(Role.RECORDER, Role.RENDERER, Role.DEVICE, Role.SIMULATOR),
+    consumers=(Role.RECORDER, Role.RENDERER, Role.DEVICE, Role.SIMULATOR, Role.HOMEASSISTANT, Role.HASS),
     doc="The current optimal plan. soc_kwh is the state of charge at each slot's end.",
     example=Schedule(
         plan_id="p-20250116T10-battery-1",
@@ -319,7 +326,7 @@ PRICES: Topic[PriceForecast] = Topic(
     qos=1,
     retain=True,
     producers=(Role.MARKET, Role.GATEWAY),
-    consumers=(Role.PLANNER, Role.RECORDER, Role.RENDERER),
+    consumers=(Role.PLANNER, Role.RECORDER, Role.RENDERER, Role.HOMEASSISTANT),
     doc="Forecast or day-ahead prices for a market zone, hourly or 15-minute slots.",
     example=PriceForecast(
         zone="de-lu",
@@ -411,10 +418,11 @@ STATUS: Topic[NodeStatus] = Topic(
     qos=1,
     retain=True,
     producers=(Role.EVERY_NODE,),
-    consumers=(Role.ANYONE, Role.RENDERER),
+    consumers=(Role.ANYONE, Role.RENDERER, Role.HOMEASSISTANT, Role.HASS),
     doc="A node's health: online, degraded (with the reason) or offline. The broker publishes offline as "
     "the node's last will when it dies without saying goodbye. The renderer shows every node's status in the "
-    "dashboard's status strip.",
+    "dashboard's status strip; Home Assistant makes each entity unavailable while the node feeding it is offline "
+    "and shows one connectivity sensor per node.",
     example=NodeStatus(
         node="recorder",
         state="online",
@@ -424,6 +432,129 @@ STATUS: Topic[NodeStatus] = Topic(
         counters={"received": 1200, "stored": 1200, "decode_errors": 0},
     ),
     example_params={"node": "recorder"},
+)
+
+MODE_REQUEST: Topic[ModeRequest] = Topic(
+    path="battery/{battery}/request/mode",
+    payload=ModeRequest,
+    qos=1,
+    retain=False,
+    producers=(Role.HASS,),
+    consumers=(Role.GATEWAY,),
+    doc="Home Assistant's control mode select. The gateway applies it exactly as POST /control (the same code: "
+    "unknown battery, command rate) and publishes the ControlMode (source homeassistant) and, for idle, the IDLE "
+    "Command; what it did is on battery/{battery}/request/result. Not retained: a stale request must not be "
+    "replayed.",
+    example=ModeRequest(mode="autopilot"),
+    example_params={"battery": "battery-1"},
+)
+
+POWER_REQUEST: Topic[PowerRequest] = Topic(
+    path="battery/{battery}/request/power",
+    payload=PowerRequest,
+    qos=1,
+    retain=False,
+    producers=(Role.HASS,),
+    consumers=(Role.GATEWAY,),
+    doc="Home Assistant's manual power setpoint, signed like telemetry (+ discharge, - charge, 0 idle). The "
+    "gateway applies it exactly as POST /mqtt/publish with the equivalent command text (the same code: spec "
+    "limits, control precedence, command rate, lease) and publishes the ControlMode manual and the Command "
+    "(source homeassistant); what it did is on battery/{battery}/request/result.",
+    example=PowerRequest(power_kw=50.0),
+    example_params={"battery": "battery-1"},
+)
+
+REPLAN_REQUEST: Topic[ReplanRequest] = Topic(
+    path="battery/{battery}/request/replan",
+    payload=ReplanRequest,
+    qos=1,
+    retain=False,
+    producers=(Role.HASS,),
+    consumers=(Role.PLANNER,),
+    doc="Home Assistant's re-plan button: the planner plans that battery again at once (a new schedule, with "
+    "the usual debounce of BESS_PLANNER_MIN_REPLAN_INTERVAL_S). A battery the planner does not know is ignored "
+    "and counted.",
+    example=ReplanRequest(reason="Home Assistant button"),
+    example_params={"battery": "battery-1"},
+)
+
+REQUEST_RESULT: Topic[RequestResult] = Topic(
+    path="battery/{battery}/request/result",
+    payload=RequestResult,
+    qos=1,
+    retain=True,
+    producers=(Role.GATEWAY,),
+    consumers=(Role.HASS,),
+    doc="What the gateway did with the latest mode or power request of the battery: accepted (with the "
+    "command id), or refused with the error an HTTP client would get. Retained, so Home Assistant shows why "
+    "its last control did nothing.",
+    example=RequestResult(
+        ts=_T0,
+        request="power",
+        outcome="refused",
+        status=422,
+        error="DISCHARGE 300 kW exceeds battery-1's max_discharge_kw of 250 kW (from its BatterySpec)",
+        field="power_kw",
+    ),
+    example_params={"battery": "battery-1"},
+)
+
+OUTLOOK: Topic[BatteryOutlook] = Topic(
+    path="battery/{battery}/outlook",
+    payload=BatteryOutlook,
+    qos=1,
+    retain=True,
+    producers=(Role.HOMEASSISTANT,),
+    consumers=(Role.HASS,),
+    doc="Derived, for Home Assistant: the control mode in force, the plan's action and power now, the next "
+    "change and the price now, recomputed by the homeassistant node at every slot and mode boundary (Home "
+    "Assistant evaluates a template only when a message arrives, so it cannot tell 'now' from a daily forecast).",
+    example=BatteryOutlook(
+        ts=_T0,
+        control_mode="autopilot",
+        plan_id="p-20250116T10-battery-1",
+        action="charge",
+        power_kw=-250.0,
+        slot_end=_T0 + _HOUR,
+        next_change_at=_T0 + _HOUR,
+        next_action="discharge",
+        next_power_kw=250.0,
+        price_per_mwh=42.5,
+        price_until=_T0 + _HOUR,
+        currency="EUR",
+        zone="de-lu",
+        upcoming=[
+            OutlookSlot(start=_T0, end=_T0 + _HOUR, action="charge", power_kw=-250.0, price_per_mwh=42.5),
+            OutlookSlot(start=_T0 + _HOUR, end=_T0 + 2 * _HOUR, action="discharge", power_kw=250.0,
+                        price_per_mwh=131.0),
+        ],
+    ),
+    example_params={"battery": "battery-1"},
+)
+
+REVENUE: Topic[DayRevenue] = Topic(
+    path="battery/{battery}/revenue",
+    payload=DayRevenue,
+    qos=1,
+    retain=True,
+    producers=(Role.RENDERER,),
+    consumers=(Role.HASS,),
+    doc="Derived: realised revenue since the start of the battery's day (BESS_RENDERER_DAY_TZ), computed by "
+    "the renderer with the dashboard's own KPI integrals over the stored telemetry and prices, published at "
+    "most every BESS_RENDERER_REVENUE_INTERVAL_S while it changes. Not published while the history is still "
+    "being read or unavailable (a partial sum would look like a real one).",
+    example=DayRevenue(
+        day_start=_T0 - 10 * _HOUR,
+        tz="Europe/Berlin",
+        computed_at=_T0,
+        until=_T0 - timedelta(seconds=1),
+        realised_revenue=12.34,
+        currency="EUR",
+        samples=36_000,
+        energy_charged_kwh=500.0,
+        energy_discharged_kwh=450.0,
+    ),
+    example_params={"battery": "battery-1"},
 )
 
 ALL_REQUESTS: tuple[Request[Any, Any], ...] = (HISTORY,)
@@ -442,4 +573,10 @@ ALL_TOPICS: tuple[Topic[Any], ...] = (
     STORED_RESPONSE,
     STORED,
     STATUS,
+    MODE_REQUEST,
+    POWER_REQUEST,
+    REPLAN_REQUEST,
+    REQUEST_RESULT,
+    OUTLOOK,
+    REVENUE,
 )
