@@ -168,9 +168,14 @@ def battery_entities(battery: str, facts: BatteryFacts, wiring: Wiring) -> list[
                "'command_source': value_json.command_source | default(None), "
                "'limits_hit': value_json.limits_hit | default([]), 'reason': value_json.reason | default('')} "
                "| tojson }}"),
+        # a timestamp sensor logs a warning for every value that is not a time (also "None"): without a lease the
+        # state is the time the battery reported following none (for an expired lease: when it ended)
         b.make("sensor", "lease_end", "Command lease end", device, state_topic=state, device_class="timestamp",
-               value_template="{{ value_json.valid_until if value_json.valid_until is defined else None }}",
-               icon="mdi:timer-sand"),
+               value_template="{{ value_json.valid_until if value_json.valid_until is defined else value_json.ts }}",
+               icon="mdi:timer-sand", json_attributes_topic=state,
+               json_attributes_template="{{ {'lease': value_json.valid_until is defined, "
+               "'command_id': value_json.command_id | default(None), "
+               "'command_source': value_json.command_source | default(None)} | tojson }}"),
         b.make("sensor", "planned_action", "Planned action", plan, state_topic=outlook,
                value_template="{{ value_json.action | default('no plan') }}", icon="mdi:calendar-clock",
                json_attributes_topic=outlook,

@@ -106,6 +106,9 @@ def test_the_named_classes_and_units() -> None:
             "monetary", "total", "EUR")
     assert by_key["revenue_today"]["last_reset_value_template"] == "{{ value_json.day_start }}"
     assert by_key["lease_end"]["device_class"] == "timestamp"
+    # Home Assistant logs a warning for each value of a timestamp sensor that is no time: never "None"
+    assert by_key["lease_end"]["value_template"] == (
+        "{{ value_json.valid_until if value_json.valid_until is defined else value_json.ts }}")
     assert by_key["control_mode"]["options"] == ["autopilot", "manual", "idle"]
     setpoint = by_key["power_setpoint"]
     assert (setpoint["min"], setpoint["max"], setpoint["unit_of_measurement"]) == (-200.0, 250.0, "kW"), "from the spec"
