@@ -16,7 +16,8 @@ call ``number.set_value``, ``select.select_option`` and ``button.press`` on the 
 
 ``BESS_HA_HASS`` names the ``hass`` executable (default :data:`DEFAULT_HASS`, where ``deploy/ha-venv`` installs
 Home Assistant 2024.3.3, the last release for Python 3.11). When the integrations' requirements are already in its
-virtualenv it runs with ``--skip-pip``; otherwise Home Assistant installs them on the first start (about a minute).
+virtualenv (``deploy/ha_requirements.py --check``) it runs with ``--skip-pip``; otherwise Home Assistant installs
+them on the first start (about a minute).
 """
 
 from __future__ import annotations
@@ -41,9 +42,8 @@ from tests.support.waiting import wait_for
 DEFAULT_HASS = Path.home() / ".cache" / "bess" / "ha-venv" / "bin" / "hass"
 SETTING = "BESS_HA_HASS"
 VERSION = "2024.3.3"
-#: the requirements of the integrations the test loads (mqtt, http, file_upload, recorder), as imports
-REQUIREMENTS = ("paho.mqtt", "sqlalchemy", "fnv_hash_fast", "psutil_home_assistant", "aiohttp_cors",
-                "aiohttp_fast_url_dispatcher", "aiohttp_zlib_ng", "janus")
+#: lists (and checks) the requirements of every integration the test makes Home Assistant set up
+HA_REQUIREMENTS = Path(__file__).resolve().parents[2] / "deploy" / "ha_requirements.py"
 DRIVEN = {"number.set_value": "value", "select.select_option": "option", "button.press": None}
 
 
@@ -58,11 +58,11 @@ def find_hass() -> tuple[Path | None, str]:
 
 
 def requirements_installed(hass_bin: Path) -> bool:
-    """True when the integrations' requirements import in the virtualenv of ``hass_bin`` (then ``--skip-pip``)."""
+    """True when every requirement of the integrations the test loads is installed in the virtualenv of
+    ``hass_bin`` (then ``--skip-pip``: without them Home Assistant would start in recovery mode)."""
     python = hass_bin.with_name("python")
-    script = "import importlib, sys; [importlib.import_module(m) for m in sys.argv[1:]]"
-    done = subprocess.run([str(python), "-c", script, *REQUIREMENTS], capture_output=True, timeout=120, check=False,
-                          cwd="/")
+    done = subprocess.run([str(python), str(HA_REQUIREMENTS), "--check"], capture_output=True, timeout=120,
+                          check=False, cwd="/")
     return done.returncode == 0
 
 
@@ -175,9 +175,15 @@ class HomeAssistant:
         return "\n".join(parts)
 
     def assert_alive(self) -> None:
+        """Fail at once (with its log) when Home Assistant exited or fell back to recovery mode (no MQTT then)."""
         code = self.proc.poll()
         if code is not None:
             raise AssertionError(f"Home Assistant exited with {code}:\n{self.log_text()[-4000:]}")
+        log = self.log_text()
+        if "Activating recovery mode" in log:
+            setup = [line for line in log.splitlines() if "Setup failed" in line or "recovery mode" in line]
+            raise AssertionError("Home Assistant started in recovery mode (run deploy/ha-venv again to install its "
+                                 "integrations' requirements):\n" + "\n".join(setup[-20:]))
 
     def states(self) -> dict[str, tuple[str, dict[str, Any]]]:
         """The latest recorded state and attributes of every entity (empty before the database exists)."""
