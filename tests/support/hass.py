@@ -30,7 +30,7 @@ import sqlite3
 import subprocess
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,12 +77,31 @@ def _yaml_string(text: str) -> str:
     return json.dumps(text)  # a JSON string is a YAML string
 
 
-def write_config(config_dir: Path, *, mqtt_port: int, prefix: str, drive: str) -> None:
-    """``configuration.yaml`` and ``.storage/core.config_entries`` for a headless start against the test broker."""
+def write_config(config_dir: Path, *, mqtt_port: int, prefix: str, drive: str,
+                 login: tuple[str, str] | None = None, on_start: Sequence[tuple[str, str, Mapping[str, Any]]] = ()
+                 ) -> None:
+    """``configuration.yaml`` and ``.storage/core.config_entries`` for a headless start against the test broker
+    (with ``login``, the MQTT integration's username and password). ``on_start``: ``(service, entity_id, data)``
+    calls Home Assistant makes once the entity has a state after it started (for a broker whose ACL lets no test
+    client publish to Home Assistant)."""
     (config_dir / ".storage").mkdir(parents=True, exist_ok=True)
     automations = []
+    for index, (service, entity_id, data) in enumerate(on_start):
+        ready = f"{{{{ states('{entity_id}') not in ['unknown', 'unavailable'] }}}}"
+        automations.append(f"""  - alias: {_yaml_string(f"on start {index}")}
+    trigger:
+      - platform: homeassistant
+        event: start
+    action:
+      - wait_template: {_yaml_string(ready)}
+        timeout: "00:03:00"
+        continue_on_timeout: false
+      - service: {service}
+        target:
+          entity_id: {_yaml_string(entity_id)}
+        data: {json.dumps(dict(data))}""")
     for service, field in DRIVEN.items():
-        data = f"\n        data:\n          {field}: \"{{{{ trigger.payload_json.{field} }}}}\"" if field else ""
+        fields = f"\n        data:\n          {field}: \"{{{{ trigger.payload_json.{field} }}}}\"" if field else ""
         automations.append(f"""  - alias: {_yaml_string("drive " + service)}
     mode: queued
     trigger:
@@ -91,7 +110,7 @@ def write_config(config_dir: Path, *, mqtt_port: int, prefix: str, drive: str) -
     action:
       - service: {service}
         target:
-          entity_id: "{{{{ trigger.payload_json.entity_id }}}}"{data}""")
+          entity_id: "{{{{ trigger.payload_json.entity_id }}}}"{fields}""")
     (config_dir / "configuration.yaml").write_text(f"""homeassistant:
   name: BESS test
   latitude: 52.52
@@ -125,6 +144,7 @@ automation:
             "discovery_prefix": prefix,
             "birth_message": {**message, "payload": "online"},
             "will_message": {**message, "payload": "offline"},
+            **({"username": login[0], "password": login[1]} if login else {}),
         },
         "options": {},
         "pref_disable_new_entities": False,
@@ -150,9 +170,10 @@ class HomeAssistant:
 
     @classmethod
     def start(cls, hass_bin: Path, config_dir: Path, *, mqtt_port: int, prefix: str, drive: str,
-              publish: Callable[[str, bytes], None]) -> HomeAssistant:
+              publish: Callable[[str, bytes], None], login: tuple[str, str] | None = None,
+              on_start: Sequence[tuple[str, str, Mapping[str, Any]]] = ()) -> HomeAssistant:
         """Write the config and start ``hass`` (``--skip-pip`` when its requirements are installed)."""
-        write_config(config_dir, mqtt_port=mqtt_port, prefix=prefix, drive=drive)
+        write_config(config_dir, mqtt_port=mqtt_port, prefix=prefix, drive=drive, login=login, on_start=on_start)
         log_path = config_dir / "hass.stdout.log"
         args = [str(hass_bin), "--config", str(config_dir)]
         if requirements_installed(hass_bin):
