@@ -69,6 +69,7 @@ def test_configs_are_retained_resent_on_home_assistants_birth_and_the_controls_c
     soc = configs["soc_kwh"]
     assert soc["state_topic"] == TELEMETRY.name(root=topic_root, battery=battery_id)
     assert soc["device"]["identifiers"] == [f"bess_{battery_id}"]
+    assert (soc["device"]["manufacturer"], soc["device"]["model"]) == ("BESS", "simulated battery"), "from the spec"
     assert configs["power_setpoint"]["max"] == 250.0, "the simulator's spec: 250 kW"
     assert configs["price"]["unit_of_measurement"] == "EUR/MWh"
 
