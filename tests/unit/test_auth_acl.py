@@ -99,7 +99,7 @@ def test_contract_read_without_import_equals_all_topics() -> None:
         module = topics if decl.prefix_setting is None else discovery
         assert getattr(module, decl.name).path == decl.path
     outside = {decl.name: (decl.prefix_setting, decl.default_prefix) for decl in read if decl.prefix_setting}
-    assert outside == {name: ("BESS_HA_DISCOVERY_PREFIX", "homeassistant") for name in ("HA_CONFIG", "HA_STATUS")}
+    assert outside == dict.fromkeys(("HA_CONFIG", "HA_STATUS"), ("BESS_HA_DISCOVERY_PREFIX", "homeassistant"))
 
 
 def test_id_and_root_rules_equal_the_contract() -> None:
