@@ -19,6 +19,9 @@ Users:
   (``BESS_BRIDGE_DEVICE_USER``, default the bridged battery's id), which may use only its own dialect's topics
   (Victron: publish ``N/<portal id>/#``, read the bridge's ``W/...`` writes and ``R/.../keepalive``); the bridged
   battery has no contract device user then (the bridge is its device);
+* :data:`HASS_USER`: Home Assistant itself (its MQTT integration's username), with the rights of the contract's
+  ``hass`` role (read what its entities show, write its controls' request topics and ``<prefix>/status``) and
+  read on its discovery prefix (``BESS_HA_DISCOVERY_PREFIX``: Home Assistant subscribes ``<prefix>/#``);
 * :data:`MONITOR_USER`, read-only: an operator's ``mosquitto_sub``;
 * :data:`PROBE_USER`, read-only like the monitor: ``deploy/up``'s readiness and status probes (``$SYS/#``, node
   statuses). A user of its own because the broker binds client ids to users (``use_username_as_clientid``, so
@@ -30,10 +33,16 @@ roles (:class:`nodes.contract.names.Role`, values, not prose), so a node may wri
 produces and read exactly the ones it consumes, with the topic parameters bound as tightly as the contract allows
 (``node/{node}/status`` to the node itself, ``history/response/{client}`` to the client that asked,
 ``battery/{battery}/...`` to the device itself). The few places where least privilege differs from those lists
-are spelled out, with the reason, in :data:`ADDED` and :data:`WITHHELD`. This module is standard library only
+are spelled out, with the reason, in :data:`ADDED` and :data:`WITHHELD`. Topics outside the root (Home
+Assistant's discovery) are granted under the prefix their setting names (``prefixes``). This module is standard
+library only
 (like ``deploy/stack.py``, it runs before the virtualenv exists), so it reads the roles from
 ``nodes/contract/access.json``, which ``python -m nodes.contract`` generates from ``topics.py`` (a test fails when
 it is stale), and the node list and id rule from ``nodes/contract/names.py`` (standard library only too).
+
+Longer than 600 lines: the users, their grants and the files that hold them are one derivation from the
+contract, read top to bottom (the bridge's and Home Assistant's accounts are cases of it); split, every part
+would need the others' user lists, and ``python3 deploy/auth.py password`` must stay this file.
 
 Command line (prints a password for ``mosquitto_sub -u USER -P ...``)::
 
@@ -66,6 +75,8 @@ from nodes.contract.names import NODE_NAMES, NODES, Role, id_problems, root_prob
 
 #: Every node that gets its own broker user, in start order (the contract's node list).
 NODE_USERS: tuple[str, ...] = NODE_NAMES
+#: Home Assistant's broker user (the contract's role ``hass``).
+HASS_USER = "hass"
 #: The read-only user of an operator's mosquitto_sub.
 MONITOR_USER = "monitor"
 #: The read-only user of deploy/up's and deploy/status's probes (same rights as the monitor, its own connection).
@@ -97,8 +108,10 @@ RESPONSE_TO: Mapping[str, str] = {"HISTORY_RESPONSE": "HISTORY_REQUEST", "STORED
 #: Parameters that name the client itself: bound to the user's own name, never a wildcard, for the
 #: roles EVERY_NODE (``node/{node}/status``) and REQUESTER (``history/response/{client}``).
 IDENTITY_PARAMS = frozenset({"node", "client"})
+#: Home Assistant itself: one user (:data:`HASS_USER`) with exactly the contract's ``hass`` rights.
+HASS = Role.HASS
 #: Every role this module knows what to grant (a role added to the contract fails :func:`grants` until it is here).
-KNOWN_ROLES: frozenset[Role] = frozenset({*NODES, BRIDGE, DEVICE, EVERY_NODE, REQUESTER, *NO_GRANT_ROLES})
+KNOWN_ROLES: frozenset[Role] = frozenset({*NODES, BRIDGE, DEVICE, EVERY_NODE, REQUESTER, HASS, *NO_GRANT_ROLES})
 
 
 class AuthError(RuntimeError):
@@ -175,6 +188,12 @@ def roles_of(roles: Iterable[Role]) -> frozenset[Role]:
     return found - NO_GRANT_ROLES
 
 
+def prefixes_from(environ: Mapping[str, str]) -> dict[str, str]:
+    """The prefixes of the topics outside the root, as ``environ`` sets them (``BESS_HA_DISCOVERY_PREFIX``)."""
+    settings = {decl.prefix_setting for decl in contract_topics() if decl.prefix_setting is not None}
+    return {name: environ[name] for name in sorted(settings) if environ.get(name)}
+
+
 # --------------------------------------------------------------------------------------------------------------
 # grants and the ACL file
 
@@ -185,7 +204,7 @@ def check_devices(devices: Iterable[str]) -> list[str]:
     for device in devices:
         for problem in id_problems(device, "battery id"):
             raise AuthError(problem)
-        if device in NODE_USERS or device in READ_ONLY_USERS:
+        if device in NODE_USERS or device in READ_ONLY_USERS or device == HASS_USER:
             raise AuthError(f"battery id {device!r} clashes with the broker user of the same name")
         if device in result:
             raise AuthError(f"battery id {device!r} is listed twice")
@@ -220,7 +239,7 @@ def check_bridge_users(bridge_battery: str, device_user: str, devices: Iterable[
     for problem in id_problems(device_user, "device user"):
         raise AuthError(problem)
     left = [device for device in devices if device != bridge_battery]
-    if device_user in (*NODE_USERS, BRIDGE_USER, *READ_ONLY_USERS, *left):
+    if device_user in (*NODE_USERS, BRIDGE_USER, HASS_USER, *READ_ONLY_USERS, *left):
         raise AuthError(f"device user {device_user!r} clashes with the broker user of the same name")
     return left
 
@@ -268,9 +287,10 @@ def _target_filter(target: str, root: str, topics: Mapping[str, TopicAccess], bo
     return f"{root}/{target}"
 
 
-def _node_grants(node: Role, root: str, bound: Mapping[str, str]) -> _Grants:
+def _node_grants(node: Role, root: str, bound: Mapping[str, str], prefixes: Mapping[str, str]) -> _Grants:
     """A node's contract grants: what it produces and consumes, its own status and answers; ``bound`` fixes
-    parameters for a node that serves one battery only (the bridge: ``{"battery": <its battery>}``)."""
+    parameters for a node that serves one battery only (the bridge: ``{"battery": <its battery>}``); topics
+    outside the root are granted under their prefix (``prefixes``, see :func:`grants`)."""
     decls = contract_topics()
     by_name = {decl.name: decl for decl in decls}
     requesters = {response: roles_of(by_name[request].producers) for response, request in RESPONSE_TO.items()}
@@ -279,40 +299,43 @@ def _node_grants(node: Role, root: str, bound: Mapping[str, str]) -> _Grants:
         producers, consumers = roles_of(decl.producers), roles_of(decl.consumers)
         own = {param: node.value for param in decl.params if param in IDENTITY_PARAMS}
         fixed = {param: value for param, value in bound.items() if param in decl.params}
+        where = decl.root_of(root, prefixes)
         if node in producers:
-            acl.add("write", decl.filter(root, **fixed))
+            acl.add("write", decl.filter(where, **fixed))
         if node in consumers:
-            acl.add("read", decl.filter(root, **fixed))
+            acl.add("read", decl.filter(where, **fixed))
         if EVERY_NODE in producers:  # its own status: the status itself and its last will
-            acl.add("write", decl.filter(root, **own))
-            acl.add("read", decl.filter(root, **own))
+            acl.add("write", decl.filter(where, **own))
+            acl.add("read", decl.filter(where, **own))
         if REQUESTER in consumers and node in requesters.get(decl.name, frozenset()):
-            acl.add("read", decl.filter(root, **own))
+            acl.add("read", decl.filter(where, **own))
     _adjust(acl, node, root, by_name, {})
     return acl
 
 
 def grants(
-    root: str, devices: Sequence[str], bridge: BridgeAccess | None = None
+    root: str, devices: Sequence[str], bridge: BridgeAccess | None = None, *, prefixes: Mapping[str, str] | None = None
 ) -> dict[str, list[tuple[Access, str]]]:
     """Every user's ACL lines, ``{user: [(access, topic filter), ...]}``: nodes, the bridge, devices, the device
-    behind the bridge, then the read-only users.
+    behind the bridge, Home Assistant, then the read-only users. ``prefixes`` maps the settings of topics outside
+    the root to their prefix (``{"BESS_HA_DISCOVERY_PREFIX": "homeassistant"}``; unset: each topic's default).
 
-    Pure: the same root, devices, bridge and contract always give the same result.
+    Pure: the same root, devices, bridge, prefixes and contract always give the same result.
     """
     root = _check_root(root)
     devices = check_devices(devices)
     if bridge is not None:
         devices = check_bridge(bridge, devices, root)
+    prefixes = {key: _check_root(value) for key, value in (prefixes or {}).items()}
     decls = contract_topics()
     by_name = {decl.name: decl for decl in decls}
     result: dict[str, list[tuple[Access, str]]] = {}
 
     for node in NODES:
-        result[node.value] = _node_grants(node, root, {}).lines()
+        result[node.value] = _node_grants(node, root, {}, prefixes).lines()
 
     if bridge is not None:
-        acl = _node_grants(BRIDGE, root, {"battery": bridge.battery})
+        acl = _node_grants(BRIDGE, root, {"battery": bridge.battery}, prefixes)
         for topic in bridge.bridge_read:
             acl.add("read", topic)
         for topic in bridge.bridge_write:
@@ -342,6 +365,17 @@ def grants(
             acl.add("read", topic_filter)
         result[bridge.device_user] = acl.lines()
 
+    hass = _Grants()
+    for decl in decls:
+        where = decl.root_of(root, prefixes)
+        if HASS in roles_of(decl.producers):
+            hass.add("write", decl.filter(where))
+        if HASS in roles_of(decl.consumers):
+            hass.add("read", decl.filter(where))
+        if decl.prefix_setting is not None:  # Home Assistant subscribes its whole discovery prefix
+            hass.add("read", f"{where}/#")
+    result[HASS_USER] = hass.lines()
+
     for user in READ_ONLY_USERS:
         result[user] = [
             ("read", f"{root}/#"),
@@ -362,8 +396,11 @@ def _adjust(acl: _Grants, role: Role, root: str, topics: Mapping[str, TopicAcces
             acl.add(adjustment.access, _target_filter(adjustment.target, root, topics, bound))
 
 
-def acl_text(root: str, devices: list[str], bridge: BridgeAccess | None = None) -> str:
-    """The mosquitto ACL file for topic root ``root``, these device (battery) ids and the device bridge."""
+def acl_text(
+    root: str, devices: list[str], bridge: BridgeAccess | None = None, *, prefixes: Mapping[str, str] | None = None
+) -> str:
+    """The mosquitto ACL file for topic root ``root``, these device (battery) ids, the device bridge and the
+    prefixes of the topics outside the root (see :func:`grants`)."""
     lines = [
         f"# mosquitto ACL for topic root {root}, generated by deploy/auth.py from the roles of",
         "# nodes/contract/topics.py (as nodes/contract/access.json holds them).",
@@ -378,7 +415,7 @@ def acl_text(root: str, devices: list[str], bridge: BridgeAccess | None = None) 
         "# to expand %u in their head. Explicit blocks list exactly who may do what; the price is that this file",
         "# changes with BESS_BATTERIES, and deploy/up rewrites it on every start anyway.",
     ]
-    for user, entries in grants(root, devices, bridge).items():
+    for user, entries in grants(root, devices, bridge, prefixes=prefixes).items():
         lines.append("")
         role: str
         if user in NODE_USERS:
@@ -392,6 +429,10 @@ def acl_text(root: str, devices: list[str], bridge: BridgeAccess | None = None) 
             role, title = user, (
                 f"device {user}: the {bridge.profile} device behind the bridge (battery {bridge.battery}), its own\n"
                 "#   dialect's topics only: it publishes its readings, it reads the bridge's writes"
+            )
+        elif user == HASS_USER:
+            role, title = HASS, (
+                "Home Assistant: what its entities read, its controls' request topics, its discovery prefix"
             )
         elif user in READ_ONLY_USERS:
             purpose = "an operator's mosquitto_sub" if user == MONITOR_USER else "deploy/up's and status's probes"
@@ -496,6 +537,7 @@ def ensure_credentials(
     *,
     bridge: BridgeAccess | None = None,
     mosquitto_passwd: str | None = None,
+    prefixes: Mapping[str, str] | None = None,
 ) -> Credentials:
     """Make (first run) or reuse the credentials under ``<var_dir>/mqtt-auth`` and (re)write passwd and acl.
 
@@ -504,7 +546,7 @@ def ensure_credentials(
     password stays in credentials.json in case it comes back; the same for the bridge and its device).
     """
     devices = check_devices(devices)
-    acl = acl_text(root, devices, bridge)  # validates root, devices and bridge before anything is written
+    acl = acl_text(root, devices, bridge, prefixes=prefixes)  # validates root, devices, bridge, prefixes before writing
     if bridge is not None:
         devices = check_bridge(bridge, devices, root)
     passwd_bin = mosquitto_passwd or _find_mosquitto_passwd()
@@ -512,7 +554,7 @@ def ensure_credentials(
     private_dir(directory, 0o700)
     stored = read_passwords(directory)
     bridged = [BRIDGE_USER, bridge.device_user] if bridge is not None else []
-    users = [*NODE_USERS, *bridged[:1], *devices, *bridged[1:], *READ_ONLY_USERS]
+    users = [*NODE_USERS, *bridged[:1], *devices, *bridged[1:], HASS_USER, *READ_ONLY_USERS]
     passwords = dict(stored)
     for user in users:
         passwords.setdefault(user, secrets.token_urlsafe(24))

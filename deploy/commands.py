@@ -80,6 +80,8 @@ def _print_auth_help(cfg: UpConfig, credentials: auth.Credentials, database: inf
                f"(the {bridge.profile} device behind the bridge)" if bridge is not None else "")
     print(f"             users: {' '.join(auth.NODE_USERS)}, read-only {auth.MONITOR_USER} (you) and "
           f"{auth.PROBE_USER} (deploy's probes){devices}{bridged}")
+    print(f"  home asst. Home Assistant's MQTT integration logs in as {auth.HASS_USER}, password "
+          f"{password.format(user=auth.HASS_USER)}")
     print(f"  watch      mosquitto_sub -p {cfg.mqtt_port} -u {auth.MONITOR_USER} "
           f"-P {password.format(user=auth.MONITOR_USER)} -t '{cfg.topic_root}/#' -v")
     if bridge is not None:
@@ -148,8 +150,10 @@ def cmd_up(cfg: UpConfig) -> int:
     account, why_root = cfg.broker_account()
     cfg.prepare_var(account)
     credentials = (
-        auth.ensure_credentials(cfg.var_dir, cfg.topic_root, list(cfg.batteries), bridge=bridge)
-        if cfg.mqtt_auth else None
+        auth.ensure_credentials(cfg.var_dir, cfg.topic_root, list(cfg.batteries), bridge=bridge,
+                                prefixes=auth.prefixes_from(cfg.environ))
+        if cfg.mqtt_auth
+        else None
     )
     database = influx_auth.ensure_credentials(cfg.var_dir) if cfg.secure else None
     mismatch = preflight.broker_auth_mismatch(cfg, credentials) or preflight.influx_mismatch(cfg)

@@ -10,7 +10,7 @@ broker ACL needs (constant name, path template, producer and consumer roles); ev
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -33,6 +33,10 @@ class TopicAccess:
     path: str
     producers: tuple[Role, ...]
     consumers: tuple[Role, ...]
+    #: for a topic outside the topic root (Home Assistant's discovery): the setting naming its prefix
+    prefix_setting: str | None = None
+    #: ... and the prefix when that setting is not given
+    default_prefix: str | None = None
 
     @property
     def params(self) -> tuple[str, ...]:
@@ -46,6 +50,12 @@ class TopicAccess:
             path = path.replace("{" + param + "}", bound.get(param, "+"))
         return f"{root}/{path}"
 
+    def root_of(self, root: str, prefixes: Mapping[str, str]) -> str:
+        """Where this topic lives: ``root``, or (outside the root) the prefix its setting names in ``prefixes``."""
+        if self.prefix_setting is None:
+            return root
+        return prefixes.get(self.prefix_setting) or self.default_prefix or root
+
 
 def render(entries: Iterable[TopicAccess]) -> str:
     """The text of access.json for ``entries``: one topic a line, so a change of rights is a one-line diff."""
@@ -56,6 +66,11 @@ def render(entries: Iterable[TopicAccess]) -> str:
                 "path": entry.path,
                 "producers": [role.value for role in entry.producers],
                 "consumers": [role.value for role in entry.consumers],
+                **(
+                    {"prefix_setting": entry.prefix_setting, "default_prefix": entry.default_prefix}
+                    if entry.prefix_setting is not None
+                    else {}
+                ),
             }
         )
         for entry in entries
@@ -83,7 +98,10 @@ def _entry(path: Path, item: Any) -> TopicAccess:
     if not isinstance(name, str) or not isinstance(template, str):
         raise AccessError(f"{path}: a topic entry has no name or path: {item!r}")
     producers, consumers = _roles(path, name, item.get("producers")), _roles(path, name, item.get("consumers"))
-    return TopicAccess(name, template, producers, consumers)
+    setting, default = item.get("prefix_setting"), item.get("default_prefix")
+    if setting is not None and not (isinstance(setting, str) and isinstance(default, str)):
+        raise AccessError(f"{path}: {name}: prefix_setting and default_prefix must be strings")
+    return TopicAccess(name, template, producers, consumers, setting, default)
 
 
 def _roles(path: Path, name: str, values: Any) -> tuple[Role, ...]:

@@ -19,7 +19,8 @@ from typing import Any
 import msgspec
 from msgspec import inspect as mi
 
-from nodes.contract import access, topics
+from nodes.contract import access, discovery, topics
+from nodes.contract.discovery import ALL_EXTERNAL_TOPICS, DEFAULT_PREFIX, PREFIX_SETTING, ExternalTopic
 from nodes.contract.external import EXTERNAL_TOPICS
 from nodes.contract.messages import ALL_MESSAGES
 from nodes.contract.names import ID_SHAPE, ROLE_DOCS, Role
@@ -134,7 +135,7 @@ def fields_table(cls: type[msgspec.Struct]) -> str:
             default = f"default `{json.dumps(msgspec.to_builtins(f.default))}`"
         else:
             default = "default empty"
-        lines.append(f"| `{f.name}` | {_type_name(f.type)} | {default} | {_description(f.type)} |")
+        lines.append(f"| `{f.encode_name}` | {_type_name(f.type)} | {default} | {_description(f.type)} |")
         inner = f.type.item_type if isinstance(f.type, mi.ListType) else f.type
         if isinstance(inner, mi.StructType):
             nested.append(inner.cls)
@@ -146,7 +147,10 @@ def fields_table(cls: type[msgspec.Struct]) -> str:
 
 def topic_section(topic: Topic[Any]) -> str:
     """The Markdown section documenting one topic."""
-    example = json.dumps(msgspec.to_builtins(topic.example), indent=2)
+    if isinstance(topic, ExternalTopic) and topic.text_field is not None:
+        example = topic.encode(topic.example).decode()
+    else:
+        example = json.dumps(msgspec.to_builtins(topic.example), indent=2)
     sub_filter = topic.filter()
     concrete = topic.name(**topic.example_params) if topic.params else topic.template
     payload = topic.payload.__name__
@@ -192,32 +196,57 @@ def external_section() -> str:
     return "\n".join(lines) + "\n"
 
 
+EXTERNAL_HEADER = """
+# Home Assistant discovery (outside the root)
+
+These topics live under Home Assistant's discovery prefix (`{setting}`, default `{prefix}`), not under the
+topic root: they are Home Assistant's contract. Configs are JSON; `{prefix}/status` is plain text.
+
+| topic | payload | QoS | retained | producers -> consumers |
+|---|---|---|---|---|
+"""
+
+
+def _row(topic: Topic[Any]) -> str:
+    return (
+        f"| `{topic.template}` | {topic.payload.__name__} | {topic.qos} | {'yes' if topic.retain else 'no'} "
+        f"| {_roles(topic.producers)} -> {_roles(topic.consumers)} |\n"
+    )
+
+
 def render_topics_md() -> str:
     """The whole topics.md."""
     roles = "\n".join(f"| {role.value} | {ROLE_DOCS[role]} |" for role in Role)
     text = HEADER.format(root=DEFAULT_ROOT, id_shape=ID_SHAPE, roles=roles)
-    for topic in ALL_TOPICS:
-        text += (
-            f"| `{topic.template}` | {topic.payload.__name__} | {topic.qos} | {'yes' if topic.retain else 'no'} "
-            f"| {_roles(topic.producers)} -> {_roles(topic.consumers)} |\n"
-        )
-    return text + "\n" + "\n".join(topic_section(t) for t in ALL_TOPICS) + "\n" + external_section()
+    text += "".join(_row(topic) for topic in ALL_TOPICS)
+    text += "\n" + "\n".join(topic_section(t) for t in ALL_TOPICS)
+    text += EXTERNAL_HEADER.format(setting=PREFIX_SETTING, prefix=DEFAULT_PREFIX)
+    text += "".join(_row(topic) for topic in ALL_EXTERNAL_TOPICS)
+    text += "\n" + "\n".join(topic_section(t) for t in ALL_EXTERNAL_TOPICS)
+    return text + "\n" + external_section()
 
 
 def render_schemas() -> dict[str, str]:
     """File name -> JSON Schema text, one per message."""
     out: dict[str, str] = {}
-    for cls in ALL_MESSAGES:
+    for cls in (*ALL_MESSAGES, *(topic.payload for topic in ALL_EXTERNAL_TOPICS)):
         schema = clean_descriptions(msgspec.json.schema(cls))
         out[f"{cls.__name__}.schema.json"] = json.dumps(schema, indent=2, sort_keys=True) + "\n"
     return out
 
 
 def topic_access() -> tuple[access.TopicAccess, ...]:
-    """What deploy needs of every topic in ``ALL_TOPICS`` (named by its constant in topics.py), in order."""
+    """What deploy needs of every topic in ``ALL_TOPICS`` (named by its constant in topics.py), in order, then
+    of the topics outside the root (``discovery.ALL_EXTERNAL_TOPICS``, with the setting naming their prefix)."""
     names = {id(value): name for name, value in vars(topics).items() if isinstance(value, Topic)}
-    return tuple(
+    names.update({id(value): name for name, value in vars(discovery).items() if isinstance(value, ExternalTopic)})
+    inside = tuple(
         access.TopicAccess(names[id(topic)], topic.path, topic.producers, topic.consumers) for topic in ALL_TOPICS
+    )
+    return inside + tuple(
+        access.TopicAccess(names[id(topic)], topic.path, topic.producers, topic.consumers, topic.prefix_setting,
+                           DEFAULT_PREFIX)
+        for topic in ALL_EXTERNAL_TOPICS
     )
 
 

@@ -122,6 +122,10 @@ class BatterySpec(Struct, kw_only=True, omit_defaults=True):
     roundtrip_efficiency: Efficiency = 0.9
     cycle_cost_per_mwh: Annotated[float, Meta(ge=0.0, le=1e5)] = 0.0
     """Wear cost per MWh discharged, in the currency of the prices the battery is planned on."""
+    manufacturer: ShortText | None = None
+    """Who made the battery (shown by Home Assistant on the battery's device), if the device says."""
+    model: ShortText | None = None
+    """The battery's model, if the device says."""
 
     def problems(self) -> list[str]:
         """Cross-field checks msgspec cannot express; empty when the spec is consistent."""
@@ -310,6 +314,122 @@ class ControlMode(Struct, kw_only=True, omit_defaults=True):
         return self.mode
 
 
+# -- operator requests over MQTT (Home Assistant's controls) and what the nodes derive for Home Assistant ---------
+
+LeaseSeconds = Annotated[int, Meta(ge=1, le=86_400, description="lease in seconds")]
+ModeSeconds = Annotated[int, Meta(ge=1, le=7 * 86_400, description="seconds the mode lasts")]
+
+
+class ModeRequest(Struct, kw_only=True, omit_defaults=True):
+    """Set a battery's control mode over MQTT: what ``POST /control`` does, checked by the same gateway code.
+
+    Home Assistant's select sends ``{"mode": "<option>"}``. Without ``for_s`` the mode lasts until changed.
+    """
+
+    mode: ControlModeName
+    for_s: ModeSeconds | None = None
+    reason: Annotated[str, Meta(max_length=200)] = ""
+
+
+class PowerRequest(Struct, kw_only=True, omit_defaults=True):
+    """A manual power setpoint over MQTT: what ``POST /mqtt/publish`` does, checked by the same gateway code.
+
+    ``power_kw`` is signed like telemetry: + discharge (to the grid), - charge, 0 idle. The gateway turns it into
+    the Command ``DISCHARGE|CHARGE <power> kW`` or ``IDLE`` with a lease (``valid_for_s``, else the gateway's
+    ``BESS_GATEWAY_COMMAND_LEASE_S``), checked against the battery's spec, control mode and command rate.
+    """
+
+    power_kw: SignedPowerKw
+    valid_for_s: LeaseSeconds | None = None
+
+
+class ReplanRequest(Struct, kw_only=True, omit_defaults=True):
+    """Ask the planner to re-plan one battery now (Home Assistant's button)."""
+
+    reason: Annotated[str, Meta(max_length=200)] = ""
+
+
+class RequestResult(Struct, kw_only=True, omit_defaults=True):
+    """What the gateway did with the latest MQTT request for a battery (retained, so Home Assistant shows it).
+
+    ``outcome`` is ``accepted`` (the ControlMode and/or Command were published) or ``refused`` with the same
+    ``error`` and ``field`` an HTTP client would get, and ``status``, the HTTP status that answer would have.
+    """
+
+    ts: UtcDatetime
+    request: Literal["mode", "power"]
+    outcome: Literal["accepted", "refused"]
+    source: ShortText = "homeassistant"
+    status: Annotated[int, Meta(ge=100, le=599)] = 202
+    error: Text = ""
+    field: ShortText | None = None
+    command_id: ShortText | None = None
+    text: Text | None = None
+    mode: ControlModeName | None = None
+
+
+class OutlookSlot(Struct, kw_only=True, omit_defaults=True):
+    """One upcoming slot of a plan, signed like telemetry (+ discharge, - charge)."""
+
+    start: UtcDatetime
+    end: UtcDatetime
+    action: Action
+    power_kw: SignedPowerKw
+    price_per_mwh: PricePerMwh
+
+
+MAX_OUTLOOK_SLOTS = 12
+
+
+class BatteryOutlook(Struct, kw_only=True, omit_defaults=True):
+    """Derived values for now: the control mode in force, the plan's slot, the next change and the price.
+
+    Computed by the homeassistant node from the retained schedule, prices and control mode, at every slot or
+    mode boundary: Home Assistant renders a template only when a message arrives, so "the price now" or "the
+    plan's action now" cannot come from a forecast published once a day. Power is signed like telemetry.
+    Absent fields are unknown (no plan covering now, no price slot covering now).
+    """
+
+    ts: UtcDatetime
+    control_mode: ControlModeName
+    control_until: UtcDatetime | None = None
+    plan_id: ShortText | None = None
+    action: Action | None = None
+    power_kw: SignedPowerKw | None = None
+    slot_end: UtcDatetime | None = None
+    next_change_at: UtcDatetime | None = None
+    next_action: Action | None = None
+    next_power_kw: SignedPowerKw | None = None
+    price_per_mwh: PricePerMwh | None = None
+    price_until: UtcDatetime | None = None
+    currency: Currency | None = None
+    zone: ShortText | None = None
+    upcoming: Annotated[list[OutlookSlot], Meta(max_length=MAX_OUTLOOK_SLOTS)] = msgspec.field(default_factory=list)
+
+
+class DayRevenue(Struct, kw_only=True, omit_defaults=True):
+    """Realised market revenue of a battery since the start of its current day, derived (never measured).
+
+    Computed by the renderer with the dashboard's own KPI integrals (:mod:`nodes.renderer.ledger`) over the
+    stored raw telemetry and prices from ``day_start`` up to the newest sample (``until``): measured power held
+    until the next sample (or the SOC change where none is reported), each piece paid at its own price slot, +
+    when discharging (selling), - when charging (buying). Energy moved while no price was known is in
+    ``unpriced_energy_kwh`` and not in the revenue.
+    """
+
+    day_start: UtcDatetime
+    tz: ShortText
+    computed_at: UtcDatetime
+    realised_revenue: Money
+    currency: Currency
+    until: UtcDatetime | None = None
+    samples: Annotated[int, Meta(ge=0)] = 0
+    energy_charged_kwh: EnergyKwh = 0.0
+    energy_discharged_kwh: EnergyKwh = 0.0
+    unpriced_energy_kwh: EnergyKwh = 0.0
+    gap_s: Annotated[float, Meta(ge=0.0, le=1e9)] = 0.0
+
+
 class Figure(Struct, kw_only=True, omit_defaults=True):
     """A Plotly figure as JSON (``data`` and ``layout``, ready for ``Plotly.react``) plus where it belongs."""
 
@@ -372,4 +492,10 @@ ALL_MESSAGES: tuple[type[Struct], ...] = (
     StoredReceipt,
     StoredUpTo,
     Alarm,
+    ModeRequest,
+    PowerRequest,
+    ReplanRequest,
+    RequestResult,
+    BatteryOutlook,
+    DayRevenue,
 )

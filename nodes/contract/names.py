@@ -31,6 +31,8 @@ class Role(StrEnum):
     SIMULATOR = "simulator"
     BRIDGE = "bridge"
     ALARMS = "alarms"
+    HOMEASSISTANT = "homeassistant"
+    HASS = "hass"
     EVERY_NODE = "every-node"
     REQUESTER = "requester"
     DASHBOARD = "dashboard"
@@ -43,6 +45,7 @@ NODES: Final[tuple[Role, ...]] = (
     Role.PLANNER,
     Role.GATEWAY,
     Role.RENDERER,
+    Role.HOMEASSISTANT,
     Role.MARKET,
     Role.SIMULATOR,
     Role.ALARMS,
@@ -70,6 +73,9 @@ ROLE_DOCS: Final[Mapping[Role, str]] = {
     "(acts as its device; its foreign topics are listed under External topics); with broker authentication the "
     "user `bridge`, bound to its one battery, and the device behind it a user of its own (its dialect's topics only)",
     Role.ALARMS: "nodes/alarms: raises and clears each battery's alarms (rules with hysteresis)",
+    Role.HOMEASSISTANT: "nodes/homeassistant: Home Assistant MQTT discovery configs and the values they need "
+    "that no other topic carries",
+    Role.HASS: "Home Assistant itself (not a node of this project): with broker authentication the `hass` user",
     Role.EVERY_NODE: "each node about itself only (`{node}` is its own name)",
     Role.REQUESTER: "the client that asked (`{client}` is its own name)",
     Role.DASHBOARD: "browsers, through the renderer's HTTP (not an MQTT client)",

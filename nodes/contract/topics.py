@@ -1,32 +1,34 @@
 """Every MQTT topic of the system, declared once and used by both publisher and subscriber.
 
-A :class:`Topic` knows its template, payload type, QoS, retain flag, who publishes and who consumes it. It
-builds concrete names (``name``), subscription filters (``filter``), parses parameters back (``parse``) and owns
-one cached msgspec encoder/decoder. Templates are written under the default root ``bess/v1``; a deployment (or a
-test) may move the whole tree under another root, which is why every method takes ``root``.
+Each is a :class:`~nodes.contract.topic.Topic` (template, payload type, QoS, retain flag, who publishes and who
+consumes it; defined in :mod:`nodes.contract.topic`). Templates are written under the default root ``bess/v1``; a
+deployment (or a test) may move the whole tree under another root.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Generic, TypeVar
-
-import msgspec
+from typing import Any
 
 from nodes.contract.messages import (
     Alarm,
+    BatteryOutlook,
     BatterySpec,
     BatteryState,
     Command,
     ControlMode,
+    DayRevenue,
     Figure,
     HistoryQuery,
     HistoryResult,
+    ModeRequest,
     NodeStatus,
+    OutlookSlot,
+    PowerRequest,
     PriceForecast,
     PriceSlot,
+    ReplanRequest,
+    RequestResult,
     Schedule,
     ScheduleSlot,
     StoredReceipt,
@@ -36,128 +38,15 @@ from nodes.contract.messages import (
 
 # DEFAULT_ROOT, Role and id_problems are re-exported: nodes import them from here
 from nodes.contract.names import DEFAULT_ROOT as DEFAULT_ROOT  # noqa: PLC0414
-from nodes.contract.names import ID_SHAPE, PARAM_PATTERN, root_problems
 from nodes.contract.names import Role as Role  # noqa: PLC0414
 from nodes.contract.names import id_problems as id_problems  # noqa: PLC0414
 
-P = TypeVar("P", bound=msgspec.Struct)
-Q = TypeVar("Q", bound=msgspec.Struct)
-A = TypeVar("A", bound=msgspec.Struct)
-
-
-class TopicError(ValueError):
-    """A topic id or root that would break the topic tree (wildcards, slashes, empty, upper case)."""
-
-
-def check_id(value: str, what: str = "id") -> str:
-    """Return ``value`` if it is a valid topic id, else raise :class:`TopicError` naming the problem."""
-    problems = id_problems(value, what)
-    if problems:
-        raise TopicError(problems[0])
-    return value
-
-
-def check_root(root: str) -> str:
-    """Validate a topic root such as ``bess/v1`` or ``test-1a2b/bess/v1``."""
-    problems = root_problems(root)
-    if problems:
-        raise TopicError(problems[0])
-    return root
-
-
-@dataclass(frozen=True)
-class Topic(Generic[P]):
-    """A typed MQTT topic: one declaration shared by every publisher and subscriber."""
-
-    path: str
-    payload: type[P]
-    qos: int
-    retain: bool
-    producers: tuple[Role, ...]
-    consumers: tuple[Role, ...]
-    doc: str
-    example: P
-    example_params: dict[str, str] = field(default_factory=dict)
-    params: tuple[str, ...] = field(init=False, default=())
-    _encoder: msgspec.json.Encoder = field(init=False, repr=False, compare=False)
-    _decoder: msgspec.json.Decoder[P] = field(init=False, repr=False, compare=False)
-    _regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        # Roles are values the broker ACL is derived from (deploy/auth.py): prose belongs in `doc`.
-        for role in (*self.producers, *self.consumers):
-            if not isinstance(role, Role):
-                raise TypeError(f"topic {self.path}: producers/consumers must be Role members, got {role!r}")
-        # Frozen dataclass: derived state is computed once here (object.__setattr__ is the documented way).
-        params = tuple(PARAM_PATTERN.findall(self.path))
-        pattern = re.escape(self.path)
-        for param in params:
-            pattern = pattern.replace(re.escape("{" + param + "}"), f"(?P<{param}>{ID_SHAPE})")
-        object.__setattr__(self, "params", params)
-        object.__setattr__(self, "_encoder", msgspec.json.Encoder())
-        object.__setattr__(self, "_decoder", msgspec.json.Decoder(self.payload))
-        object.__setattr__(self, "_regex", re.compile(pattern))
-
-    @property
-    def template(self) -> str:
-        """The full template under the default root, e.g. ``bess/v1/battery/{battery}/telemetry``."""
-        return f"{DEFAULT_ROOT}/{self.path}"
-
-    def name(self, *, root: str = DEFAULT_ROOT, **params: str) -> str:
-        """A concrete topic name; every id is checked so no wildcard or slash can sneak into the tree."""
-        if set(params) != set(self.params):
-            raise TopicError(f"topic {self.template} needs parameters {self.params}, got {tuple(params)}")
-        name = self.path
-        for key, value in params.items():
-            name = name.replace("{" + key + "}", check_id(value, key))
-        return f"{root}/{name}"
-
-    def filter(self, *, root: str = DEFAULT_ROOT, **fixed: str) -> str:
-        """A subscription filter: unspecified parameters become ``+``."""
-        name = self.path
-        for param in self.params:
-            value = check_id(fixed[param], param) if param in fixed else "+"
-            name = name.replace("{" + param + "}", value)
-        return f"{root}/{name}"
-
-    def parse(self, topic: str, *, root: str = DEFAULT_ROOT) -> dict[str, str] | None:
-        """The parameters of a concrete topic, or ``None`` if the topic is not one of ours."""
-        prefix = root + "/"
-        if not topic.startswith(prefix):
-            return None
-        match = self._regex.fullmatch(topic[len(prefix) :])
-        return None if match is None else match.groupdict()
-
-    def encode(self, message: P) -> bytes:
-        """JSON bytes of ``message``."""
-        return self._encoder.encode(message)
-
-    def decode(self, payload: bytes) -> P:
-        """Decode and validate; raises ``msgspec.DecodeError``/``ValidationError`` with the field path."""
-        return self._decoder.decode(payload)
-
-
-@dataclass(frozen=True)
-class Request(Generic[Q, A]):
-    """A request/response pair: a ``Q`` published on ``ask`` comes back as one ``A`` on ``answer``.
-
-    The asker names ``answer`` (with ``client`` = its own node id) as the MQTT 5 response topic and gives
-    correlation data; the answerer publishes there, echoing the correlation data. Declared here, next to the
-    topics, so ``await bus.request(HISTORY, query)`` is typed by the declaration: it returns a ``HistoryResult``.
-    """
-
-    ask: Topic[Q]
-    answer: Topic[A]
-
-    def __post_init__(self) -> None:
-        if self.answer.params != ("client",):
-            raise TopicError(f"the answer topic {self.answer.template} must have exactly the parameter {{client}}")
-        if self.ask.params:
-            # one ask topic per pair: answerers subscribe it whole (shared among replicas), askers need no ids
-            raise TopicError(f"the ask topic {self.ask.template} must have no parameters")
-        if self.ask.retain or self.answer.retain:
-            raise TopicError(f"requests and answers are not retained ({self.ask.template})")
-
+# The Topic type lives in nodes.contract.topic; it is re-exported here, where nodes import it from
+from nodes.contract.topic import Request as Request  # noqa: PLC0414
+from nodes.contract.topic import Topic as Topic  # noqa: PLC0414
+from nodes.contract.topic import TopicError as TopicError  # noqa: PLC0414
+from nodes.contract.topic import check_id as check_id  # noqa: PLC0414
+from nodes.contract.topic import check_root as check_root  # noqa: PLC0414
 
 # -- examples (also used by the docs generator and the contract tests) ---------------------------------------
 
@@ -170,7 +59,9 @@ TELEMETRY: Topic[Telemetry] = Topic(
     qos=1,
     retain=True,
     producers=(Role.DEVICE, Role.SIMULATOR, Role.BRIDGE, Role.GATEWAY),
-    consumers=(Role.RECORDER, Role.PLANNER, Role.RENDERER, Role.GATEWAY, Role.ALARMS),
+    consumers=(
+        Role.RECORDER, Role.PLANNER, Role.RENDERER, Role.GATEWAY, Role.ALARMS, Role.HOMEASSISTANT, Role.HASS,
+    ),
     doc="A battery measurement. Devices publish it retained, so a new subscriber sees the latest reading at "
     "once; the gateway's HTTP writes are not retained (they are often backfills of older records). "
     "power_kw is + when discharging (to the grid) and - when charging. The BMS fields (pack voltage and current, "
@@ -191,7 +82,7 @@ SPEC: Topic[BatterySpec] = Topic(
     qos=1,
     retain=True,
     producers=(Role.DEVICE, Role.SIMULATOR, Role.BRIDGE),
-    consumers=(Role.PLANNER, Role.GATEWAY, Role.RENDERER, Role.ALARMS),
+    consumers=(Role.PLANNER, Role.GATEWAY, Role.RENDERER, Role.ALARMS, Role.HOMEASSISTANT),
     doc="What the battery can do. The gateway refuses commands beyond it; the planner plans within it.",
     example=BatterySpec(
         capacity_kwh=1000.0,
@@ -232,7 +123,7 @@ STATE: Topic[BatteryState] = Topic(
     qos=1,
     retain=True,
     producers=(Role.DEVICE, Role.SIMULATOR, Role.BRIDGE),
-    consumers=(Role.RECORDER, Role.RENDERER, Role.GATEWAY),
+    consumers=(Role.RECORDER, Role.RENDERER, Role.GATEWAY, Role.HASS),
     doc="What the device is doing and why: mode, the command it follows, its lease, limits it hit.",
     example=BatteryState(
         ts=_T0,
@@ -251,7 +142,7 @@ CONTROL: Topic[ControlMode] = Topic(
     qos=1,
     retain=True,
     producers=(Role.GATEWAY,),
-    consumers=(Role.PLANNER, Role.GATEWAY, Role.RENDERER, Role.RECORDER),
+    consumers=(Role.PLANNER, Role.GATEWAY, Role.RENDERER, Role.RECORDER, Role.HOMEASSISTANT),
     doc="Who commands the battery: autopilot (the planner sends each slot's command), manual (operator "
     "commands only; the planner keeps planning but sends nothing) or idle. An operator command through the "
     "gateway sets manual until its lease ends; POST /control sets any mode (with an optional end). Retained: "
@@ -272,7 +163,7 @@ SCHEDULE: Topic[Schedule] = Topic(
     qos=1,
     retain=True,
     producers=(Role.PLANNER,),
-    consumers=(Role.RECORDER, Role.RENDERER, Role.DEVICE, Role.SIMULATOR),
+    consumers=(Role.RECORDER, Role.RENDERER, Role.DEVICE, Role.SIMULATOR, Role.HOMEASSISTANT, Role.HASS),
     doc="The current optimal plan. soc_kwh is the state of charge at each slot's end.",
     example=Schedule(
         plan_id="p-20250116T10-battery-1",
@@ -325,7 +216,7 @@ PRICES: Topic[PriceForecast] = Topic(
     qos=1,
     retain=True,
     producers=(Role.MARKET, Role.GATEWAY),
-    consumers=(Role.PLANNER, Role.RECORDER, Role.RENDERER, Role.ALARMS),
+    consumers=(Role.PLANNER, Role.RECORDER, Role.RENDERER, Role.ALARMS, Role.HOMEASSISTANT),
     doc="Forecast or day-ahead prices for a market zone, hourly or 15-minute slots.",
     example=PriceForecast(
         zone="de-lu",
@@ -417,10 +308,11 @@ STATUS: Topic[NodeStatus] = Topic(
     qos=1,
     retain=True,
     producers=(Role.EVERY_NODE,),
-    consumers=(Role.ANYONE, Role.RENDERER, Role.ALARMS),
+    consumers=(Role.ANYONE, Role.RENDERER, Role.ALARMS, Role.HOMEASSISTANT, Role.HASS),
     doc="A node's health: online, degraded (with the reason) or offline. The broker publishes offline as "
     "the node's last will when it dies without saying goodbye. The renderer shows every node's status in the "
-    "dashboard's status strip.",
+    "dashboard's status strip; Home Assistant makes each entity unavailable while the node feeding it is offline "
+    "and shows one connectivity sensor per node.",
     example=NodeStatus(
         node="recorder",
         state="online",
@@ -458,6 +350,129 @@ ALARM: Topic[Alarm] = Topic(
     example_params={"battery": "battery-1", "rule": "cell_temp_high"},
 )
 
+MODE_REQUEST: Topic[ModeRequest] = Topic(
+    path="battery/{battery}/request/mode",
+    payload=ModeRequest,
+    qos=1,
+    retain=False,
+    producers=(Role.HASS,),
+    consumers=(Role.GATEWAY,),
+    doc="Home Assistant's control mode select. The gateway applies it exactly as POST /control (the same code: "
+    "unknown battery, command rate) and publishes the ControlMode (source homeassistant) and, for idle, the IDLE "
+    "Command; what it did is on battery/{battery}/request/result. Not retained: a stale request must not be "
+    "replayed.",
+    example=ModeRequest(mode="autopilot"),
+    example_params={"battery": "battery-1"},
+)
+
+POWER_REQUEST: Topic[PowerRequest] = Topic(
+    path="battery/{battery}/request/power",
+    payload=PowerRequest,
+    qos=1,
+    retain=False,
+    producers=(Role.HASS,),
+    consumers=(Role.GATEWAY,),
+    doc="Home Assistant's manual power setpoint, signed like telemetry (+ discharge, - charge, 0 idle). The "
+    "gateway applies it exactly as POST /mqtt/publish with the equivalent command text (the same code: spec "
+    "limits, control precedence, command rate, lease) and publishes the ControlMode manual and the Command "
+    "(source homeassistant); what it did is on battery/{battery}/request/result.",
+    example=PowerRequest(power_kw=50.0),
+    example_params={"battery": "battery-1"},
+)
+
+REPLAN_REQUEST: Topic[ReplanRequest] = Topic(
+    path="battery/{battery}/request/replan",
+    payload=ReplanRequest,
+    qos=1,
+    retain=False,
+    producers=(Role.HASS,),
+    consumers=(Role.PLANNER,),
+    doc="Home Assistant's re-plan button: the planner plans that battery again at once (a new schedule, with "
+    "the usual debounce of BESS_PLANNER_MIN_REPLAN_INTERVAL_S). A battery the planner does not know is ignored "
+    "and counted.",
+    example=ReplanRequest(reason="Home Assistant button"),
+    example_params={"battery": "battery-1"},
+)
+
+REQUEST_RESULT: Topic[RequestResult] = Topic(
+    path="battery/{battery}/request/result",
+    payload=RequestResult,
+    qos=1,
+    retain=True,
+    producers=(Role.GATEWAY,),
+    consumers=(Role.HASS,),
+    doc="What the gateway did with the latest mode or power request of the battery: accepted (with the "
+    "command id), or refused with the error an HTTP client would get. Retained, so Home Assistant shows why "
+    "its last control did nothing.",
+    example=RequestResult(
+        ts=_T0,
+        request="power",
+        outcome="refused",
+        status=422,
+        error="DISCHARGE 300 kW exceeds battery-1's max_discharge_kw of 250 kW (from its BatterySpec)",
+        field="power_kw",
+    ),
+    example_params={"battery": "battery-1"},
+)
+
+OUTLOOK: Topic[BatteryOutlook] = Topic(
+    path="battery/{battery}/outlook",
+    payload=BatteryOutlook,
+    qos=1,
+    retain=True,
+    producers=(Role.HOMEASSISTANT,),
+    consumers=(Role.HASS,),
+    doc="Derived, for Home Assistant: the control mode in force, the plan's action and power now, the next "
+    "change and the price now, recomputed by the homeassistant node at every slot and mode boundary (Home "
+    "Assistant evaluates a template only when a message arrives, so it cannot tell 'now' from a daily forecast).",
+    example=BatteryOutlook(
+        ts=_T0,
+        control_mode="autopilot",
+        plan_id="p-20250116T10-battery-1",
+        action="charge",
+        power_kw=-250.0,
+        slot_end=_T0 + _HOUR,
+        next_change_at=_T0 + _HOUR,
+        next_action="discharge",
+        next_power_kw=250.0,
+        price_per_mwh=42.5,
+        price_until=_T0 + _HOUR,
+        currency="EUR",
+        zone="de-lu",
+        upcoming=[
+            OutlookSlot(start=_T0, end=_T0 + _HOUR, action="charge", power_kw=-250.0, price_per_mwh=42.5),
+            OutlookSlot(start=_T0 + _HOUR, end=_T0 + 2 * _HOUR, action="discharge", power_kw=250.0,
+                        price_per_mwh=131.0),
+        ],
+    ),
+    example_params={"battery": "battery-1"},
+)
+
+REVENUE: Topic[DayRevenue] = Topic(
+    path="battery/{battery}/revenue",
+    payload=DayRevenue,
+    qos=1,
+    retain=True,
+    producers=(Role.RENDERER,),
+    consumers=(Role.HASS,),
+    doc="Derived: realised revenue since the start of the battery's day (BESS_RENDERER_DAY_TZ), computed by "
+    "the renderer with the dashboard's own KPI integrals over the stored telemetry and prices, published at "
+    "most every BESS_RENDERER_REVENUE_INTERVAL_S while it changes. Not published while the history is still "
+    "being read or unavailable (a partial sum would look like a real one).",
+    example=DayRevenue(
+        day_start=_T0 - 10 * _HOUR,
+        tz="Europe/Berlin",
+        computed_at=_T0,
+        until=_T0 - timedelta(seconds=1),
+        realised_revenue=12.34,
+        currency="EUR",
+        samples=36_000,
+        energy_charged_kwh=500.0,
+        energy_discharged_kwh=450.0,
+    ),
+    example_params={"battery": "battery-1"},
+)
+
 ALL_REQUESTS: tuple[Request[Any, Any], ...] = (HISTORY,)
 
 ALL_TOPICS: tuple[Topic[Any], ...] = (
@@ -475,4 +490,10 @@ ALL_TOPICS: tuple[Topic[Any], ...] = (
     STORED,
     STATUS,
     ALARM,
+    MODE_REQUEST,
+    POWER_REQUEST,
+    REPLAN_REQUEST,
+    REQUEST_RESULT,
+    OUTLOOK,
+    REVENUE,
 )

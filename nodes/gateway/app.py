@@ -44,6 +44,7 @@ The app is given a :class:`nodes.runtime.core.MessageBus`, so unit tests run it 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import math
 import time
@@ -60,12 +61,12 @@ from nodes import __version__
 from nodes.contract.messages import (
     Command,
     ControlMode,
-    HistoryQuery,
+    ControlModeName,
     StoredReceipt,
     Telemetry,
 )
-from nodes.contract.topics import COMMAND, CONTROL, HISTORY, PRICES, STORED_RESPONSE, TELEMETRY
-from nodes.gateway import control, reads
+from nodes.contract.topics import COMMAND, CONTROL, PRICES, STORED_RESPONSE, TELEMETRY
+from nodes.gateway import control, history_routes
 from nodes.gateway.bodies import (
     CommandBody,
     CommandControl,
@@ -80,7 +81,7 @@ from nodes.gateway.bodies import (
     PublishedTelemetry,
     WriteRequest,
 )
-from nodes.gateway.commands import CommandError, ParsedCommand, build_command, parse_command
+from nodes.gateway.commands import CommandError, CommandSource, ParsedCommand, build_command, parse_command
 from nodes.gateway.config import GatewaySettings
 from nodes.gateway.convert import check_timestamp, to_price_forecast, to_telemetry
 from nodes.gateway.errors import ApiError, ImplausibleTimestamp, check_battery, error_middleware, from_msgspec
@@ -256,13 +257,13 @@ class Gateway:
         self.fleet.set_control(battery, mode)
         self.counters["control"] += 1
 
-    def _check_rate(self, battery: str, action: str) -> None:
+    def _check_rate(self, battery: str, action: str, field: str = "command") -> None:
         """429 with Retry-After when ``battery`` had more commands than the bound allows."""
         verdict = self.command_rate.check(battery, action, self.monotonic())
         if not verdict.allowed:
             self.counters["commands_rate_limited"] += 1
             retry = max(1, math.ceil(verdict.retry_after_s))
-            raise ApiError(429, verdict.why, "command", headers={hdrs.RETRY_AFTER: str(retry)})
+            raise ApiError(429, verdict.why, field, headers={hdrs.RETRY_AFTER: str(retry)})
 
     async def _publish_command(self, battery: str, message: Command) -> None:
         # counted before the publish: a command whose PUBACK is lost may still reach the battery
@@ -365,72 +366,47 @@ class Gateway:
                 self.counters["stored_refused"] += len(expectation.rejected)
         return write_outcome(len(batch), expectation, single=single, stored_timeout_s=self.settings.stored_timeout_s)
 
-    async def read(self, request: web.Request) -> web.Response:
-        """``GET /read``: ask the recorder, answer with records in the shape they were written (or CSV)."""
-        self._authorize_read(request)
-        s = self.settings
-        query = reads.parse_read_query(
-            request.query.items(), now=self.clock(), default_battery=s.default_battery, max_rows=s.max_read_rows
-        )
-        ask = HistoryQuery(
-            kind="telemetry", battery=query.battery, begin=query.begin.astimezone(UTC),
-            end=query.end.astimezone(UTC), every_s=query.every_s, limit=query.limit,
-        )
-        try:
-            answer = await self.bus.request(HISTORY, ask, timeout=s.read_timeout_s)
-        except TimeoutError:
-            raise ApiError(
-                504, f"the recorder did not answer within {s.read_timeout_s:g} s (is the recorder node running?)"
-            ) from None
-        except BusUnavailable as exc:
-            raise ApiError(503, f"MQTT broker unavailable: {exc}") from None
-        if not answer.ok:
-            raise ApiError(502, f"the recorder could not answer: {answer.error or 'no reason given'}")
-        if answer.truncated and not query.limit_given:
-            raise ApiError(
-                422,
-                f"the range holds more than {query.limit} rows, too many for one raw response: pass every=1m "
-                "(or 15m, 1h) for downsampled means, narrow begin/end, or pass limit=N for the first N rows",
-                "every",
-            )
-        records = reads.to_records(answer)
-        self.counters["reads"] += 1
-        headers = {"X-Truncated": "true"} if answer.truncated else None
-        if query.csv:
-            return web.Response(text=reads.to_csv(records), content_type="text/csv", headers=headers)
-        return web.Response(body=_ENCODER.encode(records), content_type=_JSON, headers=headers)
+    async def apply_command(
+        self,
+        battery: str,
+        parsed: ParsedCommand,
+        *,
+        text: str,
+        lease_s: float,
+        force: bool = False,
+        source: CommandSource = "gateway",
+        field: str = "command",
+    ) -> tuple[Command, ControlMode]:
+        """An operator command: the one implementation behind ``POST /mqtt/publish`` and the MQTT power request.
 
-    async def alarms(self, request: web.Request) -> web.Response:
-        """``GET /alarms``: the stored alarm transitions of a battery (raised and cleared), oldest first."""
-        self._authorize_read(request)
-        s = self.settings
-        query = reads.parse_alarms_query(
-            request.query.items(), now=self.clock(), default_battery=s.default_battery, max_rows=s.max_read_rows
-        )
-        ask = HistoryQuery(kind="alarms", battery=query.battery, begin=query.begin.astimezone(UTC),
-                           end=query.end.astimezone(UTC), limit=query.limit)
-        try:
-            answer = await self.bus.request(HISTORY, ask, timeout=s.read_timeout_s)
-        except TimeoutError:
-            raise ApiError(
-                504, f"the recorder did not answer within {s.read_timeout_s:g} s (is the recorder node running?)"
-            ) from None
-        except BusUnavailable as exc:
-            raise ApiError(503, f"MQTT broker unavailable: {exc}") from None
-        if not answer.ok:
-            raise ApiError(502, f"the recorder could not answer: {answer.error or 'no reason given'}")
-        self.counters["reads"] += 1
-        headers = {"X-Truncated": "true"} if answer.truncated else None
-        return web.Response(body=_ENCODER.encode(reads.to_alarm_records(answer)), content_type=_JSON,
-                            headers=headers)
+        Checks spec limits (422), unknown battery (404 unless ``force``), control mode idle (409), command rate
+        (429); publishes the ControlMode manual until the lease ends (unless a mode in force covers it), then the
+        Command, and returns both. Raises :class:`ApiError` (``field``: the input at fault) or BusUnavailable.
+        The mode goes first: if the Command then fails (503) the autopilot is paused and the previous lease runs
+        out to idle, the safe side; the other way round the autopilot could override the command.
+        """
+        violation = self.specs.violation(battery, parsed)
+        if violation is not None:
+            raise ApiError(422, violation, field)
+        self._require_known(battery, force)
+        now = self.clock()
+        message = build_command(parsed, text=text, command_id=self.new_command_id(), now=now, lease_s=lease_s,
+                                source=source)
+        current = self.fleet.control(battery)
+        refusal = control.locked_out(current, message, now)
+        if refusal is not None:
+            raise ApiError(409, f"{battery}: {refusal}", field)
+        self._check_rate(battery, message.action, field)
+        manual = control.after_operator_command(current, message, now, source=source)
+        if manual is not None:
+            await self._publish_control(battery, manual)
+        manual = manual or current
+        assert manual is not None
+        await self._publish_command(battery, message)
+        return message, manual
 
     async def command(self, request: web.Request) -> web.Response:
-        """``POST /mqtt/publish``: command text -> manual mode until the lease ends, then the Command -> 202.
-
-        The ControlMode goes first: if the Command then fails (503), the autopilot is paused and the battery's
-        previous lease runs out to idle, the safe side. Had the Command gone first, the autopilot could
-        override it before the mode arrived.
-        """
+        """``POST /mqtt/publish``: command text -> :meth:`apply_command` -> 202."""
         self._authorize(request)
         from_query = self._battery_param(request)
         body = await self._decode(request, _COMMAND_DECODER)
@@ -439,25 +415,10 @@ class Gateway:
         except CommandError as exc:
             raise ApiError(422, str(exc), "command") from None
         battery = self._battery(body.battery, from_query)
-        violation = self.specs.violation(battery, parsed)
-        if violation is not None:
-            raise ApiError(422, violation, "command")
-        self._require_known(battery, body.force)
         lease = body.valid_for_s if body.valid_for_s is not None else self.settings.command_lease_s
+        message, manual = await self.apply_command(battery, parsed, text=body.command, lease_s=lease,
+                                                   force=body.force)
         now = self.clock()
-        message = build_command(parsed, text=body.command, command_id=self.new_command_id(), now=now, lease_s=lease)
-        current = self.fleet.control(battery)
-        refusal = control.locked_out(current, message, now)
-        if refusal is not None:
-            raise ApiError(409, f"{battery}: {refusal}", "command")
-        self._check_rate(battery, message.action)
-        manual = control.after_operator_command(current, message, now)
-        if manual is not None:
-            await self._publish_control(battery, manual)
-        else:
-            manual = current
-        assert manual is not None
-        await self._publish_command(battery, message)
         return _json(
             202,
             PublishedCommand(
@@ -475,29 +436,48 @@ class Gateway:
             ),
         )
 
+    async def apply_control(
+        self,
+        battery: str,
+        mode: ControlModeName,
+        *,
+        for_s: float | None,
+        reason: str | None,
+        force: bool = False,
+        source: str = control.SOURCE,
+        field: str = "command",
+    ) -> tuple[ControlMode, Command | None]:
+        """A control mode change: the one implementation behind ``POST /control`` and the MQTT mode request.
+        Checks unknown battery (404 unless ``force``), for idle the command rate (429); publishes the retained
+        ControlMode and, for idle, the IDLE Command. Raises :class:`ApiError` or :class:`BusUnavailable`."""
+        self._require_known(battery, force)
+        if mode == "idle":
+            self._check_rate(battery, "idle", field)
+        now = self.clock()
+        until = now + timedelta(seconds=for_s) if for_s is not None else None
+        label = "POST /control" if source == control.SOURCE else source
+        message = ControlMode(mode=mode, set_at=now, until=until, source=source, reason=reason or f"{label} {mode}")
+        await self._publish_control(battery, message)
+        idle: Command | None = None
+        if mode == "idle":
+            # the device falls back to idle when this lease ends too, so no renewal is needed to stay idle
+            idle = build_command(ParsedCommand(action="idle"), text="IDLE (control mode idle)",
+                                 command_id=self.new_command_id(), now=now,
+                                 lease_s=for_s or self.settings.command_lease_s,
+                                 source="gateway" if source == control.SOURCE else "homeassistant")
+            await self._publish_command(battery, idle)
+        return message, idle
+
     async def set_control(self, request: web.Request) -> web.Response:
-        """``POST /control``: publish the battery's retained ControlMode (and IDLE for mode idle) -> 202."""
+        """``POST /control``: the retained ControlMode (and IDLE for idle), :meth:`apply_control` -> 202."""
         self._authorize(request)
         from_query = self._battery_param(request)
         body = await self._decode(request, _CONTROL_DECODER)
         battery = self._battery(body.battery, from_query)
-        self._require_known(battery, body.force)
-        if body.mode == "idle":
-            self._check_rate(battery, "idle")
-        now = self.clock()
-        until = now + timedelta(seconds=body.for_s) if body.for_s is not None else None
-        mode = ControlMode(mode=body.mode, set_at=now, until=until, source=control.SOURCE,
-                           reason=body.reason or f"POST /control {body.mode}")
-        await self._publish_control(battery, mode)
-        idle: Command | None = None
-        if body.mode == "idle":
-            # the device falls back to idle when this lease ends too, so no renewal is needed to stay idle
-            idle = build_command(ParsedCommand(action="idle"), text="IDLE (control mode idle)",
-                                 command_id=self.new_command_id(), now=now,
-                                 lease_s=body.for_s or self.settings.command_lease_s)
-            await self._publish_command(battery, idle)
+        mode, idle = await self.apply_control(battery, body.mode, for_s=body.for_s, reason=body.reason,
+                                              force=body.force)
         return _json(202, PublishedControl(topic=self.bus.name(CONTROL, battery=battery), control=mode,
-                                           command=idle, note=f"{battery}: {control.describe(mode, now)}"))
+                                           command=idle, note=f"{battery}: {control.describe(mode, self.clock())}"))
 
     async def get_control(self, request: web.Request) -> web.Response:
         """``GET /control?battery=``: the control mode in force and the last ControlMode seen."""
@@ -555,8 +535,8 @@ def create_app(gateway: Gateway, *, openapi: bytes | None = None) -> web.Applica
     app = web.Application(middlewares=[error_middleware, count_implausible],
                           client_max_size=gateway.settings.max_body_bytes)
     app.router.add_post("/write", gateway.write)
-    app.router.add_get("/read", gateway.read)
-    app.router.add_get("/alarms", gateway.alarms)
+    app.router.add_get("/read", functools.partial(history_routes.read, gateway))
+    app.router.add_get("/alarms", functools.partial(history_routes.alarms, gateway))
     app.router.add_post("/mqtt/publish", gateway.command)
     app.router.add_post("/control", gateway.set_control)
     app.router.add_get("/control", gateway.get_control)

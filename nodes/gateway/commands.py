@@ -44,7 +44,7 @@ _DECIMAL = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
 _EXPONENT = re.compile(r"[eE][+-]?[0-9]")
 _UNIT_REST = re.compile(r"([A-Za-z]+)\s*(.*)", re.DOTALL)
 
-CommandSource = Literal["gateway", "planner", "operator"]
+CommandSource = Literal["gateway", "planner", "operator", "homeassistant"]
 
 
 class CommandError(ValueError):
@@ -137,6 +137,15 @@ def build_command(
     )
 
 
+def from_signed_power(power_kw: float) -> ParsedCommand:
+    """The order for a setpoint signed like telemetry: + discharge, - charge, 0 idle (Home Assistant's number)."""
+    if power_kw > 0:
+        return ParsedCommand(action="discharge", power_kw=power_kw)
+    if power_kw < 0:
+        return ParsedCommand(action="charge", power_kw=-power_kw)
+    return ParsedCommand(action="idle")
+
+
 def describe(parsed: ParsedCommand) -> str:
     """A canonical spelling, e.g. ``DISCHARGE 50 kW`` or ``IDLE`` (used in messages)."""
     if parsed.action == "idle":
@@ -151,4 +160,13 @@ def plain_number(value: float) -> str:
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
-__all__ = ["CommandError", "ParsedCommand", "build_command", "describe", "parse_command", "plain_number"]
+__all__ = [
+    "CommandError",
+    "CommandSource",
+    "ParsedCommand",
+    "build_command",
+    "describe",
+    "from_signed_power",
+    "parse_command",
+    "plain_number",
+]

@@ -41,9 +41,12 @@ def locked_out(control: ControlMode | None, command: Command, now: datetime) -> 
             f"{why}: only IDLE or STOP pass; POST /control {{\"mode\": \"manual\"}} first to command it")
 
 
-def after_operator_command(control: ControlMode | None, command: Command, now: datetime) -> ControlMode | None:
+def after_operator_command(
+    control: ControlMode | None, command: Command, now: datetime, *, source: str = SOURCE
+) -> ControlMode | None:
     """The ControlMode to publish for an operator ``command``, or None when the mode in force already covers it
-    (a longer ``manual``, or ``idle``, which only an IDLE command gets through and which it keeps)."""
+    (a longer ``manual``, or ``idle``, which only an IDLE command gets through and which it keeps). ``source``
+    names who asked (the gateway for HTTP, ``homeassistant`` for its MQTT requests)."""
     if mode_now(control, now) == "idle":
         return None
     if mode_now(control, now) == "manual":
@@ -51,12 +54,13 @@ def after_operator_command(control: ControlMode | None, command: Command, now: d
         if control.until is None or control.until >= command.valid_until:
             return None
     text = f" ({command.text})" if command.text else ""
+    who = "operator" if source == SOURCE else source
     return ControlMode(
         mode="manual",
         set_at=now,
         until=command.valid_until,
-        source=SOURCE,
-        reason=f"operator command {command.command_id}{text}"[:500],
+        source=source,
+        reason=f"{who} command {command.command_id}{text}"[:500],
     )
 
 

@@ -8,14 +8,19 @@ Consumes:
     precedence rules. ``history/response/gateway`` (HistoryResult): answers of the recorder to ``GET /read``.
     ``stored/gateway`` (StoredReceipt): the recorder's confirmations of durable ``POST /write`` records (subscribed
     by :class:`nodes.gateway.app.Gateway`, which publishes the records and awaits them).
+    ``battery/+/request/mode`` (ModeRequest) and ``battery/+/request/power`` (PowerRequest): Home Assistant's
+    controls, applied by the same code as ``POST /control`` and ``POST /mqtt/publish``
+    (:mod:`nodes.gateway.mqtt_requests`).
 Produces:
     ``battery/{battery}/telemetry`` (Telemetry, from ``POST /write``), ``battery/{battery}/set`` (Command, from
     ``POST /mqtt/publish`` and ``POST /control`` idle), ``battery/{battery}/control`` (ControlMode, retained,
-    from ``POST /mqtt/publish`` and ``POST /control``), ``market/{zone}/prices`` (PriceForecast, from
-    ``POST /prices``), ``history/request`` (HistoryQuery, for ``GET /read``) and its own ``node/gateway/status``.
+    from ``POST /mqtt/publish`` and ``POST /control``; source homeassistant from the MQTT requests), the retained
+    ``battery/{battery}/request/result`` (RequestResult) of each MQTT request, ``market/{zone}/prices``
+    (PriceForecast, from ``POST /prices``), ``history/request`` (HistoryQuery, for ``GET /read``) and its own
+    ``node/gateway/status``.
 Lifecycle (see :mod:`nodes.runtime.node`)::
 
-    setup     subscribe spec, telemetry, state, control + response topic, bind every port
+    setup     subscribe spec, telemetry, state, control, the request topics + response topic, bind every port
       |       (a port in use: exit 1 with one line); :mod:`nodes.runtime.http_serve` bounds connections
       |       (BESS_GATEWAY_MAX_CONNECTIONS, then 503 and status degraded) and closes idle or
       |       never-finished ones (BESS_GATEWAY_IDLE_TIMEOUT_S)
@@ -35,6 +40,7 @@ from nodes.contract.topics import CONTROL, HISTORY, SPEC, STATE, TELEMETRY
 from nodes.gateway.app import Gateway, create_app
 from nodes.gateway.config import GatewayConfig, settings_from, ssl_context
 from nodes.gateway.fleet import Fleet
+from nodes.gateway.mqtt_requests import MqttRequests
 from nodes.gateway.receipts import Receipts
 from nodes.gateway.specs import SpecBook
 from nodes.runtime.core import MessageBus
@@ -67,6 +73,7 @@ class GatewayService(Service[GatewayConfig]):
         bus.enable_requests(HISTORY)
         gateway = Gateway(bus, self.specs, settings_from(self.config, bus.node), fleet=self.fleet,
                           receipts=self.receipts)
+        MqttRequests(gateway).subscribe()
         limits = HttpLimits(idle_timeout_s=self.config.gateway_idle_timeout_s,
                             max_connections=self.config.gateway_max_connections)
         self.listener = Listener(create_app(gateway), limits, name="gateway",

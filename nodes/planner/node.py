@@ -1,7 +1,7 @@
 """The planner: optimal charge/discharge schedules from price forecasts, and the autopilot that follows them.
 
 Consumes: ``market/{zone}/prices`` (the zone of ``BESS_PLANNER_ZONE``), ``battery/+/spec``, ``battery/+/telemetry``,
-``battery/+/control``.
+``battery/+/control``, ``battery/+/request/replan`` (re-plan that battery now: Home Assistant's button).
 Produces: ``battery/{battery}/schedule`` (retained) and, while a battery's control mode is ``autopilot``,
 ``battery/{battery}/set``: a Command only when something changes (:mod:`nodes.planner.autopilot`): a new
 setpoint (a run of slots with one action and power) at its boundary, or a renewal that really extends the lease.
@@ -53,10 +53,11 @@ from nodes.contract.messages import (
     ControlMode,
     ControlModeName,
     PriceForecast,
+    ReplanRequest,
     Schedule,
     Telemetry,
 )
-from nodes.contract.topics import COMMAND, CONTROL, PRICES, SCHEDULE, SPEC, TELEMETRY
+from nodes.contract.topics import COMMAND, CONTROL, PRICES, REPLAN_REQUEST, SCHEDULE, SPEC, TELEMETRY
 from nodes.planner import autopilot as pilot
 from nodes.planner import coverage, policy
 from nodes.planner import inputs as known
@@ -120,6 +121,7 @@ class Planner(Service[PlannerConfig]):
         bus.subscribe(SPEC, self.on_spec, on_invalid=self.on_invalid_spec)
         bus.subscribe(TELEMETRY, self.on_telemetry)
         bus.subscribe(CONTROL, self.on_control)
+        bus.subscribe(REPLAN_REQUEST, self.on_replan)
 
     def _battery(self, name: str) -> BatteryInputs:
         return self.batteries.setdefault(name, BatteryInputs())
@@ -161,6 +163,17 @@ class Planner(Service[PlannerConfig]):
         """Who commands the battery now: the autopilot acts on it at once (and wakes when it ends)."""
         self.controls[params["battery"]] = control
         self.wake.set()
+
+    async def on_replan(self, params: dict[str, str], request: ReplanRequest, delivery: Delivery) -> None:
+        """Re-plan one battery now (Home Assistant's button); a battery this planner does not know is ignored."""
+        name = params["battery"]
+        if name not in self.batteries:
+            self.bus.counters["replan_requests_ignored"] += 1
+            log.info("re-plan of %s requested, but this planner knows no such battery; ignored", name)
+            return
+        self.bus.counters["replan_requests"] += 1
+        log.info("%s: re-plan requested%s", name, f" ({request.reason})" if request.reason else "")
+        self._mark(name)
 
     def telemetry_of(self, inputs: BatteryInputs, now: datetime) -> Telemetry | None:
         """The reading the planner trusts for this battery now (see :func:`policy.trusted_telemetry`)."""

@@ -13,6 +13,7 @@ import msgspec
 
 from nodes.contract.topics import id_problems
 from nodes.renderer.auth import DashboardAuth
+from nodes.renderer.revenue import day_clock
 from nodes.runtime.config import MqttSettings
 
 
@@ -36,6 +37,10 @@ class RendererConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
     gateway_read_token: str | None = None
     """``BESS_GATEWAY_READ_TOKEN``: may view (never write) when the dashboard uses the gateway's token."""
     dashboard_view_token_required: bool = True
+    #: the clock of "today" for the realised revenue on battery/{battery}/revenue ("": the price zone's clock)
+    renderer_day_tz: str = ""
+    #: at most this often per battery (the KPI is an integral over raw samples; Home Assistant records each value)
+    renderer_revenue_interval_s: float = 10.0
 
     def problems(self) -> list[str]:
         """Invalid settings, reported at start-up (exit 2)."""
@@ -52,6 +57,12 @@ class RendererConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
             found.append("BESS_RENDERER_KPI_MAX_ROWS must be >= 1 and BESS_RENDERER_FIGURE_CACHE_S >= 0")
         if self.dashboard_token is not None and not self.dashboard_token.strip():
             found.append("BESS_DASHBOARD_TOKEN is empty: unset it or give a token")
+        try:
+            day_clock(self.renderer_day_tz, self.renderer_zone)
+        except ValueError as exc:
+            found.append(str(exc))
+        if not self.renderer_revenue_interval_s > 0:
+            found.append("BESS_RENDERER_REVENUE_INTERVAL_S must be > 0")
         return found
 
     def auth(self) -> DashboardAuth | None:

@@ -7,7 +7,9 @@ Produces: ``battery/{battery}/figure/{soc|power|prices|cells|schedule|insights|a
 the
 default window (the last 24 h) whenever a battery's inputs change (at most every ``BESS_RENDERER_INTERVAL_S``),
 and the dashboard on ``BESS_DASHBOARD_PORT``, where every viewer picks its own window (figures for other
-windows are computed on demand and cached for ``BESS_RENDERER_FIGURE_CACHE_S``).
+windows are computed on demand and cached for ``BESS_RENDERER_FIGURE_CACHE_S``), and the derived
+``battery/{battery}/revenue`` (DayRevenue, retained: today's realised revenue, the dashboard's own KPI since
+midnight on ``BESS_RENDERER_DAY_TZ``, at most every ``BESS_RENDERER_REVENUE_INTERVAL_S``).
 
 Two kinds of history:
 
@@ -54,6 +56,7 @@ from nodes.contract.topics import (
     FIGURE,
     HISTORY,
     PRICES,
+    REVENUE,
     SCHEDULE,
     SPEC,
     STATE,
@@ -61,6 +64,7 @@ from nodes.contract.topics import (
     TELEMETRY,
 )
 from nodes.renderer import history as hist
+from nodes.renderer import revenue
 from nodes.renderer.config import RendererConfig
 from nodes.renderer.currency import mixed_currencies
 from nodes.renderer.dashboard import DashboardState, WindowFigures
@@ -106,6 +110,8 @@ class BatteryView:
     alarm_read: tuple[str, float] | None = None
     live_alarms: deque[Alarm] = field(default_factory=lambda: deque(maxlen=200))
     """Transitions received since: the table shows them before the recorder has stored them."""
+    revenue_due_at: float = 0.0
+    """Monotonic time of the next realised-revenue message (battery/{battery}/revenue)."""
 
 
 class _TooManyRows(Exception):
@@ -131,6 +137,7 @@ class Renderer(Service[RendererConfig]):
         self.window_cache: OrderedDict[tuple[str, str], tuple[float, WindowFigures]] = OrderedDict()
         self._inflight: dict[tuple[str, str], asyncio.Future[WindowFigures]] = {}
         self._listener: Listener | None = None
+        self.day_tz, self.day_tz_name = revenue.day_clock(config.renderer_day_tz, config.renderer_zone)
 
     # -- inputs -----------------------------------------------------------------------------------------------
 
@@ -482,6 +489,24 @@ class Renderer(Service[RendererConfig]):
         self.dashboard.set_figures(battery, drawing.figures)  # all at once: a page never sees half a set
         for figure in drawing.figures:
             await self.bus.publish(FIGURE, figure, battery=battery, figure=figure.figure)
+        await self.publish_revenue(battery)
+
+    async def publish_revenue(self, battery: str) -> None:
+        """Today's realised revenue of ``battery`` (the dashboard's KPI since midnight), at most every
+        ``BESS_RENDERER_REVENUE_INTERVAL_S``; nothing while the KPI is not known (:mod:`nodes.renderer.revenue`)."""
+        view = self._view(battery)
+        if time.monotonic() < view.revenue_due_at:
+            return
+        now = datetime.now(UTC)
+        start = revenue.day_start(now, self.day_tz)
+        insights = self._insights(battery, view, start.timestamp(), now.timestamp(), now.timestamp())
+        known = bool(self._prices().currencies) or view.schedule is not None
+        message = revenue.day_revenue(insights, start, self.day_tz_name, now, currency_known=known)
+        if message is None:
+            return
+        await self.bus.publish(REVENUE, message, battery=battery)
+        view.revenue_due_at = time.monotonic() + self.config.renderer_revenue_interval_s
+        self.bus.counters["revenue_published"] += 1
 
     # -- lifecycle --------------------------------------------------------------------------------------------
 

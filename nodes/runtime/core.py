@@ -31,6 +31,7 @@ from nodes.contract.topics import STATUS, Request, Topic, check_root
 from nodes.runtime.config import MqttSettings
 from nodes.runtime.dispatch import (
     AnySubscription,
+    ClearedHandler,
     Delivery,
     ForeignSubscription,
     Handler,
@@ -108,6 +109,7 @@ class MessageBus(abc.ABC):
         share_group: str | None = None,
         on_invalid: InvalidHandler | None = None,
         no_local: bool = False,
+        on_cleared: ClearedHandler | None = None,
         **fixed: str,
     ) -> None:
         """Call ``handler(params, message, delivery)`` for every valid message on ``topic``.
@@ -115,7 +117,8 @@ class MessageBus(abc.ABC):
         ``fixed`` pins parameters (``battery="b1"``); the others are wildcards. With ``share_group`` the
         subscription is an MQTT 5 shared subscription, so several instances split the stream. ``on_invalid``
         hears about payloads that fail to decode (e.g. the planner says which battery's spec it rejected).
-        ``no_local`` (MQTT 5): the broker does not send this client's own publishes back. A subscription that
+        ``no_local`` (MQTT 5): the broker does not send this client's own publishes back. ``on_cleared`` hears
+        about empty payloads (a retained message cleared) with the topic's parameters. A subscription that
         could match a topic name another one of this bus matches raises :class:`SubscriptionOverlap`.
         """
         limit = payload_limit(
@@ -124,7 +127,8 @@ class MessageBus(abc.ABC):
             max_bulk_payload_bytes=self.settings.mqtt_max_bulk_payload_bytes,
         )
         sub = Subscription(
-            topic, handler, topic.filter(root=self.root, **fixed), fixed, share_group, limit, on_invalid, no_local
+            topic, handler, topic.filter(root=self.root, **fixed), fixed, share_group, limit, on_invalid, no_local,
+            on_cleared,
         )
         self._router.add(sub)
         self._subscribed(sub)

@@ -3,7 +3,8 @@
 A :class:`Router` holds one bus's subscriptions. For each message it finds the subscription whose topic
 declaration parses the name, then applies the project's receive rules so that no node has to remember them:
 
-* An empty payload (how MQTT clears a retained message) is counted (``empty_payloads``) and skipped.
+* An empty payload (how MQTT clears a retained message) is counted (``empty_payloads``) and skipped; a
+  subscription's ``on_cleared`` is told the topic's parameters (a battery whose retained spec was cleared).
 * A payload larger than its topic's bound (:mod:`nodes.runtime.payload_limits`) is logged (cut to 512 bytes),
   counted (``oversized``) and dropped without being decoded.
 * An undecodable payload is logged (cut), counted (``decode_errors``), told to the subscription's ``on_invalid``
@@ -63,6 +64,8 @@ RawHandler = Callable[[str, bytes, Delivery], Awaitable[None]]
 """Told ``(topic name, payload, delivery)`` for a message on a foreign subscription."""
 InvalidHandler = Callable[[dict[str, str], str], Awaitable[None]]
 """Told ``(params, error)`` when a payload on a subscribed topic fails to decode (after it was logged and counted)."""
+ClearedHandler = Callable[[dict[str, str]], Awaitable[None]]
+"""Told ``params`` when an empty payload arrives on a subscribed topic (a retained message was cleared)."""
 
 
 @dataclass
@@ -77,6 +80,7 @@ class Subscription(Generic[P]):
     max_payload_bytes: int = 0
     on_invalid: InvalidHandler | None = None
     no_local: bool = False
+    on_cleared: ClearedHandler | None = None
 
     @property
     def broker_filter(self) -> str:
@@ -199,6 +203,12 @@ class Router:
         if not payload:
             # An empty retained payload is how MQTT clears a retained message: nothing to handle.
             self.counters["empty_payloads"] += 1
+            if sub.on_cleared is not None:
+                try:
+                    await sub.on_cleared(params)
+                except Exception:
+                    self.counters["handler_errors"] += 1
+                    log.exception("cleared-message handler for %s failed", name)
             return
         if len(payload) > sub.max_payload_bytes:
             # Not even decoded: a payload larger than any valid message on this topic could be is abuse or a bug
@@ -283,6 +293,6 @@ class Router:
 
 
 __all__ = [
-    "PAYLOAD_LOG_LIMIT", "AnySubscription", "Delivery", "ForeignSubscription", "Handler", "InvalidHandler",
-    "RawHandler", "Router", "Subscription", "filter_problems", "filters_overlap", "topic_matches",
+    "PAYLOAD_LOG_LIMIT", "AnySubscription", "ClearedHandler", "Delivery", "ForeignSubscription", "Handler",
+    "InvalidHandler", "RawHandler", "Router", "Subscription", "filter_problems", "filters_overlap", "topic_matches",
 ]

@@ -67,6 +67,9 @@ class SimulatorConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
                 "max_charge_kw": self.sim_max_charge_kw,
                 "max_discharge_kw": self.sim_max_discharge_kw,
                 "roundtrip_efficiency": self.sim_roundtrip_efficiency,
+                # what Home Assistant shows on the battery's device (so nobody mistakes it for real hardware)
+                "manufacturer": "BESS",
+                "model": "simulated battery",
             },
             BatterySpec,
         )

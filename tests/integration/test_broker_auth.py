@@ -18,6 +18,7 @@ connection, never through :func:`publish_as`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import stat
@@ -126,7 +127,7 @@ def test_credentials_are_private_hashed_for_mosquitto_and_reused(tmp_path: Path)
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     assert sorted(os.listdir(directory)) == ["acl", "credentials.json", "passwd"]  # no temporary file left
 
-    users = [*auth.NODE_USERS, *DEVICES, *auth.READ_ONLY_USERS]
+    users = [*auth.NODE_USERS, *DEVICES, auth.HASS_USER, *auth.READ_ONLY_USERS]
     assert set(first.passwords) == set(users)
     assert len(set(first.passwords.values())) == len(users), "every user has its own password"
     hashed = dict(line.split(":", 1) for line in first.password_file.read_text().splitlines())
@@ -208,6 +209,41 @@ def test_device_reads_only_its_own_commands(auth_broker: AuthBroker) -> None:
         publish_as(b, "gateway", "battery/dev-a/set", b'{"for": "dev-a"}')
         own = b.topic("battery/dev-a/set")
         assert receive_until(dev_a, own) == [b.topic("battery/dev-a/telemetry"), own]
+
+
+def test_home_assistant_reads_its_discovery_and_writes_only_its_controls(auth_broker: AuthBroker) -> None:
+    """The hass user: discovery configs (published by the homeassistant node, under the prefix, outside the root)
+    and the values they point at; it may send its controls' requests, never a command or a config."""
+    b = auth_broker
+    config = "homeassistant/sensor/dev-a/soc_kwh/config"
+
+    def publish_raw(user: str, topic: str, payload: bytes) -> None:
+        client = b.client(user)
+        with contextlib.suppress(OSError, stack.MqttError):  # a denied publish may close the connection
+            client.publish(topic, payload, qos=1, retain=True)
+        client.close()
+
+    publish_raw("homeassistant", config, b'{"name": "SOC"}')
+    publish_raw(auth.HASS_USER, config, b'{"name": "forged"}')  # denied: configs are the node's
+    publish_raw("homeassistant", b.topic("battery/dev-a/set"), b"{}")  # denied: the node never commands
+    publish_as(b, auth.HASS_USER, "battery/dev-a/set", b"{}", denied=True)  # denied: so does Home Assistant
+    with b.client(auth.HASS_USER) as hass, b.client("gateway") as gateway:
+        hass.subscribe(["homeassistant/#", b.topic("battery/+/telemetry"), b.topic("battery/+/set")], qos=1)
+        gateway.subscribe([b.topic("battery/+/request/power")], qos=1)
+        gateway.publish(b.topic("battery/dev-a/set"), b'{"from": "gateway"}', qos=1)
+        publish_as(b, "dev-a", "battery/dev-a/telemetry", telemetry())
+        request = b.topic("battery/dev-a/request/power")
+        hass.publish(request, b'{"power_kw": 5}', qos=1)
+        hass.publish("homeassistant/status", b"online", qos=1)
+        assert receive_until(gateway, request) == [request]
+        seen: list[tuple[str, bytes]] = []
+        deadline = time.monotonic() + 5
+        while not seen or seen[-1][0] != "homeassistant/status":
+            message = hass.receive(max(0.0, deadline - time.monotonic()))
+            assert message is not None, f"homeassistant/status never came back; got {seen}"
+            seen.append((message.topic, message.payload))
+    assert seen == [(config, b'{"name": "SOC"}'), (b.topic("battery/dev-a/telemetry"), telemetry()),
+                    ("homeassistant/status", b"online")], "no command reached it, no forged config was kept"
 
 
 def test_a_node_cannot_write_another_nodes_status(auth_broker: AuthBroker) -> None:

@@ -34,6 +34,7 @@ import pytest
 
 from deploy import auth, stack
 from tests.integration.test_stack import REPO, LocalStack, _start_stack, run_stack, stack_env, stack_pids
+from tests.support.hass import HomeAssistant, find_hass
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -267,6 +268,64 @@ def test_nothing_deploy_writes_is_readable_by_others_and_secrets_are_its_own(sec
         assert path.stat().st_uid == os.geteuid(), path
     for folder in (var / "mqtt-auth", var / "influx-auth"):
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+
+
+def _mqtt_users(secure_stack: SecureStack) -> dict[str, str]:
+    users: dict[str, str] = json.loads((secure_stack.var / "mqtt-auth" / "credentials.json").read_text())["users"]
+    return users
+
+
+def test_the_homeassistant_node_publishes_its_configs_under_the_acl_for_the_hass_user(
+    secure_stack: SecureStack
+) -> None:
+    port = secure_stack.local.ports["mqtt"]
+    password = _mqtt_users(secure_stack)[auth.HASS_USER]
+    with stack.MiniMqtt("127.0.0.1", port, username=auth.HASS_USER, password=password) as client:
+        client.subscribe("homeassistant/+/battery-1/+/config", qos=1)
+        configs = {m.topic.split("/")[3]: json.loads(m.payload) for m in client.messages(timeout=3.0) if m.payload}
+    assert {"soc_kwh", "power_setpoint", "control_mode", "replan"} <= set(configs)
+    assert configs["soc_kwh"]["state_topic"] == "bess/v1/battery/battery-1/telemetry"
+
+
+HASS, NO_HASS = find_hass()
+
+
+@pytest.mark.skipif(HASS is None, reason=NO_HASS)
+def test_a_real_home_assistant_logged_in_as_hass_shows_battery_1_and_commands_it(
+    secure_stack: SecureStack, tmp_path: Path
+) -> None:
+    """deploy/up in secure mode, then Home Assistant (2024.3.3) with the hass user: battery-1's SOC, and its own
+    number.set_value (an automation at its start: no test client may publish to it) arrives as a Command."""
+    assert HASS is not None
+    hass = HASS
+    port = secure_stack.local.ports["mqtt"]
+    passwords = _mqtt_users(secure_stack)
+    login = (auth.HASS_USER, passwords[auth.HASS_USER])
+    monitor = (auth.MONITOR_USER, passwords[auth.MONITOR_USER])
+
+    def publish(topic: str, payload: bytes) -> None:  # pragma: no cover - no test client may publish to it here
+        raise AssertionError(f"the ACL lets no test client publish {topic} to Home Assistant")
+
+    with stack.MiniMqtt("127.0.0.1", port, username=monitor[0], password=monitor[1], timeout=10.0) as watcher:
+        watcher.subscribe("bess/v1/battery/battery-1/set", qos=1)
+        ha = HomeAssistant.start(hass, tmp_path / "ha", mqtt_port=port, prefix="homeassistant", drive="unused",
+                                 publish=publish, login=login,
+                                 on_start=[("number.set_value", "number.battery_1_power_setpoint", {"value": 25})])
+        try:
+            soc, _ = ha.wait_for_state("sensor.battery_1_soc_kwh", lambda s: s not in ("unknown", "unavailable"),
+                                       timeout=180)
+            assert float(soc) > 0
+
+            def from_home_assistant() -> dict[str, object] | None:
+                ha.assert_alive()
+                message = watcher.receive(timeout=1.0)
+                command = json.loads(message.payload) if message is not None else None
+                return command if command and command.get("source") == "homeassistant" else None
+
+            command = wait_for(from_home_assistant, timeout=120, interval=0, what="Home Assistant's Command")
+        finally:
+            ha.stop()
+    assert (command["action"], command["power_kw"]) == ("discharge", 25.0)
 
 
 def test_no_secret_appears_in_any_output_or_log(secure_stack: SecureStack) -> None:

@@ -720,7 +720,12 @@ def test_a_changed_setting_restarts_exactly_the_nodes_that_read_it(default_stack
     assert f"pid {after['planner']}: " in planner
     assert f"restarted: BESS_PLANNER_AUTOPILOT true -> false (was pid {before['planner']})" in planner, planner
     assert after["planner"] != before["planner"]
-    assert {k: v for k, v in after.items() if k != "planner"} == {k: v for k, v in before.items() if k != "planner"}
+    # the homeassistant node reads it too (the control mode in force when none is set, as the planner decides it)
+    readers = {"planner", "homeassistant"}
+    assert "restarted: BESS_PLANNER_AUTOPILOT true -> false" in _node_line(changed.stdout, "homeassistant")
+    assert after["homeassistant"] != before["homeassistant"]
+    assert {k: v for k, v in after.items() if k not in readers} == {
+        k: v for k, v in before.items() if k not in readers}
     assert "already running" in _node_line(changed.stdout, "recorder")
     environ = Path(f"/proc/{after['planner']}/environ").read_bytes().split(b"\0")
     assert b"BESS_PLANNER_AUTOPILOT=false" in environ, "the new planner really runs with the new setting"

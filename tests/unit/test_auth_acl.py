@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from deploy import accounts, auth, stack
-from nodes.contract import names, topics
+from nodes.contract import discovery, names, topics
 from nodes.contract.access import AccessError, load_access
 from nodes.contract.names import Role
 from nodes.contract.topics import ALL_TOPICS, Topic
@@ -91,11 +91,15 @@ def t(path: str) -> str:
 
 def test_contract_read_without_import_equals_all_topics() -> None:
     read = auth.contract_topics()
+    everything = (*ALL_TOPICS, *discovery.ALL_EXTERNAL_TOPICS)
     assert [(d.path, d.producers, d.consumers) for d in read] == [
-        (topic.path, topic.producers, topic.consumers) for topic in ALL_TOPICS
+        (topic.path, topic.producers, topic.consumers) for topic in everything
     ]
     for decl in read:  # each name is the module attribute of the same topic
-        assert getattr(topics, decl.name).path == decl.path
+        module = topics if decl.prefix_setting is None else discovery
+        assert getattr(module, decl.name).path == decl.path
+    outside = {decl.name: (decl.prefix_setting, decl.default_prefix) for decl in read if decl.prefix_setting}
+    assert outside == dict.fromkeys(("HA_CONFIG", "HA_STATUS"), ("BESS_HA_DISCOVERY_PREFIX", "homeassistant"))
 
 
 def test_id_and_root_rules_equal_the_contract() -> None:
@@ -187,6 +191,9 @@ EXPECTED: dict[str, dict[str, str]] = {
         t("battery/+/control"): "readwrite",
         t("history/response/gateway"): "read",
         t("stored/gateway"): "read",
+        t("battery/+/request/mode"): "read",
+        t("battery/+/request/power"): "read",
+        t("battery/+/request/result"): "write",
         t("node/gateway/status"): "readwrite",
     },
     "planner": {
@@ -194,9 +201,22 @@ EXPECTED: dict[str, dict[str, str]] = {
         t("battery/+/spec"): "read",
         t("battery/+/telemetry"): "read",
         t("battery/+/control"): "read",
+        t("battery/+/request/replan"): "read",
         t("battery/+/schedule"): "write",
         t("battery/+/set"): "write",
         t("node/planner/status"): "readwrite",
+    },
+    "homeassistant": {
+        t("battery/+/telemetry"): "read",
+        t("battery/+/spec"): "read",
+        t("battery/+/control"): "read",
+        t("battery/+/schedule"): "read",
+        t("market/+/prices"): "read",
+        t("node/+/status"): "read",
+        "homeassistant/status": "read",
+        t("battery/+/outlook"): "write",
+        "homeassistant/+/+/+/config": "write",
+        t("node/homeassistant/status"): "readwrite",
     },
     "renderer": {
         t("battery/#"): "read",
@@ -204,6 +224,7 @@ EXPECTED: dict[str, dict[str, str]] = {
         t("node/+/status"): "read",
         t("history/response/renderer"): "read",
         t("battery/+/figure/+"): "write",
+        t("battery/+/revenue"): "write",
         t("history/request"): "write",
         t("node/renderer/status"): "readwrite",
     },
@@ -286,12 +307,32 @@ def test_no_node_may_write_another_nodes_status(acl: Acl) -> None:
             assert not acl.allowed(user, "write", topics.STATUS.name(root=ROOT, node=owner))
 
 
-def test_only_the_renderer_the_alarms_and_the_read_only_users_read_every_status(acl: Acl) -> None:
+def test_only_the_status_readers_of_the_contract_read_every_status(acl: Acl) -> None:
+    """The renderer (status strip), the alarms node (node_offline/node_degraded, plan_infeasible from the
+    planner's details), the homeassistant node (connectivity sensors), Home Assistant (availability) and the
+    read-only users."""
     status = topics.STATUS.name(root=ROOT, node="recorder")
-    users = [*auth.NODE_USERS, *DEVICES, *auth.READ_ONLY_USERS]
+    users = [*auth.NODE_USERS, *DEVICES, auth.HASS_USER, *auth.READ_ONLY_USERS]
     readers = {user for user in users if acl.allowed(user, "read", status)}
-    # the alarms node raises node_offline/node_degraded (and plan_infeasible from the planner's details)
-    assert readers == {"recorder", "renderer", "alarms", auth.MONITOR_USER, auth.PROBE_USER}
+    assert readers == {
+        "recorder", "renderer", "alarms", "homeassistant", auth.HASS_USER, auth.MONITOR_USER, auth.PROBE_USER
+    }
+
+
+def test_home_assistant_reads_what_its_entities_show_and_writes_only_its_controls(acl: Acl) -> None:
+    hass = auth.HASS_USER
+    for readable in (topics.TELEMETRY, topics.STATE, topics.SCHEDULE, topics.OUTLOOK, topics.REVENUE,
+                     topics.REQUEST_RESULT, topics.STATUS):
+        assert acl.allowed(hass, "read", _example(readable)), readable.path
+    for request in (topics.MODE_REQUEST, topics.POWER_REQUEST, topics.REPLAN_REQUEST):
+        assert acl.allowed(hass, "write", _example(request)), request.path
+    assert acl.allowed(hass, "read", "homeassistant/sensor/battery-1/soc_kwh/config")
+    assert acl.allowed(hass, "write", "homeassistant/status")
+    assert not acl.allowed(hass, "write", "homeassistant/sensor/battery-1/soc_kwh/config"), "configs are ours"
+    for forbidden in (topics.COMMAND, topics.CONTROL, topics.SPEC, topics.TELEMETRY, topics.PRICES, topics.SCHEDULE):
+        assert not acl.allowed(hass, "write", _example(forbidden)), f"Home Assistant writes {forbidden.path}"
+    assert not acl.allowed(hass, "read", _example(topics.COMMAND)), "it needs no commands"
+    assert not acl.allowed(hass, "read", "$SYS/broker/version")
 
 
 # -- devices: only their own battery ------------------------------------------------------------------------------
@@ -323,15 +364,25 @@ def test_device_is_scoped_to_its_own_battery(acl: Acl, device: str, other: str) 
 
 
 def test_devices_get_explicit_user_blocks_and_every_line_stays_under_the_root() -> None:
-    text = auth.acl_text("site-7/bess/v2", DEVICES)
+    text = auth.acl_text("site-7/bess/v2", DEVICES, prefixes={"BESS_HA_DISCOVERY_PREFIX": "ha-site-7"})
     assert "pattern" not in [line.split()[0] for line in text.splitlines() if line.strip()]
     users = parse_acl(text)
-    assert list(users) == [*auth.NODE_USERS, *DEVICES, auth.MONITOR_USER, auth.PROBE_USER]
+    assert list(users) == [*auth.NODE_USERS, *DEVICES, auth.HASS_USER, auth.MONITOR_USER, auth.PROBE_USER]
     assert users[auth.PROBE_USER] == users[auth.MONITOR_USER], "deploy's probes see what an operator sees"
+    # Home Assistant's discovery topics: under the configured prefix, for exactly its two users
+    outside = {(user, access, f) for user, lines in users.items() for access, f in lines if f.startswith("ha-site-7/")}
+    assert outside == {
+        ("homeassistant", "write", "ha-site-7/+/+/+/config"),
+        ("homeassistant", "read", "ha-site-7/status"),
+        (auth.HASS_USER, "read", "ha-site-7/#"),
+        (auth.HASS_USER, "write", "ha-site-7/status"),
+    }
     for user, lines in users.items():
         for access, topic_filter in lines:
             if user in auth.READ_ONLY_USERS and not topic_filter.startswith("site-7/"):
                 assert (access, topic_filter) in {("read", "$SYS/#"), ("readwrite", "bess-probe/#")}
+                continue
+            if topic_filter.startswith("ha-site-7/"):
                 continue
             assert topic_filter.startswith("site-7/bess/v2/"), f"{user}: {topic_filter}"
             if access != "read":
@@ -349,7 +400,7 @@ def test_no_node_or_device_reads_sys_but_the_monitor_does(acl: Acl) -> None:
 @pytest.mark.parametrize(
     "devices",
     [["Dev-A"], ["dev/a"], ["dev+"], ["#"], [""], ["recorder"], [auth.MONITOR_USER], [auth.PROBE_USER],
-     ["dev-a", "dev-a"]],
+     [auth.HASS_USER], ["homeassistant"], ["dev-a", "dev-a"]],
 )
 def test_bad_device_ids_are_refused(devices: list[str]) -> None:
     with pytest.raises(auth.AuthError):

@@ -117,7 +117,7 @@ def test_only_the_bridge_its_device_and_the_monitor_touch_the_device_topics(prof
         assert [acl.allowed(u, a, topic) for u in ("bridge", "home") for a in ("read", "write")] == [
             False, True, True, False], topic
     others = [user for user in users if user not in ("bridge", "home", auth.MONITOR_USER)]
-    assert set(others) == {*auth.NODE_USERS, "battery-1", auth.PROBE_USER}
+    assert set(others) == {*auth.NODE_USERS, "battery-1", auth.HASS_USER, auth.PROBE_USER}
     for user in others:
         for topic in (*readings, *writes):
             assert not acl.allowed(user, "read", topic), f"{user} reads {topic}"
@@ -161,7 +161,7 @@ def test_victron_grants_are_narrowed_to_the_configured_portal() -> None:
 
 def test_the_bridged_battery_has_no_contract_device_user_and_the_device_user_can_be_named() -> None:
     users = parse_acl(auth.acl_text(ROOT, ["battery-1", "home"], access("victron", device_user="gx")))
-    assert list(users) == [*auth.NODE_USERS, "bridge", "battery-1", "gx", auth.MONITOR_USER, auth.PROBE_USER]
+    assert list(users) == [*auth.NODE_USERS, "bridge", "battery-1", "gx", auth.HASS_USER, auth.MONITOR_USER, auth.PROBE_USER]
     assert "home" not in users, "the bridge is the device of battery home: nobody else writes its telemetry"
     assert users["gx"] == [("read", VICTRON_SETPOINT), ("read", f"R/{PORTAL}/keepalive"), ("write", f"N/{PORTAL}/#")]
     assert users[auth.PROBE_USER] == parse_acl(auth.acl_text(ROOT, ["battery-1"]))[auth.PROBE_USER]

@@ -204,6 +204,29 @@ async def test_retained_messages_reach_a_late_subscriber_as_retained_and_an_empt
     assert broker.retained_message(SPEC, battery="b1") is None
 
 
+async def test_a_cleared_retained_message_is_told_to_on_cleared_with_its_params_and_never_to_the_handler() -> None:
+    broker = MemoryBroker()
+    device, watcher = MemoryBus("device", broker), MemoryBus("watcher", broker)
+    inbox = Inbox()
+    cleared: list[dict[str, str]] = []
+
+    async def on_cleared(params: dict[str, str]) -> None:
+        cleared.append(params)
+
+    async def broken(params: dict[str, str]) -> None:
+        raise RuntimeError("a bug in a cleared handler")
+
+    watcher.subscribe(SPEC, inbox, on_cleared=on_cleared)
+    watcher.subscribe(TELEMETRY, inbox, on_cleared=broken)
+    await device.publish_bytes(device.name(SPEC, battery="b7"), b"", retain=True)
+    await device.publish_bytes(device.name(TELEMETRY, battery="b7"), b"", retain=True)
+    await broker.idle()
+    assert cleared == [{"battery": "b7"}]
+    assert inbox.got == []
+    assert watcher.counters["empty_payloads"] == 2
+    assert watcher.counters["handler_errors"] == 1, "a failing cleared handler is counted, the node stays up"
+
+
 async def test_a_shared_subscription_deals_each_message_to_one_member_and_no_local_skips_the_sender() -> None:
     broker = MemoryBroker()
     a, b, device = MemoryBus("recorder-a", broker), MemoryBus("recorder-b", broker), MemoryBus("device", broker)

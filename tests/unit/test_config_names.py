@@ -8,6 +8,7 @@ import msgspec
 import pytest
 
 from nodes.gateway.config import GatewayConfig
+from nodes.homeassistant.config import HomeAssistantConfig
 from nodes.market.config import MarketConfig
 from nodes.planner.config import PlannerConfig
 from nodes.recorder.config import RecorderConfig
@@ -23,6 +24,8 @@ OWNERS: dict[type[msgspec.Struct], tuple[str, ...]] = {
     RendererConfig: ("RENDERER", "DASHBOARD"),
     MarketConfig: ("MARKET",),
     SimulatorConfig: ("SIM",),
+    # it also reads the dashboard's port and the planner's zone and default mode, to agree with them
+    HomeAssistantConfig: ("HA", "DASHBOARD", "PLANNER"),
 }
 SHARED = (
     "BESS_COMMAND_RATE_PER_MIN", "BESS_COMMAND_BURST",  # the command bound of every producer

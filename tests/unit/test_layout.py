@@ -6,7 +6,7 @@ import ast
 from pathlib import Path
 
 NODES = Path(__file__).resolve().parents[2] / "nodes"
-NODE_PACKAGES = ("gateway", "market", "planner", "recorder", "renderer", "simulator")
+NODE_PACKAGES = ("gateway", "homeassistant", "market", "planner", "recorder", "renderer", "simulator")
 MAX_LINES = 600
 
 

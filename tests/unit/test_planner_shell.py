@@ -17,10 +17,11 @@ from nodes.contract.messages import (
     ControlMode,
     PriceForecast,
     PriceSlot,
+    ReplanRequest,
     Schedule,
     Telemetry,
 )
-from nodes.contract.topics import COMMAND, CONTROL, PRICES, SCHEDULE, SPEC, STATUS, TELEMETRY
+from nodes.contract.topics import COMMAND, CONTROL, PRICES, REPLAN_REQUEST, SCHEDULE, SPEC, STATUS, TELEMETRY
 from nodes.planner.config import PlannerConfig
 from nodes.planner.node import Planner
 from nodes.runtime.dispatch import Delivery
@@ -97,6 +98,26 @@ async def test_retained_inputs_and_a_new_forecast_make_the_planner_publish_sched
     await rig.step()
     assert len(rig.schedules) == 2
     assert rig.schedules[-1].slots[0].charge_kw > 0
+
+
+async def test_a_replan_request_plans_that_battery_again_and_an_unknown_one_is_ignored() -> None:
+    rig = Rig()
+    await rig.start()
+    await rig.step()
+    assert len(rig.schedules) == 1
+    rig.clock.now += timedelta(seconds=5)
+    await rig.step()
+    assert len(rig.schedules) == 1, "nothing changed: no new plan without a request"
+    hass = MemoryBus("hass", rig.broker)
+    await hass.publish(REPLAN_REQUEST, ReplanRequest(reason="Home Assistant button"), battery="b1")
+    await hass.publish(REPLAN_REQUEST, ReplanRequest(), battery="nope")
+    await rig.broker.idle()
+    await rig.step()
+    assert len(rig.schedules) == 2
+    assert rig.schedules[-1].created_at == rig.clock.now
+    assert rig.bus.counters["replan_requests"] == 1
+    assert rig.bus.counters["replan_requests_ignored"] == 1
+    assert "nope" not in rig.planner.batteries
 
 
 async def test_prices_of_another_zone_do_not_reach_the_planner() -> None:

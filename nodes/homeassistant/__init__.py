@@ -1,0 +1,1 @@
+"""Home Assistant MQTT discovery: every battery as a device with live values and controls."""

@@ -1,0 +1,57 @@
+"""The homeassistant node's settings (``BESS_HA_*``; see :mod:`nodes.runtime.config`).
+
+It also reads three settings of other nodes, so that what it shows agrees with them: ``BESS_DASHBOARD_PORT`` (the
+dashboard link of every device, unless ``BESS_HA_DASHBOARD_URL`` says how Home Assistant's users reach it),
+``BESS_PLANNER_ZONE`` (the prices of a battery whose plan names no zone) and ``BESS_PLANNER_AUTOPILOT`` /
+``BESS_PLANNER_AUTOPILOT_OFF`` (the control mode in force when no ControlMode is, as the planner decides it).
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from nodes.contract.discovery import DEFAULT_PREFIX, TopicError, check_prefix
+from nodes.contract.messages import MAX_OUTLOOK_SLOTS
+from nodes.contract.topics import id_problems
+from nodes.runtime.config import MqttSettings
+
+
+class HomeAssistantConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
+    """``BESS_HA_*`` settings of the homeassistant node."""
+
+    #: Home Assistant's discovery prefix (its MQTT integration's setting; ``homeassistant`` by default)
+    ha_discovery_prefix: str = DEFAULT_PREFIX
+    #: the dashboard as Home Assistant's users reach it, e.g. ``http://bess.local:8050`` (unset: loopback)
+    ha_dashboard_url: str | None = None
+    dashboard_port: int = 8050
+    #: the node whose status says whether the batteries' own values are live ("" when a real device feeds them)
+    ha_device_node: str = "simulator"
+    #: how many upcoming slots the outlook (and the planned action's attributes) carry
+    ha_outlook_slots: int = 6
+    planner_zone: str = "de-lu"
+    planner_autopilot: bool = False
+    planner_autopilot_off: list[str] = msgspec.field(default_factory=list)
+
+    @property
+    def dashboard_url(self) -> str:
+        """The dashboard's base URL without a trailing slash."""
+        return (self.ha_dashboard_url or f"http://127.0.0.1:{self.dashboard_port}").rstrip("/")
+
+    def problems(self) -> list[str]:
+        """Invalid settings, reported at start-up (exit 2)."""
+        found: list[str] = []
+        try:
+            check_prefix(self.ha_discovery_prefix)
+        except TopicError as exc:
+            found.append(f"BESS_HA_DISCOVERY_PREFIX: {exc}")
+        if not self.dashboard_url.startswith(("http://", "https://")):
+            found.append("BESS_HA_DASHBOARD_URL must start with http:// or https://")
+        if self.ha_device_node:
+            found += id_problems(self.ha_device_node, "BESS_HA_DEVICE_NODE")
+        if not 0 <= self.ha_outlook_slots <= MAX_OUTLOOK_SLOTS:
+            found.append(f"BESS_HA_OUTLOOK_SLOTS must be 0 to {MAX_OUTLOOK_SLOTS}")
+        found += id_problems(self.planner_zone, "BESS_PLANNER_ZONE")
+        return found
+
+
+__all__ = ["HomeAssistantConfig"]

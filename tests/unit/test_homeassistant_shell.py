@@ -1,0 +1,196 @@
+"""The homeassistant node's wiring on the in-memory bus: retained configs for every battery it hears of, sent
+again on Home Assistant's birth and only then (or on a change), the outlook following the clock, the nodes'
+connectivity sensors, and removal when a battery's retained spec and telemetry are cleared."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+
+from nodes.contract.discovery import HA_CONFIG
+from nodes.contract.messages import (
+    BatterySpec,
+    ControlMode,
+    PriceForecast,
+    PriceSlot,
+    Schedule,
+    ScheduleSlot,
+    Telemetry,
+)
+from nodes.contract.topics import CONTROL, OUTLOOK, PRICES, SCHEDULE, SPEC, TELEMETRY
+from nodes.homeassistant.config import HomeAssistantConfig
+from nodes.homeassistant.entities import BATTERY_ENTITIES
+from nodes.homeassistant.node import HomeAssistantNode
+from nodes.runtime.memory import MemoryBroker, MemoryBus
+from tests.support.autopilot_sim import FakeClock
+
+T0 = datetime(2025, 1, 16, 10, 0, tzinfo=UTC)
+H = timedelta(hours=1)
+SPEC_B1 = BatterySpec(capacity_kwh=1000, soc_min_kwh=100, soc_max_kwh=950, max_charge_kw=250, max_discharge_kw=250)
+
+
+class Rig:
+    """The node and its peers (a device, the market, the planner, the gateway, Home Assistant) on one broker."""
+
+    def __init__(self, **config: Any) -> None:
+        self.broker = MemoryBroker()
+        self.clock = FakeClock(T0 + timedelta(minutes=10))
+        self.bus = MemoryBus("homeassistant", self.broker)
+        self.node = HomeAssistantNode(HomeAssistantConfig(**config), self.bus, clock=self.clock)
+        self.device = MemoryBus("simulator", self.broker)
+        self.market = MemoryBus("market", self.broker)
+        self.planner = MemoryBus("planner", self.broker)
+        self.gateway = MemoryBus("gateway", self.broker)
+        self.hass = MemoryBus("hass", self.broker)
+
+    async def start(self) -> None:
+        await self.device.publish(SPEC, SPEC_B1, battery="battery-1")
+        await self.device.publish(TELEMETRY, Telemetry(ts=self.clock.now, soc_kwh=500.0), battery="battery-1")
+        await self.node.setup()
+        await self.step()
+
+    async def step(self) -> None:
+        await self.broker.idle()
+        await self.node.step()
+        await self.broker.idle()
+
+    def configs(self, prefix: str = "homeassistant") -> dict[str, dict[str, Any]]:
+        """The retained discovery configs, by topic."""
+        return {name: msgspec.json.decode(payload) for name, (payload, _) in self.broker.retained.items()
+                if name.startswith(prefix + "/") and name.endswith("/config")}
+
+    def config_publishes(self) -> int:
+        return sum(1 for sent in self.bus.published if HA_CONFIG.parse(sent.topic) is not None)
+
+
+def schedule() -> Schedule:
+    slots = [ScheduleSlot(start=T0 + i * H, end=T0 + (i + 1) * H, price_per_mwh=50.0, charge_kw=100.0 * (i == 0),
+                          discharge_kw=100.0 * (i == 1), soc_kwh=500.0) for i in range(3)]
+    return Schedule(plan_id="p-1", created_at=T0, soc_initial_kwh=500.0, slots=slots, expected_revenue=3.0,
+                    zone="de-lu", currency="EUR")
+
+
+async def test_a_battery_heard_of_gets_its_retained_configs_under_the_prefix() -> None:
+    rig = Rig()
+    await rig.start()
+    configs = rig.configs()
+    base = {f"homeassistant/{c}/battery-1/{k}/config" for c, k in BATTERY_ENTITIES}
+    without_currency = {f"homeassistant/sensor/battery-1/{k}/config" for k in ("price", "expected_revenue",
+                                                                                "revenue_today")}
+    assert set(configs) == base - without_currency, "money and prices wait for their currency"
+    await rig.market.publish(PRICES, PriceForecast(zone="de-lu", issued_at=T0, slots=[
+        PriceSlot(start=T0, end=T0 + H, price_per_mwh=42.0)]), zone="de-lu")
+    await rig.planner.publish(SCHEDULE, schedule(), battery="battery-1")
+    await rig.step()
+    assert set(rig.configs()) == base
+    outlook = rig.broker.retained_message(OUTLOOK, battery="battery-1")
+    assert outlook is not None
+    assert (outlook.action, outlook.power_kw) == ("charge", -100.0)
+    assert (outlook.price_per_mwh, outlook.currency) == (42.0, "EUR")
+
+
+async def test_configs_are_sent_again_on_home_assistants_birth_and_otherwise_only_when_they_change() -> None:
+    rig = Rig()
+    await rig.start()
+    first = rig.config_publishes()
+    assert first == len(rig.configs())
+    await rig.device.publish(TELEMETRY, Telemetry(ts=rig.clock.now, soc_kwh=510.0), battery="battery-1")
+    await rig.step()
+    assert rig.config_publishes() == first, "nothing changed: nothing sent"
+    await rig.hass.publish_bytes("homeassistant/status", b"offline")
+    await rig.step()
+    assert rig.config_publishes() == first
+    await rig.hass.publish_bytes("homeassistant/status", b"online")
+    await rig.step()
+    assert rig.config_publishes() == 2 * first, "every config again after Home Assistant's birth"
+    assert rig.bus.counters["ha_births"] == 1
+    bigger = msgspec.structs.replace(SPEC_B1, capacity_kwh=2000.0, soc_max_kwh=1900.0)
+    await rig.device.publish(SPEC, bigger, battery="battery-1")
+    await rig.step()
+    assert rig.config_publishes() == 2 * first + 1, "only the percentage depends on the capacity"
+    percent = rig.configs()["homeassistant/sensor/battery-1/soc_percent/config"]
+    assert "/ 2000.0 *" in percent["value_template"]
+
+
+async def test_the_outlook_follows_the_clock_and_the_control_mode() -> None:
+    rig = Rig(planner_autopilot=True)
+    await rig.start()
+    await rig.planner.publish(SCHEDULE, schedule(), battery="battery-1")
+    await rig.step()
+    now = rig.broker.retained_message(OUTLOOK, battery="battery-1")
+    assert now is not None
+    assert (now.control_mode, now.action, now.next_change_at) == ("autopilot", "charge", T0 + H)
+    until = rig.clock.now + timedelta(minutes=5)
+    await rig.gateway.publish(CONTROL, ControlMode(mode="manual", set_at=rig.clock.now, until=until,
+                                                   source="homeassistant"), battery="battery-1")
+    await rig.step()
+    manual = rig.broker.retained_message(OUTLOOK, battery="battery-1")
+    assert manual is not None
+    assert (manual.control_mode, manual.control_until) == ("manual", until)
+    assert await rig.node.step() == until, "the loop wakes when the mode ends"
+    rig.clock.now = T0 + H + timedelta(seconds=1)  # the mode has ended and the next slot has begun
+    await rig.step()
+    later = rig.broker.retained_message(OUTLOOK, battery="battery-1")
+    assert later is not None
+    assert (later.control_mode, later.action, later.power_kw) == ("autopilot", "discharge", 100.0)
+
+
+async def test_every_node_seen_gets_a_connectivity_sensor() -> None:
+    rig = Rig()
+    await rig.start()
+    for bus in (rig.planner, rig.gateway, rig.device):
+        await bus.publish_status()
+    await rig.step()
+    nodes = {name.split("/")[3] for name in rig.configs() if name.startswith("homeassistant/binary_sensor/bess/")}
+    assert nodes == {"planner", "gateway", "simulator"}
+    planner = rig.configs()["homeassistant/binary_sensor/bess/planner/config"]
+    assert (planner["device_class"], planner["state_topic"]) == ("connectivity", "bess/v1/node/planner/status")
+
+
+async def test_a_battery_whose_retained_spec_and_telemetry_are_cleared_is_removed() -> None:
+    rig = Rig()
+    await rig.start()
+    await rig.device.publish(SPEC, SPEC_B1, battery="battery-2")
+    await rig.device.publish(TELEMETRY, Telemetry(ts=rig.clock.now, soc_kwh=5.0), battery="battery-2")
+    await rig.step()
+    assert any("/battery-2/" in name for name in rig.configs())
+    await rig.device.publish_bytes(rig.device.name(SPEC, battery="battery-2"), b"", retain=True)
+    await rig.step()
+    assert any("/battery-2/" in name for name in rig.configs()), "a spec alone cleared: still there"
+    await rig.device.publish_bytes(rig.device.name(SPEC, battery="battery-1"), b"", retain=True)
+    await rig.device.publish_bytes(rig.device.name(TELEMETRY, battery="battery-1"), b"", retain=True)
+    await rig.step()
+    assert not any("/battery-1/" in name for name in rig.configs()), "every config cleared (retained empty)"
+    assert rig.broker.retained_message(OUTLOOK, battery="battery-1") is None
+    assert "battery-1" not in rig.node.batteries
+    await rig.hass.publish_bytes("homeassistant/status", b"online")
+    await rig.step()
+    assert not any("/battery-1/" in name for name in rig.configs()), "Home Assistant's birth does not revive it"
+    assert any("/battery-2/" in name for name in rig.configs())
+    assert rig.bus.counters["batteries_forgotten"] == 1
+
+
+async def test_another_prefix_and_dashboard_url_and_no_device_node() -> None:
+    rig = Rig(ha_discovery_prefix="ha-test", ha_dashboard_url="https://bess.example.org/", ha_device_node="")
+    await rig.start()
+    configs = rig.configs("ha-test")
+    soc = configs["ha-test/sensor/battery-1/soc_kwh/config"]
+    assert soc["device"]["configuration_url"] == "https://bess.example.org/battery/battery-1"
+    assert "availability" not in soc
+    assert rig.configs() == {}, "nothing under the default prefix"
+    await rig.hass.publish_bytes("ha-test/status", b"online")
+    await rig.step()
+    assert rig.bus.counters["ha_births"] == 1
+
+
+def test_bad_settings_are_refused_with_the_variable_named() -> None:
+    problems = HomeAssistantConfig(ha_discovery_prefix="home/+", ha_dashboard_url="bess.local:8050",
+                                   ha_device_node="Sim", ha_outlook_slots=99).problems()
+    text = " | ".join(problems)
+    for variable in ("BESS_HA_DISCOVERY_PREFIX", "BESS_HA_DASHBOARD_URL", "BESS_HA_DEVICE_NODE",
+                     "BESS_HA_OUTLOOK_SLOTS"):
+        assert variable in text
+    assert HomeAssistantConfig().problems() == []
+    assert HomeAssistantConfig(dashboard_port=8123).dashboard_url == "http://127.0.0.1:8123"
