@@ -62,6 +62,9 @@ def plan_nodes(root: Path, env: Mapping[str, str], batteries: tuple[str, ...]) -
         if env.get(setting) and (root / "nodes" / name / "__main__.py").exists():
             run.append(name)
     bridged = bridged_battery(env) if "bridge" in run else None
+    if bridged is not None and "homeassistant" in run:  # its entities are live while the bridge is
+        own = env.get("BESS_HA_DEVICE_NODE_OF", "").strip()  # the user's entries come later and win
+        overrides["homeassistant"] = {"BESS_HA_DEVICE_NODE_OF": ",".join(filter(None, [f"{bridged}=bridge", own]))}
     if bridged is not None and "simulator" in run and bridged in batteries:
         left = [battery for battery in batteries if battery != bridged]
         if left:

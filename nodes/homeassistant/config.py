@@ -26,11 +26,20 @@ class HomeAssistantConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True
     dashboard_port: int = 8050
     #: the node whose status says whether the batteries' own values are live ("" when a real device feeds them)
     ha_device_node: str = "simulator"
+    #: per-battery exceptions, ``battery=node`` (``battery-1=bridge``: a bridged battery's values are live while
+    #: the bridge is); ``deploy/up`` sets it for the bridged battery
+    ha_device_node_of: list[str] = msgspec.field(default_factory=list)
     #: how many upcoming slots the outlook (and the planned action's attributes) carry
     ha_outlook_slots: int = 6
     planner_zone: str = "de-lu"
     planner_autopilot: bool = False
     planner_autopilot_off: list[str] = msgspec.field(default_factory=list)
+
+    @property
+    def device_nodes(self) -> dict[str, str]:
+        """``BESS_HA_DEVICE_NODE_OF`` as ``{battery: node}`` (valid entries only; :meth:`problems` names the rest)."""
+        pairs = (entry.partition("=") for entry in self.ha_device_node_of)
+        return {battery: node for battery, sep, node in pairs if sep and battery and node}
 
     @property
     def dashboard_url(self) -> str:
@@ -48,6 +57,13 @@ class HomeAssistantConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True
             found.append("BESS_HA_DASHBOARD_URL must start with http:// or https://")
         if self.ha_device_node:
             found += id_problems(self.ha_device_node, "BESS_HA_DEVICE_NODE")
+        for entry in self.ha_device_node_of:
+            battery, sep, node = entry.partition("=")
+            if not sep:
+                found.append(f"BESS_HA_DEVICE_NODE_OF: {entry!r} is not battery=node")
+                continue
+            found += id_problems(battery, "BESS_HA_DEVICE_NODE_OF battery")
+            found += id_problems(node, "BESS_HA_DEVICE_NODE_OF node")
         if not 0 <= self.ha_outlook_slots <= MAX_OUTLOOK_SLOTS:
             found.append(f"BESS_HA_OUTLOOK_SLOTS must be 0 to {MAX_OUTLOOK_SLOTS}")
         found += id_problems(self.planner_zone, "BESS_PLANNER_ZONE")

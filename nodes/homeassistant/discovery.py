@@ -13,7 +13,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from nodes.contract.discovery import HA_CONFIG, Availability, DeviceInfo, ExternalTopic, OriginInfo, object_id
@@ -39,6 +40,12 @@ class Wiring:
     #: the dashboard's base URL as Home Assistant's users reach it (no trailing slash)
     dashboard_url: str
     version: str
+    #: batteries fed by another node than ``device_node`` (a bridged battery: ``{"battery-1": "bridge"}``)
+    device_nodes: Mapping[str, str] = field(default_factory=dict)
+
+    def device_node_of(self, battery: str) -> str | None:
+        """The node whose status says whether this battery's own values are live."""
+        return self.device_nodes.get(battery, self.device_node)
 
     @property
     def config_topic(self) -> ExternalTopic[Any]:

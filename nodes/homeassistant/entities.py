@@ -121,7 +121,8 @@ class _Builder:
         self.facts = facts
         self.wiring = wiring
         self.device = battery_device(battery, facts.spec, wiring)
-        self.device_feed: tuple[str, ...] = (wiring.device_node,) if wiring.device_node else ()
+        node = wiring.device_node_of(battery)
+        self.device_feed: tuple[str, ...] = (node,) if node else ()
 
     def make(self, component: Component, key: str, name: str, feeds: tuple[str, ...], **keys: Any) -> EntityConfig:
         config = DiscoveryConfig(

@@ -85,7 +85,7 @@ class HomeAssistantNode(Service[HomeAssistantConfig]):
         self.clock = clock or _now
         self.wiring = Wiring(root=bus.root, prefix=config.ha_discovery_prefix,
                              device_node=config.ha_device_node or None, dashboard_url=config.dashboard_url,
-                             version=__version__)
+                             version=__version__, device_nodes=config.device_nodes)
         self.config_topic = self.wiring.config_topic
         self.batteries: dict[str, BatteryView] = {}
         self.forecasts: dict[str, PriceForecast] = {}

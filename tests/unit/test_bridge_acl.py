@@ -161,7 +161,9 @@ def test_victron_grants_are_narrowed_to_the_configured_portal() -> None:
 
 def test_the_bridged_battery_has_no_contract_device_user_and_the_device_user_can_be_named() -> None:
     users = parse_acl(auth.acl_text(ROOT, ["battery-1", "home"], access("victron", device_user="gx")))
-    assert list(users) == [*auth.NODE_USERS, "bridge", "battery-1", "gx", auth.HASS_USER, auth.MONITOR_USER, auth.PROBE_USER]
+    assert list(users) == [
+        *auth.NODE_USERS, "bridge", "battery-1", "gx", auth.HASS_USER, auth.MONITOR_USER, auth.PROBE_USER
+    ]
     assert "home" not in users, "the bridge is the device of battery home: nobody else writes its telemetry"
     assert users["gx"] == [("read", VICTRON_SETPOINT), ("read", f"R/{PORTAL}/keepalive"), ("write", f"N/{PORTAL}/#")]
     assert users[auth.PROBE_USER] == parse_acl(auth.acl_text(ROOT, ["battery-1"]))[auth.PROBE_USER]

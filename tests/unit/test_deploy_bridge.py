@@ -34,8 +34,16 @@ def test_the_simulator_keeps_simulating_the_other_batteries() -> None:
     plan = plan_nodes(ROOT, env, ("battery-1", "home", "spare"))
     assert "simulator" in plan.run
     assert "bridge" in plan.run
-    assert plan.overrides == {"simulator": {"BESS_BATTERIES": "battery-1,spare"}}
-    assert plan_nodes(ROOT, env, ("battery-1",)).overrides == {}  # a battery it never simulated: nothing to drop
+    assert plan.overrides["simulator"] == {"BESS_BATTERIES": "battery-1,spare"}
+    assert "simulator" not in plan_nodes(ROOT, env, ("battery-1",)).overrides  # never simulated: nothing to drop
+
+
+def test_home_assistant_shows_the_bridged_battery_live_while_the_bridge_is() -> None:
+    env = {"BESS_BRIDGE_PROFILE": "victron", "BESS_BRIDGE_BATTERY": "home"}
+    plan = plan_nodes(ROOT, env, ("battery-1", "home"))
+    assert plan.overrides["homeassistant"] == {"BESS_HA_DEVICE_NODE_OF": "home=bridge"}
+    mine = plan_nodes(ROOT, {**env, "BESS_HA_DEVICE_NODE_OF": "home=gx"}, ("battery-1",))
+    assert mine.overrides["homeassistant"] == {"BESS_HA_DEVICE_NODE_OF": "home=bridge,home=gx"}, "the user's wins"
 
 
 def test_secure_mode_runs_the_bridge_and_checks_its_devices_user(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ running Home Assistant.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import msgspec
@@ -146,6 +147,14 @@ def test_each_entity_is_unavailable_while_a_node_feeding_it_is_offline() -> None
     assert "availability" not in wire(soc), "no device node: its values are always available"
     degraded_is_available = wire(soc_of(WIRING))["availability"][0]["value_template"]
     assert degraded_is_available == "{{ 'offline' if value_json.state == 'offline' else 'online' }}"
+
+
+def test_a_bridged_battery_is_available_while_its_bridge_is() -> None:
+    wiring = dataclasses.replace(WIRING, device_nodes={"battery-1": "bridge"})
+    [bridged] = [e for e in battery_entities("battery-1", FULL, wiring) if e.key == "soc_kwh"]
+    [simulated] = [e for e in battery_entities("battery-2", FULL, wiring) if e.key == "soc_kwh"]
+    assert [a["topic"] for a in wire(bridged)["availability"]] == ["bess/v1/node/bridge/status"]
+    assert [a["topic"] for a in wire(simulated)["availability"]] == ["bess/v1/node/simulator/status"]
 
 
 def soc_of(wiring: Wiring) -> EntityConfig:

@@ -187,10 +187,11 @@ async def test_another_prefix_and_dashboard_url_and_no_device_node() -> None:
 
 def test_bad_settings_are_refused_with_the_variable_named() -> None:
     problems = HomeAssistantConfig(ha_discovery_prefix="home/+", ha_dashboard_url="bess.local:8050",
-                                   ha_device_node="Sim", ha_outlook_slots=99).problems()
+                                   ha_device_node="Sim", ha_outlook_slots=99,
+                                   ha_device_node_of=["battery-1", "battery-2=Bridge"]).problems()
     text = " | ".join(problems)
     for variable in ("BESS_HA_DISCOVERY_PREFIX", "BESS_HA_DASHBOARD_URL", "BESS_HA_DEVICE_NODE",
-                     "BESS_HA_OUTLOOK_SLOTS"):
+                     "BESS_HA_OUTLOOK_SLOTS", "'battery-1' is not battery=node", "BESS_HA_DEVICE_NODE_OF node"):
         assert variable in text
     assert HomeAssistantConfig().problems() == []
     assert HomeAssistantConfig(dashboard_port=8123).dashboard_url == "http://127.0.0.1:8123"
