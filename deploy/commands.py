@@ -20,7 +20,7 @@ from deploy.bridge_access import ask_bridge
 from deploy.errors import PortInUseError, SettingsError, StackError
 from deploy.influx_http import InfluxError, create_database, influx_ping, influx_statement
 from deploy.launch import RECORDER_ONLY, is_running, nodes_to_restart, plan_nodes, start_node, wait_online
-from deploy.mqtt_probe import MqttError, mqtt_connack, read_retained
+from deploy.mqtt_probe import MiniMqtt, MqttError, mqtt_connack, read_retained
 from deploy.node_settings import check_node_settings, node_python, node_settings, settings_problems
 from deploy.processes import HOST, read_live_pid, tail, terminate_pids
 from deploy.servers import Service, websockets_refusal
@@ -64,6 +64,20 @@ def _bring_up(service: Service, answers: bool, timeout: float) -> str:
     except PortInUseError as exc:
         raise StackError(f"{exc}, but not by a {service.kind} we can use; free it or set another port") from None
     return f"started (pid {service.pid})"
+
+
+def _forget_status(cfg: UpConfig, name: str, credentials: auth.Credentials | None) -> str:
+    """Clear the retained status of a node stopped for good (no longer wanted with these settings): its
+    ``offline`` would otherwise stand forever, and the alarms node would keep a node_offline alarm up for a node
+    nobody runs. Sent as that node (secure mode: only it may write its status). A note for ``up``'s line."""
+    topic = f"{cfg.topic_root}/node/{name}/status"
+    login = credentials.login(name) if credentials is not None and name in credentials.passwords else (None, None)
+    try:
+        with MiniMqtt(HOST, cfg.mqtt_port, client_id=login[0], username=login[0], password=login[1]) as client:
+            client.publish(topic, b"", qos=1, retain=True)
+    except (OSError, MqttError) as exc:
+        return f"; its retained status could not be cleared ({exc})"
+    return "; its retained status cleared"
 
 
 def _print_auth_help(cfg: UpConfig, credentials: auth.Credentials, database: influx_auth.InfluxCredentials) -> None:
@@ -201,6 +215,9 @@ def cmd_up(cfg: UpConfig) -> int:
             (cfg.run_dir / f"{name}.pid").unlink(missing_ok=True)
             if pid in killed:
                 notes[name] += " (the old process needed SIGKILL)"
+    for name in restart:
+        if name not in wanted:
+            notes[name] += _forget_status(cfg, name, credentials)
     stopped = {name: notes[name] for name in restart if name not in wanted}
     started_at: dict[str, float] = {}
     python = node_python(cfg.root)

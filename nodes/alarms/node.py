@@ -66,7 +66,7 @@ class Alarms(Service[AlarmsConfig]):
         bus.subscribe(TELEMETRY, self.on_telemetry)
         bus.subscribe(SPEC, self.on_spec)
         bus.subscribe(COMMAND, self.on_command)
-        bus.subscribe(STATUS, self.on_status)
+        bus.subscribe(STATUS, self.on_status, on_cleared=self.on_status_cleared)
         bus.subscribe(PRICES, self.on_prices, zone=self.config.alarms_zone)
         bus.set_counters_source(lambda: {"alarms_active": self.active_count(), "batteries": len(self.watches)})
 
@@ -108,6 +108,12 @@ class Alarms(Service[AlarmsConfig]):
             return
         self.nodes[params["node"]] = status
         await self.judge_all()
+
+    async def on_status_cleared(self, params: dict[str, str]) -> None:
+        """A node removed for good (``deploy/up`` clears the retained status of a node it no longer runs): it is
+        no longer watched, so its node_offline alarm clears instead of standing forever."""
+        if self.nodes.pop(params["node"], None) is not None:
+            await self.judge_all()
 
     async def on_prices(self, params: dict[str, str], forecast: PriceForecast, delivery: Delivery) -> None:
         """The forecast the batteries are planned on: its end is the price horizon."""

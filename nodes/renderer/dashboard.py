@@ -189,6 +189,11 @@ class DashboardState:
         self.statuses[node] = status
         self.publish_event("status", None, _encoder.encode(status), key=node)
 
+    def forget_status(self, node: str) -> None:
+        """A node removed for good (its retained status cleared): browsers drop its chip and notes."""
+        if self.statuses.pop(node, None) is not None:
+            self.publish_event("status", None, _encoder.encode({"node": node, "removed": True}), key=node)
+
     def set_state(self, battery: str, state: BatteryState) -> None:
         """Store what a battery is doing (mode, command lease) and push it."""
         self.add_battery(battery)

@@ -150,7 +150,7 @@ class Renderer(Service[RendererConfig]):
         bus.subscribe(CONTROL, self.on_control)
         bus.subscribe(SCHEDULE, self.on_schedule)
         bus.subscribe(PRICES, self.on_prices, zone=self.config.renderer_zone)
-        bus.subscribe(STATUS, self.on_status)
+        bus.subscribe(STATUS, self.on_status, on_cleared=self.on_status_cleared)
         bus.subscribe(ALARM, self.on_alarm)
 
     def _view(self, battery: str) -> BatteryView:
@@ -227,6 +227,10 @@ class Renderer(Service[RendererConfig]):
         # a changed note (e.g. the planner's "not planned: ...") is drawn in the plan panel: redraw that battery
         changed = {b for b in set(old) | set(message.details) if old.get(b) != message.details.get(b)}
         self._mark(*(b for b in changed if b in self.views))
+
+    async def on_status_cleared(self, params: dict[str, str]) -> None:
+        """A node removed for good (its retained status cleared): it leaves the status strip."""
+        self.dashboard.forget_status(params["node"])
 
     # -- history ----------------------------------------------------------------------------------------------
 

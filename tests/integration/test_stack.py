@@ -752,6 +752,29 @@ def test_a_changed_setting_restarts_exactly_the_nodes_that_read_it(default_stack
     assert "BESS_GATEWAY_TOKEN changed" in _node_line(back.stdout, "gateway")
 
 
+def test_a_bridge_started_then_dropped_leaves_no_offline_node_behind(default_stack: LocalStack) -> None:
+    """``up`` with a bridge profile runs the bridge (the simulator leaves its battery alone); ``up`` without it
+    stops the bridge for good and clears its retained status, so no dashboard or alarm shows a node nobody runs."""
+    var, env, port = default_stack.var_dir, default_stack.env, default_stack.ports["mqtt"]
+    bridged = {**env, "BESS_BRIDGE_PROFILE": "victron", "BESS_BRIDGE_PORTAL_ID": "c0619ab1b2c3",
+               "BESS_BRIDGE_CAPACITY_KWH": "10", "BESS_BRIDGE_MAX_CHARGE_KW": "5", "BESS_BRIDGE_MAX_DISCHARGE_KW": "5"}
+    status = f"{env.get('BESS_TOPIC_ROOT', 'bess/v1')}/node/bridge/status"
+    try:
+        on = run_stack("up", bridged)
+        assert on.returncode == 0, on.stdout + on.stderr
+        assert "bridge" in stack_pids(var)
+        assert "HA_DEVICE_NODE_OF=battery-1=bridge" in (var / "run" / "homeassistant.env").read_text()
+        assert stack.read_retained("127.0.0.1", port, status).get(status), "the bridge published its status"
+    finally:
+        off = run_stack("up", env)
+    assert off.returncode == 0, off.stdout + off.stderr
+    line = next(line for line in off.stdout.splitlines() if line.strip().startswith("bridge "))
+    assert "stopped: BESS_BRIDGE_PROFILE is not set" in line, line
+    assert "its retained status cleared" in line, line
+    assert "bridge" not in stack_pids(var)
+    assert status not in stack.read_retained("127.0.0.1", port, status), "no offline bridge left standing"
+
+
 @pytest.mark.parametrize(
     ("setting", "value", "named"),
     [

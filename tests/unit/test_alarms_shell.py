@@ -257,3 +257,22 @@ def test_bad_alarm_settings_stop_the_node_naming_the_field() -> None:
     config = AlarmsConfig(batteries=["b1"], alarms='{"batteries": {"b9": {}}}')
     assert config.problems() == ["BESS_ALARMS: batteries.b9: not a configured battery (BESS_BATTERIES: b1)"]
     assert AlarmsConfig(alarms_zone="DE").problems()[0].startswith("BESS_ALARMS_ZONE 'DE' is not a valid id")
+
+
+async def test_a_node_removed_for_good_is_no_longer_watched_and_its_offline_alarm_clears() -> None:
+    """deploy/up clears the retained status of a node it stops for good (the bridge without its profile)."""
+    rig = Rig()
+    await rig.start()
+    peer = MemoryBus("peer", rig.broker)
+    rig.clock.now = at(5)
+    await peer.publish(STATUS, NodeStatus(node="recorder", state="online", since=at(5)), node="recorder")
+    await peer.publish(STATUS, NodeStatus(node="bridge", state="offline", since=at(5)), node="bridge")
+    await rig.broker.idle()
+    await rig.tick(40)
+    assert [(a.rule, a.state) for _, a, _ in rig.seen if a.rule == "node_offline"] == [("node_offline", "raised")]
+    await peer.publish_bytes(peer.name(STATUS, node="bridge"), b"", retain=True)
+    await rig.broker.idle()
+    await rig.tick(60)
+    states = [a.state for _, a, _ in rig.seen if a.rule == "node_offline"]
+    assert states == ["raised", "cleared"], states
+    assert "bridge" not in rig.node.nodes

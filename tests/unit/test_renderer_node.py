@@ -24,6 +24,19 @@ async def test_a_status_is_stored_under_the_topic_it_arrived_on() -> None:
     assert renderer.dashboard.statuses["market"].node == "market"
 
 
+async def test_a_node_removed_for_good_leaves_the_status_strip() -> None:
+    renderer = Renderer(RendererConfig(), MemoryBus("renderer"))
+    delivery: Any = None
+    await renderer.on_status({"node": "bridge"}, NodeStatus(node="bridge", state="offline"), delivery)
+    published = renderer.dashboard.events_published
+    await renderer.on_status_cleared({"node": "bridge"})
+    assert "bridge" not in renderer.dashboard.statuses
+    assert renderer.dashboard.events_published == published + 1, "browsers are told to drop the chip"
+    assert not any(b'"bridge"' in frame for frame in renderer.dashboard.snapshot_frames(None, figures=False))
+    await renderer.on_status_cleared({"node": "bridge"})
+    assert renderer.dashboard.events_published == published + 1, "nothing to tell the second time"
+
+
 async def test_control_mode_reaches_the_dashboard() -> None:
     renderer = Renderer(RendererConfig(), MemoryBus("renderer"))
     mode = ControlMode(mode="manual", set_at=NOW, until=NOW + timedelta(minutes=5), reason="operator command")

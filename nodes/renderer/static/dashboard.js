@@ -1,7 +1,7 @@
 /* BESS dashboard: live figures and status over server-sent events (GET /events), no page reloads.
  *
  * Every event's data is {"kind", "battery", "data"}. Kinds: figure (a contract Figure: Plotly data +
- * layout, default window only), status (NodeStatus), state (BatteryState), control ({control, mode, text,
+ * layout, default window only), status (NodeStatus, or {node, removed: true} for a node removed for good), state (BatteryState), control ({control, mode, text,
  * until}), telemetry (Telemetry), alarm (Alarm: raised or cleared, the latest of each rule).
  *
  * The time window is this viewer's own and lives in the URL (?window=7d or ?begin=..&end=..). On the default
@@ -90,6 +90,14 @@
 
   function renderStatus(status) {
     const nodes = $("nodes");
+    if (status.removed) {  // a node removed for good (deploy/up cleared its retained status): gone, not offline
+      const gone = nodes && nodes.querySelector('[data-node="' + CSS.escape(status.node) + '"]');
+      if (gone) gone.remove();
+      delete notes[status.node];
+      if (page === "battery") renderNotes();
+      document.querySelectorAll('[data-note-node="' + CSS.escape(status.node) + '"]').forEach((n) => n.remove());
+      return;
+    }
     if (nodes) {
       const placeholder = nodes.querySelector("[data-empty]");
       if (placeholder) placeholder.remove();
