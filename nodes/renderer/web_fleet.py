@@ -10,6 +10,7 @@ Hooks for the script and browser tests: ``#fleet`` (``data-sort-key``, ``data-so
 from __future__ import annotations
 
 import html
+import math
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Final
@@ -48,6 +49,11 @@ def _num(value: float | None, digits: int, unit: str) -> str:
     return f"{value:,.{digits}f} {unit}".replace("-", "−")
 
 
+def whole_pct(value: float) -> str:
+    """A percentage without decimals, rounded half up as the page's script rounds it (``Math.round``)."""
+    return str(math.floor(value + 0.5))
+
+
 def _attr(value: float | None) -> str:
     return "" if value is None else repr(float(value))
 
@@ -55,7 +61,7 @@ def _attr(value: float | None) -> str:
 def soc_cell(row: FleetRow) -> str:
     """The SOC cell: a bar (of capacity, with the SOC limits as ticks) and the kWh and % as text."""
     pct = row.soc_pct
-    text = _num(row.soc_kwh, 1, "kWh") + (f" · {pct:.0f} %" if pct is not None else "")
+    text = _num(row.soc_kwh, 1, "kWh") + (f" · {whole_pct(pct)} %" if pct is not None else "")
     limits = ""
     if row.capacity_kwh and row.soc_min_kwh is not None and row.soc_max_kwh is not None:
         lo, hi = row.soc_min_kwh / row.capacity_kwh * 100, row.soc_max_kwh / row.capacity_kwh * 100
@@ -139,7 +145,7 @@ def totals_html(totals: FleetTotals) -> str:
     """The totals row (``tfoot``)."""
     energy = _num(totals.energy_kwh, 1, "kWh")
     if totals.energy_pct is not None:
-        energy += f" · {totals.energy_pct:.0f} %"
+        energy += f" · {whole_pct(totals.energy_pct)} %"
     how = totals.how
     return (
         f'<tr id="fleet-totals" class="totals">'

@@ -14,7 +14,7 @@ from nodes.renderer.fleet import (
     plan_revenue_between,
     utc_day,
 )
-from nodes.renderer.web_fleet import fleet_table
+from nodes.renderer.web_fleet import fleet_table, whole_pct
 
 NOW = datetime(2025, 1, 16, 12, 0, tzinfo=UTC)
 SPEC = BatterySpec(capacity_kwh=1000, soc_min_kwh=100, soc_max_kwh=900, max_charge_kw=250, max_discharge_kw=250,
@@ -122,3 +122,7 @@ def test_the_table_has_a_row_per_battery_sortable_headers_and_the_totals() -> No
     assert '<span class="fill" style="width:40.0%"></span><i class="tick" style="left:10.0%"></i>' in html
     assert "2025-01-16 12:59:50 CET" in html, "the reading's time in the display zone (UTC+1 in January)"
     assert 'data-ts="2025-01-16T11:59:50Z"' in html, "the data stays UTC"
+
+
+def test_percentages_round_half_up_as_the_page_script_does() -> None:
+    assert [whole_pct(v) for v in (52.5, 52.49, 0.5, 99.5)] == ["53", "52", "1", "100"]  # Math.round, not half-even

@@ -678,7 +678,7 @@
     if (cap && lo !== null && hi !== null) {
       for (const v of [lo, hi]) bar.append(el("i", { class: "tick", style: "left:" + ((v / cap) * 100).toFixed(1) + "%" }));
     }
-    cell.querySelector(".soc-text").textContent = (kwh === null ? "—" : fmtNum(kwh, 1) + " kWh") + (pct === null ? "" : " · " + pct.toFixed(0) + " %");
+    cell.querySelector(".soc-text").textContent = (kwh === null ? "—" : fmtNum(kwh, 1) + " kWh") + (pct === null ? "" : " · " + Math.round(pct) + " %");
     cell.title = kwh === null ? "no telemetry yet" : fmtNum(kwh, 1) + " kWh" + (pct === null ? "; no spec received, so no % of capacity"
       : " of " + fmtNum(cap, 0) + " kWh capacity (" + pct.toFixed(1) + " %)" + (lo !== null ? "; limits " + fmtNum(lo, 0) + "–" + fmtNum(hi, 0) + " kWh" : ""));
   }
@@ -752,7 +752,7 @@
     cell("batteries").textContent = "fleet · " + batteries + " batteries, " + counted + " counted";
     const e = cell("energy");
     e.dataset.value = counted ? String(energy) : "";
-    e.textContent = counted ? fmtNum(energy, 1) + " kWh" + (capacity ? " · " + ((storedWithCapacity / capacity) * 100).toFixed(0) + " %" : "") : "—";
+    e.textContent = counted ? fmtNum(energy, 1) + " kWh" + (capacity ? " · " + Math.round((storedWithCapacity / capacity) * 100) + " %" : "") : "—";
     const p = cell("power");
     p.dataset.value = powered ? String(power) : "";
     p.textContent = powered ? fmtNum(power, 1) + " kW" : "—";
@@ -842,7 +842,8 @@
     const tbody = $("diagnostics-table").tBodies[0];
     tbody.replaceChildren(...p.rows.map((r) => {
       const tr = el("tr", { dataset: { key: r.key, value: r.value === null ? "" : String(r.value), enough: r.need ? "false" : "true" }, title: "how: " + r.method });
-      const sample = (r.sample !== null && r.sample !== undefined ? fmtNum(r.sample, 0) + " " + r.sample_unit + ", " : "") +
+      const unit = r.sample === 1 ? r.sample_unit.replace(/s$/, "") : r.sample_unit; // "1 gap", "2 gaps"
+      const sample = (r.sample !== null && r.sample !== undefined ? fmtNum(r.sample, 0) + " " + unit + ", " : "") +
         fmtNum(r.readings, 0) + " readings, " + fmtNum(r.hours, 1) + " h";
       tr.append(
         el("th", { scope: "row" }, r.title),
