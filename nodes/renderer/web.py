@@ -161,7 +161,10 @@ def _page(name: str, **values: str) -> web.Response:
     text = _PAGES[name]
     for key, value in values.items():
         text = text.replace("{{" + key + "}}", value)
-    return web.Response(text=text, content_type="text/html", headers={"Cache-Control": "no-cache"})
+    response = web.Response(text=text, content_type="text/html", headers={"Cache-Control": "no-cache"})
+    if len(text) > 32_768:
+        response.enable_compression()  # the fleet table of 200 batteries is ~250 kB of markup, ~20 kB gzipped
+    return response
 
 
 _PAGES: dict[str, str] = {}

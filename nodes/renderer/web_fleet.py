@@ -37,6 +37,8 @@ COLUMNS: Final = (
     ("age", "telemetry", "time since the latest telemetry (its own timestamp)"),
 )
 """(sort key and ``data-field``, header, tooltip) of each column, in order."""
+REVENUE_CELL: Final = "planned for today (UTC) by the current plan, not metered; the column header says how"
+"""A revenue cell's tooltip: short, since it is on every row (the header carries the whole rule)."""
 
 
 def _e(value: object) -> str:
@@ -94,7 +96,7 @@ def _revenue_cell(row: FleetRow) -> str:
                 f'title="{_e(row.revenue_note)}">—</td>')
     return (f'<td data-field="revenue" data-sort-value="{_attr(row.revenue_today)}" '
             f'data-value="{_attr(row.revenue_today)}" data-currency="{_e(row.currency)}" '
-            f'title="{_e(fleet.REVENUE_HOW)}">{_e(money(row.revenue_today, row.currency))}</td>')
+            f'title="{REVENUE_CELL}">{_e(money(row.revenue_today, row.currency))}</td>')
 
 
 def _age_cell(row: FleetRow, zone: str) -> str:

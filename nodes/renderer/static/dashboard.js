@@ -698,7 +698,7 @@
     rev.dataset.sortValue = rev.dataset.value;
     rev.dataset.currency = r.currency || "";
     rev.textContent = r.revenue_today === null || r.revenue_today === undefined ? "—" : money(r.revenue_today, r.currency);
-    rev.title = r.revenue_note || $("fleet").querySelector('th[data-sort-key="revenue"]').title; // how it is computed
+    rev.title = r.revenue_note || "planned for today (UTC) by the current plan, not metered; the column header says how";
     fleetDirty = true;
   }
 
