@@ -14,6 +14,7 @@ import msgspec
 from nodes.contract.topics import id_problems
 from nodes.renderer.auth import DashboardAuth
 from nodes.renderer.revenue import day_clock
+from nodes.renderer.timezone import zone_problem
 from nodes.runtime.config import MqttSettings
 
 
@@ -41,6 +42,12 @@ class RendererConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
     renderer_day_tz: str = ""
     #: at most this often per battery (the KPI is an integral over raw samples; Home Assistant records each value)
     renderer_revenue_interval_s: float = 10.0
+    display_tz: str = "UTC"
+    """``BESS_DISPLAY_TZ``: the IANA zone the dashboard shows times in by default (a toggle switches to UTC)."""
+    diagnostics_refresh_s: float = msgspec.field(default=300.0, name="renderer_diagnostics_refresh_s")
+    """How long a live window's diagnostics panel is kept before it is computed again."""
+    diagnostics_max_rows: int = msgspec.field(default=1_000_000, name="renderer_diagnostics_max_rows")
+    """Raw readings the diagnostics read at most for one window (beyond: refused with the reason)."""
 
     def problems(self) -> list[str]:
         """Invalid settings, reported at start-up (exit 2)."""
@@ -55,6 +62,12 @@ class RendererConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
             )
         if self.kpi_max_rows < 1 or self.figure_cache_s < 0:
             found.append("BESS_RENDERER_KPI_MAX_ROWS must be >= 1 and BESS_RENDERER_FIGURE_CACHE_S >= 0")
+        problem = zone_problem(self.display_tz)
+        if problem is not None:
+            found.append(problem)
+        if self.diagnostics_refresh_s < 1 or not 1_000 <= self.diagnostics_max_rows <= 50_000_000:
+            found.append("BESS_RENDERER_DIAGNOSTICS_REFRESH_S must be >= 1 and BESS_RENDERER_DIAGNOSTICS_MAX_ROWS "
+                         "1000 to 50000000")
         if self.dashboard_token is not None and not self.dashboard_token.strip():
             found.append("BESS_DASHBOARD_TOKEN is empty: unset it or give a token")
         try:

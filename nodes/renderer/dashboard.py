@@ -28,10 +28,24 @@ from typing import Any
 
 import msgspec
 
-from nodes.contract.messages import SEVERITIES, Alarm, BatteryState, ControlMode, Figure, NodeStatus, Telemetry
+from nodes.contract.messages import (
+    SEVERITIES,
+    Alarm,
+    BatterySpec,
+    BatteryState,
+    ControlMode,
+    Figure,
+    NodeStatus,
+    Schedule,
+    Telemetry,
+)
 from nodes.contract.names import ID_PATTERN, ID_SHAPE
 from nodes.renderer import auth as dashboard_auth
+from nodes.renderer import fleet
+from nodes.renderer.csvout import Table
+from nodes.renderer.diagnosis import DiagnosticsPanel
 from nodes.renderer.figures import FIGURE_IDS
+from nodes.renderer.timezone import DEFAULT_ZONE
 from nodes.renderer.windows import TimeWindow
 
 log = logging.getLogger(__name__)
@@ -53,6 +67,13 @@ class WindowFigures:
 
 FigureProvider = Callable[[str, TimeWindow], Awaitable[WindowFigures]]
 """``provider(battery, window)``: the figures of a battery for a viewer's window (computed on demand)."""
+DiagnosticsProvider = Callable[[str, TimeWindow], Awaitable[DiagnosticsPanel]]
+"""``provider(battery, window)``: the diagnostics panel of a battery for a viewer's window."""
+ExportProvider = Callable[[str, TimeWindow, str], Awaitable[Table]]
+"""``provider(battery, window, series)``: the CSV export of one panel of a battery page."""
+INDEX_QUEUE_PER_BATTERY = 6
+"""An index stream's queue holds this many events per battery (telemetry, state, control, alarms, fleet), so a
+fleet of 200 does not push one battery's latest reading out of a slow browser's queue."""
 
 
 EventKey = tuple[str, str | None, str]
@@ -150,6 +171,12 @@ class DashboardState:
         self.telemetry: dict[str, Telemetry] = {}
         self.alarms: dict[str, dict[str, Alarm]] = {}
         """battery -> rule -> the latest alarm message (raised or cleared) from its retained topic."""
+        self.specs: dict[str, BatterySpec] = {}
+        self.schedules: dict[str, Schedule] = {}
+        self.display_tz = DEFAULT_ZONE
+        """``BESS_DISPLAY_TZ``: the zone a page shows times in by default (its toggle switches to UTC and back)."""
+        self.diagnostics_provider: DiagnosticsProvider | None = None
+        self.export_provider: ExportProvider | None = None
         self.batteries: set[str] = set()
         self._clients: set[EventClient] = set()
         self._unkeyed = count()
@@ -222,7 +249,37 @@ class DashboardState:
         self.alarms.setdefault(battery, {})[key] = alarm
         self.publish_event("alarm", battery, _encoder.encode(alarm), key=key)
 
+    def set_spec(self, battery: str, spec: BatterySpec) -> None:
+        """Store a battery's spec (the fleet table's SOC %) and push its fleet row to the index."""
+        self.add_battery(battery)
+        self.specs[battery] = spec
+        self._publish_row(battery)
+
+    def set_schedule(self, battery: str, schedule: Schedule) -> None:
+        """Store a battery's current plan (the fleet table's plan revenue today) and push its fleet row."""
+        self.add_battery(battery)
+        self.schedules[battery] = schedule
+        self._publish_row(battery)
+
+    def _publish_row(self, battery: str) -> None:
+        self.publish_event("fleet", battery, _encoder.encode(self.fleet_row(battery)), key="fleet")
+
     # -- derived views -------------------------------------------------------------------------------------
+
+    def fleet_row(self, battery: str) -> fleet.FleetRow:
+        """The battery's row of the fleet table (:mod:`nodes.renderer.fleet`)."""
+        now = self.clock()
+        control = control_summary(self.controls.get(battery), now)
+        return fleet.fleet_row(
+            battery, now=now, telemetry=self.telemetry.get(battery), state=self.states.get(battery),
+            control_mode=control["mode"], control_text=control["text"], alarms=self.active_alarms(battery),
+            spec=self.specs.get(battery), schedule=self.schedules.get(battery), notes=self.notes_for(battery),
+        )
+
+    def fleet(self) -> tuple[list[fleet.FleetRow], fleet.FleetTotals]:
+        """Every battery's row (by id) and the fleet's totals."""
+        rows = [self.fleet_row(b) for b in sorted(self.batteries)]
+        return rows, fleet.fleet_totals(rows)
 
     def active_alarms(self, battery: str) -> list[Alarm]:
         """The battery's alarms up now, most urgent first (then the oldest first)."""
@@ -298,7 +355,9 @@ class DashboardState:
 
     def subscribe(self, battery: str | None, kinds: frozenset[str] | None = None) -> EventClient:
         """Register an event-stream client (pair with :meth:`unsubscribe`)."""
-        client = EventClient(battery=battery, limit=self.queue_size, kinds=kinds)
+        limit = self.queue_size if battery is not None else max(self.queue_size,
+                                                                 INDEX_QUEUE_PER_BATTERY * len(self.batteries) + 64)
+        client = EventClient(battery=battery, limit=limit, kinds=kinds)
         self._clients.add(client)
         return client
 
@@ -326,5 +385,5 @@ def figure_order(figures: dict[str, bytes]) -> list[str]:
     return known + sorted(f for f in figures if f not in FIGURE_IDS)
 
 
-__all__ = ["DashboardState", "EventClient", "FigureProvider", "WindowFigures", "control_summary", "figure_order",
-           "sse_frame"]
+__all__ = ["DashboardState", "DiagnosticsProvider", "EventClient", "ExportProvider", "FigureProvider", "WindowFigures",
+           "control_summary", "figure_order", "sse_frame"]

@@ -4,8 +4,7 @@ Consumes: ``battery/+/telemetry``, ``battery/+/spec``, ``battery/+/state``, ``ba
 ``battery/+/schedule``, ``battery/+/alarm/+``, ``market/{zone}/prices``, ``node/+/status``; history from the
 recorder over ``history/request`` (never the database directly), the stored alarms too.
 Produces: ``battery/{battery}/figure/{soc|power|prices|cells|schedule|insights|alarms}`` (retained Plotly JSON) for
-the
-default window (the last 24 h) whenever a battery's inputs change (at most every ``BESS_RENDERER_INTERVAL_S``),
+the default window (the last 24 h) whenever a battery's inputs change (at most every ``BESS_RENDERER_INTERVAL_S``),
 and the dashboard on ``BESS_DASHBOARD_PORT``, where every viewer picks its own window (figures for other
 windows are computed on demand and cached for ``BESS_RENDERER_FIGURE_CACHE_S``), and the derived
 ``battery/{battery}/revenue`` (DayRevenue, retained: today's realised revenue, the dashboard's own KPI since
@@ -19,6 +18,10 @@ Two kinds of history:
 * for KPIs, raw rows only, integrated exactly into 15-minute rollups (:mod:`nodes.renderer.ledger`): the
   days still open are kept raw and refreshed incrementally, final days are read once in the background (at
   most ``BESS_RENDERER_KPI_MAX_ROWS`` rows per window; beyond that the page says so instead of showing a guess).
+
+Diagnostics (:mod:`nodes.renderer.diagnoser`): raw readings and stored Commands of a viewer's window, diagnosed in a
+worker thread when a page asks, kept ``BESS_RENDERER_DIAGNOSTICS_REFRESH_S``. CSV exports
+(:mod:`nodes.renderer.exports`) are drawn from the same scene as the figures of that window.
 
 If the recorder does not answer, the figures are drawn from live data alone and the node reports ``degraded``.
 Lifecycle: the common node lifecycle (nodes.runtime.node); the web server starts in ``run`` and stops (closing
@@ -66,9 +69,12 @@ from nodes.contract.topics import (
 from nodes.renderer import history as hist
 from nodes.renderer import revenue
 from nodes.renderer.config import RendererConfig
+from nodes.renderer.csvout import Table
 from nodes.renderer.currency import mixed_currencies
 from nodes.renderer.dashboard import DashboardState, WindowFigures
+from nodes.renderer.diagnoser import Diagnoser
 from nodes.renderer.draw import Drawing, Scene, draw
+from nodes.renderer.exports import scene_table
 from nodes.renderer.figures import FIGURE_IDS, alarms_from_history
 from nodes.renderer.history import DisplayHistory, bucket_seconds
 from nodes.renderer.insights import Insights, insights_from_totals, pending
@@ -138,6 +144,13 @@ class Renderer(Service[RendererConfig]):
         self._inflight: dict[tuple[str, str], asyncio.Future[WindowFigures]] = {}
         self._listener: Listener | None = None
         self.day_tz, self.day_tz_name = revenue.day_clock(config.renderer_day_tz, config.renderer_zone)
+        self.dashboard.display_tz = config.display_tz
+        self.diagnoser = Diagnoser(
+            self._raw_pages, self._history, lambda b: self.views[b].spec if b in self.views else None,
+            refresh_s=config.diagnostics_refresh_s, max_rows=config.diagnostics_max_rows,
+        )
+        self.dashboard.diagnostics_provider = self.diagnoser.panel
+        self.dashboard.export_provider = self.export
 
     # -- inputs -----------------------------------------------------------------------------------------------
 
@@ -184,8 +197,10 @@ class Renderer(Service[RendererConfig]):
         self._mark(battery)
 
     async def on_spec(self, params: dict[str, str], message: BatterySpec, delivery: Delivery) -> None:
-        """SOC limits for the SOC figure."""
+        """SOC limits for the SOC figure, capacity for the fleet table; the diagnostics compare with it."""
         self._view(params["battery"]).spec = message
+        self.dashboard.set_spec(params["battery"], message)
+        self.diagnoser.forget(params["battery"])
         self._mark(params["battery"])
 
     async def on_state(self, params: dict[str, str], message: BatteryState, delivery: Delivery) -> None:
@@ -199,8 +214,9 @@ class Renderer(Service[RendererConfig]):
         self.dashboard.set_control(params["battery"], message)
 
     async def on_schedule(self, params: dict[str, str], message: Schedule, delivery: Delivery) -> None:
-        """A new plan: planned SOC and power, the schedule table, expected revenue."""
+        """A new plan: planned SOC and power, the schedule table, expected revenue, the fleet's revenue today."""
         self._view(params["battery"]).schedule = message
+        self.dashboard.set_schedule(params["battery"], message)
         self._mark(params["battery"])
 
     async def on_prices(self, params: dict[str, str], message: PriceForecast, delivery: Delivery) -> None:
@@ -420,6 +436,17 @@ class Renderer(Service[RendererConfig]):
 
     async def build(self, battery: str, window: TimeWindow) -> Drawing:
         """Every figure of ``battery`` over ``window`` (contract Figures, drawn in a worker thread)."""
+        scene = await self.scene(battery, window)
+        drawing = await asyncio.to_thread(draw, scene, self.config.figure_cache_s)
+        self.bus.counters["renders"] += 1
+        return drawing
+
+    async def export(self, battery: str, window: TimeWindow, series: str) -> Table:
+        """The CSV export ``series`` of ``battery`` over ``window``: the data its panel draws."""
+        return scene_table(series, await self.scene(battery, window))
+
+    async def scene(self, battery: str, window: TimeWindow) -> Scene:
+        """Everything the figures of ``battery`` over ``window`` are drawn from (history read as needed)."""
         view = self._view(battery)
         now = datetime.now(UTC)
         now_s = now.timestamp()
@@ -440,7 +467,7 @@ class Renderer(Service[RendererConfig]):
                 alarms, alarms_note = await self._alarm_history(battery, view, window, begin, end)
         telemetry = hist.with_live(view.live, history, begin.timestamp(), end.timestamp() + (1.0 if live else 0.0))
         x_end = end + (end - begin) / 2 if live else end
-        scene = Scene(
+        return Scene(
             battery=battery,
             telemetry=telemetry,
             prices=downsample(self._prices().window(begin, x_end), self.config.max_points),
@@ -454,9 +481,6 @@ class Renderer(Service[RendererConfig]):
             alarms=alarms,
             alarms_note=alarms_note,
         )
-        drawing = await asyncio.to_thread(draw, scene, self.config.figure_cache_s)
-        self.bus.counters["renders"] += 1
-        return drawing
 
     async def figures_for(self, battery: str, window: TimeWindow) -> WindowFigures:
         """The dashboard's provider: figures for a viewer's window, cached briefly, one build per key at a time."""
@@ -542,6 +566,7 @@ class Renderer(Service[RendererConfig]):
             await asyncio.sleep(self.config.render_interval_s)
 
     async def shutdown(self) -> None:
+        self.diagnoser.close()
         for view in self.views.values():
             if view.fill_task is not None:
                 view.fill_task.cancel()

@@ -14,7 +14,8 @@ per battery and window) and asks again every ``refresh_s`` the answer names. No 
 
 Routes::
 
-    GET  /                        batteries with their state (SOC, power, modes, telemetry age) and node status
+    GET  /                        the fleet table (:mod:`nodes.renderer.web_fleet`): every battery's SOC, power,
+                                  modes, alarms, plan revenue today, telemetry age, sortable, with totals
     GET  /battery/{battery}       one battery: status strip, window links, one panel per figure (?window, ?begin/end)
     GET  /static/plotly.min.js    plotly.offline.get_plotlyjs(), built once, cached for a year (versioned URL)
     GET  /static/dashboard.js     the page logic (nodes/renderer/static/)
@@ -25,6 +26,11 @@ Routes::
     GET  /events[?battery=id][&figures=0]  text/event-stream; events: figure, status, state, control, telemetry,
                                   alarm
     GET  /login, POST /login      only with a dashboard token (:mod:`nodes.renderer.auth`)
+    GET  /api/fleet, /fleet.csv, /battery/{battery}/export.csv, /api/diagnostics/{battery}
+                                  the fleet, CSV exports and diagnostics (:mod:`nodes.renderer.web_exports`)
+
+Times: every page has a toggle between UTC and ``BESS_DISPLAY_TZ`` (:mod:`nodes.renderer.timezone`), starting on
+the configured zone; data, the API and CSV stay UTC.
 
 Events and how slow browsers are handled: :mod:`nodes.renderer.dashboard`.
 
@@ -42,7 +48,6 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC
 from functools import cache
 from importlib import resources
 from typing import Any, Final
@@ -54,6 +59,7 @@ from aiohttp import web
 from nodes.contract.messages import NodeStatus
 from nodes.contract.names import ID_PATTERN, ID_RULE
 from nodes.renderer import auth as dashboard_auth
+from nodes.renderer import web_fleet
 from nodes.renderer.dashboard import (
     DashboardState,
     control_summary,
@@ -66,7 +72,7 @@ log = logging.getLogger(__name__)
 _encoder = msgspec.json.Encoder()
 
 STATIC_FILES: Final = {"dashboard.js": "application/javascript", "dashboard.css": "text/css"}
-INDEX_KINDS: Final = frozenset({"status", "state", "control", "telemetry", "alarm"})
+INDEX_KINDS: Final = frozenset({"status", "state", "control", "telemetry", "alarm", "fleet"})
 WIDE_FIGURES: Final = ("schedule", "alarms")
 """Panels that take the whole width (last, so the half-width ones pair up on a two-column screen)."""
 WAITING: Final = {"schedule": "waiting for a schedule", "alarms": "waiting for the alarm history"}
@@ -155,7 +161,10 @@ def _page(name: str, **values: str) -> web.Response:
     text = _PAGES[name]
     for key, value in values.items():
         text = text.replace("{{" + key + "}}", value)
-    return web.Response(text=text, content_type="text/html", headers={"Cache-Control": "no-cache"})
+    response = web.Response(text=text, content_type="text/html", headers={"Cache-Control": "no-cache"})
+    if len(text) > 32_768:
+        response.enable_compression()  # the fleet table of 200 batteries is ~250 kB of markup, ~20 kB gzipped
+    return response
 
 
 _PAGES: dict[str, str] = {}
@@ -177,70 +186,36 @@ def _status_chips(statuses: dict[str, NodeStatus]) -> str:
     return "".join(chips)
 
 
-def _fmt(value: float | None, digits: int, unit: str) -> str:
-    if value is None:
-        return "—"
-    return f"{value:,.{digits}f} {unit}".replace("-", "−")
-
-
-def _battery_card(summary: dict[str, Any]) -> str:
-    """One index card: what a battery does now, with a tooltip on every number."""
-    b = html.escape(summary["battery"])
-    mode = summary["mode"] or "unknown"
-    ts = summary["telemetry_ts"]
-    ts_text = "" if ts is None else ts.astimezone(UTC).isoformat().replace("+00:00", "Z")
-    power = summary["power_kw"]
-    power_text = "not reported" if power is None and ts is not None else _fmt(power, 1, "kW")
-    notes = "".join(
-        f'<span class="card-note" data-note-node="{html.escape(node)}" title="reported by the {html.escape(node)}">'
-        f"{html.escape(node)}: {html.escape(text)}</span>"
-        for node, text in summary["notes"].items()
-    )
-    return (
-        f'<a class="card battery-card" id="battery-{b}" data-battery="{b}" href="/battery/{b}">'
-        f'<span class="card-title">{b}</span>'
-        f'<span class="card-row"><span class="chip chip-mode" data-mode="{mode}" '
-        f'title="what the battery reports doing (its state topic)">'
-        f'{mode if summary["mode"] else "no state reported"}</span>'
-        f'<span class="chip chip-control" data-control="{summary["control_mode"] or "default"}" '
-        f'title="who may command it (the control topic)">{html.escape(summary["control"])}</span></span>'
-        f'<dl class="card-stats">'
-        f'<div title="state of charge in the latest telemetry"><dt>SOC</dt>'
-        f'<dd data-field="soc">{_fmt(summary["soc_kwh"], 1, "kWh")}</dd></div>'
-        f'<div title="power in the latest telemetry: + discharging, − charging"><dt>power</dt>'
-        f'<dd data-field="power">{power_text}</dd></div>'
-        f'<div title="time since the latest telemetry (its own timestamp)"><dt>telemetry</dt>'
-        f'<dd data-field="age" data-ts="{ts_text}">{"none yet" if ts is None else ts_text}</dd></div>'
-        f"</dl>{notes}{_card_alarms(summary['alarms'])}</a>"
-    )
-
-
-def _card_alarms(alarms: list[Any]) -> str:
-    """The card's alarm chip: how many are up and the most urgent severity (the page script keeps it current)."""
-    top = alarms[0].severity if alarms else "none"
-    text = f"{len(alarms)} alarm{'s' if len(alarms) != 1 else ''}" if alarms else "no alarm"
-    return (f'<span class="chip chip-alarm" data-field="alarms" data-count="{len(alarms)}" data-severity="{top}" '
-            f'title="alarms up now (battery/{{battery}}/alarm/+)">{text}</span>')
-
-
 # -- handlers ------------------------------------------------------------------------------------------------
+
+
+def _tz_toggle(zone: str) -> str:
+    """The page's time-zone toggle: UTC and the configured zone (just a label when that is UTC)."""
+    if zone == "UTC":
+        return ('<span class="tz-label" id="tz-toggle" data-zones="UTC" title="times are shown in UTC; set '
+                'BESS_DISPLAY_TZ (e.g. Europe/Berlin) for a local-time toggle">times in UTC</span>')
+    z = html.escape(zone, quote=True)
+    return (f'<div class="segmented tz" id="tz-toggle" data-zones="UTC {z}" role="group" aria-label="time zone" '
+            f'title="show times in UTC or in {z} (BESS_DISPLAY_TZ); data and CSV exports stay UTC">'
+            f'<button type="button" class="seg" data-tz="UTC">UTC</button>'
+            f'<button type="button" class="seg" data-tz="{z}">{z}</button></div>')
 
 
 async def _index(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
-    cards = [_battery_card(state.summary(battery)) for battery in sorted(state.batteries)]
-    empty = (
-        "" if cards else '<p class="waiting" id="no-batteries">waiting for telemetry: no battery has reported yet</p>'
-    )
+    rows, totals = state.fleet()
     return _page(
         "index.html",
         plotly_version=plotly.__version__,
         status_chips=_status_chips(state.statuses),
-        battery_cards="".join(cards) + empty,
+        fleet_table=web_fleet.fleet_table(rows, totals, state.display_tz, state.clock()),
+        display_tz=html.escape(state.display_tz, quote=True),
+        tz_toggle=_tz_toggle(state.display_tz),
     )
 
 
-def _window_or_error(request: web.Request) -> TimeWindow | web.Response:
+def window_or_error(request: web.Request) -> TimeWindow | web.Response:
+    """The viewer's window from the query, or the 422 answer naming the parameter."""
     state = request.app[STATE_KEY]
     try:
         return parse_window(request.query, state.clock())
@@ -253,7 +228,7 @@ async def _battery_page(request: web.Request) -> web.Response:
     battery = request.match_info["battery"]
     if not ID_PATTERN.fullmatch(battery):
         raise web.HTTPNotFound(text="no such battery id")
-    window = _window_or_error(request)
+    window = window_or_error(request)
     if isinstance(window, web.Response):
         return window
     panels = []
@@ -264,16 +239,20 @@ async def _battery_page(request: web.Request) -> web.Response:
             f'<section class="panel{wide}" id="panel-{figure_id}" data-figure="{figure_id}" '
             f'data-state="waiting" data-points="0" data-traces="0" data-last-update="" data-ts="">'
             f'<div class="plot" id="plot-{figure_id}"></div>'
-            f'<div class="panel-waiting" id="waiting-{figure_id}">{waiting}</div></section>'
+            f'<div class="panel-waiting" id="waiting-{figure_id}">{waiting}</div>'
+            f'{_csv_link(battery, figure_id)}</section>'
         )
     presets = "".join(
         f'<a class="seg" href="/battery/{battery}?window={key}" data-window="{key}" '
         f'title="the last {label} up to now, updating live">{label}</a>'
         for label, key in WINDOW_PRESETS
     )
+    panels.append(_diagnostics_panel(battery))
     return _page(
         "battery.html",
         battery=battery,
+        display_tz=html.escape(state.display_tz, quote=True),
+        tz_toggle=_tz_toggle(state.display_tz),
         plotly_version=plotly.__version__,
         status_chips=_status_chips(state.statuses),
         panels="".join(panels),
@@ -281,6 +260,30 @@ async def _battery_page(request: web.Request) -> web.Response:
         window_json=html.escape(_encoder.encode(window).decode(), quote=True),
         window_key=html.escape(window.key, quote=True),
         window_default="true" if window == DEFAULT_WINDOW else "false",
+    )
+
+
+def _csv_link(battery: str, series: str) -> str:
+    """A panel's CSV link (the page's script adds the viewer's window to it)."""
+    return (f'<a class="panel-csv" data-series="{series}" href="/battery/{battery}/export.csv?series={series}" '
+            f'download title="the data this panel draws over the window, as CSV (times UTC, units in the column '
+            f'names)">CSV</a>')
+
+
+def _diagnostics_panel(battery: str) -> str:
+    """The diagnostics panel: the page's script fills it from ``GET /api/diagnostics`` (see web_exports)."""
+    return (
+        '<section class="panel panel-wide panel-table" id="panel-diagnostics" data-figure="diagnostics" '
+        'data-state="waiting" data-status="" data-rows="0">'
+        '<div class="panel-head"><h2>Diagnostics</h2><span class="panel-sub" id="diagnostics-basis"></span>'
+        '<span class="info" title="Computed from the raw readings and the commands stored for this window '
+        '(nodes/diagnostics), recomputed at most every BESS_RENDERER_DIAGNOSTICS_REFRESH_S; each line names its '
+        'method (hover) and the sample it rests on. A result without enough data says what it needs.">how?</span>'
+        '</div><table class="diag" id="diagnostics-table"><thead><tr><th scope="col">diagnostic</th>'
+        '<th scope="col">measured</th><th scope="col">spec</th><th scope="col">basis</th>'
+        '<th scope="col">result</th></tr></thead><tbody></tbody></table>'
+        '<div class="panel-waiting" id="waiting-diagnostics">computing the diagnostics of this window…</div>'
+        f'{_csv_link(battery, "diagnostics")}</section>'
     )
 
 
@@ -311,7 +314,7 @@ async def _api_figures(request: web.Request) -> web.Response:
         return json_error(422, f"battery id must be {ID_RULE}", "battery")
     if battery not in state.batteries:
         return json_error(404, f"unknown battery {battery!r}", "battery")
-    window = _window_or_error(request)
+    window = window_or_error(request)
     if isinstance(window, web.Response):
         return window
     drawn = state.figures.get(battery, {})
@@ -422,6 +425,9 @@ def build_app(state: DashboardState) -> web.Application:
     app.router.add_get("/api/figures/{battery}", _api_figures)
     app.router.add_get("/api/status", _api_status)
     app.router.add_get("/events", _events)
+    from nodes.renderer import web_exports  # imports this module: registered here, once it is loaded
+
+    web_exports.add_routes(app)
 
     async def on_shutdown(_app: web.Application) -> None:
         state.close()

@@ -65,8 +65,8 @@ async def test_the_banner_appears_for_a_hot_cell_and_disappears_when_it_clears(
             what="the alarm on the index banner")
         assert on_index["items"][0]["battery"] == hot
         chips = await index.evaluate(
-            "Object.fromEntries(Array.from(document.querySelectorAll('.battery-card')).map(c => [c.dataset.battery,"
-            " c.querySelector('[data-field=\"alarms\"]').dataset.count]))")
+            "Object.fromEntries(Array.from(document.querySelectorAll('.battery-row')).map(c => [c.dataset.battery,"
+            " c.querySelector('[data-field=\"alarms\"] .chip-alarm').dataset.count]))")
         assert chips == {hot: "1", batteries[0]: "0", batteries[2]: "0"}
         await page.screenshot(ARTIFACTS / "alarm-banner.png")
 

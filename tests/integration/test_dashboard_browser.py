@@ -156,14 +156,14 @@ async def test_dashboard_renders_live_figures(
         await live.screenshot(ARTIFACTS / "dashboard-seed.png")
         await week.screenshot(ARTIFACTS / "dashboard-6h.png")
 
-        # the index: every battery with its SOC, power, modes and telemetry age
+        # the index (the fleet table): every battery with its SOC, power, modes and telemetry age
         await live.goto(base + "/")
         card = await live.wait_for(
             f"(() => {{ const c = document.getElementById('battery-{battery_id}'); if (!c) return null;"
             " const f = (n) => c.querySelector('[data-field=\"' + n + '\"]').textContent;"
             " return f('soc').includes('kWh') && f('age').includes('ago') ? {soc: f('soc'), power: f('power'),"
             " age: f('age'), mode: c.querySelector('.chip-mode').textContent,"
-            " control: c.querySelector('.chip-control').textContent} : null; })()",
+            " control: c.querySelector('[data-field=\"control\"]').title} : null; })()",
             timeout=30, what="the simulated battery's state on the index",
         )
         assert card["mode"] in ("idle", "charging", "discharging")
@@ -172,7 +172,7 @@ async def test_dashboard_renders_live_figures(
             f"document.querySelector('#battery-{seed} [data-field=\"power\"]').textContent"
         )
         assert seed_card == "not reported"
-        note = await live.evaluate(f"document.querySelector('#battery-{seed} .card-note').textContent")
+        note = await live.evaluate(f"document.querySelector('#battery-{seed} .row-note').textContent")
         assert note == "planner: monitored, not planned: no spec received"
         await live.screenshot(ARTIFACTS / "dashboard-index.png")
 

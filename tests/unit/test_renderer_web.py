@@ -129,16 +129,17 @@ async def test_index_lists_batteries_and_statuses(client: TestClient[Any, Any]) 
 
 async def test_index_shows_each_batterys_state(client: TestClient[Any, Any]) -> None:
     page = await (await client.get("/")).text()
-    card = page[page.index('id="battery-b1"') : page.index('id="battery-b2"')]
-    assert '<dd data-field="soc">512.0 kWh</dd>' in card
-    assert '<dd data-field="power">50.0 kW</dd>' in card
-    assert 'data-field="age" data-ts="2025-01-16T11:59:18Z"' in card  # the page counts the age up from it
-    assert 'data-mode="discharging"' in card
-    assert 'data-control="manual"' in card
-    assert "Control: manual until 12:05 UTC (operator command)" in card
-    assert card.count("title=") >= 5  # every number says what it is
+    row = page[page.index('id="battery-b1"') : page.index('id="battery-b2"')]
+    assert '<span class="soc-text">512.0 kWh</span>' in row  # no spec: kWh, no % of capacity
+    assert 'data-field="power" data-sort-value="50.0" data-value="50.0" data-sign="+"' in row
+    assert 'title="latest telemetry: + discharging, − charging">50.0 kW</td>' in row
+    assert 'data-field="age" data-sort-value="42.0" data-ts="2025-01-16T11:59:18Z"' in row  # the age counts up
+    assert 'data-mode="discharging"' in row
+    assert 'data-control="manual"' in row
+    assert "manual until 12:05 UTC (operator command)" in row
+    assert row.count("title=") >= 6  # every number says what it is
     other = page[page.index('id="battery-b2"') :]
-    assert 'data-field="soc">—' in other  # nothing known yet: a dash, not 0
+    assert '<span class="soc-text">—</span>' in other  # nothing known yet: a dash, not 0
     # a battery the planner does not plan says so, instead of the planner looking broken
     assert "planner: monitored, not planned: no spec received" in other
     summary = await (await client.get("/api/batteries")).json()
@@ -614,7 +615,7 @@ def _alarm(rule: str, state: str = "raised", severity: str = "critical", since_s
                  message=f"{rule} is {state}")
 
 
-async def test_alarms_reach_the_index_card_the_api_and_the_event_streams(
+async def test_alarms_reach_the_fleet_table_the_api_and_the_event_streams(
     client: TestClient[Any, Any], state: DashboardState
 ) -> None:
     state.set_alarm("b1", _alarm("node_degraded", severity="warning", since_s=-60))
@@ -622,8 +623,8 @@ async def test_alarms_reach_the_index_card_the_api_and_the_event_streams(
     state.set_alarm("b1", _alarm("bms_alarm", state="cleared"))
     assert [a.rule for a in state.active_alarms("b1")] == ["cell_temp_high", "node_degraded"], "critical first"
     page = await (await client.get("/")).text()
-    assert 'data-field="alarms" data-count="2" data-severity="critical"' in page
-    assert 'data-field="alarms" data-count="0" data-severity="none"' in page, "b2 has none"
+    assert 'class="chip chip-alarm" data-count="2" data-severity="critical"' in page
+    assert 'class="chip chip-alarm" data-count="0" data-severity="none"' in page, "b2 has none"
     batteries = (await (await client.get("/api/batteries")).json())["batteries"]
     assert [a["rule"] for a in batteries[0]["alarms"]] == ["cell_temp_high", "node_degraded"]
     assert (await (await client.get("/api/status")).json())["alarms"]["b1"][0]["rule"] == "cell_temp_high"
