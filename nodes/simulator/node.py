@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from nodes.contract.messages import BatterySpec, Command, StoredUpTo, Telemetry
@@ -59,6 +60,9 @@ class Simulator(Service[SimulatorConfig]):
         keep = config.sim_keep_unconfirmed
         self.outboxes = {b: Outbox(keep) for b in config.batteries} if keep else {}
         self._resumed: set[str] = set()
+        #: monotonic clock (a test drives it) and, per battery, when its SOC was last brought up to date
+        self.monotonic: Callable[[], float] = time.monotonic
+        self._stepped: dict[str, float] = {}
         self._published_state: dict[str, tuple[object, ...]] = {}
 
     def _pack(self, spec: BatterySpec) -> PackModel | None:
@@ -96,6 +100,10 @@ class Simulator(Service[SimulatorConfig]):
         """Obey a command at once and report the new state."""
         battery = self.batteries[params["battery"]]
         now = datetime.now(UTC)
+        # the time since the last tick ran at the old power: account for it before the new command takes over
+        # (else the new power would be applied to that whole interval, and the SOC would disagree with the
+        # integral of the reported power by one telemetry interval at every change)
+        self._advance(params["battery"], now)
         battery.apply(command, now)
         held = battery.command
         log.info("%s: %s %.1f kW from %s (lease until %s%s)", params["battery"], command.action,
@@ -122,19 +130,25 @@ class Simulator(Service[SimulatorConfig]):
         bus = self.bus
         for name, battery in self.batteries.items():
             await bus.publish(SPEC, battery.spec, battery=name)
-        started = last = time.monotonic()
+        started = self.monotonic()
+        self._stepped = dict.fromkeys(self.batteries, started)
         while True:
             now = datetime.now(UTC)
-            elapsed = time.monotonic() - last
-            last = time.monotonic()
             for name, battery in self.batteries.items():
-                gap = self._apply_faults(name, battery, last - started, now)
-                battery.step(elapsed * self.config.sim_speed, now)
+                gap = self._apply_faults(name, battery, self.monotonic() - started, now)
+                self._advance(name, now)
                 if gap:
                     continue  # the battery works on, but nothing reaches the bus
                 await self._publish_telemetry(name, battery.telemetry(now))
                 await self._publish_state(name, now)
             await asyncio.sleep(self.config.sim_telemetry_interval_s)
+
+    def _advance(self, name: str, now: datetime) -> None:
+        """Bring one battery's SOC up to this moment at the power it has had since it was last advanced."""
+        moment = self.monotonic()
+        last = self._stepped.get(name)
+        self._stepped[name] = moment
+        self.batteries[name].step(0.0 if last is None else (moment - last) * self.config.sim_speed, now)
 
     def _apply_faults(self, name: str, battery: SimBattery, elapsed_s: float, now: datetime) -> bool:
         """Put the faults in force at ``elapsed_s`` on the battery (log each start and end); True: a telemetry gap."""

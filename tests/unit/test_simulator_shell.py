@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from nodes.contract.messages import BatteryState, Command, Telemetry
 from nodes.contract.topics import COMMAND, SPEC, STATE, TELEMETRY
 from nodes.runtime.dispatch import Delivery
@@ -19,8 +21,8 @@ class Rig:
     def __init__(self, **config: object) -> None:
         self.broker = MemoryBroker()
         self.bus = MemoryBus("simulator", self.broker)
-        settings = SimulatorConfig(batteries=["b1"], sim_telemetry_interval_s=0.01, sim_speed=3600.0,
-                                   sim_keep_unconfirmed=0, **config)  # type: ignore[arg-type]
+        settings = SimulatorConfig(**{"batteries": ["b1"], "sim_telemetry_interval_s": 0.01, "sim_speed": 3600.0,
+                                      "sim_keep_unconfirmed": 0, **config})  # type: ignore[arg-type]
         self.simulator = Simulator(settings, self.bus)
         self.planner = MemoryBus("planner", self.broker)
         self.states: list[BatteryState] = []
@@ -71,3 +73,20 @@ async def test_the_simulator_resumes_from_its_own_retained_reading() -> None:
     await device_before.publish(TELEMETRY, Telemetry(ts=datetime.now(UTC), soc_kwh=900.0), battery="b1")
     await rig.broker.idle()
     assert rig.simulator.batteries["b1"].soc_kwh == 321.0
+
+
+async def test_a_new_command_takes_over_from_its_arrival_not_from_the_last_tick() -> None:
+    """The time since the last tick ran at the old power: the SOC at a change is the integral of what the battery
+    reported, so diagnostics and KPIs computed from its telemetry agree with it."""
+    rig = Rig(sim_speed=1.0)
+    clock = [1000.0]
+    rig.simulator.monotonic = lambda: clock[0]
+    battery = rig.simulator.batteries["b1"]
+    eta = battery.spec.roundtrip_efficiency
+    rig.simulator._stepped = {"b1": clock[0]}
+    start = battery.soc_kwh
+    await rig.simulator.on_command({"battery": "b1"}, command("discharge", 100.0), None)  # type: ignore[arg-type]
+    clock[0] += 1800.0  # half an hour at 100 kW, then an idle command arrives before the next tick
+    await rig.simulator.on_command({"battery": "b1"}, command("idle", 0.0), None)  # type: ignore[arg-type]
+    rig.simulator._advance("b1", datetime.now(UTC))  # the next tick: nothing more at 0 kW
+    assert battery.soc_kwh == pytest.approx(start - 50.0 / eta ** 0.5, rel=1e-9)
