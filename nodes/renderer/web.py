@@ -25,6 +25,8 @@ Routes::
     GET  /events[?battery=id][&figures=0]  text/event-stream; events: figure, status, state, control, telemetry,
                                   alarm
     GET  /login, POST /login      only with a dashboard token (:mod:`nodes.renderer.auth`)
+    /api/control/..., /api/commands/...   the control panel and command history (:mod:`nodes.renderer.control_web`,
+                                  installed by the node through ``build_app(state, install=...)``)
 
 Events and how slow browsers are handled: :mod:`nodes.renderer.dashboard`.
 
@@ -40,7 +42,7 @@ import hashlib
 import html
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC
 from functools import cache
@@ -54,6 +56,7 @@ from aiohttp import web
 from nodes.contract.messages import NodeStatus
 from nodes.contract.names import ID_PATTERN, ID_RULE
 from nodes.renderer import auth as dashboard_auth
+from nodes.renderer.control import EVENT_KINDS as CONTROL_EVENT_KINDS
 from nodes.renderer.dashboard import (
     DashboardState,
     control_summary,
@@ -65,14 +68,21 @@ from nodes.renderer.windows import DEFAULT_WINDOW, WINDOW_PRESETS, TimeWindow, W
 log = logging.getLogger(__name__)
 _encoder = msgspec.json.Encoder()
 
-STATIC_FILES: Final = {"dashboard.js": "application/javascript", "dashboard.css": "text/css"}
+STATIC_FILES: Final = {"dashboard.js": "application/javascript", "dashboard.css": "text/css",
+                       "control.js": "application/javascript", "control.css": "text/css"}
 INDEX_KINDS: Final = frozenset({"status", "state", "control", "telemetry", "alarm"})
+BATTERY_KINDS: Final = INDEX_KINDS | CONTROL_EVENT_KINDS
+"""What a battery page on a window of its own takes (no figure events): also its commands and request results."""
 WIDE_FIGURES: Final = ("schedule", "alarms")
 """Panels that take the whole width (last, so the half-width ones pair up on a two-column screen)."""
 WAITING: Final = {"schedule": "waiting for a schedule", "alarms": "waiting for the alarm history"}
 
 
 STATE_KEY: Final = web.AppKey("dashboard_state", DashboardState)
+PageParts = Callable[[str], dict[str, str]]
+PARTS_KEY: Final[web.AppKey[PageParts]] = web.AppKey("battery_page_parts")
+"""Extra placeholders of the battery page by battery (the control panel's); each is empty without it."""
+PART_NAMES: Final = ("control_panel", "command_history")
 
 
 # -- static assets -----------------------------------------------------------------------------------------
@@ -271,8 +281,11 @@ async def _battery_page(request: web.Request) -> web.Response:
         f'title="the last {label} up to now, updating live">{label}</a>'
         for label, key in WINDOW_PRESETS
     )
+    parts_of = request.app.get(PARTS_KEY)
+    parts = parts_of(battery) if parts_of is not None else {}
     return _page(
         "battery.html",
+        **{name: parts.get(name, "") for name in PART_NAMES},
         battery=battery,
         plotly_version=plotly.__version__,
         status_chips=_status_chips(state.statuses),
@@ -350,7 +363,7 @@ async def _events(request: web.Request) -> web.StreamResponse:
     except ValueError:
         return json_error(422, f"battery id must be {ID_RULE}", "battery")
     with_figures = battery is not None and request.query.get("figures", "1") != "0"
-    kinds = None if with_figures else INDEX_KINDS
+    kinds = None if with_figures else BATTERY_KINDS if battery is not None else INDEX_KINDS
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     )
@@ -392,8 +405,9 @@ async def _errors(
         return json_error(500, "internal error (logged)", None)
 
 
-def build_app(state: DashboardState) -> web.Application:
-    """The dashboard application; ``state`` is shared with the node shell that feeds it."""
+def build_app(state: DashboardState, *, install: Sequence[Callable[[web.Application], None]] = ()) -> web.Application:
+    """The dashboard application; ``state`` is shared with the node shell that feeds it; each of ``install`` adds
+    its routes (the control panel's: :func:`nodes.renderer.control_web.installer`)."""
     if not _PAGES:
         for name in ("index.html", "battery.html"):
             _PAGES[name] = _static_text(name)
@@ -422,6 +436,8 @@ def build_app(state: DashboardState) -> web.Application:
     app.router.add_get("/api/figures/{battery}", _api_figures)
     app.router.add_get("/api/status", _api_status)
     app.router.add_get("/events", _events)
+    for extension in install:
+        extension(app)
 
     async def on_shutdown(_app: web.Application) -> None:
         state.close()
