@@ -73,6 +73,13 @@ def _fmt_kw(value: float) -> str:
     return f"{value:g} kW"
 
 
+def _spelled(command: Command) -> str:
+    """The command in words when it carries no text (the planner's): ``DISCHARGE 250 kW``, ``IDLE``."""
+    if command.action == "idle":
+        return "IDLE"
+    return f"{command.action.upper()} {command.power_kw:g} kW"
+
+
 def commands_from_history(result: HistoryResult) -> list[Command]:
     """The stored commands of a history answer (``time`` is each one's ``issued_at``); bad rows are skipped."""
     return _rows(result, Command, "issued_at")
@@ -166,7 +173,7 @@ def command_rows(commands: Sequence[Command], states: Sequence[BatteryState], no
         outcome, detail = _outcome(command, states, spec, now)
         rows.append(CommandRow(
             command_id=command.command_id, issued_at=command.issued_at, source=command.source, action=command.action,
-            power_kw=command.power_kw, text=command.text or command.action.upper(), valid_until=command.valid_until,
+            power_kw=command.power_kw, text=command.text or _spelled(command), valid_until=command.valid_until,
             lease_s=round((command.valid_until - command.issued_at).total_seconds(), 3), outcome=outcome,
             outcome_detail=detail, end=end, ended_at=ended_at, end_detail=end_detail,
         ))

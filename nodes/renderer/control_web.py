@@ -197,7 +197,7 @@ the lease. A manual command pauses the autopilot until its lease ends.">how?</sp
       <div class="cp-row"><button type="button" class="cp-btn" id="cp-replan">re-plan now</button></div>
       <div class="cp-row cp-hint" id="cp-plan-info">no plan yet</div>
     </div>
-    <div class="cp-group cp-wide" id="cp-running" data-command-id="" data-valid-until="" data-source="">
+    <div class="cp-group" id="cp-running" data-command-id="" data-valid-until="" data-source="">
       <h3>Running command</h3>
       <div id="cp-running-text">no command seen yet</div>
       <div class="cp-hint" id="cp-running-lease"></div>

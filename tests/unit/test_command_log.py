@@ -70,6 +70,7 @@ def test_the_end_is_the_next_command_or_the_lease() -> None:
     assert found["c"].end == "running"
     assert found["c"].end_detail.startswith("700 s left")
     assert (found["b"].source, found["b"].lease_s) == ("dashboard", 60.0)
+    assert found["a"].text == "DISCHARGE 100 kW", "a command without text (the planner's) is spelled out"
 
 
 def test_the_table_is_bounded_to_the_newest_rows() -> None:

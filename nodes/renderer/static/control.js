@@ -129,6 +129,7 @@
   }
 
   function tick() {
+    tickHistory();
     const box = $("cp-running");
     const text = $("cp-running-text");
     const lease = $("cp-running-lease");
@@ -144,11 +145,22 @@
     box.dataset.source = running.source;
     box.dataset.validUntil = until;
     box.dataset.remainingS = String(Math.max(0, Math.round(left)));
-    text.textContent = commandText(running) + " · from " + running.source + " · " + running.command_id;
-    lease.textContent = left > 0
+    text.textContent = commandText(running) + " · from " + running.source;
+    text.title = "command " + running.command_id + ", issued " + fmtDateTime(running.issued_at) + " UTC";
+    lease.textContent = (left > 0
       ? "lease " + fmtLeft(left) + " left (until " + fmtTime(until) + " UTC), then the battery goes idle"
-      : "lease ended " + fmtTime(until) + " UTC";
+      : "lease ended " + fmtTime(until) + " UTC") + " · " + running.command_id;
     box.dataset.expired = left > 0 ? "false" : "true";
+  }
+
+  function tickHistory() {
+    // a running command's "end" counts down between refreshes of the table
+    if (!history) return;
+    for (const td of history.querySelectorAll("td[data-running-until]")) {
+      const left = (Date.parse(td.dataset.runningUntil) - Date.now()) / 1000;
+      td.textContent = left > 0 ? "running, " + fmtLeft(left) + " left (ends " + fmtTime(td.dataset.runningUntil) + ")"
+        : "lease ended " + fmtTime(td.dataset.runningUntil);
+    }
   }
 
   // -- actions --------------------------------------------------------------------------------------------
@@ -315,6 +327,7 @@
     $("ch-help").title = data.outcome_help;
     history.dataset.rows = String(rows.length);
     history.dataset.state = "rendered";
+    tickHistory();
   }
 
   function cell(text, title) {
@@ -333,6 +346,8 @@
     const outcome = cell(r.outcome, r.outcome_detail);
     outcome.className = "ch-outcome";
     outcome.dataset.outcome = r.outcome;
+    const end = cell(r.end + " " + r.end_detail);
+    if (r.end === "running") end.dataset.runningUntil = r.valid_until;
     const source = cell(r.source);
     source.className = "ch-source";
     source.dataset.source = r.source;
@@ -342,7 +357,7 @@
       cell(r.text, r.command_id),
       cell(fmtDateTime(r.valid_until), "lease of " + fmtLeft(r.lease_s)),
       outcome,
-      cell(r.end + " " + r.end_detail),
+      end,
     );
     return tr;
   }
