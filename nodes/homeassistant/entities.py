@@ -248,6 +248,7 @@ def battery_entities(battery: str, facts: BatteryFacts, wiring: Wiring) -> list[
                value_template="{{ value_json.outcome }}", entity_category="diagnostic",
                json_attributes_topic=b.topic(REQUEST_RESULT),
                json_attributes_template="{{ {'request': value_json.request, 'at': value_json.ts, "
+               "'source': value_json.source | default('homeassistant'), "
                "'status': value_json.status | default(202), 'error': value_json.error | default(''), "
                "'command_id': value_json.command_id | default(None), 'text': value_json.text | default(None)} "
                "| tojson }}"),

@@ -81,11 +81,12 @@ async def panel_data(request: web.Request) -> web.Response:
         return json_error(exc.status, exc.error, exc.field)
     desk, guard, state = request.app[DESK_KEY], request.app[GUARD_KEY], request.app[STATE_KEY]
     token, fresh = guard.issue(request)
+    refusal = guard.refusal_for(request)
     body = desk.snapshot(battery) | {
         "control": control_summary(state.controls.get(battery), state.clock()) | {
             "control": state.controls.get(battery)},
-        "enabled": guard.disabled_reason() is None,
-        "disabled_reason": guard.disabled_reason(),
+        "enabled": refusal is None,
+        "disabled_reason": refusal,
         "csrf_header": CSRF_HEADER,
         "csrf_token": token,
         "outcome_help": command_log.OUTCOME_HELP,

@@ -112,6 +112,16 @@ class ControlGuard:
                     "allow control (no control from the network without one)")
         return None
 
+    def refusal_for(self, request: web.Request) -> str | None:
+        """Why this viewer cannot act (control off, or signed in with the view token only), or None: the panel
+        shows it disabled instead of failing on the first click."""
+        why = self.disabled_reason()
+        if why is not None or self.auth is None:
+            return why
+        if self._bearer(request) or self._session_ok(request):
+            return None
+        return "signed in with the view token: control needs the dashboard token (BESS_DASHBOARD_TOKEN)"
+
     # -- CSRF tokens ---------------------------------------------------------------------------------------
 
     def token_for(self, nonce: str, request: web.Request) -> str:

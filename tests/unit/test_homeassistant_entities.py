@@ -237,3 +237,9 @@ def test_a_rule_disabled_for_the_battery_gets_no_alarm_sensor() -> None:
     keys = {e.key for e in battery_entities("b2", BatteryFacts(spec=SPEC, alarm_rules=rules_b2), WIRING)}
     assert "alarm_cell_temp_high" in keys
     assert {"alarm_prices_stale", "alarm_bms_alarm"}.isdisjoint(keys)
+
+
+def test_the_last_request_says_who_sent_it_home_assistant_or_the_dashboard() -> None:
+    """The result topic is shared: the sensor's attributes name the request's source."""
+    [last] = [wire(e) for e in battery_entities("battery-1", FULL, WIRING) if e.key == "last_request"]
+    assert "'source': value_json.source | default('homeassistant')" in last["json_attributes_template"]

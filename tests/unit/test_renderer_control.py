@@ -290,6 +290,11 @@ async def test_the_view_token_may_look_but_not_act() -> None:
     async with TestClient(TestServer(rig.app())) as client:
         ok = await client.get("/api/control/b1", headers={"Authorization": "Bearer viewer"})
         assert ok.status == 200
+        data = await ok.json()
+        assert data["enabled"] is False, "the panel shows it disabled rather than failing on the first click"
+        assert "view token" in data["disabled_reason"]
+        writer = await (await client.get("/api/control/b1", headers={"Authorization": f"Bearer {TOKEN}"})).json()
+        assert writer["enabled"] is True
         refused = await client.post("/api/control/b1/command", json={"action": "idle"},
                                     headers={"Authorization": "Bearer viewer"})
         assert refused.status == 401
