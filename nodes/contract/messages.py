@@ -314,39 +314,57 @@ class ControlMode(Struct, kw_only=True, omit_defaults=True):
         return self.mode
 
 
-# -- operator requests over MQTT (Home Assistant's controls) and what the nodes derive for Home Assistant ---------
+# -- operator requests over MQTT (Home Assistant's controls, the dashboard's panel) and what the nodes derive ------
 
 LeaseSeconds = Annotated[int, Meta(ge=1, le=86_400, description="lease in seconds")]
 ModeSeconds = Annotated[int, Meta(ge=1, le=7 * 86_400, description="seconds the mode lasts")]
+RequestSource = Literal["homeassistant", "dashboard"]
+"""Who sent an operator request: Home Assistant's controls or the dashboard's control panel (the renderer).
+
+Declared by the publisher: only the ``hass`` and ``renderer`` broker users may publish the request topics at all
+(the ACL), and the renderer publishes only what passed the dashboard's token and CSRF checks."""
+RequestId = Annotated[
+    str, Meta(min_length=1, max_length=64, pattern="^[A-Za-z0-9_.:-]+$",
+              description="the requester's id for this request, echoed in the RequestResult")
+]
 
 
 class ModeRequest(Struct, kw_only=True, omit_defaults=True):
     """Set a battery's control mode over MQTT: what ``POST /control`` does, checked by the same gateway code.
 
     Home Assistant's select sends ``{"mode": "<option>"}``. Without ``for_s`` the mode lasts until changed.
+    ``request_id`` (optional) comes back in the RequestResult, so a requester can tell its own answer from
+    another's on the retained result topic.
     """
 
     mode: ControlModeName
     for_s: ModeSeconds | None = None
     reason: Annotated[str, Meta(max_length=200)] = ""
+    source: RequestSource = "homeassistant"
+    request_id: RequestId | None = None
 
 
 class PowerRequest(Struct, kw_only=True, omit_defaults=True):
     """A manual power setpoint over MQTT: what ``POST /mqtt/publish`` does, checked by the same gateway code.
 
     ``power_kw`` is signed like telemetry: + discharge (to the grid), - charge, 0 idle. The gateway turns it into
-    the Command ``DISCHARGE|CHARGE <power> kW`` or ``IDLE`` with a lease (``valid_for_s``, else the gateway's
-    ``BESS_GATEWAY_COMMAND_LEASE_S``), checked against the battery's spec, control mode and command rate.
+    the Command ``DISCHARGE|CHARGE <power> kW`` or ``IDLE`` with a lease (``valid_for_s``, 1 s to 24 h like
+    ``POST /mqtt/publish``'s, else the gateway's ``BESS_GATEWAY_COMMAND_LEASE_S``), checked against the battery's
+    spec, control mode and command rate.
     """
 
     power_kw: SignedPowerKw
     valid_for_s: LeaseSeconds | None = None
+    source: RequestSource = "homeassistant"
+    request_id: RequestId | None = None
 
 
 class ReplanRequest(Struct, kw_only=True, omit_defaults=True):
-    """Ask the planner to re-plan one battery now (Home Assistant's button)."""
+    """Ask the planner to re-plan one battery now (Home Assistant's button, the dashboard's re-plan)."""
 
     reason: Annotated[str, Meta(max_length=200)] = ""
+    source: RequestSource = "homeassistant"
+    request_id: RequestId | None = None
 
 
 class RequestResult(Struct, kw_only=True, omit_defaults=True):
@@ -354,6 +372,8 @@ class RequestResult(Struct, kw_only=True, omit_defaults=True):
 
     ``outcome`` is ``accepted`` (the ControlMode and/or Command were published) or ``refused`` with the same
     ``error`` and ``field`` an HTTP client would get, and ``status``, the HTTP status that answer would have.
+    ``source`` and ``request_id`` are the request's: the topic is retained per battery and shared by every
+    requester, so a requester matches its own result by id.
     """
 
     ts: UtcDatetime
@@ -366,6 +386,7 @@ class RequestResult(Struct, kw_only=True, omit_defaults=True):
     command_id: ShortText | None = None
     text: Text | None = None
     mode: ControlModeName | None = None
+    request_id: RequestId | None = None
 
 
 class OutlookSlot(Struct, kw_only=True, omit_defaults=True):

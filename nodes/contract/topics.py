@@ -101,10 +101,11 @@ COMMAND: Topic[Command] = Topic(
     qos=1,
     retain=False,
     producers=(Role.GATEWAY, Role.PLANNER),
-    consumers=(Role.DEVICE, Role.SIMULATOR, Role.BRIDGE, Role.RECORDER, Role.ALARMS),
+    consumers=(Role.DEVICE, Role.SIMULATOR, Role.BRIDGE, Role.RECORDER, Role.ALARMS, Role.RENDERER),
     doc="An order to charge, discharge or idle, as a lease: at valid_until the device goes idle, "
     "so a dead controller cannot leave a battery discharging. Not retained: a stale command must not be "
-    "replayed to a device that reconnects.",
+    "replayed to a device that reconnects. The renderer reads it for the dashboard's control panel (the "
+    "command a request resulted in, its lease) and the live tail of the command history.",
     example=Command(
         command_id="c-3f2a9d1e",
         action="discharge",
@@ -330,13 +331,14 @@ ALARM: Topic[Alarm] = Topic(
     qos=1,
     retain=True,
     producers=(Role.ALARMS,),
-    consumers=(Role.RECORDER, Role.RENDERER, Role.ALARMS, Role.ANYONE),
+    consumers=(Role.RECORDER, Role.RENDERER, Role.ALARMS, Role.HASS, Role.ANYONE),
     doc="One alarm of one battery: raised (with since, severity, the message, the value and the threshold) or "
     "cleared again, one topic per rule (soc_below_min, soc_above_max, telemetry_stale, command_not_followed, "
     "cell_temp_high, cell_temp_low, cell_voltage_high, cell_voltage_low, bms_alarm, node_offline, node_degraded, "
     "prices_stale, plan_infeasible). Retained: whoever subscribes later sees every alarm that is up now, and a "
     "cleared message replaces the raised one. The alarms node reads its own retained alarms at start, so a "
-    "restart neither raises an alarm again nor forgets one. Raised and cleared with hysteresis (README, Alarms).",
+    "restart neither raises an alarm again nor forgets one. Raised and cleared with hysteresis (README, Alarms). "
+    "Home Assistant shows each as a binary sensor (device class problem) of the battery.",
     example=Alarm(
         rule="cell_temp_high",
         state="raised",
@@ -355,13 +357,14 @@ MODE_REQUEST: Topic[ModeRequest] = Topic(
     payload=ModeRequest,
     qos=1,
     retain=False,
-    producers=(Role.HASS,),
+    producers=(Role.HASS, Role.RENDERER),
     consumers=(Role.GATEWAY,),
-    doc="Home Assistant's control mode select. The gateway applies it exactly as POST /control (the same code: "
-    "unknown battery, command rate) and publishes the ControlMode (source homeassistant) and, for idle, the IDLE "
-    "Command; what it did is on battery/{battery}/request/result. Not retained: a stale request must not be "
-    "replayed.",
-    example=ModeRequest(mode="autopilot"),
+    doc="Home Assistant's control mode select and the dashboard's autopilot pause/resume (published by the "
+    "renderer after the dashboard's token and CSRF checks). The gateway applies it exactly as POST /control (the "
+    "same code: unknown battery, command rate) and publishes the ControlMode and, for idle, the IDLE Command, "
+    "naming the request's source (homeassistant or dashboard); what it did is on battery/{battery}/request/result, "
+    "with the request's request_id. Not retained: a stale request must not be replayed.",
+    example=ModeRequest(mode="manual", for_s=3600, reason="maintenance", source="dashboard", request_id="r-5f0c2a91"),
     example_params={"battery": "battery-1"},
 )
 
@@ -370,13 +373,14 @@ POWER_REQUEST: Topic[PowerRequest] = Topic(
     payload=PowerRequest,
     qos=1,
     retain=False,
-    producers=(Role.HASS,),
+    producers=(Role.HASS, Role.RENDERER),
     consumers=(Role.GATEWAY,),
-    doc="Home Assistant's manual power setpoint, signed like telemetry (+ discharge, - charge, 0 idle). The "
-    "gateway applies it exactly as POST /mqtt/publish with the equivalent command text (the same code: spec "
-    "limits, control precedence, command rate, lease) and publishes the ControlMode manual and the Command "
-    "(source homeassistant); what it did is on battery/{battery}/request/result.",
-    example=PowerRequest(power_kw=50.0),
+    doc="A manual power setpoint, signed like telemetry (+ discharge, - charge, 0 idle): Home Assistant's number "
+    "or the dashboard's manual command (with its lease, valid_for_s). The gateway applies it exactly as POST "
+    "/mqtt/publish with the equivalent command text (the same code: spec limits, control precedence, command "
+    "rate, lease) and publishes the ControlMode manual and the Command, both naming the request's source "
+    "(homeassistant or dashboard); what it did is on battery/{battery}/request/result, with the request_id.",
+    example=PowerRequest(power_kw=50.0, valid_for_s=900, source="dashboard", request_id="r-5f0c2a92"),
     example_params={"battery": "battery-1"},
 )
 
@@ -385,11 +389,11 @@ REPLAN_REQUEST: Topic[ReplanRequest] = Topic(
     payload=ReplanRequest,
     qos=1,
     retain=False,
-    producers=(Role.HASS,),
+    producers=(Role.HASS, Role.RENDERER),
     consumers=(Role.PLANNER,),
-    doc="Home Assistant's re-plan button: the planner plans that battery again at once (a new schedule, with "
-    "the usual debounce of BESS_PLANNER_MIN_REPLAN_INTERVAL_S). A battery the planner does not know is ignored "
-    "and counted.",
+    doc="Home Assistant's re-plan button and the dashboard's re-plan now: the planner plans that battery again at "
+    "once (a new schedule, with the usual debounce of BESS_PLANNER_MIN_REPLAN_INTERVAL_S). A battery the planner "
+    "does not know is ignored and counted. No result is published: the new schedule is the answer.",
     example=ReplanRequest(reason="Home Assistant button"),
     example_params={"battery": "battery-1"},
 )
@@ -400,10 +404,11 @@ REQUEST_RESULT: Topic[RequestResult] = Topic(
     qos=1,
     retain=True,
     producers=(Role.GATEWAY,),
-    consumers=(Role.HASS,),
+    consumers=(Role.HASS, Role.RENDERER),
     doc="What the gateway did with the latest mode or power request of the battery: accepted (with the "
-    "command id), or refused with the error an HTTP client would get. Retained, so Home Assistant shows why "
-    "its last control did nothing.",
+    "command id), or refused with the error an HTTP client would get, with the request's source and request_id. "
+    "Retained, so Home Assistant shows why its last control did nothing; shared by every requester, so the "
+    "dashboard matches its own result by request_id (it reads every result live, not only the retained latest).",
     example=RequestResult(
         ts=_T0,
         request="power",
@@ -411,6 +416,8 @@ REQUEST_RESULT: Topic[RequestResult] = Topic(
         status=422,
         error="DISCHARGE 300 kW exceeds battery-1's max_discharge_kw of 250 kW (from its BatterySpec)",
         field="power_kw",
+        source="dashboard",
+        request_id="r-5f0c2a92",
     ),
     example_params={"battery": "battery-1"},
 )

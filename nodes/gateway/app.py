@@ -444,7 +444,7 @@ class Gateway:
         for_s: float | None,
         reason: str | None,
         force: bool = False,
-        source: str = control.SOURCE,
+        source: CommandSource = "gateway",
         field: str = "command",
     ) -> tuple[ControlMode, Command | None]:
         """A control mode change: the one implementation behind ``POST /control`` and the MQTT mode request.
@@ -463,8 +463,7 @@ class Gateway:
             # the device falls back to idle when this lease ends too, so no renewal is needed to stay idle
             idle = build_command(ParsedCommand(action="idle"), text="IDLE (control mode idle)",
                                  command_id=self.new_command_id(), now=now,
-                                 lease_s=for_s or self.settings.command_lease_s,
-                                 source="gateway" if source == control.SOURCE else "homeassistant")
+                                 lease_s=for_s or self.settings.command_lease_s, source=source)
             await self._publish_command(battery, idle)
         return message, idle
 

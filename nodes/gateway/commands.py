@@ -44,7 +44,8 @@ _DECIMAL = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
 _EXPONENT = re.compile(r"[eE][+-]?[0-9]")
 _UNIT_REST = re.compile(r"([A-Za-z]+)\s*(.*)", re.DOTALL)
 
-CommandSource = Literal["gateway", "planner", "operator", "homeassistant"]
+CommandSource = Literal["gateway", "planner", "operator", "homeassistant", "dashboard"]
+"""Who a Command names as its source (a subset of :class:`nodes.contract.messages.Command`'s ``source``)."""
 
 
 class CommandError(ValueError):

@@ -1,15 +1,17 @@
 """The homeassistant node's settings (``BESS_HA_*``; see :mod:`nodes.runtime.config`).
 
-It also reads three settings of other nodes, so that what it shows agrees with them: ``BESS_DASHBOARD_PORT`` (the
+It also reads four settings of other nodes, so that what it shows agrees with them: ``BESS_DASHBOARD_PORT`` (the
 dashboard link of every device, unless ``BESS_HA_DASHBOARD_URL`` says how Home Assistant's users reach it),
-``BESS_PLANNER_ZONE`` (the prices of a battery whose plan names no zone) and ``BESS_PLANNER_AUTOPILOT`` /
-``BESS_PLANNER_AUTOPILOT_OFF`` (the control mode in force when no ControlMode is, as the planner decides it).
+``BESS_PLANNER_ZONE`` (the prices of a battery whose plan names no zone), ``BESS_PLANNER_AUTOPILOT`` /
+``BESS_PLANNER_AUTOPILOT_OFF`` (the control mode in force when no ControlMode is, as the planner decides it) and
+``BESS_ALARMS`` (a rule disabled for a battery gets no alarm sensor).
 """
 
 from __future__ import annotations
 
 import msgspec
 
+from nodes.alarms.settings import RULE_IDS, AlarmConfig, AlarmConfigError, parse_alarm_settings
 from nodes.contract.discovery import DEFAULT_PREFIX, TopicError, check_prefix
 from nodes.contract.messages import MAX_OUTLOOK_SLOTS
 from nodes.contract.topics import id_problems
@@ -34,6 +36,8 @@ class HomeAssistantConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True
     planner_zone: str = "de-lu"
     planner_autopilot: bool = False
     planner_autopilot_off: list[str] = msgspec.field(default_factory=list)
+    #: the alarms node's rule settings (``BESS_ALARMS``): which rules each battery has
+    alarms: str | None = None
 
     @property
     def device_nodes(self) -> dict[str, str]:
@@ -67,7 +71,17 @@ class HomeAssistantConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True
         if not 0 <= self.ha_outlook_slots <= MAX_OUTLOOK_SLOTS:
             found.append(f"BESS_HA_OUTLOOK_SLOTS must be 0 to {MAX_OUTLOOK_SLOTS}")
         found += id_problems(self.planner_zone, "BESS_PLANNER_ZONE")
+        try:
+            parse_alarm_settings(self.alarms)
+        except AlarmConfigError as exc:
+            found.append(f"BESS_ALARMS: {exc}")
         return found
 
 
-__all__ = ["HomeAssistantConfig"]
+def enabled_alarm_rules(alarms: AlarmConfig, battery: str) -> tuple[str, ...]:
+    """The ids of the alarm rules enabled for ``battery`` (its alarm sensors), in the alarms node's order."""
+    settings = alarms.for_battery(battery)
+    return tuple(rule for rule in RULE_IDS if settings.rule(rule).enabled)
+
+
+__all__ = ["HomeAssistantConfig", "enabled_alarm_rules", "parse_alarm_settings"]

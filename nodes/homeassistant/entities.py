@@ -12,6 +12,12 @@ currency is the unit's, so a changed currency never shows under the old unit (th
 
 An entity whose facts are not known yet is left out until they are: ``soc_percent`` needs the capacity, the power
 setpoint the power limits (from the spec), prices and money their currency.
+
+Alarms: one ``binary_sensor`` per battery and alarm rule (``device_class: problem``, on while the retained
+``battery/{battery}/alarm/{rule}`` says ``raised``, off once it says ``cleared``; its attributes are the alarm's
+severity, message, since, value and threshold), available while the alarms node is not offline. The alarms node
+publishes transitions only, so a rule never raised since the broker's retained store began is ``unknown`` (no
+message yet), not off. A rule disabled for the battery in ``BESS_ALARMS`` gets no sensor.
 """
 
 from __future__ import annotations
@@ -19,9 +25,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
+from nodes.alarms.rules import RULES
 from nodes.contract.discovery import Component, DiscoveryConfig
 from nodes.contract.messages import BatterySpec
 from nodes.contract.topics import (
+    ALARM,
     MODE_REQUEST,
     OUTLOOK,
     POWER_REQUEST,
@@ -44,7 +52,10 @@ from nodes.homeassistant.discovery import (
 )
 
 #: The node names entities depend on (besides the configured device node).
-PLANNER, GATEWAY, RENDERER, SELF = "planner", "gateway", "renderer", "homeassistant"
+PLANNER, GATEWAY, RENDERER, SELF, ALARMS = "planner", "gateway", "renderer", "homeassistant", "alarms"
+#: Every alarm rule's id and title (:mod:`nodes.alarms.rules`), in the order the alarms node lists them.
+ALARM_RULES: Final[tuple[tuple[str, str], ...]] = tuple((rule.id, rule.title) for rule in RULES)
+ALARM_RULE_IDS: Final[tuple[str, ...]] = tuple(rule_id for rule_id, _ in ALARM_RULES)
 
 #: ``(component, key)`` of every entity a battery can have, in the order they are published (for clearing all).
 BATTERY_ENTITIES: Final[tuple[tuple[Component, str], ...]] = (
@@ -65,6 +76,7 @@ BATTERY_ENTITIES: Final[tuple[tuple[Component, str], ...]] = (
     ("select", "control_mode"),
     ("number", "power_setpoint"),
     ("button", "replan"),
+    *(("binary_sensor", f"alarm_{rule_id}") for rule_id, _ in ALARM_RULES),
 )
 #: The control modes the select offers (the contract's ControlModeName).
 MODES: Final = ["autopilot", "manual", "idle"]
@@ -81,6 +93,8 @@ class BatteryFacts:
     plan_currency: str | None = None
     #: the currency of the price shown now (the outlook's), None before any price is known
     price_currency: str | None = None
+    #: the alarm rules enabled for this battery (``BESS_ALARMS``; by default every rule)
+    alarm_rules: tuple[str, ...] = ALARM_RULE_IDS
 
     @property
     def money_currency(self) -> str | None:
@@ -234,6 +248,7 @@ def battery_entities(battery: str, facts: BatteryFacts, wiring: Wiring) -> list[
                value_template="{{ value_json.outcome }}", entity_category="diagnostic",
                json_attributes_topic=b.topic(REQUEST_RESULT),
                json_attributes_template="{{ {'request': value_json.request, 'at': value_json.ts, "
+               "'source': value_json.source | default('homeassistant'), "
                "'status': value_json.status | default(202), 'error': value_json.error | default(''), "
                "'command_id': value_json.command_id | default(None), 'text': value_json.text | default(None)} "
                "| tojson }}"),
@@ -251,7 +266,22 @@ def battery_entities(battery: str, facts: BatteryFacts, wiring: Wiring) -> list[
         ))
     out.append(b.make("button", "replan", "Re-plan now", (PLANNER,), command_topic=b.topic(REPLAN_REQUEST),
                       payload_press='{"reason": "Home Assistant button"}', icon="mdi:refresh"))
+    out += [_alarm_entity(b, rule_id, title) for rule_id, title in ALARM_RULES if rule_id in facts.alarm_rules]
     return out
+
+
+def _alarm_entity(b: _Builder, rule_id: str, title: str) -> EntityConfig:
+    """The problem sensor of one alarm rule: its state and attributes straight from the retained alarm topic."""
+    topic = b.wiring.topic(ALARM, battery=b.battery, rule=rule_id)
+    return b.make(
+        "binary_sensor", f"alarm_{rule_id}", f"Alarm: {title}", (ALARMS,), state_topic=topic,
+        value_template="{{ 'ON' if value_json.state == 'raised' else 'OFF' }}", payload_on="ON", payload_off="OFF",
+        device_class="problem", json_attributes_topic=topic,
+        json_attributes_template="{{ {'severity': value_json.severity, 'message': value_json.message, "
+        "'since': value_json.since, 'value': value_json.value | default(None), "
+        "'threshold': value_json.threshold | default(None), 'unit': value_json.unit | default(''), "
+        "'raised_at': value_json.raised_at | default(None)} | tojson }}",
+    )
 
 
 def node_entity(node: str, wiring: Wiring) -> EntityConfig:
@@ -278,6 +308,8 @@ def node_entity(node: str, wiring: Wiring) -> EntityConfig:
 
 
 __all__ = [
+    "ALARM_RULES",
+    "ALARM_RULE_IDS",
     "BATTERY_ENTITIES",
     "MODES",
     "BatteryFacts",

@@ -6,7 +6,9 @@ manufacturer and model), ``battery/+/schedule`` (the plan), ``market/+/prices`` 
 ``<prefix>/status`` (Home Assistant's birth message, ``BESS_HA_DISCOVERY_PREFIX``).
 Produces: a retained discovery config per entity on ``<prefix>/<component>/<battery>/<key>/config``
 (:mod:`nodes.homeassistant.entities`; the nodes' connectivity sensors under ``<prefix>/binary_sensor/bess/``) and
-the derived, retained ``battery/{battery}/outlook`` (:mod:`nodes.homeassistant.outlook`). Home Assistant's
+the derived, retained ``battery/{battery}/outlook`` (:mod:`nodes.homeassistant.outlook`). Each battery's alarm
+sensors read the alarms node's retained ``battery/{battery}/alarm/{rule}`` directly (one per rule enabled in
+``BESS_ALARMS``; a disabled rule's config is cleared once). Home Assistant's
 controls publish on ``battery/{battery}/request/{mode,power,replan}``, which the gateway and the planner consume:
 this node never commands a battery itself.
 
@@ -41,9 +43,16 @@ from nodes.contract.messages import (
 )
 from nodes.contract.topics import CONTROL, OUTLOOK, PRICES, SCHEDULE, SPEC, STATUS, TELEMETRY
 from nodes.homeassistant import outlook as derive
-from nodes.homeassistant.config import HomeAssistantConfig
+from nodes.homeassistant.config import HomeAssistantConfig, enabled_alarm_rules, parse_alarm_settings
 from nodes.homeassistant.discovery import Wiring
-from nodes.homeassistant.entities import BATTERY_ENTITIES, BatteryFacts, EntityConfig, battery_entities, node_entity
+from nodes.homeassistant.entities import (
+    ALARM_RULE_IDS,
+    BATTERY_ENTITIES,
+    BatteryFacts,
+    EntityConfig,
+    battery_entities,
+    node_entity,
+)
 from nodes.planner import policy
 from nodes.runtime.core import MessageBus
 from nodes.runtime.dispatch import Delivery
@@ -98,6 +107,11 @@ class HomeAssistantNode(Service[HomeAssistantConfig]):
         #: a pass and a removal never interleave (a pass must not re-publish a config a removal just cleared)
         self.lock = asyncio.Lock()
         self._full_logged = False
+        #: BESS_ALARMS (checked at start-up): a rule disabled for a battery gets no alarm sensor
+        self.alarm_config = parse_alarm_settings(config.alarms)
+        #: alarm sensors cleared because their rule is disabled (once per battery and rule: a stale retained
+        #: config from a run with the rule on must not stay in Home Assistant as a sensor that never changes)
+        self.alarms_cleared: set[tuple[str, str]] = set()
 
     async def setup(self) -> None:
         bus = self.bus
@@ -218,9 +232,16 @@ class HomeAssistantNode(Service[HomeAssistantConfig]):
             spec=view.spec,
             plan_currency=view.schedule.currency if view.schedule is not None else None,
             price_currency=current.currency,
+            alarm_rules=enabled_alarm_rules(self.alarm_config, battery),
         )
         for entity in battery_entities(battery, facts, self.wiring):
             await self._publish(entity, force=force)
+        for rule in ALARM_RULE_IDS:
+            if rule not in facts.alarm_rules and (battery, rule) not in self.alarms_cleared:
+                key = f"alarm_{rule}"
+                await self.bus.publish_bytes(self.config_topic.name(component="binary_sensor", device=battery,
+                                                                    entity=key), b"", retain=True)
+                self.alarms_cleared.add((battery, rule))
 
     async def _forget_if_gone(self, battery: str, view: BatteryView) -> None:
         async with self.lock:

@@ -165,14 +165,15 @@ class Planner(Service[PlannerConfig]):
         self.wake.set()
 
     async def on_replan(self, params: dict[str, str], request: ReplanRequest, delivery: Delivery) -> None:
-        """Re-plan one battery now (Home Assistant's button); a battery this planner does not know is ignored."""
+        """Re-plan one battery now (Home Assistant's button, the dashboard's re-plan); an unknown battery is ignored."""
         name = params["battery"]
         if name not in self.batteries:
             self.bus.counters["replan_requests_ignored"] += 1
             log.info("re-plan of %s requested, but this planner knows no such battery; ignored", name)
             return
         self.bus.counters["replan_requests"] += 1
-        log.info("%s: re-plan requested%s", name, f" ({request.reason})" if request.reason else "")
+        why = f" ({request.reason})" if request.reason else ""
+        log.info("%s: re-plan requested by %s%s", name, request.source, why)
         self._mark(name)
 
     def telemetry_of(self, inputs: BatteryInputs, now: datetime) -> Telemetry | None:

@@ -38,6 +38,10 @@ class RendererConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
     gateway_read_token: str | None = None
     """``BESS_GATEWAY_READ_TOKEN``: may view (never write) when the dashboard uses the gateway's token."""
     dashboard_view_token_required: bool = True
+    #: the control panel (BESS_DASHBOARD_CONTROL): off makes the dashboard view-only
+    dashboard_control: bool = True
+    #: how long a control action waits for the gateway's answer (its RequestResult) or a re-plan for its schedule
+    dashboard_control_timeout_s: float = 5.0
     #: the clock of "today" for the realised revenue on battery/{battery}/revenue ("": the price zone's clock)
     renderer_day_tz: str = ""
     #: at most this often per battery (the KPI is an integral over raw samples; Home Assistant records each value)
@@ -74,6 +78,8 @@ class RendererConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
             day_clock(self.renderer_day_tz, self.renderer_zone)
         except ValueError as exc:
             found.append(str(exc))
+        if not 0.5 <= self.dashboard_control_timeout_s <= 60:
+            found.append("BESS_DASHBOARD_CONTROL_TIMEOUT_S must be 0.5 to 60")
         if not self.renderer_revenue_interval_s > 0:
             found.append("BESS_RENDERER_REVENUE_INTERVAL_S must be > 0")
         return found

@@ -1,14 +1,17 @@
 """The renderer: Plotly figures on MQTT and the live dashboard.
 
 Consumes: ``battery/+/telemetry``, ``battery/+/spec``, ``battery/+/state``, ``battery/+/control``,
-``battery/+/schedule``, ``battery/+/alarm/+``, ``market/{zone}/prices``, ``node/+/status``; history from the
-recorder over ``history/request`` (never the database directly), the stored alarms too.
+``battery/+/schedule``, ``battery/+/alarm/+``, ``market/{zone}/prices``, ``node/+/status``, and for the control
+panel ``battery/+/set`` (the running command) and ``battery/+/request/result`` (the gateway's verdicts); history
+from the recorder over ``history/request`` (never the database directly), the stored alarms and commands too.
 Produces: ``battery/{battery}/figure/{soc|power|prices|cells|schedule|insights|alarms}`` (retained Plotly JSON) for
 the default window (the last 24 h) whenever a battery's inputs change (at most every ``BESS_RENDERER_INTERVAL_S``),
 and the dashboard on ``BESS_DASHBOARD_PORT``, where every viewer picks its own window (figures for other
 windows are computed on demand and cached for ``BESS_RENDERER_FIGURE_CACHE_S``), and the derived
 ``battery/{battery}/revenue`` (DayRevenue, retained: today's realised revenue, the dashboard's own KPI since
-midnight on ``BESS_RENDERER_DAY_TZ``, at most every ``BESS_RENDERER_REVENUE_INTERVAL_S``).
+midnight on ``BESS_RENDERER_DAY_TZ``, at most every ``BESS_RENDERER_REVENUE_INTERVAL_S``), and for the
+dashboard's control panel ``battery/{battery}/request/{power,mode,replan}`` (source ``dashboard``, after the
+dashboard's token and CSRF checks: :mod:`nodes.renderer.guard`, :mod:`nodes.renderer.control`).
 
 Two kinds of history:
 
@@ -24,6 +27,10 @@ worker thread when a page asks, kept ``BESS_RENDERER_DIAGNOSTICS_REFRESH_S``. CS
 (:mod:`nodes.renderer.exports`) are drawn from the same scene as the figures of that window.
 
 If the recorder does not answer, the figures are drawn from live data alone and the node reports ``degraded``.
+
+Longer than 600 lines: it is the one place where the renderer's inputs (twelve subscriptions) meet its outputs
+(figures, revenue, the dashboard's providers); the drawing, KPIs, diagnostics, exports and control each live in
+a module of their own. The history reading (``_history`` .. ``_fill``) is the next part to move out.
 Lifecycle: the common node lifecycle (nodes.runtime.node); the web server starts in ``run`` and stops (closing
 event streams) on shutdown.
 """
@@ -39,36 +46,46 @@ from collections import OrderedDict, deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
 
 from nodes.contract.messages import (
     Alarm,
     BatterySpec,
     BatteryState,
+    Command,
     ControlMode,
     HistoryKind,
     HistoryQuery,
     HistoryResult,
     NodeStatus,
     PriceForecast,
+    RequestResult,
     Schedule,
     Telemetry,
 )
 from nodes.contract.topics import (
     ALARM,
+    COMMAND,
     CONTROL,
     FIGURE,
     HISTORY,
     PRICES,
+    REQUEST_RESULT,
     REVENUE,
     SCHEDULE,
     SPEC,
     STATE,
     STATUS,
     TELEMETRY,
+    Topic,
 )
+from nodes.renderer import control_web, revenue
 from nodes.renderer import history as hist
-from nodes.renderer import revenue
+from nodes.renderer.command_history import CommandHistory
 from nodes.renderer.config import RendererConfig
+from nodes.renderer.control import ControlDesk
 from nodes.renderer.csvout import Table
 from nodes.renderer.currency import mixed_currencies
 from nodes.renderer.dashboard import DashboardState, WindowFigures
@@ -76,6 +93,7 @@ from nodes.renderer.diagnoser import Diagnoser
 from nodes.renderer.draw import Drawing, Scene, draw
 from nodes.renderer.exports import scene_table
 from nodes.renderer.figures import FIGURE_IDS, alarms_from_history
+from nodes.renderer.guard import ControlGuard
 from nodes.renderer.history import DisplayHistory, bucket_seconds
 from nodes.renderer.insights import Insights, insights_from_totals, pending
 from nodes.renderer.kpis import DayFiller, KpiBook, compute_day, runs
@@ -140,6 +158,9 @@ class Renderer(Service[RendererConfig]):
         self.dirty: set[str] = set()
         self.wake = asyncio.Event()
         self.dashboard = DashboardState(figure_provider=self.figures_for, auth=config.auth())
+        self.guard = ControlGuard.create(config.auth(), config.dashboard_host, config.dashboard_control)
+        self.desk = ControlDesk(self.dashboard, self._send_request, timeout_s=config.dashboard_control_timeout_s)
+        self.command_history = CommandHistory(self._ask_history, cache_s=config.figure_cache_s)
         self.window_cache: OrderedDict[tuple[str, str], tuple[float, WindowFigures]] = OrderedDict()
         self._inflight: dict[tuple[str, str], asyncio.Future[WindowFigures]] = {}
         self._listener: Listener | None = None
@@ -165,6 +186,9 @@ class Renderer(Service[RendererConfig]):
         bus.subscribe(PRICES, self.on_prices, zone=self.config.renderer_zone)
         bus.subscribe(STATUS, self.on_status, on_cleared=self.on_status_cleared)
         bus.subscribe(ALARM, self.on_alarm)
+        bus.subscribe(COMMAND, self.on_command)
+        bus.subscribe(REQUEST_RESULT, self.on_request_result)
+        bus.set_counters_source(lambda: dict(self.desk.counters))
 
     def _view(self, battery: str) -> BatteryView:
         if battery not in self.views:
@@ -197,16 +221,19 @@ class Renderer(Service[RendererConfig]):
         self._mark(battery)
 
     async def on_spec(self, params: dict[str, str], message: BatterySpec, delivery: Delivery) -> None:
-        """SOC limits for the SOC figure, capacity for the fleet table; the diagnostics compare with it."""
+        """SOC limits for the SOC figure, capacity for the fleet table, the power limits for the control panel's
+        hints; the diagnostics compare with it."""
         self._view(params["battery"]).spec = message
         self.dashboard.set_spec(params["battery"], message)
         self.diagnoser.forget(params["battery"])
+        self.desk.on_spec(params["battery"], message)
         self._mark(params["battery"])
 
     async def on_state(self, params: dict[str, str], message: BatteryState, delivery: Delivery) -> None:
-        """Mode and lease for the status strip."""
+        """Mode and lease for the status strip; what the battery did with its command (the command history)."""
         self._view(params["battery"])
         self.dashboard.set_state(params["battery"], message)
+        self.desk.on_state(params["battery"], message)
 
     async def on_control(self, params: dict[str, str], message: ControlMode, delivery: Delivery) -> None:
         """Who commands the battery (autopilot, manual, idle) for the status strip and the index."""
@@ -214,9 +241,11 @@ class Renderer(Service[RendererConfig]):
         self.dashboard.set_control(params["battery"], message)
 
     async def on_schedule(self, params: dict[str, str], message: Schedule, delivery: Delivery) -> None:
-        """A new plan: planned SOC and power, the schedule table, expected revenue, the fleet's revenue today."""
+        """A new plan: planned SOC and power, the schedule table, expected revenue, the fleet's revenue today (and
+        a re-plan's answer)."""
         self._view(params["battery"]).schedule = message
         self.dashboard.set_schedule(params["battery"], message)
+        self.desk.on_schedule(params["battery"], message)
         self._mark(params["battery"])
 
     async def on_prices(self, params: dict[str, str], message: PriceForecast, delivery: Delivery) -> None:
@@ -234,6 +263,23 @@ class Renderer(Service[RendererConfig]):
             view.live_alarms.append(message)
         self._forget_windows(battery)
         self._mark(battery)
+
+    async def on_command(self, params: dict[str, str], message: Command, delivery: Delivery) -> None:
+        """A Command on a battery's set topic (any source): the panel's running command, the history's tail."""
+        self._view(params["battery"])
+        self.desk.on_command(params["battery"], message)
+
+    async def on_request_result(self, params: dict[str, str], message: RequestResult, delivery: Delivery) -> None:
+        """The gateway's verdict on an operator request (the panel waits for its own ``request_id``)."""
+        self.desk.on_result(params["battery"], message)
+
+    async def _send_request(self, topic: Topic[Any], message: msgspec.Struct, battery: str) -> None:
+        """The desk's publisher: QoS 1, PUBACK awaited (BusUnavailable when the broker does not take it)."""
+        await self.bus.publish(topic, message, wait_ack=True, timeout=self.config.dashboard_control_timeout_s,
+                               battery=battery)
+
+    async def _ask_history(self, query: HistoryQuery) -> HistoryResult:
+        return await self.bus.request(HISTORY, query, timeout=self.config.history_timeout_s)
 
     async def on_status(self, params: dict[str, str], message: NodeStatus, delivery: Delivery) -> None:
         """Node health for the status strip, keyed by the topic it came on (never the payload's own name)."""
@@ -540,11 +586,13 @@ class Renderer(Service[RendererConfig]):
 
     async def run(self) -> None:
         # the gateway's listener: idle/header timeout, a connection limit, JSON for aiohttp's own errors
-        self._listener = Listener(build_app(self.dashboard), HttpLimits(), name="dashboard")
+        install = [control_web.installer(self.desk, self.guard, self.command_history)]
+        self._listener = Listener(build_app(self.dashboard, install=install), HttpLimits(), name="dashboard")
         await self._listener.start(self.config.dashboard_host, [self.config.dashboard_port])
         log.info(
-            "dashboard on http://%s:%d/ (%s)", self.config.dashboard_host, self.config.dashboard_port,
+            "dashboard on http://%s:%d/ (%s; control %s)", self.config.dashboard_host, self.config.dashboard_port,
             "token required" if self.dashboard.auth else "no token",
+            self.guard.disabled_reason() or "on",
         )
         last_full = time.monotonic()
         while True:

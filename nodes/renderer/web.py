@@ -28,6 +28,8 @@ Routes::
     GET  /login, POST /login      only with a dashboard token (:mod:`nodes.renderer.auth`)
     GET  /api/fleet, /fleet.csv, /battery/{battery}/export.csv, /api/diagnostics/{battery}
                                   the fleet, CSV exports and diagnostics (:mod:`nodes.renderer.web_exports`)
+    /api/control/..., /api/commands/...   the control panel and command history (:mod:`nodes.renderer.control_web`,
+                                  installed by the node through ``build_app(state, install=...)``)
 
 Times: every page has a toggle between UTC and ``BESS_DISPLAY_TZ`` (:mod:`nodes.renderer.timezone`), starting on
 the configured zone; data, the API and CSV stay UTC.
@@ -46,7 +48,7 @@ import hashlib
 import html
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -60,6 +62,7 @@ from nodes.contract.messages import NodeStatus
 from nodes.contract.names import ID_PATTERN, ID_RULE
 from nodes.renderer import auth as dashboard_auth
 from nodes.renderer import web_fleet
+from nodes.renderer.control import EVENT_KINDS as CONTROL_EVENT_KINDS
 from nodes.renderer.dashboard import (
     DashboardState,
     control_summary,
@@ -71,14 +74,21 @@ from nodes.renderer.windows import DEFAULT_WINDOW, WINDOW_PRESETS, TimeWindow, W
 log = logging.getLogger(__name__)
 _encoder = msgspec.json.Encoder()
 
-STATIC_FILES: Final = {"dashboard.js": "application/javascript", "dashboard.css": "text/css"}
+STATIC_FILES: Final = {"dashboard.js": "application/javascript", "dashboard.css": "text/css",
+                       "control.js": "application/javascript", "control.css": "text/css"}
 INDEX_KINDS: Final = frozenset({"status", "state", "control", "telemetry", "alarm", "fleet"})
+BATTERY_KINDS: Final = INDEX_KINDS | CONTROL_EVENT_KINDS
+"""What a battery page on a window of its own takes (no figure events): also its commands and request results."""
 WIDE_FIGURES: Final = ("schedule", "alarms")
 """Panels that take the whole width (last, so the half-width ones pair up on a two-column screen)."""
 WAITING: Final = {"schedule": "waiting for a schedule", "alarms": "waiting for the alarm history"}
 
 
 STATE_KEY: Final = web.AppKey("dashboard_state", DashboardState)
+PageParts = Callable[[str], dict[str, str]]
+PARTS_KEY: Final[web.AppKey[PageParts]] = web.AppKey("battery_page_parts")
+"""Extra placeholders of the battery page by battery (the control panel's); each is empty without it."""
+PART_NAMES: Final = ("control_panel", "command_history")
 
 
 # -- static assets -----------------------------------------------------------------------------------------
@@ -248,8 +258,11 @@ async def _battery_page(request: web.Request) -> web.Response:
         for label, key in WINDOW_PRESETS
     )
     panels.append(_diagnostics_panel(battery))
+    parts_of = request.app.get(PARTS_KEY)
+    parts = parts_of(battery) if parts_of is not None else {}
     return _page(
         "battery.html",
+        **{name: parts.get(name, "") for name in PART_NAMES},
         battery=battery,
         display_tz=html.escape(state.display_tz, quote=True),
         tz_toggle=_tz_toggle(state.display_tz),
@@ -353,7 +366,7 @@ async def _events(request: web.Request) -> web.StreamResponse:
     except ValueError:
         return json_error(422, f"battery id must be {ID_RULE}", "battery")
     with_figures = battery is not None and request.query.get("figures", "1") != "0"
-    kinds = None if with_figures else INDEX_KINDS
+    kinds = None if with_figures else BATTERY_KINDS if battery is not None else INDEX_KINDS
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     )
@@ -395,8 +408,9 @@ async def _errors(
         return json_error(500, "internal error (logged)", None)
 
 
-def build_app(state: DashboardState) -> web.Application:
-    """The dashboard application; ``state`` is shared with the node shell that feeds it."""
+def build_app(state: DashboardState, *, install: Sequence[Callable[[web.Application], None]] = ()) -> web.Application:
+    """The dashboard application; ``state`` is shared with the node shell that feeds it; each of ``install`` adds
+    its routes (the control panel's: :func:`nodes.renderer.control_web.installer`)."""
     if not _PAGES:
         for name in ("index.html", "battery.html"):
             _PAGES[name] = _static_text(name)
@@ -428,6 +442,8 @@ def build_app(state: DashboardState) -> web.Application:
     from nodes.renderer import web_exports  # imports this module: registered here, once it is loaded
 
     web_exports.add_routes(app)
+    for extension in install:
+        extension(app)
 
     async def on_shutdown(_app: web.Application) -> None:
         state.close()

@@ -171,3 +171,43 @@ def test_entities_fed_by_a_dead_node_become_unavailable_and_a_cleared_battery_is
         client.publish(TELEMETRY.name(root=topic_root, battery=gone), b"", qos=1, retain=True)
     wait_for(lambda: not _configs(services, prefix, gone), timeout=10, what="its configs cleared")
     assert _configs(services, prefix, battery_id), "the other battery keeps its entities"
+
+
+def test_an_alarm_is_a_problem_sensor_that_turns_on_and_off_with_its_retained_topic(
+    run_node: Any, node_env: dict[str, str], services: Services, topic_root: str, battery_id: str
+) -> None:
+    """A hot cell on a simulated battery: the alarm sensor's config points at the alarm topic the alarms node
+    raises and clears, and its availability at the alarms node's status; a disabled rule has no sensor."""
+    prefix = f"ha{uuid.uuid4().hex[:8]}"
+    env = {
+        **node_env,
+        "BESS_BATTERIES": battery_id,
+        "BESS_SIM_TELEMETRY_INTERVAL_S": "0.5",
+        "BESS_SIM_FAULT": json.dumps({battery_id: {"kind": "hot_cell", "at_s": 3, "for_s": 6}}),
+        "BESS_ALARMS": json.dumps({"defaults": {"cell_temp_high": {"raise_after_s": 1, "clear_after_s": 1},
+                                                "prices_stale": {"enabled": False}}}),
+        "BESS_ALARMS_RESTORE_WAIT_S": "0.5",
+        "BESS_HA_DISCOVERY_PREFIX": prefix,
+    }
+    run_node("alarms", env).wait_online(services.mqtt_host, services.mqtt_port, topic_root)
+    homeassistant = run_node("homeassistant", env)
+    run_node("simulator", env)
+
+    def config() -> Any:
+        homeassistant.assert_alive()
+        return _configs(services, prefix, battery_id).get("alarm_cell_temp_high")
+
+    sensor = wait_for(config, timeout=30, what="the hot cell alarm's binary sensor config")
+    assert "alarm_prices_stale" not in _configs(services, prefix, battery_id), "disabled in BESS_ALARMS"
+    assert sensor["device_class"] == "problem"
+    assert sensor["state_topic"] == f"{topic_root}/battery/{battery_id}/alarm/cell_temp_high"
+    [availability] = sensor["availability"]
+    assert availability["topic"] == STATUS.name(root=topic_root, node="alarms")
+    assert _retained(services, availability["topic"])["state"] == "online"
+    # what Home Assistant evaluates ({{ 'ON' if value_json.state == 'raised' else 'OFF' }}) on the retained payload
+    assert sensor["value_template"] == "{{ 'ON' if value_json.state == 'raised' else 'OFF' }}"
+    raised = wait_for(lambda: (_retained(services, sensor["state_topic"]) or {}).get("state") == "raised"
+                      and _retained(services, sensor["state_topic"]), timeout=30, what="the alarm raised")
+    assert raised["severity"] == "critical"
+    wait_for(lambda: _retained(services, sensor["state_topic"])["state"] == "cleared", timeout=30,
+             what="the alarm cleared when the fault ends")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import http.cookiejar
 import json
 import os
 import pwd
@@ -285,6 +286,39 @@ def test_the_homeassistant_node_publishes_its_configs_under_the_acl_for_the_hass
         configs = {m.topic.split("/")[3]: json.loads(m.payload) for m in client.messages(timeout=3.0) if m.payload}
     assert {"soc_kwh", "power_setpoint", "control_mode", "replan"} <= set(configs)
     assert configs["soc_kwh"]["state_topic"] == "bess/v1/battery/battery-1/telemetry"
+
+
+def test_the_dashboards_control_panel_commands_a_battery_under_the_acl_as_the_renderer(
+    secure_stack: SecureStack
+) -> None:
+    """The renderer's broker user may publish the request topics: a command from the panel (loopback, no token:
+    allowed there) reaches the gateway and becomes its Command with source dashboard."""
+    base = f"http://127.0.0.1:{secure_stack.local.ports['dashboard']}"
+    browser = urllib.request.build_opener(urllib.request.ProxyHandler({}),
+                                          urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+    with browser.open(f"{base}/api/control/battery-1", timeout=10) as response:
+        panel = json.loads(response.read())
+    assert panel["enabled"] is True, panel
+    passwords = _mqtt_users(secure_stack)
+    with stack.MiniMqtt("127.0.0.1", secure_stack.local.ports["mqtt"], username=auth.MONITOR_USER,
+                        password=passwords[auth.MONITOR_USER]) as watcher:
+        watcher.subscribe("bess/v1/battery/battery-1/set", qos=1)
+        request = urllib.request.Request(
+            f"{base}/api/control/battery-1/command", method="POST",
+            data=json.dumps({"action": "discharge", "power_kw": 7, "lease_s": 60}).encode(),
+            headers={"Content-Type": "application/json", panel["csrf_header"]: panel["csrf_token"]})
+        with browser.open(request, timeout=15) as response:
+            answer = json.loads(response.read())
+        assert response.status == 202, answer
+
+        def from_the_dashboard() -> dict[str, object] | None:
+            message = watcher.receive(timeout=1.0)
+            command = json.loads(message.payload) if message is not None else None
+            return command if command and command.get("source") == "dashboard" else None
+
+        command = wait_for(from_the_dashboard, timeout=15, interval=0, what="the dashboard's Command")
+    assert (command["command_id"], command["action"], command["power_kw"]) == (
+        answer["command"]["command_id"], "discharge", 7.0)
 
 
 HASS, NO_HASS = find_hass()

@@ -225,6 +225,10 @@ EXPECTED: dict[str, dict[str, str]] = {
         t("history/response/renderer"): "read",
         t("battery/+/figure/+"): "write",
         t("battery/+/revenue"): "write",
+        # the dashboard's control panel: the same request topics as Home Assistant's controls
+        t("battery/+/request/mode"): "write",
+        t("battery/+/request/power"): "write",
+        t("battery/+/request/replan"): "write",
         t("history/request"): "write",
         t("node/renderer/status"): "readwrite",
     },
@@ -322,7 +326,7 @@ def test_only_the_status_readers_of_the_contract_read_every_status(acl: Acl) -> 
 def test_home_assistant_reads_what_its_entities_show_and_writes_only_its_controls(acl: Acl) -> None:
     hass = auth.HASS_USER
     for readable in (topics.TELEMETRY, topics.STATE, topics.SCHEDULE, topics.OUTLOOK, topics.REVENUE,
-                     topics.REQUEST_RESULT, topics.STATUS):
+                     topics.REQUEST_RESULT, topics.STATUS, topics.ALARM):
         assert acl.allowed(hass, "read", _example(readable)), readable.path
     for request in (topics.MODE_REQUEST, topics.POWER_REQUEST, topics.REPLAN_REQUEST):
         assert acl.allowed(hass, "write", _example(request)), request.path

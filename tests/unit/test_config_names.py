@@ -33,6 +33,7 @@ SHARED = (
     "BESS_STORE", "BESS_INFLUX_",  # the database, which deploy/up runs too
     "BESS_BATTERIES", "BESS_MAX_LEASE_S", "BESS_MAX_OPERATOR_LEASE_S",  # read by deploy/up; a device's lease caps
     "BESS_DISPLAY_TZ",  # the name: what it configures (how people read times), not one node
+    "BESS_ALARMS",  # the alarm rules: the homeassistant node gives only the enabled ones a sensor
     "BESS_ENTSOE_", "BESS_ENERGY_CHARTS_", "BESS_AWATTAR_", "BESS_NORDPOOL_", "BESS_ENERGIDATASERVICE_", "BESS_AEMO_",
 )
 

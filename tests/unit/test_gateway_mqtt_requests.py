@@ -158,3 +158,32 @@ async def test_the_gateway_node_subscribes_the_request_topics(monkeypatch: pytes
     await broker.idle()
     [command] = bus.sent(COMMAND, battery="battery-1")
     assert (command.action, command.power_kw, command.source) == ("charge", 25.0, "homeassistant")
+
+
+async def test_a_dashboard_request_names_the_dashboard_and_its_result_carries_the_request_id(rig: Rig) -> None:
+    """The dashboard's panel publishes the same topics: the gateway's one implementation, its own source and id."""
+    result = await rig.power("limited", -40.0, valid_for_s=900, source="dashboard", request_id="r-abc")
+    [command] = rig.commands("limited")
+    assert (command.action, command.power_kw, command.source) == ("charge", 40.0, "dashboard")
+    assert command.valid_until == NOW + timedelta(seconds=900)
+    [manual] = rig.controls("limited")
+    assert (manual.source, manual.until) == ("dashboard", command.valid_until)
+    assert manual.reason.startswith("dashboard command ")
+    assert (result.outcome, result.source, result.request_id, result.command_id) == (
+        "accepted", "dashboard", "r-abc", command.command_id)
+
+
+async def test_a_refused_dashboard_request_echoes_its_id_with_the_http_error(rig: Rig) -> None:
+    result = await rig.power("limited", 999.0, source="dashboard", request_id="r-big")
+    assert (result.outcome, result.status, result.request_id, result.source) == ("refused", 422, "r-big", "dashboard")
+    assert rig.commands("limited") == []
+
+
+async def test_a_dashboard_idle_mode_sends_an_idle_command_from_the_dashboard(rig: Rig) -> None:
+    await rig.hass.publish(MODE_REQUEST, ModeRequest(mode="idle", source="dashboard", request_id="r-idle"),
+                           battery="battery-1")
+    result = await rig._result("battery-1")
+    [idle] = rig.commands("battery-1")
+    [mode] = rig.controls("battery-1")
+    assert (idle.action, idle.source, mode.source, mode.reason) == ("idle", "dashboard", "dashboard", "dashboard idle")
+    assert (result.request_id, result.mode) == ("r-idle", "idle")

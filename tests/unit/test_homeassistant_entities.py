@@ -203,3 +203,43 @@ def test_a_money_or_price_value_is_shown_only_in_the_units_currency() -> None:
     assert by_key["price"]["value_template"] == (
         "{{ value_json.price_per_mwh if (value_json.currency | default('')) == 'AUD' else None }}")
     assert by_key["price"]["unit_of_measurement"] == "AUD/MWh"
+
+
+def test_every_alarm_rule_is_a_problem_sensor_on_its_retained_alarm_topic_available_with_the_alarms_node() -> None:
+    from nodes.alarms.settings import RULE_IDS
+
+    by_key = {e.key: (e, wire(e)) for e in battery_entities("battery-1", FULL, WIRING)}
+    alarm_keys = [key for key in by_key if key.startswith("alarm_")]
+    assert alarm_keys == [f"alarm_{rule}" for rule in RULE_IDS], "one per rule, in the alarms node's order"
+    entity, config = by_key["alarm_cell_temp_high"]
+    assert entity.component == "binary_sensor"
+    assert config["device_class"] == "problem"
+    assert config["state_topic"] == config["json_attributes_topic"] == "bess/v1/battery/battery-1/alarm/cell_temp_high"
+    assert config["value_template"] == "{{ 'ON' if value_json.state == 'raised' else 'OFF' }}"
+    assert (config["payload_on"], config["payload_off"]) == ("ON", "OFF")
+    assert [a["topic"] for a in config["availability"]] == ["bess/v1/node/alarms/status"]
+    assert "value_json.severity" in config["json_attributes_template"]
+    assert "value_json.message" in config["json_attributes_template"]
+    assert config["name"] == "Alarm: cell temperature high"
+    assert config["unique_id"] == "bess_battery-1_alarm_cell_temp_high"
+    assert config["object_id"] == "battery_1_alarm_cell_temp_high"
+
+
+def test_a_rule_disabled_for_the_battery_gets_no_alarm_sensor() -> None:
+    from nodes.homeassistant.config import enabled_alarm_rules, parse_alarm_settings
+
+    alarms = parse_alarm_settings('{"defaults": {"prices_stale": {"enabled": false}},'
+                                  ' "batteries": {"b2": {"bms_alarm": {"enabled": false}}}}')
+    rules_b1, rules_b2 = enabled_alarm_rules(alarms, "b1"), enabled_alarm_rules(alarms, "b2")
+    assert "prices_stale" not in rules_b1
+    assert "bms_alarm" in rules_b1
+    assert {"prices_stale", "bms_alarm"}.isdisjoint(rules_b2)
+    keys = {e.key for e in battery_entities("b2", BatteryFacts(spec=SPEC, alarm_rules=rules_b2), WIRING)}
+    assert "alarm_cell_temp_high" in keys
+    assert {"alarm_prices_stale", "alarm_bms_alarm"}.isdisjoint(keys)
+
+
+def test_the_last_request_says_who_sent_it_home_assistant_or_the_dashboard() -> None:
+    """The result topic is shared: the sensor's attributes name the request's source."""
+    [last] = [wire(e) for e in battery_entities("battery-1", FULL, WIRING) if e.key == "last_request"]
+    assert "'source': value_json.source | default('homeassistant')" in last["json_attributes_template"]

@@ -195,3 +195,22 @@ def test_bad_settings_are_refused_with_the_variable_named() -> None:
         assert variable in text
     assert HomeAssistantConfig().problems() == []
     assert HomeAssistantConfig(dashboard_port=8123).dashboard_url == "http://127.0.0.1:8123"
+
+
+async def test_a_disabled_alarm_rule_has_no_sensor_and_a_stale_config_of_it_is_cleared() -> None:
+    rig = Rig(alarms='{"defaults": {"prices_stale": {"enabled": false}}}')
+    stale = "homeassistant/binary_sensor/battery-1/alarm_prices_stale/config"
+    await rig.bus.publish_bytes(stale, b'{"name": "from a run with the rule on"}', retain=True)  # an older run's
+    await rig.start()
+    configs = rig.configs()
+    assert stale not in configs, "cleared (an empty retained payload removes the entity)"
+    hot = configs["homeassistant/binary_sensor/battery-1/alarm_cell_temp_high/config"]
+    assert (hot["device_class"], hot["state_topic"]) == ("problem", "bess/v1/battery/battery-1/alarm/cell_temp_high")
+    before = len(rig.bus.published)
+    await rig.step()
+    assert len(rig.bus.published) == before, "cleared once, not on every pass"
+
+
+def test_bad_alarm_settings_are_refused_naming_bess_alarms() -> None:
+    problems = HomeAssistantConfig(alarms='{"defaults": {"cell_temp_hot": {}}}').problems()
+    assert any(p.startswith("BESS_ALARMS: ") and "cell_temp_hot" in p for p in problems), problems

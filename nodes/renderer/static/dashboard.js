@@ -2,7 +2,9 @@
  *
  * Every event's data is {"kind", "battery", "data"}. Kinds: figure (a contract Figure: Plotly data +
  * layout, default window only), status (NodeStatus, or {node, removed: true} for a node removed for good), state (BatteryState), control ({control, mode, text,
- * until}), telemetry (Telemetry), alarm (Alarm: raised or cleared, the latest of each rule).
+ * until}), telemetry (Telemetry), alarm (Alarm: raised or cleared, the latest of each rule), and on a battery
+ * page command (Command) and request (RequestResult), which static/control.js draws (each event is re-dispatched
+ * as a "bess:event" DOM event).
  *
  * The time window is this viewer's own and lives in the URL (?window=7d or ?begin=..&end=..). On the default
  * window (last 24 h) the page takes the live figure events; on any other it asks
@@ -952,6 +954,8 @@
           return;
         }
         fn(msg);
+        // the control panel (static/control.js) takes the same stream: every event as a DOM event
+        document.dispatchEvent(new CustomEvent("bess:event", { detail: msg }));
       });
     on("figure", (m) => page === "battery" && !windowQuery && renderFigure(m.data));
     on("status", (m) => renderStatus(m.data));
@@ -960,6 +964,8 @@
     on("telemetry", (m) => renderTelemetry(m.battery, m.data));
     on("alarm", (m) => renderAlarm(m.battery, m.data));
     on("fleet", (m) => page === "index" && renderFleetRow(m.data));
+    on("command", () => {});
+    on("request", () => {});
   }
 
   wireZone();
