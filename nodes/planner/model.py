@@ -402,7 +402,9 @@ def _solve(lp: _Lp, options: PlanOptions) -> None:
     # gapRel=0: the true optimum, not "within 0.01 %" (HiGHS' default mip_rel_gap is 1e-4)
     solver: pulp.LpSolver
     if options.solver == "highs":
-        solver = pulp.HiGHS(msg=False, timeLimit=options.time_limit_s, gapRel=0.0)
+        # one thread: a plan is small, and a fleet's plans run in parallel processes (nodes.planner.solvers);
+        # HiGHS' own threads would only compete with them for the cores
+        solver = pulp.HiGHS(msg=False, timeLimit=options.time_limit_s, gapRel=0.0, threads=1)
     else:
         solver = pulp.PULP_CBC_CMD(msg=False, timeLimit=options.time_limit_s, gapRel=0.0)
     try:

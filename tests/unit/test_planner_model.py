@@ -319,6 +319,24 @@ def test_cbc_and_highs_reach_the_same_objective(seed: int) -> None:
     assert [s.solver for s in results] == ["cbc", "highs"]
 
 
+@pytest.mark.parametrize("seed", range(8))
+def test_cbc_and_highs_agree_on_random_specs_and_quarter_hours(seed: int) -> None:
+    """The fleet's case: 96 quarter-hour slots (some negative: real binaries), a random battery and SOC. Both
+    solvers prove optimality, so the objectives agree to solver precision (1e-6 relative, 1e-4 absolute)."""
+    rng = np.random.default_rng(100 + seed)
+    prices = (80 - 60 * np.cos(np.arange(96) * 2 * np.pi / 96) + rng.normal(0, 40, 96)).round(2).tolist()
+    capacity = float(rng.choice([50.0, 215.0, 1000.0, 2000.0]))
+    spec = battery(capacity_kwh=capacity, soc_min_kwh=capacity * 0.05, soc_max_kwh=capacity * 0.95,
+                   max_charge_kw=capacity * float(rng.choice([0.25, 0.5, 1.0])),
+                   max_discharge_kw=capacity * float(rng.choice([0.25, 0.5, 1.0])),
+                   roundtrip_efficiency=float(rng.uniform(0.8, 0.95)), cycle_cost_per_mwh=float(rng.choice([0, 20])))
+    soc = spec.soc_min_kwh + float(rng.random()) * (spec.soc_max_kwh - spec.soc_min_kwh)
+    quarter = slots(prices, minutes=15)
+    assert any(p.price_per_mwh < 0 for p in quarter)  # the binaries matter in this case
+    results = [plan(quarter, spec, soc, created_at=NOW, options=PlanOptions(solver=name)) for name in ("cbc", "highs")]
+    assert results[0].expected_revenue == pytest.approx(results[1].expected_revenue, rel=1e-6, abs=1e-4)
+
+
 def test_plan_id_is_derived_from_the_inputs() -> None:
     prices, spec = slots([1, 2, 3]), battery()
     first = plan(prices, spec, 10.0, created_at=NOW)
