@@ -125,7 +125,9 @@ def solve(
         rows.add([(full[t], 1.0) for t in range(first, last + 1)], 1.0, INF)
 
     h = highspy.Highs()  # type: ignore[no-untyped-call]
-    for option, value in (("output_flag", False), ("mip_rel_gap", 0.0), ("threads", 1)):
+    # presolve off: measured on 96-slot fleet plans (bench/fleet.py), HiGHS' presolve costs more than it saves on
+    # a model this small and sparse (p90 solve 13 ms instead of 18); the optimum is the same either way
+    for option, value in (("output_flag", False), ("mip_rel_gap", 0.0), ("threads", 1), ("presolve", "off")):
         h.setOptionValue(option, value)
     if time_limit_s is not None:
         h.setOptionValue("time_limit", float(time_limit_s))
