@@ -297,8 +297,14 @@ class Planner(Service[PlannerConfig]):
         self._publish_details()
         self._set_node_state(state, now)
         planned: dict[str, Schedule] = {}
+        specs = {job.name: job.spec for job in jobs}
         async for outcome in self.solvers.run(jobs):
             self.plan_ms.append(outcome.elapsed_ms)
+            if self._battery(outcome.name).spec is not specs[outcome.name]:
+                # the spec changed or was rejected while the batch was solving (a fleet's batch takes seconds):
+                # this plan was made for a battery that no longer exists as declared; the new spec re-plans it
+                self.bus.counters["plans_discarded"] += 1
+                continue
             schedule = await self._finish(outcome, state, now)
             if schedule is not None:
                 planned[outcome.name] = schedule

@@ -4,6 +4,7 @@ re-planned before new ids, and thousands of unplannable ids keep the status smal
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -13,6 +14,7 @@ from nodes.contract.topics import PRICES, SCHEDULE, SPEC, STATUS, TELEMETRY
 from nodes.planner.config import PlannerConfig
 from nodes.planner.node import MAX_DETAILS, Planner
 from nodes.planner.policy import MORE_KEY
+from nodes.planner.solvers import PlanJob, PlanOutcome, Solvers
 from nodes.runtime.memory import MemoryBroker, MemoryBus
 from tests.support.autopilot_sim import FakeClock
 
@@ -132,3 +134,25 @@ def test_workers_default_to_the_cores_and_are_bounded() -> None:
     assert PlannerConfig(planner_workers=1).workers == 1
     assert any("BESS_PLANNER_WORKERS" in p for p in PlannerConfig(planner_workers=0).problems())
     assert not PlannerConfig(planner_workers=2).problems()
+
+
+async def test_a_spec_rejected_while_the_batch_solves_discards_that_plan(monkeypatch: pytest.MonkeyPatch) -> None:
+    rig = Rig(planner_workers=1)
+    await rig.planner.setup()
+    await rig.join(["b-1", "b-2"])
+    await rig.prices()
+    real_run = Solvers.run
+
+    async def run_and_reject(self: Solvers, jobs: Sequence[PlanJob]) -> AsyncIterator[PlanOutcome]:
+        await rig.planner.on_invalid_spec({"battery": "b-2"}, "capacity_kwh: expected a number")
+        async for outcome in real_run(self, jobs):
+            yield outcome
+
+    monkeypatch.setattr(Solvers, "run", run_and_reject)
+    await rig.planner.step()
+    assert [name for name, _ in rig.schedules()] == ["b-1"]
+    assert rig.planner.batteries["b-2"].schedule is None
+    assert rig.planner.bus.counters["plans_discarded"] == 1
+    await rig.planner.step()  # the rejection marked it: the next pass says why it is not planned
+    assert "rejected" in rig.bus.status().details["b-2"]
+    assert rig.planner.batteries["b-2"].schedule is None
