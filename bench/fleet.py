@@ -6,7 +6,8 @@ telemetry on the in-memory bus; the Planner node (its own handlers, :meth:`Plann
 price forecast (96 quarter-hour slots, or 24 hourly slots, of real de-lu prices when the shared files are there);
 the bench times the pass that re-plans every battery, then a second forecast (the steady state: the pool is warm).
 "per plan" is one battery's plan in its worker (model build, solve, publishable schedule), "fleet" the whole pass
-including publishing every Schedule. Sequential (1 worker: one thread, in turn) is the baseline of each ratio.
+including publishing every Schedule, "lag" the event loop's worst stall during it (a message on the bus waits that
+long). Sequential CBC (1 worker: one thread, in turn; the planner before issue 14) is the baseline of the ratios.
 """
 
 from __future__ import annotations
@@ -52,8 +53,32 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def replan(batteries: int, slots: list[PriceSlot], solver: str, workers: int) -> tuple[float, float, list[float]]:
-    """(cold first pass s, warm second pass s, per-plan ms of the warm pass) for one configuration."""
+class LoopLag:
+    """The longest the event loop was busy (a 5 ms ticker's worst delay) while the fleet was planned: how long a
+    message on the bus would have waited to be handled."""
+
+    def __init__(self) -> None:
+        self.worst_ms = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _tick(self) -> None:
+        while True:
+            before = time.perf_counter()
+            await asyncio.sleep(0.005)
+            self.worst_ms = max(self.worst_ms, (time.perf_counter() - before - 0.005) * 1000.0)
+
+    def __enter__(self) -> LoopLag:
+        self._task = asyncio.get_running_loop().create_task(self._tick())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+
+
+async def replan(batteries: int, slots: list[PriceSlot], solver: str, workers: int
+                 ) -> tuple[float, float, list[float], float]:
+    """(cold first pass s, warm second pass s, per-plan ms and worst loop lag ms of the warm pass)."""
     start = slots[0].start
     clock = FakeClock(start)
     broker = MemoryBroker()
@@ -78,14 +103,15 @@ async def replan(batteries: int, slots: list[PriceSlot], solver: str, workers: i
         planner.plan_ms.clear()
         before = len(bus.sent(SCHEDULE))
         started = time.perf_counter()
-        await planner.step()
+        with LoopLag() as lag:
+            await planner.step()
         passes.append(time.perf_counter() - started)
         planned = len(bus.sent(SCHEDULE)) - before
         if planned != batteries:
             raise SystemExit(f"{planned} of {batteries} batteries planned ({solver}, {workers} workers): "
                              f"{planner.bus.status().details}")
     planner.solvers.close()
-    return passes[0], passes[1], list(planner.plan_ms)
+    return passes[0], passes[1], list(planner.plan_ms), lag.worst_ms
 
 
 async def main() -> None:
@@ -100,7 +126,7 @@ async def main() -> None:
     workers = [int(w) for w in args.workers.split(",")]
     print(f"{args.batteries} batteries; fleet = the pass re-planning all of them after a new forecast (warm pool; "
           "cold = the first pass); per plan = one battery in its worker")
-    header = ("slots", "solver", "workers", "fleet s", "cold s", "plans/s", "p50 ms", "p99 ms", "vs 1st")
+    header = ("slots", "solver", "workers", "fleet s", "cold s", "plans/s", "p50 ms", "p99 ms", "lag ms", "vs 1st")
     print(" ".join(f"{h:>8}" for h in header))
     for n, minutes in ((96, 15), (24, 60)):
         slots = shifted(horizon(n, minutes), now, 0.0)
@@ -108,10 +134,11 @@ async def main() -> None:
         for solver in args.solvers.split(","):
             for count in workers:
                 with quiet_fd1():
-                    cold, warm, per_plan = await replan(args.batteries, slots, solver, count)
+                    cold, warm, per_plan, lag_ms = await replan(args.batteries, slots, solver, count)
                 baseline = baseline or warm
+                p50, p99 = statistics.median(per_plan), pct(per_plan, 0.99)
                 print(f"{n:>8} {solver:>8} {count:>8} {warm:>8.2f} {cold:>8.2f} {args.batteries / warm:>8.0f} "
-                      f"{statistics.median(per_plan):>8.1f} {pct(per_plan, 0.99):>8.1f} {baseline / warm:>7.2f}x")
+                      f"{p50:>8.1f} {p99:>8.1f} {lag_ms:>8.0f} {baseline / warm:>7.2f}x")
 
 
 if __name__ == "__main__":
