@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
+import threading
 import time
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
@@ -20,6 +22,9 @@ from datetime import datetime
 
 from nodes.contract.messages import BatterySpec, PriceSlot, Schedule
 from nodes.planner.model import PlanError, PlanOptions, plan
+
+PARENT_POLL_S = 1.0
+"""How often a pool worker checks that the planner that started it still runs."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +67,18 @@ def _warm() -> None:
     """Nothing: submitted once per worker so the pool's processes start (and import the model) at once."""
 
 
+def _watch_parent(parent: int) -> None:
+    """A worker's initializer: exit when the planner is gone. A planner killed hard (SIGKILL, OOM) runs no
+    shutdown, and a pool worker holds both ends of its queue's pipe, so it would wait forever as an orphan."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_S)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 class Solvers:
     """Runs batches of plan jobs: in a thread when ``workers`` is 1 or the batch has one job, else in the pool."""
 
@@ -78,7 +95,8 @@ class Solvers:
 
     def _executor(self) -> Executor:
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_watch_parent, initargs=(os.getpid(),))
         return self._pool
 
     async def start(self) -> None:
