@@ -119,7 +119,7 @@ class Planner(Service[PlannerConfig]):
         self._device_window = timedelta(seconds=config.planner_device_feed_window_s)
         self._ignored_logged: set[str] = set()
         self.solvers = Solvers(config.workers)
-        #: how long each recent plan took (ms: build, solve and publish in the worker), newest last
+        #: how long each recent plan took in its worker (ms: model build, solve, the publishable schedule)
         self.plan_ms: deque[float] = deque(maxlen=10_000)
 
     async def setup(self) -> None:
@@ -300,7 +300,7 @@ class Planner(Service[PlannerConfig]):
         specs = {job.name: job.spec for job in jobs}
         async for outcome in self.solvers.run(jobs):
             self.plan_ms.append(outcome.elapsed_ms)
-            if self._battery(outcome.name).spec is not specs[outcome.name]:
+            if self._battery(outcome.name).spec != specs[outcome.name]:
                 # the spec changed or was rejected while the batch was solving (a fleet's batch takes seconds):
                 # this plan was made for a battery that no longer exists as declared; the new spec re-plans it
                 self.bus.counters["plans_discarded"] += 1
