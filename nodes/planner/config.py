@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 
 import msgspec
@@ -27,6 +28,8 @@ class PlannerConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
     #: (the attribute keeps it until that variable is removed, as the gateway's renamed settings do)
     planner_switch_penalty_eur: float = msgspec.field(default=0.0, name="planner_switch_penalty")
     planner_solver: str = "cbc"
+    #: processes solving a batch of plans (a new forecast for a fleet); None: one per core. 1: one thread, in turn
+    planner_workers: int | None = None
     planner_min_replan_interval_s: float = 1.0
     planner_lease_s: float = 300.0
     #: how long a lease outlasts its run of slots, so the next run's command, sent at the boundary, takes over
@@ -41,6 +44,11 @@ class PlannerConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
     #: keeps planning on the real slots it has; see nodes.planner.coverage). The market feed's
     #: BESS_MARKET_STALE_AFTER_H has the same default, so feed and planner turn degraded together.
     planner_prices_stale_after_h: float = 6.0
+
+    @property
+    def workers(self) -> int:
+        """``planner_workers``, or the number of cores when unset."""
+        return self.planner_workers if self.planner_workers is not None else max(os.cpu_count() or 1, 1)
 
     @property
     def prices_stale_after(self) -> timedelta:
@@ -59,6 +67,8 @@ class PlannerConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
         found += command_rate.problems(self.command_rate_per_min, self.command_burst)
         if self.planner_solver not in ("cbc", "highs"):
             found.append("BESS_PLANNER_SOLVER must be cbc or highs")
+        if self.planner_workers is not None and not 1 <= self.planner_workers <= 256:
+            found.append("BESS_PLANNER_WORKERS must be 1 to 256 (processes solving plans; unset: one per core)")
         if self.planner_device_feed_window_s <= 0:
             found.append("BESS_PLANNER_DEVICE_FEED_WINDOW_S must be > 0")
         if not 0 < self.planner_prices_stale_after_h <= MAX_STALE_AFTER_H:  # NaN and inf too

@@ -1,9 +1,11 @@
-"""The optimiser: prices + BatterySpec + starting SOC -> PuLP MILP -> Schedule.
+"""The optimiser: prices + BatterySpec + starting SOC -> MILP (PuLP for CBC, arrays for HiGHS) -> Schedule.
 
 Pure: no I/O and no clock of its own; the caller passes ``created_at``. The side effects are the solver's:
 CBC runs as a subprocess on temporary files, and HiGHS prints a banner to file descriptor 1 once per process
 (a caller that owns stdout, like the CLI, must point fd 1 elsewhere while solving). ``solve_ms`` is measured
-with ``time.perf_counter``, a duration, not the wall clock.
+with ``time.perf_counter``, a duration, not the wall clock. CBC gets the model through PuLP; HiGHS gets the same
+model built as arrays in process (:mod:`nodes.planner.highs_direct`: PuLP's objects cost more than HiGHS' solve
+of a day), single-threaded (a fleet's plans run in parallel processes instead).
 
 The model, per slot t of length h_t hours (taken from each slot, so hourly and 15-min prices both work):
 
@@ -37,7 +39,7 @@ import pulp
 from nodes.contract import energy
 from nodes.contract.energy import slot_hours, soc_after
 from nodes.contract.messages import DEFAULT_CURRENCY, BatterySpec, PriceSlot, Schedule, ScheduleSlot
-from nodes.planner import baseline
+from nodes.planner import baseline, highs_direct
 
 SolverName = Literal["cbc", "highs"]
 
@@ -112,27 +114,11 @@ def plan(
     # optimum of a relaxation, optimal for it; otherwise exactly the offending slots become binary and the
     # model is solved again. Positive prices almost never tempt the relaxation, so a week of 15-minute slots
     # usually solves as one LP.
-    lazy = options.switch_penalty <= 0 and options.min_dwell_slots <= 1
-    lp = _build(problem, spec, options, binary=not lazy)
-    if lazy:
-        # where the price is not positive, burning energy pays and the relaxation would nearly always do it:
-        # make those slots binary from the start instead of solving twice
-        for t, slot in enumerate(prices):
-            if slot.price_per_mwh <= 0.0:
-                lp.direction[t].cat = pulp.LpInteger
-    started = time.perf_counter()
-    _solve(lp, options)
-    while lazy:
-        # only slots still continuous: a binary slot cannot be simultaneous (at most solver noise, snapped later),
-        # so each round adds binaries and the loop ends after at most n rounds (in practice one or two)
-        both = [t for t in _simultaneous(lp, spec) if lp.direction[t].cat != pulp.LpInteger]
-        if not both:
-            break
-        for t in both:
-            lp.direction[t].cat = pulp.LpInteger  # bounds are [0, 1]: binary (PuLP stores binaries so)
-        _solve(lp, options)
-    solve_ms = (time.perf_counter() - started) * 1000.0
-    powers, socs = _publishable(lp, problem, spec)
+    if options.solver == "highs":
+        solved, solve_ms = _solve_highs(problem, spec, options)
+    else:
+        solved, solve_ms = _solve_pulp(problem, spec, options)
+    powers, socs = _publishable(solved, problem, spec)
     score = baseline.evaluate(prices, powers, spec, soc_initial_kwh)
     reference = baseline.top_n_daily(prices, spec, soc_initial_kwh, terminal_soc_kwh=problem.target)
     return Schedule(
@@ -157,6 +143,58 @@ def plan(
         solver=options.solver,
         solve_ms=solve_ms,
     )
+
+
+def _solve_pulp(problem: _Problem, spec: BatterySpec, options: PlanOptions) -> tuple[highs_direct.Solved, float]:
+    """The model in PuLP, solved by CBC (or PuLP's HiGHS adapter), with lazy binaries."""
+    lazy = options.switch_penalty <= 0 and options.min_dwell_slots <= 1
+    lp = _build(problem, spec, options, binary=not lazy)
+    if lazy:
+        # where the price is not positive, burning energy pays and the relaxation would nearly always do it:
+        # make those slots binary from the start instead of solving twice
+        for t, price in enumerate(problem.prices):
+            if price <= 0.0:
+                lp.direction[t].cat = pulp.LpInteger
+    started = time.perf_counter()
+    _solve(lp, options)
+    while lazy:
+        # only slots still continuous: a binary slot cannot be simultaneous (at most solver noise, snapped later),
+        # so each round adds binaries and the loop ends after at most n rounds (in practice one or two)
+        both = [t for t in _simultaneous(lp, spec) if lp.direction[t].cat != pulp.LpInteger]
+        if not both:
+            break
+        for t in both:
+            lp.direction[t].cat = pulp.LpInteger  # bounds are [0, 1]: binary (PuLP stores binaries so)
+        _solve(lp, options)
+    solve_ms = (time.perf_counter() - started) * 1000.0
+    solved = highs_direct.Solved(
+        charge=[_value(v) for v in lp.charge], discharge=[_value(v) for v in lp.discharge],
+        direction=[_value(v) for v in lp.direction], binary=[v.cat == pulp.LpInteger for v in lp.direction],
+        full={t: _value(f) for t, f in lp.full.items()},
+    )
+    return solved, solve_ms
+
+
+def _solve_highs(problem: _Problem, spec: BatterySpec, options: PlanOptions) -> tuple[highs_direct.Solved, float]:
+    """The same model built straight into HiGHS (:mod:`highs_direct`): no PuLP objects, the same lazy binaries."""
+    eta = spec.roundtrip_efficiency
+    solved = highs_direct.solve(
+        prices=problem.prices, hours=problem.hours,
+        stored_per_kw=[energy.stored_kwh(h, eta) for h in problem.hours],
+        drawn_per_kw=[energy.drawn_kwh(h, eta) for h in problem.hours],
+        charge_value=[-energy.value_at(h, price) for h, price in zip(problem.hours, problem.prices, strict=True)],
+        discharge_value=[energy.value_at(h, price - spec.cycle_cost_per_mwh)
+                         for h, price in zip(problem.hours, problem.prices, strict=True)],
+        soc_initial=problem.soc_initial, target=problem.target, full_windows=problem.full_windows,
+        max_charge_kw=spec.max_charge_kw, max_discharge_kw=spec.max_discharge_kw,
+        soc_min_kwh=spec.soc_min_kwh, soc_max_kwh=spec.soc_max_kwh,
+        switch_penalty=options.switch_penalty, min_dwell_slots=options.min_dwell_slots,
+        time_limit_s=options.time_limit_s,
+        tolerance=(SNAP * max(spec.max_charge_kw, 1.0), SNAP * max(spec.max_discharge_kw, 1.0)),
+    )
+    if solved.error is not None:
+        raise PlanError(solved.error)
+    return solved, solved.solve_ms
 
 
 def derive_plan_id(
@@ -402,7 +440,9 @@ def _solve(lp: _Lp, options: PlanOptions) -> None:
     # gapRel=0: the true optimum, not "within 0.01 %" (HiGHS' default mip_rel_gap is 1e-4)
     solver: pulp.LpSolver
     if options.solver == "highs":
-        solver = pulp.HiGHS(msg=False, timeLimit=options.time_limit_s, gapRel=0.0)
+        # one thread: a plan is small, and a fleet's plans run in parallel processes (nodes.planner.solvers);
+        # HiGHS' own threads would only compete with them for the cores
+        solver = pulp.HiGHS(msg=False, timeLimit=options.time_limit_s, gapRel=0.0, threads=1)
     else:
         solver = pulp.PULP_CBC_CMD(msg=False, timeLimit=options.time_limit_s, gapRel=0.0)
     try:
@@ -425,7 +465,7 @@ def _solve(lp: _Lp, options: PlanOptions) -> None:
 
 
 def _publishable(
-    lp: _Lp, p: _Problem, spec: BatterySpec
+    lp: highs_direct.Solved, p: _Problem, spec: BatterySpec
 ) -> tuple[list[tuple[float, float]], list[float]]:
     """Solver values -> clean powers and the SOC they imply, recomputed so both are exactly consistent.
 
@@ -443,12 +483,9 @@ def _publishable(
     for t, h in enumerate(p.hours):
         # a binary direction says it; a continuous one (lazy binaries, no simultaneous slot left) may be
         # fractional, so the larger power decides
-        if lp.direction[t].cat == pulp.LpInteger:
-            charging = _value(lp.direction[t]) > 0.5
-        else:
-            charging = _value(lp.charge[t]) > _value(lp.discharge[t])
-        c = _snap(_value(lp.charge[t]), pc) if charging else 0.0
-        d = 0.0 if charging else _snap(_value(lp.discharge[t]), pd)
+        charging = lp.direction[t] > 0.5 if lp.binary[t] else lp.charge[t] > lp.discharge[t]
+        c = _snap(lp.charge[t], pc) if charging else 0.0
+        d = 0.0 if charging else _snap(lp.discharge[t], pd)
         nxt = soc_after(soc, c, d, h, eta)
         if nxt > hi and c > 0:
             c, moved = _shift(c, -energy.charge_kw_for(nxt - hi, h, eta), pc, moved, energy.stored_kwh(h, eta))
@@ -457,7 +494,7 @@ def _publishable(
         soc = min(max(soc_after(soc, c, d, h, eta), lo), hi)
         powers.append((c, d))
         socs.append(soc)
-    floors = {t: hi for t, f in lp.full.items() if _value(f) > 0.5}
+    floors = {t: hi for t, f in lp.full.items() if f > 0.5}
     floors[len(socs) - 1] = max(floors.get(len(socs) - 1, lo), p.target)
     for t in sorted(floors):  # raising an SOC only raises the later ones: earlier floors stay met
         moved += _raise(powers, socs, t, floors[t], p=p, spec=spec)

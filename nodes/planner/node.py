@@ -20,8 +20,10 @@ at once. Telemetry: the device's own feed when it is live, HTTP writes only for 
 Re-plans (receding horizon) when a forecast arrives, a spec changes, the SOC drifts from the plan by more than
 ``BESS_PLANNER_DRIFT_KWH``, and at every slot boundary. Node-wide problems (no prices, stale prices) make the node
 ``degraded`` with the reason. A battery's own problem (no spec, a rejected spec, no or old telemetry) does not:
-it is a note in the status ``details`` under the battery's id, and that battery is not planned. The solver runs
-in a worker thread so the bus keeps acknowledging messages while it works.
+it is a note in the status ``details`` under the battery's id, and that battery is not planned. Plans are
+solved off the event loop (:mod:`nodes.planner.solvers`): a batch (a new forecast for the fleet) in
+``BESS_PLANNER_WORKERS`` processes, batteries that already have a plan first, so the bus keeps acknowledging
+messages while the fleet is planned and a burst of new ids does not hold back the batteries being driven.
 
 When prices go stale (:mod:`nodes.planner.coverage`): prices are stale while the forecast does not cover every
 moment of the next ``BESS_PLANNER_PRICES_STALE_AFTER_H`` hours (6); the node is ``degraded`` with a reason naming
@@ -44,7 +46,8 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from nodes.contract.messages import (
@@ -63,7 +66,8 @@ from nodes.planner import coverage, policy
 from nodes.planner import inputs as known
 from nodes.planner.config import PlannerConfig
 from nodes.planner.inputs import BatteryInputs
-from nodes.planner.model import PlanError, PlanOptions, plan
+from nodes.planner.model import PlanOptions
+from nodes.planner.solvers import PlanJob, PlanOutcome, Solvers
 from nodes.runtime.command_rate import CommandRateLimit
 from nodes.runtime.core import MessageBus
 from nodes.runtime.dispatch import Delivery
@@ -114,6 +118,9 @@ class Planner(Service[PlannerConfig]):
         self.node_problem: str | None = None
         self._device_window = timedelta(seconds=config.planner_device_feed_window_s)
         self._ignored_logged: set[str] = set()
+        self.solvers = Solvers(config.workers)
+        #: how long each recent plan took in its worker (ms: model build, solve, the publishable schedule)
+        self.plan_ms: deque[float] = deque(maxlen=10_000)
 
     async def setup(self) -> None:
         bus = self.bus
@@ -122,6 +129,9 @@ class Planner(Service[PlannerConfig]):
         bus.subscribe(TELEMETRY, self.on_telemetry)
         bus.subscribe(CONTROL, self.on_control)
         bus.subscribe(REPLAN_REQUEST, self.on_replan)
+
+    async def shutdown(self) -> None:
+        self.solvers.close()
 
     def _battery(self, name: str) -> BatteryInputs:
         return self.batteries.setdefault(name, BatteryInputs())
@@ -226,16 +236,14 @@ class Planner(Service[PlannerConfig]):
             return inputs.spec_problem or "monitored, not planned: no spec received"
         return known.telemetry_problem(self.telemetry_of(inputs, now), now, self.config.planner_max_telemetry_age_s)
 
-    def _report(self, name: str, note: str | None, state: coverage.Cover, now: datetime) -> None:
-        """Degraded only for a node-wide problem (no or stale prices); per-battery notes go into the details."""
+    def _set_note(self, name: str, note: str | None) -> None:
+        """A battery's planning note (None: planned). Degraded is only for a node-wide problem (no or stale
+        prices); per-battery notes go into the details."""
         if note is None:
             self.notes.pop(name, None)
         else:
             self.notes[name] = note
-        self._set_price_note(name, coverage.battery_note(state, self._battery(name).schedule, now))
         self.bus.counters["batteries_not_planned"] = len(self.notes)
-        self._publish_details()
-        self._set_node_state(state, now)
 
     def _set_price_note(self, name: str, note: str | None) -> None:
         if note is None:
@@ -272,10 +280,47 @@ class Planner(Service[PlannerConfig]):
 
     async def plan_battery(self, name: str, now: datetime) -> Schedule | None:
         """Plan one battery now; publishes the Schedule, or reports why it could not."""
+        return (await self.plan_batteries([name], now)).get(name)
+
+    async def plan_batteries(self, names: Sequence[str], now: datetime) -> dict[str, Schedule]:
+        """Plan these batteries now, in this order, up to ``BESS_PLANNER_WORKERS`` at a time; each Schedule is
+        published as soon as it is solved. A battery that cannot be planned gets its note at once (no solver).
+
+        The status (state and details) is computed once for the batch, not once per battery: a fleet of
+        thousands of unplannable ids costs one status publish, not thousands of growing ones.
+        """
+        state = self.cover(now)
+        jobs: list[PlanJob] = []
+        for name in names:
+            job = self._job(name, state, now)
+            if job is not None:
+                jobs.append(job)
+        self._publish_details()
+        self._set_node_state(state, now)
+        planned: dict[str, Schedule] = {}
+        specs = {job.name: job.spec for job in jobs}
+        async for outcome in self.solvers.run(jobs):
+            self.plan_ms.append(outcome.elapsed_ms)
+            if self._battery(outcome.name).spec != specs[outcome.name]:
+                # the spec changed or was rejected while the batch was solving (a fleet's batch takes seconds):
+                # this plan was made for a battery that no longer exists as declared; the new spec re-plans it
+                self.bus.counters["plans_discarded"] += 1
+                continue
+            schedule = await self._finish(outcome, state, now)
+            if schedule is not None:
+                planned[outcome.name] = schedule
+        if jobs:
+            self.bus.counters["batteries_not_planned"] = len(self.notes)
+            self._publish_details()
+            self._set_node_state(state, now)
+        return planned
+
+    def _job(self, name: str, state: coverage.Cover, now: datetime) -> PlanJob | None:
+        """The battery's plan job, or None with its note set (no spec, old telemetry, no price covers now)."""
         inputs = self._battery(name)
         note = self._battery_problem(name, inputs, now)
-        state = self.cover(now)
-        self._report(name, note, state, now)
+        self._set_note(name, note)
+        self._set_price_note(name, coverage.battery_note(state, inputs.schedule, now))
         if note is not None or not state.slots:
             # no price covers now: the last plan (if any) is held as it is, the autopilot follows it to its end
             return None
@@ -283,31 +328,31 @@ class Planner(Service[PlannerConfig]):
         assert inputs.spec is not None
         telemetry = self.telemetry_of(inputs, now)
         assert telemetry is not None
-        spec, soc = inputs.spec, telemetry.soc_kwh
-        soc = min(max(soc, spec.soc_min_kwh), spec.soc_max_kwh)
+        spec = inputs.spec
+        soc = min(max(telemetry.soc_kwh, spec.soc_min_kwh), spec.soc_max_kwh)
         options = PlanOptions(
             switch_penalty=self.config.planner_switch_penalty_eur,
             solver=self.config.planner_solver,  # type: ignore[arg-type]
         )
-        slots = state.slots  # real slots only, up to the first gap: stale prices are planned on, never invented
-        plan_id = f"p-{now.strftime('%Y%m%dT%H%M%S')}-{name}"
-        try:
-            schedule = await asyncio.to_thread(
-                plan, slots, spec, soc, options=options, created_at=now, plan_id=plan_id, zone=self.forecast.zone,
-                currency=self.forecast.currency,
-            )
-        except PlanError as exc:
+        # real slots only, up to the first gap: stale prices are planned on, never invented
+        return PlanJob(name=name, slots=state.slots, spec=spec, soc_kwh=soc, options=options, created_at=now,
+                       plan_id=f"p-{now.strftime('%Y%m%dT%H%M%S')}-{name}", zone=self.forecast.zone,
+                       currency=self.forecast.currency)
+
+    async def _finish(self, outcome: PlanOutcome, state: coverage.Cover, now: datetime) -> Schedule | None:
+        name, schedule = outcome.name, outcome.schedule
+        if schedule is None:
             self.bus.counters["plan_errors"] += 1
-            self._report(name, f"not planned: {exc}", state, now)
+            self._set_note(name, f"not planned: {outcome.error}")
             return None
+        inputs = self._battery(name)
         inputs.schedule = schedule
         self._set_price_note(name, coverage.battery_note(state, schedule, now))
-        self._publish_details()
         await self.bus.publish(SCHEDULE, schedule, battery=name)
         self.bus.counters["plans"] += 1
-        log.info("%s: plan %s over %d slots, expected %.2f %s (baseline %s) in %.0f ms", name, plan_id,
-                 len(schedule.slots), schedule.expected_revenue, schedule.currency, schedule.baseline_revenue,
-                 schedule.solve_ms)
+        log.info("%s: plan %s over %d slots, expected %.2f %s (baseline %s) in %.0f ms (solver %.0f ms)", name,
+                 schedule.plan_id, len(schedule.slots), schedule.expected_revenue, schedule.currency,
+                 schedule.baseline_revenue, outcome.elapsed_ms, schedule.solve_ms)
         return schedule
 
     async def autopilot(self, name: str, now: datetime, *, final: bool = True) -> None:
@@ -486,13 +531,18 @@ class Planner(Service[PlannerConfig]):
             self.dirty.update(self.batteries)  # receding horizon: re-plan at every boundary
             for name in list(self.batteries):
                 await self.autopilot(name, now, final=False)
+        due: list[str] = []
         for name in sorted(self.dirty):
             previous = self._last_plan.get(name)
             if previous and (now - previous).total_seconds() < self.config.planner_min_replan_interval_s:
                 continue  # debounce bursts (e.g. retained spec + telemetry + prices at start)
             self.dirty.discard(name)
             self._last_plan[name] = now
-            await self.plan_battery(name, now)
+            due.append(name)
+        # batteries with a plan first: a burst of new ids (a fleet joining, a hostile client) queues behind the
+        # batteries already being driven instead of in front of them
+        due.sort(key=lambda name: self.batteries[name].schedule is None)
+        await self.plan_batteries(due, now)
         now = self.clock()
         for name in list(self.batteries):
             await self.autopilot(name, now)
@@ -504,6 +554,7 @@ class Planner(Service[PlannerConfig]):
         return wake_at
 
     async def run(self) -> None:
+        await self.solvers.start()  # the pool's processes start now, not in the first re-plan of the fleet
         self._boundary = self._next_boundary(self.clock())
         while True:
             self.wake.clear()  # before the pass: a message arriving during it wakes the next one at once

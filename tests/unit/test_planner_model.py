@@ -7,13 +7,14 @@ import math
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
+import highspy
 import msgspec
 import numpy as np
 import pulp
 import pytest
 
 from nodes.contract.messages import BatterySpec, PriceSlot, Schedule
-from nodes.planner import baseline
+from nodes.planner import baseline, highs_direct
 from nodes.planner.model import PlanError, PlanOptions, derive_plan_id, plan
 
 # PuLP 3.3 announces that PULP_CBC_CMD (the bundled CBC the brief asks for) goes away in PuLP 4.0
@@ -317,6 +318,71 @@ def test_cbc_and_highs_reach_the_same_objective(seed: int) -> None:
     objectives = [s.expected_revenue - penalty * len(reversals(s)) for s in results]
     assert objectives[0] == pytest.approx(objectives[1], abs=1e-4)
     assert [s.solver for s in results] == ["cbc", "highs"]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_cbc_and_highs_agree_on_random_specs_and_quarter_hours(seed: int) -> None:
+    """The fleet's case: 96 quarter-hour slots (some negative: real binaries), a random battery and SOC. Both
+    solvers prove optimality, so the objectives agree to solver precision (1e-6 relative, 1e-4 absolute)."""
+    rng = np.random.default_rng(100 + seed)
+    prices = (80 - 60 * np.cos(np.arange(96) * 2 * np.pi / 96) + rng.normal(0, 40, 96)).round(2).tolist()
+    capacity = float(rng.choice([50.0, 215.0, 1000.0, 2000.0]))
+    spec = battery(capacity_kwh=capacity, soc_min_kwh=capacity * 0.05, soc_max_kwh=capacity * 0.95,
+                   max_charge_kw=capacity * float(rng.choice([0.25, 0.5, 1.0])),
+                   max_discharge_kw=capacity * float(rng.choice([0.25, 0.5, 1.0])),
+                   roundtrip_efficiency=float(rng.uniform(0.8, 0.95)), cycle_cost_per_mwh=float(rng.choice([0, 20])))
+    soc = spec.soc_min_kwh + float(rng.random()) * (spec.soc_max_kwh - spec.soc_min_kwh)
+    quarter = slots(prices, minutes=15)
+    assert any(p.price_per_mwh < 0 for p in quarter)  # the binaries matter in this case
+    results = [plan(quarter, spec, soc, created_at=NOW, options=PlanOptions(solver=name)) for name in ("cbc", "highs")]
+    assert results[0].expected_revenue == pytest.approx(results[1].expected_revenue, rel=1e-6, abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        PlanOptions(switch_penalty=3.0),
+        PlanOptions(min_dwell_slots=3),
+        PlanOptions(switch_penalty=1.0, min_dwell_slots=2),
+        PlanOptions(full_charge_every_slots=12, slots_since_full_charge=4),
+        PlanOptions(terminal_soc_kwh=700.0, full_charge_every_slots=20),
+    ],
+    ids=["penalty", "dwell", "penalty+dwell", "balancing", "terminal+balancing"],
+)
+@pytest.mark.parametrize("seed", range(3))
+def test_highs_direct_model_equals_the_pulp_model_with_every_option(options: PlanOptions, seed: int) -> None:
+    """HiGHS gets the model as arrays (nodes.planner.highs_direct), CBC through PuLP: two builds of one model, so
+    the same optimum (with the switch penalty counted) and SOCs within the limits, for every option."""
+    rng = np.random.default_rng(200 + seed)
+    quarter = slots(rng.uniform(-40, 160, size=48).round(2).tolist(), minutes=15)
+    spec = battery(capacity_kwh=1000.0, soc_min_kwh=100.0, soc_max_kwh=900.0, max_charge_kw=400.0,
+                   max_discharge_kw=300.0, roundtrip_efficiency=0.9, cycle_cost_per_mwh=3.0)
+    results = [plan(quarter, spec, 300.0, created_at=NOW, options=msgspec.structs.replace(options, solver=name))
+               for name in ("cbc", "highs")]
+    objectives = [s.expected_revenue - options.switch_penalty * len(reversals(s)) for s in results]
+    assert objectives[0] == pytest.approx(objectives[1], rel=1e-6, abs=1e-4)
+    for schedule in results:
+        assert all(100.0 - 1e-6 <= slot.soc_kwh <= 900.0 + 1e-6 for slot in schedule.slots)
+        assert all(slot.charge_kw == 0 or slot.discharge_kw == 0 for slot in schedule.slots)
+
+
+def test_highs_direct_stopped_by_the_time_limit_is_an_error() -> None:
+    with pytest.raises(PlanError, match="solver highs did not prove optimality within the time limit"):
+        plan(slots(np.random.default_rng(1).uniform(-50, 50, 672).round(2).tolist(), minutes=15),
+             battery(capacity_kwh=1000.0, soc_min_kwh=0.0, soc_max_kwh=1000.0, max_charge_kw=500.0,
+                     max_discharge_kw=500.0, roundtrip_efficiency=0.8),
+             500.0, created_at=NOW, options=PlanOptions(solver="highs", switch_penalty=0.01, min_dwell_slots=4,
+                                                        time_limit_s=1e-4))
+
+
+def test_highs_direct_names_an_infeasible_model() -> None:
+    # plan() refuses every infeasible input it can see before solving, so the solver's verdict is checked alone
+    h = highspy.Highs()  # type: ignore[no-untyped-call]
+    h.setOptionValue("output_flag", False)
+    h.addVars(1, np.array([0.0]), np.array([1.0]))
+    h.addRows(1, np.array([2.0]), np.array([highspy.kHighsInf]), 1, np.array([0], dtype=np.int32),
+              np.array([0], dtype=np.int32), np.array([1.0]))
+    assert highs_direct._run(h, None) == "the model is infeasible (highs); check the SOC limits and options"
 
 
 def test_plan_id_is_derived_from_the_inputs() -> None:
