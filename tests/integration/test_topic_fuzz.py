@@ -47,11 +47,14 @@ from hypothesis import strategies as st
 
 from deploy import stack
 from nodes.contract.topics import (
+    ALARM,
     COMMAND,
     CONTROL,
     HISTORY_REQUEST,
     HISTORY_RESPONSE,
     PRICES,
+    REPLAN_REQUEST,
+    REQUEST_RESULT,
     SCHEDULE,
     SPEC,
     STATE,
@@ -115,8 +118,9 @@ def targets(sim: str, fuzz: str, zone: str) -> list[Target]:
         Target("telemetry/sim", TELEMETRY, {"battery": sim}, ("recorder", "planner", "renderer", "simulator")),
         Target("spec/fuzz", SPEC, {"battery": fuzz}, ("planner", "renderer")),
         Target("spec/sim", SPEC, {"battery": sim}, ("planner", "renderer")),
-        Target("set/fuzz", COMMAND, {"battery": fuzz}, ("recorder",)),
-        Target("set/sim", COMMAND, {"battery": sim}, ("recorder", "simulator")),
+        # the renderer reads commands too: the control panel's running command and the command history
+        Target("set/fuzz", COMMAND, {"battery": fuzz}, ("recorder", "renderer")),
+        Target("set/sim", COMMAND, {"battery": sim}, ("recorder", "simulator", "renderer")),
         Target("state/fuzz", STATE, {"battery": fuzz}, ("recorder", "renderer")),
         Target("state/sim", STATE, {"battery": sim}, ("recorder", "renderer")),
         Target("control/fuzz", CONTROL, {"battery": fuzz}, ("planner", "renderer")),
@@ -128,6 +132,9 @@ def targets(sim: str, fuzz: str, zone: str) -> list[Target]:
         Target("history/response", HISTORY_RESPONSE, {"client": "renderer"}, ("renderer",)),
         Target("stored/sim", STORED, {"battery": sim}, ("simulator",)),
         Target("node/status", STATUS, {"node": "fuzz-node"}, ("renderer",)),
+        Target("alarm/fuzz", ALARM, {"battery": fuzz, "rule": "cell_temp_high"}, ("recorder", "renderer")),
+        Target("request/result", REQUEST_RESULT, {"battery": fuzz}, ("renderer",)),
+        Target("request/replan", REPLAN_REQUEST, {"battery": fuzz}, ("planner",)),
     ]
 
 
