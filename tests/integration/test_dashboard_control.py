@@ -46,6 +46,14 @@ async def test_only_a_signed_in_same_origin_session_with_its_csrf_token_commands
         action = f"{base}/api/control/{battery_id}/command"
         jar = aiohttp.CookieJar(unsafe=True)  # cookies for 127.0.0.1
         async with aiohttp.ClientSession(cookie_jar=jar) as browser:
+            async def listening() -> bool:  # "online" is the broker connection; the web server starts just after
+                try:
+                    async with browser.get(f"{base}/api/status") as response:
+                        return response.status in (200, 401)
+                except aiohttp.ClientConnectorError:
+                    return False
+
+            await wait_for_async(listening, 20, 0.1, what="the dashboard listening")
             async with browser.post(action, json={"action": "idle"}) as response:
                 body = await response.json()
                 assert response.status == 401
