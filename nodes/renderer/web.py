@@ -224,6 +224,16 @@ async def _index(request: web.Request) -> web.Response:
     )
 
 
+def known_battery(request: web.Request) -> str | web.Response:
+    """The ``{battery}`` of the path, or the 422 (not an id) or 404 (no such battery) answer naming it."""
+    battery = request.match_info["battery"]
+    if not ID_PATTERN.fullmatch(battery):
+        return json_error(422, f"battery id must be {ID_RULE}", "battery")
+    if battery not in request.app[STATE_KEY].batteries:
+        return json_error(404, f"unknown battery {battery!r}", "battery")
+    return battery
+
+
 def window_or_error(request: web.Request) -> TimeWindow | web.Response:
     """The viewer's window from the query, or the 422 answer naming the parameter."""
     state = request.app[STATE_KEY]
@@ -322,11 +332,9 @@ def _figures_body(battery: str, window: TimeWindow, figures: dict[str, bytes], r
 
 async def _api_figures(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
-    battery = request.match_info["battery"]
-    if not ID_PATTERN.fullmatch(battery):
-        return json_error(422, f"battery id must be {ID_RULE}", "battery")
-    if battery not in state.batteries:
-        return json_error(404, f"unknown battery {battery!r}", "battery")
+    battery = known_battery(request)
+    if isinstance(battery, web.Response):
+        return battery
     window = window_or_error(request)
     if isinstance(window, web.Response):
         return window

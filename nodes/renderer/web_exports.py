@@ -24,10 +24,9 @@ from datetime import UTC
 import msgspec
 from aiohttp import web
 
-from nodes.contract.names import ID_PATTERN, ID_RULE
 from nodes.renderer import exports
 from nodes.renderer.csvout import Table, table_bytes
-from nodes.renderer.web import STATE_KEY, json_error, window_or_error
+from nodes.renderer.web import STATE_KEY, json_error, known_battery, window_or_error
 
 log = logging.getLogger(__name__)
 _encoder = msgspec.json.Encoder()
@@ -65,19 +64,9 @@ async def fleet_csv(request: web.Request) -> web.Response:
     return csv_response(exports.fleet_table(rows, totals), f"bess-fleet-{_stamp(request)}")
 
 
-def _battery(request: web.Request) -> str | web.Response:
-    state = request.app[STATE_KEY]
-    battery = request.match_info["battery"]
-    if not ID_PATTERN.fullmatch(battery):
-        return json_error(422, f"battery id must be {ID_RULE}", "battery")
-    if battery not in state.batteries:
-        return json_error(404, f"unknown battery {battery!r}", "battery")
-    return battery
-
-
 async def battery_csv(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
-    battery = _battery(request)
+    battery = known_battery(request)
     if isinstance(battery, web.Response):
         return battery
     series = request.query.get("series", "telemetry")
@@ -107,7 +96,7 @@ async def battery_csv(request: web.Request) -> web.Response:
 
 async def api_diagnostics(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
-    battery = _battery(request)
+    battery = known_battery(request)
     if isinstance(battery, web.Response):
         return battery
     window = window_or_error(request)
