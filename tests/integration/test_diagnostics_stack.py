@@ -27,6 +27,7 @@ from nodes.runtime.bus import Bus, MqttSettings
 from nodes.runtime.config import load
 from nodes.simulator.battery import SimBattery
 from nodes.simulator.config import SimulatorConfig
+from tests.support.cycles import cycle
 from tests.support.nodes import NodeProcess
 from tests.support.services import Services
 from tests.support.waiting import wait_for_async
@@ -35,30 +36,6 @@ pytestmark = pytest.mark.integration
 
 STEP_S = 10.0
 HOURS = 14.0
-
-
-def run_cycles(battery: SimBattery, begin: datetime) -> tuple[list[Telemetry], list[Command]]:
-    """The battery cycled between its SOC limits for :data:`HOURS`: charge at 45 kW, discharge at 40 kW."""
-    now = begin
-    readings: list[Telemetry] = []
-    commands: list[Command] = []
-
-    def send(action: str, power_kw: float) -> None:
-        command = Command(command_id=f"op-{len(commands)}", action=action, power_kw=power_kw,  # type: ignore[arg-type]
-                          issued_at=now, valid_until=now + timedelta(hours=6), source="operator")
-        commands.append(command)
-        battery.apply(command, now)
-
-    send("charge", 45)
-    while now < begin + timedelta(hours=HOURS):
-        now += timedelta(seconds=STEP_S)
-        battery.step(STEP_S, now)
-        readings.append(battery.telemetry(now))
-        if "soc_max reached" in battery.limits_hit:
-            send("discharge", 40)
-        elif "soc_min reached" in battery.limits_hit:
-            send("charge", 45)
-    return readings, commands
 
 
 async def test_a_simulated_battery_at_88_percent_is_diagnosed_at_88_percent_with_its_cycle_count(
@@ -72,7 +49,7 @@ async def test_a_simulated_battery_at_88_percent_is_diagnosed_at_88_percent_with
     spec = sim.spec()
     assert spec.roundtrip_efficiency == 0.88
     end = datetime.now(UTC) - timedelta(minutes=1)
-    readings, commands = run_cycles(SimBattery(spec, 50.0), end - timedelta(hours=HOURS))
+    readings, commands = cycle(SimBattery(spec, 50.0), end - timedelta(hours=HOURS), end, STEP_S)
     env = {**node_env, "BESS_RENDERER_DIAGNOSTICS_REFRESH_S": "1", "BESS_RENDERER_HISTORY_PAGE_ROWS": "2000"}
     run_node("recorder", env).wait_online(services.mqtt_host, services.mqtt_port, topic_root)
     run_node("renderer", env).wait_online(services.mqtt_host, services.mqtt_port, topic_root)

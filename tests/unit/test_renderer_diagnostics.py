@@ -25,34 +25,16 @@ from nodes.renderer.windows import TimeWindow
 from nodes.runtime.dispatch import Delivery
 from nodes.runtime.memory import MemoryBroker, MemoryBus
 from nodes.simulator.battery import SimBattery
+from tests.support.cycles import cycle
 
 SPEC = BatterySpec(capacity_kwh=100, soc_min_kwh=10, soc_max_kwh=90, max_charge_kw=50, max_discharge_kw=50,
                    roundtrip_efficiency=0.88)
 
 
 def cycling(end: datetime, hours: float = 14.0, dt_s: float = 10.0) -> tuple[list[Telemetry], list[Command]]:
-    """The simulated battery (nodes/simulator/battery.py) cycled between its SOC limits, ending at ``end``."""
-    battery = SimBattery(SPEC, 50)
-    now = end - timedelta(hours=hours)
-    readings: list[Telemetry] = []
-    commands: list[Command] = []
-
-    def send(action: str, power_kw: float) -> None:
-        command = Command(command_id=f"c{len(commands)}", action=action, power_kw=power_kw,  # type: ignore[arg-type]
-                          issued_at=now, valid_until=now + timedelta(hours=6), source="operator")
-        commands.append(command)
-        battery.apply(command, now)
-
-    send("charge", 45)
-    while now < end - timedelta(seconds=dt_s):
-        now += timedelta(seconds=dt_s)
-        battery.step(dt_s, now)
-        readings.append(battery.telemetry(now))
-        if "soc_max reached" in battery.limits_hit:
-            send("discharge", 40)
-        elif "soc_min reached" in battery.limits_hit:
-            send("charge", 45)
-    return readings, commands
+    """The simulated battery cycled between its SOC limits, its last reading one step before ``end``."""
+    return cycle(SimBattery(SPEC, 50), end - timedelta(hours=hours), end - timedelta(seconds=dt_s), dt_s,
+                 id_prefix="c")
 
 
 def rows_of(readings: list[Telemetry]) -> HistoryResult:
