@@ -30,6 +30,7 @@ from deploy.settings import UpConfig
 from nodes.contract.messages import Command
 from nodes.contract.topics import COMMAND, TELEMETRY
 from nodes.runtime.bus import MqttSettings
+from tests.integration.test_broker_auth import receive_until
 from tests.support.fake_devices import FakeSolarAssistant, FakeVictronGx
 from tests.support.nodes import NodeProcess
 from tests.support.waiting import wait_for
@@ -107,19 +108,6 @@ def command(action: str, power_kw: float) -> bytes:
     return COMMAND.encode(Command(command_id=f"c-{time.monotonic_ns()}", action=action,  # type: ignore[arg-type]
                                   power_kw=power_kw, issued_at=now, valid_until=now + timedelta(minutes=5),
                                   source="operator"))
-
-
-def receive_until(client: stack.MiniMqtt, sentinel: str, timeout: float = 5.0) -> list[str]:
-    """Topics of every message received up to and including the first one on ``sentinel``."""
-    topics: list[str] = []
-    deadline = time.monotonic() + timeout
-    while True:
-        message = client.receive(max(0.0, deadline - time.monotonic()))
-        if message is None:
-            raise AssertionError(f"the sentinel on {sentinel} never arrived; received {topics}")
-        topics.append(message.topic)
-        if message.topic == sentinel:
-            return topics
 
 
 def soc_of_telemetry(b: SecureBridge) -> Callable[[], float | None]:
