@@ -52,6 +52,10 @@ USERS: tuple[str, ...] = (ADMIN_USER, RECORDER_USER, MONITOR_USER)
 PRIVILEGES: Mapping[str, Literal["ALL", "READ"]] = {RECORDER_USER: "ALL", MONITOR_USER: "READ"}
 AUTH_DIR_NAME = "influx-auth"
 CREDENTIALS_FILE = auth.CREDENTIALS_FILE
+#: The recorder's rollup retention policies (nodes/recorder/rollups.py; a test keeps the two in step): creating a
+#: retention policy needs an admin, so in secure mode ``up`` creates them (infinite); the recorder's own login
+#: creates and checks its continuous queries, which ALL on the database allows.
+ROLLUP_RPS: tuple[str, ...] = ("rollup_1m", "rollup_1h")
 #: influxd's answer to anything but CREATE USER ... WITH ALL PRIVILEGES while authentication is on and no user exists
 NO_ADMIN_YET = "create admin user first"
 
@@ -212,6 +216,12 @@ def secure_database(run: Run, db: str, credentials: InfluxCredentials, *, where:
     users = {str(row[0]): bool(row[1]) for row in _rows(_first_result(answer)) if len(row) >= 2}
 
     session.ask(f"CREATE DATABASE {quote_ident(db)}", admin)
+    existing = {str(row[0]) for row in _rows(session.ask(f"SHOW RETENTION POLICIES ON {quote_ident(db)}", admin))}
+    for rp in ROLLUP_RPS:
+        if rp not in existing:
+            session.ask(f"CREATE RETENTION POLICY {quote_ident(rp)} ON {quote_ident(db)} DURATION INF REPLICATION 1",
+                        admin)
+            done.append(f"created the retention policy {rp} of the recorder's rollups")
     for user, privilege in PRIVILEGES.items():
         password = credentials.passwords[user]
         if user in users:

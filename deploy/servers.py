@@ -425,12 +425,16 @@ bind-address = "{self.host}:{self.rpc_port}"
 [logging]
   level = "warn"
   suppress-logo = true
+# the recorder's telemetry rollups are continuous queries (nodes/recorder/rollups.py); the retention service
+# enforces the rollups' retention policies (all infinite unless configured)
 [continuous_queries]
-  enabled = false
+  enabled = true
+  log-enabled = false
+  run-interval = "1s"
 [subscriber]
   enabled = false
 [retention]
-  enabled = false
+  enabled = true
 """
 
     def is_ready(self, timeout: float = 0.5) -> bool:

@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
+from nodes.recorder.rollups import retention_s
 from nodes.runtime.config import MqttSettings
 
 #: MQTT 5 caps receive_maximum at 65535.
@@ -56,6 +57,15 @@ class RecorderConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
     shutdown_flush_s: Annotated[float, Meta(ge=0, le=600)] = msgspec.field(
         default=10.0, name="recorder_shutdown_flush_s"
     )
+    #: telemetry rollups (1 min, 1 h) maintained by InfluxDB 1.x continuous queries (see nodes/recorder/rollups.py)
+    recorder_rollups: bool = True
+    #: how far back every CQ run re-rolls (late samples); older late samples need `rollups backfill`
+    recorder_rollup_late_s: Annotated[int, Meta(ge=60, le=7 * 86400)] = 900
+    #: retention of the 1-min and 1-h rollups (`inf`, or e.g. `400d`, `52w`; at least 1h)
+    recorder_rollup_1m_retention: str = "inf"
+    recorder_rollup_1h_retention: str = "inf"
+    #: raw telemetry older than this is deleted, only once the rollups cover it (`inf`: nothing is deleted)
+    recorder_raw_retention: str = "inf"
 
     def problems(self) -> list[str]:
         """Cross-field checks (called by ``load_or_exit``)."""
@@ -63,6 +73,11 @@ class RecorderConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
         if self.store == "influx2":
             missing = [name for name in ("influx_token", "influx_org") if not getattr(self, name)]
             found += [f"BESS_{name.upper()} is required with BESS_STORE=influx2" for name in missing]
+        for name in ("recorder_rollup_1m_retention", "recorder_rollup_1h_retention", "recorder_raw_retention"):
+            try:
+                retention_s(getattr(self, name))
+            except ValueError as exc:
+                found.append(f"BESS_{name.upper()}: {exc}")
         if not self.influx_url.startswith(("http://", "https://")):
             found.append(f"BESS_INFLUX_URL must start with http:// or https://, got {self.influx_url!r}")
         return found

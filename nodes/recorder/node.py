@@ -59,6 +59,7 @@ from nodes.recorder.batcher import Batcher
 from nodes.recorder.config import RecorderConfig
 from nodes.recorder.confirm import Confirmations, correlation_text
 from nodes.recorder.influxql import QueryError
+from nodes.recorder.rollup_keeper import Conditions, start_rollups
 from nodes.recorder.store import Influx1Store, Store, StoreError, StoreUnavailable, make_store
 from nodes.recorder.table import TABLE, Stored
 from nodes.runtime.core import MessageBus
@@ -92,6 +93,8 @@ class Recorder(Service[RecorderConfig]):
         self._receipt_tasks: set[asyncio.Task[None]] = set()  # referenced until done (the loop keeps weak ones)
         self.unmigrated = 0
         self._migration_check: asyncio.Task[None] | None = None
+        self._conditions = Conditions(bus.set_state)
+        self._rollups: asyncio.Task[None] | None = None
 
     async def setup(self) -> None:
         """Open the store, subscribe to the data topics and history requests, start the flusher."""
@@ -102,7 +105,7 @@ class Recorder(Service[RecorderConfig]):
             max_points=self.config.batch_max_points,
             max_delay_s=self.config.batch_max_delay_ms / 1000,
             urgent_delay_s=self.config.batch_awaited_delay_ms / 1000,
-            on_state=bus.set_state,
+            on_state=self._conditions.setter("store"),
         )
         share = self.config.recorder_share_group
         self.confirmations = Confirmations(bus.node)
@@ -117,6 +120,7 @@ class Recorder(Service[RecorderConfig]):
         self.batcher.start()
         if isinstance(self.store, Influx1Store):
             self._migration_check = asyncio.create_task(self._check_migration(), name="migration-check")
+        self._rollups = start_rollups(self.config, self.store, self._conditions.setter("rollups"))
         _tune_gc()
         log.info(
             "recording to %s (%s), batches of %d points / %d ms, receive maximum %d%s",
@@ -162,8 +166,9 @@ class Recorder(Service[RecorderConfig]):
 
     async def shutdown(self) -> None:
         """Flush pending points (bounded); what cannot be written stays unacknowledged for redelivery."""
-        if self._migration_check is not None:
-            self._migration_check.cancel()
+        for task in (self._migration_check, self._rollups):
+            if task is not None:
+                task.cancel()
         if self.batcher is not None:
             await self.batcher.close(self.config.shutdown_flush_s)
         # Handlers parked during shutdown (or of batches not written in time) are cancelled at exit, unacked.

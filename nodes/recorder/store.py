@@ -46,6 +46,7 @@ from nodes.recorder.influxql import (
     to_influxql,
 )
 from nodes.recorder.points import MASK, epoch_us, rfc3339, rfc3339_from_us
+from nodes.recorder.routing import Router
 
 log = logging.getLogger("bess.recorder.store")
 
@@ -223,6 +224,8 @@ class Influx1Store:
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
         self._write_params = {"db": database, "precision": "u"}
+        #: serves means from the rollups (:mod:`nodes.recorder.routing`); None: means over raw points only
+        self.router: Router | None = None
 
     def _http(self) -> aiohttp.ClientSession:
         if self._closed:
@@ -337,6 +340,12 @@ class Influx1Store:
         to take out of them and the currencies in the range, in the same request (:mod:`nodes.recorder.split`:
         a second request only when the range holds several currencies)."""
         checked = plan(q)
+        if self.router is not None and checked.every_s:
+            routed = await self.router.rows(self, checked)
+            if routed is not None:
+                for row in routed:
+                    row[0] = rfc3339_from_us(int(row[0]))
+                return _result(checked, ["time", *checked.query_columns], routed)
         statements = [to_influxql(checked)]
         stale = stale_values(checked)
         if stale is not None:
@@ -346,14 +355,14 @@ class Influx1Store:
             statements.append(values)
         statement, *extra = await self.influxql(statements)
         columns = ["time", *checked.query_columns]
-        rows = _rows(statement, columns)
+        rows = rows_of(statement, columns)
         if stale is not None:
-            _take_out_stale(checked, columns, rows, _rows(extra[0], ["time", MASK, *checked.series.optional]))
+            _take_out_stale(checked, columns, rows, rows_of(extra[0], ["time", MASK, *checked.series.optional]))
         if values is not None and checked.series.split_by:
-            found = split.values(_rows(extra[-1], ["time", "distinct"]))
+            found = split.values(rows_of(extra[-1], ["time", "distinct"]))
             if len(found) > 1:
                 parts = await self.influxql([to_influxql(checked, value) for value in found])
-                rows = split.merge({value: _rows(part, columns) for value, part in zip(found, parts, strict=True)})
+                rows = split.merge({value: rows_of(part, columns) for value, part in zip(found, parts, strict=True)})
             else:
                 rows = split.label(rows, found[0] if found else None)
             columns.append(checked.series.split_by)
@@ -362,7 +371,7 @@ class Influx1Store:
         return _result(checked, columns, rows)
 
 
-def _rows(statement: dict[str, Any], columns: list[str]) -> list[list[Any]]:
+def rows_of(statement: dict[str, Any], columns: list[str]) -> list[list[Any]]:
     """The rows of one InfluxQL statement's answer, in ``columns`` order (time as epoch microseconds)."""
     rows: list[list[Any]] = []
     for series in statement.get("series") or []:
@@ -524,4 +533,5 @@ __all__ = [
     "WriteOutcome",
     "make_store",
     "rejections_from_error",
+    "rows_of",
 ]

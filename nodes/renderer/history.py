@@ -22,11 +22,23 @@ LATE_DELIVERY_S = 300.0
 """Live telemetry arrives in time order give or take this much (late deliveries): the live scan stops there."""
 
 
+ROLLUP_STEPS_S: tuple[int, ...] = (3600, 60)
+"""The recorder's rollup resolutions (nodes/recorder/rollups.py), coarsest first: a bucket that is a multiple of one
+is served from that rollup instead of from raw points."""
+
+
 def bucket_seconds(begin: datetime, end: datetime, max_points: int) -> int | None:
-    """Downsampling bucket for a window: None (raw) when raw data fits, else whole seconds per point."""
+    """Downsampling bucket for a window: None (raw) when raw data fits, else whole seconds per point, rounded up to
+    a multiple of a rollup resolution when at least half of one (so the window is served from the rollups and
+    keeps at least half of ``max_points``)."""
     span_s = (end - begin).total_seconds()
     every = math.ceil(span_s / max_points)
-    return None if every <= 2 else every
+    if every <= 2:
+        return None
+    for step in ROLLUP_STEPS_S:
+        if every * 2 >= step:
+            return -(-every // step) * step
+    return every
 
 
 @dataclass
@@ -96,6 +108,7 @@ def covered(
 
 
 __all__ = [
+    "ROLLUP_STEPS_S",
     "DisplayHistory",
     "bucket_seconds",
     "covered",

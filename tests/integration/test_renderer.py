@@ -137,15 +137,15 @@ async def test_kpis_agree_across_windows_and_the_seed_battery_is_drawn(
                 assert ins[key] == pytest.approx(reference[key], rel=1e-9, abs=1e-9), (window, key)
         assert reference["efficiency_loss_kwh"] >= 0
 
-        # 24 h of 30 s data is drawn as bucket means (44 s buckets on InfluxDB's grid): each bar covers its
-        # bucket, and none reaches back before the first reading
+        # 24 h of 30 s data is drawn as bucket means (1-min buckets, the rollups' grid, on InfluxDB's grid):
+        # each bar covers its bucket, and none reaches back before the first reading
         _status, day = await get_json(http, f"{base}/api/figures/kpi", params={"window": "24h"})
         bars = [t for t in day["figures"]["power"]["data"] if t["type"] == "bar"]
         starts = sorted(x for t in bars for x in t["x"])
         first = readings[0].ts.replace(tzinfo=None).isoformat(timespec="milliseconds")
         assert starts[0] >= first[:19]
-        assert {w for t in bars for w in t["width"]} - {44_000.0} != set()  # the clipped first/last buckets
-        assert max(w for t in bars for w in t["width"]) == 44_000.0
+        assert {w for t in bars for w in t["width"]} - {60_000.0} != set()  # the clipped first/last buckets
+        assert max(w for t in bars for w in t["width"]) == 60_000.0
 
         # the seed-only battery: energy from the SOC changes, drawn as derived power, with its targets
         seed = await window_insights(http, base, "seed", "24h")

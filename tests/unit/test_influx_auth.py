@@ -32,6 +32,7 @@ class FakeInflux:
     users: dict[str, tuple[str, bool]] = field(default_factory=dict)  # name -> (password, admin)
     grants: dict[str, dict[str, str]] = field(default_factory=dict)  # user -> {db: privilege}
     databases: set[str] = field(default_factory=set)
+    rps: dict[str, set[str]] = field(default_factory=dict)  # db -> retention policies besides autogen
     log: list[tuple[str, str | None]] = field(default_factory=list)  # (statement, login user)
     echo_errors: bool = False  # a server whose error text repeats the statement
 
@@ -72,6 +73,11 @@ class FakeInflux:
         if match := re.fullmatch(r'CREATE DATABASE "(\w+)"', statement):
             self.databases.add(match[1])
             return ok()
+        if match := re.fullmatch(r'SHOW RETENTION POLICIES ON "(\w+)"', statement):
+            return rows(["name"], [[name] for name in ["autogen", *sorted(self.rps.get(match[1], ()))]])
+        if match := re.fullmatch(r'CREATE RETENTION POLICY "(\w+)" ON "(\w+)" DURATION INF REPLICATION 1', statement):
+            self.rps.setdefault(match[2], set()).add(match[1])
+            return ok()
         if match := re.fullmatch(r'REVOKE ALL PRIVILEGES FROM "(\w+)"', statement):
             self.users[match[1]] = (self.users[match[1]][0], False)
             return ok()
@@ -93,7 +99,10 @@ def credentials(tmp_path: Path) -> InfluxCredentials:
 def test_a_fresh_database_gets_its_admin_first_then_users_with_least_privilege(tmp_path: Path) -> None:
     server = FakeInflux()
     done = influx_auth.secure_database(server, DB, credentials(tmp_path))
-    assert done == ["created the admin user", "created the recorder user", "created the monitor user"]
+    assert done == ["created the admin user", "created the retention policy rollup_1m of the recorder's rollups",
+                    "created the retention policy rollup_1h of the recorder's rollups", "created the recorder user",
+                    "created the monitor user"]
+    assert server.rps == {DB: {"rollup_1m", "rollup_1h"}}, "the recorder cannot create them: not an admin"
     assert server.users == {"admin": (PASSWORDS["admin"], True), "recorder": (PASSWORDS["recorder"], False),
                             "monitor": (PASSWORDS["monitor"], False)}
     assert server.grants == {"recorder": {DB: "ALL PRIVILEGES"}, "monitor": {DB: "READ"}}
@@ -184,3 +193,9 @@ def test_credentials_are_made_private_reused_and_never_in_a_repr(tmp_path: Path)
     assert not any(password in repr(made) for password in made.passwords.values())
     expected = {"BESS_INFLUX_USERNAME": "recorder", "BESS_INFLUX_PASSWORD": made.passwords["recorder"]}
     assert made.recorder_env() == expected
+
+
+def test_secure_mode_makes_the_retention_policies_the_recorder_rollups_need() -> None:
+    from nodes.recorder.rollups import ROLLUPS
+
+    assert set(influx_auth.ROLLUP_RPS) == {rollup.rp for rollup in ROLLUPS}

@@ -62,7 +62,11 @@ def test_live_samples_join_the_history_after_its_end() -> None:
 
 def test_which_history_to_ask_for() -> None:
     assert history.bucket_seconds(NOW - timedelta(hours=1), NOW, 2000) is None  # 1.8 s a point: raw
-    assert history.bucket_seconds(NOW - timedelta(days=1), NOW, 2000) == 44
+    assert history.bucket_seconds(NOW - timedelta(days=1), NOW, 2000) == 60  # 44 s rounded up: the 1-min rollup
+    assert history.bucket_seconds(NOW - timedelta(hours=12), NOW, 2000) == 22  # under half a minute: as it is
+    assert history.bucket_seconds(NOW - timedelta(days=30), NOW, 2000) == 1320  # 1296 s: whole minutes
+    assert history.bucket_seconds(NOW - timedelta(days=365), NOW, 2000) == 18_000  # 15,768 s: whole hours
+    assert history.bucket_seconds(NOW - timedelta(days=30), NOW, 1000) == 3600  # 2592 s: the 1-h rollup
     assert history.raw_may_fit(None, None, 3600.0, 2000)
     assert not history.raw_may_fit(44, 1.0, 86_400.0, 2000)  # a reading a second for a day does not fit
     assert history.raw_may_fit(44, 1 / 60, 86_400.0, 2000)  # a reading a minute does

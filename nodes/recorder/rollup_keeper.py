@@ -1,0 +1,91 @@
+"""The recorder's rollup upkeep: create and check the CQs and RPs at start and every few minutes, apply the raw
+retention, and say ``degraded`` when the server cannot hold them (history then comes from raw means).
+
+Also :class:`Conditions`: the node's state is ``degraded`` while any of its parts (the store's writes, the
+rollups) says so, with every reason; one part recovering does not hide another's problem.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from nodes.contract.messages import NodeState
+from nodes.recorder.rollup_admin import RollupSettings, apply_raw_retention, ensure
+from nodes.recorder.routing import Router
+from nodes.recorder.store import Influx1Store, Store, StoreError, StoreUnavailable, rows_of
+
+log = logging.getLogger("bess.recorder.rollups")
+RECHECK_S = 600.0
+"""How often the CQs and RPs are checked again (an operator may drop one) and the raw retention applied."""
+RETRY_S = 10.0
+"""How soon to try again while the database is unreachable."""
+
+StateSetter = Callable[[NodeState, str], None]
+
+
+class Conditions:
+    """Combine the states of a node's parts into one (degraded while any part is, reasons joined)."""
+
+    def __init__(self, publish: StateSetter) -> None:
+        self._publish = publish
+        self._parts: dict[str, str] = {}
+
+    def setter(self, part: str) -> StateSetter:
+        """The ``on_state`` callback of one part."""
+
+        def set_state(state: NodeState, reason: str = "") -> None:
+            if state == "online":
+                self._parts.pop(part, None)
+            else:
+                self._parts[part] = reason
+            if self._parts:
+                self._publish("degraded", "; ".join(self._parts.values())[:1000])
+            else:
+                self._publish("online", "")
+
+        return set_state
+
+
+def start_rollups(config: Any, store: Store, on_state: StateSetter) -> asyncio.Task[None] | None:
+    """Route means to the rollups and start their upkeep (None when off, or on a store without CQs)."""
+    if not config.recorder_rollups:
+        log.info("rollups off (BESS_RECORDER_ROLLUPS=0): history means come from raw points")
+        return None
+    if not isinstance(store, Influx1Store):
+        log.info("rollups are maintained on InfluxDB 1.x only (README, History rollups): means come from raw points")
+        return None
+    settings = RollupSettings.from_config(config)
+    store.router = Router({rp.name: rp.duration_s for rp in settings.rps()}, rows_of)
+    return asyncio.create_task(keep(store, settings, on_state), name="rollups")
+
+
+async def keep(store: Influx1Store, settings: RollupSettings, on_state: StateSetter, *,
+               recheck_s: float = RECHECK_S, retry_s: float = RETRY_S,
+               clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    """Ensure the rollups now and every ``recheck_s``; apply the raw retention after each check."""
+    waiting: str | None = None
+    while True:
+        try:
+            report = await ensure(store, settings, clock())
+            if report.changes:
+                log.info("rollups: %d change(s) made; every CQ and RP is as configured", len(report.changes))
+            on_state("online", "")
+            reason = await apply_raw_retention(store, settings, clock())
+            if reason != waiting and reason is not None:
+                log.warning("%s", reason)
+            waiting = reason
+            delay = recheck_s
+        except StoreUnavailable as exc:  # the batcher reports the outage; just try again soon
+            log.debug("rollups: database unreachable: %s", exc)
+            delay = retry_s
+        except (StoreError, RuntimeError) as exc:
+            on_state("degraded", f"rollups not maintained, history means come from raw points: {exc}"[:500])
+            delay = recheck_s
+        await asyncio.sleep(delay)
+
+
+__all__ = ["Conditions", "keep", "start_rollups"]
