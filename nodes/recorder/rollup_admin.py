@@ -168,6 +168,10 @@ async def backfill(store: Influx1Store, settings: RollupSettings, begin: datetim
     Moves each rollup's coverage back to ``begin`` when the range reaches it (not for one battery: the others are
     not rolled). Returns the points written."""
     written = 0
+    for change in await check(store, settings):  # the RPs must exist to write into (the CQs are the recorder's)
+        if change.statement.startswith("CREATE RETENTION POLICY"):
+            progress(f"{change.problem}: creating it")
+            await store.influxql([change.statement])
     coverage = await read_coverage(store)
     for rollup in settings.rollups:
         parts = rollups.chunks(begin, end, rollup.resolution_s)
