@@ -73,7 +73,10 @@ def expected(arrays: dict[str, Any], resolution_s: int) -> dict[tuple[int, str],
     return out
 
 
-def stored(services: Services, db: str, rollup: rollups.Rollup, battery: str) -> dict[tuple[int, str], dict[str, float]]:
+Stats = dict[tuple[int, str], dict[str, float]]
+
+
+def stored(services: Services, db: str, rollup: rollups.Rollup, battery: str) -> Stats:
     """The rollup's points, in the same shape as :func:`expected`."""
     rows = services.influx_rows(db, f'SELECT * FROM "{rollup.rp}"."{rollup.name}" WHERE "battery"=\'{battery}\'')
     out: dict[tuple[int, str], dict[str, float]] = {}
@@ -146,7 +149,8 @@ def test_the_recorder_creates_the_rollups_at_start_and_recreates_a_changed_one(
     wait_for(lambda: cli(changed, "check").returncode == 0, timeout=30, interval=0.5, what="recreated")
     after = [row["name"] for row in services.influx_rows(influx_db, "SHOW CONTINUOUS QUERIES")
              if str(row.get("name", "")).startswith("bess_")]
-    assert len(after) == 2 and set(after) != set(names), "the changed CQs replaced the old ones"
+    assert len(after) == 2
+    assert set(after) != set(names), "the changed CQs replaced the old ones"
     assert cli(rig.env, "check").returncode == 1, "the old settings are no longer what the server holds"
 
 
@@ -158,7 +162,8 @@ async def test_backfill_equals_numpy_over_the_raw_points_and_a_second_run_change
     end = (T0 + timedelta(seconds=SECONDS + 1)).isoformat()
     run = cli(node_env, "backfill", "--begin", T0.isoformat(), "--end", end)
     assert run.returncode == 0, run.stderr
-    assert "telemetry_1m: 1/1" in run.stdout and "telemetry_1h: 1/1" in run.stdout
+    assert "telemetry_1m: 1/1" in run.stdout
+    assert "telemetry_1h: 1/1" in run.stdout
     minute = stored(services, influx_db, rollups.TELEMETRY_1M, battery_id)
     hour = stored(services, influx_db, rollups.TELEMETRY_1H, battery_id)
     assert_same(minute, expected(arrays, 60))
@@ -196,7 +201,8 @@ async def test_hourly_means_come_from_the_rollups_equal_the_raw_means_and_the_li
     rolled_until = T0 + timedelta(hours=2, minutes=10)  # the rest stands for minutes the CQs have not rolled yet
     await backfill(store, settings, T0, rolled_until, progress=lambda _line: None)
     coverage = await read_coverage(store)
-    assert coverage["telemetry_1m"].since == T0 and coverage["telemetry_1h"].since == T0
+    assert coverage["telemetry_1m"].since == T0
+    assert coverage["telemetry_1h"].since == T0
 
     query = HistoryQuery(kind="telemetry", battery=battery_id, begin=T0 - timedelta(minutes=17),
                          end=T0 + timedelta(hours=4), every_s=3600, limit=1000)
