@@ -139,13 +139,17 @@ def stale_values(checked: Plan) -> str | None:
     series = checked.series
     if not checked.every_s or not series.optional:
         return None
-    stale = " OR ".join(
+    select = ",".join(ident(name) for name in (MASK, *series.optional))
+    return f"SELECT {select} FROM {ident(series.measurement)} WHERE {_where(checked)} AND ({stale_condition(series)})"
+
+
+def stale_condition(series: Series) -> str:
+    """The WHERE condition of :func:`stale_values`: a point whose ``absent`` names an optional field it holds."""
+    return " OR ".join(
         f"({ident(MASK)} =~ /(^|,)({'|'.join(series.mask_words(name))})(,|$)/"
         f" AND ({ident(name)} >= 0 OR {ident(name)} < 0))"
         for name in series.optional
     )
-    select = ",".join(ident(name) for name in (MASK, *series.optional))
-    return f"SELECT {select} FROM {ident(series.measurement)} WHERE {_where(checked)} AND ({stale})"
 
 
 def build(query: HistoryQuery, limit: int | None = None) -> tuple[str, Plan]:
@@ -188,6 +192,7 @@ def to_influxql(checked: Plan, split_value: str | None = None) -> str:
 
 
 __all__ = [
-    "Plan", "QueryError", "build", "count_column", "ident", "plan", "split_values", "stale_values", "string_literal",
+    "Plan", "QueryError", "build", "count_column", "ident", "plan", "split_values", "stale_condition", "stale_values",
+    "string_literal",
     "time_literal", "to_influxql",
 ]

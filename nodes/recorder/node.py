@@ -19,8 +19,10 @@ Produces:
     to isolate refused points), ``pending``, ``history_requests``, ``history_errors``, ``receipts`` (published),
     ``receipts_unsent`` (broker down), ``unconfirmable`` (a response topic or correlation data no receipt can
     answer), ``marks`` (StoredUpTo published), ``unmigrated_points`` (only when some: prices and plans stored under
-    the field names of before currencies, see :mod:`nodes.recorder.migrate`) next to the bus's own (``received``,
-    ``decode_errors``, ...).
+    the field names of before currencies, see :mod:`nodes.recorder.migrate`), ``history_segments_<level>``
+    (parts of downsampled answers served from ``raw`` points or a rollup, see :mod:`nodes.recorder.routing`),
+    next to the bus's own (``received``, ``decode_errors``, ...). Degraded also while the telemetry rollups
+    cannot be maintained (:mod:`nodes.recorder.rollup_keeper`; history means then come from raw points).
 
 At least once, nothing lost: a data message is acknowledged (PUBACK) only when its points are written, see
 :mod:`nodes.recorder.batcher`. Redeliveries are harmless because every point is keyed by the message's own
@@ -34,7 +36,8 @@ live stream, and the retained value was stored when it was published.
 
 Lifecycle::
 
-    setup      open the store (creating the database if the server is up), subscribe, start the flusher
+    setup      open the store (creating the database if the server is up), subscribe, start the flusher and
+               the rollups' upkeep (CQs and RPs created or fixed now and every 10 minutes)
     serve      handlers add lines and wait for their batch; the flusher writes (retrying while the store is
                down, status degraded) and releases the batch, whose messages are then acknowledged and
                confirmed (receipts at once, device marks every confirm interval)
@@ -147,6 +150,9 @@ class Recorder(Service[RecorderConfig]):
             counters.update(self.batcher.counters())
         if self.unmigrated:
             counters["unmigrated_points"] = self.unmigrated
+        router = getattr(self.store, "router", None)
+        if router is not None:  # which level served the parts of downsampled history answers
+            counters.update({f"history_segments_{level}": n for level, n in router.served.items()})
         return counters
 
     async def _check_migration(self) -> None:

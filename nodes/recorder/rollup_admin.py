@@ -179,7 +179,10 @@ async def backfill(store: Influx1Store, settings: RollupSettings, begin: datetim
         for i, (lo, hi) in enumerate(parts, 1):
             (answer,) = await store.influxql([rollups.backfill_statement(store.database, rollup, lo, hi, battery)])
             count += _written(answer)
-            progress(f"{rollup.name}: {i}/{len(parts)} {lo.isoformat()} .. {hi.isoformat()}: {count} points so far")
+            fixed = await correct_rewrites(store, rollup, lo, hi, battery)
+            note = f", {fixed} bucket(s) with rewritten points corrected" if fixed else ""
+            progress(f"{rollup.name}: {i}/{len(parts)} {lo.isoformat()} .. {hi.isoformat()}: {count} points so far"
+                     f"{note}")
         written += count
         if battery is not None or not parts:
             continue
@@ -199,6 +202,32 @@ async def backfill(store: Influx1Store, settings: RollupSettings, begin: datetim
             await write_coverage(store, rollup, coverage[rollup.name])
             progress(f"{rollup.name}: complete from {since.isoformat()}")
     return written
+
+
+async def correct_rewrites(store: Influx1Store, rollup: Rollup, begin: datetime, end: datetime,
+                           battery: str | None = None) -> int:
+    """Recompute the buckets of ``[begin, end)`` holding a point a later write left a field out of (the CQ rolled
+    the value InfluxDB kept), from their raw points with the ``absent`` masks applied; returns how many."""
+    series = rollups.series_of(rollup)
+    if series is None or not series.optional:
+        return 0
+    (answer,) = await store.influxql([rollups.stale_statement(rollup, series, begin, end, battery)])
+    buckets: set[tuple[str, datetime]] = set()
+    for part in answer.get("series") or []:
+        tag_value = str((part.get("tags") or {}).get(rollup.tag, ""))
+        for row in part.get("values") or []:
+            at = _EPOCH + timedelta(microseconds=int(row[0]))
+            buckets.add((tag_value, rollups.align_down(at, rollup.resolution_s)))
+    for tag_value, bucket in sorted(buckets):
+        (raw,) = await store.influxql([rollups.bucket_statement(rollup, series, tag_value, bucket)])
+        rows = [list(values) for part in raw.get("series") or [] for values in part.get("values") or []]
+        line = rollups.corrected_line(rollup, series, tag_value, bucket, rows)
+        await store.influxql([rollups.delete_bucket(rollup, tag_value, bucket)])
+        if line is not None:
+            outcome = await store.write([line], retention_policy=rollup.rp)
+            if outcome.rejected:
+                raise RuntimeError(f"corrected {rollup.name} point refused: {outcome.rejected[0].reason}")
+    return len(buckets)
 
 
 async def _has_points(store: Influx1Store, rollup: Rollup, begin: datetime, end: datetime) -> bool:
@@ -236,6 +265,7 @@ async def apply_raw_retention(store: Influx1Store, settings: RollupSettings, now
 
 
 __all__ = [
-    "Coverage", "EnsureReport", "RollupSettings", "apply_raw_retention", "backfill", "check", "ensure",
+    "Coverage", "EnsureReport", "RollupSettings", "apply_raw_retention", "backfill", "check", "correct_rewrites",
+    "ensure",
     "read_coverage", "shown", "write_coverage",
 ]

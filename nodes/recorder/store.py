@@ -288,12 +288,14 @@ class Influx1Store:
         if status != 200:
             raise StoreError(f"CREATE DATABASE refused ({status}): {_error_text(body)}")
 
-    async def write(self, lines: list[str]) -> WriteOutcome:
-        """POST /write?db=..&precision=u; see the module docstring for how answers are sorted."""
+    async def write(self, lines: list[str], *, retention_policy: str | None = None) -> WriteOutcome:
+        """POST /write?db=..&precision=u (into the database's default retention policy unless one is named); see
+        the module docstring for how answers are sorted."""
         if not lines:
             return WriteOutcome(written=0)
         body = _encode(lines)
-        status, answer = await self._post("/write", params=self._write_params, data=body)
+        params = self._write_params if retention_policy is None else {**self._write_params, "rp": retention_policy}
+        status, answer = await self._post("/write", params=params, data=body)
         if status == 404:
             # The database was dropped (or never created while the server was down): create it and retry once.
             log.warning("database %r not found; creating it", self.database)
@@ -301,7 +303,7 @@ class Influx1Store:
                 await self.create_database()
             except StoreError as exc:
                 raise StoreUnavailable(f"database {self.database!r} missing and not creatable: {exc}") from exc
-            status, answer = await self._post("/write", params=self._write_params, data=body)
+            status, answer = await self._post("/write", params=params, data=body)
         if status in (200, 204):
             return WriteOutcome(written=len(lines))
         text = _error_text(answer)

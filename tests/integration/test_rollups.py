@@ -251,3 +251,24 @@ async def test_without_coverage_history_means_stay_on_raw_points(
     routed = await store.query(query)
     assert len(routed.rows) == 15
     assert router.served == {}, "nothing rolled covers 2025: the raw means answered"
+
+
+async def test_backfill_corrects_buckets_whose_points_were_rewritten_without_a_field(
+    services: Services, influx_db: str, store: Influx1Store, battery_id: str,
+) -> None:
+    lines, arrays = readings(battery_id, T0, 600)
+    await write(store, lines)
+    # three readings re-sent for their timestamps without power_kw: InfluxDB keeps the earlier value in storage
+    rewritten = [61, 62, 185]
+    power, has_power = arrays["power_kw"]
+    await write(store, [telemetry_line(battery_id, Telemetry(
+        ts=datetime.fromtimestamp(arrays["t"][i], UTC), soc_kwh=float(arrays["soc_kwh"][0][i]),
+        pack_voltage_v=float(arrays["pack_voltage_v"][0][i]))) for i in rewritten])
+    has_power = has_power.copy()
+    has_power[rewritten] = False
+    arrays["power_kw"] = (power, has_power)
+    lines_out: list[str] = []
+    await backfill(store, RollupSettings(influx_db), T0, T0 + timedelta(minutes=10), progress=lines_out.append)
+    assert any("2 bucket(s) with rewritten points corrected" in line for line in lines_out), lines_out
+    assert_same(stored(services, influx_db, rollups.TELEMETRY_1M, battery_id), expected(arrays, 60))
+    assert_same(stored(services, influx_db, rollups.TELEMETRY_1H, battery_id), expected(arrays, 3600))
