@@ -109,7 +109,8 @@ async def main() -> None:
         started = time.perf_counter()
         written = await backfill(store, settings, end - timedelta(days=args.days), end, progress=lambda _l: None)
         rolled = time.perf_counter() - started
-        print(f"back-fill: {written:,} rollup points in {rolled:.1f} s ({args.days / rolled:.2f} days of 1 Hz a second)")
+        print(f"back-fill: {written:,} rollup points in {rolled:.1f} s ({args.days / rolled:.2f} days of 1 Hz "
+              "a second)")
         router = Router({}, rows_of)
         print(f"{'window':>6} {'every_s':>8} {'rows':>5} {'raw means':>10} {'rollups':>9} {'ratio':>6}  max rel diff")
         for name, days in WINDOWS.items():
