@@ -163,16 +163,20 @@ Progress = Callable[[str], None]
 
 async def backfill(store: Influx1Store, settings: RollupSettings, begin: datetime, end: datetime, *,
                    battery: str | None = None, progress: Progress = print) -> int:
-    """Compute every rollup for ``[begin, end)`` (whole buckets, day-sized chunks, finer rollups first) with the
-    CQs' own SELECT ... INTO; idempotent (a bucket is a point keyed by its time and tag, written again the same).
-    Moves each rollup's coverage back to ``begin`` when the range reaches it (not for one battery: the others are
-    not rolled). Returns the points written."""
+    """Compute every rollup for ``[begin, end)`` (widened to whole buckets of the coarsest rollup, day-sized
+    chunks, finer rollups first) with the CQs' own SELECT ... INTO; idempotent (a bucket is a point keyed by its
+    time and tag, written again the same). Moves each rollup's coverage back to ``begin`` when the range reaches
+    it (not for one battery: the others are not rolled). Returns the points written."""
     written = 0
     for change in await check(store, settings):  # the RPs must exist to write into (the CQs are the recorder's)
         if change.statement.startswith("CREATE RETENTION POLICY"):
             progress(f"{change.problem}: creating it")
             await store.influxql([change.statement])
     coverage = await read_coverage(store)
+    # whole buckets of the coarsest rollup at every level: a 1-h bucket is then made of 60 minutes that were all
+    # rolled from raw points just before, never of the minutes up to --end alone (a partial hour that looks final)
+    outer = max(r.resolution_s for r in settings.rollups)
+    begin, end = rollups.align_down(begin, outer), rollups.align_up(end, outer)
     for rollup in settings.rollups:
         parts = rollups.chunks(begin, end, rollup.resolution_s)
         count = 0

@@ -15,6 +15,7 @@ from typing import Any
 
 from nodes.contract.messages import NodeState
 from nodes.recorder.rollup_admin import RollupSettings, apply_raw_retention, ensure
+from nodes.recorder.rollups import look_back_s
 from nodes.recorder.routing import Router
 from nodes.recorder.store import Influx1Store, Store, StoreError, StoreUnavailable, rows_of
 
@@ -59,7 +60,8 @@ def start_rollups(config: Any, store: Store, on_state: StateSetter) -> asyncio.T
         log.info("rollups are maintained on InfluxDB 1.x only (README, History rollups): means come from raw points")
         return None
     settings = RollupSettings.from_config(config)
-    store.router = Router({rp.name: rp.duration_s for rp in settings.rps()}, rows_of)
+    store.router = Router({rp.name: rp.duration_s for rp in settings.rps()}, rows_of,
+                          {r.name: look_back_s(r, settings.late_s) for r in settings.rollups})
     return asyncio.create_task(keep(store, settings, on_state), name="rollups")
 
 

@@ -5,8 +5,8 @@ answered from the coarsest rollup whose resolution divides ``every_s`` (1 h when
 1 min when ``every_s % 60 == 0``, else raw as before). The range is cut into segments (:func:`segments`):
 
 * the rollup serves the whole buckets it covers: from its coverage start (:mod:`nodes.recorder.rollup_admin`;
-  never before what its retention still holds) up to its newest bucket, which is left out because the next CQ
-  run may still add late samples to it;
+  never before what its retention still holds) up to its newest bucket, which is left out while it is within its
+  CQ's look-back (the next run may still add late samples to it);
 * a finer level (the 1-min rollup, then raw points) serves what is left: the partial buckets at the edges of the
   range, history from before the rollup's coverage, and the newest minutes the CQs have not rolled yet, so a live
   window has no hole at its right edge.
@@ -167,6 +167,9 @@ class Router:
     """Rollup RP -> its configured duration (older buckets are gone: not covered)."""
     rows_of: RowsOf
     """How one statement's answer becomes rows in a column order (the store's own parser)."""
+    look_back_s: dict[str, int] = dataclasses.field(default_factory=dict)
+    """Rollup name -> how far back its CQ re-rolls: a newest bucket older than that is final and served (raw
+    retention may have deleted its points); a newer one may still grow and comes from the finer level."""
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     served: dict[str, int] = dataclasses.field(default_factory=dict)
     """Segments served per level (``raw``, ``telemetry_1m``, ...): what the tests and the status can read."""
@@ -192,7 +195,10 @@ class Router:
             kept = self.retention_s.get(rollup.rp)
             if kept is not None:
                 since = max(since, now - timedelta(seconds=kept) + timedelta(seconds=rollup.resolution_s))
-            usable.append((rollup, since, _EPOCH + timedelta(microseconds=int(newest[-1][0]))))
+            newest_start = _EPOCH + timedelta(microseconds=int(newest[-1][0]))
+            newest_end = newest_start + timedelta(seconds=rollup.resolution_s)
+            settled = newest_end <= now - timedelta(seconds=self.look_back_s.get(rollup.name, 0))
+            usable.append((rollup, since, newest_end if settled else newest_start))
         parts = segments(checked.begin, checked.end, usable)
         if all(level is None for level, _, _ in parts):
             return None

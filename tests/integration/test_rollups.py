@@ -19,7 +19,7 @@ import pytest
 from nodes.contract.messages import HistoryQuery, Telemetry
 from nodes.recorder import rollups
 from nodes.recorder.points import telemetry_line
-from nodes.recorder.rollup_admin import RollupSettings, backfill, ensure, read_coverage
+from nodes.recorder.rollup_admin import RollupSettings, apply_raw_retention, backfill, ensure, read_coverage
 from nodes.recorder.routing import Router
 from nodes.recorder.store import Influx1Store, rows_of
 from tests.integration.test_recorder import make_rig
@@ -31,6 +31,7 @@ pytestmark = pytest.mark.integration
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 T0 = datetime(2025, 3, 4, 0, 0, tzinfo=UTC)
+H = timedelta(hours=1)
 SECONDS = 2 * 3600 + 1500  # two whole hours and a partial third, at 1 Hz
 
 
@@ -191,6 +192,19 @@ async def test_the_continuous_queries_roll_recent_points_on_the_real_clock(
                          timeout=80, interval=1.0, what="the 1-min CQ rolled the last minutes")
     assert_same(stored(services, influx_db, rollups.TELEMETRY_1M, battery_id), want)
 
+    # late samples for a minute already rolled: the next run re-rolls its look-back and counts them
+    late_at = start + timedelta(minutes=1, seconds=0.5)
+    late = [telemetry_line(battery_id, Telemetry(ts=late_at + timedelta(seconds=i), soc_kwh=1.0)) for i in range(5)]
+    await write(store, late)
+    bucket = int((start + timedelta(minutes=1)).timestamp())
+    count = want[(bucket, "soc_kwh")]["count"] + 5
+
+    def rerolled() -> bool:
+        return stored(services, influx_db, rollups.TELEMETRY_1M, battery_id)[(bucket, "soc_kwh")]["count"] == count
+
+    await wait_for_async(rerolled, timeout=80, interval=1.0, what="the next CQ run re-rolled the late samples")
+    assert stored(services, influx_db, rollups.TELEMETRY_1M, battery_id)[(bucket, "soc_kwh")]["min"] == 1.0
+
 
 async def test_hourly_means_come_from_the_rollups_equal_the_raw_means_and_the_live_edge_is_stitched(
     services: Services, influx_db: str, store: Influx1Store, battery_id: str,
@@ -198,19 +212,24 @@ async def test_hourly_means_come_from_the_rollups_equal_the_raw_means_and_the_li
     lines, _ = readings(battery_id, T0, SECONDS)
     await write(store, lines)
     settings = RollupSettings(influx_db)
-    rolled_until = T0 + timedelta(hours=2, minutes=10)  # the rest stands for minutes the CQs have not rolled yet
-    await backfill(store, settings, T0, rolled_until, progress=lambda _line: None)
+    await backfill(store, settings, T0, T0 + timedelta(seconds=SECONDS), progress=lambda _line: None)
     coverage = await read_coverage(store)
     assert coverage["telemetry_1m"].since == T0
     assert coverage["telemetry_1h"].since == T0
+    # the live edge: 15 more minutes the CQs have not rolled yet ("now" is just after them)
+    edge = T0 + timedelta(seconds=SECONDS)
+    newer, _ = readings(battery_id, edge, 900, seed=15)
+    await write(store, newer)
+    now = edge + timedelta(seconds=900)
 
     query = HistoryQuery(kind="telemetry", battery=battery_id, begin=T0 - timedelta(minutes=17),
                          end=T0 + timedelta(hours=4), every_s=3600, limit=1000)
     raw = await store.query(query)
-    router = Router({}, rows_of)
+    router = Router({}, rows_of, {"telemetry_1m": 900, "telemetry_1h": 7200}, clock=lambda: now)
     store.router = router
     routed = await store.query(query)
-    assert router.served == {"telemetry_1h": 1, "telemetry_1m": 1, "raw": 2}  # hours, 10 min, edges
+    # whole hours from the 1-h rollup (its newest, still open to its CQ, from minutes), the live edge from raw
+    assert router.served == {"telemetry_1h": 1, "telemetry_1m": 1, "raw": 2}
     assert routed.columns == raw.columns
     assert len(routed.rows) == len(raw.rows) == 3
     for mine, theirs in zip(routed.rows, raw.rows, strict=True):
@@ -272,3 +291,30 @@ async def test_backfill_corrects_buckets_whose_points_were_rewritten_without_a_f
     assert any("2 bucket(s) with rewritten points corrected" in line for line in lines_out), lines_out
     assert_same(stored(services, influx_db, rollups.TELEMETRY_1M, battery_id), expected(arrays, 60))
     assert_same(stored(services, influx_db, rollups.TELEMETRY_1H, battery_id), expected(arrays, 3600))
+
+
+async def test_raw_retention_deletes_only_raw_points_the_rollups_cover(
+    services: Services, influx_db: str, store: Influx1Store, battery_id: str,
+) -> None:
+    lines, _ = readings(battery_id, T0, 1800)
+    await write(store, lines)
+    await write(store, [f'command,battery={battery_id} action="idle",power_kw=0.0 {int(T0.timestamp()) * 10**6}'])
+    settings = RollupSettings(influx_db, raw_retention_s=86_400)
+    now = datetime.now(UTC)
+    await ensure(store, settings, now)  # complete from now on: 2025 is not covered
+    reason = await apply_raw_retention(store, settings, now)
+    assert reason is not None
+    assert "is kept" in reason
+    assert services.influx_rows(influx_db, 'SELECT count("soc_kwh") FROM "telemetry"')[0]["count"] == 1800
+
+    query = HistoryQuery(kind="telemetry", battery=battery_id, begin=T0, end=T0 + H, every_s=60, limit=100)
+    before = await store.query(query)
+    await backfill(store, settings, T0, T0 + H, progress=lambda _line: None)  # reaches the covered part
+    assert await apply_raw_retention(store, settings, now) is None
+    assert services.influx_rows(influx_db, 'SELECT count("soc_kwh") FROM "telemetry"') == [], "raw points deleted"
+    assert services.influx_rows(influx_db, 'SELECT count("power_kw") FROM "command"')[0]["count"] == 1, "kept"
+    store.router = Router({}, rows_of)
+    after = await store.query(query)
+    assert [row[0] for row in after.rows] == [row[0] for row in before.rows]
+    for mine, theirs in zip(after.rows, before.rows, strict=True):
+        assert_close(mine[1:], theirs[1:])
