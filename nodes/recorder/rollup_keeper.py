@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from nodes.contract.messages import NodeState
-from nodes.recorder.rollup_admin import RollupSettings, apply_raw_retention, ensure
-from nodes.recorder.rollups import look_back_s
+from nodes.recorder.rollup_admin import RollupSettings, apply_raw_retention, ensure, shown
+from nodes.recorder.rollups import drop_cq, look_back_s, owner
 from nodes.recorder.routing import Router
 from nodes.recorder.store import Influx1Store, Store, StoreError, StoreUnavailable, rows_of
 
@@ -53,16 +53,30 @@ class Conditions:
 
 def start_rollups(config: Any, store: Store, on_state: StateSetter) -> asyncio.Task[None] | None:
     """Route means to the rollups and start their upkeep (None when off, or on a store without CQs)."""
+    if not isinstance(store, Influx1Store):
+        if config.recorder_rollups:
+            log.info("rollups are kept on InfluxDB 1.x only (README, History rollups): means come from raw points")
+        return None
     if not config.recorder_rollups:
         log.info("rollups off (BESS_RECORDER_ROLLUPS=0): history means come from raw points")
-        return None
-    if not isinstance(store, Influx1Store):
-        log.info("rollups are maintained on InfluxDB 1.x only (README, History rollups): means come from raw points")
-        return None
+        return asyncio.create_task(stop_cqs(store), name="rollups-off")
     settings = RollupSettings.from_config(config)
     store.router = Router({rp.name: rp.duration_s for rp in settings.rps()}, rows_of,
                           {r.name: look_back_s(r, settings.late_s) for r in settings.rollups})
     return asyncio.create_task(keep(store, settings, on_state), name="rollups")
+
+
+async def stop_cqs(store: Influx1Store) -> None:
+    """Rollups off: drop the recorder's CQs (the database stops the work; their rollups and RPs stay, and when
+    rollups are on again their coverage starts anew, so history is never served from a rollup with a gap)."""
+    try:
+        names, _ = await shown(store)
+        for name in names:
+            if owner(name) is not None:
+                log.warning("rollups off: dropping the continuous query %s", name)
+                await store.influxql([drop_cq(store.database, name)])
+    except (StoreUnavailable, StoreError) as exc:
+        log.warning("rollups off, but their continuous queries could not be dropped: %s", exc)
 
 
 async def keep(store: Influx1Store, settings: RollupSettings, on_state: StateSetter, *,
@@ -90,4 +104,4 @@ async def keep(store: Influx1Store, settings: RollupSettings, on_state: StateSet
         await asyncio.sleep(delay)
 
 
-__all__ = ["Conditions", "keep", "start_rollups"]
+__all__ = ["Conditions", "keep", "start_rollups", "stop_cqs"]

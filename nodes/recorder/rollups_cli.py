@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from nodes.recorder.config import RecorderConfig
-from nodes.recorder.rollup_admin import RollupSettings, backfill, check
+from nodes.recorder.rollup_admin import RollupSettings, backfill, check, read_coverage
 from nodes.recorder.store import Influx1Store, StoreError, StoreUnavailable
 from nodes.runtime.config import load_or_exit
 
@@ -52,6 +52,8 @@ async def _run(args: argparse.Namespace, config: RecorderConfig) -> int:
                 print(change.problem)
             if not problems:
                 print(f"rollups of {config.influx_db}: every CQ and retention policy is as configured")
+                for name, covered in sorted((await read_coverage(store)).items()):
+                    print(f"{name}: complete from {covered.since.isoformat()} (older history: raw points)")
             return 1 if problems else 0
         started = time.monotonic()
         written = await backfill(store, settings, args.begin, args.end, battery=args.battery,

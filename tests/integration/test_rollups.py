@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from deploy import stack
 from nodes.contract.messages import HistoryQuery, Telemetry
 from nodes.recorder import rollups
 from nodes.recorder.points import telemetry_line
@@ -95,6 +96,13 @@ def assert_same(found: dict[tuple[int, str], dict[str, float]], want: dict[tuple
             assert found[key][stat] == pytest.approx(value, rel=1e-12, abs=1e-9), (key, stat)
 
 
+def our_cqs(services: Services, db: str) -> list[str]:
+    """The names of the recorder's CQs on ``db``."""
+    answer = stack.influx_query(services.influx_url, "SHOW CONTINUOUS QUERIES")
+    return [str(row[0]) for result in answer["results"] for series in result.get("series") or []
+            if series.get("name") == db for row in series.get("values") or [] if str(row[0]).startswith("bess_")]
+
+
 def assert_close(mine: list[Any], theirs: list[Any]) -> None:
     """Means equal to float rounding, absent (None) where the other is."""
     assert [v is None for v in mine] == [v is None for v in theirs]
@@ -133,8 +141,7 @@ def test_the_recorder_creates_the_rollups_at_start_and_recreates_a_changed_one(
 
     proc = rig.start()
     wait_for(lambda: cli(rig.env, "check").returncode == 0, timeout=30, interval=0.5, what="rollups check passes")
-    names = [row["name"] for row in services.influx_rows(influx_db, "SHOW CONTINUOUS QUERIES")
-             if str(row.get("name", "")).startswith("bess_")]
+    names = our_cqs(services, influx_db)
     assert len(names) == 2
     proc.stop()
 
@@ -148,11 +155,14 @@ def test_the_recorder_creates_the_rollups_at_start_and_recreates_a_changed_one(
                            influx_db, battery_id)
     changed_rig.start()
     wait_for(lambda: cli(changed, "check").returncode == 0, timeout=30, interval=0.5, what="recreated")
-    after = [row["name"] for row in services.influx_rows(influx_db, "SHOW CONTINUOUS QUERIES")
-             if str(row.get("name", "")).startswith("bess_")]
+    after = our_cqs(services, influx_db)
     assert len(after) == 2
     assert set(after) != set(names), "the changed CQs replaced the old ones"
     assert cli(rig.env, "check").returncode == 1, "the old settings are no longer what the server holds"
+
+    off = make_rig(services, run_node, {**node_env, "BESS_RECORDER_ROLLUPS": "0"}, influx_db, battery_id)
+    off.start()
+    wait_for(lambda: not our_cqs(services, influx_db), timeout=30, what="rollups off: the CQs are dropped")
 
 
 async def test_backfill_equals_numpy_over_the_raw_points_and_a_second_run_changes_nothing(
