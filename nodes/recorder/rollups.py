@@ -69,6 +69,9 @@ class Rollup:
     fields: tuple[str, ...]
     """The source's numeric fields rolled up (for ``restats``: the raw field names, ``f`` of ``f_sum``)."""
     kind: Kind = "stats"
+    extra_tags: tuple[str, ...] = ()
+    """Further tags kept apart (grouped by) besides :attr:`tag`, e.g. a ``currency`` tag of KPI buckets: amounts
+    in two currencies are never summed together."""
 
     def columns(self) -> tuple[str, ...]:
         """The target's fields."""
@@ -92,9 +95,11 @@ def stats_rollups(kind: str, measurement: str) -> tuple[Rollup, Rollup]:
 
 
 def sum_rollup(source: str, target: str, fields: tuple[str, ...], *, tag: str = "battery",
-               resolution_s: int = 3600, rp: str = "rollup_1h", source_rp: str | None = None) -> Rollup:
-    """A rollup of additive fields (each ``sum(f) AS f``), e.g. ``sum_rollup("kpi_15m", "kpi_1h", FIELDS)``."""
-    return Rollup(target, source, source_rp, resolution_s, rp, tag, fields, SUM)
+               extra_tags: tuple[str, ...] = (), resolution_s: int = 3600, rp: str = "rollup_1h",
+               source_rp: str | None = None) -> Rollup:
+    """A rollup of additive fields (each ``sum(f) AS f``), e.g. ``sum_rollup("kpi_15m", "kpi_1h", FIELDS)``; add
+    it to :data:`ROLLUPS` and the recorder creates, checks and back-fills it like the others."""
+    return Rollup(target, source, source_rp, resolution_s, rp, tag, fields, SUM, extra_tags)
 
 
 TELEMETRY_1M, TELEMETRY_1H = stats_rollups("telemetry", "telemetry")
@@ -199,7 +204,8 @@ def rollup_select(database: str, rollup: Rollup, where: str = "") -> str:
     """The ``SELECT ... INTO ... GROUP BY time(res), tag`` of a rollup (the CQ's body; with ``where`` a back-fill)."""
     condition = f" WHERE {where}" if where else ""
     return (f"SELECT {_select_list(rollup)} INTO {target_ref(database, rollup)} FROM {source_ref(database, rollup)}"
-            f"{condition} GROUP BY time({rollup.resolution_s}s), {ident(rollup.tag)}")
+            f"{condition} GROUP BY time({rollup.resolution_s}s), "
+            f"{', '.join(ident(tag) for tag in (rollup.tag, *rollup.extra_tags))}")
 
 
 def content_hash(database: str, rollup: Rollup) -> str:

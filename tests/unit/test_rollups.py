@@ -45,6 +45,10 @@ def test_a_sum_only_rollup_row_for_additive_fields() -> None:
         'SELECT sum("energy_charged_kwh") AS "energy_charged_kwh",sum("revenue") AS "revenue" INTO '
         '"bess"."rollup_1h"."kpi_1h" FROM "kpi_15m" GROUP BY time(3600s), "battery"')
     assert kpi.marker == "energy_charged_kwh"
+    by_currency = rollups.sum_rollup("kpi_15m", "kpi_1h", ("revenue",), extra_tags=("currency",))
+    assert rollups.rollup_select("bess", by_currency).endswith('GROUP BY time(3600s), "battery", "currency"')
+    cq = rollups.continuous_query("bess", kpi, 900)
+    assert "RESAMPLE EVERY 3600s FOR 7200s" in cq.text
 
 
 def test_look_backs_and_the_cq_text() -> None:
