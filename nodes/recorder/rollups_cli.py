@@ -1,7 +1,8 @@
 """``python -m nodes.recorder rollups check`` and ``... rollups backfill --begin ISO --end ISO [--battery ID]``.
 
 ``check``: exit 0 when every rollup CQ and RP exists as configured (the recorder's ``BESS_RECORDER_ROLLUP*`` and
-database settings), else exit 1 with one line per problem; it changes nothing (the recorder fixes them at start).
+database settings; with ``BESS_RECORDER_ROLLUPS=0``: when none of its CQs is left), else exit 1 with one line per
+problem; it changes nothing (the recorder fixes them at start).
 ``backfill``: the CQs' own SELECT ... INTO over a past range, day by day, the 1-min rollup before the 1-h one,
 one progress line per chunk; idempotent, safe to interrupt and run again. Exit 2: bad arguments or settings,
 3: the database refused or could not be reached.
@@ -17,7 +18,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from nodes.recorder.config import RecorderConfig
-from nodes.recorder.rollup_admin import RollupSettings, backfill, check, read_coverage
+from nodes.recorder.rollup_admin import RollupSettings, backfill, check, read_coverage, shown
+from nodes.recorder.rollups import owner
 from nodes.recorder.store import Influx1Store, StoreError, StoreUnavailable
 from nodes.runtime.config import load_or_exit
 
@@ -46,6 +48,16 @@ async def _run(args: argparse.Namespace, config: RecorderConfig) -> int:
                          timeout_s=max(config.influx_timeout_s, 300.0))  # a day of 1 Hz points takes a while
     settings = RollupSettings.from_config(config)
     try:
+        if not config.recorder_rollups:
+            if args.command == "backfill":
+                print("rollups backfill: rollups are off (BESS_RECORDER_ROLLUPS=0)", file=sys.stderr)
+                return 2
+            left = [name for name in (await shown(store))[0] if owner(name) is not None]
+            for name in left:
+                print(f"continuous query {name} exists though rollups are off (the recorder drops it at start)")
+            if not left:
+                print(f"rollups of {config.influx_db}: off (BESS_RECORDER_ROLLUPS=0), and no CQ of theirs is left")
+            return 1 if left else 0
         if args.command == "check":
             problems = await check(store, settings)
             for change in problems:

@@ -163,6 +163,7 @@ def test_the_recorder_creates_the_rollups_at_start_and_recreates_a_changed_one(
     off = make_rig(services, run_node, {**node_env, "BESS_RECORDER_ROLLUPS": "0"}, influx_db, battery_id)
     off.start()
     wait_for(lambda: not our_cqs(services, influx_db), timeout=30, what="rollups off: the CQs are dropped")
+    assert cli(off.env, "check").returncode == 0
 
 
 async def test_backfill_equals_numpy_over_the_raw_points_and_a_second_run_changes_nothing(
