@@ -154,6 +154,10 @@ async def ensure(store: Influx1Store, settings: RollupSettings, now: datetime) -
                         "run: python -m nodes.recorder rollups backfill --begin %s --end %s", rollup.name,
                         since.isoformat(), "missing" if made is not None and made.missing else "changed",
                         old.since.isoformat(), since.isoformat())
+        elif rollup.source_rp is None and (first := await _first_point(store, rollup, since)) is not None:
+            log.warning("rollups: %s is new; the history before %s (from %s) is served from raw points until "
+                        "you run: python -m nodes.recorder rollups backfill --begin %s --end %s", rollup.name,
+                        since.isoformat(), first.isoformat(), first.isoformat(), since.isoformat())
     report.coverage = coverage
     return report
 
@@ -232,6 +236,17 @@ async def correct_rewrites(store: Influx1Store, rollup: Rollup, begin: datetime,
             if outcome.rejected:
                 raise RuntimeError(f"corrected {rollup.name} point refused: {outcome.rejected[0].reason}")
     return len(buckets)
+
+
+async def _first_point(store: Influx1Store, rollup: Rollup, before: datetime) -> datetime | None:
+    """The time of the source's first point before ``before`` (None: it has none)."""
+    source = rollups.source_ref(store.database, rollup)
+    (answer,) = await store.influxql([f"SELECT first({ident(rollup.fields[0])}) FROM {source} WHERE time < "
+                                      f"{time_literal(before)}"])
+    for series in answer.get("series") or []:
+        for row in series.get("values") or []:
+            return _EPOCH + timedelta(microseconds=int(row[0]))
+    return None
 
 
 async def _has_points(store: Influx1Store, rollup: Rollup, begin: datetime, end: datetime) -> bool:

@@ -269,11 +269,12 @@ async def test_hourly_means_come_from_the_rollups_equal_the_raw_means_and_the_li
 
 
 async def test_without_coverage_history_means_stay_on_raw_points(
-    influx_db: str, store: Influx1Store, battery_id: str,
+    influx_db: str, store: Influx1Store, battery_id: str, caplog: pytest.LogCaptureFixture,
 ) -> None:
     lines, _ = readings(battery_id, T0, 900)
     await write(store, lines)
     await ensure(store, RollupSettings(influx_db), datetime.now(UTC))  # complete from now on only
+    assert "rollups backfill --begin 2025-03-04T00:00:00.250000+00:00 --end" in caplog.text, "the log says how"
     router = Router({}, rows_of)
     store.router = router
     query = HistoryQuery(kind="telemetry", battery=battery_id, begin=T0, end=T0 + timedelta(hours=1), every_s=60,
