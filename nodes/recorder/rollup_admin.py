@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from nodes.recorder import rollups
+from nodes.recorder import rollup_repair, rollups
 from nodes.recorder.influxql import ident, time_literal
 from nodes.recorder.rollups import ContinuousQuery, RetentionPolicy, Rollup
 from nodes.recorder.store import Influx1Store
@@ -216,10 +216,10 @@ async def correct_rewrites(store: Influx1Store, rollup: Rollup, begin: datetime,
                            battery: str | None = None) -> int:
     """Recompute the buckets of ``[begin, end)`` holding a point a later write left a field out of (the CQ rolled
     the value InfluxDB kept), from their raw points with the ``absent`` masks applied; returns how many."""
-    series = rollups.series_of(rollup)
+    series = rollup_repair.series_of(rollup)
     if series is None or not series.optional:
         return 0
-    (answer,) = await store.influxql([rollups.stale_statement(rollup, series, begin, end, battery)])
+    (answer,) = await store.influxql([rollup_repair.stale_statement(rollup, series, begin, end, battery)])
     buckets: set[tuple[str, datetime]] = set()
     for part in answer.get("series") or []:
         tag_value = str((part.get("tags") or {}).get(rollup.tag, ""))
@@ -227,10 +227,10 @@ async def correct_rewrites(store: Influx1Store, rollup: Rollup, begin: datetime,
             at = _EPOCH + timedelta(microseconds=int(row[0]))
             buckets.add((tag_value, rollups.align_down(at, rollup.resolution_s)))
     for tag_value, bucket in sorted(buckets):
-        (raw,) = await store.influxql([rollups.bucket_statement(rollup, series, tag_value, bucket)])
+        (raw,) = await store.influxql([rollup_repair.bucket_statement(rollup, series, tag_value, bucket)])
         rows = [list(values) for part in raw.get("series") or [] for values in part.get("values") or []]
-        line = rollups.corrected_line(rollup, series, tag_value, bucket, rows)
-        await store.influxql([rollups.delete_bucket(rollup, tag_value, bucket)])
+        line = rollup_repair.corrected_line(rollup, series, tag_value, bucket, rows)
+        await store.influxql([rollup_repair.delete_bucket(rollup, tag_value, bucket)])
         if line is not None:
             outcome = await store.write([line], retention_policy=rollup.rp)
             if outcome.rejected:

@@ -24,7 +24,7 @@ rolled in. Later samples are rolled by ``python -m nodes.recorder rollups backfi
 
 A point rewritten for its timestamp without a field keeps the earlier value in storage (InfluxDB merges fields);
 raw reads drop it by the ``absent`` mask, a CQ cannot. The back-fill recomputes such buckets from their raw points
-with the mask applied (:func:`stale_statement`, :func:`corrected_line`).
+with the mask applied (:mod:`nodes.recorder.rollup_repair`).
 
 Each CQ's name carries a hash of its text (``bess_telemetry_1m_<hash>``): the recorder compares names, not the
 text the server normalises, so a changed setting is a different name (drop the old, create the new).
@@ -38,9 +38,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from nodes.recorder.influxql import ident, stale_condition, string_literal, time_literal
-from nodes.recorder.points import MASK, escape_tag, number
-from nodes.recorder.table import SERIES, Series
+from nodes.recorder.influxql import ident, string_literal, time_literal
+from nodes.recorder.table import SERIES
 
 Kind = Literal["stats", "restats", "sum"]
 STATS: tuple[str, ...] = ("sum", "count", "min", "max", "last")
@@ -305,14 +304,14 @@ def _describe(seconds: int | None) -> str:
 
 def align_up(ts: datetime, seconds: int) -> datetime:
     """``ts`` rounded up to a multiple of ``seconds`` since the epoch (bucket boundaries are epoch-aligned)."""
-    us = _us(ts)
+    us = epoch_us_of(ts)
     step = seconds * 1_000_000
     return _from_us(-(-us // step) * step)
 
 
 def align_down(ts: datetime, seconds: int) -> datetime:
     """``ts`` rounded down to a multiple of ``seconds`` since the epoch."""
-    us = _us(ts)
+    us = epoch_us_of(ts)
     step = seconds * 1_000_000
     return _from_us(us // step * step)
 
@@ -320,7 +319,8 @@ def align_down(ts: datetime, seconds: int) -> datetime:
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def _us(ts: datetime) -> int:
+def epoch_us_of(ts: datetime) -> int:
+    """Microseconds since the epoch (exact)."""
     return (ts.astimezone(UTC) - _EPOCH) // timedelta(microseconds=1)
 
 
@@ -336,7 +336,7 @@ def first_complete(rollup: Rollup, created_at: datetime, late_s: int) -> datetim
 
 def coverage_line(rollup: Rollup, since: datetime, content: str) -> str:
     """The coverage point of ``rollup`` (time 0, so each write replaces the last)."""
-    return (f'{COVERAGE},rollup={rollup.name} since_us={_us(since)}i,content="{content}" 0')
+    return (f'{COVERAGE},rollup={rollup.name} since_us={epoch_us_of(since)}i,content="{content}" 0')
 
 
 def coverage_query() -> str:
@@ -367,59 +367,6 @@ def backfill_statement(database: str, rollup: Rollup, begin: datetime, end: date
     return rollup_select(database, rollup, where)
 
 
-# -- the buckets a rewritten point made wrong (back-fill corrects them) ------------------------------------------
-
-
-def series_of(rollup: Rollup) -> Series | None:
-    """The raw series a stats rollup of raw points is made of (None for rollups of rollups and sum-only ones)."""
-    if rollup.kind != "stats" or rollup.source_rp is not None:
-        return None
-    return next((s for s in SERIES.values() if s.measurement == rollup.source), None)
-
-
-def stale_statement(rollup: Rollup, series: Series, begin: datetime, end: datetime, tag_value: str | None) -> str:
-    """The raw points in ``[begin, end)`` whose ``absent`` names a field they still hold (a later write left it out:
-    InfluxDB kept the earlier value, which the CQ rolled up), per tag value."""
-    where = f"time >= {time_literal(begin)} AND time < {time_literal(end)} AND ({stale_condition(series)})"
-    if tag_value is not None:
-        where = f"{ident(rollup.tag)}={string_literal(tag_value)} AND {where}"
-    return f"SELECT {ident(MASK)} FROM {ident(series.measurement)} WHERE {where} GROUP BY {ident(rollup.tag)}"
-
-
-def bucket_statement(rollup: Rollup, series: Series, tag_value: str, bucket: datetime) -> str:
-    """Every raw point of one bucket of one tag value, with its ``absent`` mask."""
-    select = ",".join(ident(name) for name in (*rollup.fields, MASK))
-    end = bucket + timedelta(seconds=rollup.resolution_s)
-    return (f"SELECT {select} FROM {ident(series.measurement)} WHERE {ident(rollup.tag)}={string_literal(tag_value)}"
-            f" AND time >= {time_literal(bucket)} AND time < {time_literal(end)}")
-
-
-def delete_bucket(rollup: Rollup, tag_value: str, bucket: datetime) -> str:
-    """Delete one rollup point (its measurement name is the rollup's alone, so DELETE's reach over every RP is
-    harmless): rewriting it could not remove a field the corrected bucket no longer has."""
-    end = bucket + timedelta(seconds=rollup.resolution_s)
-    return (f"DELETE FROM {ident(rollup.name)} WHERE {ident(rollup.tag)}={string_literal(tag_value)} "
-            f"AND time >= {time_literal(bucket)} AND time < {time_literal(end)}")
-
-
-def corrected_line(rollup: Rollup, series: Series, tag_value: str, bucket: datetime,
-                   rows: list[list[object]]) -> str | None:
-    """The rollup point of one bucket from its raw rows (``[time, *fields, absent]`` in time order) with each
-    point's ``absent`` mask applied, as the raw reads apply it; None when nothing is left."""
-    parts: list[str] = []
-    for i, name in enumerate(rollup.fields, start=1):
-        values = [float(row[i]) for row in rows  # type: ignore[arg-type]
-                  if row[i] is not None and name not in series.masked(str(row[-1] or ""))]
-        if not values:
-            continue
-        stats = {"sum": sum(values), "min": min(values), "max": max(values), "last": values[-1]}
-        parts += [f"{escape_tag(f'{name}_{stat}')}={number(value)}" for stat, value in stats.items()]
-        parts.append(f"{escape_tag(f'{name}_count')}={len(values)}i")  # the CQ's count() is an integer field
-    if not parts:
-        return None
-    return f"{escape_tag(rollup.name)},{escape_tag(rollup.tag)}={escape_tag(tag_value)} {','.join(parts)} {_us(bucket)}"
-
-
 __all__ = [
     "COVERAGE",
     "CQ_PREFIX",
@@ -437,17 +384,15 @@ __all__ = [
     "align_up",
     "alter_rp",
     "backfill_statement",
-    "bucket_statement",
     "chunks",
     "content_hash",
     "continuous_query",
-    "corrected_line",
     "coverage_line",
     "coverage_query",
     "create_rp",
-    "delete_bucket",
     "differences",
     "drop_cq",
+    "epoch_us_of",
     "first_complete",
     "go_duration_s",
     "influx_duration",
@@ -455,9 +400,7 @@ __all__ = [
     "owner",
     "retention_s",
     "rollup_select",
-    "series_of",
     "source_ref",
-    "stale_statement",
     "stats_rollups",
     "sum_rollup",
     "target_ref",

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from nodes.contract.messages import HistoryQuery, NodeState
-from nodes.recorder import influxql, rollups, routing
+from nodes.recorder import influxql, rollup_repair, rollups, routing
 from nodes.recorder.rollup_admin import RollupSettings
 from nodes.recorder.rollup_keeper import Conditions, keep
 from nodes.recorder.rollups import TELEMETRY_1H, TELEMETRY_1M, RetentionPolicy
@@ -220,21 +220,21 @@ async def test_a_server_that_cannot_hold_the_rollups_makes_the_recorder_degraded
 
 
 def test_a_corrected_bucket_leaves_out_what_each_point_s_mask_names() -> None:
-    series = rollups.series_of(TELEMETRY_1M)
+    series = rollup_repair.series_of(TELEMETRY_1M)
     assert series is not None
-    assert rollups.series_of(TELEMETRY_1H) is None, "1-h buckets are rebuilt from corrected minutes"
+    assert rollup_repair.series_of(TELEMETRY_1H) is None, "1-h buckets are rebuilt from corrected minutes"
     fields = TELEMETRY_1M.fields
     row1: list[object] = [0, *[None] * len(fields), "bms"]
     row1[1 + fields.index("soc_kwh")], row1[1 + fields.index("power_kw")] = 10.0, 5.0
     row2: list[object] = [1, *[None] * len(fields), "power_kw,bms"]  # rewritten without power: 7.0 is stale
     row2[1 + fields.index("soc_kwh")], row2[1 + fields.index("power_kw")] = 20.0, 7.0
-    line = rollups.corrected_line(TELEMETRY_1M, series, "b1", T0, [row1, row2])
+    line = rollup_repair.corrected_line(TELEMETRY_1M, series, "b1", T0, [row1, row2])
     assert line is not None
     assert line.startswith("telemetry_1m,battery=b1 soc_kwh_sum=30.0,soc_kwh_min=10.0,soc_kwh_max=20.0,")
     assert "soc_kwh_last=20.0,soc_kwh_count=2i," in line
     assert "power_kw_sum=5.0,power_kw_min=5.0,power_kw_max=5.0,power_kw_last=5.0,power_kw_count=1i" in line
     assert line.endswith(f" {int(T0.timestamp()) * 1_000_000}")
     assert "pack_voltage_v" not in line
-    assert rollups.delete_bucket(TELEMETRY_1M, "b1", T0) == (
+    assert rollup_repair.delete_bucket(TELEMETRY_1M, "b1", T0) == (
         "DELETE FROM \"telemetry_1m\" WHERE \"battery\"='b1' AND time >= '2025-03-04T00:00:00.000000Z' "
         "AND time < '2025-03-04T00:01:00.000000Z'")
