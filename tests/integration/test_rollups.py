@@ -17,13 +17,15 @@ import numpy as np
 import pytest
 
 from deploy import stack
-from nodes.contract.messages import HistoryQuery, Telemetry
+from nodes.contract.messages import HistoryQuery, HistoryResult, Telemetry
+from nodes.contract.topics import HISTORY
 from nodes.recorder import rollups
 from nodes.recorder.points import telemetry_line
 from nodes.recorder.rollup_admin import RollupSettings, apply_raw_retention, backfill, ensure, read_coverage
 from nodes.recorder.routing import Router
 from nodes.recorder.store import Influx1Store, rows_of
-from tests.integration.test_recorder import make_rig
+from nodes.runtime.bus import Bus
+from tests.integration.test_recorder import Rig, make_rig
 from tests.support.nodes import NodeProcess
 from tests.support.services import Services
 from tests.support.waiting import wait_for, wait_for_async
@@ -330,3 +332,23 @@ async def test_raw_retention_deletes_only_raw_points_the_rollups_cover(
     assert [row[0] for row in after.rows] == [row[0] for row in before.rows]
     for mine, theirs in zip(after.rows, before.rows, strict=True):
         assert_close(mine[1:], theirs[1:])
+
+
+async def test_the_recorder_answers_hourly_history_requests_from_the_rollups(
+    rig: Rig, store: Influx1Store, publisher: Bus,
+) -> None:
+    rig.start()
+    battery_id = rig.battery
+    lines, _ = readings(battery_id, T0, SECONDS)
+    await write(store, lines)
+    run = cli(rig.env, "backfill", "--begin", T0.isoformat(), "--end", (T0 + 3 * H).isoformat())
+    assert run.returncode == 0, run.stderr
+    query = HistoryQuery(kind="telemetry", battery=battery_id, begin=T0, end=T0 + 3 * H, every_s=3600)
+    answer: HistoryResult = await publisher.request(HISTORY, query)
+    assert answer.ok, answer.error
+    raw = await store.query(query)  # this store has no router: means over raw points
+    assert [row[0] for row in answer.rows] == [row[0] for row in raw.rows]
+    for mine, theirs in zip(answer.rows, raw.rows, strict=True):
+        assert_close(mine[1:], theirs[1:])
+    await wait_for_async(lambda: (rig.counter("history_segments_telemetry_1h") or 0) >= 1, timeout=10,
+                         what="the recorder says the 1-h rollup served it")
