@@ -24,7 +24,7 @@ from typing import Any
 from nodes.recorder import rollup_repair, rollups
 from nodes.recorder.influxql import ident, time_literal
 from nodes.recorder.rollups import ContinuousQuery, RetentionPolicy, Rollup
-from nodes.recorder.store import Influx1Store
+from nodes.recorder.store import Influx1Store, StoreError
 
 log = logging.getLogger("bess.recorder.rollups")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -127,12 +127,18 @@ async def ensure(store: Influx1Store, settings: RollupSettings, now: datetime) -
     and keep each rollup's coverage true. Raises StoreError (e.g. no admin rights, no CQs on this server) or
     StoreUnavailable."""
     report = EnsureReport(changes=await check(store, settings))
-    for change in report.changes:
+    failed: list[str] = []
+    done: list[rollups.Change] = []
+    for change in report.changes:  # each on its own: a retention only an admin may alter keeps no CQ from running
         log.warning("rollups: %s: running %s", change.problem, change.statement[:160])
-        await store.influxql([change.statement])
+        try:
+            await store.influxql([change.statement])
+            done.append(change)
+        except StoreError as exc:
+            failed.append(f"{change.problem}: {exc}")
     coverage = await read_coverage(store)
     cqs = {cq.rollup.name: cq for cq in settings.cqs()}
-    created = {c.rollup.name: c for c in report.changes if c.rollup is not None and c.statement.startswith("CREATE")}
+    created = {c.rollup.name: c for c in done if c.rollup is not None and c.statement.startswith("CREATE")}
     restarted: set[str] = set()
     for rollup in settings.rollups:  # finer first: a rollup built on a restarted one restarts too
         cq = cqs[rollup.name]
@@ -159,6 +165,8 @@ async def ensure(store: Influx1Store, settings: RollupSettings, now: datetime) -
                         "you run: python -m nodes.recorder rollups backfill --begin %s --end %s", rollup.name,
                         since.isoformat(), first.isoformat(), first.isoformat(), since.isoformat())
     report.coverage = coverage
+    if failed:
+        raise StoreError("; ".join(failed))
     return report
 
 

@@ -11,10 +11,10 @@ import pytest
 
 from nodes.contract.messages import HistoryQuery, NodeState
 from nodes.recorder import influxql, rollup_repair, rollups, routing
-from nodes.recorder.rollup_admin import RollupSettings
+from nodes.recorder.rollup_admin import RollupSettings, ensure
 from nodes.recorder.rollup_keeper import Conditions, keep
 from nodes.recorder.rollups import TELEMETRY_1H, TELEMETRY_1M, RetentionPolicy
-from nodes.recorder.store import Influx1Store, StoreError
+from nodes.recorder.store import Influx1Store, StoreError, WriteOutcome
 from tests.support.waiting import wait_for_async
 
 T0 = datetime(2025, 3, 4, tzinfo=UTC)
@@ -238,3 +238,36 @@ def test_a_corrected_bucket_leaves_out_what_each_point_s_mask_names() -> None:
     assert rollup_repair.delete_bucket(TELEMETRY_1M, "b1", T0) == (
         "DELETE FROM \"telemetry_1m\" WHERE \"battery\"='b1' AND time >= '2025-03-04T00:00:00.000000Z' "
         "AND time < '2025-03-04T00:01:00.000000Z'")
+
+
+class _NoAdmin(Influx1Store):
+    """A server holding the RPs with other durations, whose login may not alter them (secure mode's recorder)."""
+
+    def __init__(self) -> None:
+        super().__init__("http://127.0.0.1:9", "db")
+        self.ran: list[str] = []
+
+    async def influxql(self, statements: list[str]) -> list[dict[str, Any]]:
+        answers: list[dict[str, Any]] = []
+        for statement in statements:
+            self.ran.append(statement)
+            if statement.startswith("ALTER"):
+                raise StoreError("query failed: error authorizing query: requires admin privilege")
+            if statement.startswith("SHOW RETENTION"):
+                values = [["autogen", "0s"], ["rollup_1m", "0s"], ["rollup_1h", "0s"]]
+                answers.append({"series": [{"columns": ["name", "duration"], "values": values}]})
+            else:
+                answers.append({})
+        return answers
+
+    async def write(self, lines: list[str], *, retention_policy: str | None = None) -> WriteOutcome:
+        return WriteOutcome(written=len(lines))
+
+
+async def test_a_retention_only_an_admin_may_alter_keeps_no_cq_from_being_created() -> None:
+    store = _NoAdmin()
+    settings = RollupSettings("db", retention_1h_s=400 * 86400)
+    with pytest.raises(StoreError, match=r"rollup_1h keeps forever, configured 34560000s.*admin privilege"):
+        await ensure(store, settings, T0)
+    created = [s for s in store.ran if s.startswith("CREATE CONTINUOUS QUERY")]
+    assert len(created) == 2, "both CQs were created all the same"
