@@ -352,3 +352,26 @@ async def test_the_recorder_answers_hourly_history_requests_from_the_rollups(
         assert_close(mine[1:], theirs[1:])
     await wait_for_async(lambda: (rig.counter("history_segments_telemetry_1h") or 0) >= 1, timeout=10,
                          what="the recorder says the 1-h rollup served it")
+
+
+async def test_routed_means_equal_raw_means_for_random_ranges_and_buckets(
+    influx_db: str, store: Influx1Store, battery_id: str,
+) -> None:
+    lines, _ = readings(battery_id, T0, SECONDS, seed=7)
+    await write(store, lines)
+    await backfill(store, RollupSettings(influx_db), T0, T0 + 2 * H, progress=lambda _line: None)  # not the rest
+    rng = np.random.default_rng(2025)
+    router = Router({}, rows_of)
+    for _ in range(20):
+        begin = T0 + timedelta(seconds=float(rng.uniform(-900, SECONDS)))
+        end = begin + timedelta(seconds=float(rng.uniform(60, SECONDS)))
+        every = int(rng.choice([60, 120, 300, 900, 3600, 7200]))
+        query = HistoryQuery(kind="telemetry", battery=battery_id, begin=begin, end=end, every_s=every, limit=1000)
+        store.router = None
+        raw = await store.query(query)
+        store.router = router
+        routed = await store.query(query)
+        assert [r[0] for r in routed.rows] == [r[0] for r in raw.rows], (begin, end, every)
+        for mine, theirs in zip(routed.rows, raw.rows, strict=True):
+            assert_close(mine[1:], theirs[1:])
+    assert router.served.get("telemetry_1m", 0) + router.served.get("telemetry_1h", 0) >= 10
