@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gzip
+import itertools
 import json
 import os
 import statistics
@@ -35,7 +36,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import aiohttp
 
@@ -52,6 +53,11 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of a process (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def loadavg() -> list[str]:
+    """The 1, 5 and 15 minute load averages."""
+    return Path("/proc/loadavg").read_text().split()[:3]
 
 
 def rss_mb(pid: int) -> float:
@@ -130,7 +136,7 @@ def gaps(times: list[float], begin: float, end: float) -> list[float]:
     inside = sorted(t for t in times if begin <= t < end)
     if not inside:
         return [end - begin]
-    return [b - a for a, b in zip(inside, inside[1:], strict=False)] + [end - inside[-1]]
+    return [b - a for a, b in itertools.pairwise(inside)] + [end - inside[-1]]
 
 
 async def write_ids(gateway: str, ids: list[str], concurrency: int) -> tuple[float, dict[int, int]]:
@@ -243,7 +249,7 @@ async def measure(args: argparse.Namespace, broker_port: int, influx_url: str, l
                     phase.planner_reason_chars = len(json.loads(status).get("reason") or "")
                 except ValueError:
                     phase.planner_reason_chars = -1
-                phase.load = Path("/proc/loadavg").read_text().split(" ", 3)[:3].__str__()
+                phase.load = " ".join(loadavg())
                 phases.append(phase)
                 print(f"{name}: done", flush=True)
         return phases

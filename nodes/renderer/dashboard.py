@@ -178,6 +178,8 @@ class DashboardState:
         self.diagnostics_provider: DiagnosticsProvider | None = None
         self.export_provider: ExportProvider | None = None
         self.batteries: set[str] = set()
+        self.on_view: Callable[[str], None] | None = None
+        """Called with the battery when a live figure stream opens for it (the renderer draws it at once)."""
         self._clients: set[EventClient] = set()
         self._unkeyed = count()
         self.events_published = 0
@@ -359,7 +361,13 @@ class DashboardState:
                                                                  INDEX_QUEUE_PER_BATTERY * len(self.batteries) + 64)
         client = EventClient(battery=battery, limit=limit, kinds=kinds)
         self._clients.add(client)
+        if battery is not None and kinds is None and self.on_view is not None:
+            self.on_view(battery)
         return client
+
+    def figure_viewers(self) -> set[str]:
+        """The batteries with a live figure stream open (a battery page on the default window)."""
+        return {c.battery for c in self._clients if c.battery is not None and c.kinds is None}
 
     def unsubscribe(self, client: EventClient) -> None:
         """Forget a client; its queue is dropped."""

@@ -15,7 +15,8 @@ per battery and window) and asks again every ``refresh_s`` the answer names. No 
 Routes::
 
     GET  /                        the fleet table (:mod:`nodes.renderer.web_fleet`): every battery's SOC, power,
-                                  modes, alarms, plan revenue today, telemetry age, sortable, with totals
+                                  modes, alarms, plan revenue today, telemetry age, sortable, with totals; 100
+                                  rows a page (?page=, ?q= search, ?sort=&dir=: :mod:`nodes.renderer.paging`)
     GET  /battery/{battery}       one battery: status strip, window links, one panel per figure (?window, ?begin/end)
     GET  /static/plotly.min.js    plotly.offline.get_plotlyjs(), built once, cached for a year (versioned URL)
     GET  /static/dashboard.js     the page logic (nodes/renderer/static/)
@@ -61,7 +62,7 @@ from aiohttp import web
 from nodes.contract.messages import NodeStatus
 from nodes.contract.names import ID_PATTERN, ID_RULE
 from nodes.renderer import auth as dashboard_auth
-from nodes.renderer import web_fleet
+from nodes.renderer import paging, web_fleet
 from nodes.renderer.control import EVENT_KINDS as CONTROL_EVENT_KINDS
 from nodes.renderer.dashboard import (
     DashboardState,
@@ -213,12 +214,18 @@ def _tz_toggle(zone: str) -> str:
 
 async def _index(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
+    try:
+        query = paging.PageQuery.parse(request.query)
+    except paging.PageError as exc:
+        return json_error(422, str(exc), exc.field)
     rows, totals = state.fleet()
+    page = paging.page_of(rows, query)
     return _page(
         "index.html",
         plotly_version=plotly.__version__,
         status_chips=_status_chips(state.statuses),
-        fleet_table=web_fleet.fleet_table(rows, totals, state.display_tz, state.clock()),
+        fleet_table=web_fleet.fleet_table(page.rows, totals, state.display_tz, state.clock(), page),
+        fleet_pager=web_fleet.pager_html(page),
         display_tz=html.escape(state.display_tz, quote=True),
         tz_toggle=_tz_toggle(state.display_tz),
     )

@@ -1,0 +1,106 @@
+"""Which batteries the renderer draws (pure: no I/O, the clock is passed in).
+
+Drawing a battery costs history requests (its window, its KPI days, its alarms) and a figure build, so with
+thousands of ids (a fleet joining, or a client inventing ids over HTTP) drawing every battery would starve the
+ones people look at. A battery is drawn ("warm") when it is
+
+* **published**: among the first ``publish_max`` batteries, those that announced a spec first (a real device
+  does; an id that only ever got an HTTP write has none), each group in the order the renderer first heard of
+  it. These get their retained ``figure/*`` and ``revenue`` topics. While the fleet has at most ``publish_max``
+  batteries, that is every battery (as before); a burst of new ids never pushes out a battery already there
+  unless the new ones have a spec and the old one has not;
+* **viewed**: a browser has its battery page open on the live default window (an event stream with figures);
+* **recently viewed**: one of the ``warm_max`` batteries whose figures were asked for most recently (a page on
+  another window, ``GET /api/figures``), for ``warm_s`` after the last request.
+
+Every other battery is cold: its index row stays live (telemetry, state, alarms), but nothing is drawn, no
+history is requested and no live samples are buffered for it; its first view draws it from the recorder's history.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from itertools import count
+
+
+class Attention:
+    """Who is drawn. ``streams()`` gives the batteries with a live figure stream open (the dashboard's clients)."""
+
+    def __init__(self, *, publish_max: int, warm_max: int, warm_s: float,
+                 streams: Callable[[], Iterable[str]] = frozenset) -> None:
+        self.publish_max = publish_max
+        self.warm_max = warm_max
+        self.warm_s = warm_s
+        self.streams = streams
+        self._seen: dict[str, int] = {}
+        self._specced: set[str] = set()
+        self._order = count()
+        self._published: frozenset[str] | None = frozenset()
+        self._recent: OrderedDict[str, float] = OrderedDict()
+        """battery -> monotonic time of its latest figure request (the most recent last)."""
+
+    # -- inputs -------------------------------------------------------------------------------------------
+
+    def seen(self, battery: str) -> None:
+        """The renderer heard of ``battery`` (any message)."""
+        if battery not in self._seen:
+            self._seen[battery] = next(self._order)
+            if self._published is not None and len(self._published) < self.publish_max:
+                self._published = self._published | {battery}  # cheap while there is room
+            else:
+                self._published = None
+
+    def spec(self, battery: str) -> None:
+        """``battery`` announced a spec (it ranks before the batteries without one)."""
+        self.seen(battery)
+        if battery not in self._specced:
+            self._specced.add(battery)
+            if self._published is None or battery not in self._published:
+                self._published = None
+
+    def requested(self, battery: str, now: float) -> None:
+        """Somebody asked for ``battery``'s figures (kept drawn for ``warm_s``, at most ``warm_max`` of them)."""
+        self._recent[battery] = now
+        self._recent.move_to_end(battery)
+        while len(self._recent) > self.warm_max:
+            self._recent.popitem(last=False)
+
+    # -- the answer ---------------------------------------------------------------------------------------
+
+    def published(self) -> frozenset[str]:
+        """The batteries whose figures go on the retained topics (at most ``publish_max``)."""
+        if self._published is None:
+            ranked = sorted(self._seen, key=lambda b: (b not in self._specced, self._seen[b]))
+            self._published = frozenset(ranked[: self.publish_max])
+        return self._published
+
+    def recent(self, now: float) -> set[str]:
+        """The recently viewed batteries still within ``warm_s``."""
+        while self._recent:
+            at = next(iter(self._recent.values()))
+            if now - at <= self.warm_s:
+                break
+            self._recent.popitem(last=False)
+        return set(self._recent)
+
+    def warm(self, now: float) -> set[str]:
+        """Every battery drawn now: published, viewed, recently viewed."""
+        return set(self.published()) | set(self.streams()) | self.recent(now)
+
+    def is_warm(self, battery: str, now: float) -> bool:
+        """One battery's answer (cheap: for every telemetry message)."""
+        if battery in self.published():
+            return True
+        at = self._recent.get(battery)
+        if at is not None and now - at <= self.warm_s:
+            return True
+        return battery in set(self.streams())
+
+    def counts(self, now: float) -> dict[str, int]:
+        """For the node's status counters."""
+        return {"batteries_known": len(self._seen), "batteries_published": len(self.published()),
+                "batteries_warm": len(self.warm(now))}
+
+
+__all__ = ["Attention"]
