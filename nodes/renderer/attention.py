@@ -13,6 +13,9 @@ ones people look at. A battery is drawn ("warm") when it is
 * **recently viewed**: one of the ``warm_max`` batteries whose figures were asked for most recently (a page on
   another window, ``GET /api/figures``), for ``warm_s`` after the last request.
 
+A render pass draws the batteries drawn before first, and starts on new ones (a first draw reads their history)
+only while the pass is shorter than the render interval (at least one each pass): :func:`render_order`.
+
 Every other battery is cold: its index row stays live (telemetry, state, alarms), but nothing is drawn, no
 history is requested and no live samples are buffered for it; its first view draws it from the recorder's history.
 """
@@ -84,6 +87,10 @@ class Attention:
             self._recent.popitem(last=False)
         return set(self._recent)
 
+    def viewed(self, now: float) -> set[str]:
+        """The batteries somebody looks at: a live figure stream open, or a recent figure request."""
+        return set(self.streams()) | self.recent(now)
+
     def warm(self, now: float) -> set[str]:
         """Every battery drawn now: published, viewed, recently viewed."""
         return set(self.published()) | set(self.streams()) | self.recent(now)
@@ -103,4 +110,11 @@ class Attention:
                 "batteries_warm": len(self.warm(now))}
 
 
-__all__ = ["Attention"]
+def render_order(dirty: Iterable[str], drawn: set[str], viewed: set[str]) -> list[str]:
+    """The order of a render pass: the batteries drawn before first (cheap: their history is read), then the new
+    ones (their first draw reads history), viewed ones first; by id within each. The node starts a new one only
+    while the pass is short, so a burst of new batteries is phased in and never delays the ones drawn already."""
+    return sorted(dirty, key=lambda b: (b not in drawn, b not in viewed, b))
+
+
+__all__ = ["Attention", "render_order"]

@@ -83,7 +83,7 @@ from nodes.contract.topics import (
 )
 from nodes.renderer import control_web, revenue
 from nodes.renderer import history as hist
-from nodes.renderer.attention import Attention
+from nodes.renderer.attention import Attention, render_order
 from nodes.renderer.command_history import CommandHistory
 from nodes.renderer.config import RendererConfig
 from nodes.renderer.control import ControlDesk
@@ -189,6 +189,8 @@ class Renderer(Service[RendererConfig]):
         self.dashboard.on_view = self._mark
         self._history_slots = asyncio.Semaphore(config.renderer_history_max_inflight)
         self._drawn: set[str] = set()
+        self._rendered: set[str] = set()
+        """Warm batteries drawn at least once since they became warm."""
         self._published: frozenset[str] = frozenset()
 
     # -- inputs -----------------------------------------------------------------------------------------------
@@ -626,6 +628,7 @@ class Renderer(Service[RendererConfig]):
         self.dirty.update(warm - self._drawn)
         self.dirty.intersection_update(warm)
         self._drawn, self._published = warm, published
+        self._rendered &= warm
 
     # -- lifecycle --------------------------------------------------------------------------------------------
 
@@ -649,10 +652,18 @@ class Renderer(Service[RendererConfig]):
                 self.dirty.update(self.views)
                 last_full = time.monotonic()
             await self._settle_attention()
-            for battery in sorted(self.dirty & self._drawn):
+            started, first_draws = time.monotonic(), 0
+            for battery in render_order(self.dirty & self._drawn, self._rendered,
+                                        self.attention.viewed(started)):
+                new = battery not in self._rendered
+                if new and first_draws and time.monotonic() - started > self.config.render_interval_s:
+                    self.wake.set()  # the next pass goes on with them: a burst never delays the ones drawn already
+                    continue
                 self.dirty.discard(battery)
                 try:
                     await self.render(battery)
+                    self._rendered.add(battery)
+                    first_draws += new
                 except Exception:
                     self.bus.counters["render_errors"] += 1
                     log.exception("rendering %s failed", battery)

@@ -25,7 +25,7 @@ Routes::
     GET  /api/figures/{battery}   {"battery", "window", "refresh_s", "figures": {figure_id: Figure}}
     GET  /api/status              {"nodes": {node: NodeStatus}, "batteries": {battery: BatteryState}, ...}
     GET  /events[?battery=id][&figures=0]  text/event-stream; events: figure, status, state, control, telemetry,
-                                  alarm
+                                  alarm; with the index's ?page=/?q=/?sort=: that page's batteries only
     GET  /login, POST /login      only with a dashboard token (:mod:`nodes.renderer.auth`)
     GET  /api/fleet, /fleet.csv, /battery/{battery}/export.csv, /api/diagnostics/{battery}
                                   the fleet, CSV exports and diagnostics (:mod:`nodes.renderer.web_exports`)
@@ -80,6 +80,8 @@ STATIC_FILES: Final = {"dashboard.js": "application/javascript", "dashboard.css"
 INDEX_KINDS: Final = frozenset({"status", "state", "control", "telemetry", "alarm", "fleet"})
 BATTERY_KINDS: Final = INDEX_KINDS | CONTROL_EVENT_KINDS
 """What a battery page on a window of its own takes (no figure events): also its commands and request results."""
+PAGE_PARAMS: Final = frozenset({"page", "q", "sort", "dir", "per_page"})
+"""``/events`` with any of these streams one index page's batteries (:mod:`nodes.renderer.paging`)."""
 WIDE_FIGURES: Final = ("schedule", "alarms")
 """Panels that take the whole width (last, so the half-width ones pair up on a two-column screen)."""
 WAITING: Final = {"schedule": "waiting for a schedule", "alarms": "waiting for the alarm history"}
@@ -382,13 +384,22 @@ async def _events(request: web.Request) -> web.StreamResponse:
         return json_error(422, f"battery id must be {ID_RULE}", "battery")
     with_figures = battery is not None and request.query.get("figures", "1") != "0"
     kinds = None if with_figures else BATTERY_KINDS if battery is not None else INDEX_KINDS
+    only = None
+    if battery is None and PAGE_PARAMS & set(request.query):
+        # an index page of many: the events of its own rows (the page's script drops the others anyway)
+        try:
+            query = paging.PageQuery.parse(request.query)
+        except paging.PageError as exc:
+            return json_error(422, str(exc), exc.field)
+        only = frozenset(r.battery for r in paging.page_of(state.fleet()[0], query).rows)
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     )
     await response.prepare(request)
-    client = state.subscribe(battery, kinds)  # before the snapshot, so nothing published meanwhile is missed
+    client = state.subscribe(battery, kinds, only)  # before the snapshot, so nothing published meanwhile is missed
     try:
-        await response.write(b"retry: 3000\n\n" + b"".join(state.snapshot_frames(battery, figures=with_figures)))
+        frames = state.snapshot_frames(battery, figures=with_figures, only=only)
+        await response.write(b"retry: 3000\n\n" + b"".join(frames))
         while not client.closed:
             try:
                 await asyncio.wait_for(client.wake.wait(), timeout=state.keepalive_s)

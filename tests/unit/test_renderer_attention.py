@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from nodes.contract.messages import BatterySpec, Figure, HistoryQuery, HistoryResult, Telemetry
 from nodes.contract.topics import FIGURE, HISTORY, SPEC, TELEMETRY
-from nodes.renderer.attention import Attention
+from nodes.renderer.attention import Attention, render_order
 from nodes.renderer.config import RendererConfig
 from nodes.renderer.figures import FIGURE_IDS
 from nodes.renderer.node import Renderer
@@ -178,3 +178,9 @@ async def test_a_battery_pushed_out_of_the_published_set_has_its_retained_figure
     assert await rig.render_pass() == {"b1"}
     assert rig.broker.retained_message(FIGURE, battery="early", figure="soc") is None, "no stale drawing left"
     assert rig.broker.retained_message(FIGURE, battery="b1", figure="soc") is not None
+
+
+def test_a_pass_draws_the_batteries_drawn_before_first_then_new_ones_viewed_first() -> None:
+    dirty = {"burst-1", "burst-2", "viewed-new", "b1", "a0"}
+    assert render_order(dirty, drawn={"b1", "a0"}, viewed={"viewed-new"}) == [
+        "a0", "b1", "viewed-new", "burst-1", "burst-2"]

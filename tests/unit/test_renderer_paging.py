@@ -3,6 +3,7 @@ totals of the whole fleet on every page; /api/fleet paged the same way, /fleet.c
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import re
@@ -110,3 +111,23 @@ async def test_the_fleet_api_is_paged_and_the_csv_is_whole(client: TestClient[An
     assert len((await (await client.get("/api/fleet?per_page=1000")).json())["rows"]) == FLEET
     rows = list(csv.reader(io.StringIO(await (await client.get("/fleet.csv")).text())))
     assert len(rows) == 1 + FLEET + 1, "header, every battery, TOTAL"
+
+
+async def test_the_event_stream_of_a_page_carries_only_that_pages_batteries(client: TestClient[Any, Any]) -> None:
+    async with client.get("/events?page=3") as response:
+        snapshot = b""
+        while b"b249" not in snapshot:
+            snapshot += await asyncio.wait_for(response.content.readany(), 5)
+    batteries = set(re.findall(rb'"battery":"(b\d+)"', snapshot))
+    assert batteries == {f"b{i:03d}".encode() for i in range(200, 250)}, "page 3's rows, nothing of pages 1 and 2"
+    assert (await client.get("/events?page=x")).status == 422
+
+
+def test_a_filtered_client_takes_only_its_batteries_and_the_fleet_wide_events() -> None:
+    state = DashboardState(clock=lambda: NOW)
+    client = state.subscribe(None, None, frozenset({"b1"}))
+    state.set_telemetry("b2", Telemetry(ts=NOW, soc_kwh=1.0))
+    state.set_telemetry("b1", Telemetry(ts=NOW, soc_kwh=2.0))
+    state.publish_event("status", None, b"{}", key="recorder")
+    kinds = [frame.split(b"\n", 1)[0] for frame in client.drain()]
+    assert kinds == [b"event: telemetry", b"event: status"]

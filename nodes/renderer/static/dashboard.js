@@ -728,7 +728,7 @@
 
   async function refreshFleet() {
     try {
-      const response = await fetch("/api/fleet" + location.search, { cache: "no-store" }); // this page's rows
+      const response = await fetch("/api/fleet" + (paged() ? pageQuery() : ""), { cache: "no-store" }); // this page's rows
       if (!response.ok) return;
       const answer = await response.json();
       for (const r of answer.rows) renderFleetRow(r); // revenue "today" moves on at midnight without an event
@@ -736,6 +736,13 @@
     } catch (err) {
       console.warn("could not refresh the fleet", err);
     }
+  }
+
+  function pageQuery() {
+    const params = new URLSearchParams(location.search);
+    const out = new URLSearchParams({ page: ($("fleet-pager") || { dataset: {} }).dataset.page || "1" });
+    for (const k of ["q", "sort", "dir", "per_page"]) if (params.get(k)) out.set(k, params.get(k));
+    return "?" + out.toString();
   }
 
   let serverTotals = null; // a partial page: the latest totals of every battery from GET /api/fleet
@@ -988,6 +995,7 @@
     if (source) source.close();
     let url = "/events";
     if (battery) url += "?battery=" + encodeURIComponent(battery) + (windowQuery ? "&figures=0" : "");
+    else if (paged()) url += pageQuery(); // one page of many: the server streams that page's batteries only
     source = new EventSource(url);
     source.onopen = () => setConn("live", "live");
     source.onerror = () => setConn("reconnecting", "reconnecting…");
