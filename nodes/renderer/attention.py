@@ -13,8 +13,7 @@ ones people look at. A battery is drawn ("warm") when it is
 * **recently viewed**: one of the ``warm_max`` batteries whose figures were asked for most recently (a page on
   another window, ``GET /api/figures``), for ``warm_s`` after the last request.
 
-A render pass draws the batteries drawn before first, and starts on new ones (a first draw reads their history)
-only while the pass is shorter than the render interval (at least one each pass): :func:`render_order`.
+A render pass draws the live batteries first and phases in new ones and periodic refreshes: :func:`render_order`.
 
 Every other battery is cold: its index row stays live (telemetry, state, alarms), but nothing is drawn, no
 history is requested and no live samples are buffered for it; its first view draws it from the recorder's history.
@@ -110,11 +109,17 @@ class Attention:
                 "batteries_warm": len(self.warm(now))}
 
 
-def render_order(dirty: Iterable[str], drawn: set[str], viewed: set[str]) -> list[str]:
-    """The order of a render pass: the batteries drawn before first (cheap: their history is read), then the new
-    ones (their first draw reads history), viewed ones first; by id within each. The node starts a new one only
-    while the pass is short, so a burst of new batteries is phased in and never delays the ones drawn already."""
-    return sorted(dirty, key=lambda b: (b not in drawn, b not in viewed, b))
+def render_order(changed: set[str], stale: set[str], drawn: set[str], viewed: set[str]) -> list[tuple[str, bool]]:
+    """The order of a render pass, each battery with whether it may wait for the next pass.
+
+    First the batteries drawn before whose inputs changed (cheap: their history is read; never deferred), then
+    the new ones (a first draw reads history), viewed ones first, then those due only for the periodic refresh
+    (the window slides). The node starts a deferrable one only while the pass is shorter than the render
+    interval (at least one each pass), so neither a burst of new batteries nor the refresh of many delays the
+    live ones. By id within each group."""
+    new = sorted((changed | stale) - drawn, key=lambda b: (b not in viewed, b))
+    return ([(b, False) for b in sorted(changed & drawn)] + [(b, True) for b in new]
+            + [(b, True) for b in sorted((stale - changed) & drawn)])
 
 
 __all__ = ["Attention", "render_order"]

@@ -6,6 +6,7 @@ panel ``battery/+/set`` (the running command) and ``battery/+/request/result`` (
 from the recorder over ``history/request`` (never the database directly), the stored alarms and commands too.
 Produces: ``battery/{battery}/figure/{soc|power|prices|cells|schedule|insights|alarms}`` (retained Plotly JSON) for
 the default window (the last 24 h) whenever a battery's inputs change (at most every ``BESS_RENDERER_INTERVAL_S``),
+for the published batteries (only those and the viewed ones are drawn at all: :mod:`nodes.renderer.attention`),
 and the dashboard on ``BESS_DASHBOARD_PORT``, where every viewer picks its own window (figures for other
 windows are computed on demand and cached for ``BESS_RENDERER_FIGURE_CACHE_S``), and the derived
 ``battery/{battery}/revenue`` (DayRevenue, retained: today's realised revenue, the dashboard's own KPI since
@@ -166,6 +167,8 @@ class Renderer(Service[RendererConfig]):
         """(begin_s, end_s, monotonic read time) of the raw price reads merged into ``price_history``."""
         self.prices_version = 0
         self.dirty: set[str] = set()
+        self.stale: set[str] = set()
+        """Batteries due only for the periodic refresh (their window slid); drawn after the live ones."""
         self.wake = asyncio.Event()
         self.dashboard = DashboardState(figure_provider=self.figures_for, auth=config.auth())
         self.guard = ControlGuard.create(config.auth(), config.dashboard_host, config.dashboard_control)
@@ -627,6 +630,7 @@ class Renderer(Service[RendererConfig]):
             await clear_figures(self.bus, battery)
         self.dirty.update(warm - self._drawn)
         self.dirty.intersection_update(warm)
+        self.stale.intersection_update(warm)
         self._drawn, self._published = warm, published
         self._rendered &= warm
 
@@ -649,21 +653,21 @@ class Renderer(Service[RendererConfig]):
             self.wake.clear()
             if time.monotonic() - last_full >= self.config.history_refresh_s:
                 # the window slides and history refreshes even when nothing new arrives
-                self.dirty.update(self.views)
+                self.stale.update(self.views)
                 last_full = time.monotonic()
             await self._settle_attention()
-            started, first_draws = time.monotonic(), 0
-            for battery in render_order(self.dirty & self._drawn, self._rendered,
-                                        self.attention.viewed(started)):
-                new = battery not in self._rendered
-                if new and first_draws and time.monotonic() - started > self.config.render_interval_s:
-                    self.wake.set()  # the next pass goes on with them: a burst never delays the ones drawn already
+            started, deferrable_done = time.monotonic(), 0
+            for battery, deferrable in render_order(self.dirty & self._drawn, self.stale & self._drawn,
+                                                    self._rendered, self.attention.viewed(started)):
+                if deferrable and deferrable_done and time.monotonic() - started > self.config.render_interval_s:
+                    self.wake.set()  # the next pass goes on with them: they never delay the live batteries
                     continue
                 self.dirty.discard(battery)
+                self.stale.discard(battery)
                 try:
                     await self.render(battery)
                     self._rendered.add(battery)
-                    first_draws += new
+                    deferrable_done += deferrable
                 except Exception:
                     self.bus.counters["render_errors"] += 1
                     log.exception("rendering %s failed", battery)

@@ -180,7 +180,8 @@ async def test_a_battery_pushed_out_of_the_published_set_has_its_retained_figure
     assert rig.broker.retained_message(FIGURE, battery="b1", figure="soc") is not None
 
 
-def test_a_pass_draws_the_batteries_drawn_before_first_then_new_ones_viewed_first() -> None:
-    dirty = {"burst-1", "burst-2", "viewed-new", "b1", "a0"}
-    assert render_order(dirty, drawn={"b1", "a0"}, viewed={"viewed-new"}) == [
-        "a0", "b1", "viewed-new", "burst-1", "burst-2"]
+def test_a_pass_draws_the_live_batteries_first_then_new_ones_viewed_first_then_refreshes() -> None:
+    changed = {"b1", "burst-1", "viewed-new"}
+    stale = {"a0", "b1", "burst-2", "old"}
+    assert render_order(changed, stale, drawn={"b1", "a0", "old"}, viewed={"viewed-new"}) == [
+        ("b1", False), ("viewed-new", True), ("burst-1", True), ("burst-2", True), ("a0", True), ("old", True)]
