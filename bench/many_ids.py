@@ -7,7 +7,8 @@ process. After a baseline of ``--baseline`` seconds it writes ``--ids`` new batt
 ``--after`` seconds more. Measured in both phases, from the outside:
 
 * battery-1's live figure update interval: the times its retained ``figure/soc`` topic is published (median and
-  maximum gap, ``mosquitto_sub``);
+  maximum gap, ``mosquitto_sub``), next to the longest gap in its telemetry (the input: a loaded machine delays
+  the simulator too);
 * history requests the nodes send (every ``history/request`` message, counted for battery-1 and for other ids);
 * the index page ``GET /`` size, plain and gzipped, and ``GET /api/fleet``;
 * the planner's status reason length (its retained ``node/planner/status``);
@@ -108,6 +109,7 @@ class Phase:
     name: str
     seconds: float
     figure_gaps_s: list[float] = field(default_factory=list)
+    telemetry_gap_max_s: float = 0.0
     history_b1: int = 0
     history_other: int = 0
     history_other_ids: int = 0
@@ -196,9 +198,10 @@ async def measure(args: argparse.Namespace, broker_port: int, influx_url: str, l
         "BESS_LOG_LEVEL": "WARNING",
     }
     figures = Watch(broker_port, f"{root}/battery/battery-1/figure/soc", "%U %t")
+    telemetry = Watch(broker_port, f"{root}/battery/battery-1/telemetry", "%U %t")
     history = Watch(broker_port, f"{root}/history/request", "%U %p")
     ha = Watch(broker_port, f"{HA_PREFIX}/#", "%U %t")
-    watches = (figures, history, ha)
+    watches = (figures, telemetry, history, ha)
     processes = {
         name: subprocess.Popen(  # noqa: ASYNC220 - start-up only
             [sys.executable, "-m", f"nodes.{name}"], env=env, cwd=ROOT,
@@ -229,6 +232,7 @@ async def measure(args: argparse.Namespace, broker_port: int, influx_url: str, l
                 phase.cpu_pct = {n: (cpu_seconds(p.pid) - cpu0[n]) / (t1 - t0) * 100 for n, p in processes.items()}
                 phase.renderer_rss_mb = rss_mb(processes["renderer"].pid)
                 phase.figure_gaps_s = gaps([t for t, _ in figures.lines], t0, t1)
+                phase.telemetry_gap_max_s = max(gaps([t for t, _ in telemetry.lines], t0, t1))
                 others: set[str] = set()
                 for _, payload in history.between(t0, t1):
                     try:
@@ -260,11 +264,12 @@ async def measure(args: argparse.Namespace, broker_port: int, influx_url: str, l
 
 
 def report(phases: list[Phase]) -> None:
-    print(f"{'phase':>12} {'s':>4} {'fig gap med':>11} {'max':>6} {'hist b1':>7} {'hist other':>10} "
+    print(f"{'phase':>12} {'s':>4} {'fig gap med':>11} {'max':>6} {'tel max':>7} {'hist b1':>7} {'hist other':>10} "
           f"{'other ids':>9} {'index kB':>8} {'gz kB':>6} {'index ms':>8} {'api kB':>7} {'reason':>6} "
           f"{'HA pubs':>7} {'rend MB':>7}")
     for p in phases:
-        print(f"{p.name:>12} {p.seconds:>4.0f} {p.gap_median:>11.1f} {p.gap_max:>6.1f} {p.history_b1:>7} "
+        print(f"{p.name:>12} {p.seconds:>4.0f} {p.gap_median:>11.1f} {p.gap_max:>6.1f} {p.telemetry_gap_max_s:>7.1f} "
+              f"{p.history_b1:>7} "
               f"{p.history_other:>10} {p.history_other_ids:>9} {p.index_bytes / 1024:>8.0f} "
               f"{p.index_gz_bytes / 1024:>6.0f} {p.index_ms:>8.0f} {p.fleet_api_bytes / 1024:>7.0f} "
               f"{p.planner_reason_chars:>6} {p.ha_publishes:>7} {p.renderer_rss_mb:>7.0f}")

@@ -38,28 +38,35 @@ class Attention:
         self._seen: dict[str, int] = {}
         self._specced: set[str] = set()
         self._order = count()
-        self._published: frozenset[str] | None = frozenset()
+        self._published: frozenset[str] = frozenset()
+        """The first ``publish_max`` by (no spec, first seen), kept up to date as batteries arrive."""
         self._recent: OrderedDict[str, float] = OrderedDict()
         """battery -> monotonic time of its latest figure request (the most recent last)."""
 
     # -- inputs -------------------------------------------------------------------------------------------
 
     def seen(self, battery: str) -> None:
-        """The renderer heard of ``battery`` (any message)."""
+        """The renderer heard of ``battery`` (any message). Called for every message: O(1)."""
         if battery not in self._seen:
             self._seen[battery] = next(self._order)
-            if self._published is not None and len(self._published) < self.publish_max:
-                self._published = self._published | {battery}  # cheap while there is room
-            else:
-                self._published = None
+            # a battery new to the renderer ranks after every one before it (unless a spec comes later)
+            if len(self._published) < self.publish_max:
+                self._published = self._published | {battery}
 
     def spec(self, battery: str) -> None:
-        """``battery`` announced a spec (it ranks before the batteries without one)."""
+        """``battery`` announced a spec: it ranks before the batteries without one. O(publish_max)."""
         self.seen(battery)
-        if battery not in self._specced:
-            self._specced.add(battery)
-            if self._published is None or battery not in self._published:
-                self._published = None
+        if battery in self._specced:
+            return
+        self._specced.add(battery)
+        if battery in self._published or not self._published:
+            return
+        last = max(self._published, key=self._rank)
+        if self._rank(battery) < self._rank(last):
+            self._published = (self._published - {last}) | {battery}
+
+    def _rank(self, battery: str) -> tuple[bool, int]:
+        return battery not in self._specced, self._seen[battery]
 
     def requested(self, battery: str, now: float) -> None:
         """Somebody asked for ``battery``'s figures (kept drawn for ``warm_s``, at most ``warm_max`` of them)."""
@@ -72,9 +79,6 @@ class Attention:
 
     def published(self) -> frozenset[str]:
         """The batteries whose figures go on the retained topics (at most ``publish_max``)."""
-        if self._published is None:
-            ranked = sorted(self._seen, key=lambda b: (b not in self._specced, self._seen[b]))
-            self._published = frozenset(ranked[: self.publish_max])
         return self._published
 
     def recent(self, now: float) -> set[str]:

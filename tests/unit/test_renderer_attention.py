@@ -4,6 +4,8 @@ published, viewed and recently viewed batteries are drawn, ask for history, and 
 from __future__ import annotations
 
 import asyncio
+import random
+import time
 from datetime import UTC, datetime, timedelta
 
 from nodes.contract.messages import BatterySpec, Figure, HistoryQuery, HistoryResult, Telemetry
@@ -185,3 +187,30 @@ def test_a_pass_draws_the_live_batteries_first_then_new_ones_viewed_first_then_r
     stale = {"a0", "b1", "burst-2", "old"}
     assert render_order(changed, stale, drawn={"b1", "a0", "old"}, viewed={"viewed-new"}) == [
         ("b1", False), ("viewed-new", True), ("burst-1", True), ("burst-2", True), ("a0", True), ("old", True)]
+
+
+def test_the_published_set_is_always_the_first_by_spec_then_first_seen() -> None:
+    rng = random.Random(14)
+    attention = Attention(publish_max=5, warm_max=2, warm_s=60)
+    order: list[str] = []
+    specced: set[str] = set()
+    for _ in range(400):
+        battery = f"b{rng.randrange(60)}"
+        if battery not in order:
+            order.append(battery)
+        if rng.random() < 0.1:
+            attention.spec(battery)
+            specced.add(battery)
+        else:
+            attention.seen(battery)
+        expected = sorted(order, key=lambda b: (b not in specced, order.index(b)))[:5]
+        assert attention.published() == set(expected)
+
+
+def test_every_message_of_a_burst_costs_constant_time() -> None:
+    attention = Attention(publish_max=50, warm_max=16, warm_s=600)
+    started = time.perf_counter()
+    for i in range(20_000):
+        attention.seen(f"burst-{i}")
+        assert not attention.is_warm(f"burst-{i}", 0.0) or i < 50
+    assert time.perf_counter() - started < 1.0, "no re-ranking of every battery per message"
