@@ -45,6 +45,7 @@ import math
 import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -101,6 +102,7 @@ from nodes.renderer.insights import Insights, insights_from_totals, pending
 from nodes.renderer.kpis import DayFiller, KpiBook, compute_day, runs
 from nodes.renderer.retained import clear_figures
 from nodes.renderer.series import PriceSeries, TelemetrySeries, downsample, to_datetime
+from nodes.renderer.slots import LIVE, NEW, PrioritySlots
 from nodes.renderer.web import build_app
 from nodes.renderer.windows import DEFAULT_WINDOW, TimeWindow
 from nodes.runtime.core import MessageBus
@@ -110,6 +112,7 @@ from nodes.runtime.http_serve import HttpLimits, Listener
 from nodes.runtime.node import Service
 
 log = logging.getLogger("bess.renderer")
+_BACKGROUND: ContextVar[bool] = ContextVar("renderer_background_read", default=False)
 
 FILL_RUN_DAYS = 7
 ALARM_ROWS = 1000
@@ -190,7 +193,7 @@ class Renderer(Service[RendererConfig]):
         self.attention = Attention(publish_max=config.renderer_publish_max, warm_max=config.renderer_warm_batteries,
                                    warm_s=config.renderer_warm_s, streams=self.dashboard.figure_viewers)
         self.dashboard.on_view = self._mark
-        self._history_slots = asyncio.Semaphore(config.renderer_history_max_inflight)
+        self._history_slots = PrioritySlots(config.renderer_history_max_inflight)
         self._drawn: set[str] = set()
         self._rendered: set[str] = set()
         """Warm batteries drawn at least once since they became warm."""
@@ -307,7 +310,10 @@ class Renderer(Service[RendererConfig]):
                                battery=battery)
 
     async def _ask_history(self, query: HistoryQuery) -> HistoryResult:
-        async with self._history_slots:
+        # live redraws first: a burst of first draws and background KPI reads must not queue battery-1's refresh
+        live = not _BACKGROUND.get() and (query.battery is None or query.battery in self._rendered
+                                          or query.battery in self.attention.viewed(time.monotonic()))
+        async with self._history_slots.slot(LIVE if live else NEW):
             return await self.bus.request(HISTORY, query, timeout=self.config.history_timeout_s)
 
     async def on_status(self, params: dict[str, str], message: NodeStatus, delivery: Delivery) -> None:
@@ -468,6 +474,7 @@ class Renderer(Service[RendererConfig]):
 
     async def _fill(self, battery: str, view: BatteryView, days: list[int]) -> None:
         """Read the raw rows of missing final days (newest first) and integrate them into the ledger."""
+        _BACKGROUND.set(True)  # this task's own context: its history requests wait behind the live ones
         read = 0
         done = 0
         try:
