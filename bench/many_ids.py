@@ -110,6 +110,8 @@ class Phase:
     seconds: float
     figure_gaps_s: list[float] = field(default_factory=list)
     telemetry_gap_max_s: float = 0.0
+    gap_max_at_s: float = 0.0
+    """When the longest figure gap began, seconds after the phase's start (the burst's)."""
     history_b1: int = 0
     history_other: int = 0
     history_other_ids: int = 0
@@ -139,6 +141,12 @@ def gaps(times: list[float], begin: float, end: float) -> list[float]:
     if not inside:
         return [end - begin]
     return [b - a for a, b in itertools.pairwise(inside)] + [end - inside[-1]]
+
+
+def gap_start(times: list[float], begin: float, end: float) -> float:
+    """When the longest gap of :func:`gaps` began."""
+    inside = [begin, *sorted(t for t in times if begin <= t < end), end]
+    return max(itertools.pairwise(inside), key=lambda p: p[1] - p[0])[0]
 
 
 async def write_ids(gateway: str, ids: list[str], concurrency: int) -> tuple[float, dict[int, int]]:
@@ -232,6 +240,7 @@ async def measure(args: argparse.Namespace, broker_port: int, influx_url: str, l
                 phase.cpu_pct = {n: (cpu_seconds(p.pid) - cpu0[n]) / (t1 - t0) * 100 for n, p in processes.items()}
                 phase.renderer_rss_mb = rss_mb(processes["renderer"].pid)
                 phase.figure_gaps_s = gaps([t for t, _ in figures.lines], t0, t1)
+                phase.gap_max_at_s = gap_start([t for t, _ in figures.lines], t0, t1) - t0
                 phase.telemetry_gap_max_s = max(gaps([t for t, _ in telemetry.lines], t0, t1))
                 others: set[str] = set()
                 for _, payload in history.between(t0, t1):
@@ -273,6 +282,7 @@ def report(phases: list[Phase]) -> None:
               f"{p.history_other:>10} {p.history_other_ids:>9} {p.index_bytes / 1024:>8.0f} "
               f"{p.index_gz_bytes / 1024:>6.0f} {p.index_ms:>8.0f} {p.fleet_api_bytes / 1024:>7.0f} "
               f"{p.planner_reason_chars:>6} {p.ha_publishes:>7} {p.renderer_rss_mb:>7.0f}")
+    print("longest figure gap began at: " + ", ".join(f"{p.name} +{p.gap_max_at_s:.0f} s" for p in phases))
     print("CPU % of one core per node:")
     for p in phases:
         print(f"  {p.name:>12}: " + ", ".join(f"{n} {v:.0f}" for n, v in p.cpu_pct.items()) + f"  (load {p.load})")
