@@ -93,8 +93,7 @@ class Watch:
         return [(t, r) for t, r in list(self.lines) if begin <= t < end]
 
     def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(5)
+        stack.stop_process(self.proc, 5)
 
 
 def retained(port: int, topic: str) -> str:
