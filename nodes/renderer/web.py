@@ -21,7 +21,8 @@ Routes::
     GET  /static/plotly.min.js    plotly.offline.get_plotlyjs(), built once, cached for a year (versioned URL)
     GET  /static/dashboard.js     the page logic (nodes/renderer/static/)
     GET  /static/dashboard.css
-    GET  /api/batteries           {"batteries": [{"battery", "href", "figures", "mode", "soc_kwh", ...}]}
+    GET  /api/batteries           {"batteries": [{"battery", "href", "figures", "mode", "soc_kwh", ...}], "page",
+                                  "pages", "matched"}: by id, 1,000 a page (?page=, ?per_page=, ?q=)
     GET  /api/figures/{battery}   {"battery", "window", "refresh_s", "figures": {figure_id: Figure}}
     GET  /api/status              {"nodes": {node: NodeStatus}, "batteries": {battery: BatteryState}, ...}
     GET  /events[?battery=id][&figures=0]  text/event-stream; events: figure, status, state, control, telemetry,
@@ -326,7 +327,17 @@ async def _plotly_js(request: web.Request) -> web.Response:
 
 async def _api_batteries(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
-    return _json({"batteries": [state.summary(b) for b in sorted(state.batteries)]})
+    try:
+        query = paging.PageQuery.parse({"per_page": str(paging.MAX_PAGE_ROWS), **request.query})
+    except paging.PageError as exc:
+        return json_error(422, str(exc), exc.field)
+    needle = query.q.casefold()
+    names = [b for b in sorted(state.batteries) if needle in b.casefold()]
+    pages = max(1, -(-len(names) // query.per_page))
+    page = min(query.page, pages)
+    shown = names[(page - 1) * query.per_page : page * query.per_page]
+    return _json({"batteries": [state.summary(b) for b in shown], "page": page, "pages": pages,
+                  "matched": len(names)})
 
 
 def _figures_body(battery: str, window: TimeWindow, figures: dict[str, bytes], refresh_s: float | None) -> bytes:

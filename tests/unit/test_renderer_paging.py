@@ -131,3 +131,12 @@ def test_a_filtered_client_takes_only_its_batteries_and_the_fleet_wide_events() 
     state.publish_event("status", None, b"{}", key="recorder")
     kinds = [frame.split(b"\n", 1)[0] for frame in client.drain()]
     assert kinds == [b"event: telemetry", b"event: status"]
+
+
+async def test_the_battery_api_is_bounded_too(client: TestClient[Any, Any]) -> None:
+    whole = await (await client.get("/api/batteries")).json()
+    assert (len(whole["batteries"]), whole["pages"]) == (FLEET, 1), "up to 1,000 a page by default"
+    page = await (await client.get("/api/batteries?per_page=100&page=3")).json()
+    assert [b["battery"] for b in page["batteries"]] == [f"b{i:03d}" for i in range(200, 250)]
+    assert (page["page"], page["pages"], page["matched"]) == (3, 3, FLEET)
+    assert (await client.get("/api/batteries?per_page=0")).status == 422
