@@ -728,7 +728,7 @@
 
   async function refreshFleet() {
     try {
-      const response = await fetch("/api/fleet" + (paged() ? pageQuery() : ""), { cache: "no-store" }); // this page's rows
+      const response = await fetch("/api/fleet" + pageQuery(), { cache: "no-store" }); // this page's rows
       if (!response.ok) return;
       const answer = await response.json();
       for (const r of answer.rows) renderFleetRow(r); // revenue "today" moves on at midnight without an event
