@@ -168,13 +168,13 @@ async def test_a_fleet_of_many_pages_keeps_the_whole_fleets_totals_and_sorts_on_
             assert await index.evaluate("document.querySelectorAll('#fleet tbody .battery-row').length") == 100
             power = await index.wait_for(
                 "(() => { const v = document.querySelector('#fleet-totals [data-total=\"power\"]')?.dataset.value;"
-                " return v ? Number(v) : 0; })()", timeout=15, what="the fleet's power")
+                " return v ? Number(v) : 0; })()", timeout=30, what="the fleet's power")
             assert power == pytest.approx(n * 1.0), "the server's totals: every battery, not the 100 on the page"
             # a reading of a battery on page 2 does not add a row to page 1
             await bus.publish(TELEMETRY, Telemetry(ts=datetime.now(UTC), soc_kwh=7.0, power_kw=2.0), battery="m-149")
             await bus.publish(TELEMETRY, Telemetry(ts=datetime.now(UTC), soc_kwh=8.0, power_kw=3.0), battery="m-000")
             await index.wait_for("Number(document.querySelector('#battery-m-000 [data-field=\"power\"]')"
-                                 "?.dataset.value) === 3", timeout=15, what="page 1's own row live")
+                                 "?.dataset.value) === 3", timeout=30, what="page 1's own row live")
             assert await index.evaluate("document.getElementById('battery-m-149')") is None
             # a header click sorts every battery on the server: the highest SOC first
             click_soc = "document.querySelector('#fleet th[data-sort-key=\"soc\"] button').click()"
