@@ -102,7 +102,7 @@ async def page_load(port: int, n: int) -> float:
     """Seconds from the start of navigation (the page's own clock) until the table is complete and live."""
     ready = ROWS_READY.replace("{n}", str(n))
     async with open_page() as page:
-        await page.goto(f"http://127.0.0.1:{port}/")
+        await page.goto(f"http://127.0.0.1:{port}/?per_page=1000")
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
@@ -161,7 +161,7 @@ async def measure(n: int, broker_port: int, influx_url: str, args: argparse.Name
             deadline = time.monotonic() + 120
             while True:
                 try:
-                    async with http.get(f"{base}/api/fleet") as response:
+                    async with http.get(f"{base}/api/fleet?per_page=1000") as response:
                         rows = (await response.json())["rows"]
                     if len(rows) == n and all(r["telemetry_ts"] and r["capacity_kwh"] for r in rows):
                         break
@@ -171,12 +171,12 @@ async def measure(n: int, broker_port: int, influx_url: str, args: argparse.Name
                     raise SystemExit(f"the renderer never listed {n} batteries with readings; see {logs}")
                 await asyncio.sleep(0.5)
             await asyncio.sleep(args.interval * 2)  # past start-up: the renderer has drawn every battery once
-            index_ms, index_bytes = await timed_get(http, f"{base}/")
-            api_ms, _ = await timed_get(http, f"{base}/api/fleet")
+            index_ms, index_bytes = await timed_get(http, f"{base}/?per_page=1000")  # one page: every battery
+            api_ms, _ = await timed_get(http, f"{base}/api/fleet?per_page=1000")
             csv_ms, _ = await timed_get(http, f"{base}/fleet.csv")
         loads = [await page_load(port, n) for _ in range(args.loads)]
         async with open_page() as page:
-            await page.goto(f"{base}/")
+            await page.goto(f"{base}/?per_page=1000")
             await page.wait_for(ROWS_READY.replace("{n}", str(n)), timeout=120, what=f"{n} rows")
             sort_ms = statistics.median([float(await page.evaluate(SORT.replace("{key}", key)))
                                          for key in ("battery", "soc", "power", "age", "battery") * 2])

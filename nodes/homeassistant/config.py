@@ -17,6 +17,9 @@ from nodes.contract.messages import MAX_OUTLOOK_SLOTS
 from nodes.contract.topics import id_problems
 from nodes.runtime.config import MqttSettings
 
+MAX_HA_BATTERIES = 5000
+"""``BESS_HA_MAX_BATTERIES`` at most: 85,000 retained configs is already more than Home Assistant handles well."""
+
 
 class HomeAssistantConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
     """``BESS_HA_*`` settings of the homeassistant node."""
@@ -31,6 +34,11 @@ class HomeAssistantConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True
     #: per-battery exceptions, ``battery=node`` (``battery-1=bridge``: a bridged battery's values are live while
     #: the bridge is); ``deploy/up`` sets it for the bridged battery
     ha_device_node_of: list[str] = msgspec.field(default_factory=list)
+    #: the only batteries made into Home Assistant devices (empty: every battery that announced a spec; an id
+    #: that only ever got telemetry, e.g. an HTTP write, gets none unless listed here)
+    ha_batteries: list[str] = msgspec.field(default_factory=list)
+    #: devices at most (each is ~17 retained discovery configs); beyond it the node reports degraded, saying so
+    ha_max_batteries: int = 200
     #: how many upcoming slots the outlook (and the planned action's attributes) carry
     ha_outlook_slots: int = 6
     planner_zone: str = "de-lu"
@@ -68,6 +76,10 @@ class HomeAssistantConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True
                 continue
             found += id_problems(battery, "BESS_HA_DEVICE_NODE_OF battery")
             found += id_problems(node, "BESS_HA_DEVICE_NODE_OF node")
+        for battery in self.ha_batteries:
+            found += id_problems(battery, "BESS_HA_BATTERIES")
+        if not 1 <= self.ha_max_batteries <= MAX_HA_BATTERIES:
+            found.append(f"BESS_HA_MAX_BATTERIES must be 1 to {MAX_HA_BATTERIES}")
         if not 0 <= self.ha_outlook_slots <= MAX_OUTLOOK_SLOTS:
             found.append(f"BESS_HA_OUTLOOK_SLOTS must be 0 to {MAX_OUTLOOK_SLOTS}")
         found += id_problems(self.planner_zone, "BESS_PLANNER_ZONE")

@@ -1,4 +1,9 @@
-"""The homeassistant node: Home Assistant MQTT discovery for every battery, and the values only it can derive.
+"""The homeassistant node: Home Assistant MQTT discovery for the fleet's batteries, and the values only it can derive.
+
+Which batteries become devices: those that announced a spec (a real device, the bridge and the simulator do; an id
+that only ever got telemetry, e.g. from ``POST /write``, does not), or exactly the ones ``BESS_HA_BATTERIES``
+lists; at most ``BESS_HA_MAX_BATTERIES`` (200), the first come; beyond it the node reports ``degraded`` saying how
+many have no device (a client inventing thousands of ids must not flood Home Assistant with retained configs).
 
 Consumes: ``battery/+/spec`` and ``battery/+/telemetry`` (which batteries exist; the spec's capacity, power limits,
 manufacturer and model), ``battery/+/schedule`` (the plan), ``market/+/prices`` (the price now),
@@ -60,8 +65,8 @@ from nodes.runtime.node import Service
 
 log = logging.getLogger("bess.homeassistant")
 
-MAX_BATTERIES = 1000
-"""Batteries made into Home Assistant devices at most (a publisher inventing ids must not flood Home Assistant)."""
+MAX_PENDING = 100_000
+"""Ids remembered at most that are not devices (no spec, not listed, or beyond the cap): they are only counted."""
 MAX_NODES = 200
 """Node connectivity sensors at most."""
 IDLE_WAKE_S = 3600.0
@@ -107,6 +112,9 @@ class HomeAssistantNode(Service[HomeAssistantConfig]):
         #: a pass and a removal never interleave (a pass must not re-publish a config a removal just cleared)
         self.lock = asyncio.Lock()
         self._full_logged = False
+        #: batteries heard of that are no device: telemetry only (no spec, not in BESS_HA_BATTERIES) / beyond the cap
+        self.telemetry_only: set[str] = set()
+        self.over_cap: set[str] = set()
         #: BESS_ALARMS (checked at start-up): a rule disabled for a battery gets no alarm sensor
         self.alarm_config = parse_alarm_settings(config.alarms)
         #: alarm sensors cleared because their rule is disabled (once per battery and rule: a stale retained
@@ -122,33 +130,49 @@ class HomeAssistantNode(Service[HomeAssistantConfig]):
         bus.subscribe(CONTROL, self.on_control)
         bus.subscribe(STATUS, self.on_status)
         bus.subscribe(HA_STATUS.under(self.config.ha_discovery_prefix), self.on_ha_status)
-        bus.set_counters_source(lambda: {"batteries": len(self.batteries), "configs": len(self.sent)})
+        bus.set_counters_source(lambda: {"batteries": len(self.batteries), "configs": len(self.sent),
+                                         "batteries_without_spec": len(self.telemetry_only),
+                                         "batteries_over_cap": len(self.over_cap)})
 
     # -- inputs -----------------------------------------------------------------------------------------------
 
-    def _view(self, battery: str) -> BatteryView | None:
+    def _view(self, battery: str, *, spec: bool) -> BatteryView | None:
+        """The battery's view, made when it may be a device: listed in ``BESS_HA_BATTERIES``, or (without that
+        list) once it announced a spec, and while fewer than ``BESS_HA_MAX_BATTERIES`` are."""
         view = self.batteries.get(battery)
-        if view is None:
-            if len(self.batteries) >= MAX_BATTERIES:
-                if not self._full_logged:
-                    self._full_logged = True
-                    log.warning("more than %d batteries: no Home Assistant device for the others", MAX_BATTERIES)
-                return None
-            view = self.batteries[battery] = BatteryView()
-            log.info("%s: new battery, publishing its Home Assistant entities", battery)
-            self.wake.set()
+        if view is not None:
+            return view
+        listed = self.config.ha_batteries
+        if (battery not in listed) if listed else not spec:
+            if len(self.telemetry_only) < MAX_PENDING:
+                self.telemetry_only.add(battery)
+            return None
+        if len(self.batteries) >= self.config.ha_max_batteries:
+            if len(self.over_cap) < MAX_PENDING:
+                self.over_cap.add(battery)
+            reason = (f"{len(self.over_cap):,} more batteries have no Home Assistant device: at most "
+                      f"{self.config.ha_max_batteries} (BESS_HA_MAX_BATTERIES)")
+            self.bus.set_state("degraded", reason)
+            if not self._full_logged:
+                self._full_logged = True
+                log.warning("%s", reason)
+            return None
+        view = self.batteries[battery] = BatteryView(has_telemetry=battery in self.telemetry_only)
+        self.telemetry_only.discard(battery)
+        log.info("%s: new battery, publishing its Home Assistant entities", battery)
+        self.wake.set()
         return view
 
     async def on_spec(self, params: dict[str, str], spec: BatterySpec, delivery: Delivery) -> None:
         """A battery's spec: its capacity, power range, manufacturer and model go into its configs."""
-        view = self._view(params["battery"])
+        view = self._view(params["battery"], spec=True)
         if view is not None:
             view.spec, view.has_spec = spec, True
             self.wake.set()
 
     async def on_telemetry(self, params: dict[str, str], telemetry: Telemetry, delivery: Delivery) -> None:
         """Telemetry only tells that a battery exists (its values go to Home Assistant directly)."""
-        view = self._view(params["battery"])
+        view = self._view(params["battery"], spec=False)
         if view is not None:
             view.has_telemetry = True
 
@@ -161,6 +185,7 @@ class HomeAssistantNode(Service[HomeAssistantConfig]):
 
     async def on_telemetry_cleared(self, params: dict[str, str]) -> None:
         """The retained telemetry was cleared: with the spec cleared too, the battery is gone."""
+        self.telemetry_only.discard(params["battery"])
         view = self.batteries.get(params["battery"])
         if view is not None:
             view.has_telemetry = False

@@ -48,6 +48,13 @@ class RendererConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
     renderer_revenue_interval_s: float = 10.0
     display_tz: str = "UTC"
     """``BESS_DISPLAY_TZ``: the IANA zone the dashboard shows times in by default (a toggle switches to UTC)."""
+    renderer_publish_max: int = 50
+    """Batteries drawn always, with retained figure topics: the first this many, those with a spec first."""
+    renderer_warm_batteries: int = 16
+    """Recently viewed batteries (a figure request) kept drawn, each for ``BESS_RENDERER_WARM_S`` after it."""
+    renderer_warm_s: float = 600.0
+    renderer_history_max_inflight: int = 4
+    """History requests in flight at most, over every battery (the rest wait in line)."""
     diagnostics_refresh_s: float = msgspec.field(default=300.0, name="renderer_diagnostics_refresh_s")
     """How long a live window's diagnostics panel is kept before it is computed again."""
     diagnostics_max_rows: int = msgspec.field(default=1_000_000, name="renderer_diagnostics_max_rows")
@@ -80,6 +87,12 @@ class RendererConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
             found.append(str(exc))
         if not 0.5 <= self.dashboard_control_timeout_s <= 60:
             found.append("BESS_DASHBOARD_CONTROL_TIMEOUT_S must be 0.5 to 60")
+        if not (0 <= self.renderer_publish_max <= 100_000 and 0 <= self.renderer_warm_batteries <= 10_000
+                and self.renderer_warm_s >= 0):
+            found.append("BESS_RENDERER_PUBLISH_MAX must be 0 to 100000, BESS_RENDERER_WARM_BATTERIES 0 to 10000 "
+                         "and BESS_RENDERER_WARM_S >= 0")
+        if not 1 <= self.renderer_history_max_inflight <= 64:
+            found.append("BESS_RENDERER_HISTORY_MAX_INFLIGHT must be 1 to 64")
         if not self.renderer_revenue_interval_s > 0:
             found.append("BESS_RENDERER_REVENUE_INTERVAL_S must be > 0")
         return found

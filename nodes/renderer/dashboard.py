@@ -86,6 +86,8 @@ class EventClient:
     battery: str | None
     limit: int
     kinds: frozenset[str] | None = None
+    only: frozenset[str] | None = None
+    """An index page of many: the batteries of its rows (events of the others would only be dropped there)."""
     pending: OrderedDict[EventKey, bytes] = field(default_factory=OrderedDict)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     dropped: int = 0
@@ -110,6 +112,8 @@ class EventClient:
 
     def wants(self, kind: str, battery: str | None) -> bool:
         if self.kinds is not None and kind not in self.kinds:
+            return False
+        if self.only is not None and battery is not None and battery not in self.only:
             return False
         return self.battery is None or battery is None or battery == self.battery
 
@@ -178,6 +182,8 @@ class DashboardState:
         self.diagnostics_provider: DiagnosticsProvider | None = None
         self.export_provider: ExportProvider | None = None
         self.batteries: set[str] = set()
+        self.on_view: Callable[[str], None] | None = None
+        """Called with the battery when a live figure stream opens for it (the renderer draws it at once)."""
         self._clients: set[EventClient] = set()
         self._unkeyed = count()
         self.events_published = 0
@@ -332,34 +338,47 @@ class DashboardState:
             if client.wants(kind, battery):
                 client.push(event_key, frame)
 
-    def snapshot_frames(self, battery: str | None, *, figures: bool = True) -> list[bytes]:
+    def snapshot_frames(self, battery: str | None, *, figures: bool = True,
+                        only: frozenset[str] | None = None) -> list[bytes]:
         """What a new client sees first: statuses, battery states, control modes, latest telemetry and alarms,
-        then figures (of the default window, when ``figures``)."""
+        then figures (of the default window, when ``figures``); ``only``: of those batteries alone."""
         frames = [sse_frame("status", None, _encoder.encode(s)) for s in self.statuses.values()]
+
+        def shown(name: str) -> bool:
+            return (battery is None or name == battery) and (only is None or name in only)
+
         for name, state in self.states.items():
-            if battery is None or name == battery:
+            if shown(name):
                 frames.append(sse_frame("state", name, _encoder.encode(state)))
         for name in self.controls:
-            if battery is None or name == battery:
+            if shown(name):
                 frames.append(sse_frame("control", name, self._control_payload(name)))
         for name, telemetry in self.telemetry.items():
-            if battery is None or name == battery:
+            if shown(name):
                 frames.append(sse_frame("telemetry", name, _encoder.encode(telemetry)))
         for name, by_rule in self.alarms.items():
-            if battery is None or name == battery:
+            if shown(name):
                 frames += [sse_frame("alarm", name, _encoder.encode(alarm)) for alarm in by_rule.values()]
         if battery is not None and figures:
             for figure_id in figure_order(self.figures.get(battery, {})):
                 frames.append(sse_frame("figure", battery, self.figures[battery][figure_id]))
         return frames
 
-    def subscribe(self, battery: str | None, kinds: frozenset[str] | None = None) -> EventClient:
-        """Register an event-stream client (pair with :meth:`unsubscribe`)."""
-        limit = self.queue_size if battery is not None else max(self.queue_size,
-                                                                 INDEX_QUEUE_PER_BATTERY * len(self.batteries) + 64)
-        client = EventClient(battery=battery, limit=limit, kinds=kinds)
+    def subscribe(self, battery: str | None, kinds: frozenset[str] | None = None,
+                  only: frozenset[str] | None = None) -> EventClient:
+        """Register an event-stream client (pair with :meth:`unsubscribe`); ``only``: events of those batteries
+        alone (and of none)."""
+        rows = len(only) if only is not None else len(self.batteries)
+        limit = self.queue_size if battery is not None else max(self.queue_size, INDEX_QUEUE_PER_BATTERY * rows + 64)
+        client = EventClient(battery=battery, limit=limit, kinds=kinds, only=only)
         self._clients.add(client)
+        if battery is not None and kinds is None and self.on_view is not None:
+            self.on_view(battery)
         return client
+
+    def figure_viewers(self) -> set[str]:
+        """The batteries with a live figure stream open (a battery page on the default window)."""
+        return {c.battery for c in self._clients if c.battery is not None and c.kinds is None}
 
     def unsubscribe(self, client: EventClient) -> None:
         """Forget a client; its queue is dropped."""

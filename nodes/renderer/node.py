@@ -6,6 +6,7 @@ panel ``battery/+/set`` (the running command) and ``battery/+/request/result`` (
 from the recorder over ``history/request`` (never the database directly), the stored alarms and commands too.
 Produces: ``battery/{battery}/figure/{soc|power|prices|cells|schedule|insights|alarms}`` (retained Plotly JSON) for
 the default window (the last 24 h) whenever a battery's inputs change (at most every ``BESS_RENDERER_INTERVAL_S``),
+for the published batteries (only those and the viewed ones are drawn at all: :mod:`nodes.renderer.attention`),
 and the dashboard on ``BESS_DASHBOARD_PORT``, where every viewer picks its own window (figures for other
 windows are computed on demand and cached for ``BESS_RENDERER_FIGURE_CACHE_S``), and the derived
 ``battery/{battery}/revenue`` (DayRevenue, retained: today's realised revenue, the dashboard's own KPI since
@@ -44,6 +45,7 @@ import math
 import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -83,6 +85,7 @@ from nodes.contract.topics import (
 )
 from nodes.renderer import control_web, revenue
 from nodes.renderer import history as hist
+from nodes.renderer.attention import Attention, render_order
 from nodes.renderer.command_history import CommandHistory
 from nodes.renderer.config import RendererConfig
 from nodes.renderer.control import ControlDesk
@@ -97,7 +100,9 @@ from nodes.renderer.guard import ControlGuard
 from nodes.renderer.history import DisplayHistory, bucket_seconds
 from nodes.renderer.insights import Insights, insights_from_totals, pending
 from nodes.renderer.kpis import DayFiller, KpiBook, compute_day, runs
+from nodes.renderer.retained import clear_figures
 from nodes.renderer.series import PriceSeries, TelemetrySeries, downsample, to_datetime
+from nodes.renderer.slots import LIVE, NEW, PrioritySlots
 from nodes.renderer.web import build_app
 from nodes.renderer.windows import DEFAULT_WINDOW, TimeWindow
 from nodes.runtime.core import MessageBus
@@ -107,6 +112,7 @@ from nodes.runtime.http_serve import HttpLimits, Listener
 from nodes.runtime.node import Service
 
 log = logging.getLogger("bess.renderer")
+_BACKGROUND: ContextVar[bool] = ContextVar("renderer_background_read", default=False)
 
 FILL_RUN_DAYS = 7
 ALARM_ROWS = 1000
@@ -137,6 +143,14 @@ class BatteryView:
     revenue_due_at: float = 0.0
     """Monotonic time of the next realised-revenue message (battery/{battery}/revenue)."""
 
+    def cool(self) -> None:
+        """Nobody views the battery any more: drop what was read and buffered for drawing it."""
+        if self.fill_task is not None:
+            self.fill_task.cancel()
+        self.live.clear()
+        self.book, self.display, self.open_read_at, self.fill_task = KpiBook(), {}, None, None
+        self.alarm_history, self.alarm_read = [], None
+
 
 class _TooManyRows(Exception):
     pass
@@ -156,6 +170,8 @@ class Renderer(Service[RendererConfig]):
         """(begin_s, end_s, monotonic read time) of the raw price reads merged into ``price_history``."""
         self.prices_version = 0
         self.dirty: set[str] = set()
+        self.stale: set[str] = set()
+        """Batteries due only for the periodic refresh (their window slid); drawn after the live ones."""
         self.wake = asyncio.Event()
         self.dashboard = DashboardState(figure_provider=self.figures_for, auth=config.auth())
         self.guard = ControlGuard.create(config.auth(), config.dashboard_host, config.dashboard_control)
@@ -172,6 +188,16 @@ class Renderer(Service[RendererConfig]):
         )
         self.dashboard.diagnostics_provider = self.diagnoser.panel
         self.dashboard.export_provider = self.export
+        # thousands of ids: draw only the batteries somebody views (nodes/renderer/attention.py), and bound the
+        # history requests in flight over all of them, so a burst of ids cannot starve battery-1
+        self.attention = Attention(publish_max=config.renderer_publish_max, warm_max=config.renderer_warm_batteries,
+                                   warm_s=config.renderer_warm_s, streams=self.dashboard.figure_viewers)
+        self.dashboard.on_view = self._mark
+        self._history_slots = PrioritySlots(config.renderer_history_max_inflight)
+        self._drawn: set[str] = set()
+        self._rendered: set[str] = set()
+        """Warm batteries drawn at least once since they became warm."""
+        self._published: frozenset[str] = frozenset()
 
     # -- inputs -----------------------------------------------------------------------------------------------
 
@@ -188,12 +214,13 @@ class Renderer(Service[RendererConfig]):
         bus.subscribe(ALARM, self.on_alarm)
         bus.subscribe(COMMAND, self.on_command)
         bus.subscribe(REQUEST_RESULT, self.on_request_result)
-        bus.set_counters_source(lambda: dict(self.desk.counters))
+        bus.set_counters_source(lambda: {**self.desk.counters, **self.attention.counts(time.monotonic())})
 
     def _view(self, battery: str) -> BatteryView:
         if battery not in self.views:
             self.views[battery] = BatteryView(live=deque(maxlen=self.config.live_buffer))
             self.dashboard.add_battery(battery)
+            self.attention.seen(battery)
         return self.views[battery]
 
     def _mark(self, *batteries: str) -> None:
@@ -208,6 +235,9 @@ class Renderer(Service[RendererConfig]):
         """Live telemetry: append, show the latest reading, redraw soon."""
         battery = params["battery"]
         view = self._view(battery)
+        if not self.attention.is_warm(battery, time.monotonic()):
+            self.dashboard.set_telemetry(battery, message)  # the index row only: nothing is drawn for it
+            return
         now_s = time.time()
         latest = view.live[-1].ts if view.live else None
         view.live.append(message)
@@ -224,6 +254,7 @@ class Renderer(Service[RendererConfig]):
         """SOC limits for the SOC figure, capacity for the fleet table, the power limits for the control panel's
         hints; the diagnostics compare with it."""
         self._view(params["battery"]).spec = message
+        self.attention.spec(params["battery"])
         self.dashboard.set_spec(params["battery"], message)
         self.diagnoser.forget(params["battery"])
         self.desk.on_spec(params["battery"], message)
@@ -279,7 +310,11 @@ class Renderer(Service[RendererConfig]):
                                battery=battery)
 
     async def _ask_history(self, query: HistoryQuery) -> HistoryResult:
-        return await self.bus.request(HISTORY, query, timeout=self.config.history_timeout_s)
+        # live redraws first: a burst of first draws and background KPI reads must not queue battery-1's refresh
+        live = not _BACKGROUND.get() and (query.battery is None or query.battery in self._rendered
+                                          or query.battery in self.attention.viewed(time.monotonic()))
+        async with self._history_slots.slot(LIVE if live else NEW):
+            return await self.bus.request(HISTORY, query, timeout=self.config.history_timeout_s)
 
     async def on_status(self, params: dict[str, str], message: NodeStatus, delivery: Delivery) -> None:
         """Node health for the status strip, keyed by the topic it came on (never the payload's own name)."""
@@ -300,7 +335,7 @@ class Renderer(Service[RendererConfig]):
         self, kind: HistoryKind, begin: datetime, end: datetime, *, every_s: int | None, limit: int, **ids: str
     ) -> HistoryResult:
         query = HistoryQuery(kind=kind, begin=begin, end=end, every_s=every_s, limit=limit, **ids)
-        result = await self.bus.request(HISTORY, query, timeout=self.config.history_timeout_s)
+        result = await self._ask_history(query)
         if not result.ok:
             raise RuntimeError(result.error or "history request failed")
         return result
@@ -439,6 +474,7 @@ class Renderer(Service[RendererConfig]):
 
     async def _fill(self, battery: str, view: BatteryView, days: list[int]) -> None:
         """Read the raw rows of missing final days (newest first) and integrate them into the ledger."""
+        _BACKGROUND.set(True)  # this task's own context: its history requests wait behind the live ones
         read = 0
         done = 0
         try:
@@ -530,6 +566,9 @@ class Renderer(Service[RendererConfig]):
 
     async def figures_for(self, battery: str, window: TimeWindow) -> WindowFigures:
         """The dashboard's provider: figures for a viewer's window, cached briefly, one build per key at a time."""
+        if battery not in self.attention.recent(time.monotonic()):
+            self._mark(battery)  # a cold battery: its default window is drawn from now on too
+        self.attention.requested(battery, time.monotonic())
         drawn = self.dashboard.figures.get(battery, {})
         if window == DEFAULT_WINDOW and all(f in drawn for f in FIGURE_IDS):
             return WindowFigures(drawn, None)
@@ -561,6 +600,8 @@ class Renderer(Service[RendererConfig]):
         """Draw the default window of ``battery`` and fan the figures out: the dashboard, then the bus (typed)."""
         drawing = await self.build(battery, DEFAULT_WINDOW)
         self.dashboard.set_figures(battery, drawing.figures)  # all at once: a page never sees half a set
+        if battery not in self.attention.published():
+            return  # drawn for its viewers only: the retained topics are for the published batteries
         for figure in drawing.figures:
             await self.bus.publish(FIGURE, figure, battery=battery, figure=figure.figure)
         await self.publish_revenue(battery)
@@ -582,6 +623,24 @@ class Renderer(Service[RendererConfig]):
         view.revenue_due_at = time.monotonic() + self.config.renderer_revenue_interval_s
         self.bus.counters["revenue_published"] += 1
 
+    async def _settle_attention(self) -> None:
+        """Who is drawn this pass: a battery nobody views any more is cooled down, one that left the published
+        set has its retained figure topics cleared (they would show a stale drawing forever)."""
+        warm = self.attention.warm(time.monotonic())
+        published = self.attention.published()
+        for battery in self._drawn - warm:
+            if battery in self.views:
+                self.views[battery].cool()
+            self.dashboard.figures.pop(battery, None)
+            self._forget_windows(battery)
+        for battery in self._published - published:
+            await clear_figures(self.bus, battery)
+        self.dirty.update(warm - self._drawn)
+        self.dirty.intersection_update(warm)
+        self.stale.intersection_update(warm)
+        self._drawn, self._published = warm, published
+        self._rendered &= warm
+
     # -- lifecycle --------------------------------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -601,12 +660,21 @@ class Renderer(Service[RendererConfig]):
             self.wake.clear()
             if time.monotonic() - last_full >= self.config.history_refresh_s:
                 # the window slides and history refreshes even when nothing new arrives
-                self.dirty.update(self.views)
+                self.stale.update(self.views)
                 last_full = time.monotonic()
-            for battery in sorted(self.dirty):
+            await self._settle_attention()
+            started, deferrable_done = time.monotonic(), 0
+            for battery, deferrable in render_order(self.dirty & self._drawn, self.stale & self._drawn,
+                                                    self._rendered, self.attention.viewed(started)):
+                if deferrable and deferrable_done and time.monotonic() - started > self.config.render_interval_s:
+                    self.wake.set()  # the next pass goes on with them: they never delay the live batteries
+                    continue
                 self.dirty.discard(battery)
+                self.stale.discard(battery)
                 try:
                     await self.render(battery)
+                    self._rendered.add(battery)
+                    deferrable_done += deferrable
                 except Exception:
                     self.bus.counters["render_errors"] += 1
                     log.exception("rendering %s failed", battery)

@@ -15,16 +15,18 @@ per battery and window) and asks again every ``refresh_s`` the answer names. No 
 Routes::
 
     GET  /                        the fleet table (:mod:`nodes.renderer.web_fleet`): every battery's SOC, power,
-                                  modes, alarms, plan revenue today, telemetry age, sortable, with totals
+                                  modes, alarms, plan revenue today, telemetry age, sortable, with totals; 100
+                                  rows a page (?page=, ?q= search, ?sort=&dir=: :mod:`nodes.renderer.paging`)
     GET  /battery/{battery}       one battery: status strip, window links, one panel per figure (?window, ?begin/end)
     GET  /static/plotly.min.js    plotly.offline.get_plotlyjs(), built once, cached for a year (versioned URL)
     GET  /static/dashboard.js     the page logic (nodes/renderer/static/)
     GET  /static/dashboard.css
-    GET  /api/batteries           {"batteries": [{"battery", "href", "figures", "mode", "soc_kwh", ...}]}
+    GET  /api/batteries           {"batteries": [{"battery", "href", "figures", "mode", "soc_kwh", ...}], "page",
+                                  "pages", "matched"}: by id, 1,000 a page (?page=, ?per_page=, ?q=)
     GET  /api/figures/{battery}   {"battery", "window", "refresh_s", "figures": {figure_id: Figure}}
     GET  /api/status              {"nodes": {node: NodeStatus}, "batteries": {battery: BatteryState}, ...}
     GET  /events[?battery=id][&figures=0]  text/event-stream; events: figure, status, state, control, telemetry,
-                                  alarm
+                                  alarm; with the index's ?page=/?q=/?sort=: that page's batteries only
     GET  /login, POST /login      only with a dashboard token (:mod:`nodes.renderer.auth`)
     GET  /api/fleet, /fleet.csv, /battery/{battery}/export.csv, /api/diagnostics/{battery}
                                   the fleet, CSV exports and diagnostics (:mod:`nodes.renderer.web_exports`)
@@ -61,7 +63,7 @@ from aiohttp import web
 from nodes.contract.messages import NodeStatus
 from nodes.contract.names import ID_PATTERN, ID_RULE
 from nodes.renderer import auth as dashboard_auth
-from nodes.renderer import web_fleet
+from nodes.renderer import paging, web_fleet
 from nodes.renderer.control import EVENT_KINDS as CONTROL_EVENT_KINDS
 from nodes.renderer.dashboard import (
     DashboardState,
@@ -79,6 +81,8 @@ STATIC_FILES: Final = {"dashboard.js": "application/javascript", "dashboard.css"
 INDEX_KINDS: Final = frozenset({"status", "state", "control", "telemetry", "alarm", "fleet"})
 BATTERY_KINDS: Final = INDEX_KINDS | CONTROL_EVENT_KINDS
 """What a battery page on a window of its own takes (no figure events): also its commands and request results."""
+PAGE_PARAMS: Final = frozenset({"page", "q", "sort", "dir", "per_page"})
+"""``/events`` with any of these streams one index page's batteries (:mod:`nodes.renderer.paging`)."""
 WIDE_FIGURES: Final = ("schedule", "alarms")
 """Panels that take the whole width (last, so the half-width ones pair up on a two-column screen)."""
 WAITING: Final = {"schedule": "waiting for a schedule", "alarms": "waiting for the alarm history"}
@@ -213,12 +217,18 @@ def _tz_toggle(zone: str) -> str:
 
 async def _index(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
+    try:
+        query = paging.PageQuery.parse(request.query)
+    except paging.PageError as exc:
+        return json_error(422, str(exc), exc.field)
     rows, totals = state.fleet()
+    page = paging.page_of(rows, query)
     return _page(
         "index.html",
         plotly_version=plotly.__version__,
         status_chips=_status_chips(state.statuses),
-        fleet_table=web_fleet.fleet_table(rows, totals, state.display_tz, state.clock()),
+        fleet_table=web_fleet.fleet_table(page.rows, totals, state.display_tz, state.clock(), page),
+        fleet_pager=web_fleet.pager_html(page),
         display_tz=html.escape(state.display_tz, quote=True),
         tz_toggle=_tz_toggle(state.display_tz),
     )
@@ -317,7 +327,17 @@ async def _plotly_js(request: web.Request) -> web.Response:
 
 async def _api_batteries(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
-    return _json({"batteries": [state.summary(b) for b in sorted(state.batteries)]})
+    try:
+        query = paging.PageQuery.parse({"per_page": str(paging.MAX_PAGE_ROWS), **request.query})
+    except paging.PageError as exc:
+        return json_error(422, str(exc), exc.field)
+    needle = query.q.casefold()
+    names = [b for b in sorted(state.batteries) if needle in b.casefold()]
+    pages = max(1, -(-len(names) // query.per_page))
+    page = min(query.page, pages)
+    shown = names[(page - 1) * query.per_page : page * query.per_page]
+    return _json({"batteries": [state.summary(b) for b in shown], "page": page, "pages": pages,
+                  "matched": len(names)})
 
 
 def _figures_body(battery: str, window: TimeWindow, figures: dict[str, bytes], refresh_s: float | None) -> bytes:
@@ -375,13 +395,22 @@ async def _events(request: web.Request) -> web.StreamResponse:
         return json_error(422, f"battery id must be {ID_RULE}", "battery")
     with_figures = battery is not None and request.query.get("figures", "1") != "0"
     kinds = None if with_figures else BATTERY_KINDS if battery is not None else INDEX_KINDS
+    only = None
+    if battery is None and PAGE_PARAMS & set(request.query):
+        # an index page of many: the events of its own rows (the page's script drops the others anyway)
+        try:
+            query = paging.PageQuery.parse(request.query)
+        except paging.PageError as exc:
+            return json_error(422, str(exc), exc.field)
+        only = frozenset(r.battery for r in paging.page_of(state.fleet()[0], query).rows)
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     )
     await response.prepare(request)
-    client = state.subscribe(battery, kinds)  # before the snapshot, so nothing published meanwhile is missed
+    client = state.subscribe(battery, kinds, only)  # before the snapshot, so nothing published meanwhile is missed
     try:
-        await response.write(b"retry: 3000\n\n" + b"".join(state.snapshot_frames(battery, figures=with_figures)))
+        frames = state.snapshot_frames(battery, figures=with_figures, only=only)
+        await response.write(b"retry: 3000\n\n" + b"".join(frames))
         while not client.closed:
             try:
                 await asyncio.wait_for(client.wake.wait(), timeout=state.keepalive_s)

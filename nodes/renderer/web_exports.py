@@ -2,7 +2,10 @@
 
 Routes::
 
-    GET /api/fleet                      {"rows": [FleetRow], "totals": FleetTotals, "display_tz": zone}
+    GET /api/fleet[?page=&q=&sort=&dir=&per_page=]
+                                        {"rows": [FleetRow] (one page, :mod:`nodes.renderer.paging`), "totals":
+                                        FleetTotals (every battery), "display_tz", "page", "pages", "per_page",
+                                        "matched", "batteries"}
     GET /fleet.csv                      the fleet table: one row per battery, then TOTAL
     GET /battery/{battery}/export.csv?series=<panel>[&window=..|&begin=..&end=..]
                                         the data a panel of the battery page draws over the window
@@ -24,7 +27,7 @@ from datetime import UTC
 import msgspec
 from aiohttp import web
 
-from nodes.renderer import exports
+from nodes.renderer import exports, paging
 from nodes.renderer.csvout import Table, table_bytes
 from nodes.renderer.web import STATE_KEY, json_error, known_battery, window_or_error
 
@@ -52,8 +55,14 @@ def _window_token(key: str) -> str:
 
 async def api_fleet(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
+    try:
+        query = paging.PageQuery.parse(request.query)
+    except paging.PageError as exc:
+        return json_error(422, str(exc), exc.field)
     rows, totals = state.fleet()
-    body = {"rows": rows, "totals": totals, "display_tz": state.display_tz}
+    page = paging.page_of(rows, query)
+    body = {"rows": page.rows, "totals": totals, "display_tz": state.display_tz, "page": page.page,
+            "pages": page.pages, "per_page": query.per_page, "matched": page.matched, "batteries": page.total}
     return web.Response(body=_encoder.encode(body), content_type="application/json",
                         headers={"Cache-Control": "no-store"})
 

@@ -14,6 +14,7 @@ import math
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Final
+from urllib.parse import quote
 
 import msgspec
 
@@ -22,6 +23,7 @@ from nodes.renderer import fleet
 from nodes.renderer.csvout import utc_text
 from nodes.renderer.currency import SYMBOLS, money
 from nodes.renderer.fleet import FleetRow, FleetTotals
+from nodes.renderer.paging import MAX_PAGE_ROWS, FleetPage
 from nodes.renderer.timezone import display_time
 
 COLUMNS: Final = (
@@ -151,7 +153,7 @@ def totals_html(totals: FleetTotals) -> str:
     how = totals.how
     return (
         f'<tr id="fleet-totals" class="totals">'
-        f'<th scope="row" data-total="batteries" title="batteries on this page; counted: a reading at most '
+        f'<th scope="row" data-total="batteries" title="every battery (all pages); counted: a reading at most '
         f'{fleet.FRESH_S:g} s old">fleet · {totals.batteries} batteries, {totals.counted} counted</th>'
         f'<td data-total="energy" data-value="{_attr(totals.energy_kwh)}" title="{_e(how["energy"])}">{energy}</td>'
         f'<td data-total="power" data-value="{_attr(totals.power_kw)}" title="{_e(how["power"])}">'
@@ -163,23 +165,59 @@ def totals_html(totals: FleetTotals) -> str:
     )
 
 
-def fleet_table(rows: Sequence[FleetRow], totals: FleetTotals, zone: str, now: datetime) -> str:
-    """The whole fleet table; ``now`` stamps the data for the script (ages count up from it)."""
+def fleet_table(rows: Sequence[FleetRow], totals: FleetTotals, zone: str, now: datetime,
+                page: FleetPage | None = None) -> str:
+    """The fleet table (of ``page``'s rows when given; the totals are always the whole fleet's); ``now`` stamps
+    the data for the script (ages count up from it). A partial page says so (``data-paged``): its script then keeps
+    the server's totals and adds no rows for batteries of other pages."""
     head = "".join(
         f'<th scope="col" data-sort-key="{key}" aria-sort="none" title="{_e(tip)}">'
         f'<button type="button" class="sort">{_e(label)}</button></th>'
         for key, label, tip in COLUMNS
     )
     body = "".join(row_html(r, zone) for r in rows)
-    empty = ("" if rows else '<tr id="no-batteries"><td colspan="8" class="waiting">waiting for telemetry: no battery '
-             "has reported yet</td></tr>")
+    waiting = ("no battery matches this search" if page is not None and page.query.q else
+               "waiting for telemetry: no battery has reported yet")
+    empty = "" if rows else f'<tr id="no-batteries"><td colspan="8" class="waiting">{waiting}</td></tr>'
+    paged = "true" if page is not None and page.partial else "false"
     how = _e(msgspec.json.encode(fleet.TOTALS_HOW).decode())
     symbols = _e(msgspec.json.encode(SYMBOLS).decode())
     return (
         f'<table class="fleet" id="fleet" data-sort-key="" data-sort-dir="" data-fresh-s="{fleet.FRESH_S:g}" '
+        f'data-paged="{paged}" '
         f'data-how="{how}" data-symbols="{symbols}" data-now="{_e(utc_text(now))}">'
         f"<thead><tr>{head}</tr></thead><tbody>{body}{empty}</tbody><tfoot>{totals_html(totals)}</tfoot></table>"
     )
 
 
-__all__ = ["COLUMNS", "fleet_table", "row_html", "soc_cell", "totals_html"]
+def _page_link(page: FleetPage, number: int, label: str, rel: str) -> str:
+    query = page.query.params(number)
+    if number < 1 or number > page.pages or number == page.page:
+        return f'<span class="seg" aria-disabled="true" data-rel="{rel}">{_e(label)}</span>'
+    href = "/?" + "&amp;".join(f"{k}={_e(quote(v))}" for k, v in query.items())
+    return f'<a class="seg" href="{href}" rel="{rel}" data-rel="{rel}" data-page="{number}">{_e(label)}</a>'
+
+
+def pager_html(page: FleetPage) -> str:
+    """The search box and the page links (``#fleet-pager``: ``data-page``, ``data-pages``, ``data-matched``)."""
+    first = (page.page - 1) * page.query.per_page
+    shown = (f"{first + 1 if page.rows else 0:,}–{first + len(page.rows):,}"
+             f" of {page.matched:,}" + (f" matching ({page.total:,} in all)" if page.query.q else ""))
+    keep = "".join(f'<input type="hidden" name="{k}" value="{_e(v)}">'
+                   for k, v in page.query.params(1).items() if k not in ("page", "q"))
+    return (
+        f'<nav class="pager" id="fleet-pager" data-page="{page.page}" data-pages="{page.pages}" '
+        f'data-matched="{page.matched}" data-total="{page.total}" aria-label="pages of the fleet table">'
+        f'<form method="get" action="/" role="search"><input type="search" name="q" id="fleet-q" '
+        f'value="{_e(page.query.q)}" maxlength="64" placeholder="battery id contains…" '
+        f'title="show the batteries whose id contains this (case-insensitive)">{keep}</form>'
+        f'<span class="panel-sub" id="fleet-shown" title="{page.query.per_page} rows a page (?per_page=, up to '
+        f'{MAX_PAGE_ROWS}); the totals are of every battery">'
+        f"{_e(shown)}</span>"
+        f"{_page_link(page, 1, '« first', 'first')}{_page_link(page, page.page - 1, '‹ previous', 'prev')}"
+        f'<span class="seg" data-rel="current">page {page.page} of {page.pages}</span>'
+        f"{_page_link(page, page.page + 1, 'next ›', 'next')}{_page_link(page, page.pages, 'last »', 'last')}</nav>"
+    )
+
+
+__all__ = ["COLUMNS", "fleet_table", "pager_html", "row_html", "soc_cell", "totals_html"]

@@ -6,12 +6,16 @@ page's diagnostics panel and CSV links follow the viewer's window. Screenshots g
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
+from nodes.contract.messages import Telemetry
+from nodes.contract.topics import TELEMETRY
+from nodes.runtime.bus import Bus, MqttSettings
 from tests.support.browser import chromium_path, open_page
 from tests.support.services import Services
 
@@ -140,3 +144,51 @@ async def test_the_fleet_table_sorts_shows_alarms_and_totals_and_the_zone_toggle
         assert "not enough data: need" in panel["text"], "a fresh battery: the panel says what it needs"
         assert "1 gap, " in panel["text"], "the window before the first reading is the one gap"
         await page.screenshot(ARTIFACTS / "fleet-battery-page.png")
+
+
+async def test_a_fleet_of_many_pages_keeps_the_whole_fleets_totals_and_sorts_on_the_server(
+    run_node: Any, node_env: dict[str, str], services: Services, topic_root: str
+) -> None:
+    n = 150
+    env = {**node_env, "BESS_RENDERER_INTERVAL_S": "0.5"}
+    run_node("renderer", env).wait_online(services.mqtt_host, services.mqtt_port, topic_root)
+    bus = Bus("feeder", MqttSettings(mqtt_host=services.mqtt_host, mqtt_port=services.mqtt_port,
+                                     topic_root=topic_root))
+    await bus.start()
+    base = f"http://127.0.0.1:{env['BESS_DASHBOARD_PORT']}"
+    try:
+        now = datetime.now(UTC)
+        for i in range(n):
+            await bus.publish(TELEMETRY, Telemetry(ts=now, soc_kwh=float(i), power_kw=1.0), battery=f"m-{i:03d}")
+        async with open_page() as index:
+            await index.goto(f"{base}/")
+            totals = "(document.querySelector('#fleet-totals [data-total=\"batteries\"]')?.textContent || '')"
+            await index.wait_for(f"document.body?.dataset.connected === 'true' && {totals}.includes('{n} batteries')",
+                                 timeout=30, what="the totals of every battery on page 1")
+            assert await index.evaluate("document.querySelectorAll('#fleet tbody .battery-row').length") == 100
+            power = await index.wait_for(
+                "(() => { const v = document.querySelector('#fleet-totals [data-total=\"power\"]')?.dataset.value;"
+                " return v ? Number(v) : 0; })()", timeout=30, what="the fleet's power")
+            assert power == pytest.approx(n * 1.0), "the server's totals: every battery, not the 100 on the page"
+            # a reading of a battery on page 2 does not add a row to page 1
+            await bus.publish(TELEMETRY, Telemetry(ts=datetime.now(UTC), soc_kwh=7.0, power_kw=2.0), battery="m-149")
+            await bus.publish(TELEMETRY, Telemetry(ts=datetime.now(UTC), soc_kwh=8.0, power_kw=3.0), battery="m-000")
+            await index.wait_for("Number(document.querySelector('#battery-m-000 [data-field=\"power\"]')"
+                                 "?.dataset.value) === 3", timeout=30, what="page 1's own row live")
+            assert await index.evaluate("document.getElementById('battery-m-149')") is None
+            # a header click sorts every battery on the server: the highest SOC first
+            click_soc = "document.querySelector('#fleet th[data-sort-key=\"soc\"] button').click()"
+            await index.evaluate(click_soc)
+            await index.wait_for("location.search.includes('dir=asc') && document.querySelector('#fleet tbody "
+                                 ".battery-row')?.dataset.battery === 'm-001' && document.body.dataset.connected "
+                                 "=== 'true'", timeout=30, what="every battery sorted by SOC: the lowest first")
+            await index.evaluate(click_soc)
+            await index.wait_for("location.search.includes('sort=soc') && location.search.includes('dir=desc') && "
+                                 "document.querySelector('#fleet tbody .battery-row')?.dataset.battery === 'm-148'",
+                                 timeout=30, what="page 1 of the fleet sorted by SOC, descending")
+            await index.evaluate("document.querySelector('#fleet-pager a[rel=\"next\"]').click()")
+            await index.wait_for("document.querySelectorAll('#fleet tbody .battery-row').length === 50",
+                                 timeout=30, what="page 2: the other 50")
+            await index.screenshot(ARTIFACTS / "fleet-index-paged.png")
+    finally:
+        await bus.stop()

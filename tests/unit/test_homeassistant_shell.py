@@ -214,3 +214,35 @@ async def test_a_disabled_alarm_rule_has_no_sensor_and_a_stale_config_of_it_is_c
 def test_bad_alarm_settings_are_refused_naming_bess_alarms() -> None:
     problems = HomeAssistantConfig(alarms='{"defaults": {"cell_temp_hot": {}}}').problems()
     assert any(p.startswith("BESS_ALARMS: ") and "cell_temp_hot" in p for p in problems), problems
+
+
+def devices(rig: Rig) -> set[str]:
+    return {name.split("/")[2] for name in rig.configs() if "/bess/" not in name}
+
+
+async def test_ids_without_a_spec_get_no_device_and_the_devices_are_capped_with_a_reason() -> None:
+    rig = Rig(ha_max_batteries=3)
+    await rig.start()
+    for i in range(500):  # a burst of ids written over HTTP: telemetry only
+        await rig.gateway.publish(TELEMETRY, Telemetry(ts=rig.clock.now, soc_kwh=1.0), battery=f"burst-{i}")
+    await rig.step()
+    assert devices(rig) == {"battery-1"}, "an id that only got telemetry is not a device"
+    assert rig.node.bus.counters["configs_published"] < 40, "no configs for the burst"
+    assert rig.node.bus.state == "online"
+
+    for i in range(2, 6):  # four more devices announce a spec: two fit under the cap of 3
+        await rig.device.publish(SPEC, SPEC_B1, battery=f"battery-{i}")
+    await rig.step()
+    assert devices(rig) == {"battery-1", "battery-2", "battery-3"}
+    assert rig.node.bus.state == "degraded"
+    assert rig.node.bus.reason == "2 more batteries have no Home Assistant device: at most 3 (BESS_HA_MAX_BATTERIES)"
+    assert rig.node.bus.status().counters["batteries_without_spec"] == 500
+
+
+async def test_an_allow_list_names_the_devices_spec_or_not() -> None:
+    rig = Rig(ha_batteries=["battery-1", "meter-7"])
+    await rig.start()
+    await rig.gateway.publish(TELEMETRY, Telemetry(ts=rig.clock.now, soc_kwh=1.0), battery="meter-7")
+    await rig.device.publish(SPEC, SPEC_B1, battery="battery-9")
+    await rig.step()
+    assert devices(rig) == {"battery-1", "meter-7"}

@@ -646,12 +646,28 @@
     return (value < 0 ? "−" : "") + symbol + Math.abs(value).toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
   }
 
+  // a partial page (one page of many, or a search: nodes/renderer/paging.py) holds only its own rows: events of
+  // other batteries land in a detached scratch row, and the totals are the server's (of every battery)
+  const paged = () => ($("fleet") || { dataset: {} }).dataset.paged === "true";
+  let scratch = null;
+
   function ensureRow(name) {
     let row = $("battery-" + name);
     if (row) return row;
+    if (paged()) {
+      if (!scratch) scratch = buildRow("");
+      return scratch;
+    }
     const none = $("no-batteries");
     if (none) none.remove();
-    row = el("tr", { class: "battery-row", id: "battery-" + name, dataset: { battery: name, fresh: "false" } });
+    row = buildRow(name);
+    $("fleet").tBodies[0].append(row);
+    fleetDirty = true;
+    return row;
+  }
+
+  function buildRow(name) {
+    const row = el("tr", { class: "battery-row", id: "battery-" + name, dataset: { battery: name, fresh: "false" } });
     const link = el("td", { dataset: { field: "battery", sortValue: name } });
     link.append(el("a", { href: "/battery/" + encodeURIComponent(name) }, name));
     const soc = el("td", { dataset: { field: "soc", sortValue: "", socKwh: "", capacityKwh: "", socMinKwh: "", socMaxKwh: "" } });
@@ -671,8 +687,6 @@
       el("td", { dataset: { field: "revenue", sortValue: "", value: "", currency: "" }, title: "no plan received" }, "—"),
       el("td", { dataset: { field: "age", sortValue: "", ts: "" }, title: "no telemetry yet" }, "none yet"),
     );
-    $("fleet").tBodies[0].append(row);
-    fleetDirty = true;
     return row;
   }
 
@@ -714,18 +728,49 @@
 
   async function refreshFleet() {
     try {
-      const response = await fetch("/api/fleet", { cache: "no-store" });
+      const response = await fetch("/api/fleet" + pageQuery(), { cache: "no-store" }); // this page's rows
       if (!response.ok) return;
       const answer = await response.json();
       for (const r of answer.rows) renderFleetRow(r); // revenue "today" moves on at midnight without an event
+      serverTotals = answer.totals;
     } catch (err) {
       console.warn("could not refresh the fleet", err);
+    }
+  }
+
+  function pageQuery() {
+    const params = new URLSearchParams(location.search);
+    const out = new URLSearchParams({ page: ($("fleet-pager") || { dataset: {} }).dataset.page || "1" });
+    for (const k of ["q", "sort", "dir", "per_page"]) if (params.get(k)) out.set(k, params.get(k));
+    return "?" + out.toString();
+  }
+
+  let serverTotals = null; // a partial page: the latest totals of every battery from GET /api/fleet
+
+  async function refreshTotals() {
+    try {
+      const response = await fetch("/api/fleet?per_page=1", { cache: "no-store" });
+      if (response.ok) serverTotals = (await response.json()).totals;
+    } catch (err) {
+      console.warn("could not refresh the fleet totals", err);
     }
   }
 
   function renderTotals() {
     const table = $("fleet");
     if (!table) return;
+    if (paged()) {
+      for (const row of table.tBodies[0].querySelectorAll(".battery-row")) {
+        const ts = row.querySelector('[data-field="age"]').dataset.ts;
+        row.dataset.fresh = !!ts && (Date.now() - Date.parse(ts)) / 1000 <= Number(table.dataset.freshS) ? "true" : "false";
+      }
+      const t = serverTotals;
+      if (t) {
+        paintTotals(t.batteries, t.counted, t.energy_kwh === null ? 0 : t.energy_kwh, t.energy_pct, t.power_kw === null ? 0 : t.power_kw,
+          t.power_counted, t.alarms, SEVERITY_RANK[t.alarm_severity] || 0, t.revenue_today || {});
+      }
+      return;
+    }
     const freshS = Number(table.dataset.freshS);
     let batteries = 0, counted = 0, energy = 0, capacity = 0, storedWithCapacity = 0, power = 0, powered = 0, up = 0, top = 0;
     const revenue = {};
@@ -757,12 +802,16 @@
       up += Number(chip.dataset.count) || 0;
       top = Math.max(top, SEVERITY_RANK[chip.dataset.severity] || 0);
     }
+    paintTotals(batteries, counted, energy, capacity ? (storedWithCapacity / capacity) * 100 : null, power, powered, up, top, revenue);
+  }
+
+  function paintTotals(batteries, counted, energy, pct, power, powered, up, top, revenue) {
     const foot = $("fleet-totals");
     const cell = (k) => foot.querySelector('[data-total="' + k + '"]');
     cell("batteries").textContent = "fleet · " + batteries + " batteries, " + counted + " counted";
     const e = cell("energy");
     e.dataset.value = counted ? String(energy) : "";
-    e.textContent = counted ? fmtNum(energy, 1) + " kWh" + (capacity ? " · " + Math.round((storedWithCapacity / capacity) * 100) + " %" : "") : "—";
+    e.textContent = counted ? fmtNum(energy, 1) + " kWh" + (pct !== null && pct !== undefined ? " · " + Math.round(pct) + " %" : "") : "—";
     const p = cell("power");
     p.dataset.value = powered ? String(power) : "";
     p.textContent = powered ? fmtNum(power, 1) + " kW" : "—";
@@ -811,10 +860,15 @@
       if (!th) return;
       const key = th.dataset.sortKey;
       const dir = table.dataset.sortKey === key && table.dataset.sortDir === "ascending" ? "descending" : "ascending";
-      setSort(key, dir);
       const q = new URLSearchParams(location.search);
       q.set("sort", key);
       q.set("dir", dir === "ascending" ? "asc" : "desc");
+      if (paged()) {
+        q.delete("page"); // the server sorts every battery, then pages: the first page of the new order
+        location.search = q.toString();
+        return;
+      }
+      setSort(key, dir);
       history.replaceState(null, "", location.pathname + "?" + q.toString()); // a sorted view can be bookmarked
     });
     const key = params.get("sort");
@@ -941,6 +995,7 @@
     if (source) source.close();
     let url = "/events";
     if (battery) url += "?battery=" + encodeURIComponent(battery) + (windowQuery ? "&figures=0" : "");
+    else if (paged()) url += pageQuery(); // one page of many: the server streams that page's batteries only
     source = new EventSource(url);
     source.onopen = () => setConn("live", "live");
     source.onerror = () => setConn("reconnecting", "reconnecting…");
@@ -987,6 +1042,10 @@
       fleetDirty = false;
     }, 1000);
     setInterval(refreshFleet, 60000);
+    if (paged()) {
+      setInterval(refreshTotals, 5000);
+      refreshTotals();
+    }
     tickAges();
     renderTotals();
     connect();
