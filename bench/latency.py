@@ -79,6 +79,7 @@ class RateResult:
     stored: int
     drained_s: float
     cpu: dict[str, float]
+    cpu_us: dict[str, float]
     rss: dict[str, float]
     load: str
 
@@ -102,8 +103,12 @@ class Bench:
                "BESS_LOG_LEVEL": "WARNING"}
         if self.args.batch_delay_ms is not None:
             env["BESS_RECORDER_BATCH_MAX_DELAY_MS"] = str(self.args.batch_delay_ms)
+        profile = ["-m", "cProfile", "-o", str(self.workdir / "renderer.prof")] if self.args.profile else []
         for name in ("recorder", "renderer"):
-            self.nodes[name] = start_node(name, env, log_dir=self.workdir / "logs")
+            if name == "renderer" and profile:
+                self.nodes[name] = profiled_node(name, env, self.workdir / "logs", profile)
+            else:
+                self.nodes[name] = start_node(name, env, log_dir=self.workdir / "logs")
         for proc in self.nodes.values():
             proc.wait_online(stack.HOST, self.broker.port, self.root, timeout=60)
 
@@ -178,6 +183,7 @@ class Bench:
         pub = json.loads(out.strip().splitlines()[-1])
         cpu = {name: (cpu_after[name] - cpu_before[name]) / wall * 100 for name in pids}
         cpu["publisher"] = pub["cpu_s"] / wall * 100
+        cpu_us = {name: (cpu_after[name] - cpu_before[name]) / pub["sent"] * 1e6 for name in pids}
         stored, drained = await self.wait_stored(pub["first_s"], pub["last_s"], pub["sent"], pub["last_s"])
         await asyncio.sleep(0.5)  # the probes' last answers (a reading stored is on its way to the poller)
         for task in tasks:
@@ -191,8 +197,20 @@ class Bench:
             dashboard_ms=[ms for v in viewers for ms in v.latencies_ms(begin, end)],
             dashboard_expected=round(per_battery * len(viewers)), query_ms=poller.query_ms, stored=stored,
             drained_s=drained, load=load,
-            cpu=cpu, rss={name: rss_mb(pid) for name, pid in pids.items()},
+            cpu=cpu, cpu_us=cpu_us, rss={name: rss_mb(pid) for name, pid in pids.items()},
         )
+
+
+def profiled_node(name: str, env: dict[str, str], logs: Path, profile: list[str]) -> NodeProcess:
+    """``python -m cProfile -o .. -m nodes.<name>``: the profile is written when the node stops (SIGTERM)."""
+    logs.mkdir(parents=True, exist_ok=True)
+    log_path = logs / f"{name}.log"
+    with log_path.open("ab") as log:
+        proc = NodeProcess([sys.executable, *profile, "-m", f"nodes.{name}"], cwd=ROOT, env={**os.environ, **env},
+                           stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                           preexec_fn=stack.parent_death_preexec())
+    proc.name, proc.log_path = name, log_path
+    return proc
 
 
 def report(r: RateResult, args: argparse.Namespace) -> list[str]:
@@ -209,6 +227,8 @@ def report(r: RateResult, args: argparse.Namespace) -> list[str]:
         + f", all stored {r.drained_s:.2f} s after the last publish",
         "  CPU % of one core: " + ", ".join(f"{n} {c:.0f}" for n, c in r.cpu.items())
         + "; RSS MB: " + ", ".join(f"{n} {m:.0f}" for n, m in r.rss.items()),
+        "  CPU per message (us, load-independent: one core takes 1e6 / this msg/s): "
+        + ", ".join(f"{n} {c:.0f}" for n, c in r.cpu_us.items()),
     ]
 
 
@@ -265,12 +285,14 @@ def main() -> int:
     parser.add_argument("--solver", default="highs")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (node logs) afterwards")
+    parser.add_argument("--profile", action="store_true",
+                        help="run the renderer under cProfile (<temp dir>/renderer.prof; implies --keep)")
     args = parser.parse_args()
     if args.viewers > args.batteries:
         parser.error("--viewers must not exceed --batteries")
     workdir = Path(tempfile.mkdtemp(prefix="bench-latency-"))
     code = asyncio.run(run(args, workdir))
-    if args.keep:
+    if args.keep or args.profile:
         print(f"logs: {workdir}")
     else:
         subprocess.run(["rm", "-rf", str(workdir)], check=False)
