@@ -13,6 +13,12 @@ loopback ports) and prints one line per limit, with the load average:
   six fields), ``--batch`` points per request, sequential requests from one writer, then two writers at once;
   points/s and fields/s (6 per point) from the first request to the last answer.
 
+* **bus intake**: one node's bus (:class:`nodes.runtime.bus.Bus`: gmqtt, QoS 1, decode, dispatch) with a
+  handler that does nothing receives N telemetry messages from the same C publishers; CPU microseconds per
+  message (this process's CPU time over the run, load-independent) and the rate. Every node pays this per
+  message before its own work; ``--no-coalesce`` measures it with one socket write per PUBACK (gmqtt's own way,
+  before :func:`nodes.runtime.gmqtt_internals.coalesce_pubacks`).
+
 The other limits of README "Scaling out" come from ``bench/ingest.py`` (recorder replicas), ``bench/fleet.py``
 (planner) and ``bench/latency.py`` (renderer and end-to-end latency).
 """
@@ -20,6 +26,7 @@ The other limits of README "Scaling out" come from ``bench/ingest.py`` (recorder
 from __future__ import annotations
 
 import argparse
+import asyncio
 import subprocess
 import sys
 import tempfile
@@ -38,6 +45,8 @@ from deploy import stack  # noqa: E402
 from nodes.contract.messages import Telemetry  # noqa: E402
 from nodes.contract.topics import TELEMETRY  # noqa: E402
 from nodes.recorder.points import telemetry_line  # noqa: E402
+from nodes.runtime import gmqtt_internals  # noqa: E402
+from nodes.runtime.bus import Bus, Delivery, MqttSettings  # noqa: E402
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 BATTERIES = 100
@@ -47,6 +56,54 @@ FIELDS_PER_POINT = 6  # soc_kwh, power_kw, target_charge_kw, target_discharge_kw
 def _telemetry(i: int) -> Telemetry:
     return Telemetry(ts=T0 + timedelta(milliseconds=i), soc_kwh=500.0 + (i % 1000) / 10, power_kw=-100.5,
                      target_charge_kw=100.0, target_discharge_kw=50.0)
+
+
+def _publishers(port: int, root: str, n: int, payload: bytes) -> list[threading.Thread]:
+    """Four ``mosquitto_pub -l -q 1`` (one battery topic each) fed n / 4 lines each, started in threads."""
+    def feed(proc: subprocess.Popen[bytes], count: int) -> None:
+        assert proc.stdin is not None
+        proc.stdin.write((payload + b"\n") * count)
+        proc.stdin.close()
+        proc.wait()
+
+    threads = []
+    for k in range(4):
+        pub = subprocess.Popen(
+            ["mosquitto_pub", "-p", str(port), "-q", "1", "-l", "-t",
+             TELEMETRY.name(root=root, battery=f"b{k:03d}")],
+            stdin=subprocess.PIPE, preexec_fn=stack.request_parent_death_signal,  # noqa: PLW1509
+        )
+        threads.append(threading.Thread(target=feed, args=(pub, n // 4)))
+    for t in threads:
+        t.start()
+    return threads
+
+
+async def bus_intake(port: int, n: int) -> tuple[float, float]:
+    """(CPU us per message, msg/s) of a Bus receiving n telemetry messages with a no-op handler."""
+    root = f"intake{time.monotonic_ns() % 10**6}/bess/v1"
+    bus = Bus("limits", MqttSettings(mqtt_port=port, topic_root=root), persistent=False)
+    done = asyncio.Event()
+    seen = 0
+    first = [0.0, 0.0]
+
+    async def handler(_params: dict[str, str], _message: Telemetry, _delivery: Delivery) -> None:
+        nonlocal seen
+        if seen == 0:
+            first[:] = [time.perf_counter(), time.process_time()]
+        seen += 1
+        if seen == n:
+            done.set()
+
+    bus.subscribe(TELEMETRY, handler)
+    await bus.start()
+    threads = _publishers(port, root, n, TELEMETRY.encode(_telemetry(0)))
+    await asyncio.wait_for(done.wait(), 600)
+    wall, cpu = time.perf_counter() - first[0], time.process_time() - first[1]
+    for t in threads:
+        await asyncio.to_thread(t.join)
+    await bus.stop()
+    return cpu / n * 1e6, n / wall
 
 
 def broker_rate(port: int, n: int) -> tuple[float, int]:
@@ -62,27 +119,9 @@ def broker_rate(port: int, n: int) -> tuple[float, int]:
     with stack.MiniMqtt(stack.HOST, port) as client:  # retained: the subscriber is up once it prints the probe
         client.publish(f"{root}/probe", b"probe", qos=1, retain=True)
     sub.stdout.readline()
-    # one publisher per battery topic would need 100 processes; -l publishes every stdin line to one topic, so the
-    # battery topics are spread over 4 publishers (what a gateway or a bridge would do: few connections, many ids)
-    pubs = []
-    per = n // 4
-    for k in range(4):
-        pub = subprocess.Popen(
-            ["mosquitto_pub", "-p", str(port), "-q", "1", "-l", "-t",
-             TELEMETRY.name(root=root, battery=f"b{k:03d}")],
-            stdin=subprocess.PIPE, preexec_fn=stack.request_parent_death_signal,  # noqa: PLW1509
-        )
-        pubs.append(pub)
-
-    def feed(proc: subprocess.Popen[bytes], count: int) -> None:
-        assert proc.stdin is not None
-        proc.stdin.write((payload + b"\n") * count)
-        proc.stdin.close()
-        proc.wait()
-
-    threads = [threading.Thread(target=feed, args=(p, per)) for p in pubs]
-    for t in threads:
-        t.start()
+    # -l publishes every stdin line to one topic: 4 publishers, one battery topic each (what a gateway or a bridge
+    # does: few connections, many messages)
+    threads = _publishers(port, root, n, payload)
     out, _ = sub.communicate(timeout=600)
     for t in threads:
         t.join()
@@ -127,8 +166,13 @@ def main() -> int:
     parser.add_argument("--broker-n", type=int, default=200_000, help="messages through the broker (multiple of 4)")
     parser.add_argument("--influx-points", type=int, default=1_000_000)
     parser.add_argument("--batch", type=int, default=5000, help="points per write request (the recorder's batch)")
+    parser.add_argument("--bus-n", type=int, default=100_000, help="messages into one node's bus")
+    parser.add_argument("--no-coalesce", action="store_true", help="bus intake with one socket write per PUBACK")
     args = parser.parse_args()
     args.broker_n -= args.broker_n % 4
+    args.bus_n -= args.bus_n % 4
+    if args.no_coalesce:
+        gmqtt_internals.coalesce_pubacks = lambda: None  # what Bus() calls: gmqtt's one write per PUBACK
     workdir = Path(tempfile.mkdtemp(prefix="bench-limits-"))
     broker = stack.start_mosquitto(workdir / "mosquitto", die_with_parent=True)
     influxd = stack.start_influxd(workdir / "influxdb", die_with_parent=True)
@@ -136,6 +180,10 @@ def main() -> int:
         rate, size = broker_rate(broker.port, args.broker_n)
         print(f"broker (mosquitto QoS 1, mosquitto_pub -l x4 -> mosquitto_sub, {size} B payloads): {rate:,.0f} msg/s "
               f"({args.broker_n:,} messages); load average {load_average()}", flush=True)
+        us, rate = asyncio.run(bus_intake(broker.port, args.bus_n))
+        acks = "one write each" if args.no_coalesce else "coalesced per loop turn"
+        print(f"bus intake (one node's Bus, QoS 1, no-op handler, PUBACKs {acks}): {us:.1f} us CPU per message, "
+              f"{rate:,.0f} msg/s ({args.bus_n:,} messages); load average {load_average()}", flush=True)
         for writers in (1, 2):
             points = influx_rate(influxd.url, args.influx_points, args.batch, writers)
             print(f"influxdb 1.6 write ({writers} writer(s), {args.batch:,} points per request, line protocol as the "
