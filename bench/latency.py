@@ -13,7 +13,8 @@ config: ``max_inflight_messages 1000``, ``max_queued_messages 0``), the recorder
    new points of ``--viewers`` sampled batteries (each gets ``rate / batteries`` messages per second, the same
    share as every other battery); "queryable" is an InfluxQL SELECT on the recorder's database returning it;
 3. **publish -> dashboard**: one :class:`bench.latency_probes.DashboardProbe` (an SSE client on the renderer's
-   ``GET /events?battery=..``) per sampled battery records when each reading's ``telemetry`` event arrives;
+   ``GET /events?battery=..``, the default window's page: figure events too; ``--no-figures``: a page on a window
+   of its own) per sampled battery records when each reading's ``telemetry`` event arrives;
 4. **nothing lost**: after the publisher's last PUBACK, the bench waits until InfluxDB holds every message of the
    run (``count(soc_kwh)`` over the run's time range) and prints how long after the last publish that was;
 5. CPU (% of one core over the run) and resident memory of every process.
@@ -167,7 +168,7 @@ class Bench:
         sampled = [battery_id(i * args.batteries // args.viewers) for i in range(args.viewers)]
         since = time.time()
         url = f"http://{stack.HOST}:{self.dashboard_port}"
-        viewers = [DashboardProbe(url, b, since_s=since) for b in sampled]
+        viewers = [DashboardProbe(url, b, since_s=since, figures=not args.no_figures) for b in sampled]
         poller = QueryProbe(self.influxd.url, DB, sampled, poll_s=args.poll_ms / 1000, since_s=since)
         tasks = [asyncio.create_task(v.run(http)) for v in viewers]
         await asyncio.wait_for(asyncio.gather(*(v.connected.wait() for v in viewers)), 30)
@@ -220,14 +221,16 @@ def report(r: RateResult, args: argparse.Namespace) -> list[str]:
         f"at most {r.behind_max_ms:.0f} ms behind), {args.batteries} batteries, QoS 1; load average {r.load}",
         f"  publish -> queryable (InfluxDB SELECT, polled every {args.poll_ms:g} ms, query p50 "
         f"{pct(r.query_ms, 0.5):.1f} ms): {summary(r.queryable_ms)}",
-        f"  publish -> dashboard (SSE telemetry event): {summary(r.dashboard_ms)}; {len(r.dashboard_ms)} of "
+        f"  publish -> dashboard (SSE telemetry event, {'no figures' if args.no_figures else 'with figures'}): "
+        f"{summary(r.dashboard_ms)}; {len(r.dashboard_ms)} of "
         f"{r.dashboard_expected} readings of the {args.viewers} viewed batteries shown (the rest replaced by a "
         "newer one in the stream's queue)",
         f"  stored {r.stored:,} of {r.sent:,} " + ("(nothing lost)" if lost == 0 else f"({lost:,} MISSING)")
         + f", all stored {r.drained_s:.2f} s after the last publish",
         "  CPU % of one core: " + ", ".join(f"{n} {c:.0f}" for n, c in r.cpu.items())
         + "; RSS MB: " + ", ".join(f"{n} {m:.0f}" for n, m in r.rss.items()),
-        "  CPU per message (us, load-independent: one core takes 1e6 / this msg/s): "
+        "  CPU per message (us: the run's CPU / its messages; time-driven work such as the renderer's redraws is "
+        "included, so it is an upper bound that shrinks as the rate grows): "
         + ", ".join(f"{n} {c:.0f}" for n, c in r.cpu_us.items()),
     ]
 
@@ -278,6 +281,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20.0, help="publishing time per rate (default 20)")
     parser.add_argument("--batteries", type=int, default=200, help="battery ids the telemetry is spread over")
     parser.add_argument("--viewers", type=int, default=4, help="sampled batteries: SSE clients and polled ids")
+    parser.add_argument("--no-figures", action="store_true",
+                        help="viewers on a window of their own (no figure events in their streams)")
     parser.add_argument("--poll-ms", type=float, default=20.0, help="InfluxDB poll interval (default 20 ms)")
     parser.add_argument("--batch-delay-ms", type=int, default=None,
                         help="BESS_RECORDER_BATCH_MAX_DELAY_MS for the recorder (default: its own default)")

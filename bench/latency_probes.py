@@ -1,9 +1,11 @@
 """What ``bench/latency.py`` measures with: the dashboard's event stream, the database poller, percentiles, CPU.
 
-* :class:`DashboardProbe`: one SSE client on ``GET /events?battery=B&figures=0`` of the renderer (the stream a
-  battery page on a window of its own reads; the default window's page gets the same ``telemetry`` events plus
-  figures). For each ``telemetry`` event it records arrival (wall clock, when its ``data:`` line was read) minus
-  the reading's ``ts`` (the publisher's send time). The stream carries the latest value: a reading replaced in a
+* :class:`DashboardProbe`: one SSE client on ``GET /events?battery=B`` of the renderer: the stream a battery page
+  on the default window reads (its ``figure`` events too, each figure redrawn about once a second, so a reading
+  may wait behind a figure being written, as in a browser); ``figures=False`` is the stream of a page on a
+  window of its own (``&figures=0``: states, telemetry, alarms, no figures). For each ``telemetry`` event it
+  records arrival (wall clock, when its ``data:`` line was read) minus the reading's ``ts`` (the publisher's send
+  time). The stream carries the latest value: a reading replaced in a
   slow client's queue before it was written is never sent, so ``received`` can be below what was published.
 * :class:`QueryProbe`: "queryable" means an InfluxQL ``SELECT`` on the recorder's database (the same database
   the recorder's history answers and the dashboard read from) returns the point. It polls every ``poll_s`` for
@@ -80,6 +82,7 @@ class DashboardProbe:
     url: str
     battery: str
     since_s: float = 0.0
+    figures: bool = True
     samples: list[tuple[float, float]] = field(default_factory=list)
     connected: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -88,12 +91,12 @@ class DashboardProbe:
 
     async def run(self, http: aiohttp.ClientSession) -> None:
         """Read the stream until cancelled."""
-        params = {"battery": self.battery, "figures": "0"}
+        params = {"battery": self.battery, "figures": "1" if self.figures else "0"}
         async with http.get(f"{self.url}/events", params=params, timeout=aiohttp.ClientTimeout(total=None)) as r:
             r.raise_for_status()
             self.connected.set()
             kind = ""
-            async for raw in r.content:
+            async for raw in r.content:  # a line at a time (a figure's data line is ~100 kB: no limit hit)
                 arrived = time.time()
                 line = raw.rstrip(b"\n")
                 if line.startswith(b"event: "):
