@@ -226,7 +226,7 @@ def report(r: RateResult, args: argparse.Namespace) -> list[str]:
     warning = ([f"  WARNING: the publisher fell {r.behind_max_ms:.0f} ms behind its pace (> {STARVED_BEHIND_MS:.0f} "
                 "ms): the machine had no CPU to spare, so these latencies measure its load; re-run on a quiet one"]
                if starved(r) else [])
-    return [*warning,
+    lines = [
         f"rate {r.rate:,} msg/s: sent {r.sent:,} in {args.seconds:g} s ({r.achieved:,.0f} msg/s achieved, pacing "
         f"at most {r.behind_max_ms:.0f} ms behind), {args.batteries} batteries, QoS 1; load average {r.load}",
         f"  publish -> queryable (InfluxDB SELECT, polled every {args.poll_ms:g} ms, query p50 "
@@ -243,6 +243,7 @@ def report(r: RateResult, args: argparse.Namespace) -> list[str]:
         "included, so it is an upper bound that shrinks as the rate grows): "
         + ", ".join(f"{n} {c:.0f}" for n, c in r.cpu_us.items()),
     ]
+    return lines[:1] + warning + lines[1:]
 
 
 def targets(results: list[RateResult]) -> str:

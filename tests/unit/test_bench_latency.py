@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from bench.latency import RateResult, targets
+import argparse
+
+from bench.latency import RateResult, report, targets
 from bench.latency_probes import pct, summary
 
 
@@ -33,3 +35,11 @@ def test_the_targets_line_judges_the_5k_run_by_its_p99s() -> None:
 def test_a_starved_run_is_no_verdict_and_a_missing_rate_is_not_checked() -> None:
     assert "STARVED" in targets([_result(5000, [10.0], [10.0], behind_ms=3000.0)])
     assert targets([_result(1000, [10.0], [10.0])]).startswith("targets: not checked")
+
+
+def test_a_starved_rate_says_so_right_under_its_own_header() -> None:
+    args = argparse.Namespace(seconds=20.0, batteries=200, poll_ms=20.0, no_figures=False, viewers=4)
+    lines = report(_result(5000, [10.0], [10.0], behind_ms=3000.0), args)
+    assert lines[0].startswith("rate 5,000 msg/s")
+    assert lines[1].startswith("  WARNING: the publisher fell 3000 ms behind")
+    assert not any("WARNING" in line for line in report(_result(5000, [10.0], [10.0]), args))
