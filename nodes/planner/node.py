@@ -282,9 +282,12 @@ class Planner(Service[PlannerConfig]):
         """Plan one battery now; publishes the Schedule, or reports why it could not."""
         return (await self.plan_batteries([name], now)).get(name)
 
-    async def plan_batteries(self, names: Sequence[str], now: datetime) -> dict[str, Schedule]:
+    async def plan_batteries(self, names: Sequence[str], now: datetime, *, drive: bool = False
+                             ) -> dict[str, Schedule]:
         """Plan these batteries now, in this order, up to ``BESS_PLANNER_WORKERS`` at a time; each Schedule is
         published as soon as it is solved. A battery that cannot be planned gets its note at once (no solver).
+        ``drive`` (the loop's pass): the autopilot acts on each new plan as soon as it is published, not after the
+        whole batch (a fleet's pass takes seconds; its own autopilot round afterwards then has nothing to send).
 
         The status (state and details) is computed once for the batch, not once per battery: a fleet of
         thousands of unplannable ids costs one status publish, not thousands of growing ones.
@@ -309,6 +312,8 @@ class Planner(Service[PlannerConfig]):
             schedule = await self._finish(outcome, state, now)
             if schedule is not None:
                 planned[outcome.name] = schedule
+                if drive:
+                    await self.autopilot(outcome.name, self.clock())
         if jobs:
             self.bus.counters["batteries_not_planned"] = len(self.notes)
             self._publish_details()
@@ -542,7 +547,7 @@ class Planner(Service[PlannerConfig]):
         # batteries with a plan first: a burst of new ids (a fleet joining, a hostile client) queues behind the
         # batteries already being driven instead of in front of them
         due.sort(key=lambda name: self.batteries[name].schedule is None)
-        await self.plan_batteries(due, now)
+        await self.plan_batteries(due, now, drive=True)
         now = self.clock()
         for name in list(self.batteries):
             await self.autopilot(name, now)

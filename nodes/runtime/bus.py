@@ -64,6 +64,7 @@ class Bus(MessageBus):
         client_id: str | None = None,
     ) -> None:
         internals.check()  # refuse to start on a gmqtt whose internals moved, with the list of what moved
+        internals.coalesce_pubacks()  # one socket write per loop turn for the PUBACKs, not one per message
         super().__init__(node, settings)
         self._first_connect_done = False
         self._stopping = False

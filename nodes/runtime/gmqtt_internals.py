@@ -1,6 +1,6 @@
 """Every use of gmqtt's private internals, in one place (gmqtt ``>=0.8,<0.9``, pinned in pyproject.toml).
 
-The bus needs four things gmqtt 0.8 does not offer publicly:
+The bus needs five things gmqtt 0.8 does not offer publicly:
 
 * **PUBACK reason codes.** gmqtt ignores the MQTT 5 PUBACK reason code ("TODO" in
   ``MqttPackageHandler._handle_puback_packet``), so a publish the broker's ACL denies (0x87) would look
@@ -17,6 +17,14 @@ The bus needs four things gmqtt 0.8 does not offer publicly:
 * **Its logging.** On broker loss gmqtt logs ``[TRYING WRITE TO CLOSED SOCKET]`` at WARNING for every packet it
   tries to write (``gmqtt.mqtt.protocol.BaseMQTTProtocol.write_data``): about 10,000 lines in one outage.
   :class:`ClosedSocketFilter` lets the first through per disconnect (reworded) and counts the rest.
+
+* **One write per PUBACK.** gmqtt writes every PUBACK to the socket on its own (``BaseMQTTProtocol.write_data`` ->
+  ``transport.write``: one ``send`` system call per message received). At 5,000 telemetry messages/s that was the
+  renderer's largest single cost (2.8 of 17 s in a profile, bench/latency.py --profile), and every ``send``
+  hands the GIL to the thread drawing figures, which then holds it for up to the 5 ms switch interval while the
+  event loop waits with the next readings. :func:`coalesce_pubacks` collects the PUBACKs written during one turn
+  of the event loop and writes them at its end as one buffer (any other packet flushes them first, so the order
+  on the wire is unchanged).
 
 Plus the CONNACK code of a refused login (``MQTTConnectError._code``, :func:`connect_refusal_code`).
 
@@ -83,8 +91,12 @@ def problems() -> list[str]:
         found.append("MQTTConnectError has no _code (refused logins)")
     if gmqtt_protocol.logger.name != PROTOCOL_LOGGER:
         found.append(f"gmqtt's protocol logger is {gmqtt_protocol.logger.name!r}, not {PROTOCOL_LOGGER!r}")
-    if CLOSED_SOCKET not in inspect.getsource(gmqtt_protocol.BaseMQTTProtocol.write_data):
+    write_data = getattr(gmqtt_protocol.BaseMQTTProtocol.write_data, "__wrapped__",
+                         gmqtt_protocol.BaseMQTTProtocol.write_data)
+    if CLOSED_SOCKET not in inspect.getsource(write_data):
         found.append(f"BaseMQTTProtocol.write_data no longer logs {CLOSED_SOCKET!r}")
+    if "self.write_data(pkg)" not in inspect.getsource(gmqtt_protocol.MQTTProtocol.send_command_with_mid):
+        found.append("MQTTProtocol.send_command_with_mid no longer writes through write_data (PUBACKs)")
     return found
 
 
@@ -184,6 +196,48 @@ def packet_ids_exhausted(client: gmqtt.Client) -> bool:
     return bool(len(ids._used_ids) >= ids._max - 1)
 
 
+# -- inbound acknowledgements -----------------------------------------------------------------------------------
+
+PUBACK_HEADER = 0x40
+"""The first byte of a PUBACK packet (type 4, no flags)."""
+_PUBACK_BYTE = bytes([PUBACK_HEADER])
+_PENDING = "_bess_pending_pubacks"
+
+
+def _flush_pubacks(protocol: gmqtt_protocol.BaseMQTTProtocol, write: Callable[..., None]) -> None:
+    pending = protocol.__dict__.pop(_PENDING, None)
+    if pending:
+        write(protocol, bytes(pending))  # gmqtt's own write: a closed transport is logged (once) and skipped
+
+
+def coalesce_pubacks() -> None:
+    """Make gmqtt write the PUBACKs of one event-loop turn as one buffer (see the module docstring); idempotent.
+
+    A PUBACK waits at most until the end of the current turn (``loop.call_soon``) or the next other packet,
+    which flushes the waiting ones first. If the connection drops before the flush, the broker redelivers those
+    messages as it would any unacknowledged one (at least once; every consumer is idempotent on redelivery).
+    """
+    cls = gmqtt_protocol.BaseMQTTProtocol
+    if hasattr(cls.write_data, "__wrapped__"):
+        return
+    original = cls.write_data
+
+    def write_data(self: gmqtt_protocol.BaseMQTTProtocol, data: bytes) -> None:
+        if data[:1] == _PUBACK_BYTE:
+            pending = self.__dict__.get(_PENDING)
+            if pending is None:
+                pending = self.__dict__[_PENDING] = bytearray()
+                asyncio.get_running_loop().call_soon(_flush_pubacks, self, original)
+            pending += data
+            return
+        if self.__dict__.get(_PENDING):
+            _flush_pubacks(self, original)
+        original(self, data)
+
+    write_data.__wrapped__ = original  # type: ignore[attr-defined]
+    cls.write_data = write_data
+
+
 #: what ``Client.connect`` raises when the broker cannot be reached or refuses the connection
 CONNECT_ERRORS: tuple[type[BaseException], ...] = (OSError, gmqtt_handler.MQTTConnectError)
 
@@ -236,11 +290,13 @@ __all__ = [
     "CLOSED_SOCKET",
     "CONNECT_ERRORS",
     "PROTOCOL_LOGGER",
+    "PUBACK_HEADER",
     "AckTrackingStorage",
     "ClosedSocketFilter",
     "GmqttChanged",
     "check",
     "closed_socket_filter",
+    "coalesce_pubacks",
     "connect_refusal_code",
     "packet_ids_exhausted",
     "problems",

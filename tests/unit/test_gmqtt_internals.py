@@ -12,11 +12,13 @@ import asyncio
 import inspect
 import logging
 import struct
+import types
 from importlib import metadata
 
 import gmqtt
 import pytest
 from gmqtt.mqtt import protocol
+from gmqtt.mqtt.constants import MQTTCommands
 from gmqtt.mqtt.handler import MQTTConnectError
 
 from nodes.runtime import gmqtt_internals as internals
@@ -142,3 +144,54 @@ def test_the_connack_code_of_a_refused_login_is_read() -> None:
 def test_publish_pushes_the_packet_into_the_storage_synchronously() -> None:
     # the bus learns a publish's packet id from the storage right after gmqtt's publish() returns
     assert "self._persistent_storage.push_message(mid" in inspect.getsource(gmqtt.Client.publish)
+
+
+# -- PUBACKs of one loop turn in one write -------------------------------------------------------------------
+
+
+class _Recording(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+
+    def is_closing(self) -> bool:
+        return False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.writes.append(bytes(data))
+
+
+def _protocol() -> tuple[protocol.MQTTProtocol, _Recording]:
+    """gmqtt's real protocol object with a recording transport (as after connection_made, MQTT 5)."""
+    proto = protocol.MQTTProtocol.__new__(protocol.MQTTProtocol)
+    transport = _Recording()
+    proto._transport = transport
+    proto._connection = _Connection()
+    proto._connection_state = types.SimpleNamespace(protocol_version=5)
+    return proto, transport
+
+
+async def test_the_pubacks_of_one_loop_turn_go_out_in_one_write() -> None:
+    Bus("renderer", MqttSettings())  # a node's bus turns coalescing on
+    proto, transport = _protocol()
+    for mid in (1, 2, 3):  # what gmqtt does for three QoS 1 messages handled in one turn
+        proto.send_command_with_mid(MQTTCommands.PUBACK, mid, False)
+    assert transport.writes == []  # before: one write (one send system call) per PUBACK
+    await asyncio.sleep(0)  # the end of the turn
+    assert len(transport.writes) == 1
+    assert transport.writes[0] == b"".join(
+        bytes(protocol.package.CommandWithMidPacket.build_package(MQTTCommands.PUBACK, mid, False, proto_ver=5))
+        for mid in (1, 2, 3))
+    assert transport.writes[0][0] == internals.PUBACK_HEADER
+
+
+async def test_another_packet_flushes_the_waiting_pubacks_first_so_the_order_on_the_wire_holds() -> None:
+    Bus("recorder", MqttSettings())
+    internals.coalesce_pubacks()  # idempotent: a second call must not wrap twice
+    assert not hasattr(protocol.BaseMQTTProtocol.write_data.__wrapped__, "__wrapped__")
+    proto, transport = _protocol()
+    proto.send_command_with_mid(MQTTCommands.PUBACK, 7, False)
+    proto.send_simple_command_packet(MQTTCommands.PINGREQ)
+    assert [w[0] for w in transport.writes] == [internals.PUBACK_HEADER, MQTTCommands.PINGREQ]
+    await asyncio.sleep(0)
+    assert len(transport.writes) == 2  # nothing left to flush at the end of the turn
