@@ -28,6 +28,9 @@ plan           battery            plan_id, expected_revenue, baseline_revenue, c
 prices         zone               price_per_mwh, end, issued_at, source, currency (per slot)   slot ``start``
 alarms         battery, rule      state, severity, message, value, threshold, unit, raised_at  ``since``
                                   (one point per transition: raised, cleared)
+kpi_15m        battery            the additive KPI integrals (:data:`points.KPI_SUMS`),         bucket
+                                  first/last_sample_s, first/last_soc_kwh, currency,           ``start``
+                                  computed_at (one point per 15-minute bucket of a KpiDay)
 =============  =================  ===========================================================  ==============
 """
 
@@ -41,7 +44,7 @@ from typing import Any, Generic, TypeVar
 import msgspec
 
 from nodes.contract.messages import BMS_NUMBERS, HistoryKind, Telemetry
-from nodes.contract.topics import ALARM, COMMAND, PRICES, SCHEDULE, STATE, TELEMETRY, Topic
+from nodes.contract.topics import ALARM, COMMAND, KPI_DAY, PRICES, SCHEDULE, STATE, TELEMETRY, Topic
 from nodes.recorder import points
 
 M = TypeVar("M", bound=msgspec.Struct)
@@ -188,6 +191,18 @@ TABLE: tuple[Stored[Any], ...] = (
             optional=("value", "threshold"),
             blank_is_none=("unit", "raised_at"),
             tag_columns=("rule",),
+        ),
+    ),
+    Stored(
+        "kpi",
+        KPI_DAY,
+        points.kpi_lines,
+        Series(
+            "kpi_15m",
+            "battery",
+            (*points.KPI_SUMS, *points.KPI_SAMPLE, "currency", "computed_at"),
+            (*points.KPI_SUMS, *points.KPI_SAMPLE),
+            optional=points.KPI_SAMPLE,
         ),
     ),
 )

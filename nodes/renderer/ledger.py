@@ -250,6 +250,8 @@ class DayChunk:
     buckets: Buckets
     computed_at_s: float
     final: bool
+    currencies: tuple[str, ...] = ()
+    """The currencies of the prices its money is in (none: nothing priced); a window never adds two."""
 
 
 @dataclass
