@@ -58,7 +58,8 @@ def stored_rows(battery: str, chunk: DayChunk) -> HistoryResult:
 
 def test_a_day_survives_the_wire_exactly() -> None:
     chunk = a_day()
-    assert np.isnan(chunk.buckets.first_t).any() and np.isfinite(chunk.buckets.first_t).any()
+    assert np.isnan(chunk.buckets.first_t).any()
+    assert np.isfinite(chunk.buckets.first_t).any()
     wire = KPI_DAY.decode(KPI_DAY.encode(kpi_store.day_message(chunk)))
     same(kpi_store.chunk_from_message(wire), chunk)
 
@@ -93,7 +94,8 @@ def test_the_book_takes_stored_days_and_reads_raw_rows_only_for_the_others() -> 
     begin = book.open_from_s(NOW_S)
     book.merge_open(series.between(begin, NOW_S + 1), begin, NOW_S + 1, NOW_S)
     missing = book.window(NOW_S - 7 * DAY_S, NOW_S, NOW_S, prices)
-    assert isinstance(missing, list) and len(missing) >= 6
+    assert isinstance(missing, list)
+    assert len(missing) >= 6
     stored = [kpi_store.chunks_from_result(stored_rows("b1", c))[0] for c in published if c.day in missing[1:]]
     taken = book.accept_stored(stored, NOW_S)
     assert taken == set(missing[1:])
@@ -127,7 +129,8 @@ def test_a_back_dated_sample_makes_the_stored_day_computed_again_and_republished
 
 def test_prices_that_arrive_later_redo_a_stored_day_that_had_unpriced_energy() -> None:
     unpriced = a_day(prices=PriceSeries.empty())
-    assert unpriced.buckets.sums[:, ledger.UNPRICED].sum() > 0 and unpriced.currencies == ()
+    assert unpriced.buckets.sums[:, ledger.UNPRICED].sum() > 0
+    assert unpriced.currencies == ()
     priced = a_day()
     book = KpiBook()
     book.prices_arrived(unpriced.day * DAY_S, unpriced.day * DAY_S + DAY_S, NOW_S)
