@@ -66,7 +66,7 @@ Action = Literal["charge", "discharge", "idle"]
 ControlModeName = Literal["autopilot", "manual", "idle"]
 Mode = Literal["idle", "charging", "discharging", "offline"]
 NodeState = Literal["online", "degraded", "offline"]
-HistoryKind = Literal["telemetry", "command", "state", "schedule", "prices", "alarms", "kpi"]
+HistoryKind = Literal["telemetry", "command", "state", "schedule", "prices", "alarms", "kpi", "kpi_day"]
 
 
 class Telemetry(Struct, kw_only=True, omit_defaults=True):
@@ -493,7 +493,10 @@ KPI_SUM_FIELDS: tuple[str, ...] = (
 column order."""
 KPI_SAMPLE_COLUMNS: tuple[str, ...] = ("first_sample_s", "first_soc_kwh", "last_sample_s", "last_soc_kwh")
 """The first/last sample of a bucket in a ``kind="kpi"`` answer: times as float epoch seconds (stored so, so that
-a rollup can take their min() and max()), SOC in kWh; None where the bucket holds no sample."""
+a rollup can take their min() and max()), SOC in kWh; None where the bucket holds no sample.
+
+``kind="kpi_day"`` answers one row per stored day (the recorder writes it with the day's buckets): the same
+columns summed over the day (correctly rounded), its first/last sample, and ``buckets`` (96 for a whole day)."""
 
 
 class KpiDay(Struct, kw_only=True, omit_defaults=True):

@@ -31,6 +31,8 @@ alarms         battery, rule      state, severity, message, value, threshold, un
 kpi_15m        battery            the additive KPI integrals (:data:`points.KPI_SUMS`),         bucket
                                   first/last_sample_s, first/last_soc_kwh, currency,           ``start``
                                   computed_at (one point per 15-minute bucket of a KpiDay)
+kpi_1d         battery            the same, summed over the day, and ``buckets`` (written with  day
+                                  the buckets of each KpiDay; history kind ``kpi_day``)          ``00:00``
 =============  =================  ===========================================================  ==============
 """
 
@@ -208,7 +210,16 @@ TABLE: tuple[Stored[Any], ...] = (
 )
 """Every stored topic, in the order the recorder subscribes to them."""
 
-SERIES: dict[HistoryKind, Series] = {row.kind: row.series for row in TABLE}
+KPI_DAY_SERIES = Series(
+    "kpi_1d",
+    "battery",
+    (*points.KPI_SUMS, *points.KPI_SAMPLE, "buckets", "currency", "computed_at"),
+    (*points.KPI_SUMS, *points.KPI_SAMPLE, "buckets"),
+    optional=points.KPI_SAMPLE,
+)
+"""Written by the ``kpi`` row's point builder (one day point next to the 96 buckets), read as ``kpi_day``."""
+
+SERIES: dict[HistoryKind, Series] = {**{row.kind: row.series for row in TABLE}, "kpi_day": KPI_DAY_SERIES}
 """The query side's view of :data:`TABLE`: history kind -> how it is stored."""
 
 

@@ -75,7 +75,7 @@ async def backfill(
     for run in [r[i : i + RUN_DAYS] for r in runs(days) for i in range(0, len(r), RUN_DAYS)]:
         todo = list(run)
         if not force:
-            stored = {c.day for c in await read_stored(ask, battery, run, PAGE_ROWS)}
+            stored = {c.day for c in await read_stored(ask, battery, run, PAGE_ROWS)}  # whole days (totals)
             for day in run:
                 if day in stored:
                     write(f"{_day_text(day)}  already stored")

@@ -16,17 +16,23 @@ Publish = Callable[[str, KpiDay], Awaitable[None]]
 """Publishes one day of one battery on ``battery/{battery}/kpi/day``."""
 
 
-async def read_stored(ask: Ask, battery: str, days: list[int], page_rows: int) -> list[DayChunk]:
-    """The stored copies of ``days`` that are complete (96 buckets); one paged read per run of consecutive days."""
+async def read_stored(
+    ask: Ask, battery: str, days: list[int], page_rows: int, *, fine: frozenset[int] = frozenset()
+) -> list[DayChunk]:
+    """The stored copies of ``days`` that are complete: their totals (``kind="kpi_day"``, one row a day), and for
+    the days in ``fine`` (those a window cuts) their 96 buckets (``kind="kpi"``); one paged read per run of
+    consecutive days. Buckets come after totals, so a day read both ways ends up with its buckets."""
     found: list[DayChunk] = []
-    rows = max(page_rows, BUCKETS_PER_DAY)
     for run in runs(days):
         begin_s, end_s = kpi_store.day_range(run)
-        parts = [result async for result, _ in pages(ask, "kpi", begin_s, end_s, rows, battery=battery)]
-        for result in parts:
-            # a day split over two pages is incomplete in each: join the rows first
-            if result is not parts[0]:
-                parts[0].rows.extend(result.rows)
+        async for result, _ in pages(ask, "kpi_day", begin_s, end_s, max(page_rows, 2), battery=battery):
+            found.extend(kpi_store.totals_from_result(result))
+    for run in runs([d for d in days if d in fine]):
+        begin_s, end_s = kpi_store.day_range(run)
+        parts = [result async for result, _ in pages(ask, "kpi", begin_s, end_s, max(page_rows, BUCKETS_PER_DAY),
+                                                     battery=battery)]
+        for result in parts[1:]:  # a day split over two pages is incomplete in each: join the rows first
+            parts[0].rows.extend(result.rows)
         if parts:
             found.extend(kpi_store.chunks_from_result(parts[0]))
     return found

@@ -84,6 +84,10 @@ def _floats(rows: list[list[Any]], index: int) -> np.ndarray[Any, np.dtype[np.fl
     return np.array([np.nan if row[index] is None else float(row[index]) for row in rows], dtype=np.float64)
 
 
+def _number(value: Any, absent: float) -> float:
+    return absent if value is None else float(value)
+
+
 def chunks_from_result(result: HistoryResult) -> list[DayChunk]:
     """The complete days in a ``kind="kpi"`` answer (rows in time order). A day with fewer than its 96 buckets
     (a write the store refused in part) is left out: the renderer computes it again from raw rows."""
@@ -116,9 +120,39 @@ def chunks_from_result(result: HistoryResult) -> list[DayChunk]:
     return out
 
 
+def totals_from_result(result: HistoryResult) -> list[DayChunk]:
+    """The whole stored days in a ``kind="kpi_day"`` answer as coarse chunks (one row: the day's totals and its
+    first/last sample); a day stored with fewer than its 96 buckets is left out."""
+    if not result.ok:
+        raise ValueError(f"history query failed: {result.error or 'no reason given'}")
+    position = {name: i for i, name in enumerate(result.columns)}
+    out: list[DayChunk] = []
+    for row in result.rows:
+        if row[position["buckets"]] != BUCKETS_PER_DAY:
+            continue
+        start = float(parse_times([row[0]])[0])
+        day = ledger.day_of(start)
+        if start != day * DAY_S:
+            continue
+        sums = np.array([[_number(row[position[name]], 0.0) for name in SUM_FIELDS]], dtype=np.float64)
+        first_t, first_soc, last_t, last_soc = (
+            np.array([_number(row[position[name]], math.nan)], dtype=np.float64) for name in SAMPLE_COLUMNS
+        )
+        edges = np.array([day * DAY_S, (day + 1) * DAY_S], dtype=np.float64)
+        computed = row[position["computed_at"]]
+        computed_s = datetime.fromisoformat(str(computed).replace("Z", "+00:00")).timestamp() if computed else 0.0
+        currencies = tuple(c for c in str(row[position["currency"]] or "").split(",") if c)
+        out.append(DayChunk(day, Buckets(edges, sums, first_t, first_soc, last_t, last_soc), computed_s, final=True,
+                            currencies=currencies))
+    return out
+
+
 def day_range(days: list[int]) -> tuple[float, float]:
     """The ``kind="kpi"`` read covering a run of consecutive days: ``[first day 00:00, last day + 1 00:00)``."""
     return float(days[0] * DAY_S), float((days[-1] + 1) * DAY_S)
 
 
-__all__ = ["SAMPLE_COLUMNS", "SUM_FIELDS", "chunk_from_message", "chunks_from_result", "day_message", "day_range"]
+__all__ = [
+    "SAMPLE_COLUMNS", "SUM_FIELDS", "chunk_from_message", "chunks_from_result", "day_message", "day_range",
+    "totals_from_result",
+]

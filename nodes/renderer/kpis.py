@@ -220,7 +220,7 @@ class KpiBook:
         for day in range(ledger.day_of(lo), ledger.day_of(hi - 1) + 1):
             if day >= first_open:
                 break
-            chunk = self.ledger.valid(day)
+            chunk = self.ledger.valid(day, fine=not ledger.whole_day(day, lo, hi))
             if chunk is None:
                 missing.append(day)
             else:

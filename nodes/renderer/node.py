@@ -461,12 +461,16 @@ class Renderer(Service[RendererConfig]):
         read = 0
         done = 0
         try:
-            wanted = [d for d in days if d not in view.book.stale]
-            stored = await kpi_days.read_stored(self._ask_ok, battery, wanted, self.config.history_page_rows)
+            wanted = sorted(d for d in days if d not in view.book.stale)
+            # totals for whole days; buckets for the first and last (a window cuts no other day)
+            ends = frozenset(wanted[:1] + wanted[-1:])
+            stored = await kpi_days.read_stored(self._ask_ok, battery, wanted, self.config.history_page_rows,
+                                                fine=ends)
             taken = view.book.accept_stored(stored, time.time())
             done += len(taken)
             self.bus.counters["kpi_days_read"] += len(taken)
-            days = [d for d in days if d not in taken]
+            # the rest from raw rows, and an end day whose buckets were not stored (its totals cannot serve a cut)
+            days = [d for d in days if d not in taken or (d in ends and view.book.ledger.valid(d, fine=True) is None)]
             chunks = [run[i : i + FILL_RUN_DAYS] for run in runs(days) for i in range(0, len(run), FILL_RUN_DAYS)]
             for run in reversed(chunks):
                 filler = DayFiller(list(run))

@@ -40,14 +40,16 @@ def same(a: DayChunk, b: DayChunk) -> None:
         assert np.array_equal(x, y, equal_nan=True), name  # bit for bit, not approximately
 
 
-def stored_rows(battery: str, chunk: DayChunk) -> HistoryResult:
-    """What the recorder answers for ``kind="kpi"`` after storing the day: the points' line protocol read back
-    as InfluxDB returns them (floats as written, the absent mask applied), in the series' column order."""
-    series = SERIES["kpi"]
+def stored_rows(battery: str, chunk: DayChunk, kind: str = "kpi") -> HistoryResult:
+    """What the recorder answers for ``kind`` (``kpi``: the buckets, ``kpi_day``: the day's totals) after storing
+    the day: the points' line protocol read back as InfluxDB returns them (floats as written, the absent mask
+    applied), in the series' column order."""
+    series = SERIES[kind]  # type: ignore[index]
     rows = []
     for text in kpi_lines(battery, kpi_store.day_message(chunk)):
         head, fields, stamp = text.rsplit(" ", 2)
-        assert head == f"kpi_15m,battery={battery}"
+        if head != f"{series.measurement},battery={battery}":
+            continue
         values: dict[str, object] = {}
         for key, raw in _FIELD.findall(fields):
             values[key] = raw[1:-1] if raw.startswith('"') else float(raw)
@@ -138,3 +140,40 @@ def test_prices_that_arrive_later_redo_a_stored_day_that_had_unpriced_energy() -
     assert book.accept_stored([priced], NOW_S) == {priced.day}  # nothing unpriced: the stored copy is right
     # without new prices a stored unpriced day is kept as it is (its energy stays counted as unpriced)
     assert KpiBook().accept_stored([unpriced], NOW_S) == {unpriced.day}
+
+
+def test_a_day_is_stored_with_its_totals_and_they_serve_whole_days_only() -> None:
+    chunk = a_day()
+    (totals,) = kpi_store.totals_from_result(stored_rows("b1", chunk, "kpi_day"))
+    assert totals.coarse
+    assert totals.currencies == ("EUR",)
+    np.testing.assert_allclose(totals.buckets.sums[0], chunk.buckets.sums.sum(axis=0), rtol=1e-15, atol=1e-12)
+    whole = ledger.totals([chunk.buckets])
+    assert float(totals.buckets.first_t[0]) == whole.first_sample_s
+    assert float(totals.buckets.last_soc[0]) == whole.soc_end_kwh
+    book = KpiBook()
+    assert book.accept_stored([totals], NOW_S) == {chunk.day}
+    day_s = chunk.day * DAY_S
+    got = book.window(day_s, day_s + DAY_S, NOW_S, hourly_prices(day_s - DAY_S, day_s + 2 * DAY_S))
+    assert isinstance(got, ledger.Totals)  # the whole day is inside: its totals serve
+    np.testing.assert_allclose(got.sums, chunk.buckets.sums.sum(axis=0), rtol=1e-15, atol=1e-12)
+    prices = hourly_prices(day_s - DAY_S, day_s + 2 * DAY_S)
+    assert book.window(day_s + 6 * 3600, day_s + DAY_S, NOW_S, prices) == [chunk.day]  # a cut needs the buckets
+    # the buckets, once read, replace the totals and serve both; totals never replace buckets
+    book.accept_stored(kpi_store.chunks_from_result(stored_rows("b1", chunk)), NOW_S)
+    book.accept_stored([totals], NOW_S)
+    cut = book.window(day_s + 6 * 3600, day_s + DAY_S, NOW_S, prices)
+    assert isinstance(cut, ledger.Totals)
+    np.testing.assert_allclose(cut.sums, chunk.buckets.sums[24:].sum(axis=0), rtol=1e-15, atol=1e-12)  # from 06:00
+    assert cut[ledger.SAMPLES] < chunk.buckets.sums[:, ledger.SAMPLES].sum()
+
+
+def test_a_day_stored_in_part_has_no_usable_totals() -> None:
+    chunk = a_day()
+    message = kpi_store.day_message(chunk)
+    message.buckets.pop()
+    lines = [line for line in kpi_lines("b1", message) if line.startswith("kpi_1d,")]
+    assert "buckets=95.0" in lines[0]
+    result = stored_rows("b1", chunk, "kpi_day")
+    result.rows[0][result.columns.index("buckets")] = 95.0
+    assert kpi_store.totals_from_result(result) == []
