@@ -108,6 +108,9 @@ class KpiBook:
             # a final day changes: its stored copy must not be used again
             days = range(ledger.day_of(ts - MAX_SPAN_S), min(ledger.day_of(ts + MAX_SPAN_S) + 1, first_open))
             _track(self.stale, days)
+            for day in days:  # cached or not: a copy computed before the recorder stored the sample is not valid
+                if day in self.stale:
+                    self.ledger.invalidated_at_s[day] = now_s
 
     def prices_arrived(self, begin_s: float, end_s: float, now_s: float) -> None:
         """Prices for ``[begin_s, end_s)`` arrived: the final days in it are priced again where they held
@@ -141,7 +144,8 @@ class KpiBook:
         """A day computed from raw rows: cached, and (when final) due to be published."""
         self.ledger.put(chunk)
         if chunk.final:
-            self.stale.discard(chunk.day)
+            if self.ledger.valid(chunk.day) is not None:  # not computed too soon after a back-dated sample
+                self.stale.discard(chunk.day)
             self.reprice.discard(chunk.day)
             self.unpublished.add(chunk.day)
 
@@ -153,7 +157,12 @@ class KpiBook:
 
     def stale_days(self, now_s: float) -> list[int]:
         """Final days to compute again (stale ones not cached as valid), oldest first."""
-        return sorted(d for d in self.stale if self.ledger.is_final(d, now_s) and self.ledger.valid(d) is None)
+        settle = self.ledger.settle_s
+        return sorted(
+            d for d in self.stale
+            if self.ledger.is_final(d, now_s) and self.ledger.valid(d) is None
+            and now_s >= self.ledger.invalidated_at_s.get(d, -math.inf) + settle  # the recorder has it by now
+        )
 
     def open_series(self) -> TelemetrySeries:
         """The open raw range with the live samples merged in."""

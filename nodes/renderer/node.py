@@ -428,7 +428,8 @@ class Renderer(Service[RendererConfig]):
         if problem is not None:
             return pending("unavailable", problem, view.schedule)
         result = view.book.window(begin_s, end_s, now_s, prices, self.prices_version)
-        if not isinstance(result, list) and (stale := view.book.stale_days(now_s)):
+        if not isinstance(result, list) and time.monotonic() >= view.fill_blocked_until and (
+                stale := view.book.stale_days(now_s)):
             self._start_fill(battery, view, stale)  # a back-dated sample changed a final day: redo and republish
         if isinstance(result, list):
             if view.fill_error and time.monotonic() < view.fill_blocked_until:
