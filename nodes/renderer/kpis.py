@@ -136,8 +136,10 @@ class KpiBook:
             if day in self.reprice and chunk.buckets.sums[:, ledger.UNPRICED].sum() > 0:
                 continue
             self.reprice.discard(day)
-            self.ledger.put(DayChunk(day, chunk.buckets, now_s, final=True, currencies=chunk.currencies))
-            taken.add(day)
+            # as computed then: a copy from before a back-dated sample (plus the settle time) is not valid
+            self.ledger.put(chunk)
+            if self.ledger.valid(day, fine=not chunk.coarse) is not None:
+                taken.add(day)
         return taken
 
     def computed(self, chunk: DayChunk) -> None:

@@ -4,8 +4,9 @@ broker, recorder and InfluxDB.
 A battery reports every 2 s: the last 5 h (the common period of the 6 h and 24 h windows) and 4 h of a day three
 days ago (inside the 7 d and 30 d windows). Each window's energy, revenue and cycles must equal an independent
 numpy integral of the points it covers, so 6 h == 24 h and 7 d == 30 d. The renderer publishes the final days it
-computes (battery/{battery}/kpi/day), the recorder stores them (kpi_15m); after the raw rows of the old day are
-deleted, a restarted renderer still gives the same 30 d KPIs: they come from the stored day, not from raw rows.
+computes (battery/{battery}/kpi/day), the recorder stores them (kpi_15m, kpi_1d); after the raw rows of the old
+day are deleted, a restarted renderer still gives the same 30 d KPIs: they come from the stored day, not from raw
+rows. A back-dated reading for a stored day makes the renderer compute it again and republish it.
 """
 
 from __future__ import annotations
@@ -174,3 +175,30 @@ async def test_kpis_agree_across_windows_and_come_back_from_stored_days_after_a_
             return int(status.get("counters", {}).get("kpi_days_read", 0))
 
         wait_for(lambda: days_read() >= 25, timeout=15, what="the renderer's count of stored days read")
+
+        # back-dated readings for three stored (empty) final days: each is computed again and republished (the
+        # middle one is checked: the first and last day a window reads are read in full anyway)
+        late_days = (old_day - 4, old_day - 3, old_day - 2)
+        late_day = late_days[1]
+        late = [Telemetry(ts=datetime.fromtimestamp(d * DAY_S + 12 * 3600 + k * STEP_S, UTC), soc_kwh=500.0,
+                          power_kw=100.0) for d in late_days for k in range(2)]
+        bus = Bus("probe-kpi-late", MqttSettings(mqtt_host=services.mqtt_host, mqtt_port=services.mqtt_port,
+                                                 topic_root=topic_root))
+        await bus.start()
+        try:
+            for reading in late:
+                await bus.publish(TELEMETRY, reading, retain=False, wait_ack=True, battery=BATTERY)
+        finally:
+            await bus.stop()
+        want = 100.0 * STEP_S / 3600
+
+        async def republished() -> bool:
+            await kpis(http, base, window="30d")  # a viewer's window: the renderer notices the changed day
+            rows = stack.influx_rows(services.influx_url, influx_db,
+                                     f"SELECT \"discharged_kwh\" FROM \"kpi_1d\" WHERE \"battery\"='{BATTERY}' "
+                                     f"AND time = {late_day * DAY_S}s")
+            return bool(rows) and rows[0]["discharged_kwh"] == pytest.approx(want, rel=1e-12)
+
+        await wait_for_async(republished, timeout=60, what="the late day republished with the late reading")
+        after = await kpis(http, base, window="30d")
+        assert after["energy_discharged_kwh"] == pytest.approx(again["energy_discharged_kwh"] + 3 * want, rel=1e-12)
