@@ -6,15 +6,18 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import pytest
 
-from nodes.contract.messages import HistoryResult, Telemetry
+from nodes.contract.messages import HistoryQuery, HistoryResult, KpiDay, Telemetry
 from nodes.contract.topics import KPI_DAY
 from nodes.recorder.points import MASK, kpi_lines, rfc3339_from_us
 from nodes.recorder.table import SERIES
 from nodes.renderer import kpi_store, ledger
+from nodes.renderer.kpi_days import publish_new, read_stored
 from nodes.renderer.kpis import KpiBook, compute_day
 from nodes.renderer.ledger import DAY_S, DayChunk
-from nodes.renderer.series import PriceSeries, TelemetrySeries, to_datetime
+from nodes.renderer.series import PriceSeries, TelemetrySeries, parse_times, to_datetime
+from nodes.runtime.errors import BusUnavailable
 from tests.unit.test_kpis import NOW_S, cycling, hourly_prices
 
 _FIELD = re.compile(r'([a-z_]+)=("(?:[^"\\]|\\.)*"|[^,]+)')
@@ -180,3 +183,48 @@ def test_a_day_stored_in_part_has_no_usable_totals() -> None:
     result = stored_rows("b1", chunk, "kpi_day")
     result.rows[0][result.columns.index("buckets")] = 95.0
     assert kpi_store.totals_from_result(result) == []
+
+
+async def test_stored_days_are_read_as_totals_and_as_buckets_only_where_asked() -> None:
+    chunks = {c.day: c for c in (a_day(),)}
+    day = next(iter(chunks))
+    b = chunks[day].buckets
+    shifted = ledger.Buckets(b.edges + DAY_S, b.sums, b.first_t + DAY_S, b.first_soc, b.last_t + DAY_S, b.last_soc)
+    neighbour = DayChunk(day + 1, shifted, NOW_S, final=True, currencies=("EUR",))
+    asked: list[tuple[str, int]] = []
+
+    async def ask(query: HistoryQuery) -> HistoryResult:
+        asked.append((query.kind, query.limit))
+        rows: list[list[object]] = []
+        columns: list[str] = []
+        for chunk in (chunks[day], neighbour):
+            answer = stored_rows("b1", chunk, query.kind)
+            columns = answer.columns
+            begin_s, end_s = query.begin.timestamp(), query.end.timestamp()
+            rows += [r for r in answer.rows if begin_s <= parse_times([r[0]])[0] < end_s]
+        truncated = len(rows) > query.limit
+        return HistoryResult(ok=True, columns=columns, rows=rows[: query.limit], truncated=truncated)
+
+    found = await read_stored(ask, "b1", [day, day + 1], page_rows=100, fine=frozenset({day + 1}))
+    kinds = [kind for kind, _ in asked]
+    assert kinds[0] == "kpi_day"
+    assert kinds[1:] == ["kpi"]  # the buckets of the one day asked for
+    assert [(c.day, c.coarse) for c in found] == [(day, True), (day + 1, True), (day + 1, False)]
+
+
+async def test_a_day_that_could_not_be_published_is_kept_for_the_next_time() -> None:
+    book = KpiBook()
+    book.computed(a_day())
+    sent: list[KpiDay] = []
+
+    async def fail(battery: str, message: KpiDay) -> None:
+        raise BusUnavailable("broker away")
+
+    async def send(battery: str, message: KpiDay) -> None:
+        sent.append(message)
+
+    with pytest.raises(BusUnavailable):
+        await publish_new(fail, "b1", book)
+    assert await publish_new(send, "b1", book) == 1
+    assert len(sent[0].buckets) == 96
+    assert await publish_new(send, "b1", book) == 0
