@@ -192,8 +192,7 @@ async def cold_from_stored(
     totals: HistoryResult = await bus.request(HISTORY, HistoryQuery(
         kind="kpi_day", battery=BATTERY, begin=end - timedelta(days=days), end=end, limit=100_000), timeout=120)
     totals_s = time.perf_counter() - started
-    renderer.terminate()
-    renderer.wait(30)
+    stack.stop_process(renderer, 30)
     renderer = subprocess.Popen(  # noqa: ASYNC220 - the benchmark's own restart
         [sys.executable, "-m", "nodes.renderer"], env=env, cwd=ROOT,
         stdout=(logs / "renderer-restarted.log").open("wb"), stderr=subprocess.STDOUT,
