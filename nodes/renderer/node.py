@@ -11,16 +11,20 @@ windows are computed on demand and cached for ``BESS_RENDERER_FIGURE_CACHE_S``),
 ``battery/{battery}/revenue`` (DayRevenue, retained: today's realised revenue, the dashboard's own KPI since
 midnight on ``BESS_RENDERER_DAY_TZ``, at most every ``BESS_RENDERER_REVENUE_INTERVAL_S``), and for the
 dashboard's control panel ``battery/{battery}/request/{power,mode,replan}`` (source ``dashboard``, after the
-dashboard's token and CSRF checks: :mod:`nodes.renderer.guard`, :mod:`nodes.renderer.control`).
+dashboard's token and CSRF checks: :mod:`nodes.renderer.guard`, :mod:`nodes.renderer.control`), and the derived
+``battery/{battery}/kpi/day`` (KpiDay, not retained: a final day's KPI integrals, for the recorder to store).
 
 Two kinds of history:
 
 * for drawing, the recorder's answer for the window: raw rows when they fit ``BESS_RENDERER_MAX_POINTS``, else means
   per bucket (each drawn over the bucket it stands for), re-read every ``BESS_RENDERER_HISTORY_REFRESH_S`` with live
   telemetry appended in between;
-* for KPIs, raw rows only, integrated exactly into 15-minute rollups (:mod:`nodes.renderer.ledger`): the
-  days still open are kept raw and refreshed incrementally, final days are read once in the background (at
-  most ``BESS_RENDERER_KPI_MAX_ROWS`` rows per window; beyond that the page says so instead of showing a guess).
+* for KPIs, raw rows integrated exactly into 15-minute rollups (:mod:`nodes.renderer.ledger`): the days still
+  open are kept raw and refreshed incrementally; final days come from the store when they are there (their
+  totals, and the buckets of the days a window cuts: :mod:`nodes.renderer.kpi_days`), else their raw rows are
+  read once in the background (at most ``BESS_RENDERER_KPI_MAX_ROWS`` rows per window; beyond that the page says
+  so instead of showing a guess) and each day computed is published (``battery/{battery}/kpi/day``) for the
+  recorder to store.
 
 Diagnostics (:mod:`nodes.renderer.diagnoser`): raw readings and stored Commands of a viewer's window, diagnosed in a
 worker thread when a page asks, kept ``BESS_RENDERER_DIAGNOSTICS_REFRESH_S``. CSV exports
