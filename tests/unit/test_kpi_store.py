@@ -228,3 +228,18 @@ async def test_a_day_that_could_not_be_published_is_kept_for_the_next_time() -> 
     assert await publish_new(send, "b1", book) == 1
     assert len(sent[0].buckets) == 96
     assert await publish_new(send, "b1", book) == 0
+
+
+def test_a_day_that_becomes_final_in_the_open_range_is_published_once() -> None:
+    series = cycling(NOW_S - 2 * DAY_S, NOW_S - 30, step_s=300.0)
+    prices = hourly_prices(NOW_S - 3 * DAY_S, NOW_S + DAY_S)
+    book = KpiBook()
+    earlier = NOW_S - DAY_S  # the day before yesterday is final then, yesterday is still open
+    begin = book.open_from_s(earlier)
+    book.merge_open(series.between(begin, NOW_S + 1), begin, NOW_S + 1, earlier)
+    yesterday = ledger.day_of(NOW_S) - 1
+    assert book.first_open_day(earlier) <= yesterday < book.first_open_day(NOW_S)
+    assert isinstance(book.window(NOW_S - 6 * 3600, NOW_S, NOW_S, prices), ledger.Totals)
+    assert yesterday in [c.day for c in book.take_unpublished()]  # final now: computed from the open range
+    book.window(NOW_S - 6 * 3600, NOW_S, NOW_S, prices)
+    assert book.take_unpublished() == []
