@@ -7,7 +7,7 @@ open days on demand and answers "the sums over this window" (or "these days are 
     book.merge_open(series, until) -> after a fetch
     book.add_live(telemetry)       -> a live sample (a back-dated one invalidates cached days)
     book.window(lo, hi, now, ...)  -> Totals, or the list of final days to fetch first
-    book.accept_stored(chunks)     -> final days read back from the store (``kind="kpi"``), where still valid
+    book.accept_stored(chunks, now) -> final days read back from the store (``kpi_day`` totals, ``kpi`` buckets)
     book.take_unpublished()        -> days newly computed final, to publish (battery/{battery}/kpi/day)
 
 Stored days (:mod:`nodes.renderer.kpi_store`) stand for their raw rows until the renderer learns that they are
