@@ -66,7 +66,7 @@ Action = Literal["charge", "discharge", "idle"]
 ControlModeName = Literal["autopilot", "manual", "idle"]
 Mode = Literal["idle", "charging", "discharging", "offline"]
 NodeState = Literal["online", "degraded", "offline"]
-HistoryKind = Literal["telemetry", "command", "state", "schedule", "prices", "alarms"]
+HistoryKind = Literal["telemetry", "command", "state", "schedule", "prices", "alarms", "kpi", "kpi_day"]
 
 
 class Telemetry(Struct, kw_only=True, omit_defaults=True):
@@ -451,6 +451,70 @@ class DayRevenue(Struct, kw_only=True, omit_defaults=True):
     gap_s: Annotated[float, Meta(ge=0.0, le=1e9)] = 0.0
 
 
+KpiKwh = Annotated[float, Meta(ge=-1e9, le=1e9, description="energy in kWh (an integral; may be signed)")]
+KpiMoney = Annotated[float, Meta(ge=-1e12, le=1e12, description="money in the day's currency (an integral)")]
+BucketSeconds = Annotated[float, Meta(ge=0.0, le=1e6, description="seconds inside the bucket")]
+
+
+class KpiBucket(Struct, kw_only=True, omit_defaults=True):
+    """The exact integrals of one 15-minute bucket ``[start, start + 15 min)`` (:mod:`nodes.renderer.ledger`).
+
+    Every number but the first/last sample is additive: the value over any period is the sum over its buckets
+    (an hourly rollup is a plain ``sum()``). ``first_*``/``last_*``: the first and last sample inside the bucket
+    (none when it holds no sample), what a period's start/end SOC and its extent are read from.
+    """
+
+    start: UtcDatetime
+    charged_kwh: KpiKwh = 0.0
+    discharged_kwh: KpiKwh = 0.0
+    derived_kwh: KpiKwh = 0.0
+    """Energy moved (charged + discharged) over intervals whose power is derived from the SOC change."""
+    revenue: KpiMoney = 0.0
+    buy_money: KpiMoney = 0.0
+    priced_charged_kwh: KpiKwh = 0.0
+    sell_money: KpiMoney = 0.0
+    priced_discharged_kwh: KpiKwh = 0.0
+    unpriced_kwh: KpiKwh = 0.0
+    gap_s: BucketSeconds = 0.0
+    covered_s: BucketSeconds = 0.0
+    loss_kwh: KpiKwh = 0.0
+    samples: Annotated[float, Meta(ge=0.0, le=1e9)] = 0.0
+    first_ts: UtcDatetime | None = None
+    first_soc_kwh: KpiKwh | None = None
+    last_ts: UtcDatetime | None = None
+    last_soc_kwh: KpiKwh | None = None
+
+
+KPI_SUM_FIELDS: tuple[str, ...] = (
+    "charged_kwh", "discharged_kwh", "derived_kwh", "revenue", "buy_money", "priced_charged_kwh", "sell_money",
+    "priced_discharged_kwh", "unpriced_kwh", "gap_s", "covered_s", "loss_kwh", "samples",
+)
+"""The additive fields of a KpiBucket (and columns of a ``kind="kpi"`` history answer), in the renderer's ledger
+column order."""
+KPI_SAMPLE_COLUMNS: tuple[str, ...] = ("first_sample_s", "first_soc_kwh", "last_sample_s", "last_soc_kwh")
+"""The first/last sample of a bucket in a ``kind="kpi"`` answer: times as float epoch seconds (stored so, so that
+a rollup can take their min() and max()), SOC in kWh; None where the bucket holds no sample.
+
+``kind="kpi_day"`` answers one row per stored day (the recorder writes it with the day's buckets): the same
+columns summed over the day (correctly rounded), its first/last sample, and ``buckets`` (96 for a whole day)."""
+
+
+class KpiDay(Struct, kw_only=True, omit_defaults=True):
+    """Derived: a final UTC day of a battery's KPI integrals, 96 buckets of 15 minutes (``day`` is 00:00 UTC).
+
+    Computed by the renderer from the raw telemetry and prices with its one energy model (hold-last power,
+    SOC-derived spans, each piece at its own price slot), once no sample can change the day any more; stored
+    by the recorder as ``kpi_15m`` so that KPIs over any window are sums of stored buckets instead of raw rows.
+    Revenue and money are in ``currencies`` (the currency of the day's prices; none: nothing was priced).
+    """
+
+    day: UtcDatetime
+    computed_at: UtcDatetime
+    buckets: Annotated[list[KpiBucket], Meta(min_length=1, max_length=96)]
+    """In time order; the renderer sends all 96 (a day stored with fewer is not used: it is computed again)."""
+    currencies: Annotated[list[Currency], Meta(max_length=8)] = msgspec.field(default_factory=list)
+
+
 class Figure(Struct, kw_only=True, omit_defaults=True):
     """A Plotly figure as JSON (``data`` and ``layout``, ready for ``Plotly.react``) plus where it belongs."""
 
@@ -519,4 +583,5 @@ ALL_MESSAGES: tuple[type[Struct], ...] = (
     RequestResult,
     BatteryOutlook,
     DayRevenue,
+    KpiDay,
 )

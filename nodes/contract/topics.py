@@ -21,6 +21,8 @@ from nodes.contract.messages import (
     Figure,
     HistoryQuery,
     HistoryResult,
+    KpiBucket,
+    KpiDay,
     ModeRequest,
     NodeStatus,
     OutlookSlot,
@@ -480,6 +482,41 @@ REVENUE: Topic[DayRevenue] = Topic(
     example_params={"battery": "battery-1"},
 )
 
+_DAY = datetime(2025, 1, 15, tzinfo=UTC)
+
+KPI_DAY: Topic[KpiDay] = Topic(
+    path="battery/{battery}/kpi/day",
+    payload=KpiDay,
+    qos=1,
+    retain=False,
+    producers=(Role.RENDERER,),
+    consumers=(Role.RECORDER,),
+    doc="Derived: the exact KPI integrals of one final UTC day, 96 buckets of 15 minutes, computed by the "
+    "renderer from the raw telemetry and prices (the database cannot run the energy model: hold-last power, "
+    "SOC-derived spans, pieces split at price slots). The recorder stores each bucket as a kpi_15m point "
+    "(history kind kpi); a recomputed day (a back-dated sample, prices that arrived later) is published again "
+    "and overwrites the same points. Not retained: the store is where days are read back. (The example shows "
+    "2 of the 96 buckets.)",
+    example=KpiDay(
+        day=_DAY,
+        computed_at=_DAY + timedelta(days=1, hours=7),
+        currencies=["EUR"],
+        buckets=[
+            KpiBucket(
+                start=_DAY + timedelta(minutes=15 * i), charged_kwh=12.5 if i % 2 else 0.0,
+                discharged_kwh=0.0 if i % 2 else 11.0, revenue=-1.0 if i % 2 else 1.1,
+                buy_money=1.0 if i % 2 else 0.0, priced_charged_kwh=12.5 if i % 2 else 0.0,
+                sell_money=0.0 if i % 2 else 1.1, priced_discharged_kwh=0.0 if i % 2 else 11.0,
+                covered_s=900.0, loss_kwh=0.4, samples=900.0,
+                first_ts=_DAY + timedelta(minutes=15 * i), first_soc_kwh=500.0,
+                last_ts=_DAY + timedelta(minutes=15 * i, seconds=899), last_soc_kwh=500.0,
+            )
+            for i in range(2)
+        ],
+    ),
+    example_params={"battery": "battery-1"},
+)
+
 ALL_REQUESTS: tuple[Request[Any, Any], ...] = (HISTORY,)
 
 ALL_TOPICS: tuple[Topic[Any], ...] = (
@@ -503,4 +540,5 @@ ALL_TOPICS: tuple[Topic[Any], ...] = (
     REQUEST_RESULT,
     OUTLOOK,
     REVENUE,
+    KPI_DAY,
 )

@@ -34,7 +34,18 @@ import math
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
-from nodes.contract.messages import BMS_NUMBERS, Alarm, BatteryState, Command, PriceForecast, Schedule, Telemetry
+from nodes.contract.messages import (
+    BMS_NUMBERS,
+    KPI_SAMPLE_COLUMNS,
+    KPI_SUM_FIELDS,
+    Alarm,
+    BatteryState,
+    Command,
+    KpiDay,
+    PriceForecast,
+    Schedule,
+    Telemetry,
+)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
@@ -348,8 +359,65 @@ def alarm_lines(battery: str, msg: Alarm) -> list[str]:
     return _present(line("alarms", {"battery": battery, "rule": msg.rule}, fields, msg.since))
 
 
+KPI_SUMS = KPI_SUM_FIELDS
+"""The additive fields of a ``kpi_15m`` point (an hourly rollup is their sum)."""
+KPI_SAMPLE = KPI_SAMPLE_COLUMNS
+"""The first/last sample of a bucket; times as float epoch seconds (so a rollup can take min() and max())."""
+
+
+def kpi_lines(battery: str, msg: KpiDay) -> list[str]:
+    """One ``kpi_15m,battery=..`` point per bucket at its start. Every field is written each time (a recomputed
+    day replaces its points whole); a bucket without a sample names the first/last fields in ``absent``."""
+    currencies = ",".join(msg.currencies)
+    computed_at = rfc3339(msg.computed_at)
+    out: list[str] = []
+    for bucket in msg.buckets:
+        fields = _Fields()
+        for name in KPI_SUMS:
+            fields.num(name, getattr(bucket, name))
+        sample = (
+            None if bucket.first_ts is None else bucket.first_ts.timestamp(),
+            bucket.first_soc_kwh,
+            None if bucket.last_ts is None else bucket.last_ts.timestamp(),
+            bucket.last_soc_kwh,
+        )
+        for name, value in zip(KPI_SAMPLE, sample, strict=True):
+            fields.num(name, value)
+        missing = ",".join(name for name, value in zip(KPI_SAMPLE, sample, strict=True) if value is None)
+        fields.text("currency", currencies).text("computed_at", computed_at).text(MASK, missing)
+        out.extend(_present(line("kpi_15m", {"battery": battery}, fields, bucket.start)))
+    out.extend(_present(kpi_day_line(battery, msg)))
+    return out
+
+
+def kpi_day_line(battery: str, msg: KpiDay) -> str | None:
+    """``kpi_1d,battery=..`` at the day's start: the day's sums (``math.fsum``: correctly rounded), its first and
+    last sample, and how many buckets it has. Why a point of its own: a year of KPIs is 365 of these instead of
+    35,040 bucket rows (the renderer reads buckets only for days a window cuts)."""
+    buckets = msg.buckets
+    first = next((b for b in buckets if b.first_ts is not None), None)
+    last = next((b for b in reversed(buckets) if b.last_ts is not None), None)
+    fields = _Fields()
+    for name in KPI_SUMS:
+        fields.num(name, math.fsum(getattr(b, name) for b in buckets))
+    sample = (
+        None if first is None or first.first_ts is None else first.first_ts.timestamp(),
+        None if first is None else first.first_soc_kwh,
+        None if last is None or last.last_ts is None else last.last_ts.timestamp(),
+        None if last is None else last.last_soc_kwh,
+    )
+    for name, value in zip(KPI_SAMPLE, sample, strict=True):
+        fields.num(name, value)
+    missing = ",".join(name for name, value in zip(KPI_SAMPLE, sample, strict=True) if value is None)
+    fields.num("buckets", float(len(buckets)))
+    fields.text("currency", ",".join(msg.currencies)).text("computed_at", rfc3339(msg.computed_at))
+    return line("kpi_1d", {"battery": battery}, fields.text(MASK, missing), msg.day)
+
+
 __all__ = [
     "BMS_MASK",
+    "KPI_SAMPLE",
+    "KPI_SUMS",
     "MASK",
     "alarm_lines",
     "bms_fields",
@@ -357,6 +425,8 @@ __all__ = [
     "epoch_us",
     "escape_key",
     "escape_tag",
+    "kpi_day_line",
+    "kpi_lines",
     "line",
     "number",
     "prices_lines",

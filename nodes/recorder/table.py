@@ -28,6 +28,11 @@ plan           battery            plan_id, expected_revenue, baseline_revenue, c
 prices         zone               price_per_mwh, end, issued_at, source, currency (per slot)   slot ``start``
 alarms         battery, rule      state, severity, message, value, threshold, unit, raised_at  ``since``
                                   (one point per transition: raised, cleared)
+kpi_15m        battery            the additive KPI integrals (:data:`points.KPI_SUMS`),         bucket
+                                  first/last_sample_s, first/last_soc_kwh, currency,           ``start``
+                                  computed_at (one point per 15-minute bucket of a KpiDay)
+kpi_1d         battery            the same, summed over the day, and ``buckets`` (written with  day
+                                  the buckets of each KpiDay; history kind ``kpi_day``)          ``00:00``
 =============  =================  ===========================================================  ==============
 """
 
@@ -41,7 +46,7 @@ from typing import Any, Generic, TypeVar
 import msgspec
 
 from nodes.contract.messages import BMS_NUMBERS, HistoryKind, Telemetry
-from nodes.contract.topics import ALARM, COMMAND, PRICES, SCHEDULE, STATE, TELEMETRY, Topic
+from nodes.contract.topics import ALARM, COMMAND, KPI_DAY, PRICES, SCHEDULE, STATE, TELEMETRY, Topic
 from nodes.recorder import points
 
 M = TypeVar("M", bound=msgspec.Struct)
@@ -190,10 +195,31 @@ TABLE: tuple[Stored[Any], ...] = (
             tag_columns=("rule",),
         ),
     ),
+    Stored(
+        "kpi",
+        KPI_DAY,
+        points.kpi_lines,
+        Series(
+            "kpi_15m",
+            "battery",
+            (*points.KPI_SUMS, *points.KPI_SAMPLE, "currency", "computed_at"),
+            (*points.KPI_SUMS, *points.KPI_SAMPLE),
+            optional=points.KPI_SAMPLE,
+        ),
+    ),
 )
 """Every stored topic, in the order the recorder subscribes to them."""
 
-SERIES: dict[HistoryKind, Series] = {row.kind: row.series for row in TABLE}
+KPI_DAY_SERIES = Series(
+    "kpi_1d",
+    "battery",
+    (*points.KPI_SUMS, *points.KPI_SAMPLE, "buckets", "currency", "computed_at"),
+    (*points.KPI_SUMS, *points.KPI_SAMPLE, "buckets"),
+    optional=points.KPI_SAMPLE,
+)
+"""Written by the ``kpi`` row's point builder (one day point next to the 96 buckets), read as ``kpi_day``."""
+
+SERIES: dict[HistoryKind, Series] = {**{row.kind: row.series for row in TABLE}, "kpi_day": KPI_DAY_SERIES}
 """The query side's view of :data:`TABLE`: history kind -> how it is stored."""
 
 

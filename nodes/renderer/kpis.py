@@ -7,6 +7,15 @@ open days on demand and answers "the sums over this window" (or "these days are 
     book.merge_open(series, until) -> after a fetch
     book.add_live(telemetry)       -> a live sample (a back-dated one invalidates cached days)
     book.window(lo, hi, now, ...)  -> Totals, or the list of final days to fetch first
+    book.accept_stored(chunks, now) -> final days read back from the store (``kpi_day`` totals, ``kpi`` buckets)
+    book.take_unpublished()        -> days newly computed final, to publish (battery/{battery}/kpi/day)
+
+Stored days (:mod:`nodes.renderer.kpi_store`) stand for their raw rows until the renderer learns that they are
+outdated: a back-dated sample for a final day makes that day :attr:`KpiBook.stale` (computed again from raw
+rows, never taken from the store, then republished: the same timestamps overwrite the stored points), and a
+forecast with prices for a final day (:meth:`KpiBook.prices_arrived`) makes a stored copy holding unpriced
+energy be computed again with them. A stored day with unpriced energy is otherwise kept as it is: the energy
+stays counted as unpriced (the page says how much), never priced by a guess.
 """
 
 from __future__ import annotations
@@ -19,7 +28,10 @@ import numpy as np
 from nodes.contract.messages import Telemetry
 from nodes.renderer import ledger
 from nodes.renderer.ledger import BUCKET_S, DAY_S, MAX_SPAN_S, Buckets, DayChunk, Ledger, Totals
-from nodes.renderer.series import PriceSeries, TelemetrySeries
+from nodes.renderer.series import PriceSeries, TelemetrySeries, to_datetime
+
+MAX_TRACKED_DAYS = 5000
+"""At most this many stale / re-price days are remembered per battery (a hostile back-dated flood stays bounded)."""
 
 LATE_S = 120.0
 """Samples may reach the recorder this much later than their time (batching); a refresh re-reads that much."""
@@ -37,6 +49,12 @@ class KpiBook:
     """Raw rows up to here came from the recorder; later samples are live ones."""
     live: list[Telemetry] = field(default_factory=list)
     needs_full_refetch: bool = False
+    stale: set[int] = field(default_factory=set)
+    """Final days whose stored copy is outdated (a back-dated sample): computed again from raw rows."""
+    reprice: set[int] = field(default_factory=set)
+    """Final days that got prices after they may have been stored: a stored copy with unpriced energy is redone."""
+    unpublished: set[int] = field(default_factory=set)
+    """Days computed final from raw rows and not published yet."""
     _open_cache: tuple[int, float, Buckets] | None = None
     _version: int = 0
 
@@ -85,6 +103,68 @@ class KpiBook:
         self.ledger.invalidate(ts, now_s)
         if self.fetched_until_s is not None and ts < self.fetched_until_s - LATE_S:
             self.needs_full_refetch = True
+        first_open = self.first_open_day(now_s)
+        if ts < first_open * DAY_S + MAX_SPAN_S:
+            # a final day changes: its stored copy must not be used again
+            days = range(ledger.day_of(ts - MAX_SPAN_S), min(ledger.day_of(ts + MAX_SPAN_S) + 1, first_open))
+            _track(self.stale, days)
+            for day in days:  # cached or not: a copy computed before the recorder stored the sample is not valid
+                if day in self.stale:
+                    self.ledger.invalidated_at_s[day] = now_s
+
+    def prices_arrived(self, begin_s: float, end_s: float, now_s: float) -> None:
+        """Prices for ``[begin_s, end_s)`` arrived: the final days in it are priced again where they held
+        unpriced energy (cached ones at once, stored ones when read back)."""
+        first_open = self.first_open_day(now_s)
+        days = range(ledger.day_of(begin_s), min(ledger.day_of(end_s - 1e-6) + 1, first_open))
+        if len(days) == 0:
+            return
+        _track(self.reprice, days)
+        for day in days:
+            chunk = self.ledger.days.get(day)
+            if chunk is not None and chunk.buckets.sums[:, ledger.UNPRICED].sum() > 0:
+                self.ledger.invalidated_at_s[day] = now_s
+                self.stale.add(day)
+
+    def accept_stored(self, chunks: list[DayChunk], now_s: float) -> set[int]:
+        """Days read back from the store go into the ledger unless known to be outdated; the days taken."""
+        taken: set[int] = set()
+        for chunk in chunks:
+            day = chunk.day
+            if day in self.stale or not self.ledger.is_final(day, now_s):
+                continue
+            if day in self.reprice and chunk.buckets.sums[:, ledger.UNPRICED].sum() > 0:
+                continue
+            self.reprice.discard(day)
+            # as computed then: a copy from before a back-dated sample (plus the settle time) is not valid
+            self.ledger.put(chunk)
+            if self.ledger.valid(day, fine=not chunk.coarse) is not None:
+                taken.add(day)
+        return taken
+
+    def computed(self, chunk: DayChunk) -> None:
+        """A day computed from raw rows: cached, and (when final) due to be published."""
+        self.ledger.put(chunk)
+        if chunk.final:
+            if self.ledger.valid(chunk.day) is not None:  # not computed too soon after a back-dated sample
+                self.stale.discard(chunk.day)
+            self.reprice.discard(chunk.day)
+            self.unpublished.add(chunk.day)
+
+    def take_unpublished(self) -> list[DayChunk]:
+        """The final days computed since the last call (oldest first), to publish."""
+        out = [chunk for day in sorted(self.unpublished) if (chunk := self.ledger.days.get(day)) is not None]
+        self.unpublished.clear()
+        return out
+
+    def stale_days(self, now_s: float) -> list[int]:
+        """Final days to compute again (stale ones not cached as valid), oldest first."""
+        settle = self.ledger.settle_s
+        return sorted(
+            d for d in self.stale
+            if self.ledger.is_final(d, now_s) and self.ledger.valid(d) is None
+            and now_s >= self.ledger.invalidated_at_s.get(d, -math.inf) + settle  # the recorder has it by now
+        )
 
     def open_series(self) -> TelemetrySeries:
         """The open raw range with the live samples merged in."""
@@ -121,8 +201,9 @@ class KpiBook:
             if not self.ledger.is_final(day, now_s):
                 continue
             series = self.open_series().between(lo, hi)
-            self.ledger.put(
-                DayChunk(day, ledger.integrate(series, prices, ledger.day_edges(day)), now_s, final=True)
+            self.computed(
+                DayChunk(day, ledger.integrate(series, prices, ledger.day_edges(day)), now_s, final=True,
+                         currencies=day_currencies(prices, day))
             )
 
     # -- windows ------------------------------------------------------------------------------------------
@@ -150,7 +231,7 @@ class KpiBook:
         for day in range(ledger.day_of(lo), ledger.day_of(hi - 1) + 1):
             if day >= first_open:
                 break
-            chunk = self.ledger.valid(day)
+            chunk = self.ledger.valid(day, fine=not ledger.whole_day(day, lo, hi))
             if chunk is None:
                 missing.append(day)
             else:
@@ -184,10 +265,32 @@ def compute_day(day: int, series: TelemetrySeries, prices: PriceSeries, now_s: f
     lo, hi = ledger.fetch_range(day)
     chunk = DayChunk(
         day, ledger.integrate(series.between(lo, hi), prices, ledger.day_edges(day)), now_s,
-        final=book.ledger.is_final(day, now_s),
+        final=book.ledger.is_final(day, now_s), currencies=day_currencies(prices, day),
     )
-    book.ledger.put(chunk)
+    book.computed(chunk)
     return chunk
+
+
+def day_currencies(prices: PriceSeries, day: int) -> tuple[str, ...]:
+    """The currencies of the price slots within a UTC day (what its money is in)."""
+    window = prices.window(to_datetime(day * DAY_S), to_datetime((day + 1) * DAY_S))
+    return tuple(sorted(window.currencies)) if len(window) else ()
+
+
+def window_currencies(book: KpiBook, begin_s: float, end_s: float) -> set[str]:
+    """The currencies of the cached days inside ``[begin_s, end_s)`` (their prices may no longer be loaded)."""
+    found: set[str] = set()
+    for day in range(ledger.day_of(begin_s), ledger.day_of(end_s) + 1):
+        chunk = book.ledger.days.get(day)
+        if chunk is not None:
+            found.update(chunk.currencies)
+    return found
+
+
+def _track(days: set[int], new: range) -> None:
+    days.update(new)
+    while len(days) > MAX_TRACKED_DAYS:
+        days.discard(min(days))
 
 
 @dataclass

@@ -232,6 +232,11 @@ def day_of(time_s: float) -> int:
     return math.floor(time_s / DAY_S)
 
 
+def whole_day(day: int, begin_s: float, end_s: float) -> bool:
+    """Does ``[begin_s, end_s)`` hold all of UTC day ``day``?"""
+    return begin_s <= day * DAY_S and end_s >= (day + 1) * DAY_S
+
+
 def day_edges(day: int) -> FloatArray:
     """The 97 bucket edges of a UTC day."""
     return np.arange(BUCKETS_PER_DAY + 1, dtype=np.float64) * BUCKET_S + day * DAY_S
@@ -250,6 +255,13 @@ class DayChunk:
     buckets: Buckets
     computed_at_s: float
     final: bool
+    currencies: tuple[str, ...] = ()
+    """The currencies of the prices its money is in (none: nothing priced); a window never adds two."""
+
+    @property
+    def coarse(self) -> bool:
+        """One row for the whole day (its stored totals): serves windows that hold the whole day only."""
+        return len(self.buckets) == 1
 
 
 @dataclass
@@ -270,10 +282,10 @@ class Ledger:
         """Can no sample arrive any more that changes ``day`` (by the clock, ignoring late writes)?"""
         return fetch_range(day)[1] + self.settle_s <= now_s
 
-    def valid(self, day: int) -> DayChunk | None:
-        """The cached chunk for ``day`` if it is final and not invalidated since."""
+    def valid(self, day: int, *, fine: bool = False) -> DayChunk | None:
+        """The cached chunk for ``day`` if it is final and not invalidated since (``fine``: with its buckets)."""
         chunk = self.days.get(day)
-        if chunk is None or not chunk.final:
+        if chunk is None or not chunk.final or (fine and chunk.coarse):
             return None
         self.days.move_to_end(day)
         touched = self.invalidated_at_s.get(day)
@@ -289,6 +301,8 @@ class Ledger:
         """Cache a chunk (only final ones are kept); the least recently used days go when over ``max_days``."""
         if not chunk.final:
             return
+        if chunk.coarse and self.valid(chunk.day, fine=True) is not None:
+            return  # the buckets serve every window the totals serve, and more
         self.days[chunk.day] = chunk
         self.days.move_to_end(chunk.day)
         while len(self.days) > self.max_days:

@@ -12,16 +12,20 @@ windows are computed on demand and cached for ``BESS_RENDERER_FIGURE_CACHE_S``),
 ``battery/{battery}/revenue`` (DayRevenue, retained: today's realised revenue, the dashboard's own KPI since
 midnight on ``BESS_RENDERER_DAY_TZ``, at most every ``BESS_RENDERER_REVENUE_INTERVAL_S``), and for the
 dashboard's control panel ``battery/{battery}/request/{power,mode,replan}`` (source ``dashboard``, after the
-dashboard's token and CSRF checks: :mod:`nodes.renderer.guard`, :mod:`nodes.renderer.control`).
+dashboard's token and CSRF checks: :mod:`nodes.renderer.guard`, :mod:`nodes.renderer.control`), and the derived
+``battery/{battery}/kpi/day`` (KpiDay, not retained: a final day's KPI integrals, for the recorder to store).
 
 Two kinds of history:
 
 * for drawing, the recorder's answer for the window: raw rows when they fit ``BESS_RENDERER_MAX_POINTS``, else means
   per bucket (each drawn over the bucket it stands for), re-read every ``BESS_RENDERER_HISTORY_REFRESH_S`` with live
   telemetry appended in between;
-* for KPIs, raw rows only, integrated exactly into 15-minute rollups (:mod:`nodes.renderer.ledger`): the
-  days still open are kept raw and refreshed incrementally, final days are read once in the background (at
-  most ``BESS_RENDERER_KPI_MAX_ROWS`` rows per window; beyond that the page says so instead of showing a guess).
+* for KPIs, raw rows integrated exactly into 15-minute rollups (:mod:`nodes.renderer.ledger`): the days still
+  open are kept raw and refreshed incrementally; final days come from the store when they are there (their
+  totals, and the buckets of the days a window cuts: :mod:`nodes.renderer.kpi_days`), else their raw rows are
+  read once in the background (at most ``BESS_RENDERER_KPI_MAX_ROWS`` rows per window; beyond that the page says
+  so instead of showing a guess) and each day computed is published (``battery/{battery}/kpi/day``) for the
+  recorder to store.
 
 Diagnostics (:mod:`nodes.renderer.diagnoser`): raw readings and stored Commands of a viewer's window, diagnosed in a
 worker thread when a page asks, kept ``BESS_RENDERER_DIAGNOSTICS_REFRESH_S``. CSV exports
@@ -61,6 +65,7 @@ from nodes.contract.messages import (
     HistoryKind,
     HistoryQuery,
     HistoryResult,
+    KpiDay,
     NodeStatus,
     PriceForecast,
     RequestResult,
@@ -73,6 +78,7 @@ from nodes.contract.topics import (
     CONTROL,
     FIGURE,
     HISTORY,
+    KPI_DAY,
     PRICES,
     REQUEST_RESULT,
     REVENUE,
@@ -83,8 +89,9 @@ from nodes.contract.topics import (
     TELEMETRY,
     Topic,
 )
-from nodes.renderer import control_web, revenue
+from nodes.renderer import control_web, kpi_days, revenue
 from nodes.renderer import history as hist
+from nodes.renderer import pages as history_pages
 from nodes.renderer.attention import Attention, render_order
 from nodes.renderer.command_history import CommandHistory
 from nodes.renderer.config import RendererConfig
@@ -99,7 +106,7 @@ from nodes.renderer.figures import FIGURE_IDS, alarms_from_history
 from nodes.renderer.guard import ControlGuard
 from nodes.renderer.history import DisplayHistory, bucket_seconds
 from nodes.renderer.insights import Insights, insights_from_totals, pending
-from nodes.renderer.kpis import DayFiller, KpiBook, compute_day, runs
+from nodes.renderer.kpis import DayFiller, KpiBook, compute_day, runs, window_currencies
 from nodes.renderer.retained import clear_figures
 from nodes.renderer.series import PriceSeries, TelemetrySeries, downsample, to_datetime
 from nodes.renderer.slots import LIVE, NEW, PrioritySlots
@@ -283,6 +290,10 @@ class Renderer(Service[RendererConfig]):
         """A new forecast: every battery's price figures change."""
         self.forecast = message
         self.prices_version += 1
+        if message.slots:
+            begin_s, end_s = message.slots[0].start.timestamp(), message.slots[-1].end.timestamp()
+            for view in self.views.values():
+                view.book.prices_arrived(begin_s, end_s, time.time())  # a final day priced late: redone
         self._mark(*self.views)
 
     async def on_alarm(self, params: dict[str, str], message: Alarm, delivery: Delivery) -> None:
@@ -334,7 +345,9 @@ class Renderer(Service[RendererConfig]):
     async def _history(
         self, kind: HistoryKind, begin: datetime, end: datetime, *, every_s: int | None, limit: int, **ids: str
     ) -> HistoryResult:
-        query = HistoryQuery(kind=kind, begin=begin, end=end, every_s=every_s, limit=limit, **ids)
+        return await self._ask_ok(HistoryQuery(kind=kind, begin=begin, end=end, every_s=every_s, limit=limit, **ids))
+
+    async def _ask_ok(self, query: HistoryQuery) -> HistoryResult:
         result = await self._ask_history(query)
         if not result.ok:
             raise RuntimeError(result.error or "history request failed")
@@ -344,16 +357,9 @@ class Renderer(Service[RendererConfig]):
         self, kind: HistoryKind, begin_s: float, end_s: float, **ids: str
     ) -> AsyncIterator[tuple[HistoryResult, float]]:
         """Raw rows of ``[begin_s, end_s)`` page by page, each with the time up to which rows are complete."""
-        cursor = to_datetime(begin_s)
-        end = to_datetime(end_s)
-        while cursor < end:
-            result = await self._history(kind, cursor, end, every_s=None, limit=self.config.history_page_rows, **ids)
-            if not (result.truncated and result.rows):
-                yield result, end_s
-                return
-            last = datetime.fromisoformat(str(result.rows[-1][0]).replace("Z", "+00:00"))
-            yield result, last.timestamp()
-            cursor = last + timedelta(microseconds=1)
+        async for page in history_pages.pages(self._ask_ok, kind, begin_s, end_s, self.config.history_page_rows,
+                                              **ids):
+            yield page
 
     async def _raw_series(self, begin_s: float, end_s: float, battery: str) -> TelemetrySeries:
         parts = [TelemetrySeries.from_history(r) async for r, _ in self._raw_pages("telemetry", begin_s, end_s,
@@ -454,17 +460,24 @@ class Renderer(Service[RendererConfig]):
         if view.book.open_start_s is None:
             return pending("unavailable", "history unavailable: the recorder did not answer", view.schedule)
         prices = self._prices()
-        problem = mixed_currencies(prices.window(to_datetime(begin_s), to_datetime(end_s)).currencies, view.schedule)
+        # the currencies of the prices in view, and of the stored days whose prices were never read
+        currencies = set(prices.window(to_datetime(begin_s), to_datetime(end_s)).currencies)
+        currencies |= window_currencies(view.book, begin_s, end_s)
+        problem = mixed_currencies(currencies, view.schedule)
         if problem is not None:
             return pending("unavailable", problem, view.schedule)
         result = view.book.window(begin_s, end_s, now_s, prices, self.prices_version)
+        if not isinstance(result, list) and time.monotonic() >= view.fill_blocked_until and (
+                stale := view.book.stale_days(now_s)):
+            self._start_fill(battery, view, stale)  # a back-dated sample changed a final day: redo and republish
         if isinstance(result, list):
             if view.fill_error and time.monotonic() < view.fill_blocked_until:
                 return pending("unavailable", view.fill_error, view.schedule)
             self._start_fill(battery, view, result)
             note = view.fill_note or f"reading the raw history of {len(result)} day(s)"
             return pending("computing", note, view.schedule)
-        return insights_from_totals(result, view.spec, view.schedule, next(iter(prices.currencies), None))
+        return insights_from_totals(result, view.spec, view.schedule,
+                                    next(iter(sorted(currencies or prices.currencies)), None))
 
     def _start_fill(self, battery: str, view: BatteryView, days: list[int]) -> None:
         if view.fill_task is not None and not view.fill_task.done():
@@ -472,12 +485,33 @@ class Renderer(Service[RendererConfig]):
         view.fill_error = ""
         view.fill_task = asyncio.create_task(self._fill(battery, view, days), name=f"kpi-fill-{battery}")
 
+    async def _publish_kpi(self, battery: str, message: KpiDay) -> None:
+        await self.bus.publish(KPI_DAY, message, battery=battery)
+
+    async def _publish_days(self, battery: str, view: BatteryView) -> None:
+        """Newly final days to the recorder (battery/{battery}/kpi/day); kept for later while the broker is away."""
+        try:
+            self.bus.counters["kpi_days_published"] += await kpi_days.publish_new(self._publish_kpi, battery, view.book)
+        except BusUnavailable as exc:
+            log.debug("KPI days of %s not published yet: %s", battery, exc)
+
     async def _fill(self, battery: str, view: BatteryView, days: list[int]) -> None:
-        """Read the raw rows of missing final days (newest first) and integrate them into the ledger."""
+        """Missing final days (newest first): the stored ones (``kind="kpi"``) first, the raw rows of the rest
+        integrated into the ledger and published (:mod:`nodes.renderer.kpi_days`)."""
         _BACKGROUND.set(True)  # this task's own context: its history requests wait behind the live ones
         read = 0
         done = 0
         try:
+            wanted = sorted(d for d in days if d not in view.book.stale)
+            # totals for whole days; buckets for the first and last (a window cuts no other day)
+            ends = frozenset(wanted[:1] + wanted[-1:])
+            stored = await kpi_days.read_stored(self._ask_ok, battery, wanted, self.config.history_page_rows,
+                                                fine=ends)
+            taken = view.book.accept_stored(stored, time.time())
+            done += len(taken)
+            self.bus.counters["kpi_days_read"] += len(taken)
+            # the rest from raw rows, and an end day whose buckets were not stored (its totals cannot serve a cut)
+            days = [d for d in days if d not in taken or (d in ends and view.book.ledger.valid(d, fine=True) is None)]
             chunks = [run[i : i + FILL_RUN_DAYS] for run in runs(days) for i in range(0, len(run), FILL_RUN_DAYS)]
             for run in reversed(chunks):
                 filler = DayFiller(list(run))
@@ -495,6 +529,7 @@ class Renderer(Service[RendererConfig]):
                     if read > self.config.kpi_max_rows:
                         raise _TooManyRows
                     await asyncio.sleep(0)  # let renders and page requests through between pages
+                await self._publish_days(battery, view)
         except _TooManyRows:
             view.fill_error = (
                 f"not computed: this window has more than {self.config.kpi_max_rows:,} raw samples "
@@ -549,13 +584,15 @@ class Renderer(Service[RendererConfig]):
                 alarms, alarms_note = await self._alarm_history(battery, view, window, begin, end)
         telemetry = hist.with_live(view.live, history, begin.timestamp(), end.timestamp() + (1.0 if live else 0.0))
         x_end = end + (end - begin) / 2 if live else end
+        insights = self._insights(battery, view, begin.timestamp(), end.timestamp(), now_s)
+        await self._publish_days(battery, view)  # days the open range made final just now
         return Scene(
             battery=battery,
             telemetry=telemetry,
             prices=downsample(self._prices().window(begin, x_end), self.config.max_points),
             schedule=view.schedule,
             spec=view.spec,
-            insights=self._insights(battery, view, begin.timestamp(), end.timestamp(), now_s),
+            insights=insights,
             now=now,
             x_range=(begin, x_end),
             live=live,

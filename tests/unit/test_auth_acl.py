@@ -175,6 +175,7 @@ EXPECTED: dict[str, dict[str, str]] = {
         t("battery/+/control"): "read",
         t("market/+/prices"): "read",
         t("battery/+/alarm/+"): "read",
+        t("battery/+/kpi/day"): "read",
         t("history/request"): "read",
         t("history/response/+"): "write",
         t("stored/+"): "write",
@@ -225,6 +226,7 @@ EXPECTED: dict[str, dict[str, str]] = {
         t("history/response/renderer"): "read",
         t("battery/+/figure/+"): "write",
         t("battery/+/revenue"): "write",
+        t("battery/+/kpi/day"): "write",
         # the dashboard's control panel: the same request topics as Home Assistant's controls
         t("battery/+/request/mode"): "write",
         t("battery/+/request/power"): "write",
