@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from nodes.recorder import rollup_repair, rollups
+from nodes.recorder import raw_guard, rollup_repair, rollups
 from nodes.recorder.influxql import ident, time_literal
 from nodes.recorder.rollups import ContinuousQuery, RetentionPolicy, Rollup
 from nodes.recorder.store import Influx1Store, StoreError
@@ -276,7 +276,9 @@ def _written(answer: dict[str, Any]) -> int:
 async def apply_raw_retention(store: Influx1Store, settings: RollupSettings, now: datetime,
                               measurement: str = "telemetry") -> str | None:
     """Delete raw ``measurement`` points older than the raw retention, but only where the 1-min rollup covers them
-    (never a point no rollup holds). Returns a reason when it must wait (coverage starts later), else None."""
+    (never a point no rollup holds) and, per battery, only up to the first day whose KPI day is not stored
+    (:mod:`nodes.recorder.raw_guard`). Returns a reason when it must keep some (coverage starts later, or KPI days
+    are missing), else None."""
     if settings.raw_retention_s is None:
         return None
     minute = next(r for r in settings.rollups if r.source == measurement and r.source_rp is None)
@@ -286,9 +288,18 @@ async def apply_raw_retention(store: Influx1Store, settings: RollupSettings, now
         since = "nowhere" if covered is None else f"from {covered.since.isoformat()}"
         return (f"raw {measurement} older than {cutoff.isoformat()} is kept: {minute.name} is complete {since} "
                 "(run rollups backfill to cover it)")
-    await store.influxql([f"DELETE FROM {ident(measurement)} WHERE time >= {time_literal(covered.since)} "
-                          f"AND time < {time_literal(cutoff)}"])
-    return None
+    # per battery, never past a day whose KPI day is not stored yet (nodes.recorder.raw_guard says why)
+    upper = cutoff + timedelta(seconds=raw_guard.KPI_SPAN_S)
+    data, stored = await store.influxql([
+        raw_guard.days_query(rollups.target_ref(store.database, minute), minute.marker, covered.since, upper),
+        raw_guard.days_query(ident("kpi_1d"), "buckets", covered.since, upper),
+    ])
+    battery_limits = raw_guard.limits(raw_guard.days_of(data), raw_guard.days_of(stored), cutoff)
+    statements = raw_guard.delete_statements(measurement, covered.since, battery_limits)
+    if statements:
+        await store.influxql(statements)
+    held = raw_guard.held_back(battery_limits, cutoff)
+    return raw_guard.describe(held, battery_limits) if held else None
 
 
 __all__ = [

@@ -307,7 +307,7 @@ async def test_backfill_corrects_buckets_whose_points_were_rewritten_without_a_f
     assert_same(stored(services, influx_db, rollups.TELEMETRY_1H, battery_id), expected(arrays, 3600))
 
 
-async def test_raw_retention_deletes_only_raw_points_the_rollups_cover(
+async def test_raw_retention_deletes_only_raw_points_the_rollups_and_the_kpi_days_cover(
     services: Services, influx_db: str, store: Influx1Store, battery_id: str,
 ) -> None:
     lines, _ = readings(battery_id, T0, 1800)
@@ -324,6 +324,14 @@ async def test_raw_retention_deletes_only_raw_points_the_rollups_cover(
     query = HistoryQuery(kind="telemetry", battery=battery_id, begin=T0, end=T0 + H, every_s=60, limit=100)
     before = await store.query(query)
     await backfill(store, settings, T0, T0 + H, progress=lambda _line: None)  # reaches the covered part
+    kept = await apply_raw_retention(store, settings, now)
+    assert kept is not None
+    assert "KPI days" in kept, kept
+    assert battery_id in kept
+    assert services.influx_rows(influx_db, 'SELECT count("soc_kwh") FROM "telemetry"')[0]["count"] == 1800, (
+        "the day's KPIs are not stored yet: its raw points must stay"
+    )
+    await write(store, [f"kpi_1d,battery={battery_id} buckets=96 {int(T0.timestamp()) * 10**6}"])
     assert await apply_raw_retention(store, settings, now) is None
     assert services.influx_rows(influx_db, 'SELECT count("soc_kwh") FROM "telemetry"') == [], "raw points deleted"
     assert services.influx_rows(influx_db, 'SELECT count("power_kw") FROM "command"')[0]["count"] == 1, "kept"
