@@ -42,6 +42,8 @@ log = logging.getLogger("bess.bus")
 
 # CONNACK codes that mean "these credentials will never work" (MQTT 3.1.1: 4, 5; MQTT 5: 0x86, 0x87, 0x8A, 0x8C)
 REFUSED_CODES = frozenset({4, 5, 0x86, 0x87, 0x8A, 0x8C})
+#: topic filters per SUBSCRIBE packet (about 60 bytes each: a packet stays far below any broker's size limit)
+SUBSCRIBE_CHUNK = 200
 
 
 def _first(properties: dict[str, Any], key: str) -> Any:
@@ -103,9 +105,14 @@ class Bus(MessageBus):
             self._send_subscribe([sub])
 
     def _send_subscribe(self, subs: list[AnySubscription]) -> None:
-        for sub in subs:
-            self._client.subscribe(gmqtt.Subscription(sub.broker_filter, qos=1, no_local=sub.no_local))
-            log.debug("subscribed %s", sub.broker_filter)
+        # Several filters per SUBSCRIBE packet: each packet takes a packet id until its SUBACK, and gmqtt has only
+        # the broker's receive maximum of them, so a simulator of 1,000 batteries (3,000 filters) sent one packet
+        # each ran out of ids (OverflowError in on_connect) and never came online.
+        for start in range(0, len(subs), SUBSCRIBE_CHUNK):
+            chunk = subs[start : start + SUBSCRIBE_CHUNK]
+            self._client.subscribe([gmqtt.Subscription(sub.broker_filter, qos=1, no_local=sub.no_local)
+                                    for sub in chunk])
+            log.debug("subscribed %s", ", ".join(sub.broker_filter for sub in chunk))
 
     # -- connection -------------------------------------------------------------------------------------------
 
