@@ -80,7 +80,7 @@ class ProcessSampler:
     def _totals(self) -> dict[str, tuple[int, int]]:
         """name -> (CPU ticks, RSS pages) of every process in the node's group (or the pid alone)."""
         leaders = {pid: name for name, pid in self.pids.items()}
-        totals = {name: (0, 0) for name in self.pids}
+        totals = dict.fromkeys(self.pids, (0, 0))
         for pid in _all_pids():
             stat = _stat(pid)
             if stat is None:
