@@ -32,6 +32,9 @@ class SimulatorConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
     sim_speed: float = 1.0
     #: readings per battery kept until the recorder confirms them stored (battery/{battery}/stored); 0: none
     sim_keep_unconfirmed: int = 10_000
+    #: readings kept over all batteries of this process (about 540 bytes each): 1,000 batteries x 10,000 would be
+    #: 5.4 GB during a long recorder outage, so a large fleet keeps fewer per battery (``keep_per_battery``)
+    sim_keep_unconfirmed_total: int = 1_000_000
     #: the longest autopilot (planner) lease obeyed, from arrival; longer ones are cut and the state says so
     max_lease_s: float = 600.0
     #: the longest lease of any other source (gateway, operators, bridges): the gateway's own maximum
@@ -56,6 +59,8 @@ class SimulatorConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
             found.append("BESS_SIM_TELEMETRY_INTERVAL_S and BESS_SIM_SPEED must be > 0")
         if not 0 <= self.sim_keep_unconfirmed <= 1_000_000:
             found.append("BESS_SIM_KEEP_UNCONFIRMED must be between 0 and 1000000")
+        if not 1 <= self.sim_keep_unconfirmed_total <= 100_000_000:
+            found.append("BESS_SIM_KEEP_UNCONFIRMED_TOTAL must be between 1 and 100000000")
         try:
             self.faults()
         except FaultError as exc:
@@ -65,6 +70,12 @@ class SimulatorConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
     def faults(self) -> FaultPlan:
         """The injected faults (``BESS_SIM_FAULT``); raises :class:`~nodes.simulator.faults.FaultError`."""
         return parse_faults(self.sim_fault, self.battery_ids())
+
+    def keep_per_battery(self, batteries: int) -> int:
+        """Readings each of ``batteries`` keeps until stored: ``BESS_SIM_KEEP_UNCONFIRMED``, within the total."""
+        if self.sim_keep_unconfirmed == 0:
+            return 0
+        return max(1, min(self.sim_keep_unconfirmed, self.sim_keep_unconfirmed_total // max(batteries, 1)))
 
     def battery_ids(self) -> list[str]:
         """The batteries this simulator runs: the generated fleet of ``BESS_SIM_COUNT``, else ``BESS_BATTERIES``."""

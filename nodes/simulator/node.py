@@ -7,7 +7,8 @@ Produces: ``battery/{battery}/spec`` (retained, at start), ``battery/{battery}/t
 lease, limits hit). Every lease is capped from the moment it arrives: ``BESS_MAX_LEASE_S`` (600 s) for the
 autopilot, ``BESS_MAX_OPERATOR_LEASE_S`` (24 h) for everyone else; the state's ``limits_hit`` and ``reason`` say so.
 Stored confirmations: with ``BESS_SIM_KEEP_UNCONFIRMED`` > 0 (default 10000 readings per battery) it consumes
-``battery/{battery}/stored`` and keeps each reading until the recorder confirms it stored, re-sending what it
+``battery/{battery}/stored`` and keeps each reading until the recorder confirms it stored (at most
+``BESS_SIM_KEEP_UNCONFIRMED_TOTAL``, 1,000,000, over all batteries: a fleet keeps fewer each), re-sending what it
 kept after every reconnect (:mod:`nodes.simulator.outbox`): a broker crash that loses acknowledged readings
 loses none of these. Counters: ``unconfirmed`` (kept now), ``resent``, ``unconfirmed_dropped`` (outbox full).
 Lifecycle: the common node lifecycle (nodes.runtime.node); a tick loop advances every battery in real time,
@@ -68,7 +69,10 @@ class Simulator(Service[SimulatorConfig]):
         self.faults = config.faults()
         self._faulty: dict[str, set[str]] = {b: set() for b in ids}
         """battery -> the fault kinds in force at the last tick (to log each start and end once)."""
-        keep = config.sim_keep_unconfirmed
+        keep = config.keep_per_battery(len(ids))
+        if 0 < keep < config.sim_keep_unconfirmed:
+            log.info("keeping at most %d unconfirmed readings per battery (BESS_SIM_KEEP_UNCONFIRMED_TOTAL %d over "
+                     "%d batteries)", keep, config.sim_keep_unconfirmed_total, len(ids))
         self.outboxes = {b: Outbox(keep) for b in ids} if keep else {}
         self.ticks = Ticks(config.sim_telemetry_interval_s)
         self.tally: Counter[str] = Counter()

@@ -155,3 +155,15 @@ def test_a_wildcard_subscription_still_matches_beside_exact_ones() -> None:
     assert found is not None
     assert found[0].topic is TELEMETRY
     assert router.match(COMMAND.name(root=bus.root, battery="b2")) is None
+
+
+def test_a_large_fleet_keeps_fewer_unconfirmed_readings_per_battery_within_the_total() -> None:
+    """10,000 readings for each of 1,000 batteries would be 5.4 GB in one process during a recorder outage."""
+    sim = Simulator(SimulatorConfig(sim_count=1000), MemoryBus("simulator"))
+    assert {box.limit for box in sim.outboxes.values()} == {1000}
+    assert sum(box.limit for box in sim.outboxes.values()) <= SimulatorConfig().sim_keep_unconfirmed_total
+    few = Simulator(SimulatorConfig(batteries=["a", "b"]), MemoryBus("simulator"))
+    assert {box.limit for box in few.outboxes.values()} == {10_000}  # a small site keeps its full window
+    assert SimulatorConfig(sim_count=10, sim_keep_unconfirmed=0).keep_per_battery(10) == 0
+    assert SimulatorConfig(sim_keep_unconfirmed_total=0).problems() == [
+        "BESS_SIM_KEEP_UNCONFIRMED_TOTAL must be between 1 and 100000000"]
