@@ -28,6 +28,8 @@ from pathlib import Path
 from deploy import stack
 
 _TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+#: mosquitto's count of messages it holds: retained ones, and those queued or in flight for any session
+BROKER_STORED = "$SYS/broker/store/messages/count"
 _PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 
@@ -123,8 +125,10 @@ class BusWatch:
         self.series: dict[str, dict[str, list[tuple[float, int]]]] = {}
         self.states: dict[str, str] = {}
         self.lag_s: list[float] = []
+        #: the broker's messages in store (retained, queued, in flight) every ``sys_interval`` (mosquitto: 10 s)
+        self.broker_stored: list[int] = []
         self._client = stack.MiniMqtt(host, port, keepalive=0, timeout=5.0)
-        self._client.subscribe([f"{root}/node/+/status",
+        self._client.subscribe([f"{root}/node/+/status", BROKER_STORED,
                                 *(f"{root}/battery/{b}/stored" for b in sample_batteries)], qos=0)
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -140,6 +144,10 @@ class BusWatch:
             if message is None or not message.payload:
                 continue
             seen = time.time()
+            if message.topic == BROKER_STORED:
+                with contextlib.suppress(ValueError):
+                    self.broker_stored.append(int(message.payload))
+                continue
             with contextlib.suppress(ValueError, KeyError, TypeError):
                 body = json.loads(message.payload)
                 if message.topic.startswith(status_prefix):
