@@ -207,7 +207,8 @@ class Bus(MessageBus):
                 return  # already acknowledged (the PUBACK can beat us on a fast loopback)
             waiter = self._storage.waiter(mid)
             try:
-                await asyncio.wait_for(waiter, timeout)
+                async with asyncio.timeout(timeout):  # not wait_for: see _wait_for_packet_id
+                    await waiter
             except TimeoutError as exc:
                 raise BusUnavailable(f"no PUBACK from the broker within {timeout:.1f} s") from exc
 
@@ -232,8 +233,11 @@ class Bus(MessageBus):
             if remaining <= 0:
                 raise BusUnavailable(f"no packet id freed (no PUBACK from the broker) within {timeout:.1f} s")
             self._storage.freed.clear()
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancellation that comes in the moment
+            # the wait completes, and a stopped node then kept publishing (a 1,000-battery simulator needed SIGKILL)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._storage.freed.wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await self._storage.freed.wait()
 
     # -- receive ----------------------------------------------------------------------------------------------
 
