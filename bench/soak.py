@@ -139,10 +139,12 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
               f"at the end {pending[-1] if pending else 0:,}; recorder batches {recorder.get('batches', 0):,}, "
               f"retries {recorder.get('retries', 0)}, rejected {recorder.get('rejected', 0)}; drained after the stop "
               f"in {drained_s:.1f} s")
-        received = {node: counters.get("received", 0) for node, counters in sorted(watch.latest.items())}
-        print(f"broker messages in store (retained + queued + in flight), every 10 s: "
-              f"{', '.join(f'{n:,}' for n in watch.broker_stored)}")
-        print(f"messages received per node by its last status: {received}")
+        received = {node: f"{counters.get('received', 0)}/{counters.get('published', 0)}"
+                    for node, counters in sorted(watch.latest.items())}
+        print(f"broker messages queued for sessions or in flight (in store less retained), every 10 s: "
+              f"{', '.join(f'{n:,}' for n in watch.broker_queued())}; retained "
+              f"{watch.broker_retained[-1] if watch.broker_retained else 0:,}")
+        print(f"messages received/published per node by its last status: {received}")
         print(f"lag (reading time -> stored mark seen, 1 s confirm interval included): p50 "
               f"{percentile(lag, 0.5):.2f} s, p99 {percentile(lag, 0.99):.2f} s, max {max(lag, default=0):.2f} s "
               f"({len(lag):,} marks of {len(sampled)} batteries)")

@@ -30,6 +30,8 @@ from deploy import stack
 _TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 #: mosquitto's count of messages it holds: retained ones, and those queued or in flight for any session
 BROKER_STORED = "$SYS/broker/store/messages/count"
+#: ... of which retained (the rest is queued for sessions or in flight: the broker's backlog)
+BROKER_RETAINED = "$SYS/broker/retained messages/count"
 _PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 
@@ -127,8 +129,9 @@ class BusWatch:
         self.lag_s: list[float] = []
         #: the broker's messages in store (retained, queued, in flight) every ``sys_interval`` (mosquitto: 10 s)
         self.broker_stored: list[int] = []
+        self.broker_retained: list[int] = []
         self._client = stack.MiniMqtt(host, port, keepalive=0, timeout=5.0)
-        self._client.subscribe([f"{root}/node/+/status", BROKER_STORED,
+        self._client.subscribe([f"{root}/node/+/status", BROKER_STORED, BROKER_RETAINED,
                                 *(f"{root}/battery/{b}/stored" for b in sample_batteries)], qos=0)
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -144,9 +147,10 @@ class BusWatch:
             if message is None or not message.payload:
                 continue
             seen = time.time()
-            if message.topic == BROKER_STORED:
+            if message.topic in (BROKER_STORED, BROKER_RETAINED):
                 with contextlib.suppress(ValueError):
-                    self.broker_stored.append(int(message.payload))
+                    (self.broker_stored if message.topic == BROKER_STORED else self.broker_retained).append(
+                        int(message.payload))
                 continue
             with contextlib.suppress(ValueError, KeyError, TypeError):
                 body = json.loads(message.payload)
@@ -175,6 +179,10 @@ class BusWatch:
         """Every value of a node's counter seen so far, in order."""
         with self._lock:
             return [value for _, value in self.series.get(node, {}).get(name, [])]
+
+    def broker_queued(self) -> list[int]:
+        """The broker's messages in store that are not retained (queued for sessions, in flight), every 10 s."""
+        return [stored - retained for stored, retained in zip(self.broker_stored, self.broker_retained, strict=False)]
 
     def start(self) -> BusWatch:
         self._thread.start()
