@@ -42,6 +42,8 @@ log = logging.getLogger("bess.bus")
 
 # CONNACK codes that mean "these credentials will never work" (MQTT 3.1.1: 4, 5; MQTT 5: 0x86, 0x87, 0x8A, 0x8C)
 REFUSED_CODES = frozenset({4, 5, 0x86, 0x87, 0x8A, 0x8C})
+#: topic filters per SUBSCRIBE packet (about 60 bytes each: a packet stays far below any broker's size limit)
+SUBSCRIBE_CHUNK = 200
 
 
 def _first(properties: dict[str, Any], key: str) -> Any:
@@ -104,9 +106,14 @@ class Bus(MessageBus):
             self._send_subscribe([sub])
 
     def _send_subscribe(self, subs: list[AnySubscription]) -> None:
-        for sub in subs:
-            self._client.subscribe(gmqtt.Subscription(sub.broker_filter, qos=1, no_local=sub.no_local))
-            log.debug("subscribed %s", sub.broker_filter)
+        # Several filters per SUBSCRIBE packet: each packet takes a packet id until its SUBACK, and gmqtt has only
+        # the broker's receive maximum of them, so a simulator of 1,000 batteries (3,000 filters) sent one packet
+        # each ran out of ids (OverflowError in on_connect) and never came online.
+        for start in range(0, len(subs), SUBSCRIBE_CHUNK):
+            chunk = subs[start : start + SUBSCRIBE_CHUNK]
+            self._client.subscribe([gmqtt.Subscription(sub.broker_filter, qos=1, no_local=sub.no_local)
+                                    for sub in chunk])
+            log.debug("subscribed %s", ", ".join(sub.broker_filter for sub in chunk))
 
     # -- connection -------------------------------------------------------------------------------------------
 
@@ -201,7 +208,8 @@ class Bus(MessageBus):
                 return  # already acknowledged (the PUBACK can beat us on a fast loopback)
             waiter = self._storage.waiter(mid)
             try:
-                await asyncio.wait_for(waiter, timeout)
+                async with asyncio.timeout(timeout):  # not wait_for: see _wait_for_packet_id
+                    await waiter
             except TimeoutError as exc:
                 raise BusUnavailable(f"no PUBACK from the broker within {timeout:.1f} s") from exc
 
@@ -226,8 +234,11 @@ class Bus(MessageBus):
             if remaining <= 0:
                 raise BusUnavailable(f"no packet id freed (no PUBACK from the broker) within {timeout:.1f} s")
             self._storage.freed.clear()
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancellation that comes in the moment
+            # the wait completes, and a stopped node then kept publishing (a 1,000-battery simulator needed SIGKILL)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._storage.freed.wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await self._storage.freed.wait()
 
     # -- receive ----------------------------------------------------------------------------------------------
 

@@ -152,6 +152,11 @@ class Router:
         self.clock = clock
         self.subscriptions: list[Subscription[Any]] = []
         self.foreign: list[ForeignSubscription] = []
+        # A node with one subscription per battery (the simulator of a 1,000-battery fleet: three each) must not
+        # scan them all for every message, nor compare every pair when subscribing: filters without wildcards are
+        # looked up by name, and only the wildcard ones are scanned.
+        self._exact: dict[str, AnySubscription] = {}
+        self._wild: list[AnySubscription] = []
         self._implausible_logged: dict[str, tuple[float, int]] = {}
 
     def every_subscription(self) -> list[AnySubscription]:
@@ -162,6 +167,7 @@ class Router:
         """Register ``sub``; raises :class:`SubscriptionOverlap` if a topic could match it and another one."""
         self._refuse_overlap(sub)
         self.subscriptions.append(sub)
+        self._index(sub)
 
     def add_foreign(self, sub: ForeignSubscription) -> None:
         """Register a foreign subscription; overlaps are refused as for typed ones, bad filters too."""
@@ -170,9 +176,23 @@ class Router:
             raise ValueError(problems[0])
         self._refuse_overlap(sub)
         self.foreign.append(sub)
+        self._index(sub)
+
+    @staticmethod
+    def _is_exact(filter_: str) -> bool:
+        return not any(level in ("+", "#") for level in filter_.split("/"))
+
+    def _index(self, sub: AnySubscription) -> None:
+        if self._is_exact(sub.filter):
+            self._exact[sub.filter] = sub
+        else:
+            self._wild.append(sub)
 
     def _refuse_overlap(self, sub: AnySubscription) -> None:
-        for other in self.every_subscription():
+        # two exact filters overlap only when equal; a wildcard one may overlap anything, so it is compared to all
+        exact = self._exact.get(sub.filter)
+        others = self._wild if self._is_exact(sub.filter) else self.every_subscription()
+        for other in ([exact] if exact is not None else []) + list(others):
             if filters_overlap(sub.filter, other.filter):
                 raise SubscriptionOverlap(
                     f"subscription {sub.broker_filter} overlaps {other.broker_filter} (one handler per topic: pin "
@@ -181,7 +201,14 @@ class Router:
 
     def match(self, name: str) -> tuple[Subscription[Any], dict[str, str]] | None:
         """The subscription that takes messages on ``name``, with the name's parameters."""
-        for sub in self.subscriptions:
+        exact = self._exact.get(name)
+        if isinstance(exact, Subscription):
+            params = exact.topic.parse(name, root=self.root)
+            if params is not None and all(params.get(k) == v for k, v in exact.fixed.items()):
+                return exact, params
+        for sub in self._wild:
+            if not isinstance(sub, Subscription):
+                continue
             params = sub.topic.parse(name, root=self.root)
             if params is not None and all(params.get(k) == v for k, v in sub.fixed.items()):
                 return sub, params

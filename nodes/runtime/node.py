@@ -93,9 +93,7 @@ async def serve(service: Service[C], *, stop: asyncio.Event | None = None) -> No
     await asyncio.wait({runner, stopped}, return_when=asyncio.FIRST_COMPLETED)
     if runner.done() and not runner.cancelled() and runner.exception() is not None:
         log.error("%s run loop failed", service.name, exc_info=runner.exception())
-    runner.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await runner
+    await _cancel(runner, service.name)
     log.info("%s stopping", bus.node)
     try:
         await service.shutdown()
@@ -103,6 +101,19 @@ async def serve(service: Service[C], *, stop: asyncio.Event | None = None) -> No
         await bus.stop()
         stopped.cancel()
     log.info("%s offline", bus.node)
+
+
+async def _cancel(runner: asyncio.Task[None], name: str) -> None:
+    """Cancel the run loop and wait for it, cancelling again while it goes on: Python 3.11's ``asyncio.wait_for``
+    swallows a cancellation that arrives as its wait completes, and a run loop around one then never ends (the
+    node would need a SIGKILL, its shutdown and offline status skipped)."""
+    while not runner.done():
+        runner.cancel()
+        done, _ = await asyncio.wait({runner}, timeout=1.0)
+        if not done:
+            log.warning("%s run loop went on after it was cancelled; cancelling it again", name)
+    with contextlib.suppress(asyncio.CancelledError):
+        await runner
 
 
 def configure_logging(node: str) -> None:

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import msgspec
 
 from nodes.contract.messages import BatterySpec
 from nodes.contract.topics import id_problems
 from nodes.runtime.config import MqttSettings
 from nodes.simulator.faults import FaultError, FaultPlan, parse_faults
+from nodes.simulator.fleet import MAX_SIM_COUNT, fleet_ids, initial_soc_kwh, varied_spec
 
 
 class SimulatorConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
     """``BESS_*`` settings of the simulator."""
 
     batteries: list[str] = msgspec.field(default_factory=lambda: ["battery-1"])
+    #: > 0: simulate battery-0001 .. battery-<count> instead of BESS_BATTERIES (a fleet, see nodes/simulator/fleet.py)
+    sim_count: int = 0
+    #: same: every battery gets the BESS_SIM_* spec; varied: each its own, derived from its id (repeatable)
+    sim_specs: Literal["same", "varied"] = "same"
     sim_capacity_kwh: float = 1000.0
     sim_soc_min_kwh: float = 100.0
     sim_soc_max_kwh: float = 950.0
@@ -25,6 +32,9 @@ class SimulatorConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
     sim_speed: float = 1.0
     #: readings per battery kept until the recorder confirms them stored (battery/{battery}/stored); 0: none
     sim_keep_unconfirmed: int = 10_000
+    #: readings kept over all batteries of this process (about 540 bytes each): 1,000 batteries x 10,000 would be
+    #: 5.4 GB during a long recorder outage, so a large fleet keeps fewer per battery (``keep_per_battery``)
+    sim_keep_unconfirmed_total: int = 1_000_000
     #: the longest autopilot (planner) lease obeyed, from arrival; longer ones are cut and the state says so
     max_lease_s: float = 600.0
     #: the longest lease of any other source (gateway, operators, bridges): the gateway's own maximum
@@ -37,6 +47,8 @@ class SimulatorConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
     def problems(self) -> list[str]:
         """Invalid combinations, reported at start-up (exit 2)."""
         found = [f"BESS_BATTERIES: {problem}" for b in self.batteries for problem in id_problems(b, "battery")]
+        if not 0 <= self.sim_count <= MAX_SIM_COUNT:
+            found.append(f"BESS_SIM_COUNT must be between 0 and {MAX_SIM_COUNT}")
         try:
             found += self.spec().problems()
         except msgspec.ValidationError as exc:
@@ -47,6 +59,8 @@ class SimulatorConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
             found.append("BESS_SIM_TELEMETRY_INTERVAL_S and BESS_SIM_SPEED must be > 0")
         if not 0 <= self.sim_keep_unconfirmed <= 1_000_000:
             found.append("BESS_SIM_KEEP_UNCONFIRMED must be between 0 and 1000000")
+        if not 1 <= self.sim_keep_unconfirmed_total <= 100_000_000:
+            found.append("BESS_SIM_KEEP_UNCONFIRMED_TOTAL must be between 1 and 100000000")
         try:
             self.faults()
         except FaultError as exc:
@@ -55,7 +69,32 @@ class SimulatorConfig(MqttSettings, kw_only=True, forbid_unknown_fields=True):
 
     def faults(self) -> FaultPlan:
         """The injected faults (``BESS_SIM_FAULT``); raises :class:`~nodes.simulator.faults.FaultError`."""
-        return parse_faults(self.sim_fault, self.batteries)
+        return parse_faults(self.sim_fault, self.battery_ids())
+
+    def keep_per_battery(self, batteries: int) -> int:
+        """Readings each of ``batteries`` keeps until stored: ``BESS_SIM_KEEP_UNCONFIRMED``, within the total."""
+        if self.sim_keep_unconfirmed == 0:
+            return 0
+        return max(1, min(self.sim_keep_unconfirmed, self.sim_keep_unconfirmed_total // max(batteries, 1)))
+
+    def battery_ids(self) -> list[str]:
+        """The batteries this simulator runs: the generated fleet of ``BESS_SIM_COUNT``, else ``BESS_BATTERIES``."""
+        if self.sim_count > 0:
+            return fleet_ids(min(self.sim_count, MAX_SIM_COUNT))
+        return list(dict.fromkeys(self.batteries))
+
+    def spec_for(self, battery: str) -> BatterySpec:
+        """The spec ``battery`` publishes: the ``BESS_SIM_*`` one, or its own with ``BESS_SIM_SPECS=varied``."""
+        spec = self.spec()
+        return varied_spec(battery, spec) if self.sim_specs == "varied" else spec
+
+    def start_soc_kwh(self, battery: str, spec: BatterySpec) -> float:
+        """Where ``battery`` starts (before a retained reading of a previous run says otherwise)."""
+        if self.sim_soc_initial_kwh is not None:
+            return self.sim_soc_initial_kwh
+        if self.sim_specs == "varied":
+            return initial_soc_kwh(battery, spec)
+        return (spec.soc_min_kwh + spec.soc_max_kwh) / 2
 
     def spec(self) -> BatterySpec:
         """The BatterySpec every simulated battery publishes (validated like a wire message)."""

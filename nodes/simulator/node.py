@@ -7,12 +7,18 @@ Produces: ``battery/{battery}/spec`` (retained, at start), ``battery/{battery}/t
 lease, limits hit). Every lease is capped from the moment it arrives: ``BESS_MAX_LEASE_S`` (600 s) for the
 autopilot, ``BESS_MAX_OPERATOR_LEASE_S`` (24 h) for everyone else; the state's ``limits_hit`` and ``reason`` say so.
 Stored confirmations: with ``BESS_SIM_KEEP_UNCONFIRMED`` > 0 (default 10000 readings per battery) it consumes
-``battery/{battery}/stored`` and keeps each reading until the recorder confirms it stored, re-sending what it
+``battery/{battery}/stored`` and keeps each reading until the recorder confirms it stored (at most
+``BESS_SIM_KEEP_UNCONFIRMED_TOTAL``, 1,000,000, over all batteries: a fleet keeps fewer each), re-sending what it
 kept after every reconnect (:mod:`nodes.simulator.outbox`): a broker crash that loses acknowledged readings
 loses none of these. Counters: ``unconfirmed`` (kept now), ``resent``, ``unconfirmed_dropped`` (outbox full).
 Lifecycle: the common node lifecycle (nodes.runtime.node); a tick loop advances every battery in real time,
 with ``BESS_SIM_SPEED`` multiplying the energy moved per second so demos show SOC moving.
-Several batteries run in one process: ``BESS_BATTERIES=a,b,c``.
+Several batteries run in one process: ``BESS_BATTERIES=a,b,c``, or a fleet of ``BESS_SIM_COUNT`` batteries
+(``battery-0001`` ..), each with a spec of its own with ``BESS_SIM_SPECS=varied`` (:mod:`nodes.simulator.fleet`).
+Ticks (:mod:`nodes.simulator.ticks`) fall on the interval's grid (at 1 s: every whole second) and every reading of
+a tick carries its time, so ticks do not drift however long a 1,000-battery tick takes; a tick more than an
+interval late is skipped and counted. Counters: ``readings`` (telemetry published), ``ticks``, ``ticks_skipped``,
+``tick_late_ms_max``, ``tick_work_ms_max`` (the longest tick, publishing included).
 BMS: with ``BESS_SIM_BMS`` (default on) every reading carries what a BMS reports (:mod:`nodes.simulator.cells`);
 the lifetime counters resume from the retained reading like the SOC. Fault injection: ``BESS_SIM_FAULT``
 (:mod:`nodes.simulator.faults`) makes a battery's power stuck, a cell hot or its telemetry stop for a while,
@@ -24,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -37,8 +44,13 @@ from nodes.simulator.battery import LeaseCaps, SimBattery
 from nodes.simulator.cells import PackModel
 from nodes.simulator.config import SimulatorConfig
 from nodes.simulator.outbox import Outbox
+from nodes.simulator.ticks import Ticks
 
 log = logging.getLogger("bess.simulator")
+
+#: batteries handled between two yields to the event loop in a tick, so commands and PUBACKs are not held up by
+#: a whole 1,000-battery tick
+_YIELD_EVERY = 100
 
 
 class Simulator(Service[SimulatorConfig]):
@@ -48,17 +60,24 @@ class Simulator(Service[SimulatorConfig]):
 
     def __init__(self, config: SimulatorConfig, bus: MessageBus) -> None:
         super().__init__(config, bus)
-        spec = config.spec()
-        start = config.sim_soc_initial_kwh
-        if start is None:
-            start = (spec.soc_min_kwh + spec.soc_max_kwh) / 2
+        ids = config.battery_ids()
         caps = LeaseCaps(automatic_s=config.max_lease_s, operator_s=config.max_operator_lease_s)
-        self.batteries = {b: SimBattery(spec, start, caps=caps, pack=self._pack(spec)) for b in config.batteries}
+        self.batteries: dict[str, SimBattery] = {}
+        for b in ids:
+            spec = config.spec_for(b)
+            self.batteries[b] = SimBattery(spec, config.start_soc_kwh(b, spec), caps=caps, pack=self._pack(spec))
         self.faults = config.faults()
-        self._faulty: dict[str, set[str]] = {b: set() for b in config.batteries}
+        self._faulty: dict[str, set[str]] = {b: set() for b in ids}
         """battery -> the fault kinds in force at the last tick (to log each start and end once)."""
-        keep = config.sim_keep_unconfirmed
-        self.outboxes = {b: Outbox(keep) for b in config.batteries} if keep else {}
+        keep = config.keep_per_battery(len(ids))
+        if 0 < keep < config.sim_keep_unconfirmed:
+            log.info("keeping at most %d unconfirmed readings per battery (BESS_SIM_KEEP_UNCONFIRMED_TOTAL %d over "
+                     "%d batteries)", keep, config.sim_keep_unconfirmed_total, len(ids))
+        self.outboxes = {b: Outbox(keep) for b in ids} if keep else {}
+        self.ticks = Ticks(config.sim_telemetry_interval_s)
+        self.tally: Counter[str] = Counter()
+        #: the wall clock in epoch seconds (a test drives it)
+        self.wall: Callable[[], float] = time.time
         self._resumed: set[str] = set()
         #: monotonic clock (a test drives it) and, per battery, when its SOC was last brought up to date
         self.monotonic: Callable[[], float] = time.monotonic
@@ -75,11 +94,24 @@ class Simulator(Service[SimulatorConfig]):
         bus = self.bus
         for battery in self.batteries:
             bus.subscribe(COMMAND, self.on_command, battery=battery)
-            bus.subscribe(TELEMETRY, self.on_own_telemetry, battery=battery)
+            # no_local: not our own live readings back (1,000 a second for a fleet), only the retained one of a
+            # previous run, which the broker still sends on subscribe (tested with mosquitto 2.0.11)
+            bus.subscribe(TELEMETRY, self.on_own_telemetry, battery=battery, no_local=True)
             if self.outboxes:
                 bus.subscribe(STORED, self.on_stored, battery=battery)
-        if self.outboxes:
-            bus.set_counters_source(self.outbox_counters)
+        bus.set_counters_source(self.counters)
+
+    def counters(self) -> dict[str, int]:
+        """Readings published and the tick schedule, and the outbox's counters when readings are kept."""
+        ticks = self.ticks
+        return {
+            "readings": self.tally["readings"],
+            "ticks": ticks.ticks,
+            "ticks_skipped": ticks.skipped,
+            "tick_late_ms_max": ticks.late_ms_max,
+            "tick_work_ms_max": self.tally["tick_work_ms_max"],
+            **(self.outbox_counters() if self.outboxes else {}),
+        }
 
     def outbox_counters(self) -> dict[str, int]:
         """Readings kept until stored, re-sent and dropped (outbox full), summed over the batteries."""
@@ -133,22 +165,37 @@ class Simulator(Service[SimulatorConfig]):
         started = self.monotonic()
         self._stepped = dict.fromkeys(self.batteries, started)
         while True:
-            now = datetime.now(UTC)
-            for name, battery in self.batteries.items():
-                gap = self._apply_faults(name, battery, self.monotonic() - started, now)
-                self._advance(name, now)
-                if gap:
-                    continue  # the battery works on, but nothing reaches the bus
+            due = self.ticks.due(self.wall())
+            wait = due - self.wall()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            wall = self.wall()
+            at = self.ticks.take(max(wall, due))
+            # the tick's moment on the monotonic clock: every battery is advanced to it, so the SOC of a reading
+            # is the SOC at the reading's timestamp, whichever battery of the tick it is
+            moment = self.monotonic() - max(0.0, wall - at)
+            await self._tick(datetime.fromtimestamp(at, UTC), moment, moment - started)
+            self.tally["tick_work_ms_max"] = max(self.tally["tick_work_ms_max"], round((self.wall() - at) * 1000))
+
+    async def _tick(self, now: datetime, moment: float, elapsed_s: float) -> None:
+        """One tick: every battery advanced to ``moment``, its faults applied, its reading and state published."""
+        for i, (name, battery) in enumerate(self.batteries.items(), start=1):
+            gap = self._apply_faults(name, battery, elapsed_s, now)
+            self._advance(name, now, moment)
+            if not gap:  # in a gap the battery works on, but nothing reaches the bus
                 await self._publish_telemetry(name, battery.telemetry(now))
                 await self._publish_state(name, now)
-            await asyncio.sleep(self.config.sim_telemetry_interval_s)
+            if i % _YIELD_EVERY == 0:
+                await asyncio.sleep(0)
 
-    def _advance(self, name: str, now: datetime) -> None:
-        """Bring one battery's SOC up to this moment at the power it has had since it was last advanced."""
-        moment = self.monotonic()
+    def _advance(self, name: str, now: datetime, moment: float | None = None) -> None:
+        """Bring one battery's SOC up to ``moment`` (monotonic; default: now) at the power it has had since it was
+        last advanced (a command handled during a tick may have advanced it past the tick's moment already)."""
+        moment = self.monotonic() if moment is None else moment
         last = self._stepped.get(name)
-        self._stepped[name] = moment
-        self.batteries[name].step(0.0 if last is None else (moment - last) * self.config.sim_speed, now)
+        self._stepped[name] = moment if last is None else max(last, moment)
+        dt_s = 0.0 if last is None else max(0.0, moment - last)
+        self.batteries[name].step(dt_s * self.config.sim_speed, now)
 
     def _apply_faults(self, name: str, battery: SimBattery, elapsed_s: float, now: datetime) -> bool:
         """Put the faults in force at ``elapsed_s`` on the battery (log each start and end); True: a telemetry gap."""
@@ -172,6 +219,7 @@ class Simulator(Service[SimulatorConfig]):
         outbox = self.outboxes.get(name)
         if outbox is None:
             await self.bus.publish(TELEMETRY, reading, battery=name)
+            self.tally["readings"] += 1
             return
         overflowed = outbox.overflowed
         resend, reading = outbox.to_publish(reading, self.bus.connections)
@@ -184,6 +232,7 @@ class Simulator(Service[SimulatorConfig]):
             for old in resend:
                 await self.bus.publish(TELEMETRY, old, retain=False, battery=name)
             await self.bus.publish(TELEMETRY, reading, battery=name)
+            self.tally["readings"] += 1
         except BusUnavailable as exc:
             outbox.publish_failed()  # kept: re-sent with the next reading
             log.warning("%s: telemetry not published (%s); kept for the next try", name, exc)

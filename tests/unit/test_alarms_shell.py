@@ -276,3 +276,24 @@ async def test_a_node_removed_for_good_is_no_longer_watched_and_its_offline_alar
     states = [a.state for _, a, _ in rig.seen if a.rule == "node_offline"]
     assert states == ["raised", "cleared"], states
     assert "bridge" not in rig.node.nodes
+
+
+async def test_a_status_that_only_updates_counters_judges_nothing_again_and_a_new_state_does() -> None:
+    """Every node republishes its status every BESS_STATUS_INTERVAL_S with fresh counters: with 1,000 batteries
+    re-judging all of them for each of those cost most of the node's CPU (bench/soak.py)."""
+    rig = Rig(batteries=tuple(f"b{i}" for i in range(1, 51)))
+    await rig.start()
+    peer = MemoryBus("peer", rig.broker)
+    await peer.publish(STATUS, NodeStatus(node="recorder", state="online", counters={"stored": 1}), node="recorder")
+    await rig.broker.idle()
+    judged = rig.node.bus.counters["evaluations"]
+    for stored in range(2, 12):
+        await peer.publish(STATUS, NodeStatus(node="recorder", state="online", counters={"stored": stored}),
+                           node="recorder")
+    await rig.broker.idle()
+    assert rig.node.bus.counters["evaluations"] == judged
+    assert rig.node.nodes["recorder"].counters == {"stored": 11}  # kept all the same
+    await peer.publish(STATUS, NodeStatus(node="recorder", state="degraded", reason="store unavailable"),
+                       node="recorder")
+    await rig.broker.idle()
+    assert rig.node.bus.counters["evaluations"] == judged + 50  # every battery judged on the change

@@ -29,10 +29,12 @@ from nodes.contract.topics import (
     Request,
     TopicError,
 )
+from nodes.runtime import gmqtt_internals as internals
 from nodes.runtime.bus import Bus, MqttSettings
 from nodes.runtime.dispatch import Delivery, filters_overlap
 from nodes.runtime.errors import BusUnavailable, SubscriptionOverlap
 from nodes.runtime.memory import MemoryBroker, MemoryBus, topic_matches
+from tests.support.waiting import wait_for_async
 
 T0 = datetime(2025, 1, 16, 10, tzinfo=UTC)
 QUERY = HistoryQuery(kind="telemetry", battery="b1", begin=T0, end=T0 + timedelta(hours=1))
@@ -330,3 +332,54 @@ async def test_a_foreign_subscription_gets_raw_bytes_outside_the_root_and_its_fa
         bridge.subscribe_foreign("N/abc/#", handler)
     with pytest.raises(ValueError, match="whole level"):
         bridge.subscribe_foreign("N/ab+c", handler)
+
+
+async def test_a_publish_cancelled_as_a_packet_id_frees_stays_cancelled(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Python 3.11's ``asyncio.wait_for`` returns instead of raising when it is cancelled in the moment its inner
+    wait completes: a simulator stopped while its tick waited for packet ids (1,000 publishes a second) kept
+    ticking and needed a SIGKILL. The wait must stay cancelled."""
+    bus = Bus("simulator", MqttSettings())
+    exhausted = [True]
+    monkeypatch.setattr(internals, "packet_ids_exhausted", lambda client: exhausted[0])
+    waiting = asyncio.create_task(bus._wait_for_packet_id(5.0))
+    await asyncio.sleep(0)  # it waits for a PUBACK to free an id
+    exhausted[0] = False
+    bus._storage.freed.set()  # an id is freed, and before the waiter runs again ...
+    assert waiting.cancel()  # ... the node is stopped
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+
+
+async def test_a_run_loop_that_swallows_its_cancellation_is_cancelled_again_and_the_node_stops() -> None:
+    """Whatever swallows a cancellation inside a node's run loop (3.11's wait_for), the node still stops cleanly:
+    its shutdown runs and it says offline."""
+    from nodes.runtime.node import Service, serve
+
+    class Stubborn(Service[MqttSettings]):
+        name = "stubborn"
+        cancels = 0
+        stopped = False
+        running = False
+
+        async def run(self) -> None:
+            Stubborn.running = True
+            while True:
+                try:
+                    await asyncio.sleep(3600)
+                except asyncio.CancelledError:
+                    Stubborn.cancels += 1
+                    if Stubborn.cancels > 1:
+                        raise  # the second cancellation is taken
+
+        async def shutdown(self) -> None:
+            Stubborn.stopped = True
+
+    broker = MemoryBroker()
+    node = Stubborn(MqttSettings(), MemoryBus("stubborn", broker))
+    stop = asyncio.Event()
+    serving = asyncio.create_task(serve(node, stop=stop))
+    await wait_for_async(lambda: Stubborn.running, timeout=5, what="the run loop")
+    stop.set()
+    done, _ = await asyncio.wait({serving}, timeout=5)  # not wait_for: its timeout would cancel serve again
+    assert done, "serve() still waits for the run loop"
+    assert (Stubborn.cancels, Stubborn.stopped, node.bus.state) == (2, True, "offline")
