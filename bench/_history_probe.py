@@ -96,16 +96,16 @@ class Nodes:
             timeout=timeout_s, check=False,
         )
 
-    def has_cli(self, module: str, command: str) -> bool:
-        """Does ``python -m <module> <command> --help`` exist (another part's back-fill may not be merged)?
+    def has_cli(self, module: str, *command: str) -> bool:
+        """Does ``python -m <module> <command...> --help`` exist (another part's back-fill may not be merged)?
 
         The module's ``__main__.py`` must name the command first: a node without subcommands ignores its
         arguments and would start running instead of answering ``--help``."""
         main = ROOT / module.replace(".", "/") / "__main__.py"
-        if not main.is_file() or command not in main.read_text():
+        if not main.is_file() or not all(word in main.read_text() for word in command):
             return False
         try:
-            return self.run_cli(module, command, "--help", timeout_s=60).returncode == 0
+            return self.run_cli(module, *command, "--help", timeout_s=60).returncode == 0
         except subprocess.TimeoutExpired:
             return False
 

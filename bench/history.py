@@ -160,13 +160,13 @@ def run_step(nodes: probe.Nodes, what: str, argv: list[str]) -> float | None:
 def backfill(nodes: probe.Nodes, batteries: list[str], begin: datetime, end: datetime) -> None:
     """The other parts' back-fills, when this tree has them (detected by their ``--help``)."""
     span = ["--begin", begin.isoformat().replace("+00:00", "Z"), "--end", end.isoformat().replace("+00:00", "Z")]
-    if nodes.has_cli("nodes.recorder", "rollups"):
+    if nodes.has_cli("nodes.recorder", "rollups", "backfill"):
         run_step(nodes, "telemetry rollups back-fill", ["nodes.recorder", "rollups", "backfill", *span])
         run_step(nodes, "telemetry rollups check", ["nodes.recorder", "rollups", "check"])
     else:
-        print("telemetry rollups: none in this tree (`python -m nodes.recorder rollups` absent): history windows "
-              "are means over raw points", flush=True)
-    if nodes.has_cli("nodes.renderer", "kpis"):
+        print("telemetry rollups: none in this tree (`python -m nodes.recorder rollups backfill` absent): "
+              "history windows are means over raw points", flush=True)
+    if nodes.has_cli("nodes.renderer", "kpis", "backfill"):
         started = time.perf_counter()
         for battery in batteries:
             if run_step(nodes, f"KPI buckets back-fill {battery}",
@@ -174,8 +174,8 @@ def backfill(nodes: probe.Nodes, batteries: list[str], begin: datetime, end: dat
                 break
         print(f"KPI back-fill of {len(batteries)} battery(ies): {time.perf_counter() - started:.1f} s", flush=True)
     else:
-        print("KPI buckets: none in this tree (`python -m nodes.renderer kpis` absent): a cold KPI read integrates "
-              "raw rows", flush=True)
+        print("KPI buckets: none in this tree (`python -m nodes.renderer kpis backfill` absent): a cold KPI read "
+              "integrates raw rows", flush=True)
 
 
 @dataclass
