@@ -183,16 +183,37 @@ async def cold_kpis(
         await asyncio.sleep(0.1)
 
 
-async def page_load(base: str, path: str, ready_js: str, timeout_s: float = 600) -> float:
-    """Seconds from navigation to ``path`` until ``ready_js`` holds (NaN when it never does)."""
+@dataclass(frozen=True)
+class PageLoad:
+    """A page load: until it was ready, and how long its own requests for figures and for Plotly took."""
+
+    seconds: float
+    figures_s: float
+    plotly_s: float
+
+
+RESOURCE_JS = """(() => { const span = (part) => { const e = performance.getEntriesByType('resource')
+  .filter(r => r.name.includes(part)); return e.length ? (e[e.length - 1].responseEnd - e[e.length - 1].startTime)
+  / 1000 : NaN; }; return [span('/api/figures/'), span('plotly')]; })()"""
+
+
+async def page_load(base: str, path: str, ready_js: str, timeout_s: float = 600) -> PageLoad:
+    """From navigation to ``path`` until ``ready_js`` holds (NaN when it never does), with the page's fetch of
+    its figures and of Plotly (the rest is parsing and drawing in the browser)."""
     async with open_page() as page:
         started = time.perf_counter()
         await page.goto(f"{base}{path}")
-        try:
-            await page.wait_for(ready_js, timeout=timeout_s, what=f"{path} ready")
-        except AssertionError:
-            return float("nan")
-        return time.perf_counter() - started
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                if await page.evaluate(ready_js):
+                    seconds = time.perf_counter() - started
+                    figures_s, plotly_s = await page.evaluate(RESOURCE_JS)
+                    return PageLoad(seconds, float(figures_s or "nan"), float(plotly_s or "nan"))
+            except RuntimeError:
+                pass  # the document is still being replaced (no body yet)
+            await asyncio.sleep(0.02)
+        return PageLoad(float("nan"), float("nan"), float("nan"))
 
 
 def panels_ready_js(path: str) -> str:
@@ -201,16 +222,16 @@ def panels_ready_js(path: str) -> str:
     points. The diagnostics panel fills on its own and is no figure."""
     return (
         "(() => { if (location.pathname + location.search !== " + json.dumps(path) + ") return false;"
-        " const key = document.body.dataset.windowKey;"
+        " const key = document.body && document.body.dataset.windowKey;"
         " const panels = Array.from(document.querySelectorAll('.panel[data-figure]'))"
         ".filter(p => p.dataset.figure !== 'diagnostics');"
         " const soc = document.getElementById('panel-soc');"
-        " return panels.length > 1 && soc !== null && Number(soc.dataset.points) > 0 &&"
+        " return Boolean(key) && panels.length > 1 && soc !== null && Number(soc.dataset.points) > 0 &&"
         " panels.every(p => p.dataset.state === 'rendered' && p.dataset.windowKey === key); })()"
     )
 
 
-async def battery_page_load(base: str, battery: str, window: str, timeout_s: float = 600) -> float:
+async def battery_page_load(base: str, battery: str, window: str, timeout_s: float = 600) -> PageLoad:
     """Seconds until every panel of ``/battery/{battery}?window=`` shows that window."""
     path = f"/battery/{battery}?window={window}"
     return await page_load(base, path, panels_ready_js(path), timeout_s)
@@ -220,6 +241,7 @@ __all__ = [
     "Build",
     "Kpis",
     "Nodes",
+    "PageLoad",
     "api_build",
     "battery_page_load",
     "cold_kpis",

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import shutil
 import statistics
 import sys
@@ -129,7 +130,9 @@ async def main() -> int:
                 raw_seconds, raw_rows = await build_figures(bus, begin, end, raw=True)
                 median = statistics.median(timings)
                 page = f"{window_s // 60 - args.runs - 1}m"  # not read yet either
-                load = await probe.battery_page_load(nodes.url, BATTERY, page) if chromium_path() else float("nan")
+                load = math.nan
+                if chromium_path():
+                    load = (await probe.battery_page_load(nodes.url, BATTERY, page)).seconds
                 print(f"{label:>6} {cold.seconds:>12.2f} {median:>15.3f} {raw_rows:>9,} {raw_seconds:>12.3f} "
                       f"{raw_seconds / median:>6.1f} {load:>12.3f}")
     finally:

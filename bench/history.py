@@ -99,7 +99,7 @@ class Row:
     history_rows: int
     raw_s: float
     raw_rows: int
-    page_s: float
+    page: probe.PageLoad
     soc_points: int
     load: str
 
@@ -110,11 +110,12 @@ class Row:
     def line(self) -> str:
         return (f"{self.label:>5} {self.kpi_cold.text():>10} {self.kpi_warm_s:>9.3f} {self.build_s:>8.3f} "
                 f"{self.history_s:>9.3f} {self.history_rows:>6,} {self.raw_s:>9.3f} {self.ratio:>7.1f} "
-                f"{self.page_s:>7.3f} {self.soc_points:>6,}  {self.load}")
+                f"{self.page.seconds:>7.3f} {self.page.figures_s:>7.3f} {self.page.plotly_s:>7.3f} "
+                f"{self.soc_points:>6,}  {self.load}")
 
 
 HEADER = (f"{'window':>5} {'kpi cold s':>10} {'kpi warm':>9} {'build s':>8} {'history s':>9} {'rows':>6} "
-          f"{'raw means':>9} {'ratio':>7} {'page s':>7} {'drawn':>6}  load average")
+          f"{'raw means':>9} {'ratio':>7} {'page s':>7} {'p.figs':>7} {'p.plotly':>7} {'drawn':>6}  load average")
 
 
 def raw_means_query(battery: str, begin: datetime, end: datetime, every_s: int) -> str:
@@ -214,7 +215,7 @@ class Viewer:
         history_s, history_rows = await timed_history(self.bus, battery, begin, now)
         every = bucket_seconds(begin, now, MAX_POINTS) or 1
         raw_s, raw_rows = await asyncio.to_thread(timed_raw_means, nodes.influx_url, battery, begin, now, every)
-        page = math.nan
+        page = probe.PageLoad(math.nan, math.nan, math.nan)
         if chromium_path() and not self.args.no_browser:  # a window not read yet either: a full build
             page = await probe.battery_page_load(nodes.url, battery, f"{window_s // 60 - runs - 1}m")
         return Row(label, cold, warm.seconds, statistics.median(b.seconds for b in builds), history_s,
@@ -258,16 +259,21 @@ def targets(rows: list[Row]) -> str:
     parts = []
     for row in rows:
         limit = TARGET_YEAR_S if row.label == "1 y" else TARGET_S
-        measured = math.isfinite(row.page_s)
-        worst = max(row.build_s, row.page_s if measured else 0.0)
+        measured = math.isfinite(row.page.seconds)
+        worst = max(row.build_s, row.page.seconds if measured else 0.0)
         verdict = "met" if worst < limit else "NOT met"
-        page = f"page {row.page_s:.3f} s" if measured else "page not measured"
+        page = f"page {row.page.seconds:.3f} s" if measured else "page not measured"
         parts.append(f"{row.label} build {row.build_s:.3f} s, {page} < {limit:g} s: {verdict}")
     return "targets: " + "; ".join(parts)
 
 
 async def run(args: argparse.Namespace) -> int:
     count, step_s, default_days, labels = SCENARIOS[args.scenario]
+    if args.windows:
+        labels = tuple(label.strip() for label in args.windows.split(","))
+        unknown = [label for label in labels if label not in WINDOWS]
+        if unknown:
+            raise SystemExit(f"--windows: unknown {unknown}; use {', '.join(WINDOWS)}")
     count = args.batteries or count
     days = args.days or default_days
     profiles = data.fleet_profiles(count)
@@ -347,6 +353,7 @@ def main() -> int:
     parser.add_argument("--bms", action="store_true", help="also the BMS fields (about half the load rate)")
     parser.add_argument("--writers", type=int, default=2)
     parser.add_argument("--batch-lines", type=int, default=40_000)
+    parser.add_argument("--windows", help="a comma-separated subset, e.g. '24 h,7 d' (default: the scenario's)")
     parser.add_argument("--no-browser", action="store_true", help="skip the page loads in Chromium")
     parser.add_argument("--keep", action="store_true", help="keep the data directory")
     parser.add_argument("--data-dir", help="keep the data here; a later run with the same scenario reuses it "
