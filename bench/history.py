@@ -310,7 +310,9 @@ async def run(args: argparse.Namespace) -> int:
                   f"{reuse['load_s']:.1f} s = {reuse['points_per_s']:,.0f} points/s)", flush=True)
 
         print(f"recorder online in {nodes.start('recorder'):.1f} s", flush=True)
-        backfill(nodes, batteries, datetime.fromtimestamp(start_s, UTC), end)
+        # up to now, not to the data's end: the rollups' coverage must join the live CQs' (which start when the
+        # recorder creates them), or the history before is still served from raw points
+        backfill(nodes, batteries, datetime.fromtimestamp(start_s, UTC), datetime.now(UTC))
         size = data.disk_bytes(base / "influxdb" / "data", base / "influxdb" / "wal")
         print(f"on disk after back-fills: {data.human_bytes(size)}", flush=True)
         bus.enable_requests(HISTORY)
