@@ -147,36 +147,48 @@ async def timed_history(bus: Bus, battery: str, begin: datetime, end: datetime) 
     return time.perf_counter() - started, len(result.rows)
 
 
-def run_step(nodes: probe.Nodes, what: str, argv: list[str]) -> float | None:
-    """Run one back-fill or check; print its outcome; the seconds it took (None when it failed)."""
+async def run_step(nodes: probe.Nodes, what: str, argv: list[str], *, quiet: bool = False) -> float | None:
+    """Run one back-fill or check; print its outcome (``quiet``: only a failure); the seconds it took (None when
+    it failed)."""
     started = time.perf_counter()
-    done = nodes.run_cli(*argv)
+    done = await asyncio.to_thread(nodes.run_cli, *argv)
     seconds = time.perf_counter() - started
     tail = (done.stdout + done.stderr).strip().splitlines()[-3:]
-    print(f"{what}: {'ok' if done.returncode == 0 else f'exit {done.returncode}'} in {seconds:.1f} s "
-          f"(`python -m {' '.join(argv)}`){': ' + ' | '.join(tail) if tail else ''}", flush=True)
+    if done.returncode != 0 or not quiet:
+        print(f"{what}: {'ok' if done.returncode == 0 else f'exit {done.returncode}'} in {seconds:.1f} s "
+              f"(`python -m {' '.join(argv)}`){': ' + ' | '.join(tail) if tail else ''}", flush=True)
     return seconds if done.returncode == 0 else None
 
 
-def backfill(nodes: probe.Nodes, batteries: list[str], begin: datetime, end: datetime) -> None:
-    """The other parts' back-fills, when this tree has them (detected by their ``--help``)."""
+async def backfill(nodes: probe.Nodes, batteries: list[str], begin: datetime, end: datetime) -> None:
+    """The other parts' back-fills, when this tree has them (detected by their ``--help``); the telemetry rollups
+    and the KPI days at the same time (they read the same raw points and write different measurements)."""
     span = ["--begin", begin.isoformat().replace("+00:00", "Z"), "--end", end.isoformat().replace("+00:00", "Z")]
-    if nodes.has_cli("nodes.recorder", "rollups", "backfill"):
-        run_step(nodes, "telemetry rollups back-fill", ["nodes.recorder", "rollups", "backfill", *span])
-        run_step(nodes, "telemetry rollups check", ["nodes.recorder", "rollups", "check"])
-    else:
-        print("telemetry rollups: none in this tree (`python -m nodes.recorder rollups backfill` absent): "
-              "history windows are means over raw points", flush=True)
-    if nodes.has_cli("nodes.renderer", "kpis", "backfill"):
+
+    async def rollups() -> None:
+        if await asyncio.to_thread(nodes.has_cli, "nodes.recorder", "rollups", "backfill"):
+            await run_step(nodes, "telemetry rollups back-fill", ["nodes.recorder", "rollups", "backfill", *span])
+            await run_step(nodes, "telemetry rollups check", ["nodes.recorder", "rollups", "check"])
+        else:
+            print("telemetry rollups: none in this tree (`python -m nodes.recorder rollups backfill` absent): "
+                  "history windows are means over raw points", flush=True)
+
+    async def kpis() -> None:
+        if not await asyncio.to_thread(nodes.has_cli, "nodes.renderer", "kpis", "backfill"):
+            print("KPI buckets: none in this tree (`python -m nodes.renderer kpis backfill` absent): a cold KPI read "
+                  "integrates raw rows", flush=True)
+            return
         started = time.perf_counter()
-        for battery in batteries:
-            if run_step(nodes, f"KPI buckets back-fill {battery}",
-                        ["nodes.renderer", "kpis", "backfill", "--battery", battery, *span]) is None:
+        for i, battery in enumerate(batteries):
+            argv = ["nodes.renderer", "kpis", "backfill", "--battery", battery, *span]
+            if await run_step(nodes, f"KPI days back-fill {battery}", argv, quiet=i > 0) is None:
                 break
-        print(f"KPI back-fill of {len(batteries)} battery(ies): {time.perf_counter() - started:.1f} s", flush=True)
-    else:
-        print("KPI buckets: none in this tree (`python -m nodes.renderer kpis backfill` absent): a cold KPI read "
-              "integrates raw rows", flush=True)
+        print(f"KPI days back-fill of {len(batteries)} battery(ies): {time.perf_counter() - started:.1f} s",
+              flush=True)
+
+    started = time.perf_counter()
+    await asyncio.gather(rollups(), kpis())
+    print(f"back-fills done in {time.perf_counter() - started:.1f} s (both at once)", flush=True)
 
 
 @dataclass
@@ -312,7 +324,7 @@ async def run(args: argparse.Namespace) -> int:
         print(f"recorder online in {nodes.start('recorder'):.1f} s", flush=True)
         # up to now, not to the data's end: the rollups' coverage must join the live CQs' (which start when the
         # recorder creates them), or the history before is still served from raw points
-        backfill(nodes, batteries, datetime.fromtimestamp(start_s, UTC), datetime.now(UTC))
+        await backfill(nodes, batteries, datetime.fromtimestamp(start_s, UTC), datetime.now(UTC))
         size = data.disk_bytes(base / "influxdb" / "data", base / "influxdb" / "wal")
         print(f"on disk after back-fills: {data.human_bytes(size)}", flush=True)
         bus.enable_requests(HISTORY)
