@@ -321,6 +321,8 @@ async def run(args: argparse.Namespace) -> int:
             print(f"reusing {points:,} points loaded into {base} up to {end:%Y-%m-%d %H:%M}Z (their load took "
                   f"{reuse['load_s']:.1f} s = {reuse['points_per_s']:,.0f} points/s)", flush=True)
 
+        if args.load_only:
+            return 0
         print(f"recorder online in {nodes.start('recorder'):.1f} s", flush=True)
         # up to now, not to the data's end: the rollups' coverage must join the live CQs' (which start when the
         # recorder creates them), or the history before is still served from raw points
@@ -370,6 +372,7 @@ def main() -> int:
     parser.add_argument("--windows", help="a comma-separated subset, e.g. '24 h,7 d' (default: the scenario's)")
     parser.add_argument("--no-browser", action="store_true", help="skip the page loads in Chromium")
     parser.add_argument("--keep", action="store_true", help="keep the data directory")
+    parser.add_argument("--load-only", action="store_true", help="stop after loading (into --data-dir, for later)")
     parser.add_argument("--data-dir", help="keep the data here; a later run with the same scenario reuses it "
                         "(no second load; the back-fills run again)")
     args = parser.parse_args()
