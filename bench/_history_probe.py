@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from deploy import stack  # noqa: E402
-from tests.support.browser import open_page  # noqa: E402
+from tests.support.browser import Page, open_page  # noqa: E402
 
 
 @dataclass
@@ -185,35 +187,53 @@ async def cold_kpis(
 
 @dataclass(frozen=True)
 class PageLoad:
-    """A page load: until it was ready, and how long its own requests for figures and for Plotly took."""
+    """A page load: until it was ready, how long its own requests for figures and for Plotly took, and the same
+    for a second window in the same browser (``again_s``: Plotly and the page's scripts cached, as for a viewer
+    who comes back or switches windows)."""
 
     seconds: float
     figures_s: float
     plotly_s: float
+    again_s: float = float("nan")
 
+
+NOT_LOADED = PageLoad(float("nan"), float("nan"), float("nan"))
 
 RESOURCE_JS = """(() => { const span = (part) => { const e = performance.getEntriesByType('resource')
   .filter(r => r.name.includes(part)); return e.length ? (e[e.length - 1].responseEnd - e[e.length - 1].startTime)
   / 1000 : NaN; }; return [span('/api/figures/'), span('plotly')]; })()"""
 
 
-async def page_load(base: str, path: str, ready_js: str, timeout_s: float = 600) -> PageLoad:
-    """From navigation to ``path`` until ``ready_js`` holds (NaN when it never does), with the page's fetch of
-    its figures and of Plotly (the rest is parsing and drawing in the browser)."""
+async def _until(page: Page, ready_js: str, started: float, timeout_s: float) -> float:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if await page.evaluate(ready_js):
+                return time.perf_counter() - started
+        except RuntimeError:
+            pass  # the document is still being replaced (no body yet)
+        await asyncio.sleep(0.02)
+    return float("nan")
+
+
+async def page_load(base: str, paths: tuple[str, ...], ready_js: Callable[[str], str],
+                    timeout_s: float = 600) -> PageLoad:
+    """From navigation to ``paths[0]`` in a new browser until ``ready_js(path)`` holds (NaN when it never does),
+    with the page's fetch of its figures and of Plotly (the rest is parsing and drawing in the browser); then
+    ``paths[1]`` (if given) in the same browser."""
     async with open_page() as page:
         started = time.perf_counter()
-        await page.goto(f"{base}{path}")
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                if await page.evaluate(ready_js):
-                    seconds = time.perf_counter() - started
-                    figures_s, plotly_s = await page.evaluate(RESOURCE_JS)
-                    return PageLoad(seconds, float(figures_s or "nan"), float(plotly_s or "nan"))
-            except RuntimeError:
-                pass  # the document is still being replaced (no body yet)
-            await asyncio.sleep(0.02)
-        return PageLoad(float("nan"), float("nan"), float("nan"))
+        await page.goto(f"{base}{paths[0]}")
+        seconds = await _until(page, ready_js(paths[0]), started, timeout_s)
+        if math.isnan(seconds):  # never ready
+            return NOT_LOADED
+        figures_s, plotly_s = await page.evaluate(RESOURCE_JS)
+        again = float("nan")
+        if len(paths) > 1:
+            started = time.perf_counter()
+            await page.goto(f"{base}{paths[1]}")
+            again = await _until(page, ready_js(paths[1]), started, timeout_s)
+        return PageLoad(seconds, float(figures_s or "nan"), float(plotly_s or "nan"), again)
 
 
 def panels_ready_js(path: str) -> str:
@@ -231,13 +251,15 @@ def panels_ready_js(path: str) -> str:
     )
 
 
-async def battery_page_load(base: str, battery: str, window: str, timeout_s: float = 600) -> PageLoad:
-    """Seconds until every panel of ``/battery/{battery}?window=`` shows that window."""
-    path = f"/battery/{battery}?window={window}"
-    return await page_load(base, path, panels_ready_js(path), timeout_s)
+async def battery_page_load(base: str, battery: str, *windows: str, timeout_s: float = 600) -> PageLoad:
+    """Until every panel of ``/battery/{battery}?window=`` shows that window (a second window: in the same
+    browser)."""
+    paths = tuple(f"/battery/{battery}?window={window}" for window in windows)
+    return await page_load(base, paths, panels_ready_js, timeout_s)
 
 
 __all__ = [
+    "NOT_LOADED",
     "Build",
     "Kpis",
     "Nodes",
