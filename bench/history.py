@@ -194,7 +194,7 @@ async def backfill(nodes: probe.Nodes, batteries: list[str], begin: datetime, en
         chosen = batteries if len(batteries) <= KPI_BACKFILL_ALL else batteries[:1]
         if chosen != batteries:
             print(f"KPI days back-fill: only {chosen[0]}, the battery whose windows are measured (one process per "
-                  f"battery and day; the renderer computes the others' days when someone views them)", flush=True)
+                  f"battery; the renderer computes the others' days when someone views them)", flush=True)
         for i, battery in enumerate(chosen):
             argv = ["nodes.renderer", "kpis", "backfill", "--battery", battery, *span]
             if await run_step(nodes, f"KPI days back-fill {battery}", argv, quiet=i > 0) is None:
