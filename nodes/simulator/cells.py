@@ -5,7 +5,9 @@ to see values that move the way a real pack's do.
 
 * Cells are LFP (``cells_in_series``, default 240, about 770 V nominal): the open-circuit voltage follows the
   flat LFP curve of :data:`LFP_OCV` over the SOC; under load the voltage drops (discharge) or rises (charge) by
-  the current times the resistance. The pack current is the power over the pack voltage (+ discharging).
+  the current times the resistance. The pack current is the power over the pack voltage (+ discharging). The
+  resistance scales with the capacity (more strings in parallel), so the lift follows the C-rate. No taper: above
+  ~90 % SOC, charging at 1C lifts a cell past 3.65 V, where a real BMS would cut the current.
 * The pack warms with the power it moves: it tends to ``ambient_c`` plus ``rise_c_at_max`` times the share of
   its largest power, with the time constant ``time_constant_s`` (exact first-order step, so a big ``dt`` is
   fine). The spread between the coldest and the hottest cell grows with the power.
@@ -51,6 +53,8 @@ class PackModel:
     max_power_kw: float
     cells_in_series: int = 240
     cell_resistance_ohm: float = 0.0002
+    """The resistance a cell's current sees in a pack of :attr:`reference_capacity_kwh`."""
+    reference_capacity_kwh: float = 1000.0
     ambient_c: float = 25.0
     rise_c_at_max: float = 12.0
     time_constant_s: float = 1800.0
@@ -83,7 +87,10 @@ class PackModel:
         ocv = ocv_v(soc_kwh / self.capacity_kwh)
         pack_ocv = ocv * self.cells_in_series
         current_a = power_kw * 1000.0 / pack_ocv
-        drop_v = current_a * self.cell_resistance_ohm  # + discharging: the voltage sags; charging lifts it
+        # A bigger pack has more strings in parallel, each carrying its share of the current: the drop follows the
+        # C-rate, not the pack current (a 2 MWh pack at 1C would otherwise read 0.5 V over its cells and raise
+        # CELL_OVER_VOLTAGE while charging at 15 % SOC). + discharging: the voltage sags; charging lifts it.
+        drop_v = current_a * self.cell_resistance_ohm * self.reference_capacity_kwh / self.capacity_kwh
         cell_v = ocv - drop_v
         spread_v = 0.006 + 0.01 * share
         spread_c = 1.0 + 2.5 * share
