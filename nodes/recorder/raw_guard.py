@@ -7,7 +7,8 @@ of a day whose KPI day is not stored would lose that day's KPIs for good. So raw
 only up to the first day that has readings but no stored KPI day, less :data:`KPI_SPAN_S` (a KPI day also reads
 the samples that far around it).
 
-    data_days   <- the 1-min rollup's readings per battery and UTC day (cheap: 1,440 rows a day at most)
+    begin       <- the day of the oldest raw point not deleted yet (the ranges below start there)
+    data_days   <- the 1-min rollup's readings per battery and UTC day (1,440 rows a battery-day at most)
     stored_days <- kpi_1d's points per battery and UTC day
     limits(...) -> per battery: delete raw points before this time
 """
@@ -49,6 +50,22 @@ def days_query(measurement_ref: str, field: str, begin: datetime, end: datetime)
             f"AND time < {time_literal(end)} GROUP BY time(1d), {ident('battery')} fill(none)")
 
 
+def first_query(measurement: str, field: str, begin: datetime, end: datetime) -> str:
+    """The oldest raw point of each battery in ``[begin, end)``: where the day queries need to start (the raw
+    points before it are deleted already, so the range stays a few hours long instead of the whole history)."""
+    return (f"SELECT first({ident(field)}) FROM {ident(measurement)} WHERE time >= {time_literal(begin)} "
+            f"AND time < {time_literal(end)} GROUP BY {ident('battery')}")
+
+
+def earliest_day(answer: dict[str, Any]) -> datetime | None:
+    """The start of the UTC day of the oldest point in a :func:`first_query` answer (None: no point)."""
+    times = [row[0] for series in answer.get("series") or [] for row in series.get("values") or []
+             if isinstance(row[0], int)]
+    if not times:
+        return None
+    return _EPOCH + timedelta(days=min(times) // (DAY_S * 1_000_000))
+
+
 def days_of(answer: dict[str, Any]) -> Days:
     """Parse a :func:`days_query` answer (``epoch=u``) into battery -> day numbers with a non-zero count."""
     found: Days = {}
@@ -86,4 +103,7 @@ def describe(held: Iterable[str], battery_limits: dict[str, datetime]) -> str:
             " there are not stored yet (python -m nodes.renderer kpis backfill --battery B --begin .. --end ..)")
 
 
-__all__ = ["KPI_SPAN_S", "days_of", "days_query", "delete_statements", "describe", "held_back", "limits"]
+__all__ = [
+    "KPI_SPAN_S", "days_of", "days_query", "delete_statements", "describe", "earliest_day", "first_query", "held_back",
+    "limits",
+]

@@ -289,13 +289,18 @@ async def apply_raw_retention(store: Influx1Store, settings: RollupSettings, now
         return (f"raw {measurement} older than {cutoff.isoformat()} is kept: {minute.name} is complete {since} "
                 "(run rollups backfill to cover it)")
     # per battery, never past a day whose KPI day is not stored yet (nodes.recorder.raw_guard says why)
+    (oldest,) = await store.influxql([raw_guard.first_query(measurement, minute.fields[0], covered.since, cutoff)])
+    first_day = raw_guard.earliest_day(oldest)
+    if first_day is None:
+        return None  # nothing left to delete
+    begin = max(first_day, covered.since)
     upper = cutoff + timedelta(seconds=raw_guard.KPI_SPAN_S)
     data, stored = await store.influxql([
-        raw_guard.days_query(rollups.target_ref(store.database, minute), minute.marker, covered.since, upper),
-        raw_guard.days_query(ident("kpi_1d"), "buckets", covered.since, upper),
+        raw_guard.days_query(rollups.target_ref(store.database, minute), minute.marker, begin, upper),
+        raw_guard.days_query(ident("kpi_1d"), "buckets", begin, upper),
     ])
     battery_limits = raw_guard.limits(raw_guard.days_of(data), raw_guard.days_of(stored), cutoff)
-    statements = raw_guard.delete_statements(measurement, covered.since, battery_limits)
+    statements = raw_guard.delete_statements(measurement, begin, battery_limits)
     if statements:
         await store.influxql(statements)
     held = raw_guard.held_back(battery_limits, cutoff)

@@ -50,3 +50,15 @@ def test_days_are_read_per_battery_from_a_grouped_answer() -> None:
         {"name": "kpi_1d", "tags": {"battery": "b2"}, "columns": ["time", "count"], "values": [[us, 3]]},
     ]}
     assert raw_guard.days_of(answer) == {"b1": {DAY}, "b2": {DAY}}
+
+
+def test_the_day_queries_start_at_the_day_of_the_oldest_raw_point_left() -> None:
+    us = DAY * 86_400 * 1_000_000
+    answer = {"series": [
+        {"name": "telemetry", "tags": {"battery": "b1"}, "columns": ["time", "first"], "values": [[us + 5_000, 1.0]]},
+        {"name": "telemetry", "tags": {"battery": "b2"}, "columns": ["time", "first"],
+         "values": [[us + 86_400 * 1_000_000, 2.0]]},
+    ]}
+    assert raw_guard.earliest_day(answer) == START
+    assert raw_guard.earliest_day({}) is None
+    assert "first(\"soc_kwh\")" in raw_guard.first_query("telemetry", "soc_kwh", START, START + timedelta(days=1))
