@@ -71,6 +71,7 @@ from nodes.renderer.dashboard import (
     figure_order,
 )
 from nodes.renderer.figures import FIGURE_IDS
+from nodes.renderer.fleet import FleetTotals
 from nodes.renderer.windows import DEFAULT_WINDOW, WINDOW_PRESETS, TimeWindow, WindowError, parse_window
 
 log = logging.getLogger(__name__)
@@ -215,14 +216,23 @@ def _tz_toggle(zone: str) -> str:
             f'<button type="button" class="seg" data-tz="{z}">{z}</button></div>')
 
 
-async def _index(request: web.Request) -> web.Response:
-    state = request.app[STATE_KEY]
+def requested_page(request: web.Request) -> tuple[paging.PageQuery, paging.FleetPage, FleetTotals] | web.Response:
+    """The page of the fleet the query asks for (``?page=``, ``?q=``, ``?sort=``) and the whole fleet's totals, or
+    the 422 answer naming the parameter: the index, ``/api/fleet`` and the index's event stream page alike."""
     try:
         query = paging.PageQuery.parse(request.query)
     except paging.PageError as exc:
         return json_error(422, str(exc), exc.field)
-    rows, totals = state.fleet()
-    page = paging.page_of(rows, query)
+    rows, totals = request.app[STATE_KEY].fleet()
+    return query, paging.page_of(rows, query), totals
+
+
+async def _index(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    asked = requested_page(request)
+    if isinstance(asked, web.Response):
+        return asked
+    _query, page, totals = asked
     return _page(
         "index.html",
         plotly_version=plotly.__version__,
@@ -398,11 +408,10 @@ async def _events(request: web.Request) -> web.StreamResponse:
     only = None
     if battery is None and PAGE_PARAMS & set(request.query):
         # an index page of many: the events of its own rows (the page's script drops the others anyway)
-        try:
-            query = paging.PageQuery.parse(request.query)
-        except paging.PageError as exc:
-            return json_error(422, str(exc), exc.field)
-        only = frozenset(r.battery for r in paging.page_of(state.fleet()[0], query).rows)
+        asked = requested_page(request)
+        if isinstance(asked, web.Response):
+            return asked
+        only = frozenset(r.battery for r in asked[1].rows)
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     )

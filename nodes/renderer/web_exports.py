@@ -27,9 +27,9 @@ from datetime import UTC
 import msgspec
 from aiohttp import web
 
-from nodes.renderer import exports, paging
+from nodes.renderer import exports
 from nodes.renderer.csvout import Table, table_bytes
-from nodes.renderer.web import STATE_KEY, json_error, known_battery, window_or_error
+from nodes.renderer.web import STATE_KEY, json_error, known_battery, requested_page, window_or_error
 
 log = logging.getLogger(__name__)
 _encoder = msgspec.json.Encoder()
@@ -55,12 +55,10 @@ def _window_token(key: str) -> str:
 
 async def api_fleet(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
-    try:
-        query = paging.PageQuery.parse(request.query)
-    except paging.PageError as exc:
-        return json_error(422, str(exc), exc.field)
-    rows, totals = state.fleet()
-    page = paging.page_of(rows, query)
+    asked = requested_page(request)
+    if isinstance(asked, web.Response):
+        return asked
+    query, page, totals = asked
     body = {"rows": page.rows, "totals": totals, "display_tz": state.display_tz, "page": page.page,
             "pages": page.pages, "per_page": query.per_page, "matched": page.matched, "batteries": page.total}
     return web.Response(body=_encoder.encode(body), content_type="application/json",
